@@ -1,0 +1,61 @@
+//! One module per subcommand: read inputs, gather facts, decide, act, report.
+
+mod check;
+mod status;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+
+/// How a command failed, which decides the exit status.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad input or usage: exit 2, nothing was changed.
+    Usage(String),
+    /// Refused or failed: exit 1.
+    Refused(String),
+}
+
+impl Failure {
+    /// The exit status: 2 for bad input, 1 for a refusal or failure.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Failure::Usage(_) => ExitCode::from(2),
+            Failure::Refused(_) => ExitCode::from(1),
+        }
+    }
+
+    /// The one-sentence message.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Usage(m) | Failure::Refused(m) => m,
+        }
+    }
+}
+
+impl From<crate::firewalld::Error> for Failure {
+    fn from(e: crate::firewalld::Error) -> Self {
+        Failure::Refused(format!("cannot get firewalld's state: {e}"))
+    }
+}
+
+/// Runs a subcommand; `Ok` carries the exit status of a command that ran to a verdict.
+pub async fn run(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Status { json } => status::run(json).await,
+        Command::Check {
+            network_xml,
+            bridge,
+            zone,
+            json,
+        } => check::run(network_xml.as_deref(), bridge, zone, json).await,
+    }
+}
+
+/// Prints `value` as pretty JSON on stdout.
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::Refused(format!("cannot encode JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! Talking to firewalld over D-Bus: a typed client over zbus proxies, firewalld's errors, versions and
+//! capabilities, and the plain-data facts the decision logic consumes.
+
+pub mod error;
+pub mod facts;
+pub mod proxy;
+pub mod version;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use zbus::proxy::CacheProperties;
+use zbus::Connection;
+
+pub use error::{Error, ErrorCode};
+pub use facts::{Backend, FirewalldFacts, Running, State};
+pub use version::{parse_version, Capabilities};
+
+use proxy::{ActiveZones, ConfigProxy, PolicyProxy, RuntimeProxy, ZoneProxy, BUS_NAME};
+
+/// How long one call may take. Before firewalld 2.4.0 the bus name appears before the rules are loaded
+/// and calls queue behind the load, which can take many seconds on a big ruleset.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Result of a firewalld call.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A connection to the system bus, for talking to firewalld.
+#[derive(Clone, Debug)]
+pub struct Firewalld {
+    conn: Connection,
+}
+
+/// Builds an uncached proxy of type `$proxy` on `$self`'s connection, mapping errors for `$what`.
+macro_rules! uncached {
+    ($self:ident, $proxy:ty, $what:expr) => {
+        <$proxy>::builder(&$self.conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| Error::from_call($what, e))
+    };
+}
+
+impl Firewalld {
+    /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` when set, else the standard socket).
+    ///
+    /// A missing bus socket is [`Error::NoBus`]: such a host runs no firewalld either, which callers
+    /// report as a fact rather than a crash.
+    pub async fn connect() -> Result<Self> {
+        let conn = zbus::connection::Builder::system()
+            .method_timeout(CALL_TIMEOUT)
+            .build()
+            .await
+            .map_err(|e| match e {
+                zbus::Error::InputOutput(_)
+                | zbus::Error::Connection(..)
+                | zbus::Error::Address(_) => Error::NoBus(e.to_string()),
+                zbus::Error::Handshake(_) => Error::NoBus(e.to_string()),
+                other => Error::Bus(other),
+            })?;
+        Ok(Firewalld { conn })
+    }
+
+    /// Wraps an existing connection (the daemon shares one connection between its parts).
+    pub fn from_connection(conn: Connection) -> Self {
+        Firewalld { conn }
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Whether anybody owns firewalld's bus name. Asked of the bus, so it never activates firewalld.
+    pub async fn is_running(&self) -> Result<bool> {
+        let dbus = zbus::fdo::DBusProxy::new(&self.conn)
+            .await
+            .map_err(|e| Error::from_call("NameHasOwner", e))?;
+        let name =
+            zbus::names::BusName::try_from(BUS_NAME).map_err(|e| Error::Protocol(e.to_string()))?;
+        dbus.name_has_owner(name)
+            .await
+            .map_err(|e| Error::from_call("NameHasOwner", e.into()))
+    }
+
+    /// The version firewalld reports, verbatim.
+    pub async fn version_text(&self) -> Result<String> {
+        let p = uncached!(self, RuntimeProxy<'_>, "property version")?;
+        p.version()
+            .await
+            .map_err(|e| Error::from_call("property version", e))
+    }
+
+    /// firewalld's `state`.
+    pub async fn state(&self) -> Result<State> {
+        let p = uncached!(self, RuntimeProxy<'_>, "property state")?;
+        let text = p
+            .state()
+            .await
+            .map_err(|e| Error::from_call("property state", e))?;
+        Ok(State::from_text(&text))
+    }
+
+    /// The backend; a firewalld without the `FirewallBackend` property (before 0.6.0) is iptables.
+    pub async fn backend(&self) -> Result<Backend> {
+        let p = uncached!(self, ConfigProxy<'_>, "property FirewallBackend")?;
+        match p
+            .firewall_backend()
+            .await
+            .map_err(|e| Error::from_call("property FirewallBackend", e))
+        {
+            Ok(text) => Backend::from_text(&text)
+                .ok_or_else(|| Error::Protocol(format!("unknown FirewallBackend {text:?}"))),
+            Err(Error::NotSupported { .. }) => Ok(Backend::Iptables),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The runtime zones.
+    pub async fn zones(&self) -> Result<BTreeSet<String>> {
+        let p = uncached!(self, ZoneProxy<'_>, "getZones")?;
+        let zones = p
+            .get_zones()
+            .await
+            .map_err(|e| Error::from_call("getZones", e))?;
+        Ok(zones.into_iter().collect())
+    }
+
+    /// The runtime policies; `None` when this firewalld has no policies (before 0.9.0).
+    pub async fn policies(&self) -> Result<Option<BTreeSet<String>>> {
+        let p = uncached!(self, PolicyProxy<'_>, "getPolicies")?;
+        match p
+            .get_policies()
+            .await
+            .map_err(|e| Error::from_call("getPolicies", e))
+        {
+            Ok(list) => Ok(Some(list.into_iter().collect())),
+            Err(Error::NotSupported { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The permanent zones.
+    pub async fn permanent_zones(&self) -> Result<BTreeSet<String>> {
+        let p = uncached!(self, ConfigProxy<'_>, "getZoneNames")?;
+        let zones = p
+            .get_zone_names()
+            .await
+            .map_err(|e| Error::from_call("getZoneNames", e))?;
+        Ok(zones.into_iter().collect())
+    }
+
+    /// The permanent policies; `None` before 0.9.0.
+    pub async fn permanent_policies(&self) -> Result<Option<BTreeSet<String>>> {
+        let p = uncached!(self, ConfigProxy<'_>, "getPolicyNames")?;
+        match p
+            .get_policy_names()
+            .await
+            .map_err(|e| Error::from_call("getPolicyNames", e))
+        {
+            Ok(list) => Ok(Some(list.into_iter().collect())),
+            Err(Error::NotSupported { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Zones with bound interfaces or sources, in one call.
+    pub async fn active_zones(&self) -> Result<ActiveZones> {
+        let p = uncached!(self, ZoneProxy<'_>, "getActiveZones")?;
+        p.get_active_zones()
+            .await
+            .map_err(|e| Error::from_call("getActiveZones", e))
+    }
+
+    /// The zone `interface` is bound to at runtime, `None` when unbound.
+    pub async fn zone_of_interface(&self, interface: &str) -> Result<Option<String>> {
+        let p = uncached!(self, ZoneProxy<'_>, "getZoneOfInterface")?;
+        let zone = p
+            .get_zone_of_interface(interface)
+            .await
+            .map_err(|e| Error::from_call("getZoneOfInterface", e))?;
+        Ok((!zone.is_empty()).then_some(zone))
+    }
+
+    /// Binds `interface` to `zone` at runtime, moving it from any other zone.
+    pub async fn change_zone_of_interface(&self, zone: &str, interface: &str) -> Result<()> {
+        let p = uncached!(self, ZoneProxy<'_>, "changeZoneOfInterface")?;
+        p.change_zone_of_interface(zone, interface)
+            .await
+            .map_err(|e| Error::from_call("changeZoneOfInterface", e))?;
+        Ok(())
+    }
+
+    /// Unbinds `interface` at runtime from whichever zone holds it.
+    pub async fn remove_interface(&self, interface: &str) -> Result<()> {
+        let p = uncached!(self, ZoneProxy<'_>, "removeInterface")?;
+        p.remove_interface("", interface)
+            .await
+            .map_err(|e| Error::from_call("removeInterface", e))?;
+        Ok(())
+    }
+
+    /// Reloads firewalld's permanent configuration.
+    pub async fn reload(&self) -> Result<()> {
+        let p = uncached!(self, RuntimeProxy<'_>, "reload")?;
+        p.reload().await.map_err(|e| Error::from_call("reload", e))
+    }
+
+    /// Gathers what the pre-check and `status` need, issuing the independent reads concurrently.
+    ///
+    /// A firewalld in FAILED state still answers, but some reads may fail: those become empty sets
+    /// rather than errors, since the state itself is the fact that matters then.
+    pub async fn facts(&self) -> Result<FirewalldFacts> {
+        if !self.is_running().await? {
+            return Ok(FirewalldFacts::NotRunning { no_bus: false });
+        }
+        let (version_text, state, backend) =
+            tokio::try_join!(self.version_text(), self.state(), self.backend())?;
+        let version = parse_version(&version_text).map_err(|e| Error::Protocol(e.to_string()))?;
+        let (zones, policies) = tokio::join!(self.zones(), self.policies());
+        let tolerate = state == State::Failed;
+        let zones = match zones {
+            Ok(z) => z,
+            Err(_) if tolerate => BTreeSet::new(),
+            Err(e) => return Err(e),
+        };
+        let policies = match policies {
+            Ok(p) => p,
+            Err(_) if tolerate => Some(BTreeSet::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(FirewalldFacts::Running(Running {
+            capabilities: Capabilities::of(&version),
+            version,
+            version_text,
+            state,
+            backend,
+            zones,
+            policies,
+        }))
+    }
+}
+
+/// Gathers firewalld's facts from the system bus, treating a missing bus as "not running".
+pub async fn gather_facts() -> Result<FirewalldFacts> {
+    match Firewalld::connect().await {
+        Ok(fw) => fw.facts().await,
+        Err(Error::NoBus(_)) => Ok(FirewalldFacts::NotRunning { no_bus: true }),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,22 @@
+//! virtzone: firewalld zones and bridge bindings that keep libvirt guest networking working.
+//!
+//! The crate follows the layering in `architecture.md`: inputs (CLI, hookData, D-Bus) are parsed into
+//! validated values, facts are gathered from firewalld and the host, pure decision functions turn facts
+//! into verdicts or plans, and effects are applied at the edges.
+
+pub mod cli;
+pub mod commands;
+pub mod firewalld;
+pub mod host;
+pub mod libvirt;
+pub mod names;
+pub mod precheck;
+pub mod status;
+pub mod zone;
+
+/// The zone for NAT, isolated and forwardless networks.
+pub const LIBVIRT_ZONE: &str = "libvirt";
+/// The zone for routed networks.
+pub const LIBVIRT_ROUTED_ZONE: &str = "libvirt-routed";
+/// The policy whose presence tells that routed networks can use `libvirt-routed`.
+pub const LIBVIRT_ROUTED_OUT_POLICY: &str = "libvirt-routed-out";

@@ -1,0 +1,5 @@
+//! libvirt's side: its network XML and hookData, and the hook protocol's vocabulary.
+
+pub mod network;
+
+pub use network::{parse_network_xml, ForwardMode, Network, NetworkXmlError};

@@ -1,0 +1,300 @@
+//! libvirt's `<network>` XML, alone or wrapped in the hook's `<hookData>`.
+//!
+//! Only what decides a bridge's zone is read: the network's name, its bridge's `name` and `zone`, and the
+//! forward mode. Everything else libvirt writes is ignored, so newer libvirt XML keeps parsing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{BridgeName, NameError, ZoneName};
+
+/// The largest document accepted; libvirt's live network XML is a few KiB.
+const MAX_XML_BYTES: usize = 1 << 20;
+
+/// How a network forwards guest traffic (libvirt's `<forward mode=…>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardMode {
+    /// No `<forward>` element: an isolated network.
+    None,
+    /// NAT to the host's uplinks (also `<forward/>` without a mode).
+    Nat,
+    /// Routed without NAT.
+    Route,
+    /// Forwarded with no firewall rules from libvirt at all.
+    Open,
+    /// A host bridge libvirt does not own (`bridge`), or a macvtap/hostdev mode
+    /// (`private`, `vepa`, `passthrough`, `hostdev`): no libvirt bridge, nothing to zone.
+    Unmanaged(String),
+}
+
+impl ForwardMode {
+    fn from_attr(mode: Option<&str>) -> Result<Self, String> {
+        Ok(match mode {
+            None | Some("nat") => ForwardMode::Nat,
+            Some("route") => ForwardMode::Route,
+            Some("open") => ForwardMode::Open,
+            Some(m @ ("bridge" | "private" | "vepa" | "passthrough" | "hostdev")) => {
+                ForwardMode::Unmanaged(m.to_string())
+            }
+            Some(other) => return Err(format!("unknown forward mode {other:?}")),
+        })
+    }
+
+    /// libvirt's spelling (`none` for an isolated network).
+    pub fn as_str(&self) -> &str {
+        match self {
+            ForwardMode::None => "none",
+            ForwardMode::Nat => "nat",
+            ForwardMode::Route => "route",
+            ForwardMode::Open => "open",
+            ForwardMode::Unmanaged(m) => m,
+        }
+    }
+
+    /// Whether libvirt creates and owns the network's bridge in this mode.
+    pub fn has_libvirt_bridge(&self) -> bool {
+        !matches!(self, ForwardMode::Unmanaged(_))
+    }
+}
+
+/// The parts of a libvirt network that decide its bridge's zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Network {
+    /// The network's name.
+    pub name: String,
+    /// Its bridge (`<bridge name=…>`); always present for modes with a libvirt bridge.
+    pub bridge: Option<BridgeName>,
+    /// An explicitly requested zone (`<bridge zone=…>`).
+    pub zone: Option<ZoneName>,
+    /// The forward mode.
+    pub forward: ForwardMode,
+}
+
+/// Why a network document was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkXmlError {
+    /// Not well-formed, or not shaped like libvirt's network XML.
+    #[error("the network XML is malformed: {0}")]
+    Malformed(String),
+    /// A bridge or zone name in it is invalid.
+    #[error("the network XML names an {0}")]
+    Name(#[from] NameError),
+    /// A network whose mode needs a bridge names none.
+    #[error("network {0:?} has no <bridge name=…>; pass --bridge or use libvirt's live XML (virsh net-dumpxml)")]
+    NoBridge(String),
+}
+
+#[derive(Deserialize)]
+struct HookDataXml {
+    network: NetworkXml,
+}
+
+#[derive(Deserialize)]
+struct NetworkXml {
+    name: String,
+    bridge: Option<BridgeXml>,
+    forward: Option<ForwardXml>,
+}
+
+#[derive(Deserialize)]
+struct BridgeXml {
+    #[serde(rename = "@name")]
+    name: Option<String>,
+    #[serde(rename = "@zone")]
+    zone: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ForwardXml {
+    #[serde(rename = "@mode")]
+    mode: Option<String>,
+}
+
+/// The name of the document's root element.
+fn root_element(xml: &str) -> Result<String, NetworkXmlError> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
+                return Ok(e.name().into_inner().to_string());
+            }
+            Ok(Event::DocType(_)) => {
+                return Err(NetworkXmlError::Malformed(
+                    "a DOCTYPE is not allowed".into(),
+                ));
+            }
+            Ok(Event::Eof) => {
+                return Err(NetworkXmlError::Malformed(
+                    "it contains no XML element".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(NetworkXmlError::Malformed(e.to_string())),
+        }
+    }
+}
+
+/// Parses libvirt's `<network>` XML or the hook's `<hookData><network>…</network></hookData>`.
+///
+/// `bridge_override` supplies or replaces the bridge name (the CLI's `--bridge`). A network whose mode
+/// has a libvirt bridge must end up with one.
+pub fn parse_network_xml(
+    xml: &str,
+    bridge_override: Option<&BridgeName>,
+) -> Result<Network, NetworkXmlError> {
+    let malformed = |e: quick_xml::DeError| NetworkXmlError::Malformed(e.to_string());
+    if xml.len() > MAX_XML_BYTES {
+        return Err(NetworkXmlError::Malformed(format!(
+            "it is larger than {MAX_XML_BYTES} bytes"
+        )));
+    }
+    let raw = match root_element(xml)?.as_str() {
+        "network" => quick_xml::de::from_str::<NetworkXml>(xml).map_err(malformed)?,
+        "hookData" => {
+            quick_xml::de::from_str::<HookDataXml>(xml)
+                .map_err(malformed)?
+                .network
+        }
+        other => {
+            return Err(NetworkXmlError::Malformed(format!(
+                "the root element is <{other}>, expected <network> or <hookData>"
+            )))
+        }
+    };
+    let name = raw.name.trim().to_string();
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Err(NetworkXmlError::Malformed(format!(
+            "the network name {:?} is empty or has control characters",
+            raw.name
+        )));
+    }
+    let forward = match raw.forward {
+        None => ForwardMode::None,
+        Some(f) => ForwardMode::from_attr(f.mode.as_deref().map(str::trim))
+            .map_err(NetworkXmlError::Malformed)?,
+    };
+    let (bridge_attr, zone_attr) = match raw.bridge {
+        Some(b) => (b.name, b.zone),
+        None => (None, None),
+    };
+    let bridge = match (
+        bridge_override,
+        bridge_attr.as_deref().filter(|s| !s.is_empty()),
+    ) {
+        (Some(b), _) => Some(b.clone()),
+        (None, Some(b)) => Some(BridgeName::new(b)?),
+        (None, None) => None,
+    };
+    let zone = zone_attr
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(ZoneName::new)
+        .transpose()?;
+    if bridge.is_none() && forward.has_libvirt_bridge() {
+        return Err(NetworkXmlError::NoBridge(name));
+    }
+    Ok(Network {
+        name,
+        bridge,
+        zone,
+        forward,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(xml: &str) -> Result<Network, NetworkXmlError> {
+        parse_network_xml(xml, None)
+    }
+
+    #[test]
+    fn default_network() {
+        let n = parse(
+            "<network><name>default</name><uuid>x</uuid><forward mode='nat'><nat><port start='1024' end='65535'/></nat></forward>\
+             <bridge name='virbr0' stp='on' delay='0'/><mac address='52:54:00:0a:cd:21'/>\
+             <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp><range start='192.0.2.2' end='192.0.2.254'/></dhcp></ip></network>",
+        )
+        .unwrap();
+        assert_eq!(n.name, "default");
+        assert_eq!(n.bridge.unwrap().as_str(), "virbr0");
+        assert_eq!(n.zone, None);
+        assert_eq!(n.forward, ForwardMode::Nat);
+    }
+
+    #[test]
+    fn modes_and_zone() {
+        let cases = [
+            ("", ForwardMode::None),
+            ("<forward/>", ForwardMode::Nat),
+            ("<forward mode='route'/>", ForwardMode::Route),
+            ("<forward mode='open'/>", ForwardMode::Open),
+            (
+                "<forward mode='bridge'/>",
+                ForwardMode::Unmanaged("bridge".into()),
+            ),
+            (
+                "<forward mode='passthrough'><interface dev='eth0'/></forward>",
+                ForwardMode::Unmanaged("passthrough".into()),
+            ),
+        ];
+        for (fwd, mode) in cases {
+            let xml = format!(
+                "<network><name>n</name>{fwd}<bridge name='br1' zone='trusted'/></network>"
+            );
+            let n = parse(&xml).unwrap();
+            assert_eq!(n.forward, mode, "{xml}");
+            assert_eq!(n.zone.as_ref().map(|z| z.as_str()), Some("trusted"));
+        }
+    }
+
+    #[test]
+    fn hook_data() {
+        let n = parse(
+            "<hookData><network><name>routed</name><forward mode='route'/><bridge name='virbr9'/></network>\
+             <networkport><uuid>u</uuid></networkport></hookData>",
+        )
+        .unwrap();
+        assert_eq!(
+            (n.name.as_str(), n.bridge.unwrap().as_str()),
+            ("routed", "virbr9")
+        );
+    }
+
+    #[test]
+    fn bridge_override() {
+        let br = BridgeName::new("virbr7").unwrap();
+        let n = parse_network_xml("<network><name>x</name></network>", Some(&br)).unwrap();
+        assert_eq!(n.bridge, Some(br));
+    }
+
+    #[test]
+    fn unmanaged_needs_no_bridge() {
+        let n = parse("<network><name>x</name><forward mode='vepa'/></network>").unwrap();
+        assert_eq!(n.bridge, None);
+    }
+
+    #[test]
+    fn refused() {
+        for (xml, want) in [
+            ("", "no XML element"),
+            ("<network>", "malformed"),
+            ("not xml at all", "no XML element"),
+            ("<domain><name>x</name></domain>", "root element is <domain>"),
+            ("<network><bridge name='virbr0'/></network>", "malformed"),
+            ("<network><name></name><bridge name='virbr0'/></network>", "empty"),
+            ("<network><name>x</name></network>", "no <bridge name"),
+            ("<network><name>x</name><bridge name='a/b'/></network>", "invalid bridge name"),
+            ("<network><name>x</name><bridge name='virbr0' zone='../x'/></network>", "invalid zone name"),
+            ("<network><name>x</name><bridge name='1234567890123456'/></network>", "16 bytes"),
+            ("<network><name>x</name><forward mode='warp'/><bridge name='b'/></network>", "unknown forward mode"),
+            ("<!DOCTYPE network [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><network><name>&e;</name></network>", "DOCTYPE"),
+            ("<hookData><networkport/></hookData>", "malformed"),
+        ] {
+            let err = parse(xml).unwrap_err().to_string();
+            assert!(err.contains(want), "{xml:?}: {err}");
+        }
+    }
+}

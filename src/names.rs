@@ -1,0 +1,239 @@
+//! Validated bridge and zone names.
+//!
+//! Names arrive from command lines, libvirt's hookData and D-Bus callers. They are checked here, before
+//! anything is sent to firewalld, and more strictly than firewalld checks them: firewalld accepts
+//! interface names of 16 characters and wildcards, the kernel allows only 15 bytes, and a name that
+//! starts with `-` would read as an option to every tool an admin pastes it into.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// The longest interface name the kernel accepts (IFNAMSIZ − 1).
+pub const MAX_BRIDGE_NAME: usize = 15;
+/// The longest zone name firewalld up to 2.3.x accepts (its iptables chain names need the room).
+pub const MAX_ZONE_NAME: usize = 17;
+/// The longest policy name firewalld up to 2.3.x accepts.
+pub const MAX_POLICY_NAME: usize = 18;
+
+/// A name that is not acceptable; the message says which name, why, and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} name {shown}: {reason}")]
+pub struct NameError {
+    /// "bridge", "zone" or "policy".
+    pub kind: &'static str,
+    /// The offending name, quoted and escaped so control characters stay visible.
+    pub shown: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+fn refuse(kind: &'static str, name: &str, reason: impl Into<String>) -> NameError {
+    NameError {
+        kind,
+        shown: format!("{:?}", name),
+        reason: reason.into(),
+    }
+}
+
+/// Checks the parts common to every kind of name: a length range and an ASCII charset.
+fn check(kind: &'static str, name: &str, max: usize, allowed: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(refuse(kind, name, "it is empty"));
+    }
+    if name.len() > max {
+        return Err(refuse(
+            kind,
+            name,
+            format!("it is {} bytes long, at most {max} are allowed", name.len()),
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || allowed.contains(*c)))
+    {
+        return Err(refuse(
+            kind,
+            name,
+            format!(
+                "{c:?} is not allowed (use ASCII letters, digits and {})",
+                allowed_list(allowed)
+            ),
+        ));
+    }
+    if name.starts_with('-') {
+        return Err(refuse(kind, name, "it starts with '-'"));
+    }
+    Ok(())
+}
+
+fn allowed_list(allowed: &str) -> String {
+    allowed
+        .chars()
+        .map(|c| format!("'{c}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $ty:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $ty(String);
+
+        impl $ty {
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = NameError;
+            fn from_str(s: &str) -> Result<Self, NameError> {
+                Self::new(s)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A network interface name the kernel would accept for a bridge, without firewalld's `+` wildcard.
+    BridgeName
+);
+name_type!(
+    /// A zone name firewalld would accept, without the `/` of combined zones.
+    ZoneName
+);
+name_type!(
+    /// A policy name firewalld would accept.
+    PolicyName
+);
+
+impl BridgeName {
+    /// Validates an interface name: 1–15 bytes of ASCII letters, digits, `-`, `_` and `.`, not `.`
+    /// or `..`, not starting with `-`.
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        check("bridge", name, MAX_BRIDGE_NAME, "-_.")?;
+        if name == "." || name == ".." {
+            return Err(refuse(
+                "bridge",
+                name,
+                "it is a path component, not an interface name",
+            ));
+        }
+        Ok(BridgeName(name.to_string()))
+    }
+}
+
+impl ZoneName {
+    /// Validates a zone name: 1–17 ASCII letters, digits, `-` and `_`, not starting with `-`.
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        check("zone", name, MAX_ZONE_NAME, "-_")?;
+        Ok(ZoneName(name.to_string()))
+    }
+
+    /// The `libvirt` zone, for NAT, isolated and forwardless networks.
+    pub fn libvirt() -> Self {
+        ZoneName(crate::LIBVIRT_ZONE.to_string())
+    }
+
+    /// The `libvirt-routed` zone, for routed networks.
+    pub fn libvirt_routed() -> Self {
+        ZoneName(crate::LIBVIRT_ROUTED_ZONE.to_string())
+    }
+}
+
+impl PolicyName {
+    /// Validates a policy name: 1–18 ASCII letters, digits, `-` and `_`, not starting with `-`.
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        check("policy", name, MAX_POLICY_NAME, "-_")?;
+        Ok(PolicyName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn good_bridge_names() {
+        for name in ["virbr0", "br-lan", "a", "vnet_12.34", "123456789012345"] {
+            assert_eq!(BridgeName::new(name).unwrap().as_str(), name);
+        }
+    }
+
+    #[test]
+    fn hostile_bridge_names() {
+        for (name, why) in [
+            ("", "empty"),
+            ("a/b", "'/'"),
+            ("../x", "'/'"),
+            (".", "path component"),
+            ("..", "path component"),
+            ("1234567890123456", "16 bytes"),
+            ("virbr+", "'+'"),
+            ("-virbr0", "starts with '-'"),
+            ("vir br0", "' '"),
+            ("virbr0\n", "'\\n'"),
+            ("vir\tbr", "'\\t'"),
+            ("\u{e9}tape", "'é'"),
+            ("br\u{0}", "'\\0'"),
+            ("br:1", "':'"),
+            ("br*", "'*'"),
+            ("br!", "'!'"),
+            ("\u{202e}br", "'\\u{202e}'"),
+        ] {
+            let err = BridgeName::new(name).unwrap_err().to_string();
+            assert!(err.starts_with("invalid bridge name"), "{name:?}: {err}");
+            assert!(err.contains(why), "{name:?}: {err} should mention {why}");
+        }
+    }
+
+    #[test]
+    fn zone_names() {
+        for name in [
+            "libvirt",
+            "libvirt-routed",
+            "public",
+            "my_zone",
+            "a2345678901234567",
+        ] {
+            assert!(ZoneName::new(name).is_ok(), "{name}");
+        }
+        for name in [
+            "",
+            "a23456789012345678",
+            "zone/x",
+            "-zone",
+            "zöne",
+            "zone ",
+            "zone\n",
+            "*",
+        ] {
+            assert!(ZoneName::new(name).is_err(), "{name:?}");
+        }
+        assert!(PolicyName::new("libvirt-routed-out").is_ok());
+        assert!(PolicyName::new("libvirt-routed-outx").is_err());
+    }
+
+    #[test]
+    fn errors_show_control_characters() {
+        let err = ZoneName::new("a\nb").unwrap_err().to_string();
+        assert!(err.contains("\"a\\nb\""), "{err}");
+        assert!(!err.contains('\n'));
+    }
+}

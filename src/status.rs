@@ -1,0 +1,229 @@
+//! `virtzone status`: what firewalld is, which of libvirt's zones and policies it has, and which zone
+//! each bridge of this namespace sits in. The JSON shape is documented in `docs/json.md` and kept stable.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::firewalld::{self, Backend, Capabilities, Firewalld, FirewalldFacts};
+
+/// The zones virtzone ships.
+pub const ZONES: [&str; 2] = ["libvirt", "libvirt-routed"];
+/// The policies virtzone ships.
+pub const POLICIES: [&str; 3] = ["libvirt-routed-in", "libvirt-routed-out", "libvirt-to-host"];
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// firewalld itself.
+    pub firewalld: FirewalldStatus,
+    /// libvirt's zones: present at runtime and in the permanent configuration?
+    pub zones: Vec<ObjectStatus>,
+    /// libvirt's policies, likewise.
+    pub policies: Vec<ObjectStatus>,
+    /// The bridges of this network namespace and their zones.
+    pub bridges: Vec<BridgeStatus>,
+}
+
+/// firewalld's presence and identity.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirewalldStatus {
+    /// Whether firewalld answers on the system bus.
+    pub running: bool,
+    /// Whether there is a system bus at all.
+    pub system_bus: bool,
+    /// The version it reports.
+    pub version: Option<String>,
+    /// INIT, RUNNING or FAILED.
+    pub state: Option<String>,
+    /// nftables or iptables.
+    pub backend: Option<Backend>,
+    /// What that version can do.
+    pub capabilities: Option<Capabilities>,
+}
+
+/// One zone or policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectStatus {
+    /// Its name.
+    pub name: String,
+    /// Loaded in the runtime configuration.
+    pub runtime: bool,
+    /// Present in the permanent configuration.
+    pub permanent: bool,
+}
+
+/// One bridge.
+#[derive(Debug, Clone, Serialize)]
+pub struct BridgeStatus {
+    /// The interface name.
+    pub name: String,
+    /// The zone firewalld has bound it to at runtime; `null` when unbound (then the default zone
+    /// applies to its traffic).
+    pub zone: Option<String>,
+}
+
+/// Everything `status` reads from firewalld beyond the pre-check's facts.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// Permanent zones.
+    pub permanent_zones: BTreeSet<String>,
+    /// Permanent policies.
+    pub permanent_policies: BTreeSet<String>,
+    /// interface → zone, from `getActiveZones`.
+    pub interface_zones: BTreeMap<String, String>,
+}
+
+impl Status {
+    /// Assembles the report from gathered facts (pure).
+    pub fn build(facts: &FirewalldFacts, extra: &Extra, bridges: &[String]) -> Status {
+        let objects =
+            |names: &[&str], runtime: Option<&BTreeSet<String>>, permanent: &BTreeSet<String>| {
+                names
+                    .iter()
+                    .map(|n| ObjectStatus {
+                        name: n.to_string(),
+                        runtime: runtime.is_some_and(|r| r.contains(*n)),
+                        permanent: permanent.contains(*n),
+                    })
+                    .collect()
+            };
+        let bridges = bridges
+            .iter()
+            .map(|b| BridgeStatus {
+                name: b.clone(),
+                zone: extra.interface_zones.get(b).cloned(),
+            })
+            .collect();
+        match facts {
+            FirewalldFacts::NotRunning { no_bus } => Status {
+                firewalld: FirewalldStatus {
+                    running: false,
+                    system_bus: !no_bus,
+                    version: None,
+                    state: None,
+                    backend: None,
+                    capabilities: None,
+                },
+                zones: objects(&ZONES, None, &extra.permanent_zones),
+                policies: objects(&POLICIES, None, &extra.permanent_policies),
+                bridges,
+            },
+            FirewalldFacts::Running(r) => Status {
+                firewalld: FirewalldStatus {
+                    running: true,
+                    system_bus: true,
+                    version: Some(r.version_text.clone()),
+                    state: Some(r.state.as_str().to_string()),
+                    backend: Some(r.backend),
+                    capabilities: Some(r.capabilities),
+                },
+                zones: objects(&ZONES, Some(&r.zones), &extra.permanent_zones),
+                policies: objects(&POLICIES, r.policies.as_ref(), &extra.permanent_policies),
+                bridges,
+            },
+        }
+    }
+
+    /// The report as text for people.
+    pub fn render_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let fw = &self.firewalld;
+        if !fw.system_bus {
+            out.push_str("firewalld: not running (no system bus)\n");
+        } else if !fw.running {
+            out.push_str("firewalld: not running\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "firewalld: {} (state {}, backend {})",
+                fw.version.as_deref().unwrap_or("?"),
+                fw.state.as_deref().unwrap_or("?"),
+                fw.backend.map_or("?", Backend::as_str),
+            );
+            if let Some(c) = fw.capabilities {
+                let yes = |b: bool| if b { "yes" } else { "no" };
+                let _ = writeln!(
+                    out,
+                    "capabilities: rule priorities {}, policies {}, zone priorities {}, reload drops runtime bindings {}",
+                    yes(c.rule_priorities),
+                    yes(c.policies),
+                    yes(c.zone_priorities),
+                    yes(c.flush_all_on_reload),
+                );
+            }
+        }
+        for (title, list) in [("zones", &self.zones), ("policies", &self.policies)] {
+            let _ = writeln!(out, "{title}:");
+            for o in list {
+                let state = match (o.runtime, o.permanent) {
+                    (true, true) => "live and permanent",
+                    (true, false) => "live only (lost on reload)",
+                    (false, true) => "permanent, not live (reload firewalld)",
+                    (false, false) => "missing",
+                };
+                let _ = writeln!(out, "  {:<20} {state}", o.name);
+            }
+        }
+        let _ = writeln!(out, "bridges:");
+        if self.bridges.is_empty() {
+            out.push_str("  (none)\n");
+        }
+        for b in &self.bridges {
+            let _ = writeln!(
+                out,
+                "  {:<20} {}",
+                b.name,
+                b.zone
+                    .as_deref()
+                    .unwrap_or("(no zone: default zone applies)")
+            );
+        }
+        out
+    }
+}
+
+/// Reads everything `status` shows. A missing firewalld is a fact, not an error.
+pub async fn gather() -> firewalld::Result<Status> {
+    let bridges = crate::host::bridges().unwrap_or_default();
+    let fw = match Firewalld::connect().await {
+        Ok(fw) => fw,
+        Err(firewalld::Error::NoBus(_)) => {
+            return Ok(Status::build(
+                &FirewalldFacts::NotRunning { no_bus: true },
+                &Extra::default(),
+                &bridges,
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let facts = fw.facts().await?;
+    let mut extra = Extra::default();
+    if let FirewalldFacts::Running(r) = &facts {
+        let (zones, policies, active) = tokio::join!(
+            fw.permanent_zones(),
+            fw.permanent_policies(),
+            fw.active_zones()
+        );
+        let failed = r.state == firewalld::State::Failed;
+        // A FAILED firewalld may refuse some reads; what it does answer is still worth showing.
+        extra.permanent_zones =
+            zones.or_else(|e| if failed { Ok(BTreeSet::new()) } else { Err(e) })?;
+        extra.permanent_policies = policies
+            .or_else(|e| if failed { Ok(None) } else { Err(e) })?
+            .unwrap_or_default();
+        for (zone, parts) in active.or_else(|e| {
+            if failed {
+                Ok(Default::default())
+            } else {
+                Err(e)
+            }
+        })? {
+            for iface in parts.get("interfaces").into_iter().flatten() {
+                extra.interface_zones.insert(iface.clone(), zone.clone());
+            }
+        }
+    }
+    Ok(Status::build(&facts, &extra, &bridges))
+}
