@@ -40,4 +40,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Add the libvirt zones and policies to firewalld: live over D-Bus (then one reload), or as files
+    /// under DIR/usr/lib/firewalld with --root (packaging) or into /etc/firewalld when firewalld is not
+    /// running. Existing zones and policies are kept as they are.
+    Install {
+        /// Write files into the firewalld tree under DIR (a DESTDIR-style root) instead of talking to
+        /// firewalld.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Add to the permanent configuration but do not reload firewalld.
+        #[arg(long)]
+        no_reload: bool,
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Remove the zones and policies virtzone installed and nobody changed since.
+    Uninstall {
+        /// Remove files from the firewalld tree under DIR instead of talking to firewalld.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Remove zones even while bridges are bound to them.
+        #[arg(long)]
+        force: bool,
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
 }

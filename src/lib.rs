@@ -8,9 +8,11 @@ pub mod cli;
 pub mod commands;
 pub mod firewalld;
 pub mod host;
+pub mod install;
 pub mod libvirt;
 pub mod names;
 pub mod precheck;
+pub mod state;
 pub mod status;
 pub mod zone;
 

@@ -298,13 +298,27 @@ mod tests {
     use ForwardMode::{Nat, None as Isolated, Open, Route};
 
     /// (version, backend, zones, policies, mode, xml zone, --zone) → (ok, reason, zone, message part)
+    type Row = (
+        &'static str,
+        Backend,
+        &'static [&'static str],
+        &'static [&'static str],
+        ForwardMode,
+        Option<&'static str>,
+        Option<&'static str>,
+        bool,
+        Reason,
+        Option<&'static str>,
+        &'static str,
+    );
+
     #[test]
     fn decision_table() {
         let bridge = || ForwardMode::Unmanaged("bridge".into());
         let pub_only: &[&str] = &["public"];
         let no_rt: &[&str] = &["public", "libvirt"];
         #[rustfmt::skip]
-        let table: Vec<(&str, Backend, &[&str], &[&str], ForwardMode, Option<&str>, Option<&str>, bool, Reason, Option<&str>, &str)> = vec![
+        let table: Vec<Row> = vec![
             // Zones present: nat, isolated, route pick theirs on every version that has them.
             ("1.3.3", Nft, ALL, POLICIES, Nat, None, None, true, Reason::DefaultZone, Some("libvirt"), "gets zone libvirt"),
             ("1.3.3", Nft, ALL, POLICIES, Isolated, None, None, true, Reason::DefaultZone, Some("libvirt"), "virbr0"),

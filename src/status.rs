@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::firewalld::{self, Backend, Capabilities, Firewalld, FirewalldFacts};
+use crate::install::{Existing, Installed, Kind, Origin, INSTALLED_FILE};
+use crate::state::StateDir;
 
 /// The zones virtzone ships.
 pub const ZONES: [&str; 2] = ["libvirt", "libvirt-routed"];
@@ -51,6 +53,13 @@ pub struct ObjectStatus {
     pub runtime: bool,
     /// Present in the permanent configuration.
     pub permanent: bool,
+    /// Who put it there: `virtzone`, `package` (firewalld's stock tier) or `admin` (/etc, not
+    /// virtzone's); `null` when absent.
+    pub origin: Option<Origin>,
+    /// Whether it means the same as virtzone's definition; `null` when absent.
+    pub matches_shipped: Option<bool>,
+    /// How it differs from virtzone's definition.
+    pub differences: Vec<String>,
 }
 
 /// One bridge.
@@ -72,22 +81,32 @@ pub struct Extra {
     pub permanent_policies: BTreeSet<String>,
     /// interface → zone, from `getActiveZones`.
     pub interface_zones: BTreeMap<String, String>,
+    /// The permanent shipped objects, with origin and differences.
+    pub existing: Existing,
 }
 
 impl Status {
     /// Assembles the report from gathered facts (pure).
     pub fn build(facts: &FirewalldFacts, extra: &Extra, bridges: &[String]) -> Status {
-        let objects =
-            |names: &[&str], runtime: Option<&BTreeSet<String>>, permanent: &BTreeSet<String>| {
-                names
-                    .iter()
-                    .map(|n| ObjectStatus {
+        let objects = |kind: Kind,
+                       names: &[&str],
+                       runtime: Option<&BTreeSet<String>>,
+                       permanent: &BTreeSet<String>| {
+            names
+                .iter()
+                .map(|n| {
+                    let present = extra.existing.get(&(kind, n.to_string()));
+                    ObjectStatus {
                         name: n.to_string(),
                         runtime: runtime.is_some_and(|r| r.contains(*n)),
                         permanent: permanent.contains(*n),
-                    })
-                    .collect()
-            };
+                        origin: present.map(|p| p.origin),
+                        matches_shipped: present.map(|p| p.differences.is_empty()),
+                        differences: present.map(|p| p.differences.clone()).unwrap_or_default(),
+                    }
+                })
+                .collect()
+        };
         let bridges = bridges
             .iter()
             .map(|b| BridgeStatus {
@@ -105,8 +124,8 @@ impl Status {
                     backend: None,
                     capabilities: None,
                 },
-                zones: objects(&ZONES, None, &extra.permanent_zones),
-                policies: objects(&POLICIES, None, &extra.permanent_policies),
+                zones: objects(Kind::Zone, &ZONES, None, &extra.permanent_zones),
+                policies: objects(Kind::Policy, &POLICIES, None, &extra.permanent_policies),
                 bridges,
             },
             FirewalldFacts::Running(r) => Status {
@@ -118,8 +137,13 @@ impl Status {
                     backend: Some(r.backend),
                     capabilities: Some(r.capabilities),
                 },
-                zones: objects(&ZONES, Some(&r.zones), &extra.permanent_zones),
-                policies: objects(&POLICIES, r.policies.as_ref(), &extra.permanent_policies),
+                zones: objects(Kind::Zone, &ZONES, Some(&r.zones), &extra.permanent_zones),
+                policies: objects(
+                    Kind::Policy,
+                    &POLICIES,
+                    r.policies.as_ref(),
+                    &extra.permanent_policies,
+                ),
                 bridges,
             },
         }
@@ -163,7 +187,18 @@ impl Status {
                     (false, true) => "permanent, not live (reload firewalld)",
                     (false, false) => "missing",
                 };
-                let _ = writeln!(out, "  {:<20} {state}", o.name);
+                let origin = match o.origin {
+                    Some(origin) => format!(", {origin}"),
+                    None => String::new(),
+                };
+                let matches = match o.matches_shipped {
+                    Some(true) => ", same as virtzone's".to_string(),
+                    Some(false) => {
+                        format!(", differs from virtzone's: {}", o.differences.join("; "))
+                    }
+                    None => String::new(),
+                };
+                let _ = writeln!(out, "  {:<20} {state}{origin}{matches}", o.name);
             }
         }
         let _ = writeln!(out, "bridges:");
@@ -224,6 +259,12 @@ pub async fn gather() -> firewalld::Result<Status> {
                 extra.interface_zones.insert(iface.clone(), zone.clone());
             }
         }
+        // Status reads the record without its lock: a stale read only mislabels an origin.
+        let installed: Installed = StateDir::locate(None)
+            .read(INSTALLED_FILE)
+            .unwrap_or_default();
+        let existing = crate::install::live::inspect(&fw, &installed, r.capabilities).await;
+        extra.existing = existing.or_else(|e| if failed { Ok(Existing::new()) } else { Err(e) })?;
     }
     Ok(Status::build(&facts, &extra, &bridges))
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand: read inputs, gather facts, decide, act, report.
 
 mod check;
+mod install;
 mod status;
 
 use std::process::ExitCode;
@@ -33,6 +34,15 @@ impl Failure {
     }
 }
 
+impl From<crate::install::InstallError> for Failure {
+    fn from(e: crate::install::InstallError) -> Self {
+        match e {
+            crate::install::InstallError::Firewalld(e) => e.into(),
+            other => Failure::Refused(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::firewalld::Error> for Failure {
     fn from(e: crate::firewalld::Error) -> Self {
         Failure::Refused(format!("cannot get firewalld's state: {e}"))
@@ -49,6 +59,16 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
             zone,
             json,
         } => check::run(network_xml.as_deref(), bridge, zone, json).await,
+        Command::Install {
+            root,
+            no_reload,
+            state_dir,
+        } => install::install(root.as_deref(), !no_reload, state_dir.as_deref()).await,
+        Command::Uninstall {
+            root,
+            force,
+            state_dir,
+        } => install::uninstall(root.as_deref(), force, state_dir.as_deref()).await,
     }
 }
 

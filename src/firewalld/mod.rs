@@ -16,7 +16,10 @@ pub use error::{Error, ErrorCode};
 pub use facts::{Backend, FirewalldFacts, Running, State};
 pub use version::{parse_version, Capabilities};
 
-use proxy::{ActiveZones, ConfigProxy, PolicyProxy, RuntimeProxy, ZoneProxy, BUS_NAME};
+use proxy::{
+    ActiveZones, ConfigPolicyProxy, ConfigProxy, ConfigZoneProxy, PolicyProxy, RuntimeProxy,
+    Settings, ZoneProxy, ZoneTuple, BUS_NAME,
+};
 
 /// How long one call may take. Before firewalld 2.4.0 the bus name appears before the rules are loaded
 /// and calls queue behind the load, which can take many seconds on a big ruleset.
@@ -205,6 +208,79 @@ impl Firewalld {
     pub async fn reload(&self) -> Result<()> {
         let p = uncached!(self, RuntimeProxy<'_>, "reload")?;
         p.reload().await.map_err(|e| Error::from_call("reload", e))
+    }
+
+    /// The permanent zone `name`, `None` when there is none.
+    pub async fn config_zone(&self, name: &str) -> Result<Option<ConfigZoneProxy<'static>>> {
+        let config = uncached!(self, ConfigProxy<'_>, "getZoneByName")?;
+        let path = match config
+            .get_zone_by_name(name)
+            .await
+            .map_err(|e| Error::from_call("getZoneByName", e))
+        {
+            Ok(path) => path,
+            Err(e) if e.code() == Some(&ErrorCode::InvalidZone) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let proxy = ConfigZoneProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| Error::from_call("config.zone", e))?;
+        Ok(Some(proxy))
+    }
+
+    /// The permanent policy `name`, `None` when there is none (or no policies at all).
+    pub async fn config_policy(&self, name: &str) -> Result<Option<ConfigPolicyProxy<'static>>> {
+        let config = uncached!(self, ConfigProxy<'_>, "getPolicyByName")?;
+        let path = match config
+            .get_policy_by_name(name)
+            .await
+            .map_err(|e| Error::from_call("getPolicyByName", e))
+        {
+            Ok(path) => path,
+            Err(e) if e.code() == Some(&ErrorCode::InvalidPolicy) => return Ok(None),
+            Err(Error::NotSupported { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let proxy = ConfigPolicyProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| Error::from_call("config.policy", e))?;
+        Ok(Some(proxy))
+    }
+
+    /// Adds a permanent zone from a settings dict (firewalld 0.9.0 and later).
+    pub async fn add_zone2(&self, name: &str, settings: &Settings) -> Result<()> {
+        let config = uncached!(self, ConfigProxy<'_>, "addZone2")?;
+        config
+            .add_zone2(name, settings)
+            .await
+            .map_err(|e| Error::from_call("addZone2", e))?;
+        Ok(())
+    }
+
+    /// Adds a permanent zone from the 16-field tuple of firewalld before 0.9.0.
+    pub async fn add_zone_tuple(&self, name: &str, settings: &ZoneTuple) -> Result<()> {
+        let config = uncached!(self, ConfigProxy<'_>, "addZone")?;
+        config
+            .add_zone(name, settings)
+            .await
+            .map_err(|e| Error::from_call("addZone", e))?;
+        Ok(())
+    }
+
+    /// Adds a permanent policy (0.9.0).
+    pub async fn add_policy(&self, name: &str, settings: &Settings) -> Result<()> {
+        let config = uncached!(self, ConfigProxy<'_>, "addPolicy")?;
+        config
+            .add_policy(name, settings)
+            .await
+            .map_err(|e| Error::from_call("addPolicy", e))?;
+        Ok(())
     }
 
     /// Gathers what the pre-check and `status` need, issuing the independent reads concurrently.

@@ -19,6 +19,28 @@ pub type Settings = HashMap<String, OwnedVariant>;
 /// `getActiveZones`: zone → {"interfaces": [...], "sources": [...]}.
 pub type ActiveZones = HashMap<String, HashMap<String, Vec<String>>>;
 
+/// A zone's settings as firewalld before 0.9.0 takes them in `addZone`: version, short, description,
+/// (unused), target, services, ports, icmp_blocks, masquerade, forward_ports, interfaces, sources,
+/// rules_str, protocols, source_ports, icmp_block_inversion.
+pub type ZoneTuple = (
+    String,
+    String,
+    String,
+    bool,
+    String,
+    Vec<String>,
+    Vec<(String, String)>,
+    Vec<String>,
+    bool,
+    Vec<(String, String, String, String)>,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<(String, String)>,
+    bool,
+);
+
 /// The main runtime interface.
 #[proxy(
     interface = "org.fedoraproject.FirewallD1",
@@ -113,6 +135,13 @@ pub trait Config {
         &self,
         zone: &str,
         settings: &super::proxy::Settings,
+    ) -> zbus::Result<OwnedObjectPath>;
+    /// Adds a permanent zone from the pre-0.9.0 tuple.
+    #[zbus(name = "addZone")]
+    fn add_zone(
+        &self,
+        zone: &str,
+        settings: &super::proxy::ZoneTuple,
     ) -> zbus::Result<OwnedObjectPath>;
     /// Adds a permanent policy from a settings dict (0.9.0).
     #[zbus(name = "addPolicy")]

@@ -1,0 +1,205 @@
+//! Installing as files into a firewalld configuration tree, for packaging (`--root DIR`, the stock tier
+//! `DIR/usr/lib/firewalld`) or while firewalld is not running (the admin tier `/etc/firewalld`, where
+//! firewalld's own D-Bus writes go too).
+//!
+//! Which files are virtzone's is told by content: a file whose bytes are exactly what virtzone writes is
+//! virtzone's; any other file of the same name is someone else's and is never overwritten or removed.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::firewalld::Capabilities;
+use crate::zone;
+
+use super::plan::{self, Action, Existing, Item, Kind, Origin, Present};
+use super::InstallError;
+
+/// The tier packagers install into: firewalld's stock configuration, which an admin's /etc copies
+/// override, so that package upgrades never clobber the admin's changes.
+pub const PACKAGE_TIER: &str = "usr/lib/firewalld";
+/// The admin tier, used when firewalld is not running and no `--root` is given.
+pub const ADMIN_TIER: &str = "/etc/firewalld";
+
+/// The shipped XML text of an object.
+fn shipped_text(kind: Kind, name: &str) -> Option<&'static str> {
+    let list = match kind {
+        Kind::Zone => zone::SHIPPED_ZONES,
+        Kind::Policy => zone::SHIPPED_POLICIES,
+    };
+    list.iter().find(|(n, _)| *n == name).map(|(_, xml)| *xml)
+}
+
+/// The file of an object in a tier directory.
+pub fn object_path(tier: &Path, kind: Kind, name: &str) -> PathBuf {
+    let sub = match kind {
+        Kind::Zone => "zones",
+        Kind::Policy => "policies",
+    };
+    tier.join(sub).join(format!("{name}.xml"))
+}
+
+/// The shipped objects present as files in `tier`, with their origin and differences.
+pub fn inspect(tier: &Path, package_tier: bool) -> Result<Existing, InstallError> {
+    let mut existing = Existing::new();
+    for (kind, name) in plan::SHIPPED {
+        let path = object_path(tier, kind, name);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(InstallError::Refused(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
+            }
+        };
+        let ours = shipped_text(kind, name) == Some(text.as_str());
+        let differences = if ours {
+            Vec::new()
+        } else {
+            let parsed = match kind {
+                Kind::Zone => {
+                    zone::parse_zone(name, &text).map(|z| zone::shipped_zone(name).diff(&z))
+                }
+                Kind::Policy => {
+                    zone::parse_policy(name, &text).map(|p| zone::shipped_policy(name).diff(&p))
+                }
+            };
+            parsed.unwrap_or_else(|e| vec![format!("{} does not parse: {e}", path.display())])
+        };
+        let origin = match (ours, package_tier) {
+            (true, _) => Origin::Virtzone,
+            (false, true) => Origin::Package,
+            (false, false) => Origin::Admin,
+        };
+        existing.insert(
+            (kind, name.to_string()),
+            Present {
+                origin,
+                differences,
+            },
+        );
+    }
+    Ok(existing)
+}
+
+/// Writes `text` to `path` atomically, creating its directory.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.virtzone-tmp",
+        path.file_name().and_then(|f| f.to_str()).unwrap_or("x")
+    ));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Installs the shipped files into `tier`. `firewalld` is the target's version and capabilities when
+/// known (the version gates apply), `None` for packaging.
+pub fn install(
+    tier: &Path,
+    package_tier: bool,
+    firewalld: Option<(&str, Capabilities)>,
+) -> Result<Vec<Item>, InstallError> {
+    let existing = inspect(tier, package_tier)?;
+    let items = plan::plan_install(firewalld, &existing).map_err(InstallError::Refused)?;
+    let mut written: Vec<PathBuf> = Vec::new();
+    for item in items.iter().filter(|i| i.action == Action::Add) {
+        let path = object_path(tier, item.kind, &item.name);
+        let text = shipped_text(item.kind, &item.name).unwrap_or_default();
+        if let Err(e) = write_atomically(&path, text) {
+            for p in &written {
+                let _ = fs::remove_file(p);
+            }
+            return Err(InstallError::Refused(format!(
+                "cannot write {}: {e}; removed the files this run had written",
+                path.display()
+            )));
+        }
+        written.push(path);
+    }
+    Ok(items)
+}
+
+/// Removes the shipped files from `tier` whose content is still exactly virtzone's.
+pub fn uninstall(tier: &Path, package_tier: bool) -> Result<Vec<Item>, InstallError> {
+    let existing = inspect(tier, package_tier)?;
+    let items = plan::plan_uninstall(&existing, &Default::default(), false)
+        .map_err(InstallError::Refused)?;
+    for item in items.iter().filter(|i| i.action == Action::Remove) {
+        let path = object_path(tier, item.kind, &item.name);
+        fs::remove_file(&path)
+            .map_err(|e| InstallError::Refused(format!("cannot remove {}: {e}", path.display())))?;
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_keeps_foreign_files_and_uninstall_removes_only_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = dir.path();
+        let admin =
+            "<?xml version=\"1.0\"?>\n<zone target=\"ACCEPT\"><service name=\"http\"/></zone>\n";
+        fs::create_dir_all(tier.join("zones")).unwrap();
+        fs::write(tier.join("zones/libvirt.xml"), admin).unwrap();
+        let items = install(tier, false, None).unwrap();
+        assert!(
+            matches!(&items[0].action, Action::Keep { origin: Origin::Admin, differences } if differences.iter().any(|d| d.contains("http"))),
+            "{items:?}"
+        );
+        assert!(
+            items[1..].iter().all(|i| i.action == Action::Add),
+            "{items:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(tier.join("zones/libvirt.xml")).unwrap(),
+            admin
+        );
+        // A second install changes nothing.
+        let again = install(tier, false, None).unwrap();
+        assert!(
+            again[1..].iter().all(|i| matches!(
+                i.action,
+                Action::Keep {
+                    origin: Origin::Virtzone,
+                    ..
+                }
+            )),
+            "{again:?}"
+        );
+        let items = uninstall(tier, false).unwrap();
+        assert_eq!(
+            items.iter().filter(|i| i.action == Action::Remove).count(),
+            4,
+            "{items:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(tier.join("zones/libvirt.xml")).unwrap(),
+            admin
+        );
+        assert!(!tier.join("policies/libvirt-to-host.xml").exists());
+    }
+
+    #[test]
+    fn old_firewalld_gets_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let caps = Capabilities::of(&semver::Version::new(0, 6, 4));
+        let err = install(dir.path(), false, Some(("0.6.4", caps))).unwrap_err();
+        assert!(err.to_string().contains("nothing was written"));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

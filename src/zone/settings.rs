@@ -1,0 +1,390 @@
+//! firewalld's D-Bus settings dicts (`a{sv}`): zones for `addZone2` / `getSettings2` / `update2`,
+//! policies for `addPolicy` / `getSettings` / `update`.
+//!
+//! Keys and types are firewalld's `IMPORT_EXPORT_STRUCTURE` (checked against firewalld 1.3.3 over
+//! D-Bus): `s` short/description/version/target, `as` lists, `a(ss)` ports, `a(ssss)` forward
+//! ports, `b` flags, `i` priorities. firewalld answers `INVALID_OPTION` for a key it does not know,
+//! so the 2.0-only zone keys `ingress_priority`/`egress_priority` are only sent when non-zero.
+
+use std::collections::HashMap;
+
+use zbus::{OwnedVariant, Variant};
+
+use super::check::{PortProtocol, PortRange};
+use super::error::{ErrorCode, Fail, ObjectKind, ZoneError};
+use super::model::{
+    collapse_ws, ForwardPort, Policy, PolicyTarget, Port, Zone, ZoneSource, ZoneTarget,
+};
+use super::rich::RichRule;
+
+/// A settings dict, as zbus hands it over (`zbus::OwnedVariant` is zvariant's `OwnedValue`).
+pub type Settings = HashMap<String, OwnedVariant>;
+
+/// Zone keys firewalld 1.x accepts (2.0 adds `ingress_priority` and `egress_priority`).
+pub const ZONE_KEYS: &[&str] = &[
+    "version",
+    "short",
+    "description",
+    "UNUSED",
+    "target",
+    "services",
+    "ports",
+    "icmp_blocks",
+    "masquerade",
+    "forward_ports",
+    "interfaces",
+    "sources",
+    "rules_str",
+    "protocols",
+    "source_ports",
+    "icmp_block_inversion",
+    "forward",
+    "ingress_priority",
+    "egress_priority",
+];
+
+/// Policy keys firewalld accepts.
+pub const POLICY_KEYS: &[&str] = &[
+    "version",
+    "short",
+    "description",
+    "target",
+    "services",
+    "ports",
+    "icmp_blocks",
+    "masquerade",
+    "forward_ports",
+    "rich_rules",
+    "protocols",
+    "source_ports",
+    "priority",
+    "ingress_zones",
+    "egress_zones",
+];
+
+fn owned(v: Variant<'static>) -> OwnedVariant {
+    // Only file descriptors can fail to become owned; these values are strings, ints and bools.
+    OwnedVariant::try_from(v).unwrap_or_else(|_| OwnedVariant::from(false))
+}
+
+fn s(v: &str) -> OwnedVariant {
+    owned(Variant::from(v.to_string()))
+}
+
+fn strs<'a>(v: impl IntoIterator<Item = &'a String>) -> OwnedVariant {
+    owned(Variant::from(
+        v.into_iter().cloned().collect::<Vec<String>>(),
+    ))
+}
+
+fn ports(v: &[Port]) -> OwnedVariant {
+    owned(Variant::from(
+        v.iter()
+            .map(|p| (p.port.to_string(), p.protocol.as_str().to_string()))
+            .collect::<Vec<(String, String)>>(),
+    ))
+}
+
+fn forward_ports(v: &[ForwardPort]) -> OwnedVariant {
+    owned(Variant::from(
+        v.iter()
+            .map(|f| {
+                (
+                    f.port.to_string(),
+                    f.protocol.as_str().to_string(),
+                    f.to_port.map(|p| p.to_string()).unwrap_or_default(),
+                    f.to_addr.clone().unwrap_or_default(),
+                )
+            })
+            .collect::<Vec<(String, String, String, String)>>(),
+    ))
+}
+
+fn rules(v: &[RichRule]) -> OwnedVariant {
+    owned(Variant::from(
+        v.iter().map(|r| r.to_string()).collect::<Vec<String>>(),
+    ))
+}
+
+impl Zone {
+    /// The settings dict for `addZone2` / `update2`: every firewalld 1.x key, lists even when
+    /// empty (so `update2` with it replaces the whole zone — drop `interfaces`/`sources` to keep
+    /// the bindings already there), plus `ingress_priority`/`egress_priority` only when non-zero.
+    pub fn to_settings(&self) -> Settings {
+        let mut d = Settings::new();
+        d.insert("version".into(), s(&self.version));
+        d.insert("short".into(), s(&self.short));
+        d.insert("description".into(), s(&self.description));
+        d.insert("target".into(), s(self.target.as_str()));
+        d.insert("services".into(), strs(&self.services));
+        d.insert("ports".into(), ports(&self.ports));
+        d.insert("icmp_blocks".into(), strs(&self.icmp_blocks));
+        d.insert("masquerade".into(), self.masquerade.into());
+        d.insert("forward_ports".into(), forward_ports(&self.forward_ports));
+        d.insert("interfaces".into(), strs(&self.interfaces));
+        let sources: Vec<String> = self.sources.iter().map(|x| x.to_string()).collect();
+        d.insert("sources".into(), strs(&sources));
+        d.insert("rules_str".into(), rules(&self.rules));
+        d.insert("protocols".into(), strs(&self.protocols));
+        d.insert("source_ports".into(), ports(&self.source_ports));
+        d.insert(
+            "icmp_block_inversion".into(),
+            self.icmp_block_inversion.into(),
+        );
+        d.insert("forward".into(), self.forward.into());
+        if self.ingress_priority != 0 {
+            d.insert("ingress_priority".into(), self.ingress_priority.into());
+        }
+        if self.egress_priority != 0 {
+            d.insert("egress_priority".into(), self.egress_priority.into());
+        }
+        d
+    }
+
+    /// Reads a settings dict (`getSettings2`), then [`validate`](Zone::validate)s the zone.
+    /// Missing keys take firewalld's defaults for a zone made over D-Bus (forward on).
+    pub fn from_settings(name: &str, settings: &Settings) -> Result<Self, ZoneError> {
+        let err = |f: Fail| f.into_error(ObjectKind::Zone, name);
+        let d = Dict(settings);
+        d.only(ZONE_KEYS).map_err(err)?;
+        let mut z = Zone::new(name);
+        z.forward = true;
+        z.version = d.string("version").map_err(err)?.unwrap_or_default();
+        z.short = collapse_ws(&d.string("short").map_err(err)?.unwrap_or_default());
+        z.description = collapse_ws(&d.string("description").map_err(err)?.unwrap_or_default());
+        if let Some(t) = d.string("target").map_err(err)? {
+            z.target = ZoneTarget::parse(&t).map_err(|e| err(d.fail("target", e)))?;
+        }
+        z.services = d.strings("services").map_err(err)?;
+        z.ports = d.ports("ports").map_err(err)?;
+        z.icmp_blocks = d.strings("icmp_blocks").map_err(err)?;
+        z.masquerade = d.boolean("masquerade").map_err(err)?.unwrap_or(false);
+        z.forward_ports = d.forward_ports("forward_ports").map_err(err)?;
+        z.interfaces = d.strings("interfaces").map_err(err)?;
+        z.sources = d
+            .strings("sources")
+            .map_err(err)?
+            .iter()
+            .map(|x| ZoneSource::from_settings_str(x))
+            .collect();
+        z.rules = d.rules("rules_str").map_err(err)?;
+        z.protocols = d.strings("protocols").map_err(err)?;
+        z.source_ports = d.ports("source_ports").map_err(err)?;
+        z.icmp_block_inversion = d
+            .boolean("icmp_block_inversion")
+            .map_err(err)?
+            .unwrap_or(false);
+        if let Some(f) = d.boolean("forward").map_err(err)? {
+            z.forward = f;
+        }
+        z.ingress_priority = d.int("ingress_priority").map_err(err)?.unwrap_or(0);
+        z.egress_priority = d.int("egress_priority").map_err(err)?.unwrap_or(0);
+        z.validate()?;
+        Ok(z)
+    }
+}
+
+impl Policy {
+    /// The settings dict for `addPolicy` / `update`: every key, lists even when empty.
+    pub fn to_settings(&self) -> Settings {
+        let mut d = Settings::new();
+        d.insert("version".into(), s(&self.version));
+        d.insert("short".into(), s(&self.short));
+        d.insert("description".into(), s(&self.description));
+        d.insert("target".into(), s(self.target.as_str()));
+        d.insert("services".into(), strs(&self.services));
+        d.insert("ports".into(), ports(&self.ports));
+        d.insert("icmp_blocks".into(), strs(&self.icmp_blocks));
+        d.insert("masquerade".into(), self.masquerade.into());
+        d.insert("forward_ports".into(), forward_ports(&self.forward_ports));
+        d.insert("rich_rules".into(), rules(&self.rules));
+        d.insert("protocols".into(), strs(&self.protocols));
+        d.insert("source_ports".into(), ports(&self.source_ports));
+        d.insert("priority".into(), self.priority.into());
+        d.insert("ingress_zones".into(), strs(&self.ingress_zones));
+        d.insert("egress_zones".into(), strs(&self.egress_zones));
+        d
+    }
+
+    /// Reads a settings dict (`getSettings`), then [`validate`](Policy::validate)s the policy.
+    pub fn from_settings(name: &str, settings: &Settings) -> Result<Self, ZoneError> {
+        let err = |f: Fail| f.into_error(ObjectKind::Policy, name);
+        let d = Dict(settings);
+        d.only(POLICY_KEYS).map_err(err)?;
+        let mut p = Policy::new(name);
+        p.version = d.string("version").map_err(err)?.unwrap_or_default();
+        p.short = collapse_ws(&d.string("short").map_err(err)?.unwrap_or_default());
+        p.description = collapse_ws(&d.string("description").map_err(err)?.unwrap_or_default());
+        if let Some(t) = d.string("target").map_err(err)? {
+            p.target = PolicyTarget::parse(&t).map_err(|e| err(d.fail("target", e)))?;
+        }
+        p.services = d.strings("services").map_err(err)?;
+        p.ports = d.ports("ports").map_err(err)?;
+        p.icmp_blocks = d.strings("icmp_blocks").map_err(err)?;
+        p.masquerade = d.boolean("masquerade").map_err(err)?.unwrap_or(false);
+        p.forward_ports = d.forward_ports("forward_ports").map_err(err)?;
+        p.rules = d.rules("rich_rules").map_err(err)?;
+        p.protocols = d.strings("protocols").map_err(err)?;
+        p.source_ports = d.ports("source_ports").map_err(err)?;
+        if let Some(prio) = d.int("priority").map_err(err)? {
+            p.priority = prio;
+        }
+        p.ingress_zones = d.strings("ingress_zones").map_err(err)?;
+        p.egress_zones = d.strings("egress_zones").map_err(err)?;
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// Typed reads from a settings dict, with firewalld's error codes.
+struct Dict<'a>(&'a Settings);
+
+impl Dict<'_> {
+    fn fail(&self, key: &str, e: (ErrorCode, String)) -> Fail {
+        Fail::new(e.0, &format!("key '{key}'"), e.1)
+    }
+
+    fn type_error(&self, key: &str, want: &str, got: &Variant<'_>) -> Fail {
+        self.fail(
+            key,
+            (
+                ErrorCode::InvalidType,
+                format!(
+                    "must be of D-Bus type '{want}', not '{}'",
+                    got.value_signature()
+                ),
+            ),
+        )
+    }
+
+    fn only(&self, keys: &[&str]) -> Result<(), Fail> {
+        let mut unknown: Vec<&String> = self
+            .0
+            .keys()
+            .filter(|k| !keys.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        match unknown.first() {
+            Some(k) => Err(Fail::new(
+                ErrorCode::InvalidOption,
+                "",
+                format!("option '{k}' is not valid"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Variant<'static>> {
+        self.0.get(key).map(|v| unwrap_variant(v))
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, Fail> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Variant::Str(s)) => Ok(Some(s.as_str().to_string())),
+            Some(other) => Err(self.type_error(key, "s", other)),
+        }
+    }
+
+    fn boolean(&self, key: &str) -> Result<Option<bool>, Fail> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Variant::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(self.type_error(key, "b", other)),
+        }
+    }
+
+    fn int(&self, key: &str) -> Result<Option<i32>, Fail> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Variant::I32(i)) => Ok(Some(*i)),
+            Some(other) => Err(self.type_error(key, "i", other)),
+        }
+    }
+
+    fn strings(&self, key: &str) -> Result<Vec<String>, Fail> {
+        let Some(v) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        let Variant::Array(a) = v else {
+            return Err(self.type_error(key, "as", v));
+        };
+        a.inner()
+            .iter()
+            .map(|x| match x {
+                Variant::Str(s) => Ok(s.as_str().to_string()),
+                _ => Err(self.type_error(key, "as", v)),
+            })
+            .collect()
+    }
+
+    /// An `a(s…s)` of `n` strings per entry.
+    fn tuples(&self, key: &str, n: usize) -> Result<Vec<Vec<String>>, Fail> {
+        let want = format!("a({})", "s".repeat(n));
+        let Some(v) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        let Variant::Array(a) = v else {
+            return Err(self.type_error(key, &want, v));
+        };
+        a.inner()
+            .iter()
+            .map(|x| match x {
+                Variant::Structure(st) if st.fields().len() == n => st
+                    .fields()
+                    .iter()
+                    .map(|f| match f {
+                        Variant::Str(s) => Ok(s.as_str().to_string()),
+                        _ => Err(self.type_error(key, &want, v)),
+                    })
+                    .collect(),
+                _ => Err(self.type_error(key, &want, v)),
+            })
+            .collect()
+    }
+
+    fn ports(&self, key: &str) -> Result<Vec<Port>, Fail> {
+        self.tuples(key, 2)?
+            .iter()
+            .map(|t| Port::parse(&t[0], &t[1]).map_err(|e| self.fail(key, e)))
+            .collect()
+    }
+
+    fn forward_ports(&self, key: &str) -> Result<Vec<ForwardPort>, Fail> {
+        self.tuples(key, 4)?
+            .iter()
+            .map(|t| {
+                let p = |e| self.fail(key, e);
+                Ok(ForwardPort {
+                    port: PortRange::parse(&t[0]).map_err(|e| p((ErrorCode::InvalidPort, e)))?,
+                    protocol: PortProtocol::parse(&t[1]).map_err(p)?,
+                    to_port: match t[2].as_str() {
+                        "" => None,
+                        tp => {
+                            Some(PortRange::parse(tp).map_err(|e| p((ErrorCode::InvalidPort, e)))?)
+                        }
+                    },
+                    to_addr: (!t[3].is_empty()).then(|| t[3].clone()),
+                })
+            })
+            .collect()
+    }
+
+    fn rules(&self, key: &str) -> Result<Vec<RichRule>, Fail> {
+        self.strings(key)?
+            .iter()
+            .map(|text| {
+                RichRule::parse(text)
+                    .map_err(|e| Fail::new(e.0, &format!("rich rule '{text}'"), e.1))
+            })
+            .collect()
+    }
+}
+
+/// A value wrapped in an extra variant (`v` inside `v`) reads as the value inside.
+fn unwrap_variant<'a>(v: &'a Variant<'static>) -> &'a Variant<'static> {
+    match v {
+        Variant::Variant(inner) => unwrap_variant(inner),
+        other => other,
+    }
+}

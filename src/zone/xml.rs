@@ -1,0 +1,1244 @@
+//! Zone and policy XML: a structural pass that mirrors firewalld's SAX reader (which elements and
+//! attributes exist, which are required), serde documents for the mapping, and the conversion to
+//! and from the typed model.
+//!
+//! Where firewalld only logs a warning and drops part of a file (a rule in the wrong place, an
+//! unknown element, a duplicate), this reader refuses the file: the product must never ship or
+//! trust a definition whose meaning firewalld would silently change.
+
+use std::collections::HashMap;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::{Reader, XmlVersion};
+use serde::{Deserialize, Serialize};
+
+use super::check::{python_int, PortRange};
+use super::error::{on, Check, ErrorCode, Fail, ObjectKind, ZoneError};
+use super::model::{
+    collapse_ws, ForwardPort, Policy, PolicyTarget, Port, Zone, ZoneSource, ZoneTarget,
+};
+use super::rich::{
+    invert_value, mss_value, nflog_u16, ActionKind, Family, Limit, RichRule, RuleAction, RuleAudit,
+    RuleDestination, RuleElement, RuleLog, RuleSource,
+};
+
+// ---- structural pass -------------------------------------------------------------------------
+
+/// Required and optional attributes per element: firewalld's `PARSER_REQUIRED_ELEMENT_ATTRS` and
+/// `PARSER_OPTIONAL_ELEMENT_ATTRS` (2.x, which adds the zone priorities and `limit burst`).
+fn attr_spec(
+    kind: ObjectKind,
+    element: &str,
+) -> Option<(&'static [&'static str], &'static [&'static str])> {
+    let spec: (&[&str], &[&str]) = match (kind, element) {
+        (ObjectKind::Zone, "zone") => (
+            &[],
+            &[
+                "name",
+                "immutable",
+                "target",
+                "version",
+                "ingress-priority",
+                "egress-priority",
+            ],
+        ),
+        (ObjectKind::Policy, "policy") => (&["target"], &["version", "priority"]),
+        (ObjectKind::Zone, "forward" | "icmp-block-inversion") => (&[], &[]),
+        (ObjectKind::Zone, "interface") => (&["name"], &[]),
+        (ObjectKind::Zone, "masquerade") => (&[], &["enabled"]),
+        (ObjectKind::Policy, "masquerade") => (&[], &[]),
+        (ObjectKind::Policy, "ingress-zone" | "egress-zone") => (&["name"], &[]),
+        (_, "short" | "description" | "rule" | "audit" | "accept" | "drop") => (
+            &[],
+            if element == "rule" {
+                &["family", "priority"]
+            } else {
+                &[]
+            },
+        ),
+        (_, "service" | "icmp-block" | "icmp-type") => (&["name"], &[]),
+        (_, "port" | "source-port") => (&["port", "protocol"], &[]),
+        (_, "forward-port") => (&["port", "protocol"], &["to-port", "to-addr"]),
+        (_, "protocol") => (&["value"], &[]),
+        (_, "source") => (&[], &["address", "mac", "invert", "family", "ipset"]),
+        (_, "destination") => (&[], &["address", "invert", "ipset"]),
+        (_, "log") => (&[], &["prefix", "level"]),
+        (_, "nflog") => (&[], &["group", "prefix", "queue-size"]),
+        (_, "reject") => (&[], &["type"]),
+        (_, "mark") => (&["set"], &[]),
+        (_, "limit") => (&["value"], &["burst"]),
+        (_, "tcp-mss-clamp") => (&[], &["value"]),
+        _ => return None,
+    };
+    Some(spec)
+}
+
+const RULE_CHILDREN: &[&str] = &[
+    "source",
+    "destination",
+    "service",
+    "port",
+    "protocol",
+    "icmp-block",
+    "icmp-type",
+    "masquerade",
+    "forward-port",
+    "source-port",
+    "tcp-mss-clamp",
+    "log",
+    "nflog",
+    "audit",
+    "accept",
+    "reject",
+    "drop",
+    "mark",
+];
+const LIMIT_PARENTS: &[&str] = &["log", "nflog", "audit", "accept", "reject", "drop", "mark"];
+
+fn top_children(kind: ObjectKind) -> &'static [&'static str] {
+    match kind {
+        ObjectKind::Zone => &[
+            "short",
+            "description",
+            "service",
+            "port",
+            "protocol",
+            "source-port",
+            "icmp-block",
+            "icmp-block-inversion",
+            "masquerade",
+            "forward",
+            "forward-port",
+            "interface",
+            "source",
+            "rule",
+        ],
+        ObjectKind::Policy => &[
+            "short",
+            "description",
+            "service",
+            "port",
+            "protocol",
+            "source-port",
+            "icmp-block",
+            "masquerade",
+            "forward-port",
+            "ingress-zone",
+            "egress-zone",
+            "rule",
+        ],
+    }
+}
+
+/// Why `element` may not appear inside `parent` (`None` = the root).
+fn placement_error(kind: ObjectKind, parent: Option<&str>, element: &str) -> Option<String> {
+    let root = match kind {
+        ObjectKind::Zone => "zone",
+        ObjectKind::Policy => "policy",
+    };
+    match parent {
+        None if element == root => None,
+        None => Some(format!(
+            "unexpected element (the root of a {kind} file is <{root}>)"
+        )),
+        Some(p) if p == root => {
+            if top_children(kind).contains(&element) {
+                None
+            } else if RULE_CHILDREN.contains(&element) {
+                Some("only allowed inside <rule>".into())
+            } else if element == "limit" {
+                Some("only allowed inside <log>, <nflog>, <audit> or an action".into())
+            } else {
+                Some(format!("not allowed inside <{root}>"))
+            }
+        }
+        Some("rule") if RULE_CHILDREN.contains(&element) => None,
+        Some(p) if element == "limit" && LIMIT_PARENTS.contains(&p) => None,
+        Some(p) => Some(format!("not allowed inside <{p}>")),
+    }
+}
+
+fn line_of(xml: &str, pos: u64) -> u32 {
+    let end = usize::try_from(pos).unwrap_or(usize::MAX).min(xml.len());
+    let newlines = xml.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count();
+    u32::try_from(newlines)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1)
+}
+
+/// Checks elements, attributes and nesting; returns the line of the root element and of each of
+/// its children.
+fn structure(kind: ObjectKind, name: &str, xml: &str) -> Result<(u32, Vec<u32>), ZoneError> {
+    let fail = |line: u32, element: &str, reason: String| {
+        let element = if element.is_empty() {
+            String::new()
+        } else {
+            format!("<{element}>")
+        };
+        ZoneError::new(kind, name, ErrorCode::ParseError, element, reason).with_line(Some(line))
+    };
+    let mut reader = Reader::from_str(xml);
+    let mut stack: Vec<String> = Vec::new();
+    let mut root_seen = false;
+    let mut root_line = 1;
+    let mut top_lines = Vec::new();
+    let mut seen_text_elems: Vec<&str> = Vec::new();
+    loop {
+        let pos = reader.buffer_position();
+        let line = line_of(xml, pos);
+        let event = match reader.read_event() {
+            Ok(e) => e,
+            Err(e) => {
+                let line = line_of(xml, reader.error_position());
+                return Err(fail(line, "", format!("not a valid {kind} file: {e}")));
+            }
+        };
+        let (start, empty) = match &event {
+            Event::Start(e) => (Some(e), false),
+            Event::Empty(e) => (Some(e), true),
+            _ => (None, false),
+        };
+        if let Some(e) = start {
+            let el = e.name().as_ref().to_string();
+            if stack.is_empty() && root_seen {
+                return Err(fail(
+                    line,
+                    &el,
+                    format!("a second root element (a {kind} file has one)"),
+                ));
+            }
+            check_attrs(kind, &el, e).map_err(|r| fail(line, &el, r))?;
+            if let Some(reason) = placement_error(kind, stack.last().map(String::as_str), &el) {
+                return Err(fail(line, &el, reason));
+            }
+            if stack.len() == 1 {
+                top_lines.push(line);
+                for t in ["short", "description"] {
+                    if el == t {
+                        if seen_text_elems.contains(&t) {
+                            return Err(fail(line, &el, "given twice".into()));
+                        }
+                        seen_text_elems.push(t);
+                    }
+                }
+            }
+            if !root_seen {
+                root_line = line;
+            }
+            root_seen = true;
+            if !empty {
+                stack.push(el);
+            }
+            continue;
+        }
+        match event {
+            Event::End(_) => {
+                stack.pop();
+            }
+            Event::Text(t) => {
+                let text = t.to_string();
+                text_allowed(&stack, &text)
+                    .map_err(|r| fail(line, stack.last().map_or("", |s| s), r))?;
+            }
+            Event::CData(t) => {
+                let text = t.to_string();
+                text_allowed(&stack, &text)
+                    .map_err(|r| fail(line, stack.last().map_or("", |s| s), r))?;
+            }
+            Event::GeneralRef(r) => {
+                let text = format!("&{};", &*r);
+                text_allowed(&stack, &text)
+                    .map_err(|r| fail(line, stack.last().map_or("", |s| s), r))?;
+            }
+            Event::DocType(_) => {
+                return Err(fail(
+                    line,
+                    "",
+                    "a DOCTYPE is not allowed in a firewalld file".into(),
+                ))
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !root_seen {
+        let root = if kind == ObjectKind::Zone {
+            "zone"
+        } else {
+            "policy"
+        };
+        return Err(fail(
+            1,
+            "",
+            format!("not a valid {kind} file: no <{root}> element"),
+        ));
+    }
+    Ok((root_line, top_lines))
+}
+
+fn text_allowed(stack: &[String], text: &str) -> Result<(), String> {
+    let in_text_elem = stack.len() == 2 && matches!(stack[1].as_str(), "short" | "description");
+    if in_text_elem || text.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("unexpected text '{}'", text.trim()))
+    }
+}
+
+fn check_attrs(kind: ObjectKind, element: &str, e: &BytesStart) -> Result<(), String> {
+    let Some((required, optional)) = attr_spec(kind, element) else {
+        return Err("unexpected element".into());
+    };
+    let mut present = Vec::new();
+    for attr in e.attributes() {
+        let attr = attr.map_err(|err| format!("bad attribute: {err}"))?;
+        let key = attr.key.as_ref().to_string();
+        if !required.contains(&key.as_str()) && !optional.contains(&key.as_str()) {
+            return Err(format!("unexpected attribute {key}"));
+        }
+        attr.normalized_value(XmlVersion::Implicit1_0)
+            .map_err(|err| format!("attribute {key}: {err}"))?;
+        present.push(key);
+    }
+    if let Some(missing) = required.iter().find(|r| !present.iter().any(|p| p == *r)) {
+        return Err(format!("missing attribute {missing}"));
+    }
+    Ok(())
+}
+
+// ---- serde documents -------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct Empty {}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct NameAttr {
+    #[serde(rename = "@name")]
+    name: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct ValueAttr {
+    #[serde(rename = "@value")]
+    value: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct PortElem {
+    #[serde(rename = "@port")]
+    port: String,
+    #[serde(rename = "@protocol")]
+    protocol: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct ForwardPortElem {
+    #[serde(rename = "@port")]
+    port: String,
+    #[serde(rename = "@protocol")]
+    protocol: String,
+    #[serde(rename = "@to-port", skip_serializing_if = "Option::is_none")]
+    to_port: Option<String>,
+    #[serde(rename = "@to-addr", skip_serializing_if = "Option::is_none")]
+    to_addr: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct MasqueradeElem {
+    /// Deprecated (firewalld ignores its value); never written.
+    #[serde(rename = "@enabled", skip_serializing)]
+    _enabled: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct SourceElem {
+    #[serde(rename = "@address", skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    #[serde(rename = "@mac", skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
+    #[serde(rename = "@ipset", skip_serializing_if = "Option::is_none")]
+    ipset: Option<String>,
+    #[serde(rename = "@invert", skip_serializing_if = "Option::is_none")]
+    invert: Option<String>,
+    /// Deprecated (firewalld ignores it); never written.
+    #[serde(rename = "@family", skip_serializing)]
+    _family: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct DestinationElem {
+    #[serde(rename = "@address", skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    #[serde(rename = "@ipset", skip_serializing_if = "Option::is_none")]
+    ipset: Option<String>,
+    #[serde(rename = "@invert", skip_serializing_if = "Option::is_none")]
+    invert: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct MssElem {
+    #[serde(rename = "@value", skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct LimitElem {
+    #[serde(rename = "@value")]
+    value: String,
+    #[serde(rename = "@burst", skip_serializing_if = "Option::is_none")]
+    burst: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct LimitHolder {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<LimitElem>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct LogElem {
+    #[serde(rename = "@prefix", skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+    #[serde(rename = "@level", skip_serializing_if = "Option::is_none")]
+    level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<LimitElem>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct NflogElem {
+    #[serde(rename = "@group", skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    #[serde(rename = "@prefix", skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+    #[serde(rename = "@queue-size", skip_serializing_if = "Option::is_none")]
+    queue_size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<LimitElem>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct RejectElem {
+    #[serde(rename = "@type", skip_serializing_if = "Option::is_none")]
+    reject_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<LimitElem>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct MarkElem {
+    #[serde(rename = "@set")]
+    set: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<LimitElem>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum RuleChild {
+    Source(SourceElem),
+    Destination(DestinationElem),
+    Service(NameAttr),
+    Port(PortElem),
+    Protocol(ValueAttr),
+    IcmpBlock(NameAttr),
+    IcmpType(NameAttr),
+    Masquerade(MasqueradeElem),
+    ForwardPort(ForwardPortElem),
+    SourcePort(PortElem),
+    TcpMssClamp(MssElem),
+    Log(LogElem),
+    Nflog(NflogElem),
+    Audit(LimitHolder),
+    Accept(LimitHolder),
+    Reject(RejectElem),
+    Drop(LimitHolder),
+    Mark(MarkElem),
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct RuleElem {
+    #[serde(rename = "@family", skip_serializing_if = "Option::is_none")]
+    family: Option<String>,
+    #[serde(rename = "@priority", skip_serializing_if = "Option::is_none")]
+    priority: Option<String>,
+    #[serde(rename = "$value", default)]
+    children: Vec<RuleChild>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum ZoneChild {
+    Short(String),
+    Description(String),
+    Service(NameAttr),
+    Port(PortElem),
+    Protocol(ValueAttr),
+    IcmpBlock(NameAttr),
+    Masquerade(MasqueradeElem),
+    ForwardPort(ForwardPortElem),
+    SourcePort(PortElem),
+    Rule(RuleElem),
+    Interface(NameAttr),
+    Source(SourceElem),
+    IcmpBlockInversion(Empty),
+    Forward(Empty),
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(rename = "zone")]
+struct ZoneDoc {
+    #[serde(rename = "@version", skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(rename = "@target", skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(rename = "@ingress-priority", skip_serializing_if = "Option::is_none")]
+    ingress_priority: Option<String>,
+    #[serde(rename = "@egress-priority", skip_serializing_if = "Option::is_none")]
+    egress_priority: Option<String>,
+    /// Deprecated (firewalld ignores them); never written.
+    #[serde(rename = "@name", skip_serializing)]
+    _name: Option<String>,
+    #[serde(rename = "@immutable", skip_serializing)]
+    _immutable: Option<String>,
+    #[serde(rename = "$value", default)]
+    children: Vec<ZoneChild>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum PolicyChild {
+    Short(String),
+    Description(String),
+    Service(NameAttr),
+    Port(PortElem),
+    Protocol(ValueAttr),
+    IcmpBlock(NameAttr),
+    Masquerade(Empty),
+    ForwardPort(ForwardPortElem),
+    SourcePort(PortElem),
+    Rule(RuleElem),
+    IngressZone(NameAttr),
+    EgressZone(NameAttr),
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(rename = "policy")]
+struct PolicyDoc {
+    #[serde(rename = "@version", skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(rename = "@priority", skip_serializing_if = "Option::is_none")]
+    priority: Option<String>,
+    #[serde(rename = "@target")]
+    target: String,
+    #[serde(rename = "$value", default)]
+    children: Vec<PolicyChild>,
+}
+
+// ---- XML → model -----------------------------------------------------------------------------
+
+/// Where each model entry came from, so a later check can name the line.
+#[derive(Default)]
+struct Lines(HashMap<(String, usize), u32>);
+
+impl Lines {
+    fn note(&mut self, element: &str, index: usize, line: Option<u32>) {
+        if let Some(l) = line {
+            self.0.insert((element.to_string(), index), l);
+        }
+    }
+
+    fn of(&self, fail: &Fail) -> Option<u32> {
+        fail.index
+            .and_then(|i| self.0.get(&(fail.element.clone(), i)).copied())
+    }
+}
+
+fn limit(l: Option<LimitElem>) -> Check<Option<Limit>> {
+    l.map(|l| Limit::parse(&l.value, l.burst.as_deref()))
+        .transpose()
+}
+
+fn attr_int(attr: &str, value: &str) -> Check<i32> {
+    let n = python_int(value).ok_or_else(|| {
+        (
+            ErrorCode::InvalidPriority,
+            format!("{attr} '{value}' is not an integer"),
+        )
+    })?;
+    // Out-of-range values must still be reported as such by the range check.
+    Ok(i32::try_from(n).unwrap_or(if n < 0 { i32::MIN } else { i32::MAX }))
+}
+
+fn rule_from_xml(r: RuleElem) -> Check<RichRule> {
+    use ErrorCode::InvalidRule;
+    let mut rule = RichRule {
+        family: r.family.as_deref().map(Family::parse).transpose()?,
+        priority: match &r.priority {
+            Some(p) => attr_int("priority", p)?,
+            None => 0,
+        },
+        ..RichRule::default()
+    };
+    let more = |what: &str| Err((InvalidRule, format!("more than one {what} in the rule")));
+    for child in r.children {
+        let element = match child {
+            RuleChild::Source(s) => {
+                if rule.source.is_some() {
+                    return more("<source>");
+                }
+                let src = RuleSource {
+                    invert: s
+                        .invert
+                        .as_deref()
+                        .map(invert_value)
+                        .transpose()?
+                        .unwrap_or(false),
+                    address: s.address.filter(|a| !a.is_empty()),
+                    mac: s
+                        .mac
+                        .filter(|m| !m.is_empty())
+                        .map(|m| m.to_ascii_uppercase()),
+                    ipset: s.ipset.filter(|i| !i.is_empty()),
+                };
+                rule.source = Some(src);
+                None
+            }
+            RuleChild::Destination(d) => {
+                if rule.destination.is_some() {
+                    return more("<destination>");
+                }
+                rule.destination = Some(RuleDestination {
+                    invert: d
+                        .invert
+                        .as_deref()
+                        .map(invert_value)
+                        .transpose()?
+                        .unwrap_or(false),
+                    address: d.address.filter(|a| !a.is_empty()),
+                    ipset: d.ipset.filter(|i| !i.is_empty()),
+                });
+                None
+            }
+            RuleChild::Service(n) => Some(RuleElement::Service { name: n.name }),
+            RuleChild::Port(p) => Some(RuleElement::Port {
+                port: p.port,
+                protocol: p.protocol,
+            }),
+            RuleChild::Protocol(v) => Some(RuleElement::Protocol { value: v.value }),
+            RuleChild::IcmpBlock(n) => Some(RuleElement::IcmpBlock { name: n.name }),
+            RuleChild::IcmpType(n) => Some(RuleElement::IcmpType { name: n.name }),
+            RuleChild::Masquerade(_) => Some(RuleElement::Masquerade),
+            RuleChild::ForwardPort(f) => Some(RuleElement::ForwardPort {
+                port: f.port,
+                protocol: f.protocol,
+                to_port: f.to_port.filter(|p| !p.is_empty()),
+                to_addr: f.to_addr.filter(|a| !a.is_empty()),
+            }),
+            RuleChild::SourcePort(p) => Some(RuleElement::SourcePort {
+                port: p.port,
+                protocol: p.protocol,
+            }),
+            RuleChild::TcpMssClamp(m) => Some(RuleElement::TcpMssClamp {
+                value: mss_value(m.value.as_deref()),
+            }),
+            RuleChild::Log(l) => {
+                if rule.log.is_some() {
+                    return more("log");
+                }
+                if l.prefix.as_deref() == Some("") {
+                    return Err((ErrorCode::InvalidLogPrefix, "log prefix is empty".into()));
+                }
+                rule.log = Some(RuleLog::Log {
+                    prefix: l.prefix,
+                    level: l.level,
+                    limit: limit(l.limit)?,
+                });
+                None
+            }
+            RuleChild::Nflog(l) => {
+                if rule.log.is_some() {
+                    return more("log");
+                }
+                if l.prefix.as_deref() == Some("") {
+                    return Err((ErrorCode::InvalidLogPrefix, "nflog prefix is empty".into()));
+                }
+                rule.log = Some(RuleLog::Nflog {
+                    group: nflog_u16("group", l.group.as_deref())?,
+                    prefix: l.prefix,
+                    queue_size: nflog_u16("queue-size", l.queue_size.as_deref())?,
+                    limit: limit(l.limit)?,
+                });
+                None
+            }
+            RuleChild::Audit(a) => {
+                if rule.audit.is_some() {
+                    return more("<audit>");
+                }
+                rule.audit = Some(RuleAudit {
+                    limit: limit(a.limit)?,
+                });
+                None
+            }
+            RuleChild::Accept(_)
+            | RuleChild::Drop(_)
+            | RuleChild::Reject(_)
+            | RuleChild::Mark(_)
+                if rule.action.is_some() =>
+            {
+                return more("action");
+            }
+            RuleChild::Accept(a) => {
+                rule.action = Some(RuleAction {
+                    kind: ActionKind::Accept,
+                    limit: limit(a.limit)?,
+                });
+                None
+            }
+            RuleChild::Drop(a) => {
+                rule.action = Some(RuleAction {
+                    kind: ActionKind::Drop,
+                    limit: limit(a.limit)?,
+                });
+                None
+            }
+            RuleChild::Reject(a) => {
+                rule.action = Some(RuleAction {
+                    kind: ActionKind::Reject {
+                        reject_type: a.reject_type.filter(|t| !t.is_empty()),
+                    },
+                    limit: limit(a.limit)?,
+                });
+                None
+            }
+            RuleChild::Mark(a) => {
+                rule.action = Some(RuleAction {
+                    kind: ActionKind::Mark { set: a.set },
+                    limit: limit(a.limit)?,
+                });
+                None
+            }
+        };
+        if let Some(e) = element {
+            if let Some(old) = &rule.element {
+                return Err((
+                    InvalidRule,
+                    format!(
+                        "more than one element. There cannot be both '{}' and '{}' in one rule.",
+                        old.keyword(),
+                        e.keyword()
+                    ),
+                ));
+            }
+            rule.element = Some(e);
+        }
+    }
+    Ok(rule)
+}
+
+fn forward_port(f: ForwardPortElem) -> Check<ForwardPort> {
+    let p = Port::parse(&f.port, &f.protocol)?;
+    let to_port = match f.to_port.as_deref() {
+        None | Some("") => None,
+        Some(t) => Some(PortRange::parse(t).map_err(|e| (ErrorCode::InvalidPort, e))?),
+    };
+    Ok(ForwardPort {
+        port: p.port,
+        protocol: p.protocol,
+        to_port,
+        to_addr: f.to_addr.filter(|a| !a.is_empty()),
+    })
+}
+
+fn zone_source(s: SourceElem) -> Check<ZoneSource> {
+    let bad = |r: &str| Err((ErrorCode::InvalidSource, r.to_string()));
+    if s.invert.is_some() {
+        return bad("invert is only allowed on the source of a <rule>");
+    }
+    if s.mac.is_some() {
+        return bad(
+            "a zone source takes a MAC address as address=, not mac= (firewalld ignores mac= here)",
+        );
+    }
+    match (s.address, s.ipset) {
+        (Some(a), None) => Ok(ZoneSource::Address(a)),
+        (None, Some(i)) => Ok(ZoneSource::Ipset(i)),
+        (Some(_), Some(_)) => bad("a source has an address or an ipset, not both"),
+        (None, None) => bad("a source needs an address or an ipset"),
+    }
+}
+
+fn deserialize<T: for<'de> Deserialize<'de>>(
+    kind: ObjectKind,
+    name: &str,
+    xml: &str,
+) -> Result<T, ZoneError> {
+    quick_xml::de::from_str(xml).map_err(|e| {
+        ZoneError::new(
+            kind,
+            name,
+            ErrorCode::ParseError,
+            "",
+            format!("not a valid {kind} file: {e}"),
+        )
+    })
+}
+
+/// Parses zone XML (see [`super::parse_zone`]).
+pub(crate) fn zone_from_xml(name: &str, xml: &str) -> Result<Zone, ZoneError> {
+    let kind = ObjectKind::Zone;
+    let err = |f: Fail, line: Option<u32>| f.into_error(kind, name).with_line(line);
+    // The name comes first, as in firewalld's zone_reader().
+    let mut zone = Zone::new(name);
+    super::check::check_object_name("zone", name, super::check::MAX_ZONE_NAME_LEN)
+        .map_err(|e| err(on("", e), None))?;
+    let (root_line, top_lines) = structure(kind, name, xml)?;
+    let doc: ZoneDoc = deserialize(kind, name, xml)?;
+    let root_line = Some(root_line);
+    zone.version = doc.version.unwrap_or_default();
+    if let Some(t) = &doc.target {
+        zone.target = ZoneTarget::parse(t).map_err(|e| err(on("zone", e), root_line))?;
+    }
+    for (attr, value, slot) in [
+        (
+            "ingress-priority",
+            &doc.ingress_priority,
+            &mut zone.ingress_priority,
+        ),
+        (
+            "egress-priority",
+            &doc.egress_priority,
+            &mut zone.egress_priority,
+        ),
+    ] {
+        if let Some(v) = value {
+            *slot = attr_int(attr, v).map_err(|e| err(on("zone", e), root_line))?;
+        }
+    }
+    let mut lines = Lines::default();
+    for (i, child) in doc.children.into_iter().enumerate() {
+        let line = top_lines.get(i).copied();
+        let at = |element: &str, e: (ErrorCode, String)| err(on(element, e), line);
+        match child {
+            ZoneChild::Short(t) => zone.short = collapse_ws(&t),
+            ZoneChild::Description(t) => zone.description = collapse_ws(&t),
+            ZoneChild::Service(n) => {
+                lines.note("service", zone.services.len(), line);
+                zone.services.push(n.name);
+            }
+            ZoneChild::Port(p) => {
+                lines.note("port", zone.ports.len(), line);
+                zone.ports
+                    .push(Port::parse(&p.port, &p.protocol).map_err(|e| at("port", e))?);
+            }
+            ZoneChild::Protocol(v) => {
+                lines.note("protocol", zone.protocols.len(), line);
+                zone.protocols.push(v.value);
+            }
+            ZoneChild::SourcePort(p) => {
+                lines.note("source-port", zone.source_ports.len(), line);
+                zone.source_ports
+                    .push(Port::parse(&p.port, &p.protocol).map_err(|e| at("source-port", e))?);
+            }
+            ZoneChild::IcmpBlock(n) => {
+                lines.note("icmp-block", zone.icmp_blocks.len(), line);
+                zone.icmp_blocks.push(n.name);
+            }
+            ZoneChild::Masquerade(_) => zone.masquerade = true,
+            ZoneChild::ForwardPort(f) => {
+                lines.note("forward-port", zone.forward_ports.len(), line);
+                zone.forward_ports
+                    .push(forward_port(f).map_err(|e| at("forward-port", e))?);
+            }
+            ZoneChild::Rule(r) => {
+                lines.note("rule", zone.rules.len(), line);
+                zone.rules
+                    .push(rule_from_xml(r).map_err(|e| at("rule", e))?);
+            }
+            ZoneChild::Interface(n) => {
+                lines.note("interface", zone.interfaces.len(), line);
+                zone.interfaces.push(n.name);
+            }
+            ZoneChild::Source(s) => {
+                lines.note("source", zone.sources.len(), line);
+                zone.sources
+                    .push(zone_source(s).map_err(|e| at("source", e))?);
+            }
+            ZoneChild::IcmpBlockInversion(_) => zone.icmp_block_inversion = true,
+            ZoneChild::Forward(_) => zone.forward = true,
+        }
+    }
+    zone.check().map_err(|f| {
+        let line = lines
+            .of(&f)
+            .or(if f.element == "zone" { root_line } else { None });
+        err(f, line)
+    })?;
+    Ok(zone)
+}
+
+/// Parses policy XML (see [`super::parse_policy`]).
+pub(crate) fn policy_from_xml(name: &str, xml: &str) -> Result<Policy, ZoneError> {
+    let kind = ObjectKind::Policy;
+    let err = |f: Fail, line: Option<u32>| f.into_error(kind, name).with_line(line);
+    let mut policy = Policy::new(name);
+    super::check::check_object_name("policy", name, super::check::MAX_POLICY_NAME_LEN)
+        .map_err(|e| err(on("", e), None))?;
+    let (root_line, top_lines) = structure(kind, name, xml)?;
+    let doc: PolicyDoc = deserialize(kind, name, xml)?;
+    let root_line = Some(root_line);
+    policy.version = doc.version.unwrap_or_default();
+    policy.target =
+        PolicyTarget::parse(&doc.target).map_err(|e| err(on("policy", e), root_line))?;
+    if let Some(p) = &doc.priority {
+        policy.priority = attr_int("priority", p).map_err(|e| err(on("policy", e), root_line))?;
+    }
+    let mut lines = Lines::default();
+    for (i, child) in doc.children.into_iter().enumerate() {
+        let line = top_lines.get(i).copied();
+        let at = |element: &str, e: (ErrorCode, String)| err(on(element, e), line);
+        match child {
+            PolicyChild::Short(t) => policy.short = collapse_ws(&t),
+            PolicyChild::Description(t) => policy.description = collapse_ws(&t),
+            PolicyChild::Service(n) => {
+                lines.note("service", policy.services.len(), line);
+                policy.services.push(n.name);
+            }
+            PolicyChild::Port(p) => {
+                lines.note("port", policy.ports.len(), line);
+                policy
+                    .ports
+                    .push(Port::parse(&p.port, &p.protocol).map_err(|e| at("port", e))?);
+            }
+            PolicyChild::Protocol(v) => {
+                lines.note("protocol", policy.protocols.len(), line);
+                policy.protocols.push(v.value);
+            }
+            PolicyChild::SourcePort(p) => {
+                lines.note("source-port", policy.source_ports.len(), line);
+                policy
+                    .source_ports
+                    .push(Port::parse(&p.port, &p.protocol).map_err(|e| at("source-port", e))?);
+            }
+            PolicyChild::IcmpBlock(n) => {
+                lines.note("icmp-block", policy.icmp_blocks.len(), line);
+                policy.icmp_blocks.push(n.name);
+            }
+            PolicyChild::Masquerade(_) => {
+                lines.note("masquerade", 0, line);
+                policy.masquerade = true;
+            }
+            PolicyChild::ForwardPort(f) => {
+                lines.note("forward-port", policy.forward_ports.len(), line);
+                policy
+                    .forward_ports
+                    .push(forward_port(f).map_err(|e| at("forward-port", e))?);
+            }
+            PolicyChild::Rule(r) => {
+                lines.note("rule", policy.rules.len(), line);
+                policy
+                    .rules
+                    .push(rule_from_xml(r).map_err(|e| at("rule", e))?);
+            }
+            PolicyChild::IngressZone(n) => {
+                lines.note("ingress-zone", policy.ingress_zones.len(), line);
+                policy.ingress_zones.push(n.name);
+            }
+            PolicyChild::EgressZone(n) => {
+                lines.note("egress-zone", policy.egress_zones.len(), line);
+                policy.egress_zones.push(n.name);
+            }
+        }
+    }
+    policy.check().map_err(|mut f| {
+        if f.element == "masquerade" && f.index.is_none() {
+            f.index = Some(0);
+        }
+        let line = lines.of(&f).or(if f.element == "policy" {
+            root_line
+        } else {
+            None
+        });
+        err(f, line)
+    })?;
+    Ok(policy)
+}
+
+// ---- model → XML -----------------------------------------------------------------------------
+
+fn limit_elem(l: &Option<Limit>) -> Option<LimitElem> {
+    l.as_ref().map(|l| LimitElem {
+        value: l.value.clone(),
+        burst: l.burst.map(|b| b.to_string()),
+    })
+}
+
+fn rule_to_xml(r: &RichRule) -> RuleElem {
+    let mut children = Vec::new();
+    if let Some(s) = &r.source {
+        children.push(RuleChild::Source(SourceElem {
+            address: s.address.clone(),
+            mac: s.mac.clone(),
+            ipset: s.ipset.clone(),
+            invert: s.invert.then(|| "True".to_string()),
+            _family: None,
+        }));
+    }
+    if let Some(d) = &r.destination {
+        children.push(RuleChild::Destination(DestinationElem {
+            address: d.address.clone(),
+            ipset: d.ipset.clone(),
+            invert: d.invert.then(|| "True".to_string()),
+        }));
+    }
+    if let Some(e) = &r.element {
+        let port = |port: &String, protocol: &String| PortElem {
+            port: port.clone(),
+            protocol: protocol.clone(),
+        };
+        children.push(match e {
+            RuleElement::Service { name } => RuleChild::Service(NameAttr { name: name.clone() }),
+            RuleElement::Port { port: p, protocol } => RuleChild::Port(port(p, protocol)),
+            RuleElement::Protocol { value } => RuleChild::Protocol(ValueAttr {
+                value: value.clone(),
+            }),
+            RuleElement::IcmpBlock { name } => {
+                RuleChild::IcmpBlock(NameAttr { name: name.clone() })
+            }
+            RuleElement::IcmpType { name } => RuleChild::IcmpType(NameAttr { name: name.clone() }),
+            RuleElement::Masquerade => RuleChild::Masquerade(MasqueradeElem::default()),
+            RuleElement::ForwardPort {
+                port,
+                protocol,
+                to_port,
+                to_addr,
+            } => RuleChild::ForwardPort(ForwardPortElem {
+                port: port.clone(),
+                protocol: protocol.clone(),
+                to_port: to_port.clone(),
+                to_addr: to_addr.clone(),
+            }),
+            RuleElement::SourcePort { port: p, protocol } => {
+                RuleChild::SourcePort(port(p, protocol))
+            }
+            RuleElement::TcpMssClamp { value } => RuleChild::TcpMssClamp(MssElem {
+                value: value.clone(),
+            }),
+        });
+    }
+    match &r.log {
+        Some(RuleLog::Log {
+            prefix,
+            level,
+            limit,
+        }) => children.push(RuleChild::Log(LogElem {
+            prefix: prefix.clone(),
+            level: level.clone(),
+            limit: limit_elem(limit),
+        })),
+        Some(RuleLog::Nflog {
+            group,
+            prefix,
+            queue_size,
+            limit,
+        }) => children.push(RuleChild::Nflog(NflogElem {
+            group: group.map(|g| g.to_string()),
+            prefix: prefix.clone(),
+            queue_size: queue_size.map(|q| q.to_string()),
+            limit: limit_elem(limit),
+        })),
+        None => {}
+    }
+    if let Some(a) = &r.audit {
+        children.push(RuleChild::Audit(LimitHolder {
+            limit: limit_elem(&a.limit),
+        }));
+    }
+    if let Some(a) = &r.action {
+        let limit = limit_elem(&a.limit);
+        children.push(match &a.kind {
+            ActionKind::Accept => RuleChild::Accept(LimitHolder { limit }),
+            ActionKind::Drop => RuleChild::Drop(LimitHolder { limit }),
+            ActionKind::Reject { reject_type } => RuleChild::Reject(RejectElem {
+                reject_type: reject_type.clone(),
+                limit,
+            }),
+            ActionKind::Mark { set } => RuleChild::Mark(MarkElem {
+                set: set.clone(),
+                limit,
+            }),
+        });
+    }
+    RuleElem {
+        family: r.family.map(|f| f.as_str().to_string()),
+        priority: (r.priority != 0).then(|| r.priority.to_string()),
+        children,
+    }
+}
+
+fn port_elem(p: &Port) -> PortElem {
+    PortElem {
+        port: p.port.to_string(),
+        protocol: p.protocol.as_str().to_string(),
+    }
+}
+
+fn forward_port_elem(f: &ForwardPort) -> ForwardPortElem {
+    ForwardPortElem {
+        port: f.port.to_string(),
+        protocol: f.protocol.as_str().to_string(),
+        to_port: f.to_port.map(|p| p.to_string()),
+        to_addr: f.to_addr.clone(),
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn serialize<T: Serialize>(doc: &T) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
+    let mut ser = quick_xml::se::Serializer::new(&mut out);
+    ser.indent(' ', 2);
+    // Writing plain structs of strings into a String cannot fail; keep the header-only output
+    // rather than panic if a future quick-xml disagrees.
+    if doc.serialize(ser).is_err() {
+        return out;
+    }
+    out.push('\n');
+    out
+}
+
+/// Zone XML in firewalld's element order.
+pub(crate) fn zone_to_xml(z: &Zone) -> String {
+    let mut c = Vec::new();
+    if !z.short.is_empty() {
+        c.push(ZoneChild::Short(z.short.clone()));
+    }
+    if !z.description.is_empty() {
+        c.push(ZoneChild::Description(z.description.clone()));
+    }
+    c.extend(
+        z.services
+            .iter()
+            .map(|s| ZoneChild::Service(NameAttr { name: s.clone() })),
+    );
+    c.extend(z.ports.iter().map(|p| ZoneChild::Port(port_elem(p))));
+    c.extend(
+        z.protocols
+            .iter()
+            .map(|p| ZoneChild::Protocol(ValueAttr { value: p.clone() })),
+    );
+    c.extend(
+        z.icmp_blocks
+            .iter()
+            .map(|b| ZoneChild::IcmpBlock(NameAttr { name: b.clone() })),
+    );
+    if z.masquerade {
+        c.push(ZoneChild::Masquerade(MasqueradeElem::default()));
+    }
+    c.extend(
+        z.forward_ports
+            .iter()
+            .map(|f| ZoneChild::ForwardPort(forward_port_elem(f))),
+    );
+    c.extend(
+        z.source_ports
+            .iter()
+            .map(|p| ZoneChild::SourcePort(port_elem(p))),
+    );
+    c.extend(z.rules.iter().map(|r| ZoneChild::Rule(rule_to_xml(r))));
+    c.extend(
+        z.interfaces
+            .iter()
+            .map(|i| ZoneChild::Interface(NameAttr { name: i.clone() })),
+    );
+    c.extend(z.sources.iter().map(|s| {
+        ZoneChild::Source(match s {
+            ZoneSource::Address(a) => SourceElem {
+                address: Some(a.clone()),
+                ..SourceElem::default()
+            },
+            ZoneSource::Ipset(i) => SourceElem {
+                ipset: Some(i.clone()),
+                ..SourceElem::default()
+            },
+        })
+    }));
+    if z.icmp_block_inversion {
+        c.push(ZoneChild::IcmpBlockInversion(Empty {}));
+    }
+    if z.forward {
+        c.push(ZoneChild::Forward(Empty {}));
+    }
+    serialize(&ZoneDoc {
+        version: non_empty(&z.version),
+        target: (z.target != ZoneTarget::Default).then(|| z.target.as_str().to_string()),
+        ingress_priority: (z.ingress_priority != 0).then(|| z.ingress_priority.to_string()),
+        egress_priority: (z.egress_priority != 0).then(|| z.egress_priority.to_string()),
+        _name: None,
+        _immutable: None,
+        children: c,
+    })
+}
+
+/// Policy XML in firewalld's element order.
+pub(crate) fn policy_to_xml(p: &Policy) -> String {
+    let mut c = Vec::new();
+    if !p.short.is_empty() {
+        c.push(PolicyChild::Short(p.short.clone()));
+    }
+    if !p.description.is_empty() {
+        c.push(PolicyChild::Description(p.description.clone()));
+    }
+    c.extend(
+        p.services
+            .iter()
+            .map(|s| PolicyChild::Service(NameAttr { name: s.clone() })),
+    );
+    c.extend(p.ports.iter().map(|x| PolicyChild::Port(port_elem(x))));
+    c.extend(
+        p.protocols
+            .iter()
+            .map(|x| PolicyChild::Protocol(ValueAttr { value: x.clone() })),
+    );
+    c.extend(
+        p.icmp_blocks
+            .iter()
+            .map(|b| PolicyChild::IcmpBlock(NameAttr { name: b.clone() })),
+    );
+    if p.masquerade {
+        c.push(PolicyChild::Masquerade(Empty {}));
+    }
+    c.extend(
+        p.forward_ports
+            .iter()
+            .map(|f| PolicyChild::ForwardPort(forward_port_elem(f))),
+    );
+    c.extend(
+        p.source_ports
+            .iter()
+            .map(|x| PolicyChild::SourcePort(port_elem(x))),
+    );
+    c.extend(p.rules.iter().map(|r| PolicyChild::Rule(rule_to_xml(r))));
+    c.extend(
+        p.ingress_zones
+            .iter()
+            .map(|z| PolicyChild::IngressZone(NameAttr { name: z.clone() })),
+    );
+    c.extend(
+        p.egress_zones
+            .iter()
+            .map(|z| PolicyChild::EgressZone(NameAttr { name: z.clone() })),
+    );
+    serialize(&PolicyDoc {
+        version: non_empty(&p.version),
+        priority: (p.priority != super::model::DEFAULT_POLICY_PRIORITY)
+            .then(|| p.priority.to_string()),
+        target: p.target.as_str().to_string(),
+        children: c,
+    })
+}

@@ -1,0 +1,346 @@
+//! `virtzone status` and `virtzone check` against real firewalld releases on a private bus.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+
+use common::{both_releases_both_backends, Backend, Lab, LabConfig, Release};
+use serde_json::Value;
+
+fn run(cmd: &mut std::process::Command) -> Output {
+    cmd.output().expect("run virtzone")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn status_json(lab: &Lab) -> Value {
+    let out = run(lab.virtzone().args(["status", "--json"]));
+    assert!(out.status.success(), "status failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+}
+
+/// Runs `virtzone check` with `xml` on stdin.
+fn check_xml(lab: &Lab, xml: &str, extra: &[&str]) -> Output {
+    let mut child = lab
+        .virtzone()
+        .args(["check", "--network-xml", "-"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn virtzone");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(xml.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The shipped zone and policy files, as firewalld would load them from its config tree.
+fn shipped_files(with_routed: bool) -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    for (name, xml) in virtzone::zone::shipped::SHIPPED_ZONES {
+        if with_routed || *name == "libvirt" {
+            files.push((PathBuf::from(format!("zones/{name}.xml")), xml.to_string()));
+        }
+    }
+    if with_routed {
+        for (name, xml) in virtzone::zone::shipped::SHIPPED_POLICIES {
+            files.push((
+                PathBuf::from(format!("policies/{name}.xml")),
+                xml.to_string(),
+            ));
+        }
+    }
+    files
+}
+
+const NAT: &str =
+    "<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/></network>";
+const ROUTED: &str = "<hookData><network><name>r1</name><forward mode='route'/><bridge name='virbr1'/></network></hookData>";
+
+#[test]
+fn no_zone_fails_on_nftables_and_warns_on_iptables() {
+    for cfg in both_releases_both_backends() {
+        let (release, backend) = (cfg.release, cfg.backend);
+        let lab = Lab::start(cfg);
+        let status = status_json(&lab);
+        assert_eq!(status["firewalld"]["running"], true);
+        assert_eq!(status["firewalld"]["version"], release.version());
+        assert_eq!(status["firewalld"]["state"], "RUNNING");
+        assert_eq!(status["firewalld"]["backend"], backend.as_str());
+        assert_eq!(status["zones"][0]["name"], "libvirt");
+        assert_eq!(status["zones"][0]["runtime"], false);
+
+        let out = check_xml(&lab, NAT, &[]);
+        match backend {
+            Backend::Nftables => {
+                assert_eq!(out.status.code(), Some(1), "{release:?}: {}", stderr(&out));
+                let msg = stderr(&out);
+                for part in [
+                    "nftables backend",
+                    "no libvirt zone",
+                    "network default",
+                    "virtzone install",
+                    "FirewallBackend=iptables",
+                ] {
+                    assert!(
+                        msg.contains(part),
+                        "{release:?} {backend:?}: {msg:?} lacks {part:?}"
+                    );
+                }
+                assert_eq!(msg.lines().count(), 1, "one sentence: {msg:?}");
+            }
+            Backend::Iptables => {
+                assert_eq!(out.status.code(), Some(0), "{release:?}: {}", stderr(&out));
+                assert!(
+                    stderr(&out)
+                        .contains("warning: bridge virbr0 stays in firewalld's default zone"),
+                    "{}",
+                    stderr(&out)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn zones_present_pass_and_name_the_zone() {
+    for mut cfg in both_releases_both_backends() {
+        cfg.files = shipped_files(true);
+        let release = cfg.release;
+        let lab = Lab::start(cfg);
+        let status = status_json(&lab);
+        for list in ["zones", "policies"] {
+            for o in status[list].as_array().unwrap() {
+                assert_eq!(o["runtime"], true, "{release:?} {o}");
+                assert_eq!(o["permanent"], true, "{release:?} {o}");
+            }
+        }
+        let out = check_xml(&lab, NAT, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out).trim(),
+            "bridge virbr0 of network default gets zone libvirt"
+        );
+
+        let out = check_xml(&lab, ROUTED, &["--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["zone"], "libvirt-routed");
+        assert_eq!(v["reason"], "default-zone");
+        assert_eq!(v["forward"], "route");
+        assert_eq!(v["network"], "r1");
+
+        // An explicit zone wins; a missing one is named.
+        let out = check_xml(&lab, NAT, &["--zone", "trusted"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stdout(&out).contains("requested zone trusted"));
+        let out = check_xml(&lab, NAT, &["--zone", "nosuchzone"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("zone nosuchzone requested for network default does not exist"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn routed_falls_back_to_libvirt_without_policies() {
+    let lab = Lab::start(LabConfig {
+        files: shipped_files(false),
+        ..LabConfig::default()
+    });
+    let out = check_xml(&lab, ROUTED, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("gets zone libvirt"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("falls back to zone libvirt"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn status_shows_bridges_and_their_zones() {
+    let lab = Lab::start(LabConfig {
+        files: shipped_files(false),
+        ..LabConfig::default()
+    });
+    for br in ["virbr0", "virbr5"] {
+        let out = lab
+            .command("ip")
+            .args(["link", "add", br, "type", "bridge"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = lab.firewall_cmd(&["--zone=libvirt", "--change-interface=virbr0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = status_json(&lab);
+    let bridges = status["bridges"].as_array().unwrap();
+    assert_eq!(bridges.len(), 2, "{status}");
+    assert_eq!(
+        (bridges[0]["name"].as_str(), bridges[0]["zone"].as_str()),
+        (Some("virbr0"), Some("libvirt"))
+    );
+    assert_eq!(
+        (bridges[1]["name"].as_str(), bridges[1]["zone"].as_str()),
+        (Some("virbr5"), None)
+    );
+    let text = stdout(&run(lab.virtzone().arg("status")));
+    assert!(text.contains("virbr0               libvirt"), "{text}");
+    assert!(
+        text.contains("firewalld: 1.3.3 (state RUNNING, backend nftables)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn old_reported_versions() {
+    for (version, rule_priorities, policies, part) in [
+        ("0.6.4", false, false, "upgrade firewalld to 0.7.0 or later"),
+        ("0.7.0", true, false, "run `virtzone install`"),
+    ] {
+        let lab = Lab::start(LabConfig {
+            reported_version: Some(version.into()),
+            ..LabConfig::default()
+        });
+        let status = status_json(&lab);
+        assert_eq!(status["firewalld"]["version"], version);
+        assert_eq!(
+            status["firewalld"]["capabilities"]["rule_priorities"],
+            rule_priorities
+        );
+        assert_eq!(status["firewalld"]["capabilities"]["policies"], policies);
+        let out = check_xml(&lab, NAT, &[]);
+        assert_eq!(out.status.code(), Some(1), "{version}: {}", stderr(&out));
+        assert!(stderr(&out).contains(part), "{version}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn no_firewalld() {
+    let lab = Lab::start(LabConfig {
+        firewalld: false,
+        ..LabConfig::default()
+    });
+    let status = status_json(&lab);
+    assert_eq!(status["firewalld"]["running"], false);
+    assert_eq!(status["firewalld"]["system_bus"], true);
+    let out = check_xml(&lab, NAT, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("firewalld is not running"));
+    let out = check_xml(
+        &lab,
+        "<network><name>n1</name><bridge name='virbr0' zone='libvirt'/></network>",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(
+            "virtzone: zone libvirt requested for network n1 but firewalld is not running"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    // No system bus at all is the same fact, not a crash.
+    let out = run(lab.virtzone().args(["status", "--json"]).env(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        format!("unix:path={}/nobus.sock", lab.dir().display()),
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            v["firewalld"]["running"].as_bool(),
+            v["firewalld"]["system_bus"].as_bool()
+        ),
+        (Some(false), Some(false))
+    );
+    let out = run(lab.virtzone().args(["check", "--bridge", "virbr0"]).env(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        format!("unix:path={}/nobus.sock", lab.dir().display()),
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn failed_firewalld_is_reported() {
+    let lab = Lab::start(LabConfig {
+        files: vec![(
+            PathBuf::from("zones/broken.xml"),
+            "<zone><rule priority='x'></zone>".into(),
+        )],
+        expect_state: "FAILED",
+        ..LabConfig::new(Release::Debian12, Backend::Nftables)
+    });
+    let status = status_json(&lab);
+    assert_eq!(status["firewalld"]["state"], "FAILED");
+    let out = check_xml(&lab, NAT, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("FAILED state"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_input_exits_2() {
+    let lab = Lab::start(LabConfig {
+        firewalld: false,
+        ..LabConfig::default()
+    });
+    for (xml, extra, part) in [
+        ("<network><name>x</name>", &[][..], "malformed"),
+        ("<domain/>", &[], "root element is <domain>"),
+        (
+            "<network><name>x</name><forward mode='nat'/></network>",
+            &[],
+            "no <bridge name",
+        ),
+        (
+            "<network><name>x</name><bridge name='a/b'/></network>",
+            &[],
+            "invalid bridge name",
+        ),
+        (NAT, &["--zone", "../etc"][..], "invalid zone name"),
+        (NAT, &["--bridge", "virbr+"][..], "invalid bridge name"),
+        (NAT, &["--bridge", "1234567890123456"][..], "16 bytes"),
+    ] {
+        let out = check_xml(&lab, xml, extra);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{xml} {extra:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(part),
+            "{xml} {extra:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = run(lab.virtzone().arg("check"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("check needs --network-xml FILE or --bridge BRIDGE"));
+    let out = run(lab
+        .virtzone()
+        .args(["check", "--network-xml", "/nonexistent.xml"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read the network XML from /nonexistent.xml"));
+}
