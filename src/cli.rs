@@ -24,6 +24,10 @@ pub enum Command {
         /// Print JSON (shape documented in docs/json.md).
         #[arg(long)]
         json: bool,
+        /// Also read firewalld's live ruleset and confirm each bound bridge reaches its zone's rules
+        /// (exit 1 when it does not).
+        #[arg(long)]
+        verify: bool,
     },
     /// The net-start pre-check: exit 0 when guest networking will work, 1 when it will not.
     Check {
@@ -66,5 +70,60 @@ pub enum Command {
         /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+    },
+    /// Bind a bridge to a zone at runtime (and with --permanent in the permanent configuration), and
+    /// record it so that it is kept across firewalld reloads.
+    Attach {
+        /// The bridge.
+        bridge: BridgeName,
+        /// The zone (default libvirt).
+        #[arg(long, default_value = "libvirt")]
+        zone: ZoneName,
+        /// Also bind it in firewalld's permanent configuration.
+        #[arg(long)]
+        permanent: bool,
+        /// Move the bridge even out of a zone virtzone did not put it in.
+        #[arg(long)]
+        force: bool,
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Unbind a bridge virtzone bound, and forget it.
+    Detach {
+        /// The bridge.
+        bridge: BridgeName,
+        /// Also remove the binding from firewalld's permanent configuration.
+        #[arg(long)]
+        permanent: bool,
+        /// Unbind it even from a zone virtzone did not put it in.
+        #[arg(long)]
+        force: bool,
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// The bindings virtzone manages, desired beside actual.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// libvirt's hook entry point: `virtzone hook network NAME OP SUBOP [EXTRA]` with hookData on
+    /// standard input (install libvirt/hooks/network.d/50-virtzone to use it).
+    Hook {
+        /// The hooked object: `network`.
+        object: String,
+        /// The network's name.
+        name: String,
+        /// The operation (`start`, `started`, `stopped`, …).
+        op: String,
+        /// The sub-operation (`begin`, `end`).
+        subop: String,
+        /// Extra argument (libvirt passes `-`).
+        extra: Option<String>,
     },
 }

@@ -4,6 +4,7 @@
 //! validated values, facts are gathered from firewalld and the host, pure decision functions turn facts
 //! into verdicts or plans, and effects are applied at the edges.
 
+pub mod bind;
 pub mod cli;
 pub mod commands;
 pub mod firewalld;
@@ -14,6 +15,7 @@ pub mod names;
 pub mod precheck;
 pub mod state;
 pub mod status;
+pub mod verify;
 pub mod zone;
 
 /// The zone for NAT, isolated and forwardless networks.

@@ -1,6 +1,8 @@
 //! One module per subcommand: read inputs, gather facts, decide, act, report.
 
+mod bind;
 mod check;
+mod hook;
 mod install;
 mod status;
 
@@ -43,6 +45,15 @@ impl From<crate::install::InstallError> for Failure {
     }
 }
 
+impl From<crate::bind::BindError> for Failure {
+    fn from(e: crate::bind::BindError) -> Self {
+        match e {
+            crate::bind::BindError::Firewalld(e) => e.into(),
+            other => Failure::Refused(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::firewalld::Error> for Failure {
     fn from(e: crate::firewalld::Error) -> Self {
         Failure::Refused(format!("cannot get firewalld's state: {e}"))
@@ -52,7 +63,7 @@ impl From<crate::firewalld::Error> for Failure {
 /// Runs a subcommand; `Ok` carries the exit status of a command that ran to a verdict.
 pub async fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
-        Command::Status { json } => status::run(json).await,
+        Command::Status { json, verify } => status::run(json, verify).await,
         Command::Check {
             network_xml,
             bridge,
@@ -64,6 +75,17 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
             no_reload,
             state_dir,
         } => install::install(root.as_deref(), !no_reload, state_dir.as_deref()).await,
+        Command::Attach { bridge, zone, permanent, force, state_dir } => {
+            let req = crate::bind::Attach { bridge, zone, permanent, force, network: None };
+            bind::attach(&req, state_dir.as_deref()).await
+        }
+        Command::Detach { bridge, permanent, force, state_dir } => {
+            bind::detach(&bridge, permanent, force, state_dir.as_deref()).await
+        }
+        Command::List { json, state_dir } => bind::list(json, state_dir.as_deref()).await,
+        Command::Hook { object, name, op, subop, extra } => {
+            hook::run(&object, &name, &op, &subop, extra.as_deref()).await
+        }
         Command::Uninstall {
             root,
             force,

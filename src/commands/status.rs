@@ -1,15 +1,44 @@
-//! `virtzone status [--json]`.
+//! `virtzone status [--json] [--verify]`.
 
 use std::process::ExitCode;
 
-use super::{print_json, Failure};
+use serde::Serialize;
 
-pub async fn run(json: bool) -> Result<ExitCode, Failure> {
+use super::{print_json, Failure};
+use crate::status::Status;
+use crate::verify::Report;
+
+/// `status --json --verify`: the status with the verification beside it.
+#[derive(Serialize)]
+struct Verified<'a> {
+    #[serde(flatten)]
+    status: &'a Status,
+    verify: &'a Report,
+}
+
+pub async fn run(json: bool, verify: bool) -> Result<ExitCode, Failure> {
     let status = crate::status::gather().await?;
-    if json {
-        print_json(&status)?;
+    let report = if verify {
+        Some(crate::verify::verify(&status).await.map_err(|e| Failure::Refused(e.to_string()))?)
     } else {
-        print!("{}", status.render_text());
+        None
+    };
+    match (&report, json) {
+        (Some(report), true) => print_json(&Verified { status: &status, verify: report })?,
+        (None, true) => print_json(&status)?,
+        (report, false) => {
+            print!("{}", status.render_text());
+            if let Some(report) = report {
+                println!("verify:");
+                for line in &report.confirmed {
+                    println!("  ok: {line}");
+                }
+                for line in &report.problems {
+                    println!("  PROBLEM: {line}");
+                }
+            }
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    let broken = report.is_some_and(|r| !r.problems.is_empty());
+    Ok(if broken { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -195,10 +195,10 @@ impl Firewalld {
         Ok(())
     }
 
-    /// Unbinds `interface` at runtime from whichever zone holds it.
-    pub async fn remove_interface(&self, interface: &str) -> Result<()> {
+    /// Unbinds `interface` at runtime from `zone` (`""`: whichever zone holds it).
+    pub async fn remove_interface(&self, zone: &str, interface: &str) -> Result<()> {
         let p = uncached!(self, ZoneProxy<'_>, "removeInterface")?;
-        p.remove_interface("", interface)
+        p.remove_interface(zone, interface)
             .await
             .map_err(|e| Error::from_call("removeInterface", e))?;
         Ok(())
@@ -251,6 +251,34 @@ impl Firewalld {
             .await
             .map_err(|e| Error::from_call("config.policy", e))?;
         Ok(Some(proxy))
+    }
+
+    /// The zone `interface` is bound to in the permanent configuration, `None` when unbound.
+    pub async fn permanent_zone_of_interface(&self, interface: &str) -> Result<Option<String>> {
+        let config = uncached!(self, ConfigProxy<'_>, "config.getZoneOfInterface")?;
+        let zone = config
+            .get_zone_of_interface(interface)
+            .await
+            .map_err(|e| Error::from_call("config.getZoneOfInterface", e))?;
+        Ok((!zone.is_empty()).then_some(zone))
+    }
+
+    /// Binds `interface` to `zone` in the permanent configuration.
+    pub async fn add_permanent_interface(&self, zone: &str, interface: &str) -> Result<()> {
+        let proxy = self
+            .config_zone(zone)
+            .await?
+            .ok_or_else(|| Error::Firewalld { code: ErrorCode::InvalidZone, detail: zone.to_string() })?;
+        proxy.add_interface(interface).await.map_err(|e| Error::from_call("config.zone.addInterface", e))
+    }
+
+    /// Unbinds `interface` from `zone` in the permanent configuration.
+    pub async fn remove_permanent_interface(&self, zone: &str, interface: &str) -> Result<()> {
+        let proxy = self
+            .config_zone(zone)
+            .await?
+            .ok_or_else(|| Error::Firewalld { code: ErrorCode::InvalidZone, detail: zone.to_string() })?;
+        proxy.remove_interface(interface).await.map_err(|e| Error::from_call("config.zone.removeInterface", e))
     }
 
     /// Adds a permanent zone from a settings dict (firewalld 0.9.0 and later).

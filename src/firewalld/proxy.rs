@@ -123,6 +123,9 @@ pub trait Config {
     /// Names of the permanent policies (0.9.0).
     #[zbus(name = "getPolicyNames")]
     fn get_policy_names(&self) -> zbus::Result<Vec<String>>;
+    /// The permanent zone an interface is bound to, `""` when none.
+    #[zbus(name = "getZoneOfInterface")]
+    fn get_zone_of_interface(&self, interface: &str) -> zbus::Result<String>;
     /// The object of a permanent zone (paths are renumbered on reload: never cache them).
     #[zbus(name = "getZoneByName")]
     fn get_zone_by_name(&self, zone: &str) -> zbus::Result<OwnedObjectPath>;
