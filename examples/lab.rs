@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! lab [--backend nftables|iptables] [--release debian12|debian13] [--reported-version V]
-//!     [--no-firewalld] -- COMMAND [ARGS…]
+//!     [--no-firewalld] [--bus-policy FILE] -- COMMAND [ARGS…]
 //! ```
 //! COMMAND runs inside the lab's namespace with `DBUS_SYSTEM_BUS_ADDRESS` set to the lab's bus, and
 //! `LAB_DIR`, `LAB_CONFIG_DIR` (firewalld's /etc), `LAB_NETNS` and `LAB_FIREWALLD_PID` exported.
@@ -18,7 +18,7 @@ use common::{Backend, Lab, LabConfig, Release};
 
 fn usage(msg: &str) -> ExitCode {
     eprintln!("lab: {msg}");
-    eprintln!("usage: lab [--backend nftables|iptables] [--release debian12|debian13] [--reported-version V] [--no-firewalld] -- COMMAND [ARGS...]");
+    eprintln!("usage: lab [--backend nftables|iptables] [--release debian12|debian13] [--reported-version V] [--no-firewalld] [--bus-policy FILE] -- COMMAND [ARGS...]");
     ExitCode::from(2)
 }
 
@@ -43,6 +43,10 @@ fn main() -> ExitCode {
                 None => return usage("--reported-version takes a version"),
             },
             "--no-firewalld" => cfg.firewalld = false,
+            "--bus-policy" => match args.next() {
+                Some(p) => cfg.bus_policies.push(p.into()),
+                None => return usage("--bus-policy takes a D-Bus policy file"),
+            },
             "--" => {
                 command.extend(args.by_ref());
                 break;

@@ -126,4 +126,11 @@ pub enum Command {
         /// Extra argument (libvirt passes `-`).
         extra: Option<String>,
     },
+    /// Run the daemon: own org.virtzone.VirtZone1 on the system bus and keep the recorded bindings
+    /// applied across firewalld reloads and restarts.
+    Serve {
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
 }

@@ -3,19 +3,36 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
 
-use virtzone::cli::Cli;
+use virtzone::cli::{Cli, Command};
 use virtzone::commands;
+
+/// Logs through tracing: to journald when systemd connected stderr to the journal (`JOURNAL_STREAM`),
+/// to stderr otherwise. `VIRTZONE_LOG` filters (default: info for the daemon, warn for commands).
+fn init_logging(daemon: bool) {
+    let filter = EnvFilter::try_from_env("VIRTZONE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(if daemon { "info" } else { "warn" }));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journald) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(journald)
+                .init();
+            return;
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VIRTZONE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(matches!(cli.command, Command::Serve { .. }));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

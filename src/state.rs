@@ -2,11 +2,14 @@
 //!
 //! Every write is atomic (temp file, fsync, rename, fsync of the directory), so a crash or `kill -9` at
 //! any moment leaves either the old or the new file, never a torn one. Read-modify-write sequences take
-//! an exclusive lock on `DIR/lock`, so concurrent invocations serialise instead of losing updates.
+//! an exclusive lock on `DIR/lock`, so concurrent invocations serialise instead of losing updates. Inside
+//! one process (the daemon serves concurrent calls on one thread) an async mutex comes first: a second
+//! `flock` from the same process would block the thread that the first holder needs to finish.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -39,16 +42,18 @@ pub enum StateError {
     },
 }
 
-/// The state directory.
+/// The state directory. Clones share the in-process lock.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     path: PathBuf,
+    local: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Holds the state directory's exclusive lock until dropped.
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
+    _local: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl StateDir {
@@ -59,7 +64,10 @@ impl StateDir {
             (None, Some(p)) if !p.is_empty() => PathBuf::from(p),
             _ => PathBuf::from(DEFAULT_STATE_DIR),
         };
-        StateDir { path }
+        StateDir {
+            path,
+            local: Arc::default(),
+        }
     }
 
     /// The directory.
@@ -75,8 +83,10 @@ impl StateDir {
         }
     }
 
-    /// Creates the directory if needed and takes its exclusive lock (waits for other holders).
-    pub fn lock(&self) -> Result<Lock, StateError> {
+    /// Creates the directory if needed and takes its exclusive lock (waits for other holders, in this
+    /// process and in others).
+    pub async fn lock(&self) -> Result<Lock, StateError> {
+        let local = self.local.clone().lock_owned().await;
         fs::create_dir_all(&self.path).map_err(Self::io("create", &self.path))?;
         let path = self.path.join("lock");
         let file = OpenOptions::new()
@@ -85,8 +95,19 @@ impl StateDir {
             .write(true)
             .open(&path)
             .map_err(Self::io("open", &path))?;
-        file.lock().map_err(Self::io("lock", &path))?;
-        Ok(Lock { _file: file })
+        // Another process may hold it for a while: wait off the async thread.
+        let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(|e| StateError::Io {
+                action: "lock",
+                path: path.clone(),
+                source: io::Error::other(e),
+            })?
+            .map_err(Self::io("lock", &path))?;
+        Ok(Lock {
+            _file: file,
+            _local: local,
+        })
     }
 
     /// Reads `name`; a missing file is the default value.
@@ -142,14 +163,14 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    #[test]
-    fn round_trip_and_missing_is_default() {
+    #[tokio::test]
+    async fn round_trip_and_missing_is_default() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::locate(Some(dir.path()));
         let empty: BTreeMap<String, String> = state.read("x.json").unwrap();
         assert!(empty.is_empty());
         let value = BTreeMap::from([("virbr0".to_string(), "libvirt".to_string())]);
-        let _lock = state.lock().unwrap();
+        let _lock = state.lock().await.unwrap();
         state.write("x.json", &value).unwrap();
         assert_eq!(
             state.read::<BTreeMap<String, String>>("x.json").unwrap(),

@@ -24,13 +24,23 @@ fn run(lab: &Lab, args: &[&str]) -> Output {
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", out.status.code(), text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     text(&out.stdout)
 }
 
 fn fw(lab: &Lab, args: &[&str]) -> String {
     let out = lab.firewall_cmd(args);
-    assert!(out.status.success(), "firewall-cmd {args:?}: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "firewall-cmd {args:?}: {}",
+        text(&out.stderr)
+    );
     text(&out.stdout)
 }
 
@@ -38,7 +48,14 @@ fn fw(lab: &Lab, args: &[&str]) -> String {
 fn actual(lab: &Lab) -> BTreeMap<String, String> {
     let out = lab
         .busctl()
-        .args(["--json=short", "call", common::FIREWALLD_NAME, common::FIREWALLD_PATH, "org.fedoraproject.FirewallD1.zone", "getActiveZones"])
+        .args([
+            "--json=short",
+            "call",
+            common::FIREWALLD_NAME,
+            common::FIREWALLD_PATH,
+            "org.fedoraproject.FirewallD1.zone",
+            "getActiveZones",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -55,9 +72,16 @@ fn actual(lab: &Lab) -> BTreeMap<String, String> {
 /// The state file's bridge → zone map (it must parse: "an intact state file").
 fn recorded(lab: &Lab) -> BTreeMap<String, String> {
     let path = lab.dir().join("state/bindings.json");
-    let Ok(bytes) = std::fs::read(&path) else { return BTreeMap::new() };
+    let Ok(bytes) = std::fs::read(&path) else {
+        return BTreeMap::new();
+    };
     let v: Value = serde_json::from_slice(&bytes).expect("bindings.json is valid JSON");
-    v["bindings"].as_object().unwrap().iter().map(|(b, x)| (b.clone(), x["zone"].as_str().unwrap().to_string())).collect()
+    v["bindings"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(b, x)| (b.clone(), x["zone"].as_str().unwrap().to_string()))
+        .collect()
 }
 
 fn installed_lab(cfg: LabConfig) -> Lab {
@@ -71,42 +95,93 @@ fn attach_detach_and_the_admins_choice() {
     for cfg in both_releases_both_backends() {
         let what = format!("{:?}/{:?}", cfg.release, cfg.backend);
         let lab = installed_lab(cfg);
-        assert_eq!(ok(&run(&lab, &["attach", "virbr0"])).trim(), "bound bridge virbr0 to zone libvirt", "{what}");
-        assert_eq!(ok(&run(&lab, &["attach", "virbr0"])).trim(), "bridge virbr0 is already in zone libvirt");
+        assert_eq!(
+            ok(&run(&lab, &["attach", "virbr0"])).trim(),
+            "bound bridge virbr0 to zone libvirt",
+            "{what}"
+        );
+        assert_eq!(
+            ok(&run(&lab, &["attach", "virbr0"])).trim(),
+            "bridge virbr0 is already in zone libvirt"
+        );
         // A bridge the admin put elsewhere stays there.
         fw(&lab, &["--zone=public", "--change-interface=virbr7"]);
         let out = run(&lab, &["attach", "virbr7"]);
         assert_eq!(out.status.code(), Some(1), "{what}");
         assert_eq!(text(&out.stderr).trim(), "virtzone: bridge virbr7 is in zone public, which virtzone did not set, so the admin's choice stands; pass --force to move it to zone libvirt");
-        assert_eq!(actual(&lab).get("virbr7").map(String::as_str), Some("public"), "{what}");
+        assert_eq!(
+            actual(&lab).get("virbr7").map(String::as_str),
+            Some("public"),
+            "{what}"
+        );
         let out = run(&lab, &["detach", "virbr7"]);
         assert_eq!(out.status.code(), Some(1), "{what}");
-        assert_eq!(actual(&lab).get("virbr7").map(String::as_str), Some("public"));
-        assert_eq!(ok(&run(&lab, &["attach", "virbr7", "--force"])).trim(), "moved bridge virbr7 from zone public to zone libvirt");
+        assert_eq!(
+            actual(&lab).get("virbr7").map(String::as_str),
+            Some("public")
+        );
+        assert_eq!(
+            ok(&run(&lab, &["attach", "virbr7", "--force"])).trim(),
+            "moved bridge virbr7 from zone public to zone libvirt"
+        );
         // A zone virtzone set may be changed by virtzone.
-        assert_eq!(ok(&run(&lab, &["attach", "virbr7", "--zone", "trusted"])).trim(), "moved bridge virbr7 from zone libvirt to zone trusted");
+        assert_eq!(
+            ok(&run(&lab, &["attach", "virbr7", "--zone", "trusted"])).trim(),
+            "moved bridge virbr7 from zone libvirt to zone trusted"
+        );
         // A missing zone is named, with the way out.
         let out = run(&lab, &["attach", "virbr9", "--zone", "nosuch"]);
         assert_eq!(out.status.code(), Some(1));
-        assert!(text(&out.stderr).contains("zone nosuch does not exist in firewalld"), "{}", text(&out.stderr));
-        assert_eq!(recorded(&lab), BTreeMap::from([("virbr0".into(), "libvirt".into()), ("virbr7".into(), "trusted".into())]), "{what}");
+        assert!(
+            text(&out.stderr).contains("zone nosuch does not exist in firewalld"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            recorded(&lab),
+            BTreeMap::from([
+                ("virbr0".into(), "libvirt".into()),
+                ("virbr7".into(), "trusted".into())
+            ]),
+            "{what}"
+        );
 
         // list shows drift: a reload drops runtime bindings, firewall-cmd moves one.
         fw(&lab, &["--reload"]);
         fw(&lab, &["--zone=public", "--change-interface=virbr7"]);
         let rows: Value = serde_json::from_slice(&run(&lab, &["list", "--json"]).stdout).unwrap();
-        assert_eq!((rows[0]["bridge"].as_str(), rows[0]["state"].as_str()), (Some("virbr0"), Some("missing")), "{rows}");
-        assert_eq!((rows[1]["state"].as_str(), rows[1]["actual"].as_str()), (Some("moved"), Some("public")), "{rows}");
+        assert_eq!(
+            (rows[0]["bridge"].as_str(), rows[0]["state"].as_str()),
+            (Some("virbr0"), Some("missing")),
+            "{rows}"
+        );
+        assert_eq!(
+            (rows[1]["state"].as_str(), rows[1]["actual"].as_str()),
+            (Some("moved"), Some("public")),
+            "{rows}"
+        );
         let listed = ok(&run(&lab, &["list"]));
-        assert!(listed.contains("MISSING") && listed.contains("MOVED: firewalld has it in zone public"), "{listed}");
+        assert!(
+            listed.contains("MISSING") && listed.contains("MOVED: firewalld has it in zone public"),
+            "{listed}"
+        );
 
         // detach: one moved away by someone else is left there; an unbound one is a clear no-op.
         let out = ok(&run(&lab, &["detach", "virbr7"]));
-        assert!(out.contains("was moved to zone public by someone else; left it there"), "{out}");
-        assert_eq!(actual(&lab).get("virbr7").map(String::as_str), Some("public"));
+        assert!(
+            out.contains("was moved to zone public by someone else; left it there"),
+            "{out}"
+        );
+        assert_eq!(
+            actual(&lab).get("virbr7").map(String::as_str),
+            Some("public")
+        );
         let out = ok(&run(&lab, &["detach", "virbr0"]));
         assert!(out.contains("not bound to any zone now; forgot"), "{out}");
-        assert_eq!(ok(&run(&lab, &["detach", "virbr0"])).trim(), "bridge virbr0 is not bound to any zone; nothing to do");
+        assert_eq!(
+            ok(&run(&lab, &["detach", "virbr0"])).trim(),
+            "bridge virbr0 is not bound to any zone; nothing to do"
+        );
         assert!(recorded(&lab).is_empty());
     }
 }
@@ -115,22 +190,47 @@ fn attach_detach_and_the_admins_choice() {
 fn permanent_bindings_survive_reloads() {
     let lab = installed_lab(LabConfig::default());
     ok(&run(&lab, &["attach", "virbr0", "--permanent"]));
-    assert_eq!(fw(&lab, &["--permanent", "--get-zone-of-interface=virbr0"]).trim(), "libvirt");
+    assert_eq!(
+        fw(&lab, &["--permanent", "--get-zone-of-interface=virbr0"]).trim(),
+        "libvirt"
+    );
     fw(&lab, &["--reload"]);
-    assert_eq!(actual(&lab).get("virbr0").map(String::as_str), Some("libvirt"));
+    assert_eq!(
+        actual(&lab).get("virbr0").map(String::as_str),
+        Some("libvirt")
+    );
     // A permanent binding the admin made elsewhere is respected too.
-    fw(&lab, &["--permanent", "--zone=public", "--add-interface=virbr8"]);
+    fw(
+        &lab,
+        &["--permanent", "--zone=public", "--add-interface=virbr8"],
+    );
     let out = run(&lab, &["attach", "virbr8", "--permanent"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("bound to zone public in the permanent configuration"), "{}", text(&out.stderr));
-    assert_eq!(fw(&lab, &["--permanent", "--get-zone-of-interface=virbr8"]).trim(), "public");
+    assert!(
+        text(&out.stderr).contains("bound to zone public in the permanent configuration"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        fw(&lab, &["--permanent", "--get-zone-of-interface=virbr8"]).trim(),
+        "public"
+    );
     let out = ok(&run(&lab, &["detach", "virbr0"]));
-    assert!(out.contains("stays bound in the permanent configuration"), "{out}");
+    assert!(
+        out.contains("stays bound in the permanent configuration"),
+        "{out}"
+    );
     ok(&run(&lab, &["attach", "virbr0", "--permanent"]));
     let out = ok(&run(&lab, &["detach", "virbr0", "--permanent"]));
-    assert!(out.contains("removed it from zone libvirt in the permanent configuration"), "{out}");
+    assert!(
+        out.contains("removed it from zone libvirt in the permanent configuration"),
+        "{out}"
+    );
     let out = lab.firewall_cmd(&["--permanent", "--get-zone-of-interface=virbr0"]);
-    assert!(format!("{}{}", text(&out.stdout), text(&out.stderr)).contains("no zone"), "{out:?}");
+    assert!(
+        format!("{}{}", text(&out.stdout), text(&out.stderr)).contains("no zone"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -138,27 +238,75 @@ fn hostile_names_exit_2_and_change_nothing() {
     let lab = installed_lab(LabConfig::default());
     let before = actual(&lab);
     let bridges = [
-        "a/b", "../x", "", "1234567890123456", "v\u{e9}rbr0", "vir br0", "virbr0\n", "virbr+", "-virbr0", ".", "..",
-        "br\u{0}x", "br:0", "br*", "\u{202e}br0", "br\t0",
+        "a/b",
+        "../x",
+        "",
+        "1234567890123456",
+        "v\u{e9}rbr0",
+        "vir br0",
+        "virbr0\n",
+        "virbr+",
+        "-virbr0",
+        ".",
+        "..",
+        "br\u{0}x",
+        "br:0",
+        "br*",
+        "\u{202e}br0",
+        "br\t0",
     ];
     for bridge in bridges {
         // `--` so that names starting with '-' reach the name check rather than the option parser.
-        for args in [vec!["attach", "--", bridge], vec!["detach", "--", bridge], vec!["attach", "--permanent", "--force", "--", bridge]] {
+        for args in [
+            vec!["attach", "--", bridge],
+            vec!["detach", "--", bridge],
+            vec!["attach", "--permanent", "--force", "--", bridge],
+        ] {
             let out = match vz(&lab).args(&args).output() {
                 Ok(out) => out,
                 // A NUL byte cannot even be passed as an argument: nothing reached virtzone.
                 Err(_) if bridge.contains('\0') => continue,
                 Err(e) => panic!("{e}"),
             };
-            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
-            assert!(text(&out.stderr).contains("invalid bridge name"), "{args:?}: {}", text(&out.stderr));
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{args:?}: {}",
+                text(&out.stderr)
+            );
+            assert!(
+                text(&out.stderr).contains("invalid bridge name"),
+                "{args:?}: {}",
+                text(&out.stderr)
+            );
         }
     }
-    let zones = ["", "a23456789012345678", "zone/x", "-zone", "z\u{f6}ne", "zone ", "zone\n", "../libvirt", "*", "lib virt", "libvirt+"];
+    let zones = [
+        "",
+        "a23456789012345678",
+        "zone/x",
+        "-zone",
+        "z\u{f6}ne",
+        "zone ",
+        "zone\n",
+        "../libvirt",
+        "*",
+        "lib virt",
+        "libvirt+",
+    ];
     for zone in zones {
         let out = run(&lab, &["attach", "virbr0", &format!("--zone={zone}")]);
-        assert_eq!(out.status.code(), Some(2), "{zone:?}: {}", text(&out.stderr));
-        assert!(text(&out.stderr).contains("invalid zone name"), "{zone:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{zone:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("invalid zone name"),
+            "{zone:?}: {}",
+            text(&out.stderr)
+        );
     }
     // Also without `--`: the option parser refuses with exit 2 as well.
     assert_eq!(run(&lab, &["attach", "-virbr0"]).status.code(), Some(2));
@@ -169,19 +317,35 @@ fn hostile_names_exit_2_and_change_nothing() {
 
 /// Waits for every child and returns their outputs.
 fn wait_all(children: Vec<Child>) -> Vec<Output> {
-    children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
 }
 
 #[test]
 fn concurrent_invocations_stay_consistent() {
     let lab = installed_lab(LabConfig::default());
-    let spawn = |args: Vec<String>| vz(&lab).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let spawn = |args: Vec<String>| {
+        vz(&lab)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
     // 16 at once, each a different bridge.
-    let outs = wait_all((0..16).map(|i| spawn(vec!["attach".into(), format!("vzbr{i}")])).collect());
+    let outs = wait_all(
+        (0..16)
+            .map(|i| spawn(vec!["attach".into(), format!("vzbr{i}")]))
+            .collect(),
+    );
     for out in &outs {
         ok(out);
     }
-    let want: BTreeMap<String, String> = (0..16).map(|i| (format!("vzbr{i}"), "libvirt".to_string())).collect();
+    let want: BTreeMap<String, String> = (0..16)
+        .map(|i| (format!("vzbr{i}"), "libvirt".to_string()))
+        .collect();
     assert_eq!(recorded(&lab), want);
     assert_eq!(actual(&lab), want);
     // 16 at once again: detach the even ones, move the odd ones to trusted.
@@ -192,7 +356,12 @@ fn concurrent_invocations_stay_consistent() {
                 if i % 2 == 0 {
                     spawn(vec!["detach".into(), bridge])
                 } else {
-                    spawn(vec!["attach".into(), bridge, "--zone".into(), "trusted".into()])
+                    spawn(vec![
+                        "attach".into(),
+                        bridge,
+                        "--zone".into(),
+                        "trusted".into(),
+                    ])
                 }
             })
             .collect(),
@@ -200,13 +369,23 @@ fn concurrent_invocations_stay_consistent() {
     for out in &outs {
         ok(out);
     }
-    let want: BTreeMap<String, String> = (1..16).step_by(2).map(|i| (format!("vzbr{i}"), "trusted".to_string())).collect();
+    let want: BTreeMap<String, String> = (1..16)
+        .step_by(2)
+        .map(|i| (format!("vzbr{i}"), "trusted".to_string()))
+        .collect();
     assert_eq!(recorded(&lab), want);
     assert_eq!(actual(&lab), want);
     // 16 at once on one bridge, alternating zones: whoever wins, record and firewalld agree.
     let outs = wait_all(
         (0..16)
-            .map(|i| spawn(vec!["attach".into(), "vzbr1".into(), "--zone".into(), if i % 2 == 0 { "libvirt" } else { "trusted" }.into()]))
+            .map(|i| {
+                spawn(vec![
+                    "attach".into(),
+                    "vzbr1".into(),
+                    "--zone".into(),
+                    if i % 2 == 0 { "libvirt" } else { "trusted" }.into(),
+                ])
+            })
             .collect(),
     );
     for out in &outs {
@@ -223,7 +402,12 @@ fn hook(lab: &Lab, name: &str, op: &str, subop: &str, data: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(data.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -236,34 +420,102 @@ fn hook_operations() {
     // Without the zone on nftables, the start is refused with the pre-check's sentence.
     let out = hook(&lab, "default", "start", "begin", NAT);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("uses the nftables backend and has no libvirt zone"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("uses the nftables backend and has no libvirt zone"),
+        "{}",
+        text(&out.stderr)
+    );
     ok(&run(&lab, &["install"]));
     ok(&hook(&lab, "default", "start", "begin", NAT));
-    assert_eq!(ok(&hook(&lab, "default", "started", "begin", NAT)).trim(), "bound bridge virbr0 to zone libvirt");
-    assert_eq!(ok(&hook(&lab, "r1", "started", "begin", ROUTED)).trim(), "bound bridge virbr1 to zone libvirt-routed");
-    assert_eq!(actual(&lab), BTreeMap::from([("virbr0".into(), "libvirt".into()), ("virbr1".into(), "libvirt-routed".into())]));
+    assert_eq!(
+        ok(&hook(&lab, "default", "started", "begin", NAT)).trim(),
+        "bound bridge virbr0 to zone libvirt"
+    );
+    assert_eq!(
+        ok(&hook(&lab, "r1", "started", "begin", ROUTED)).trim(),
+        "bound bridge virbr1 to zone libvirt-routed"
+    );
+    assert_eq!(
+        actual(&lab),
+        BTreeMap::from([
+            ("virbr0".into(), "libvirt".into()),
+            ("virbr1".into(), "libvirt-routed".into())
+        ])
+    );
     let rows: Value = serde_json::from_slice(&run(&lab, &["list", "--json"]).stdout).unwrap();
     assert_eq!(rows[0]["network"], "default");
-    for (op, subop) in [("port-created", "begin"), ("port-deleted", "begin"), ("updated", "begin")] {
+    for (op, subop) in [
+        ("port-created", "begin"),
+        ("port-deleted", "begin"),
+        ("updated", "begin"),
+        ("reconnect", "begin"),
+        ("started", "end"),
+    ] {
         ok(&hook(&lab, "default", op, subop, NAT));
     }
     ok(&hook(&lab, "default", "stopped", "end", NAT));
-    assert_eq!(actual(&lab), BTreeMap::from([("virbr1".into(), "libvirt-routed".into())]));
+    assert_eq!(
+        actual(&lab),
+        BTreeMap::from([("virbr1".into(), "libvirt-routed".into())])
+    );
     assert_eq!(recorded(&lab).len(), 1);
     // Bad shapes: exit 2, nothing changed.
     for (name, op, subop, data, part) in [
         ("default", "started", "begin", "<hookData>", "malformed"),
         ("default", "started", "begin", "", "no XML element"),
-        ("other", "started", "begin", NAT, "describes network \"default\", but the hook was called for network \"other\""),
-        ("default", "frob", "begin", NAT, "unknown libvirt network hook operation"),
-        ("default", "started", "end", NAT, "unknown libvirt network hook operation"),
-        ("default", "started", "begin", "<hookData><network><name>default</name><bridge name='../x'/></network></hookData>", "invalid bridge name"),
+        (
+            "other",
+            "started",
+            "begin",
+            NAT,
+            "describes network \"default\", but the hook was called for network \"other\"",
+        ),
+        (
+            "default",
+            "start",
+            "middle",
+            NAT,
+            "is not a libvirt network hook operation",
+        ),
+        (
+            "default",
+            "Start!",
+            "begin",
+            NAT,
+            "is not a libvirt network hook operation",
+        ),
+        (
+            "default",
+            "",
+            "begin",
+            NAT,
+            "is not a libvirt network hook operation",
+        ),
+        (
+            "default",
+            "started",
+            "begin",
+            "<hookData><network><name>default</name><bridge name='../x'/></network></hookData>",
+            "invalid bridge name",
+        ),
     ] {
         let out = hook(&lab, name, op, subop, data);
-        assert_eq!(out.status.code(), Some(2), "{op} {subop} {data}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{op} {subop} {data}: {}",
+            text(&out.stderr)
+        );
         assert!(text(&out.stderr).contains(part), "{}", text(&out.stderr));
     }
-    let out = vz(&lab).args(["hook", "qemu", "vm1", "start", "begin", "-"]).stdin(Stdio::null()).output().unwrap();
+    let out = vz(&lab)
+        .args(["hook", "qemu", "vm1", "start", "begin", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(actual(&lab), BTreeMap::from([("virbr1".into(), "libvirt-routed".into())]));
+    assert_eq!(
+        actual(&lab),
+        BTreeMap::from([("virbr1".into(), "libvirt-routed".into())])
+    );
 }

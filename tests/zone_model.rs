@@ -177,7 +177,7 @@ fn valid_documents_parse_and_round_trip() {
             "missing {want} in {texts:#?}"
         );
     }
-    let v2 = parse_zone_file(&data("valid/zone-v2-priorities.xml")).unwrap();
+    let v2 = parse_zone_file(&data("valid/zone-v2-prio.xml")).unwrap();
     assert_eq!((v2.ingress_priority, v2.egress_priority), (-10, 10));
     let s = v2.to_settings();
     assert!(s.contains_key("ingress_priority") && s.contains_key("egress_priority"));
@@ -566,7 +566,7 @@ fn key_signature(key: &str) -> &'static str {
     }
 }
 
-fn check_signatures(what: &str, settings: &Settings, keys: &[&str]) {
+fn check_signatures(what: &str, settings: &Settings, keys: &[&str]) -> BTreeSet<String> {
     for (k, v) in settings {
         assert!(keys.contains(&k.as_str()), "{what}: unknown key {k}");
         assert_eq!(
@@ -575,6 +575,7 @@ fn check_signatures(what: &str, settings: &Settings, keys: &[&str]) {
             "{what}: key {k}"
         );
     }
+    settings.keys().cloned().collect()
 }
 
 struct Fw {
@@ -648,11 +649,18 @@ async fn settings_contract(lab: &Lab, version: &str) {
         .await
         .unwrap_or_else(|e| panic!("connect to the lab bus: {e}"));
     let fw = Fw { conn };
+    // Keys the daemon actually sent, to prove the type table was checked for each of them.
+    let mut zone_keys_seen = BTreeSet::new();
+    let mut policy_keys_seen = BTreeSet::new();
 
     // Every stock zone/policy the daemon loaded reads back as its file says.
     for name in fw.names("getZoneNames").await {
         let settings = fw.zone_settings(&name).await;
-        check_signatures(&format!("{version} zone {name}"), &settings, ZONE_KEYS);
+        zone_keys_seen.extend(check_signatures(
+            &format!("{version} zone {name}"),
+            &settings,
+            ZONE_KEYS,
+        ));
         let from_daemon =
             Zone::from_settings(&name, &settings).unwrap_or_else(|e| panic!("{version}: {e}"));
         let file = lab.default_config_dir.join(format!("zones/{name}.xml"));
@@ -670,7 +678,11 @@ async fn settings_contract(lab: &Lab, version: &str) {
     }
     for name in fw.names("getPolicyNames").await {
         let settings = fw.policy_settings(&name).await;
-        check_signatures(&format!("{version} policy {name}"), &settings, POLICY_KEYS);
+        policy_keys_seen.extend(check_signatures(
+            &format!("{version} policy {name}"),
+            &settings,
+            POLICY_KEYS,
+        ));
         let from_daemon =
             Policy::from_settings(&name, &settings).unwrap_or_else(|e| panic!("{version}: {e}"));
         let file = lab.default_config_dir.join(format!("policies/{name}.xml"));
@@ -773,12 +785,49 @@ async fn settings_contract(lab: &Lab, version: &str) {
                 )
                 .await;
             if v2_only && version == "1.3.3" {
-                let e = added.expect_err("1.3.3 must refuse ingress_priority");
-                assert!(e.to_string().contains("INVALID_OPTION"), "{e}");
+                // 1.3.3 refuses both 2.x additions; which one it names depends on key order.
+                let e = added.expect_err("1.3.3 must refuse 2.x settings");
+                assert!(e.to_string().contains("INVALID_"), "{e}");
+                let mut only_prio = z.clone();
+                only_prio.rules.clear();
+                let e = fw
+                    .call(
+                        CONFIG_PATH,
+                        CONFIG_IFACE,
+                        "addZone2",
+                        &(z.name.as_str(), &only_prio.to_settings()),
+                    )
+                    .await
+                    .expect_err("1.3.3 must refuse ingress_priority");
+                assert!(
+                    e.to_string()
+                        .contains("INVALID_OPTION: option 'ingress_priority' is not valid")
+                        || e.to_string()
+                            .contains("INVALID_OPTION: option 'egress_priority' is not valid"),
+                    "{e}"
+                );
+                let mut only_burst = z.clone();
+                (only_burst.ingress_priority, only_burst.egress_priority) = (0, 0);
+                let e = fw
+                    .call(
+                        CONFIG_PATH,
+                        CONFIG_IFACE,
+                        "addZone2",
+                        &(z.name.as_str(), &only_burst.to_settings()),
+                    )
+                    .await
+                    .expect_err("1.3.3 must refuse a limit burst");
+                assert!(
+                    e.to_string()
+                        .contains("INVALID_RULE: bad attribute 'burst'"),
+                    "{e}"
+                );
                 continue;
             }
             added.unwrap_or_else(|e| panic!("{version} addZone2 {}: {e}", path.display()));
-            let back = Zone::from_settings(&z.name, &fw.zone_settings(&z.name).await).unwrap();
+            let settings = fw.zone_settings(&z.name).await;
+            zone_keys_seen.extend(check_signatures(version, &settings, ZONE_KEYS));
+            let back = Zone::from_settings(&z.name, &settings).unwrap();
             assert!(
                 z.same_meaning(&back),
                 "{version} {}: {:?}",
@@ -796,7 +845,9 @@ async fn settings_contract(lab: &Lab, version: &str) {
             )
             .await
             .unwrap_or_else(|e| panic!("{version} addPolicy {}: {e}", path.display()));
-            let back = Policy::from_settings(&p.name, &fw.policy_settings(&p.name).await).unwrap();
+            let settings = fw.policy_settings(&p.name).await;
+            policy_keys_seen.extend(check_signatures(version, &settings, POLICY_KEYS));
+            let back = Policy::from_settings(&p.name, &settings).unwrap();
             assert!(
                 p.same_meaning(&back),
                 "{version} {}: {:?}",
@@ -805,6 +856,19 @@ async fn settings_contract(lab: &Lab, version: &str) {
             );
         }
     }
+
+    // Every key firewalld knows was seen with the expected type, except the one it never sends
+    // (UNUSED) and, on 1.x, the 2.0 priorities.
+    let want_zone: BTreeSet<String> = ZONE_KEYS
+        .iter()
+        .filter(|k| **k != "UNUSED" && (version != "1.3.3" || !k.ends_with("_priority")))
+        .map(|k| k.to_string())
+        .collect();
+    assert_eq!(zone_keys_seen, want_zone, "{version}");
+    let want_policy: BTreeSet<String> = POLICY_KEYS.iter().map(|k| k.to_string()).collect();
+    assert_eq!(policy_keys_seen, want_policy, "{version}");
+    eprintln!("firewalld {version}: zone keys seen {zone_keys_seen:?}");
+    eprintln!("firewalld {version}: policy keys seen {policy_keys_seen:?}");
 }
 
 #[test]

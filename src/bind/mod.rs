@@ -68,7 +68,7 @@ pub struct Attach {
 /// Binds a bridge to a zone and records it. Either all of it happens, or firewalld and the record stay
 /// as they were.
 pub async fn attach(fw: &Firewalld, state: &StateDir, req: &Attach) -> Result<String, BindError> {
-    let _lock = state.lock()?;
+    let _lock = state.lock().await?;
     let mut bindings: Bindings = state.read(BINDINGS_FILE)?;
     let (zones, actual) = tokio::try_join!(fw.zones(), fw.zone_of_interface(req.bridge.as_str()))?;
     let recorded = bindings.bindings.get(&req.bridge).cloned();
@@ -78,7 +78,8 @@ pub async fn attach(fw: &Firewalld, state: &StateDir, req: &Attach) -> Result<St
         recorded: recorded.map(|b| b.zone.as_str()),
         zone_exists: zones.contains(req.zone.as_str()),
     };
-    let decision = plan::attach(&req.bridge, &req.zone, &facts, req.force).map_err(BindError::Refused)?;
+    let decision =
+        plan::attach(&req.bridge, &req.zone, &facts, req.force).map_err(BindError::Refused)?;
     let (bridge, zone) = (req.bridge.as_str(), req.zone.as_str());
 
     // The permanent side first: a refusal there leaves the runtime untouched.
@@ -87,7 +88,10 @@ pub async fn attach(fw: &Firewalld, state: &StateDir, req: &Attach) -> Result<St
         let current = fw.permanent_zone_of_interface(bridge).await?;
         match current.as_deref() {
             Some(z) if z == zone => {}
-            Some(other) if !req.force && !recorded.is_some_and(|b| b.permanent && b.zone.as_str() == other) => {
+            Some(other)
+                if !req.force
+                    && !recorded.is_some_and(|b| b.permanent && b.zone.as_str() == other) =>
+            {
                 return Err(BindError::Refused(format!(
                     "bridge {bridge} is bound to zone {other} in the permanent configuration, which virtzone did \
                      not set; pass --force to move it to zone {zone}"
@@ -115,12 +119,18 @@ pub async fn attach(fw: &Firewalld, state: &StateDir, req: &Attach) -> Result<St
     let message = match &decision {
         plan::Attach::AlreadyBound => format!("bridge {bridge} is already in zone {zone}"),
         plan::Attach::Bind { from: None } => format!("bound bridge {bridge} to zone {zone}"),
-        plan::Attach::Bind { from: Some(from) } => format!("moved bridge {bridge} from zone {from} to zone {zone}"),
+        plan::Attach::Bind { from: Some(from) } => {
+            format!("moved bridge {bridge} from zone {from} to zone {zone}")
+        }
     };
     let permanent = req.permanent || recorded.is_some_and(|b| b.permanent && b.zone == req.zone);
     bindings.bindings.insert(
         req.bridge.clone(),
-        Binding { zone: req.zone.clone(), permanent, network: req.network.clone() },
+        Binding {
+            zone: req.zone.clone(),
+            permanent,
+            network: req.network.clone(),
+        },
     );
     if let Err(e) = state.write(BINDINGS_FILE, &bindings) {
         // Without the record the binding would be unmanaged: undo it.
@@ -146,7 +156,7 @@ pub async fn detach(
     permanent: bool,
     force: bool,
 ) -> Result<String, BindError> {
-    let _lock = state.lock()?;
+    let _lock = state.lock().await?;
     let mut bindings: Bindings = state.read(BINDINGS_FILE)?;
     let actual = fw.zone_of_interface(bridge.as_str()).await?;
     let recorded = bindings.bindings.get(bridge).cloned();
@@ -159,10 +169,14 @@ pub async fn detach(
     let mut notes = Vec::new();
     if permanent {
         if let Some(z) = fw.permanent_zone_of_interface(bridge.as_str()).await? {
-            let ours = recorded.as_ref().is_some_and(|b| b.permanent && b.zone.as_str() == z);
+            let ours = recorded
+                .as_ref()
+                .is_some_and(|b| b.permanent && b.zone.as_str() == z);
             if ours || force {
                 fw.remove_permanent_interface(&z, bridge.as_str()).await?;
-                notes.push(format!("removed it from zone {z} in the permanent configuration"));
+                notes.push(format!(
+                    "removed it from zone {z} in the permanent configuration"
+                ));
             } else {
                 return Err(BindError::Refused(format!(
                     "bridge {bridge} is bound to zone {z} in the permanent configuration, which virtzone did not \
@@ -268,8 +282,8 @@ pub async fn interface_zones(fw: &Firewalld) -> firewalld::Result<BTreeMap<Strin
 }
 
 /// Forgets a binding without asking firewalld (it is not running, so it holds no binding either).
-pub fn forget(state: &StateDir, bridge: &BridgeName) -> Result<String, BindError> {
-    let _lock = state.lock()?;
+pub async fn forget(state: &StateDir, bridge: &BridgeName) -> Result<String, BindError> {
+    let _lock = state.lock().await?;
     let mut bindings: Bindings = state.read(BINDINGS_FILE)?;
     if bindings.bindings.remove(bridge).is_some() {
         state.write(BINDINGS_FILE, &bindings)?;

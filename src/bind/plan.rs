@@ -46,7 +46,12 @@ pub enum Detach {
 }
 
 /// Decides an attach of `bridge` to `zone`. `Err` is the refusal, said in full.
-pub fn attach(bridge: &BridgeName, zone: &ZoneName, facts: &Facts<'_>, force: bool) -> Result<Attach, String> {
+pub fn attach(
+    bridge: &BridgeName,
+    zone: &ZoneName,
+    facts: &Facts<'_>,
+    force: bool,
+) -> Result<Attach, String> {
     if !facts.zone_exists {
         let hint = if zone.as_str().starts_with(crate::LIBVIRT_ZONE) {
             "run `virtzone install` to add libvirt's zones"
@@ -84,15 +89,27 @@ mod tests {
     use super::*;
 
     fn facts<'a>(actual: Option<&'a str>, recorded: Option<&'a str>) -> Facts<'a> {
-        Facts { actual, recorded, zone_exists: true }
+        Facts {
+            actual,
+            recorded,
+            zone_exists: true,
+        }
     }
+
+    /// (actual zone, recorded zone, --force) → decision, or a part of the refusal.
+    type Row = (
+        Option<&'static str>,
+        Option<&'static str>,
+        bool,
+        Result<Attach, &'static str>,
+    );
 
     #[test]
     fn attach_table() {
         let br = BridgeName::new("virbr0").unwrap();
         let z = ZoneName::libvirt();
         #[rustfmt::skip]
-        let table: [(Option<&str>, Option<&str>, bool, Result<Attach, &str>); 8] = [
+        let table: [Row; 8] = [
             (None, None, false, Ok(Attach::Bind { from: None })),
             (None, Some("libvirt"), false, Ok(Attach::Bind { from: None })),
             (Some("libvirt"), None, false, Ok(Attach::AlreadyBound)),
@@ -110,21 +127,54 @@ mod tests {
                 (g, w) => panic!("{actual:?} {recorded:?} {force}: got {g:?}, want {w:?}"),
             }
         }
-        let missing = Facts { actual: None, recorded: None, zone_exists: false };
-        assert!(attach(&br, &z, &missing, true).unwrap_err().contains("virtzone install"));
+        let missing = Facts {
+            actual: None,
+            recorded: None,
+            zone_exists: false,
+        };
+        assert!(attach(&br, &z, &missing, true)
+            .unwrap_err()
+            .contains("virtzone install"));
         let other = ZoneName::new("dmz2").unwrap();
-        assert!(attach(&br, &other, &missing, true).unwrap_err().contains("zone dmz2 does not exist"));
+        assert!(attach(&br, &other, &missing, true)
+            .unwrap_err()
+            .contains("zone dmz2 does not exist"));
     }
 
     #[test]
     fn detach_table() {
         let br = BridgeName::new("virbr0").unwrap();
         assert_eq!(detach(&br, &facts(None, None), false), Ok(Detach::NotBound));
-        assert_eq!(detach(&br, &facts(None, Some("libvirt")), false), Ok(Detach::NotBound));
-        assert_eq!(detach(&br, &facts(Some("libvirt"), Some("libvirt")), false), Ok(Detach::Unbind { zone: "libvirt".into() }));
-        assert_eq!(detach(&br, &facts(Some("public"), Some("libvirt")), false), Ok(Detach::MovedAway { zone: "public".into() }));
-        assert_eq!(detach(&br, &facts(Some("public"), Some("libvirt")), true), Ok(Detach::Unbind { zone: "public".into() }));
-        assert!(detach(&br, &facts(Some("public"), None), false).unwrap_err().contains("--force"));
-        assert_eq!(detach(&br, &facts(Some("public"), None), true), Ok(Detach::Unbind { zone: "public".into() }));
+        assert_eq!(
+            detach(&br, &facts(None, Some("libvirt")), false),
+            Ok(Detach::NotBound)
+        );
+        assert_eq!(
+            detach(&br, &facts(Some("libvirt"), Some("libvirt")), false),
+            Ok(Detach::Unbind {
+                zone: "libvirt".into()
+            })
+        );
+        assert_eq!(
+            detach(&br, &facts(Some("public"), Some("libvirt")), false),
+            Ok(Detach::MovedAway {
+                zone: "public".into()
+            })
+        );
+        assert_eq!(
+            detach(&br, &facts(Some("public"), Some("libvirt")), true),
+            Ok(Detach::Unbind {
+                zone: "public".into()
+            })
+        );
+        assert!(detach(&br, &facts(Some("public"), None), false)
+            .unwrap_err()
+            .contains("--force"));
+        assert_eq!(
+            detach(&br, &facts(Some("public"), None), true),
+            Ok(Detach::Unbind {
+                zone: "public".into()
+            })
+        );
     }
 }

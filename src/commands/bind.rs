@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use super::{print_json, Failure};
 use crate::bind::{self, Attach, Bindings, RowState, BINDINGS_FILE};
+use crate::daemon::client::{describe, VirtZone1Proxy};
 use crate::firewalld::{self, Firewalld};
 use crate::names::BridgeName;
 use crate::state::StateDir;
@@ -23,12 +24,58 @@ pub(crate) async fn firewalld_for(what: &str) -> Result<Firewalld, Failure> {
 }
 
 fn not_running(what: &str) -> Failure {
-    Failure::Refused(format!("firewalld is not running, so there is nothing to {what}; start firewalld first"))
+    Failure::Refused(format!(
+        "firewalld is not running, so there is nothing to {what}; start firewalld first"
+    ))
+}
+
+/// The daemon, when it runs and the request is one it takes (no --permanent, --force or --state-dir:
+/// those are done directly, on the same state the daemon reads).
+async fn daemon(plain: bool) -> Result<Option<VirtZone1Proxy<'static>>, Failure> {
+    if !plain {
+        return Ok(None);
+    }
+    let conn = match zbus::Connection::system().await {
+        Ok(c) => c,
+        Err(_) => return Ok(None),
+    };
+    let dbus = zbus::fdo::DBusProxy::new(&conn)
+        .await
+        .map_err(|e| Failure::Refused(e.to_string()))?;
+    let name = zbus::names::BusName::try_from(crate::daemon::BUS_NAME)
+        .map_err(|e| Failure::Refused(e.to_string()))?;
+    if !dbus.name_has_owner(name).await.unwrap_or(false) {
+        return Ok(None);
+    }
+    let proxy = VirtZone1Proxy::builder(&conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(|e| Failure::Refused(e.to_string()))?;
+    Ok(Some(proxy))
+}
+
+fn daemon_failure(e: &zbus::Error) -> Failure {
+    match describe(e) {
+        (true, m) => Failure::Usage(m),
+        (false, m) => Failure::Refused(m),
+    }
 }
 
 pub async fn attach(req: &Attach, state_dir: Option<&Path>) -> Result<ExitCode, Failure> {
+    if let Some(d) = daemon(!req.permanent && !req.force && state_dir.is_none()).await? {
+        let message = d
+            .attach(req.bridge.as_str(), req.zone.as_str())
+            .await
+            .map_err(|e| daemon_failure(&e))?;
+        println!("{message}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let fw = firewalld_for("bind").await?;
-    println!("{}", bind::attach(&fw, &StateDir::locate(state_dir), req).await?);
+    println!(
+        "{}",
+        bind::attach(&fw, &StateDir::locate(state_dir), req).await?
+    );
     if !req.permanent {
         eprintln!(
             "virtzone: note: this runtime binding does not survive a firewalld reload unless `virtzone serve` runs; \
@@ -38,14 +85,33 @@ pub async fn attach(req: &Attach, state_dir: Option<&Path>) -> Result<ExitCode, 
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn detach(bridge: &BridgeName, permanent: bool, force: bool, state_dir: Option<&Path>) -> Result<ExitCode, Failure> {
+pub async fn detach(
+    bridge: &BridgeName,
+    permanent: bool,
+    force: bool,
+    state_dir: Option<&Path>,
+) -> Result<ExitCode, Failure> {
+    if let Some(d) = daemon(!permanent && !force && state_dir.is_none()).await? {
+        println!(
+            "{}",
+            d.detach(bridge.as_str())
+                .await
+                .map_err(|e| daemon_failure(&e))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let fw = firewalld_for("unbind").await?;
-    println!("{}", bind::detach(&fw, &StateDir::locate(state_dir), bridge, permanent, force).await?);
+    println!(
+        "{}",
+        bind::detach(&fw, &StateDir::locate(state_dir), bridge, permanent, force).await?
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn list(json: bool, state_dir: Option<&Path>) -> Result<ExitCode, Failure> {
-    let bindings: Bindings = StateDir::locate(state_dir).read(BINDINGS_FILE).map_err(|e| Failure::Refused(e.to_string()))?;
+    let bindings: Bindings = StateDir::locate(state_dir)
+        .read(BINDINGS_FILE)
+        .map_err(|e| Failure::Refused(e.to_string()))?;
     let actual = match Firewalld::connect().await {
         Ok(fw) if fw.is_running().await? => Some(bind::interface_zones(&fw).await?),
         Ok(_) | Err(firewalld::Error::NoBus(_)) => None,
@@ -62,12 +128,21 @@ pub async fn list(json: bool, state_dir: Option<&Path>) -> Result<ExitCode, Fail
     for r in &rows {
         let state = match r.state {
             RowState::Bound => "bound".to_string(),
-            RowState::Missing => "MISSING: not bound in firewalld (a reload or restart dropped it)".to_string(),
-            RowState::Moved => format!("MOVED: firewalld has it in zone {}", r.actual.as_deref().unwrap_or("?")),
+            RowState::Missing => {
+                "MISSING: not bound in firewalld (a reload or restart dropped it)".to_string()
+            }
+            RowState::Moved => format!(
+                "MOVED: firewalld has it in zone {}",
+                r.actual.as_deref().unwrap_or("?")
+            ),
             RowState::Unknown => "unknown: firewalld is not running".to_string(),
         };
         let permanent = if r.permanent { " (permanent)" } else { "" };
-        println!("{:<16} {:<18} {state}{permanent}", r.bridge.as_str(), r.zone.as_str());
+        println!(
+            "{:<16} {:<18} {state}{permanent}",
+            r.bridge.as_str(),
+            r.zone.as_str()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

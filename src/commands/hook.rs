@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use super::{check, Failure};
 use crate::bind::{self, Attach, Bindings, BINDINGS_FILE};
-use crate::firewalld::{gather_facts, FirewalldFacts, Firewalld};
+use crate::firewalld::{gather_facts, Firewalld, FirewalldFacts};
 use crate::libvirt::parse_network_xml;
 use crate::precheck::{self, Request};
 use crate::state::StateDir;
@@ -25,23 +25,43 @@ enum Op {
     Ignored,
 }
 
+/// Maps libvirt's OP SUBOP to what virtzone does. Operations virtzone has no business with (today's
+/// `port-created`, `updated`, …, and whatever a later libvirt adds) succeed silently, so they never fail a
+/// network operation; only arguments that cannot be libvirt's are refused.
 fn op_of(op: &str, subop: &str) -> Result<Op, Failure> {
+    let word =
+        !op.is_empty() && op.len() <= 32 && op.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+    if !word || !matches!(subop, "begin" | "end") {
+        return Err(Failure::Usage(format!(
+            "{op:?} {subop:?} is not a libvirt network hook operation (expected e.g. \"start begin\")"
+        )));
+    }
     Ok(match (op, subop) {
         ("start", "begin") => Op::Start,
         ("started", "begin") => Op::Started,
         ("stopped", "end") => Op::Stopped,
-        ("port-created", "begin") | ("port-deleted", "begin") | ("updated", "begin") => Op::Ignored,
-        _ => return Err(Failure::Usage(format!("unknown libvirt network hook operation {op:?} {subop:?}"))),
+        _ => Op::Ignored,
     })
 }
 
-pub async fn run(object: &str, name: &str, op: &str, subop: &str, extra: Option<&str>) -> Result<ExitCode, Failure> {
+pub async fn run(
+    object: &str,
+    name: &str,
+    op: &str,
+    subop: &str,
+    extra: Option<&str>,
+) -> Result<ExitCode, Failure> {
     if object != "network" {
-        return Err(Failure::Usage(format!("virtzone handles libvirt's network hook only, not {object:?}")));
+        return Err(Failure::Usage(format!(
+            "virtzone handles libvirt's network hook only, not {object:?}"
+        )));
     }
     let op = op_of(op, subop)?;
     if extra.is_some_and(|e| e != "-") {
-        return Err(Failure::Usage(format!("unexpected extra hook argument {:?} (libvirt passes \"-\")", extra.unwrap_or(""))));
+        return Err(Failure::Usage(format!(
+            "unexpected extra hook argument {:?} (libvirt passes \"-\")",
+            extra.unwrap_or("")
+        )));
     }
     let mut xml = String::new();
     std::io::stdin()
@@ -51,7 +71,8 @@ pub async fn run(object: &str, name: &str, op: &str, subop: &str, extra: Option<
     if op == Op::Ignored {
         return Ok(ExitCode::SUCCESS);
     }
-    let network = parse_network_xml(&xml, None).map_err(|e| Failure::Usage(format!("hookData: {e}")))?;
+    let network =
+        parse_network_xml(&xml, None).map_err(|e| Failure::Usage(format!("hookData: {e}")))?;
     if network.name != name {
         return Err(Failure::Usage(format!(
             "hookData describes network {:?}, but the hook was called for network {name:?}",
@@ -62,26 +83,48 @@ pub async fn run(object: &str, name: &str, op: &str, subop: &str, extra: Option<
     match op {
         Op::Start => {
             let facts = gather_facts().await?;
-            let verdict = precheck::decide(&Request { network: &network, zone: None }, &facts);
+            let verdict = precheck::decide(
+                &Request {
+                    network: &network,
+                    zone: None,
+                },
+                &facts,
+            );
             check::report(&network, &verdict, false)
         }
         Op::Started => {
             let facts = gather_facts().await?;
-            let verdict = precheck::decide(&Request { network: &network, zone: None }, &facts);
+            let verdict = precheck::decide(
+                &Request {
+                    network: &network,
+                    zone: None,
+                },
+                &facts,
+            );
             if !verdict.ok {
                 return Err(Failure::Refused(verdict.message));
             }
-            let (Some(zone), Some(bridge), FirewalldFacts::Running(_)) = (verdict.zone, network.bridge, facts) else {
+            let (Some(zone), Some(bridge), FirewalldFacts::Running(_)) =
+                (verdict.zone, network.bridge, facts)
+            else {
                 return Ok(ExitCode::SUCCESS);
             };
             let fw = Firewalld::connect().await?;
             // The network's definition decides its own bridge's zone, so an earlier zone is replaced.
-            let req = Attach { bridge, zone, permanent: false, force: true, network: Some(network.name.clone()) };
+            let req = Attach {
+                bridge,
+                zone,
+                permanent: false,
+                force: true,
+                network: Some(network.name.clone()),
+            };
             println!("{}", bind::attach(&fw, &state, &req).await?);
             Ok(ExitCode::SUCCESS)
         }
         Op::Stopped => {
-            let Some(bridge) = network.bridge else { return Ok(ExitCode::SUCCESS) };
+            let Some(bridge) = network.bridge else {
+                return Ok(ExitCode::SUCCESS);
+            };
             let managed = state
                 .read::<Bindings>(BINDINGS_FILE)
                 .map_err(|e| Failure::Refused(e.to_string()))?
@@ -93,10 +136,13 @@ pub async fn run(object: &str, name: &str, op: &str, subop: &str, extra: Option<
             match gather_facts().await? {
                 FirewalldFacts::Running(_) => {
                     let fw = Firewalld::connect().await?;
-                    println!("{}", bind::detach(&fw, &state, &bridge, false, false).await?);
+                    println!(
+                        "{}",
+                        bind::detach(&fw, &state, &bridge, false, false).await?
+                    );
                 }
                 FirewalldFacts::NotRunning { .. } => {
-                    println!("{}", bind::forget(&state, &bridge)?);
+                    println!("{}", bind::forget(&state, &bridge).await?);
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -75,16 +75,41 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
             no_reload,
             state_dir,
         } => install::install(root.as_deref(), !no_reload, state_dir.as_deref()).await,
-        Command::Attach { bridge, zone, permanent, force, state_dir } => {
-            let req = crate::bind::Attach { bridge, zone, permanent, force, network: None };
+        Command::Attach {
+            bridge,
+            zone,
+            permanent,
+            force,
+            state_dir,
+        } => {
+            let req = crate::bind::Attach {
+                bridge,
+                zone,
+                permanent,
+                force,
+                network: None,
+            };
             bind::attach(&req, state_dir.as_deref()).await
         }
-        Command::Detach { bridge, permanent, force, state_dir } => {
-            bind::detach(&bridge, permanent, force, state_dir.as_deref()).await
-        }
+        Command::Detach {
+            bridge,
+            permanent,
+            force,
+            state_dir,
+        } => bind::detach(&bridge, permanent, force, state_dir.as_deref()).await,
         Command::List { json, state_dir } => bind::list(json, state_dir.as_deref()).await,
-        Command::Hook { object, name, op, subop, extra } => {
-            hook::run(&object, &name, &op, &subop, extra.as_deref()).await
+        Command::Hook {
+            object,
+            name,
+            op,
+            subop,
+            extra,
+        } => hook::run(&object, &name, &op, &subop, extra.as_deref()).await,
+        Command::Serve { state_dir } => {
+            crate::daemon::serve(crate::state::StateDir::locate(state_dir.as_deref()))
+                .await
+                .map_err(|e| Failure::Refused(e.to_string()))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Uninstall {
             root,

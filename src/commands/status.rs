@@ -19,12 +19,19 @@ struct Verified<'a> {
 pub async fn run(json: bool, verify: bool) -> Result<ExitCode, Failure> {
     let status = crate::status::gather().await?;
     let report = if verify {
-        Some(crate::verify::verify(&status).await.map_err(|e| Failure::Refused(e.to_string()))?)
+        Some(
+            crate::verify::verify(&status)
+                .await
+                .map_err(|e| Failure::Refused(e.to_string()))?,
+        )
     } else {
         None
     };
     match (&report, json) {
-        (Some(report), true) => print_json(&Verified { status: &status, verify: report })?,
+        (Some(report), true) => print_json(&Verified {
+            status: &status,
+            verify: report,
+        })?,
         (None, true) => print_json(&status)?,
         (report, false) => {
             print!("{}", status.render_text());
@@ -40,5 +47,9 @@ pub async fn run(json: bool, verify: bool) -> Result<ExitCode, Failure> {
         }
     }
     let broken = report.is_some_and(|r| !r.problems.is_empty());
-    Ok(if broken { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if broken {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

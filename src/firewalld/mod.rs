@@ -268,8 +268,14 @@ impl Firewalld {
         let proxy = self
             .config_zone(zone)
             .await?
-            .ok_or_else(|| Error::Firewalld { code: ErrorCode::InvalidZone, detail: zone.to_string() })?;
-        proxy.add_interface(interface).await.map_err(|e| Error::from_call("config.zone.addInterface", e))
+            .ok_or_else(|| Error::Firewalld {
+                code: ErrorCode::InvalidZone,
+                detail: zone.to_string(),
+            })?;
+        proxy
+            .add_interface(interface)
+            .await
+            .map_err(|e| Error::from_call("config.zone.addInterface", e))
     }
 
     /// Unbinds `interface` from `zone` in the permanent configuration.
@@ -277,8 +283,14 @@ impl Firewalld {
         let proxy = self
             .config_zone(zone)
             .await?
-            .ok_or_else(|| Error::Firewalld { code: ErrorCode::InvalidZone, detail: zone.to_string() })?;
-        proxy.remove_interface(interface).await.map_err(|e| Error::from_call("config.zone.removeInterface", e))
+            .ok_or_else(|| Error::Firewalld {
+                code: ErrorCode::InvalidZone,
+                detail: zone.to_string(),
+            })?;
+        proxy
+            .remove_interface(interface)
+            .await
+            .map_err(|e| Error::from_call("config.zone.removeInterface", e))
     }
 
     /// Adds a permanent zone from a settings dict (firewalld 0.9.0 and later).

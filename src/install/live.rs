@@ -216,7 +216,7 @@ pub async fn install(
     state: &StateDir,
     reload: bool,
 ) -> Result<Outcome, InstallError> {
-    let _lock = state.lock()?;
+    let _lock = state.lock().await?;
     let fwd = running(fw).await?;
     let mut installed: Installed = state.read(INSTALLED_FILE)?;
     let existing = inspect(fw, &installed, fwd.capabilities).await?;
@@ -275,7 +275,7 @@ pub async fn uninstall(
     state: &StateDir,
     force: bool,
 ) -> Result<Outcome, InstallError> {
-    let _lock = state.lock()?;
+    let _lock = state.lock().await?;
     let fwd = running(fw).await?;
     let mut installed: Installed = state.read(INSTALLED_FILE)?;
     let existing = inspect(fw, &installed, fwd.capabilities).await?;

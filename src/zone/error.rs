@@ -64,6 +64,8 @@ pub enum ErrorCode {
     InvalidSource,
     /// The same entry twice (firewalld only warns and drops the copy; we refuse it).
     AlreadyEnabled,
+    /// A zone and a policy with the same name.
+    NameConflict,
 }
 
 impl ErrorCode {
@@ -99,6 +101,7 @@ impl ErrorCode {
             ErrorCode::InvalidDestination => "INVALID_DESTINATION",
             ErrorCode::InvalidSource => "INVALID_SOURCE",
             ErrorCode::AlreadyEnabled => "ALREADY_ENABLED",
+            ErrorCode::NameConflict => "NAME_CONFLICT",
         }
     }
 }

@@ -93,6 +93,21 @@ pub fn parse_policy_file(path: &Path) -> Result<Policy, ZoneError> {
     parse_policy(&name, &xml).map_err(|e| e.with_file(path.display().to_string()))
 }
 
+/// firewalld refuses a zone and a policy of the same name (`NAME_CONFLICT`); checks a set of
+/// names that will be loaded together.
+pub fn check_name_conflicts(zones: &[&str], policies: &[&str]) -> Result<(), ZoneError> {
+    match policies.iter().find(|p| zones.contains(p)) {
+        Some(name) => Err(ZoneError::new(
+            ObjectKind::Policy,
+            name,
+            ErrorCode::NameConflict,
+            "",
+            "a policy can't have the same name as a zone",
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Zone {
     /// The zone as firewalld zone XML (with the `<?xml …?>` header, two-space indent).
     pub fn to_xml(&self) -> String {

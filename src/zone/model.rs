@@ -39,7 +39,7 @@ impl ZoneTarget {
     /// Accepts what firewalld's `ZONE_TARGETS` holds, including the internal `{chain}_{zone}`.
     pub fn parse(text: &str) -> Result<Self, (ErrorCode, String)> {
         match text {
-            "default" | "{chain}_{zone}" | "" => Ok(ZoneTarget::Default),
+            "default" | "{chain}_{zone}" => Ok(ZoneTarget::Default),
             "ACCEPT" => Ok(ZoneTarget::Accept),
             "%%REJECT%%" => Ok(ZoneTarget::Reject),
             "DROP" => Ok(ZoneTarget::Drop),

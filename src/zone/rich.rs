@@ -658,9 +658,10 @@ fn check_limit(limit: &Option<Limit>) -> Check {
         let burst = l.burst.map(|b| b.to_string());
         let again = Limit::parse(&l.value, burst.as_deref())?;
         if &again != l {
+            // firewalld stores the short form; a long one would not compare equal after a round trip.
             return rule_err(
                 ErrorCode::InvalidLimit,
-                format!("limit '{}' is not normalised", l.value),
+                format!("limit '{}' must be written as '{}'", l.value, again.value),
             );
         }
     }
@@ -983,6 +984,9 @@ struct Parser {
     pos: usize,
 }
 
+/// What follows an element keyword: its `name=value` pairs, whether `NOT` was given, its limit.
+type ElementAttrs = (Vec<(String, String)>, bool, Option<Limit>);
+
 impl Parser {
     fn peek_attr(&self, allowed: &[&str]) -> Option<(String, String)> {
         match self.tokens.get(self.pos) {
@@ -1004,7 +1008,7 @@ impl Parser {
         allowed: &[&str],
         allow_not: bool,
         allow_limit: bool,
-    ) -> Check<(Vec<(String, String)>, bool, Option<Limit>)> {
+    ) -> Check<ElementAttrs> {
         let mut attrs: Vec<(String, String)> = Vec::new();
         let mut not = false;
         let mut limit = None;

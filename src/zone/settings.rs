@@ -64,7 +64,7 @@ pub const POLICY_KEYS: &[&str] = &[
 
 fn owned(v: Variant<'static>) -> OwnedVariant {
     // Only file descriptors can fail to become owned; these values are strings, ints and bools.
-    OwnedVariant::try_from(v).unwrap_or_else(|_| OwnedVariant::from(false))
+    OwnedVariant::try_from(v).expect("settings values hold no file descriptors")
 }
 
 fn s(v: &str) -> OwnedVariant {
@@ -386,5 +386,76 @@ fn unwrap_variant<'a>(v: &'a Variant<'static>) -> &'a Variant<'static> {
     match v {
         Variant::Variant(inner) => unwrap_variant(inner),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::{parse_zone, ErrorCode};
+
+    fn zone_err(d: &Settings) -> ZoneError {
+        Zone::from_settings("t", d).unwrap_err()
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_refused() {
+        let mut d = Settings::new();
+        d.insert("frobnicate".into(), true.into());
+        let e = zone_err(&d);
+        assert_eq!(e.code(), ErrorCode::InvalidOption);
+        assert_eq!(e.to_string(), "zone 't': option 'frobnicate' is not valid");
+
+        let mut d = Settings::new();
+        d.insert("services".into(), s("ssh"));
+        let e = zone_err(&d);
+        assert_eq!(e.code(), ErrorCode::InvalidType);
+        assert_eq!(
+            e.to_string(),
+            "zone 't': key 'services': must be of D-Bus type 'as', not 's'"
+        );
+
+        let mut d = Settings::new();
+        d.insert("ports".into(), strs(&["22".to_string()]));
+        assert_eq!(zone_err(&d).code(), ErrorCode::InvalidType);
+
+        let mut d = Settings::new();
+        d.insert("rules_str".into(), strs(&["rule reject".to_string()]));
+        let e = zone_err(&d);
+        assert_eq!(
+            e.to_string(),
+            "zone 't': rich rule 'rule reject': no element, no source, no destination (a catch-all rule needs a non-zero priority)"
+        );
+
+        let mut d = Settings::new();
+        d.insert("priority".into(), 0i32.into());
+        let e = Policy::from_settings("p", &d).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidPriority);
+    }
+
+    #[test]
+    fn defaults_follow_firewalld() {
+        // A zone made over D-Bus without "forward" gets forward on; a policy gets CONTINUE, -1.
+        let z = Zone::from_settings("t", &Settings::new()).unwrap();
+        assert!(z.forward);
+        assert_eq!(z.target, ZoneTarget::Default);
+        let p = Policy::from_settings("p", &Settings::new()).unwrap();
+        assert_eq!((p.target, p.priority), (PolicyTarget::Continue, -1));
+    }
+
+    #[test]
+    fn two_dot_zero_keys_only_when_set() {
+        let mut z = parse_zone("t", "<zone><source ipset=\"vzset\"/></zone>").unwrap();
+        let d = z.to_settings();
+        assert!(!d.contains_key("ingress_priority") && !d.contains_key("egress_priority"));
+        assert_eq!(
+            Vec::<String>::try_from(d["sources"].try_clone().unwrap()).unwrap(),
+            ["ipset:vzset"]
+        );
+        z.egress_priority = 7;
+        let d = z.to_settings();
+        assert!(!d.contains_key("ingress_priority"));
+        assert_eq!(i32::try_from(&d["egress_priority"]).unwrap(), 7);
+        assert_eq!(Zone::from_settings("t", &d).unwrap(), z);
     }
 }

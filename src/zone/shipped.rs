@@ -34,16 +34,25 @@ pub const SHIPPED_POLICIES: &[(&str, &str)] = &[
 ];
 
 /// The shipped zone `name`, if there is one.
+///
+/// # Panics
+/// If the embedded file does not parse: the test suite checks every shipped file, so that is a
+/// build that should never have been released.
 pub fn try_shipped_zone(name: &str) -> Option<Zone> {
     let (_, xml) = SHIPPED_ZONES.iter().find(|(n, _)| *n == name)?;
-    // The shipped files are checked by the test suite, so this cannot fail in a released build.
-    parse_zone(name, xml).ok()
+    Some(parse_zone(name, xml).unwrap_or_else(|e| panic!("shipped zones/{name}.xml: {e}")))
 }
 
 /// The shipped policy `name`, if there is one.
+///
+/// # Panics
+/// If the embedded file does not parse (see [`try_shipped_zone`]).
 pub fn try_shipped_policy(name: &str) -> Option<Policy> {
     let (_, xml) = SHIPPED_POLICIES.iter().find(|(n, _)| *n == name)?;
-    parse_policy(name, xml).ok()
+    Some(
+        parse_policy(name, xml)
+            .unwrap_or_else(|e| panic!("shipped zones/policies/{name}.xml: {e}")),
+    )
 }
 
 /// The shipped zone `name`.

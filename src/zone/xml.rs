@@ -154,6 +154,9 @@ fn placement_error(kind: ObjectKind, parent: Option<&str>, element: &str) -> Opt
         }
         Some("rule") if RULE_CHILDREN.contains(&element) => None,
         Some(p) if element == "limit" && LIMIT_PARENTS.contains(&p) => None,
+        Some(_) if element == "limit" => {
+            Some("only allowed inside <log>, <nflog>, <audit> or an action".into())
+        }
         Some(p) => Some(format!("not allowed inside <{p}>")),
     }
 }
@@ -1103,11 +1106,9 @@ fn serialize<T: Serialize>(doc: &T) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
     let mut ser = quick_xml::se::Serializer::new(&mut out);
     ser.indent(' ', 2);
-    // Writing plain structs of strings into a String cannot fail; keep the header-only output
-    // rather than panic if a future quick-xml disagrees.
-    if doc.serialize(ser).is_err() {
-        return out;
-    }
+    // Only element names and strings of our own making go in, and a String sink cannot fail.
+    doc.serialize(ser)
+        .expect("zone and policy documents always serialise");
     out.push('\n');
     out
 }
@@ -1241,4 +1242,86 @@ pub(crate) fn policy_to_xml(p: &Policy) -> String {
         target: p.target.as_str().to_string(),
         children: c,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::{parse_policy, parse_zone};
+
+    #[test]
+    fn deprecated_attributes_are_accepted_and_dropped() {
+        let z = parse_zone(
+            "old",
+            r#"<zone name="old" immutable="yes" target="{chain}_{zone}">
+                 <masquerade enabled="Yes"/>
+                 <source address="192.0.2.0/24" family="ipv4"/>
+               </zone>"#,
+        )
+        .unwrap();
+        assert_eq!(z.target, ZoneTarget::Default);
+        assert!(z.masquerade);
+        assert_eq!(z.sources, [ZoneSource::Address("192.0.2.0/24".into())]);
+        let xml = z.to_xml();
+        assert!(!xml.contains("immutable") && !xml.contains("family") && !xml.contains("enabled"));
+    }
+
+    #[test]
+    fn text_is_collapsed_and_escaped() {
+        let z = parse_zone(
+            "t",
+            "<zone>\n <short> A  &amp; B </short>\n <description>\n  one\n  two\n </description>\n</zone>",
+        )
+        .unwrap();
+        assert_eq!(
+            (z.short.as_str(), z.description.as_str()),
+            ("A & B", "one two")
+        );
+        assert!(z.to_xml().contains("<short>A &amp; B</short>"));
+    }
+
+    #[test]
+    fn structure_errors_point_at_the_line() {
+        let err = |xml: &str| parse_zone("t", xml).unwrap_err();
+        let e = err("<?xml version=\"1.0\"?>\n<!-- c -->\n<zone>\n  <rule>\n    <limit value=\"1/m\"/>\n  </rule>\n</zone>");
+        assert_eq!(e.line(), Some(5));
+        assert_eq!(
+            e.to_string(),
+            "zone 't', line 5: <limit>: only allowed inside <log>, <nflog>, <audit> or an action"
+        );
+        let e = err("<zone target=\"\"/>");
+        assert_eq!(e.code(), ErrorCode::InvalidTarget);
+        let e = err("<zone/><zone/>");
+        assert!(e.to_string().contains("a second root element"), "{e}");
+        let e =
+            err("<zone><service name=\"ssh\"><port port=\"1\" protocol=\"tcp\"/></service></zone>");
+        assert_eq!(e.element(), "<port>");
+        assert_eq!(e.reason(), "not allowed inside <service>");
+        let e = err("<!DOCTYPE zone [<!ENTITY x \"y\">]><zone/>");
+        assert_eq!(e.code(), ErrorCode::ParseError);
+        let e = parse_policy("p", "<policy target=\"ACCEPT\"><forward/></policy>").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "policy 'p', line 1: <forward>: unexpected element"
+        );
+    }
+
+    #[test]
+    fn zone_file_without_forward_has_forward_off() {
+        assert!(!parse_zone("t", "<zone/>").unwrap().forward);
+        assert!(parse_zone("t", "<zone><forward/></zone>").unwrap().forward);
+    }
+
+    #[test]
+    fn rule_children_in_any_order_render_in_firewalld_order() {
+        let z = parse_zone(
+            "t",
+            r#"<zone><rule family="ipv4"><accept/><service name="ssh"/><source address="192.0.2.1" invert="true"/></rule></zone>"#,
+        )
+        .unwrap();
+        assert_eq!(
+            z.rules[0].to_string(),
+            r#"rule family="ipv4" source NOT address="192.0.2.1" service name="ssh" accept"#
+        );
+    }
 }

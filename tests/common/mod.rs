@@ -42,6 +42,9 @@
 //! - `VIRTZONE_LAB_FIREWALLD_DEBUG=N` starts firewalld with `--debug=N` (long logs).
 #![allow(dead_code)] // Each test crate compiles this module and uses only part of it.
 
+pub mod libvirt;
+pub mod topology;
+
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs;
