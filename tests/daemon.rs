@@ -520,3 +520,32 @@ fn introspection_matches_the_shipped_xml() {
         "dbus/org.virtzone.VirtZone1.xml is out of date"
     );
 }
+
+#[test]
+fn more_bindings_than_the_bus_allows_pending_replies() {
+    // dbus-daemon refuses more than 128 pending replies per connection: a reconcile of 200 bindings must
+    // pace its calls, or some would fail with LimitsExceeded and stay unbound.
+    let lab = lab(LabConfig::default());
+    let _daemon = Daemon::start(&lab);
+    let want = bridges(200, "libvirt");
+    for chunk in want.keys().collect::<Vec<_>>().chunks(50) {
+        let chunk: BTreeMap<String, String> = chunk
+            .iter()
+            .map(|b| ((*b).clone(), "libvirt".to_string()))
+            .collect();
+        attach_all(&lab, &chunk);
+    }
+    assert_eq!(actual(&lab), want);
+    let before = reconcile_count(&lab);
+    assert!(lab.firewall_cmd(&["--reload"]).status.success());
+    wait_until(&lab, "the reconcile after the reload", || {
+        reconcile_count(&lab) > before
+    });
+    assert_eq!(
+        actual(&lab),
+        want,
+        "every binding is back once the reconcile completed"
+    );
+    let log = std::fs::read_to_string(lab.dir().join("daemon.log")).unwrap();
+    assert!(!log.contains("cannot bind"), "{log}");
+}

@@ -30,6 +30,14 @@ pub const BUS_NAME: &str = "org.virtzone.VirtZone1";
 /// Its object.
 pub const PATH: &str = "/org/virtzone/VirtZone1";
 
+/// Calls in flight at once during a reconcile. The system bus allows 128 pending replies per connection
+/// (dbus-daemon's `max_replies_per_connection`) and refuses the rest; staying well below leaves room for
+/// the D-Bus methods the daemon serves meanwhile, while still keeping firewalld busy without gaps.
+const IN_FLIGHT: usize = 32;
+/// Passes over the missing bindings in one reconcile: a call that failed (a transient error) gets
+/// another chance before the daemon goes back to waiting for events.
+const PASSES: usize = 3;
+
 /// How long a freshly started firewalld may stay in INIT before a reconcile gives up (it is retried at
 /// the next event).
 const INIT_DEADLINE: Duration = Duration::from_secs(120);
@@ -206,18 +214,34 @@ async fn reconcile(shared: &Shared, conn: &Connection) {
             "bridge {bridge} is in zone {actual}, not {wanted}: someone moved it; leaving it there"
         );
     }
-    // Independent calls, pipelined on one connection: firewalld answers them in order.
-    let results = futures_util::future::join_all(
-        plan.apply
-            .iter()
-            .map(|(bridge, zone)| fw.change_zone_of_interface(zone.as_str(), bridge.as_str())),
-    )
-    .await;
+    let mut missing = plan.apply.clone();
     let mut applied = 0u32;
-    for ((bridge, zone), result) in plan.apply.iter().zip(results) {
-        match result {
-            Ok(()) => applied += 1,
-            Err(e) => error!("cannot bind bridge {bridge} to zone {zone}: {e}"),
+    for pass in 1..=PASSES {
+        if missing.is_empty() {
+            break;
+        }
+        // Independent calls, pipelined on one connection (firewalld answers them in order), with a
+        // bounded number in flight.
+        let results: Vec<_> = futures_util::stream::iter(missing.iter().cloned())
+            .map(|(bridge, zone)| async move {
+                let result = fw
+                    .change_zone_of_interface(zone.as_str(), bridge.as_str())
+                    .await;
+                (bridge, zone, result)
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        missing.clear();
+        for (bridge, zone, result) in results {
+            match result {
+                Ok(()) => applied += 1,
+                Err(e) if pass < PASSES => {
+                    warn!("cannot bind bridge {bridge} to zone {zone} yet ({e}); trying again");
+                    missing.push((bridge, zone));
+                }
+                Err(e) => error!("cannot bind bridge {bridge} to zone {zone}: {e}"),
+            }
         }
     }
     let count = {

@@ -473,8 +473,17 @@ impl Lab {
         self.start_firewalld_expecting("RUNNING");
     }
 
+    /// Starts firewalld (again) without waiting for it: for benchmarks that time its start themselves.
+    pub fn spawn_firewalld_nowait(&mut self) {
+        self.start_firewalld_expecting_or_not(None);
+    }
+
     /// Starts firewalld (again) and waits for `state` (e.g. `"FAILED"` after writing a broken file).
     pub fn start_firewalld_expecting(&mut self, state: &str) {
+        self.start_firewalld_expecting_or_not(Some(state));
+    }
+
+    fn start_firewalld_expecting_or_not(&mut self, state: Option<&str>) {
         let running = {
             let mut guard = self.firewalld_child();
             // A firewalld that died on its own is reaped here, so it can be started again.
@@ -490,7 +499,9 @@ impl Lab {
             panic!("lab: firewalld is already running{}", self.diagnostics());
         }
         self.spawn_firewalld();
-        self.poll_state(state, START_DEADLINE, true);
+        if let Some(state) = state {
+            self.poll_state(state, START_DEADLINE, true);
+        }
     }
 
     /// Polls firewalld's `state` property until it equals `want` (e.g. after a reload); panics with
