@@ -26,7 +26,41 @@ run virtzone install
 step "firewalld manages what virtzone installed"
 run firewall-cmd --info-zone=libvirt
 
-step "Status, with a bridge bound to the libvirt zone"
+step "Start the daemon (systemd runs it as virtzone.service) and bind a bridge through it"
+virtzone serve 2>"$LAB_DIR/daemon.log" &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null' EXIT
+until_true() { # until_true WHAT COMMAND...: polls COMMAND for up to 30 s
+    local what=$1 i; shift
+    for ((i = 0; i < 3000; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.01; done
+    echo "timed out waiting until $what" >&2; return 1
+}
+has_owner() { busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" call org.freedesktop.DBus /org/freedesktop/DBus \
+    org.freedesktop.DBus NameHasOwner s "$1" | grep -q true; }
+until_true "the daemon owns its name" has_owner org.virtzone.VirtZone1
 ip link add virbr0 type bridge
-run firewall-cmd --zone=libvirt --change-interface=virbr0
+run virtzone attach virbr0
+run virtzone list
+
+step "firewalld reloads (which drops every runtime binding); the daemon puts it back"
+reconciles() { busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" get-property org.virtzone.VirtZone1 \
+    /org/virtzone/VirtZone1 org.virtzone.VirtZone1 ReconcileCount | cut -d' ' -f2; }
+before=$(reconciles)
+run firewall-cmd --reload
+until_true "the daemon's reconcile after the reload" test "$(reconciles)" -gt "$before"
+run firewall-cmd --get-zone-of-interface=virbr0
+run virtzone list
+
+step "libvirt's network hook: the pre-check at 'start begin', the binding at 'started begin'"
+hookdata="<hookData>$(cat demo/routed.xml)</hookData>"
+run virtzone hook network routed start begin - <<<"$hookdata"
+ip link add virbr1 type bridge
+run virtzone hook network routed started begin - <<<"$hookdata"
+run firewall-cmd --get-zone-of-interface=virbr1
+
+step "Status: zones, policies, where they come from, and every bridge's zone"
 run virtzone status
+
+step "The hook's 'stopped end' unbinds the routed network's bridge"
+run virtzone hook network routed stopped end - <<<"$hookdata"
+run virtzone list

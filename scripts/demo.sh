@@ -8,5 +8,6 @@ ensure_packages firewalld nftables dbus iproute2 iptables
 cargo build --release --quiet --bin virtzone --example lab
 for backend in nftables iptables; do
     printf '\n######## firewalld with the %s backend ########\n' "$backend"
-    target/release/examples/lab --backend "$backend" -- scripts/demo-steps.sh
+    target/release/examples/lab --backend "$backend" --bus-policy dbus/org.virtzone.VirtZone1.conf \
+        -- scripts/demo-steps.sh
 done
