@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 . scripts/packages.sh
 # Debian packages the tests drive for real (firewalld, its backends, a private bus, namespaces).
-ensure_packages firewalld nftables dbus iproute2 iptables iputils-ping hyperfine libvirt-daemon-system libvirt-clients dnsmasq-base busybox
+ensure_packages firewalld nftables dbus iproute2 iptables iputils-ping hyperfine systemd procps make \
+    libvirt-daemon-system libvirt-clients dnsmasq-base busybox zsh fish rpm man-db groff-base pkg-config
 
 echo "== fetching firewalld 2.3.1 (Debian 13) into the lab cache"
 scripts/fetch-firewalld.sh

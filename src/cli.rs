@@ -7,8 +7,12 @@ use clap::{Parser, Subcommand};
 use crate::names::{BridgeName, ZoneName};
 
 /// Keep libvirt's virtual networks working behind firewalld.
+///
+/// virtzone ships the libvirt and libvirt-routed firewalld zones and their policies, installs them
+/// safely, checks before a network starts that guest networking will work, binds bridges to zones, and
+/// keeps those bindings across firewalld reloads and restarts.
 #[derive(Debug, Parser)]
-#[command(name = "virtzone", version, about, long_about = None)]
+#[command(name = "virtzone", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -18,8 +22,11 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show firewalld's presence, version, backend and capabilities, libvirt's zones and policies, and
-    /// the zone of every bridge.
+    /// Show firewalld, libvirt's zones and policies, and each bridge's zone.
+    ///
+    /// Reports whether firewalld runs, its version, state, backend and capabilities; for each of
+    /// libvirt's zones and policies whether it is live and permanent, where it comes from and whether it
+    /// matches virtzone's definition; and the zone of every bridge of this network namespace.
     Status {
         /// Print JSON (shape documented in docs/json.md).
         #[arg(long)]
@@ -29,7 +36,10 @@ pub enum Command {
         #[arg(long)]
         verify: bool,
     },
-    /// The net-start pre-check: exit 0 when guest networking will work, 1 when it will not.
+    /// Check that a network's guests will have working networking.
+    ///
+    /// The net-start pre-check, following libvirt's own rules for a bridge's zone: exit status 0 when
+    /// guest networking will work, 1 when it will not (the message says why and what to do).
     Check {
         /// libvirt network XML (or hookData) to check; `-` reads standard input.
         #[arg(long, value_name = "FILE|-")]
@@ -44,9 +54,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Add the libvirt zones and policies to firewalld: live over D-Bus (then one reload), or as files
-    /// under DIR/usr/lib/firewalld with --root (packaging) or into /etc/firewalld when firewalld is not
-    /// running. Existing zones and policies are kept as they are.
+    /// Add libvirt's zones and policies to firewalld.
+    ///
+    /// Live over D-Bus into firewalld's permanent configuration, then one reload; or as files under
+    /// DIR/usr/lib/firewalld with --root (packaging), or into /etc/firewalld when firewalld is not
+    /// running. Zones and policies that exist already are kept as they are, with any admin's changes.
     Install {
         /// Write files into the firewalld tree under DIR (a DESTDIR-style root) instead of talking to
         /// firewalld.
@@ -59,7 +71,10 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Remove the zones and policies virtzone installed and nobody changed since.
+    /// Remove the zones and policies virtzone installed.
+    ///
+    /// Only what virtzone added and nobody changed since: never a package's files, never an admin's
+    /// edits. Refuses while bridges are bound to a zone it would remove, unless --force.
     Uninstall {
         /// Remove files from the firewalld tree under DIR instead of talking to firewalld.
         #[arg(long, value_name = "DIR")]
@@ -71,8 +86,11 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Bind a bridge to a zone at runtime (and with --permanent in the permanent configuration), and
-    /// record it so that it is kept across firewalld reloads.
+    /// Bind a bridge to a zone.
+    ///
+    /// At runtime (and with --permanent also in the permanent configuration), recorded so that the
+    /// daemon keeps it across firewalld reloads and restarts. A bridge in a zone virtzone did not set is
+    /// left there unless --force.
     Attach {
         /// The bridge.
         bridge: BridgeName,
@@ -90,6 +108,8 @@ pub enum Command {
         state_dir: Option<PathBuf>,
     },
     /// Unbind a bridge virtzone bound, and forget it.
+    ///
+    /// A bridge in a zone virtzone did not set is left there unless --force.
     Detach {
         /// The bridge.
         bridge: BridgeName,
@@ -103,7 +123,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// The bindings virtzone manages, desired beside actual.
+    /// List the bindings virtzone manages, desired beside actual.
+    ///
+    /// Flags drift: bindings firewalld lost (missing) and bridges someone moved to another zone.
     List {
         /// Print JSON.
         #[arg(long)]
@@ -112,8 +134,11 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// libvirt's hook entry point: `virtzone hook network NAME OP SUBOP [EXTRA]` with hookData on
-    /// standard input (install libvirt/hooks/network.d/50-virtzone to use it).
+    /// libvirt's network hook.
+    ///
+    /// Called as `virtzone hook network NAME OP SUBOP [EXTRA]` with hookData on standard input, by
+    /// /etc/libvirt/hooks/network.d/50-virtzone: `start begin` runs the pre-check, `started begin`
+    /// binds the bridge, `stopped end` unbinds it.
     Hook {
         /// The hooked object: `network`.
         object: String,
@@ -126,8 +151,10 @@ pub enum Command {
         /// Extra argument (libvirt passes `-`).
         extra: Option<String>,
     },
-    /// Run the daemon: own org.virtzone.VirtZone1 on the system bus and keep the recorded bindings
-    /// applied across firewalld reloads and restarts.
+    /// Run the daemon.
+    ///
+    /// Owns org.virtzone.VirtZone1 on the system bus and keeps the recorded bindings applied across
+    /// firewalld reloads and restarts.
     Serve {
         /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
         #[arg(long, value_name = "DIR")]

@@ -68,11 +68,11 @@ pub async fn attach(req: &Attach, state_dir: Option<&Path>) -> Result<ExitCode, 
             .attach(req.bridge.as_str(), req.zone.as_str())
             .await
             .map_err(|e| daemon_failure(&e))?;
-        println!("{message}");
+        out!("{message}");
         return Ok(ExitCode::SUCCESS);
     }
     let fw = firewalld_for("bind").await?;
-    println!(
+    out!(
         "{}",
         bind::attach(&fw, &StateDir::locate(state_dir), req).await?
     );
@@ -92,7 +92,7 @@ pub async fn detach(
     state_dir: Option<&Path>,
 ) -> Result<ExitCode, Failure> {
     if let Some(d) = daemon(!permanent && !force && state_dir.is_none()).await? {
-        println!(
+        out!(
             "{}",
             d.detach(bridge.as_str())
                 .await
@@ -101,7 +101,7 @@ pub async fn detach(
         return Ok(ExitCode::SUCCESS);
     }
     let fw = firewalld_for("unbind").await?;
-    println!(
+    out!(
         "{}",
         bind::detach(&fw, &StateDir::locate(state_dir), bridge, permanent, force).await?
     );
@@ -123,7 +123,7 @@ pub async fn list(json: bool, state_dir: Option<&Path>) -> Result<ExitCode, Fail
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("virtzone manages no bindings");
+        out!("virtzone manages no bindings");
     }
     for r in &rows {
         let state = match r.state {
@@ -138,7 +138,7 @@ pub async fn list(json: bool, state_dir: Option<&Path>) -> Result<ExitCode, Fail
             RowState::Unknown => "unknown: firewalld is not running".to_string(),
         };
         let permanent = if r.permanent { " (permanent)" } else { "" };
-        println!(
+        out!(
             "{:<16} {:<18} {state}{permanent}",
             r.bridge.as_str(),
             r.zone.as_str()

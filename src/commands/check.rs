@@ -69,7 +69,7 @@ pub(crate) fn report(
             verdict,
         })?;
     } else if verdict.ok {
-        println!("{}", verdict.message);
+        out!("{}", verdict.message);
     } else {
         eprintln!("virtzone: {}", verdict.message);
     }

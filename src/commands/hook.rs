@@ -118,7 +118,7 @@ pub async fn run(
                 force: true,
                 network: Some(network.name.clone()),
             };
-            println!("{}", bind::attach(&fw, &state, &req).await?);
+            out!("{}", bind::attach(&fw, &state, &req).await?);
             Ok(ExitCode::SUCCESS)
         }
         Op::Stopped => {
@@ -136,13 +136,13 @@ pub async fn run(
             match gather_facts().await? {
                 FirewalldFacts::Running(_) => {
                     let fw = Firewalld::connect().await?;
-                    println!(
+                    out!(
                         "{}",
                         bind::detach(&fw, &state, &bridge, false, false).await?
                     );
                 }
                 FirewalldFacts::NotRunning { .. } => {
-                    println!("{}", bind::forget(&state, &bridge).await?);
+                    out!("{}", bind::forget(&state, &bridge).await?);
                 }
             }
             Ok(ExitCode::SUCCESS)

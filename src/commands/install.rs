@@ -38,7 +38,7 @@ async fn running_firewalld() -> Result<Option<Firewalld>, Failure> {
 
 fn print_items(items: &[Item]) {
     for item in items {
-        println!("{item}");
+        out!("{item}");
     }
 }
 
@@ -61,7 +61,7 @@ pub async fn install(
             target.as_ref().map(|(v, c)| (v.as_str(), *c)),
         )?;
         print_items(&items);
-        println!(
+        out!(
             "wrote into {}; firewalld loads them when it starts or reloads",
             tier.display()
         );
@@ -74,10 +74,10 @@ pub async fn install(
         .iter()
         .any(|i| i.action == crate::install::Action::Add);
     match (added, outcome.reloaded) {
-        (false, _) => println!("nothing to add; firewalld was not reloaded"),
-        (true, true) => println!("reloaded firewalld: the zones are live"),
+        (false, _) => out!("nothing to add; firewalld was not reloaded"),
+        (true, true) => out!("reloaded firewalld: the zones are live"),
         (true, false) => {
-            println!("added permanently; run `firewall-cmd --reload` to make them live")
+            out!("added permanently; run `firewall-cmd --reload` to make them live")
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -100,7 +100,7 @@ pub async fn uninstall(
     let outcome = live::uninstall(&fw, &StateDir::locate(state_dir), force).await?;
     print_items(&outcome.items);
     if outcome.reloaded {
-        println!("reloaded firewalld");
+        out!("reloaded firewalld");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,13 @@
 //! One module per subcommand: read inputs, gather facts, decide, act, report.
 
+/// `println!` for command output: a closed standard output (`virtzone status | head`) ends the
+/// process quietly, as it does for any Unix filter, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::commands::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod bind;
 mod check;
 mod hook;
@@ -119,10 +127,23 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
     }
 }
 
+/// Writes to standard output; see [`out!`].
+pub(crate) fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("virtzone: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Prints `value` as pretty JSON on stdout.
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Failure::Refused(format!("cannot encode JSON: {e}")))?;
-    println!("{text}");
+    out!("{text}");
     Ok(())
 }

@@ -34,14 +34,14 @@ pub async fn run(json: bool, verify: bool) -> Result<ExitCode, Failure> {
         })?,
         (None, true) => print_json(&status)?,
         (report, false) => {
-            print!("{}", status.render_text());
+            out!("{}", status.render_text().trim_end());
             if let Some(report) = report {
-                println!("verify:");
+                out!("verify:");
                 for line in &report.confirmed {
-                    println!("  ok: {line}");
+                    out!("  ok: {line}");
                 }
                 for line in &report.problems {
-                    println!("  PROBLEM: {line}");
+                    out!("  PROBLEM: {line}");
                 }
             }
         }

@@ -63,6 +63,7 @@ use super::{
 /// The hook the project ships, relative to the repository.
 pub const SHIPPED_HOOK: &str = "libvirt/hooks/network.d/50-virtzone";
 /// The line of the shipped hook that the lab rewrites to run this build's binary.
+const SHIPPED_GUARD: &str = "[ -x /usr/bin/virtzone ] || exit 0";
 const SHIPPED_EXEC: &str = r#"exec /usr/bin/virtzone hook network "$@""#;
 
 /// How long libvirtd may take to answer after it was spawned (≈60 ms alone; the margin is for
@@ -136,8 +137,8 @@ pub fn virtzone_hook_body() -> String {
         .collect();
     assert_eq!(
         execs,
-        [SHIPPED_EXEC],
-        "libvirt lab: {SHIPPED_HOOK} should consist of comments and `{SHIPPED_EXEC}`"
+        [SHIPPED_GUARD, SHIPPED_EXEC],
+        "libvirt lab: {SHIPPED_HOOK} should consist of comments, `{SHIPPED_GUARD}` and `{SHIPPED_EXEC}`"
     );
     // The lab runs the body with sh behind its wrapper; a real libvirt executes the file itself.
     let mode = fs::metadata(&path)
