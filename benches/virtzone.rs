@@ -87,25 +87,7 @@ impl Bench {
     }
 
     fn bound(&self) -> usize {
-        let out = self
-            .busctl()
-            .args([
-                "--json=short",
-                "call",
-                common::FIREWALLD_NAME,
-                common::FIREWALLD_PATH,
-                "org.fedoraproject.FirewallD1.zone",
-                "getActiveZones",
-            ])
-            .output()
-            .expect("busctl");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        v["data"][0].as_object().map_or(0, |zones| {
-            zones
-                .values()
-                .map(|z| z["interfaces"].as_array().map_or(0, Vec::len))
-                .sum()
-        })
+        self.lab.interface_zones().len()
     }
 
     fn daemon_property(&self, name: &str) -> u64 {

@@ -19,6 +19,30 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/virtzone";
 /// The environment variable that overrides the state directory.
 pub const STATE_DIR_ENV: &str = "VIRTZONE_STATE_DIR";
 
+/// Replaces `path` with `bytes` atomically: a temp file beside it, fsync, rename, fsync of the directory.
+/// A crash at any moment leaves the old file or the new one, never a torn one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|f| f.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // The rename is durable only once the directory entry is.
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// A state-file problem, naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -130,27 +154,12 @@ impl StateDir {
     /// Replaces `name` atomically with `value` (hold the [`Lock`] around read-modify-write).
     pub fn write<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
         let path = self.path.join(name);
-        fs::create_dir_all(&self.path).map_err(Self::io("create", &self.path))?;
         let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),
         })?;
         bytes.push(b'\n');
-        let tmp = self
-            .path
-            .join(format!(".{name}.{}.tmp", std::process::id()));
-        let result = (|| {
-            let mut file = File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            // The rename is durable only once the directory entry is.
-            File::open(&self.path)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map_err(|source| StateError::Io {
+        write_atomically(&path, &bytes).map_err(|source| StateError::Io {
             action: "write",
             path,
             source,

@@ -239,7 +239,7 @@ pub async fn gather() -> firewalld::Result<Status> {
         let (zones, policies, active) = tokio::join!(
             fw.permanent_zones(),
             fw.permanent_policies(),
-            fw.active_zones()
+            crate::bind::interface_zones(&fw)
         );
         let failed = r.state == firewalld::State::Failed;
         // A FAILED firewalld may refuse some reads; what it does answer is still worth showing.
@@ -248,17 +248,13 @@ pub async fn gather() -> firewalld::Result<Status> {
         extra.permanent_policies = policies
             .or_else(|e| if failed { Ok(None) } else { Err(e) })?
             .unwrap_or_default();
-        for (zone, parts) in active.or_else(|e| {
+        extra.interface_zones = active.or_else(|e| {
             if failed {
                 Ok(Default::default())
             } else {
                 Err(e)
             }
-        })? {
-            for iface in parts.get("interfaces").into_iter().flatten() {
-                extra.interface_zones.insert(iface.clone(), zone.clone());
-            }
-        }
+        })?;
         // Status reads the record without its lock: a stale read only mislabels an origin.
         let installed: Installed = StateDir::locate(None)
             .read(INSTALLED_FILE)

@@ -3,71 +3,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::{Child, Output, Stdio};
 
-use common::{both_releases_both_backends, Lab, LabConfig};
+use common::{both_releases_both_backends, ok, run_with_input, text, Lab, LabConfig};
 use serde_json::Value;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn vz(lab: &Lab) -> std::process::Command {
-    let mut cmd = lab.virtzone();
-    cmd.env("VIRTZONE_STATE_DIR", lab.dir().join("state"));
-    cmd
-}
-
-fn run(lab: &Lab, args: &[&str]) -> Output {
-    vz(lab).args(args).output().expect("run virtzone")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn fw(lab: &Lab, args: &[&str]) -> String {
-    let out = lab.firewall_cmd(args);
-    assert!(
-        out.status.success(),
-        "firewall-cmd {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// firewalld's runtime interface → zone map, read over the bus.
-fn actual(lab: &Lab) -> BTreeMap<String, String> {
-    let out = lab
-        .busctl()
-        .args([
-            "--json=short",
-            "call",
-            common::FIREWALLD_NAME,
-            common::FIREWALLD_PATH,
-            "org.fedoraproject.FirewallD1.zone",
-            "getActiveZones",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut map = BTreeMap::new();
-    for (zone, parts) in v["data"][0].as_object().unwrap() {
-        for iface in parts["interfaces"].as_array().into_iter().flatten() {
-            map.insert(iface.as_str().unwrap().to_string(), zone.clone());
-        }
-    }
-    map
-}
 
 /// The state file's bridge → zone map (it must parse: "an intact state file").
 fn recorded(lab: &Lab) -> BTreeMap<String, String> {
@@ -86,7 +25,7 @@ fn recorded(lab: &Lab) -> BTreeMap<String, String> {
 
 fn installed_lab(cfg: LabConfig) -> Lab {
     let lab = Lab::start(cfg);
-    ok(&run(&lab, &["install"]));
+    ok(&lab.run_virtzone(&["install"]));
     lab
 }
 
@@ -96,41 +35,41 @@ fn attach_detach_and_the_admins_choice() {
         let what = format!("{:?}/{:?}", cfg.release, cfg.backend);
         let lab = installed_lab(cfg);
         assert_eq!(
-            ok(&run(&lab, &["attach", "virbr0"])).trim(),
+            ok(&lab.run_virtzone(&["attach", "virbr0"])).trim(),
             "bound bridge virbr0 to zone libvirt",
             "{what}"
         );
         assert_eq!(
-            ok(&run(&lab, &["attach", "virbr0"])).trim(),
+            ok(&lab.run_virtzone(&["attach", "virbr0"])).trim(),
             "bridge virbr0 is already in zone libvirt"
         );
         // A bridge the admin put elsewhere stays there.
-        fw(&lab, &["--zone=public", "--change-interface=virbr7"]);
-        let out = run(&lab, &["attach", "virbr7"]);
+        lab.firewall_cmd_ok(&["--zone=public", "--change-interface=virbr7"]);
+        let out = lab.run_virtzone(&["attach", "virbr7"]);
         assert_eq!(out.status.code(), Some(1), "{what}");
         assert_eq!(text(&out.stderr).trim(), "virtzone: bridge virbr7 is in zone public, which virtzone did not set, so the admin's choice stands; pass --force to move it to zone libvirt");
         assert_eq!(
-            actual(&lab).get("virbr7").map(String::as_str),
+            lab.interface_zones().get("virbr7").map(String::as_str),
             Some("public"),
             "{what}"
         );
-        let out = run(&lab, &["detach", "virbr7"]);
+        let out = lab.run_virtzone(&["detach", "virbr7"]);
         assert_eq!(out.status.code(), Some(1), "{what}");
         assert_eq!(
-            actual(&lab).get("virbr7").map(String::as_str),
+            lab.interface_zones().get("virbr7").map(String::as_str),
             Some("public")
         );
         assert_eq!(
-            ok(&run(&lab, &["attach", "virbr7", "--force"])).trim(),
+            ok(&lab.run_virtzone(&["attach", "virbr7", "--force"])).trim(),
             "moved bridge virbr7 from zone public to zone libvirt"
         );
         // A zone virtzone set may be changed by virtzone.
         assert_eq!(
-            ok(&run(&lab, &["attach", "virbr7", "--zone", "trusted"])).trim(),
+            ok(&lab.run_virtzone(&["attach", "virbr7", "--zone", "trusted"])).trim(),
             "moved bridge virbr7 from zone libvirt to zone trusted"
         );
         // A missing zone is named, with the way out.
-        let out = run(&lab, &["attach", "virbr9", "--zone", "nosuch"]);
+        let out = lab.run_virtzone(&["attach", "virbr9", "--zone", "nosuch"]);
         assert_eq!(out.status.code(), Some(1));
         assert!(
             text(&out.stderr).contains("zone nosuch does not exist in firewalld"),
@@ -147,9 +86,10 @@ fn attach_detach_and_the_admins_choice() {
         );
 
         // list shows drift: a reload drops runtime bindings, firewall-cmd moves one.
-        fw(&lab, &["--reload"]);
-        fw(&lab, &["--zone=public", "--change-interface=virbr7"]);
-        let rows: Value = serde_json::from_slice(&run(&lab, &["list", "--json"]).stdout).unwrap();
+        lab.firewall_cmd_ok(&["--reload"]);
+        lab.firewall_cmd_ok(&["--zone=public", "--change-interface=virbr7"]);
+        let rows: Value =
+            serde_json::from_slice(&lab.run_virtzone(&["list", "--json"]).stdout).unwrap();
         assert_eq!(
             (rows[0]["bridge"].as_str(), rows[0]["state"].as_str()),
             (Some("virbr0"), Some("missing")),
@@ -160,26 +100,26 @@ fn attach_detach_and_the_admins_choice() {
             (Some("moved"), Some("public")),
             "{rows}"
         );
-        let listed = ok(&run(&lab, &["list"]));
+        let listed = ok(&lab.run_virtzone(&["list"]));
         assert!(
             listed.contains("MISSING") && listed.contains("MOVED: firewalld has it in zone public"),
             "{listed}"
         );
 
         // detach: one moved away by someone else is left there; an unbound one is a clear no-op.
-        let out = ok(&run(&lab, &["detach", "virbr7"]));
+        let out = ok(&lab.run_virtzone(&["detach", "virbr7"]));
         assert!(
             out.contains("was moved to zone public by someone else; left it there"),
             "{out}"
         );
         assert_eq!(
-            actual(&lab).get("virbr7").map(String::as_str),
+            lab.interface_zones().get("virbr7").map(String::as_str),
             Some("public")
         );
-        let out = ok(&run(&lab, &["detach", "virbr0"]));
+        let out = ok(&lab.run_virtzone(&["detach", "virbr0"]));
         assert!(out.contains("not bound to any zone now; forgot"), "{out}");
         assert_eq!(
-            ok(&run(&lab, &["detach", "virbr0"])).trim(),
+            ok(&lab.run_virtzone(&["detach", "virbr0"])).trim(),
             "bridge virbr0 is not bound to any zone; nothing to do"
         );
         assert!(recorded(&lab).is_empty());
@@ -189,22 +129,20 @@ fn attach_detach_and_the_admins_choice() {
 #[test]
 fn permanent_bindings_survive_reloads() {
     let lab = installed_lab(LabConfig::default());
-    ok(&run(&lab, &["attach", "virbr0", "--permanent"]));
+    ok(&lab.run_virtzone(&["attach", "virbr0", "--permanent"]));
     assert_eq!(
-        fw(&lab, &["--permanent", "--get-zone-of-interface=virbr0"]).trim(),
+        lab.firewall_cmd_ok(&["--permanent", "--get-zone-of-interface=virbr0"])
+            .trim(),
         "libvirt"
     );
-    fw(&lab, &["--reload"]);
+    lab.firewall_cmd_ok(&["--reload"]);
     assert_eq!(
-        actual(&lab).get("virbr0").map(String::as_str),
+        lab.interface_zones().get("virbr0").map(String::as_str),
         Some("libvirt")
     );
     // A permanent binding the admin made elsewhere is respected too.
-    fw(
-        &lab,
-        &["--permanent", "--zone=public", "--add-interface=virbr8"],
-    );
-    let out = run(&lab, &["attach", "virbr8", "--permanent"]);
+    lab.firewall_cmd_ok(&["--permanent", "--zone=public", "--add-interface=virbr8"]);
+    let out = lab.run_virtzone(&["attach", "virbr8", "--permanent"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("bound to zone public in the permanent configuration"),
@@ -212,16 +150,17 @@ fn permanent_bindings_survive_reloads() {
         text(&out.stderr)
     );
     assert_eq!(
-        fw(&lab, &["--permanent", "--get-zone-of-interface=virbr8"]).trim(),
+        lab.firewall_cmd_ok(&["--permanent", "--get-zone-of-interface=virbr8"])
+            .trim(),
         "public"
     );
-    let out = ok(&run(&lab, &["detach", "virbr0"]));
+    let out = ok(&lab.run_virtzone(&["detach", "virbr0"]));
     assert!(
         out.contains("stays bound in the permanent configuration"),
         "{out}"
     );
-    ok(&run(&lab, &["attach", "virbr0", "--permanent"]));
-    let out = ok(&run(&lab, &["detach", "virbr0", "--permanent"]));
+    ok(&lab.run_virtzone(&["attach", "virbr0", "--permanent"]));
+    let out = ok(&lab.run_virtzone(&["detach", "virbr0", "--permanent"]));
     assert!(
         out.contains("removed it from zone libvirt in the permanent configuration"),
         "{out}"
@@ -236,7 +175,7 @@ fn permanent_bindings_survive_reloads() {
 #[test]
 fn hostile_names_exit_2_and_change_nothing() {
     let lab = installed_lab(LabConfig::default());
-    let before = actual(&lab);
+    let before = lab.interface_zones();
     let bridges = [
         "a/b",
         "../x",
@@ -262,7 +201,7 @@ fn hostile_names_exit_2_and_change_nothing() {
             vec!["detach", "--", bridge],
             vec!["attach", "--permanent", "--force", "--", bridge],
         ] {
-            let out = match vz(&lab).args(&args).output() {
+            let out = match lab.virtzone().args(&args).output() {
                 Ok(out) => out,
                 // A NUL byte cannot even be passed as an argument: nothing reached virtzone.
                 Err(_) if bridge.contains('\0') => continue,
@@ -295,7 +234,7 @@ fn hostile_names_exit_2_and_change_nothing() {
         "libvirt+",
     ];
     for zone in zones {
-        let out = run(&lab, &["attach", "virbr0", &format!("--zone={zone}")]);
+        let out = lab.run_virtzone(&["attach", "virbr0", &format!("--zone={zone}")]);
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -309,8 +248,11 @@ fn hostile_names_exit_2_and_change_nothing() {
         );
     }
     // Also without `--`: the option parser refuses with exit 2 as well.
-    assert_eq!(run(&lab, &["attach", "-virbr0"]).status.code(), Some(2));
-    assert_eq!(actual(&lab), before);
+    assert_eq!(
+        lab.run_virtzone(&["attach", "-virbr0"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(lab.interface_zones(), before);
     assert!(!lab.dir().join("state/bindings.json").exists());
     assert!(bridges.len() + zones.len() >= 15);
 }
@@ -327,7 +269,7 @@ fn wait_all(children: Vec<Child>) -> Vec<Output> {
 fn concurrent_invocations_stay_consistent() {
     let lab = installed_lab(LabConfig::default());
     let spawn = |args: Vec<String>| {
-        vz(&lab)
+        lab.virtzone()
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -347,7 +289,7 @@ fn concurrent_invocations_stay_consistent() {
         .map(|i| (format!("vzbr{i}"), "libvirt".to_string()))
         .collect();
     assert_eq!(recorded(&lab), want);
-    assert_eq!(actual(&lab), want);
+    assert_eq!(lab.interface_zones(), want);
     // 16 at once again: detach the even ones, move the odd ones to trusted.
     let outs = wait_all(
         (0..16)
@@ -374,7 +316,7 @@ fn concurrent_invocations_stay_consistent() {
         .map(|i| (format!("vzbr{i}"), "trusted".to_string()))
         .collect();
     assert_eq!(recorded(&lab), want);
-    assert_eq!(actual(&lab), want);
+    assert_eq!(lab.interface_zones(), want);
     // 16 at once on one bridge, alternating zones: whoever wins, record and firewalld agree.
     let outs = wait_all(
         (0..16)
@@ -391,24 +333,15 @@ fn concurrent_invocations_stay_consistent() {
     for out in &outs {
         ok(out);
     }
-    assert_eq!(recorded(&lab), actual(&lab));
+    assert_eq!(recorded(&lab), lab.interface_zones());
 }
 
 fn hook(lab: &Lab, name: &str, op: &str, subop: &str, data: &str) -> Output {
-    let mut child = vz(lab)
-        .args(["hook", "network", name, op, subop, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(data.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    run_with_input(
+        lab.virtzone()
+            .args(["hook", "network", name, op, subop, "-"]),
+        data,
+    )
 }
 
 const NAT: &str = "<hookData><network><name>default</name><forward mode='nat'/><bridge name='virbr0'/></network></hookData>";
@@ -425,7 +358,7 @@ fn hook_operations() {
         "{}",
         text(&out.stderr)
     );
-    ok(&run(&lab, &["install"]));
+    ok(&lab.run_virtzone(&["install"]));
     ok(&hook(&lab, "default", "start", "begin", NAT));
     assert_eq!(
         ok(&hook(&lab, "default", "started", "begin", NAT)).trim(),
@@ -436,13 +369,14 @@ fn hook_operations() {
         "bound bridge virbr1 to zone libvirt-routed"
     );
     assert_eq!(
-        actual(&lab),
+        lab.interface_zones(),
         BTreeMap::from([
             ("virbr0".into(), "libvirt".into()),
             ("virbr1".into(), "libvirt-routed".into())
         ])
     );
-    let rows: Value = serde_json::from_slice(&run(&lab, &["list", "--json"]).stdout).unwrap();
+    let rows: Value =
+        serde_json::from_slice(&lab.run_virtzone(&["list", "--json"]).stdout).unwrap();
     assert_eq!(rows[0]["network"], "default");
     for (op, subop) in [
         ("port-created", "begin"),
@@ -455,7 +389,7 @@ fn hook_operations() {
     }
     ok(&hook(&lab, "default", "stopped", "end", NAT));
     assert_eq!(
-        actual(&lab),
+        lab.interface_zones(),
         BTreeMap::from([("virbr1".into(), "libvirt-routed".into())])
     );
     assert_eq!(recorded(&lab).len(), 1);
@@ -508,14 +442,15 @@ fn hook_operations() {
         );
         assert!(text(&out.stderr).contains(part), "{}", text(&out.stderr));
     }
-    let out = vz(&lab)
+    let out = lab
+        .virtzone()
         .args(["hook", "qemu", "vm1", "start", "begin", "-"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
-        actual(&lab),
+        lab.interface_zones(),
         BTreeMap::from([("virbr1".into(), "libvirt-routed".into())])
     );
 }

@@ -7,27 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, Lab, LabConfig, Release};
+use common::{ok, text, Backend, Lab, LabConfig, Release};
 use serde_json::Value;
 
 const NAME: &str = "org.virtzone.VirtZone1";
 const PATH: &str = "/org/virtzone/VirtZone1";
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 fn policy() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.virtzone.VirtZone1.conf")
@@ -48,12 +33,6 @@ fn lab(cfg: LabConfig) -> Lab {
     })
 }
 
-fn vz(lab: &Lab) -> Command {
-    let mut cmd = lab.virtzone();
-    cmd.env("VIRTZONE_STATE_DIR", lab.dir().join("state"));
-    cmd
-}
-
 /// A running daemon, stopped on drop.
 struct Daemon {
     child: Child,
@@ -67,7 +46,8 @@ impl Daemon {
             .append(true)
             .open(lab.dir().join("daemon.log"))
             .unwrap();
-        let child = vz(lab)
+        let child = lab
+            .virtzone()
             .arg("serve")
             .stdout(Stdio::null())
             .stderr(log)
@@ -142,33 +122,6 @@ fn busctl_call(lab: &Lab, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// firewalld's runtime interface → zone map.
-fn actual(lab: &Lab) -> BTreeMap<String, String> {
-    let out = lab
-        .busctl()
-        .args([
-            "--json=short",
-            "call",
-            common::FIREWALLD_NAME,
-            common::FIREWALLD_PATH,
-            "org.fedoraproject.FirewallD1.zone",
-            "getActiveZones",
-        ])
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return BTreeMap::new();
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut map = BTreeMap::new();
-    for (zone, parts) in v["data"][0].as_object().unwrap() {
-        for iface in parts["interfaces"].as_array().into_iter().flatten() {
-            map.insert(iface.as_str().unwrap().to_string(), zone.clone());
-        }
-    }
-    map
-}
-
 fn bridges(n: usize, zone: &str) -> BTreeMap<String, String> {
     (0..n)
         .map(|i| (format!("vzbr{i}"), zone.to_string()))
@@ -194,7 +147,7 @@ fn attach_all(lab: &Lab, want: &BTreeMap<String, String>) {
 }
 
 fn wait_for_bindings(lab: &Lab, want: &BTreeMap<String, String>, what: &str) {
-    wait_until(lab, what, || actual(lab) == *want);
+    wait_until(lab, what, || lab.interface_zones() == *want);
 }
 
 #[test]
@@ -211,7 +164,7 @@ fn bindings_come_back_after_reloads_and_restarts() {
         assert_eq!(property(&lab, "FirewalldBackend"), backend.as_str());
         let want = bridges(50, "libvirt");
         attach_all(&lab, &want);
-        assert_eq!(actual(&lab), want);
+        assert_eq!(lab.interface_zones(), want);
 
         for how in ["--reload", "--complete-reload"] {
             let before = reconcile_count(&lab);
@@ -230,7 +183,7 @@ fn bindings_come_back_after_reloads_and_restarts() {
         };
         for i in 0..restarts {
             lab.stop_firewalld();
-            assert!(actual(&lab).is_empty());
+            assert!(lab.interface_zones().is_empty());
             lab.start_firewalld();
             wait_for_bindings(&lab, &want, &format!("bindings are back after restart {i}"));
         }
@@ -253,7 +206,7 @@ fn drift_is_left_alone() {
         reconcile_count(&lab) >= 1
     });
     assert_eq!(
-        actual(&lab).get("vzbr1").map(String::as_str),
+        lab.interface_zones().get("vzbr1").map(String::as_str),
         Some("public")
     );
     let log = std::fs::read_to_string(lab.dir().join("daemon.log")).unwrap();
@@ -302,7 +255,7 @@ fn sigkill_loses_nothing() {
     let children: Vec<Child> = want
         .keys()
         .map(|b| {
-            vz(&lab)
+            lab.virtzone()
                 .args(["attach", b])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -343,7 +296,7 @@ fn sigkill_loses_nothing() {
     wait_for_bindings(&lab, &recorded, "the restarted daemon converged");
     // And the rest can be attached now: nothing was lost or left half-done.
     attach_all(&lab, &want);
-    assert_eq!(actual(&lab), want);
+    assert_eq!(lab.interface_zones(), want);
 }
 
 #[test]
@@ -368,7 +321,7 @@ fn concurrent_clients_get_their_last_requests() {
         .step_by(2)
         .map(|i| (format!("vzbr{i}"), "trusted".to_string()))
         .collect();
-    assert_eq!(actual(&lab), want);
+    assert_eq!(lab.interface_zones(), want);
     let rows = ok(&busctl_call(&lab, &["List"]));
     assert!(rows.starts_with("a(ssss) 16 "), "{rows}");
     // And they survive a reload.
@@ -406,7 +359,7 @@ fn unprivileged_callers_may_read_but_not_change() {
     );
     let out = as_nobody(&["Detach", "s", "virbr0"]);
     assert!(!out.status.success());
-    assert!(actual(&lab).is_empty());
+    assert!(lab.interface_zones().is_empty());
     assert!(!lab.dir().join("state/bindings.json").exists());
     // Reads are open.
     ok(&as_nobody(&["List"]));
@@ -467,7 +420,8 @@ fn bad_arguments_are_named_errors() {
         let _ = error;
     }
     // Through the CLI, an invalid name is exit 2 before anything is sent; a refusal is exit 1.
-    let out = vz(&lab)
+    let out = lab
+        .virtzone()
         .args(["attach", "virbr0", "--zone", "nosuch"])
         .output()
         .unwrap();
@@ -477,7 +431,7 @@ fn bad_arguments_are_named_errors() {
         "{}",
         text(&out.stderr)
     );
-    assert!(actual(&lab).is_empty());
+    assert!(lab.interface_zones().is_empty());
 }
 
 #[test]
@@ -535,14 +489,14 @@ fn more_bindings_than_the_bus_allows_pending_replies() {
             .collect();
         attach_all(&lab, &chunk);
     }
-    assert_eq!(actual(&lab), want);
+    assert_eq!(lab.interface_zones(), want);
     let before = reconcile_count(&lab);
     assert!(lab.firewall_cmd(&["--reload"]).status.success());
     wait_until(&lab, "the reconcile after the reload", || {
         reconcile_count(&lab) > before
     });
     assert_eq!(
-        actual(&lab),
+        lab.interface_zones(),
         want,
         "every binding is back once the reconcile completed"
     );

@@ -3,46 +3,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use common::{both_releases_both_backends, Backend, Lab, LabConfig, Release};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs virtzone in the lab with a private state directory.
-fn vz(lab: &Lab, args: &[&str]) -> Output {
-    lab.virtzone()
-        .args(args)
-        .env("VIRTZONE_STATE_DIR", lab.dir().join("state"))
-        .output()
-        .expect("run virtzone")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn fw(lab: &Lab, args: &[&str]) -> String {
-    let out = lab.firewall_cmd(args);
-    assert!(
-        out.status.success(),
-        "firewall-cmd {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use common::{both_releases_both_backends, ok, text, Backend, Lab, LabConfig, Release};
 
 fn permanent_zones(lab: &Lab) -> Vec<String> {
-    fw(lab, &["--permanent", "--get-zones"])
+    lab.firewall_cmd_ok(&["--permanent", "--get-zones"])
         .split_whitespace()
         .map(String::from)
         .collect()
@@ -60,11 +25,11 @@ fn fresh_install_is_live_and_what_firewall_cmd_shows() {
     for cfg in both_releases_both_backends() {
         let what = format!("{:?}/{:?}", cfg.release, cfg.backend);
         let lab = Lab::start(cfg);
-        let out = ok(&vz(&lab, &["install"]));
+        let out = ok(&lab.run_virtzone(&["install"]));
         assert_eq!(out.matches(": added").count(), 5, "{what}: {out}");
         assert!(out.contains("reloaded firewalld"), "{what}: {out}");
 
-        let info = fw(&lab, &["--info-zone=libvirt"]);
+        let info = lab.firewall_cmd_ok(&["--info-zone=libvirt"]);
         assert!(info.contains("target: ACCEPT"), "{what}: {info}");
         assert!(
             info.contains("services: dhcp dhcpv6 dns ssh tftp"),
@@ -75,7 +40,7 @@ fn fresh_install_is_live_and_what_firewall_cmd_shows() {
             info.contains("rule priority=\"32767\" reject"),
             "{what}: {info}"
         );
-        let policy = fw(&lab, &["--info-policy=libvirt-to-host"]);
+        let policy = lab.firewall_cmd_ok(&["--info-policy=libvirt-to-host"]);
         assert!(policy.contains("target: REJECT"), "{what}: {policy}");
         assert!(
             policy.contains("ingress-zones: libvirt-routed")
@@ -88,18 +53,16 @@ fn fresh_install_is_live_and_what_firewall_cmd_shows() {
         );
         for p in ["libvirt-routed-in", "libvirt-routed-out"] {
             assert!(
-                fw(&lab, &[&format!("--info-policy={p}")]).contains("target: ACCEPT"),
+                lab.firewall_cmd_ok(&[&format!("--info-policy={p}")])
+                    .contains("target: ACCEPT"),
                 "{what}: {p}"
             );
         }
         // Live: a bridge can be bound to the new zones right away.
-        fw(
-            &lab,
-            &["--zone=libvirt-routed", "--change-interface=virbr9"],
-        );
+        lab.firewall_cmd_ok(&["--zone=libvirt-routed", "--change-interface=virbr9"]);
 
         let status: serde_json::Value =
-            serde_json::from_slice(&vz(&lab, &["status", "--json"]).stdout).unwrap();
+            serde_json::from_slice(&lab.run_virtzone(&["status", "--json"]).stdout).unwrap();
         for list in ["zones", "policies"] {
             for o in status[list].as_array().unwrap() {
                 assert_eq!(
@@ -121,25 +84,19 @@ fn reinstall_changes_nothing_and_keeps_admin_changes() {
     for cfg in both_releases_both_backends() {
         let what = format!("{:?}/{:?}", cfg.release, cfg.backend);
         let lab = Lab::start(cfg);
-        ok(&vz(&lab, &["install"]));
+        ok(&lab.run_virtzone(&["install"]));
         // The admin's customisations, permanent and made live.
-        fw(
-            &lab,
-            &["--permanent", "--zone=libvirt", "--add-service=http"],
-        );
-        fw(
-            &lab,
-            &[
-                "--permanent",
-                "--policy=libvirt-to-host",
-                "--add-port=8080/tcp",
-            ],
-        );
-        fw(&lab, &["--reload"]);
+        lab.firewall_cmd_ok(&["--permanent", "--zone=libvirt", "--add-service=http"]);
+        lab.firewall_cmd_ok(&[
+            "--permanent",
+            "--policy=libvirt-to-host",
+            "--add-port=8080/tcp",
+        ]);
+        lab.firewall_cmd_ok(&["--reload"]);
         // A runtime-only binding: any reload would drop it (FlushAllOnReload).
-        fw(&lab, &["--zone=trusted", "--change-interface=probe0"]);
+        lab.firewall_cmd_ok(&["--zone=trusted", "--change-interface=probe0"]);
 
-        let out = ok(&vz(&lab, &["install"]));
+        let out = ok(&lab.run_virtzone(&["install"]));
         assert!(!out.contains(": added"), "{what}: {out}");
         assert!(out.contains("zone libvirt: already present (installed by virtzone), kept as it is; it differs from virtzone's: extra service http"), "{what}: {out}");
         assert!(out.contains("extra port 8080/tcp"), "{what}: {out}");
@@ -148,24 +105,24 @@ fn reinstall_changes_nothing_and_keeps_admin_changes() {
             "{what}: {out}"
         );
         assert_eq!(
-            fw(&lab, &["--get-zone-of-interface=probe0"]).trim(),
+            lab.firewall_cmd_ok(&["--get-zone-of-interface=probe0"])
+                .trim(),
             "trusted",
             "{what}: a reload happened"
         );
         assert!(
-            fw(&lab, &["--permanent", "--zone=libvirt", "--list-services"]).contains("http"),
+            lab.firewall_cmd_ok(&["--permanent", "--zone=libvirt", "--list-services"])
+                .contains("http"),
             "{what}"
         );
         assert!(
-            fw(&lab, &["--zone=libvirt", "--list-services"]).contains("http"),
+            lab.firewall_cmd_ok(&["--zone=libvirt", "--list-services"])
+                .contains("http"),
             "{what}"
         );
         assert!(
-            fw(
-                &lab,
-                &["--permanent", "--policy=libvirt-to-host", "--list-ports"]
-            )
-            .contains("8080/tcp"),
+            lab.firewall_cmd_ok(&["--permanent", "--policy=libvirt-to-host", "--list-ports"])
+                .contains("8080/tcp"),
             "{what}"
         );
     }
@@ -178,7 +135,7 @@ fn old_firewalld_is_refused_with_nothing_written() {
             reported_version: Some("0.6.4".into()),
             ..cfg
         });
-        let out = vz(&lab, &["install"]);
+        let out = lab.run_virtzone(&["install"]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
         let err = text(&out.stderr);
         assert!(
@@ -201,7 +158,7 @@ fn firewalld_0_8_gets_the_zone_without_policies() {
             reported_version: Some("0.8.0".into()),
             ..cfg
         });
-        let out = ok(&vz(&lab, &["install"]));
+        let out = ok(&lab.run_virtzone(&["install"]));
         assert!(out.contains("zone libvirt: added"), "{out}");
         assert!(out.contains("zone libvirt-routed: skipped, it needs firewalld 0.9.0 or later (policies); routed networks fall back to the libvirt zone"), "{out}");
         assert!(out.contains("policy libvirt-to-host: skipped"), "{out}");
@@ -211,11 +168,12 @@ fn firewalld_0_8_gets_the_zone_without_policies() {
                 && !zones.contains(&"libvirt-routed".to_string()),
             "{zones:?}"
         );
-        assert!(fw(&lab, &["--get-policies"])
+        assert!(lab
+            .firewall_cmd_ok(&["--get-policies"])
             .split_whitespace()
             .all(|p| !p.starts_with("libvirt")));
         // The pre-0.9.0 path (addZone's tuple) produced the same zone.
-        let info = fw(&lab, &["--info-zone=libvirt"]);
+        let info = lab.firewall_cmd_ok(&["--info-zone=libvirt"]);
         assert!(
             info.contains("target: ACCEPT") && info.contains("rule priority=\"32767\" reject"),
             "{info}"
@@ -249,7 +207,7 @@ fn failing_reload_is_rolled_back() {
             "<zone><rule priority='x'></zone>",
         )
         .unwrap();
-        let out = vz(&lab, &["install"]);
+        let out = lab.run_virtzone(&["install"]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
         let err = text(&out.stderr);
         assert!(
@@ -274,7 +232,7 @@ fn failing_reload_is_rolled_back() {
         assert!(!lab.dir().join("state/installed.json").exists());
         assert_eq!(lab.state(), "RUNNING");
         // firewalld still enforces its previous configuration, and takes the install once healthy.
-        ok(&vz(&lab, &["install"]));
+        ok(&lab.run_virtzone(&["install"]));
     }
 }
 
@@ -298,7 +256,7 @@ fn offline_install_into_a_root_is_valid_config() {
     std::fs::create_dir_all(root.join("usr/lib")).unwrap();
     std::fs::create_dir_all(root.join("etc/firewalld")).unwrap();
     copy_tree(&lab.default_config_dir, &root.join("usr/lib/firewalld"));
-    let out = ok(&vz(&lab, &["install", "--root", root.to_str().unwrap()]));
+    let out = ok(&lab.run_virtzone(&["install", "--root", root.to_str().unwrap()]));
     assert_eq!(out.matches(": added").count(), 5, "{out}");
     for (dir, name) in [
         ("zones", "libvirt"),
@@ -345,9 +303,9 @@ fn offline_install_into_a_root_is_valid_config() {
     .unwrap();
     assert!(!check(&broken).status.success());
     // A second offline install changes nothing; uninstall removes exactly what it wrote.
-    let out = ok(&vz(&lab, &["install", "--root", root.to_str().unwrap()]));
+    let out = ok(&lab.run_virtzone(&["install", "--root", root.to_str().unwrap()]));
     assert!(!out.contains(": added"), "{out}");
-    let out = ok(&vz(&lab, &["uninstall", "--root", root.to_str().unwrap()]));
+    let out = ok(&lab.run_virtzone(&["uninstall", "--root", root.to_str().unwrap()]));
     assert_eq!(out.matches(": removed").count(), 5, "{out}");
     assert!(check(&root).status.success());
 }
@@ -371,10 +329,10 @@ fn packaged_files_load_into_firewalld() {
             ..cfg
         });
         let status: serde_json::Value =
-            serde_json::from_slice(&vz(&lab, &["status", "--json"]).stdout).unwrap();
+            serde_json::from_slice(&lab.run_virtzone(&["status", "--json"]).stdout).unwrap();
         assert_eq!(status["zones"][0]["origin"], "package", "{status}");
         assert_eq!(status["zones"][0]["runtime"], true, "{status}");
-        let out = ok(&vz(&lab, &["install"]));
+        let out = ok(&lab.run_virtzone(&["install"]));
         assert!(
             out.contains("zone libvirt: already present (from a package), same as virtzone's"),
             "{out}"
@@ -403,7 +361,7 @@ fn uninstall_leaves_package_and_admin_objects_alone() {
             ],
             ..cfg
         });
-        let out = ok(&vz(&lab, &["install"]));
+        let out = ok(&lab.run_virtzone(&["install"]));
         assert!(
             out.contains("zone libvirt: already present (from a package), same as virtzone's"),
             "{out}"
@@ -411,8 +369,8 @@ fn uninstall_leaves_package_and_admin_objects_alone() {
         assert!(out.contains("policy libvirt-to-host: already present (an admin's), kept as it is; it differs from virtzone's: missing service dhcp"), "{out}");
         assert_eq!(out.matches(": added").count(), 2, "{out}");
         // A bridge in a zone virtzone would remove blocks the uninstall, unless forced.
-        fw(&lab, &["--zone=libvirt", "--change-interface=virbr0"]);
-        let out = ok(&vz(&lab, &["uninstall"]));
+        lab.firewall_cmd_ok(&["--zone=libvirt", "--change-interface=virbr0"]);
+        let out = ok(&lab.run_virtzone(&["uninstall"]));
         assert_eq!(out.matches(": removed").count(), 2, "{out}");
         assert!(
             out.contains("zone libvirt: skipped, it is from a package, not virtzone's"),
@@ -431,7 +389,7 @@ fn uninstall_leaves_package_and_admin_objects_alone() {
         assert!(
             zones.contains(&"libvirt".to_string()) && zones.contains(&"libvirt-routed".to_string())
         );
-        let policies = fw(&lab, &["--permanent", "--get-policies"]);
+        let policies = lab.firewall_cmd_ok(&["--permanent", "--get-policies"]);
         assert!(
             policies.contains("libvirt-to-host") && !policies.contains("libvirt-routed-in"),
             "{policies}"
@@ -442,9 +400,9 @@ fn uninstall_leaves_package_and_admin_objects_alone() {
 #[test]
 fn uninstall_refuses_bound_zones_unless_forced() {
     let lab = Lab::start(LabConfig::default());
-    ok(&vz(&lab, &["install"]));
-    fw(&lab, &["--zone=libvirt", "--change-interface=virbr0"]);
-    let out = vz(&lab, &["uninstall"]);
+    ok(&lab.run_virtzone(&["install"]));
+    lab.firewall_cmd_ok(&["--zone=libvirt", "--change-interface=virbr0"]);
+    let out = lab.run_virtzone(&["uninstall"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -452,7 +410,7 @@ fn uninstall_refuses_bound_zones_unless_forced() {
         "{err}"
     );
     assert!(permanent_zones(&lab).contains(&"libvirt".to_string()));
-    let out = ok(&vz(&lab, &["uninstall", "--force"]));
+    let out = ok(&lab.run_virtzone(&["uninstall", "--force"]));
     assert_eq!(out.matches(": removed").count(), 5, "{out}");
     assert!(!permanent_zones(&lab)
         .iter()

@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Output, Stdio};
 
 use common::libvirt::{Hook, LibvirtConfig, LibvirtLab};
@@ -104,21 +103,11 @@ fn virtzone_run(vlab: &LibvirtLab, call: &str) -> common::libvirt::HookRun {
 
 /// `virtzone hook network NAME OP SUBOP -` run directly with `data` on stdin.
 fn hook_directly(vlab: &LibvirtLab, name: &str, op: &str, subop: &str, data: &str) -> Output {
-    let mut child = vlab
-        .virtzone()
-        .args(["hook", "network", name, op, subop, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn virtzone");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(data.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    common::run_with_input(
+        vlab.virtzone()
+            .args(["hook", "network", name, op, subop, "-"]),
+        data,
+    )
 }
 
 // --- the harness itself, with trivial hooks instead of virtzone's ---

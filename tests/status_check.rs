@@ -2,49 +2,30 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
-use common::{both_releases_both_backends, Backend, Lab, LabConfig, Release};
+use common::{both_releases_both_backends, run_with_input, text, Backend, Lab, LabConfig, Release};
 use serde_json::Value;
 
-fn run(cmd: &mut std::process::Command) -> Output {
+fn output(cmd: &mut std::process::Command) -> Output {
     cmd.output().expect("run virtzone")
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn status_json(lab: &Lab) -> Value {
-    let out = run(lab.virtzone().args(["status", "--json"]));
-    assert!(out.status.success(), "status failed: {}", stderr(&out));
+    let out = output(lab.virtzone().args(["status", "--json"]));
+    assert!(out.status.success(), "status failed: {}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
 }
 
 /// Runs `virtzone check` with `xml` on stdin.
 fn check_xml(lab: &Lab, xml: &str, extra: &[&str]) -> Output {
-    let mut child = lab
-        .virtzone()
-        .args(["check", "--network-xml", "-"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn virtzone");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(xml.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    run_with_input(
+        lab.virtzone()
+            .args(["check", "--network-xml", "-"])
+            .args(extra),
+        xml,
+    )
 }
 
 /// The shipped zone and policy files, as firewalld would load them from its config tree.
@@ -86,8 +67,13 @@ fn no_zone_fails_on_nftables_and_warns_on_iptables() {
         let out = check_xml(&lab, NAT, &[]);
         match backend {
             Backend::Nftables => {
-                assert_eq!(out.status.code(), Some(1), "{release:?}: {}", stderr(&out));
-                let msg = stderr(&out);
+                assert_eq!(
+                    out.status.code(),
+                    Some(1),
+                    "{release:?}: {}",
+                    text(&out.stderr)
+                );
+                let msg = text(&out.stderr);
                 for part in [
                     "nftables backend",
                     "no libvirt zone",
@@ -103,12 +89,17 @@ fn no_zone_fails_on_nftables_and_warns_on_iptables() {
                 assert_eq!(msg.lines().count(), 1, "one sentence: {msg:?}");
             }
             Backend::Iptables => {
-                assert_eq!(out.status.code(), Some(0), "{release:?}: {}", stderr(&out));
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{release:?}: {}",
+                    text(&out.stderr)
+                );
                 assert!(
-                    stderr(&out)
+                    text(&out.stderr)
                         .contains("warning: bridge virbr0 stays in firewalld's default zone"),
                     "{}",
-                    stderr(&out)
+                    text(&out.stderr)
                 );
             }
         }
@@ -129,14 +120,14 @@ fn zones_present_pass_and_name_the_zone() {
             }
         }
         let out = check_xml(&lab, NAT, &[]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         assert_eq!(
-            stdout(&out).trim(),
+            text(&out.stdout).trim(),
             "bridge virbr0 of network default gets zone libvirt"
         );
 
         let out = check_xml(&lab, ROUTED, &["--json"]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["zone"], "libvirt-routed");
         assert_eq!(v["reason"], "default-zone");
@@ -145,14 +136,15 @@ fn zones_present_pass_and_name_the_zone() {
 
         // An explicit zone wins; a missing one is named.
         let out = check_xml(&lab, NAT, &["--zone", "trusted"]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        assert!(stdout(&out).contains("requested zone trusted"));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("requested zone trusted"));
         let out = check_xml(&lab, NAT, &["--zone", "nosuchzone"]);
         assert_eq!(out.status.code(), Some(1));
         assert!(
-            stderr(&out).contains("zone nosuchzone requested for network default does not exist"),
+            text(&out.stderr)
+                .contains("zone nosuchzone requested for network default does not exist"),
             "{}",
-            stderr(&out)
+            text(&out.stderr)
         );
     }
 }
@@ -164,16 +156,16 @@ fn routed_falls_back_to_libvirt_without_policies() {
         ..LabConfig::default()
     });
     let out = check_xml(&lab, ROUTED, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
-        stdout(&out).contains("gets zone libvirt"),
+        text(&out.stdout).contains("gets zone libvirt"),
         "{}",
-        stdout(&out)
+        text(&out.stdout)
     );
     assert!(
-        stderr(&out).contains("falls back to zone libvirt"),
+        text(&out.stderr).contains("falls back to zone libvirt"),
         "{}",
-        stderr(&out)
+        text(&out.stderr)
     );
 }
 
@@ -189,10 +181,10 @@ fn status_shows_bridges_and_their_zones() {
             .args(["link", "add", br, "type", "bridge"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(out.status.success(), "{}", text(&out.stderr));
     }
     let out = lab.firewall_cmd(&["--zone=libvirt", "--change-interface=virbr0"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let status = status_json(&lab);
     let bridges = status["bridges"].as_array().unwrap();
     assert_eq!(bridges.len(), 2, "{status}");
@@ -204,11 +196,11 @@ fn status_shows_bridges_and_their_zones() {
         (bridges[1]["name"].as_str(), bridges[1]["zone"].as_str()),
         (Some("virbr5"), None)
     );
-    let text = stdout(&run(lab.virtzone().arg("status")));
-    assert!(text.contains("virbr0               libvirt"), "{text}");
+    let shown = common::text(&output(lab.virtzone().arg("status")).stdout);
+    assert!(shown.contains("virbr0               libvirt"), "{shown}");
     assert!(
-        text.contains("firewalld: 1.3.3 (state RUNNING, backend nftables)"),
-        "{text}"
+        shown.contains("firewalld: 1.3.3 (state RUNNING, backend nftables)"),
+        "{shown}"
     );
 }
 
@@ -230,8 +222,17 @@ fn old_reported_versions() {
         );
         assert_eq!(status["firewalld"]["capabilities"]["policies"], policies);
         let out = check_xml(&lab, NAT, &[]);
-        assert_eq!(out.status.code(), Some(1), "{version}: {}", stderr(&out));
-        assert!(stderr(&out).contains(part), "{version}: {}", stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{version}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(part),
+            "{version}: {}",
+            text(&out.stderr)
+        );
     }
 }
 
@@ -245,8 +246,8 @@ fn no_firewalld() {
     assert_eq!(status["firewalld"]["running"], false);
     assert_eq!(status["firewalld"]["system_bus"], true);
     let out = check_xml(&lab, NAT, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("firewalld is not running"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("firewalld is not running"));
     let out = check_xml(
         &lab,
         "<network><name>n1</name><bridge name='virbr0' zone='libvirt'/></network>",
@@ -254,19 +255,19 @@ fn no_firewalld() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).starts_with(
+        text(&out.stderr).starts_with(
             "virtzone: zone libvirt requested for network n1 but firewalld is not running"
         ),
         "{}",
-        stderr(&out)
+        text(&out.stderr)
     );
 
     // No system bus at all is the same fact, not a crash.
-    let out = run(lab.virtzone().args(["status", "--json"]).env(
+    let out = output(lab.virtzone().args(["status", "--json"]).env(
         "DBUS_SYSTEM_BUS_ADDRESS",
         format!("unix:path={}/nobus.sock", lab.dir().display()),
     ));
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (
@@ -275,11 +276,11 @@ fn no_firewalld() {
         ),
         (Some(false), Some(false))
     );
-    let out = run(lab.virtzone().args(["check", "--bridge", "virbr0"]).env(
+    let out = output(lab.virtzone().args(["check", "--bridge", "virbr0"]).env(
         "DBUS_SYSTEM_BUS_ADDRESS",
         format!("unix:path={}/nobus.sock", lab.dir().display()),
     ));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -296,7 +297,11 @@ fn failed_firewalld_is_reported() {
     assert_eq!(status["firewalld"]["state"], "FAILED");
     let out = check_xml(&lab, NAT, &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("FAILED state"), "{}", stderr(&out));
+    assert!(
+        text(&out.stderr).contains("FAILED state"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -327,20 +332,21 @@ fn bad_input_exits_2() {
             out.status.code(),
             Some(2),
             "{xml} {extra:?}: {}",
-            stderr(&out)
+            text(&out.stderr)
         );
         assert!(
-            stderr(&out).contains(part),
+            text(&out.stderr).contains(part),
             "{xml} {extra:?}: {}",
-            stderr(&out)
+            text(&out.stderr)
         );
     }
-    let out = run(lab.virtzone().arg("check"));
+    let out = output(lab.virtzone().arg("check"));
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("check needs --network-xml FILE or --bridge BRIDGE"));
-    let out = run(lab
-        .virtzone()
-        .args(["check", "--network-xml", "/nonexistent.xml"]));
+    assert!(text(&out.stderr).contains("check needs --network-xml FILE or --bridge BRIDGE"));
+    let out = output(
+        lab.virtzone()
+            .args(["check", "--network-xml", "/nonexistent.xml"]),
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("cannot read the network XML from /nonexistent.xml"));
+    assert!(text(&out.stderr).contains("cannot read the network XML from /nonexistent.xml"));
 }

@@ -11,6 +11,7 @@ use super::{check, Failure};
 use crate::bind::{self, Attach, Bindings, BINDINGS_FILE};
 use crate::firewalld::{gather_facts, Firewalld, FirewalldFacts};
 use crate::libvirt::parse_network_xml;
+use crate::names::BridgeName;
 use crate::precheck::{self, Request};
 use crate::state::StateDir;
 
@@ -80,73 +81,61 @@ pub async fn run(
         )));
     }
     let state = StateDir::locate(None);
-    match op {
-        Op::Start => {
-            let facts = gather_facts().await?;
-            let verdict = precheck::decide(
-                &Request {
-                    network: &network,
-                    zone: None,
-                },
-                &facts,
-            );
-            check::report(&network, &verdict, false)
-        }
-        Op::Started => {
-            let facts = gather_facts().await?;
-            let verdict = precheck::decide(
-                &Request {
-                    network: &network,
-                    zone: None,
-                },
-                &facts,
-            );
-            if !verdict.ok {
-                return Err(Failure::Refused(verdict.message));
-            }
-            let (Some(zone), Some(bridge), FirewalldFacts::Running(_)) =
-                (verdict.zone, network.bridge, facts)
-            else {
-                return Ok(ExitCode::SUCCESS);
-            };
-            let fw = Firewalld::connect().await?;
-            // The network's definition decides its own bridge's zone, so an earlier zone is replaced.
-            let req = Attach {
-                bridge,
-                zone,
-                permanent: false,
-                force: true,
-                network: Some(network.name.clone()),
-            };
-            out!("{}", bind::attach(&fw, &state, &req).await?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Op::Stopped => {
-            let Some(bridge) = network.bridge else {
-                return Ok(ExitCode::SUCCESS);
-            };
-            let managed = state
-                .read::<Bindings>(BINDINGS_FILE)
-                .map_err(|e| Failure::Refused(e.to_string()))?
-                .bindings
-                .contains_key(&bridge);
-            if !managed {
-                return Ok(ExitCode::SUCCESS);
-            }
-            match gather_facts().await? {
-                FirewalldFacts::Running(_) => {
-                    let fw = Firewalld::connect().await?;
-                    out!(
-                        "{}",
-                        bind::detach(&fw, &state, &bridge, false, false).await?
-                    );
-                }
-                FirewalldFacts::NotRunning { .. } => {
-                    out!("{}", bind::forget(&state, &bridge).await?);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Op::Ignored => Ok(ExitCode::SUCCESS),
+    if op == Op::Stopped {
+        return stopped(&state, network.bridge).await;
     }
+    // `start` and `started`: the zone libvirt's rules give this network on this firewalld.
+    let facts = gather_facts().await?;
+    let verdict = precheck::decide(
+        &Request {
+            network: &network,
+            zone: None,
+        },
+        &facts,
+    );
+    if op == Op::Start {
+        return check::report(&network, &verdict, false);
+    }
+    if !verdict.ok {
+        return Err(Failure::Refused(verdict.message));
+    }
+    let (Some(zone), Some(bridge), FirewalldFacts::Running(_)) =
+        (verdict.zone, network.bridge, facts)
+    else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let fw = Firewalld::connect().await?;
+    // The network's definition decides its own bridge's zone, so an earlier zone is replaced.
+    let req = Attach {
+        bridge,
+        zone,
+        permanent: false,
+        force: true,
+        network: Some(network.name.clone()),
+    };
+    out!("{}", bind::attach(&fw, &state, &req).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `stopped end`: unbinds the bridge if virtzone bound it.
+async fn stopped(state: &StateDir, bridge: Option<BridgeName>) -> Result<ExitCode, Failure> {
+    let Some(bridge) = bridge else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let managed = state
+        .read::<Bindings>(BINDINGS_FILE)
+        .map_err(|e| Failure::Refused(e.to_string()))?
+        .bindings
+        .contains_key(&bridge);
+    if !managed {
+        return Ok(ExitCode::SUCCESS);
+    }
+    match gather_facts().await? {
+        FirewalldFacts::Running(_) => {
+            let fw = Firewalld::connect().await?;
+            out!("{}", bind::detach(&fw, state, &bridge, false, false).await?);
+        }
+        FirewalldFacts::NotRunning { .. } => out!("{}", bind::forget(state, &bridge).await?),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -27,8 +27,12 @@ fn installed_firewalld() -> Option<(String, Capabilities)> {
     Some((text, Capabilities::of(&version)))
 }
 
-/// Connects to a running firewalld, `None` when there is none to talk to.
-async fn running_firewalld() -> Result<Option<Firewalld>, Failure> {
+/// The running firewalld to install into, `None` for the offline path: `--root` (packaging) or no
+/// firewalld to talk to.
+async fn live_target(root: Option<&Path>) -> Result<Option<Firewalld>, Failure> {
+    if root.is_some() {
+        return Ok(None);
+    }
     match Firewalld::connect().await {
         Ok(fw) if fw.is_running().await? => Ok(Some(fw)),
         Ok(_) | Err(firewalld::Error::NoBus(_)) => Ok(None),
@@ -47,11 +51,7 @@ pub async fn install(
     reload: bool,
     state_dir: Option<&Path>,
 ) -> Result<ExitCode, Failure> {
-    let fw = match root {
-        Some(_) => None,
-        None => running_firewalld().await?,
-    };
-    let Some(fw) = fw else {
+    let Some(fw) = live_target(root).await? else {
         let (tier, package) = offline_tier(root);
         // Packaging targets another machine, whose firewalld is not this one: no version gate then.
         let target = if package { None } else { installed_firewalld() };
@@ -88,11 +88,7 @@ pub async fn uninstall(
     force: bool,
     state_dir: Option<&Path>,
 ) -> Result<ExitCode, Failure> {
-    let fw = match root {
-        Some(_) => None,
-        None => running_firewalld().await?,
-    };
-    let Some(fw) = fw else {
+    let Some(fw) = live_target(root).await? else {
         let (tier, package) = offline_tier(root);
         print_items(&files::uninstall(&tier, package)?);
         return Ok(ExitCode::SUCCESS);

@@ -6,10 +6,10 @@
 //! virtzone's; any other file of the same name is someone else's and is never overwritten or removed.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::firewalld::Capabilities;
+use crate::state::write_atomically;
 use crate::zone;
 
 use super::plan::{self, Action, Existing, Item, Kind, Origin, Present};
@@ -84,26 +84,6 @@ pub fn inspect(tier: &Path, package_tier: bool) -> Result<Existing, InstallError
     Ok(existing)
 }
 
-/// Writes `text` to `path` atomically, creating its directory.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.virtzone-tmp",
-        path.file_name().and_then(|f| f.to_str()).unwrap_or("x")
-    ));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Installs the shipped files into `tier`. `firewalld` is the target's version and capabilities when
 /// known (the version gates apply), `None` for packaging.
 pub fn install(
@@ -117,7 +97,7 @@ pub fn install(
     for item in items.iter().filter(|i| i.action == Action::Add) {
         let path = object_path(tier, item.kind, &item.name);
         let text = shipped_text(item.kind, &item.name).unwrap_or_default();
-        if let Err(e) = write_atomically(&path, text) {
+        if let Err(e) = write_atomically(&path, text.as_bytes()) {
             for p in &written {
                 let _ = fs::remove_file(p);
             }

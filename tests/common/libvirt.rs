@@ -240,20 +240,6 @@ impl LibvirtLab {
         vlab
     }
 
-    /// The `virtzone` state dir the hook and [`LibvirtLab::virtzone`] use (`<lab>/state`, as in
-    /// the other integration tests).
-    pub fn state_dir(&self) -> PathBuf {
-        self.lab.dir().join("state")
-    }
-
-    /// [`Lab::virtzone`] with `VIRTZONE_STATE_DIR` set to [`LibvirtLab::state_dir`], the state dir
-    /// the hook uses.
-    pub fn virtzone(&self) -> Command {
-        let mut cmd = self.lab.virtzone();
-        cmd.env("VIRTZONE_STATE_DIR", self.state_dir());
-        cmd
-    }
-
     /// `virsh -c network:///system?socket=…` (under `timeout`), with the host's libvirt client
     /// variables removed and `LC_ALL=C` so messages are stable.
     pub fn virsh(&self) -> Command {

@@ -352,9 +352,66 @@ impl Lab {
         cmd
     }
 
-    /// [`Lab::command`] for the crate's `virtzone` binary.
+    /// [`Lab::command`] for the crate's `virtzone` binary, with its state directory inside the lab
+    /// (`VIRTZONE_STATE_DIR=<lab>/state`), so that no test reads or writes the host's.
     pub fn virtzone(&self) -> Command {
-        self.command(virtzone_binary())
+        let mut cmd = self.command(virtzone_binary());
+        cmd.env("VIRTZONE_STATE_DIR", self.state_dir());
+        cmd
+    }
+
+    /// The lab's virtzone state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir().join("state")
+    }
+
+    /// Runs `virtzone ARGS…` in the lab and returns its output, whatever the exit status.
+    pub fn run_virtzone(&self, args: &[&str]) -> Output {
+        self.virtzone()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("lab: cannot run virtzone: {e}"))
+    }
+
+    /// Runs `firewall-cmd ARGS…`, asserting success, and returns its standard output.
+    pub fn firewall_cmd_ok(&self, args: &[&str]) -> String {
+        let out = self.firewall_cmd(args);
+        assert!(
+            out.status.success(),
+            "firewall-cmd {args:?}: {}{}",
+            text(&out.stderr),
+            self.diagnostics()
+        );
+        text(&out.stdout)
+    }
+
+    /// firewalld's runtime interface → zone map, from one `getActiveZones` call (empty when firewalld
+    /// does not answer).
+    pub fn interface_zones(&self) -> std::collections::BTreeMap<String, String> {
+        let out = self
+            .busctl()
+            .args([
+                "--json=short",
+                "call",
+                FIREWALLD_NAME,
+                FIREWALLD_PATH,
+                "org.fedoraproject.FirewallD1.zone",
+                "getActiveZones",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("lab: cannot run busctl: {e}"));
+        let mut map = std::collections::BTreeMap::new();
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            return map;
+        };
+        for (zone, parts) in v["data"][0].as_object().into_iter().flatten() {
+            for iface in parts["interfaces"].as_array().into_iter().flatten() {
+                if let Some(iface) = iface.as_str() {
+                    map.insert(iface.to_string(), zone.clone());
+                }
+            }
+        }
+        map
     }
 
     /// Runs the lab release's `firewall-cmd` (with the lab's Python package, so a reported version
@@ -823,6 +880,41 @@ impl Lab {
         }
         s
     }
+}
+
+/// A process's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts that a command succeeded and returns its standard output; the panic shows both streams.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs `cmd` with `input` on its standard input and returns its output.
+pub fn run_with_input(cmd: &mut Command, input: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that exits before reading everything closes the pipe: that is its business.
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cannot wait for {cmd:?}: {e}"))
 }
 
 /// The `virtzone` binary: cargo names it for integration tests; an example (the demo's `lab`) finds it
