@@ -2,7 +2,7 @@
 # The demo's steps, run by scripts/demo.sh inside a lab (DBUS_SYSTEM_BUS_ADDRESS points at the lab's bus).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$PWD/target/release:$PATH" VIRTZONE_STATE_DIR="$LAB_DIR/state"
+export PATH="${VIRTZONE_BIN_DIR:-$PWD/target/release}:$PATH" VIRTZONE_STATE_DIR="$LAB_DIR/state"
 step() { printf '\n==> %s\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; local rc=$?; printf '(exit status %d)\n' "$rc"; }
 
