@@ -263,16 +263,20 @@ impl Firewalld {
         Ok((!zone.is_empty()).then_some(zone))
     }
 
-    /// Binds `interface` to `zone` in the permanent configuration.
-    pub async fn add_permanent_interface(&self, zone: &str, interface: &str) -> Result<()> {
-        let proxy = self
-            .config_zone(zone)
+    /// The permanent zone `zone`, which must exist (firewalld's own INVALID_ZONE otherwise).
+    async fn existing_config_zone(&self, zone: &str) -> Result<ConfigZoneProxy<'static>> {
+        self.config_zone(zone)
             .await?
             .ok_or_else(|| Error::Firewalld {
                 code: ErrorCode::InvalidZone,
                 detail: zone.to_string(),
-            })?;
-        proxy
+            })
+    }
+
+    /// Binds `interface` to `zone` in the permanent configuration.
+    pub async fn add_permanent_interface(&self, zone: &str, interface: &str) -> Result<()> {
+        self.existing_config_zone(zone)
+            .await?
             .add_interface(interface)
             .await
             .map_err(|e| Error::from_call("config.zone.addInterface", e))
@@ -280,14 +284,8 @@ impl Firewalld {
 
     /// Unbinds `interface` from `zone` in the permanent configuration.
     pub async fn remove_permanent_interface(&self, zone: &str, interface: &str) -> Result<()> {
-        let proxy = self
-            .config_zone(zone)
+        self.existing_config_zone(zone)
             .await?
-            .ok_or_else(|| Error::Firewalld {
-                code: ErrorCode::InvalidZone,
-                detail: zone.to_string(),
-            })?;
-        proxy
             .remove_interface(interface)
             .await
             .map_err(|e| Error::from_call("config.zone.removeInterface", e))

@@ -5,7 +5,7 @@
 //! - Network: it runs under `ip netns exec <lab netns>`, so its bridges, dnsmasq, `ip_forward`
 //!   and netfilter rules all live in the lab's namespace, next to the lab's firewalld.
 //! - Bus: `DBUS_SYSTEM_BUS_ADDRESS` is the lab's bus, and a private `/run` hides the host's
-//!   `/run/dbus/system_bus_socket`, so nothing in it can reach the host's bus even by default.
+//!   system-bus socket (under /run/dbus), so nothing in it can reach the host's bus even by default.
 //! - Files: `ip netns exec` gives every call a fresh mount namespace (with `/` made a recursive
 //!   slave, so nothing propagates back to the host). A small `sh -c` wrapper bind-mounts lab dirs
 //!   over `/run` (socket, pid file, `/run/libvirt/network` state; `/var/run` is a symlink to it on

@@ -24,7 +24,7 @@
 //!   write their restore files there. There is no option for it, so firewalld runs with a bind mount
 //!   of `<lab>/run` over `/run` inside the mount namespace `ip netns exec` creates (it makes `/`
 //!   a recursive slave first, so nothing propagates to the host). Bonus: firewalld cannot even
-//!   see the host's `/run/dbus/system_bus_socket`.
+//!   see the host's system-bus socket under /run/dbus.
 //! - The bus: `DBUS_SYSTEM_BUS_ADDRESS` points at the lab's bus for every lab process.
 //! - Netfilter state and `/proc/sys/net/*` (ip_forward, rp_filter): per network namespace.
 //! - `/etc/sysconfig/network-scripts` (ifcfg lookup): absent on Debian; harmless.
