@@ -42,6 +42,7 @@
 //! - `VIRTZONE_LAB_FIREWALLD_DEBUG=N` starts firewalld with `--debug=N` (long logs).
 #![allow(dead_code)] // Each test crate compiles this module and uses only part of it.
 
+pub mod booted;
 pub mod libvirt;
 pub mod topology;
 
