@@ -5,7 +5,7 @@
 #
 #   scripts/deb-cached.sh
 #
-# The cache key is a hash of every project file's content (what build-packages.sh copies), so any
+# The cache key is a hash of the content of every project file but the tests and benchmarks, so any
 # change to the sources, the packaging or the unit builds afresh. Builds go to
 # target/packages/cache/<key> through a temp dir renamed into place, so a failed build is never
 # used. cargo uses its own target dir (target/deb-build): a test run holding target/'s lock may call
@@ -16,7 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-key=$(git ls-files -z --cached --others --exclude-standard | sort -z |
+# Tests and benchmarks do not go into the packages: editing them must not cost a rebuild.
+key=$(git ls-files -z --cached --others --exclude-standard -- . ':!tests' ':!benches' | sort -z |
     xargs -0 sha256sum 2>/dev/null | sha256sum | cut -c1-16)
 cache=$repo/target/packages/cache
 out=$cache/$key
