@@ -26,12 +26,10 @@ const NAT_XML: &str = "<network><name>vznat</name><forward mode='nat'/><bridge n
 
 /// Installs packages (host paths) with apt, as an admin would; returns apt's output.
 fn apt_install(b: &Booted, debs: &[PathBuf]) -> String {
-    let args: Vec<String> = debs.iter().map(|d| format!(".{}", b.copy_in(d))).collect();
-    // `./…` paths relative to / make apt treat them as files.
-    b.sh_ok(&format!(
-        "cd / && apt-get install -y --no-download {} 2>&1",
-        args.join(" ")
-    ))
+    // Paths with a slash make apt treat them as files (the booted system has no mirror: the
+    // dependencies are in the root already).
+    let args: Vec<String> = debs.iter().map(|d| b.copy_in(d)).collect();
+    b.sh_ok(&format!("apt-get install -y {} 2>&1", args.join(" ")))
 }
 
 /// This tree's virtzone package.
@@ -81,12 +79,10 @@ fn bindings_json(b: &Booted) -> serde_json::Value {
 /// Journal entries of a unit since `cursor` (or the boot), as JSON objects.
 fn journal(b: &Booted, unit: &str, cursor: Option<&str>) -> Vec<serde_json::Value> {
     let after = cursor.map_or(String::new(), |c| format!("--after-cursor='{c}'"));
-    b.sh_ok(&format!(
-        "journalctl --no-pager -o json -u {unit} {after}"
-    ))
-    .lines()
-    .filter_map(|l| serde_json::from_str(l).ok())
-    .collect()
+    b.sh_ok(&format!("journalctl --no-pager -o json -u {unit} {after}"))
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 fn message(e: &serde_json::Value) -> String {
@@ -154,7 +150,9 @@ fn installed_package_activates_runs_the_hook_logs_and_survives() {
     // 2. D-Bus activation: stopped, a call to its name starts it.
     b.sh_ok("systemctl stop virtzone");
     assert_eq!(b.sh_out("systemctl is-active virtzone").trim(), "inactive");
-    b.sh_ok("busctl call org.virtzone.VirtZone1 /org/virtzone/VirtZone1 org.virtzone.VirtZone1 List");
+    b.sh_ok(
+        "busctl call org.virtzone.VirtZone1 /org/virtzone/VirtZone1 org.virtzone.VirtZone1 List",
+    );
     b.wait_ok(
         "virtzone activated by a bus call",
         SETTLE,
@@ -164,7 +162,9 @@ fn installed_package_activates_runs_the_hook_logs_and_survives() {
     // 4. libvirtd as a service runs the hook once restarted: virtzone's own record names the network.
     b.sh_ok("systemctl restart libvirtd");
     let xml = b.put("vznat.xml", NAT_XML);
-    b.sh_ok(&format!("virsh -q net-define {xml} && virsh -q net-start vznat"));
+    b.sh_ok(&format!(
+        "virsh -q net-define {xml} && virsh -q net-start vznat"
+    ));
     let record = bindings_json(&b);
     assert_eq!(
         (
@@ -248,16 +248,18 @@ fn installed_package_activates_runs_the_hook_logs_and_survives() {
         assert_eq!(e["PRIORITY"].as_str(), Some("6"), "{e}");
         assert_eq!(e["_SYSTEMD_UNIT"].as_str(), Some("virtzone.service"), "{e}");
         assert!(
-            e["TARGET"].as_str().is_some_and(|t| t.starts_with("virtzone")),
+            e["TARGET"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("virtzone")),
             "{e}"
         );
         assert!(e["CODE_FILE"].as_str().is_some(), "{e}");
     }
     assert!(
-        reconciles
-            .iter()
-            .any(|e| message(e).contains("re-applied 2 of 2 missing bindings")
-                || message(e).contains("re-applied 3 of 3 missing bindings")),
+        reconciles.iter().any(
+            |e| message(e).contains("re-applied 2 of 2 missing bindings")
+                || message(e).contains("re-applied 3 of 3 missing bindings")
+        ),
         "{reconciles:?}"
     );
     // Errors at error priority: a state file the daemon cannot read.
@@ -275,10 +277,7 @@ fn installed_package_activates_runs_the_hook_logs_and_survives() {
 
     let errors = firewalld_errors(&b);
     assert!(errors.is_empty(), "firewalld errors: {errors:#?}");
-    eprintln!(
-        "boot {boot:?}, whole test {:?}; {exposure}",
-        t0.elapsed()
-    );
+    eprintln!("boot {boot:?}, whole test {:?}; {exposure}", t0.elapsed());
 }
 
 /// 6. `systemctl restart dbus`: the daemon must not stay deaf. Either it keeps (or gets back) a
@@ -291,18 +290,18 @@ fn dbus_restart_leaves_a_daemon_that_still_restores_bindings() {
     attach_dummy_bridge(&b, "vzb0", "libvirt");
     b.sh_ok("systemctl restart dbus");
     b.wait_ok("dbus back", SETTLE, "systemctl is-active dbus");
-    b.wait_ok(
-        "firewalld answering again",
-        SETTLE,
-        "firewall-cmd --state",
-    );
+    b.wait_ok("firewalld answering again", SETTLE, "firewall-cmd --state");
     // Let systemd act on whatever the daemon did (exit, restart) before judging.
     b.wait_for("virtzone settled", SETTLE, |b| {
         let s = b.sh_out("systemctl is-active virtzone");
         (!s.contains("activating") && !s.contains("deactivating")).then_some(())
     });
     b.sh_ok("firewall-cmd --reload");
-    wait_bound(&b, &[("vzb0", "libvirt")], "systemctl restart dbus, then a reload");
+    wait_bound(
+        &b,
+        &[("vzb0", "libvirt")],
+        "systemctl restart dbus, then a reload",
+    );
     assert_eq!(b.sh_out("systemctl is-active virtzone").trim(), "active");
 }
 
@@ -313,7 +312,9 @@ fn remove_then_purge_leaves_firewalld_running() {
     let b = boot_with_virtzone();
     b.sh_ok("systemctl restart libvirtd");
     let xml = b.put("vznat.xml", NAT_XML);
-    b.sh_ok(&format!("virsh -q net-define {xml} && virsh -q net-start vznat"));
+    b.sh_ok(&format!(
+        "virsh -q net-define {xml} && virsh -q net-start vznat"
+    ));
     attach_dummy_bridge(&b, "vzb0", "libvirt");
     assert!(bindings_json(&b)["bindings"].get("virbr7").is_some());
 
@@ -324,7 +325,11 @@ fn remove_then_purge_leaves_firewalld_running() {
     // The conffile hook stays after remove, and lets networks start and stop without virtzone.
     b.sh_ok("test -x /etc/libvirt/hooks/network.d/50-virtzone");
     b.sh_ok("firewall-cmd --reload");
-    assert_eq!(zone_of(&b, "virbr7"), "libvirt", "libvirt re-binds its bridge");
+    assert_eq!(
+        zone_of(&b, "virbr7"),
+        "libvirt",
+        "libvirt re-binds its bridge"
+    );
     b.sh_ok("virsh -q net-destroy vznat && virsh -q net-start vznat");
     assert_eq!(zone_of(&b, "virbr7"), "libvirt");
     // Activation is gone with the package: a call fails quickly rather than starting anything.
@@ -334,7 +339,10 @@ fn remove_then_purge_leaves_firewalld_running() {
     assert!(!call.status.success());
 
     let out = b.sh_ok("apt-get purge -y virtzone 2>&1");
-    assert!(out.contains("Purging configuration files for virtzone"), "{out}");
+    assert!(
+        out.contains("Purging configuration files for virtzone"),
+        "{out}"
+    );
     b.sh_ok("test ! -e /etc/libvirt/hooks/network.d/50-virtzone && test ! -e /var/lib/virtzone");
     b.sh_ok("test ! -e /usr/share/dbus-1/system.d/org.virtzone.VirtZone1.conf");
     b.sh_ok("firewall-cmd --reload");
@@ -392,19 +400,28 @@ fn upgrade_keeps_bindings_and_admin_edits_without_reloading_firewalld() {
         "firewall-cmd --permanent --zone=libvirt --add-service=http \
          && firewall-cmd --permanent --policy=libvirt-to-host --add-port=8080/tcp && firewall-cmd --reload",
     );
-    wait_bound(&b, &[("vzb0", "libvirt"), ("vzb1", "libvirt-routed")], "the admin's reload");
+    wait_bound(
+        &b,
+        &[("vzb0", "libvirt"), ("vzb1", "libvirt-routed")],
+        "the admin's reload",
+    );
     b.sh_ok(
         "mkdir -p /etc/systemd/system/virtzone.service.d && \
          printf '[Service]\\nEnvironment=VIRTZONE_ADMIN=1\\n' > /etc/systemd/system/virtzone.service.d/admin.conf && \
          echo '# admin was here' >> /etc/libvirt/hooks/network.d/50-virtzone && systemctl daemon-reload",
     );
     // A runtime-only binding nobody restores: any reload of firewalld drops it.
-    b.sh_ok("ip link add probe0 type dummy && firewall-cmd --zone=trusted --change-interface=probe0");
+    b.sh_ok(
+        "ip link add probe0 type dummy && firewall-cmd --zone=trusted --change-interface=probe0",
+    );
     let old_pid = main_pid(&b);
     let mark = cursor(&b);
 
     let out = apt_install(&b, &[virtzone_deb()]);
-    assert!(out.contains("Unpacking virtzone (0.1.0) over (0.0.9)"), "{out}");
+    assert!(
+        out.contains("Unpacking virtzone (0.1.0) over (0.0.9)"),
+        "{out}"
+    );
     assert!(!b.sh_ok("dpkg-query -W virtzone").contains("0.0.9"));
     b.wait_ok("virtzone active", SETTLE, "systemctl is-active virtzone");
 
@@ -418,14 +435,19 @@ fn upgrade_keeps_bindings_and_admin_edits_without_reloading_firewalld() {
     assert_eq!(zone_of(&b, "vzb0"), "libvirt");
     assert_eq!(zone_of(&b, "vzb1"), "libvirt-routed");
     let record = bindings_json(&b);
-    assert_eq!(record["bindings"]["vzb1"]["zone"].as_str(), Some("libvirt-routed"));
+    assert_eq!(
+        record["bindings"]["vzb1"]["zone"].as_str(),
+        Some("libvirt-routed")
+    );
     assert!(b
         .sh_ok("firewall-cmd --permanent --zone=libvirt --list-services")
         .contains("http"));
     assert!(b
         .sh_ok("firewall-cmd --permanent --policy=libvirt-to-host --list-ports")
         .contains("8080/tcp"));
-    assert!(b.sh_ok("firewall-cmd --zone=libvirt --list-services").contains("http"));
+    assert!(b
+        .sh_ok("firewall-cmd --zone=libvirt --list-services")
+        .contains("http"));
     assert!(b
         .sh_ok("cat /etc/libvirt/hooks/network.d/50-virtzone")
         .contains("# admin was here"));
@@ -433,7 +455,11 @@ fn upgrade_keeps_bindings_and_admin_edits_without_reloading_firewalld() {
         .sh_ok("systemctl show -p Environment --value virtzone")
         .contains("VIRTZONE_ADMIN=1"));
     // The new daemon runs and knows the bindings: a reload now gets them back.
-    assert_ne!(main_pid(&b), old_pid, "the upgrade did not restart the daemon");
+    assert_ne!(
+        main_pid(&b),
+        old_pid,
+        "the upgrade did not restart the daemon"
+    );
     b.sh_ok("firewall-cmd --reload");
     wait_bound(
         &b,
@@ -454,13 +480,20 @@ fn booted_lab_runs_the_services_and_tears_down_completely() {
     }
     // Its own network namespace: only its own loopback.
     let links = b.sh_ok("ip -o link | cut -d: -f2");
-    assert_eq!(links.split_whitespace().collect::<Vec<_>>(), ["lo"], "{links}");
+    assert_eq!(
+        links.split_whitespace().collect::<Vec<_>>(),
+        ["lo"],
+        "{links}"
+    );
     let pid1 = b.pid1();
     let dir = b.dir().to_path_buf();
     let cgroup = b.cgroup();
     assert!(cgroup.exists());
     drop(b);
-    assert!(!Path::new(&format!("/proc/{pid1}")).exists(), "PID 1 still runs");
+    assert!(
+        !Path::new(&format!("/proc/{pid1}")).exists(),
+        "PID 1 still runs"
+    );
     assert!(!dir.exists(), "boot dir left behind");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains("target/lab/boots"), "{mounts}");

@@ -75,7 +75,12 @@ pub fn deb_named(dir: &Path, prefix: &str) -> PathBuf {
             n.starts_with(prefix) && n.ends_with(".deb")
         })
         .collect();
-    assert_eq!(found.len(), 1, "{prefix}*.deb in {}: {found:?}", dir.display());
+    assert_eq!(
+        found.len(),
+        1,
+        "{prefix}*.deb in {}: {found:?}",
+        dir.display()
+    );
     found.into_iter().next().unwrap()
 }
 
@@ -338,7 +343,9 @@ exec chroot "$R" /lib/systemd/systemd --system --log-target=console --log-level=
         let mut cmd = Command::new("nsenter");
         cmd.arg("-t")
             .arg(self.pid1.to_string())
-            .args(["-m", "-p", "-u", "-i", "-n", "-C", "-r", "-w", "--", program])
+            .args([
+                "-m", "-p", "-u", "-i", "-n", "-C", "-r", "-w", "--", program,
+            ])
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LANG", "C.UTF-8")
@@ -402,7 +409,9 @@ exec chroot "$R" /lib/systemd/systemd --system --log-target=console --log-level=
 
     /// Waits until `script` succeeds inside the booted system.
     pub fn wait_ok(&self, what: &str, deadline: Duration, script: &str) {
-        self.wait_for(what, deadline, |b| b.sh(script).status.success().then_some(()));
+        self.wait_for(what, deadline, |b| {
+            b.sh(script).status.success().then_some(())
+        });
     }
 
     /// Copies a host file into the booted system's `/mnt` (the share dir); returns its path there.
