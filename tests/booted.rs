@@ -290,6 +290,10 @@ fn dbus_restart_leaves_a_daemon_that_still_restores_bindings() {
     attach_dummy_bridge(&b, "vzb0", "libvirt");
     b.sh_ok("systemctl restart dbus");
     b.wait_ok("dbus back", SETTLE, "systemctl is-active dbus");
+    // firewalld (dbus-python) does not survive its bus either: the admin restarts it.
+    let firewalld = b.sh_out("systemctl is-active firewalld; firewall-cmd --state");
+    eprintln!("firewalld after systemctl restart dbus: {firewalld}");
+    b.sh_ok("systemctl restart firewalld");
     b.wait_ok("firewalld answering again", SETTLE, "firewall-cmd --state");
     // Let systemd act on whatever the daemon did (exit, restart) before judging.
     b.wait_for("virtzone settled", SETTLE, |b| {
@@ -412,7 +416,7 @@ fn upgrade_keeps_bindings_and_admin_edits_without_reloading_firewalld() {
     );
     // A runtime-only binding nobody restores: any reload of firewalld drops it.
     b.sh_ok(
-        "ip link add probe0 type dummy && firewall-cmd --zone=trusted --change-interface=probe0",
+        "ip link add probe0 type bridge && firewall-cmd --zone=trusted --change-interface=probe0",
     );
     let old_pid = main_pid(&b);
     let mark = cursor(&b);
