@@ -569,6 +569,33 @@ fn one_state_directory_setting_for_hook_cli_and_daemon() {
         .output()
         .unwrap();
     assert!(ok(&list).contains("virbr0"), "{}", text(&list.stdout));
+    // The daemon, started without --state-dir or VIRTZONE_STATE_DIR, serves the same record.
+    let log = fs::File::create(lab.dir().join("daemon.log")).unwrap();
+    let mut daemon = Daemon {
+        child: lab
+            .command(common::virtzone_binary())
+            .env("VIRTZONE_CONFIG", &config)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    };
+    wait_until(&lab, "the daemon owns its name", || {
+        lab.name_has_owner(NAME)
+    });
+    let out = lab
+        .busctl()
+        .args(["call", NAME, PATH, NAME, "List"])
+        .output()
+        .unwrap();
+    assert!(
+        ok(&out).contains("\"virbr0\" \"libvirt\""),
+        "{}",
+        text(&out.stdout)
+    );
+    signal(daemon.pid(), "TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
     // A broken configuration is bad input, said in one sentence.
     fs::write(&config, "StateDir=/x\n").unwrap();
     let out = lab
@@ -582,5 +609,77 @@ fn one_state_directory_setting_for_hook_cli_and_daemon() {
         text(&out.stderr).contains("unknown setting \"StateDir\""),
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// `install` without a running firewalld writes into /etc/firewalld: here a tmpfs over it in a private
+/// mount namespace, so the host's is never touched.
+fn offline_install(lab: &Lab, fake_tool: Option<&str>) -> (Output, Vec<String>) {
+    let bin = lab.dir().join("fakebin");
+    fs::create_dir_all(&bin).unwrap();
+    let tool = bin.join("firewall-offline-cmd");
+    let _ = fs::remove_file(&tool);
+    if let Some(body) = fake_tool {
+        fs::write(&tool, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let script = format!(
+        "mount -t tmpfs tmpfs /etc/firewalld && PATH={bin} {vz} install; rc=$?; \
+         find /etc/firewalld -type f | sort; exit $rc",
+        bin = bin.display(),
+        vz = common::virtzone_binary().display()
+    );
+    let out = lab
+        .command("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
+        .env("VIRTZONE_STATE_DIR", lab.state_dir())
+        .env("VIRTZONE_CONFIG", lab.dir().join("none.conf"))
+        .output()
+        .unwrap();
+    let files = text(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("/etc/firewalld/"))
+        .map(String::from)
+        .collect();
+    (out, files)
+}
+
+#[test]
+fn offline_install_never_skips_its_version_check_silently() {
+    let lab = Lab::start(LabConfig {
+        firewalld: false,
+        ..LabConfig::default()
+    });
+    // A firewall-offline-cmd that cannot say its version: refused, nothing written.
+    let (out, files) = offline_install(&lab, Some("echo 'Traceback'; exit 1"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nothing was written"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(files.is_empty(), "{files:?}");
+    // One too old for the zones: refused as before.
+    let (out, files) = offline_install(&lab, Some("echo 0.6.4"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(files.is_empty(), "{files:?}");
+    // None at all (firewalld not installed): written, and the skipped check is said.
+    let (out, files) = offline_install(&lab, None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("the version check is skipped"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with("zones/libvirt.xml")),
+        "{files:?}"
     );
 }
