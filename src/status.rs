@@ -221,25 +221,32 @@ impl Status {
 
 /// Reads everything `status` shows. A missing firewalld is a fact, not an error.
 pub async fn gather() -> firewalld::Result<Status> {
-    let bridges = crate::host::bridges().unwrap_or_default();
     let fw = match Firewalld::connect().await {
         Ok(fw) => fw,
         Err(firewalld::Error::NoBus(_)) => {
             return Ok(Status::build(
                 &FirewalldFacts::NotRunning { no_bus: true },
                 &Extra::default(),
-                &bridges,
+                &crate::host::bridges().unwrap_or_default(),
             ))
         }
         Err(e) => return Err(e),
     };
+    // An unusable state directory only hides where objects came from; status still reports the rest.
+    gather_on(&fw, StateDir::locate(None).ok().as_ref()).await
+}
+
+/// [`gather`] on an existing connection, reading virtzone's records from `state` (the daemon passes
+/// its own, so its `--state-dir` holds for `Status` too).
+pub async fn gather_on(fw: &Firewalld, state: Option<&StateDir>) -> firewalld::Result<Status> {
+    let bridges = crate::host::bridges().unwrap_or_default();
     let facts = fw.facts().await?;
     let mut extra = Extra::default();
     if let FirewalldFacts::Running(r) = &facts {
         let (zones, policies, active) = tokio::join!(
             fw.permanent_zones(),
             fw.permanent_policies(),
-            crate::bind::interface_zones(&fw)
+            crate::bind::interface_zones(fw)
         );
         let failed = r.state == firewalld::State::Failed;
         // A FAILED firewalld may refuse some reads; what it does answer is still worth showing.
@@ -256,10 +263,10 @@ pub async fn gather() -> firewalld::Result<Status> {
             }
         })?;
         // Status reads the record without its lock: a stale read only mislabels an origin.
-        let installed: Installed = StateDir::locate(None)
-            .read(INSTALLED_FILE)
+        let installed: Installed = state
+            .and_then(|s| s.read(INSTALLED_FILE).ok())
             .unwrap_or_default();
-        let existing = crate::install::live::inspect(&fw, &installed, r.capabilities).await;
+        let existing = crate::install::live::inspect(fw, &installed, r.capabilities).await;
         extra.existing = existing.or_else(|e| if failed { Ok(Existing::new()) } else { Err(e) })?;
     }
     Ok(Status::build(&facts, &extra, &bridges))

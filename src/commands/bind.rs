@@ -74,7 +74,7 @@ pub async fn attach(req: &Attach, state_dir: Option<&Path>) -> Result<ExitCode, 
     let fw = firewalld_for("bind").await?;
     out!(
         "{}",
-        bind::attach(&fw, &StateDir::locate(state_dir), req).await?
+        bind::attach(&fw, &StateDir::locate(state_dir)?, req).await?
     );
     if !req.permanent {
         eprintln!(
@@ -103,15 +103,13 @@ pub async fn detach(
     let fw = firewalld_for("unbind").await?;
     out!(
         "{}",
-        bind::detach(&fw, &StateDir::locate(state_dir), bridge, permanent, force).await?
+        bind::detach(&fw, &StateDir::locate(state_dir)?, bridge, permanent, force).await?
     );
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn list(json: bool, state_dir: Option<&Path>) -> Result<ExitCode, Failure> {
-    let bindings: Bindings = StateDir::locate(state_dir)
-        .read(BINDINGS_FILE)
-        .map_err(|e| Failure::Refused(e.to_string()))?;
+    let bindings: Bindings = StateDir::locate(state_dir)?.read(BINDINGS_FILE)?;
     let actual = match Firewalld::connect().await {
         Ok(fw) if fw.is_running().await? => Some(bind::interface_zones(&fw).await?),
         Ok(_) | Err(firewalld::Error::NoBus(_)) => None,

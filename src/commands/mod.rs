@@ -48,6 +48,7 @@ impl From<crate::install::InstallError> for Failure {
     fn from(e: crate::install::InstallError) -> Self {
         match e {
             crate::install::InstallError::Firewalld(e) => e.into(),
+            crate::install::InstallError::State(e) => e.into(),
             other => Failure::Refused(other.to_string()),
         }
     }
@@ -57,7 +58,18 @@ impl From<crate::bind::BindError> for Failure {
     fn from(e: crate::bind::BindError) -> Self {
         match e {
             crate::bind::BindError::Firewalld(e) => e.into(),
+            crate::bind::BindError::State(e) => e.into(),
             other => Failure::Refused(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::state::StateError> for Failure {
+    fn from(e: crate::state::StateError) -> Self {
+        if e.is_bad_input() {
+            Failure::Usage(e.to_string())
+        } else {
+            Failure::Refused(e.to_string())
         }
     }
 }
@@ -114,7 +126,10 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
             extra,
         } => hook::run(&object, &name, &op, &subop, extra.as_deref()).await,
         Command::Serve { state_dir } => {
-            crate::daemon::serve(crate::state::StateDir::locate(state_dir.as_deref()))
+            let state = crate::state::StateDir::locate(state_dir.as_deref())?;
+            // Whatever the state says is re-applied after every reload: refuse a planted one up front.
+            state.check()?;
+            crate::daemon::serve(state)
                 .await
                 .map_err(|e| Failure::Refused(e.to_string()))?;
             Ok(ExitCode::SUCCESS)

@@ -97,7 +97,7 @@ pub fn install(
     for item in items.iter().filter(|i| i.action == Action::Add) {
         let path = object_path(tier, item.kind, &item.name);
         let text = shipped_text(item.kind, &item.name).unwrap_or_default();
-        if let Err(e) = write_atomically(&path, text.as_bytes()) {
+        if let Err(e) = write_atomically(&path, text.as_bytes(), 0o644) {
             for p in &written {
                 let _ = fs::remove_file(p);
             }

@@ -358,6 +358,8 @@ impl Lab {
     pub fn virtzone(&self) -> Command {
         let mut cmd = self.command(virtzone_binary());
         cmd.env("VIRTZONE_STATE_DIR", self.state_dir());
+        // Never the host's /etc/virtzone/virtzone.conf.
+        cmd.env("VIRTZONE_CONFIG", self.dir().join("virtzone.conf"));
         cmd
     }
 
@@ -596,6 +598,14 @@ impl Lab {
             FIREWALLD_CONFIG_IFACE,
             "FirewallBackend",
         )
+    }
+
+    /// Kills the lab's dbus-daemon (SIGKILL), as a crash of the system bus would.
+    pub fn kill_bus(&mut self) {
+        if let Some(mut child) = self.bus.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// The pid of the running firewalld, if any (e.g. to send it SIGHUP).
