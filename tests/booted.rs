@@ -114,7 +114,7 @@ fn attach_dummy_bridge(b: &Booted, bridge: &str, zone: &str) {
     assert_eq!(zone_of(b, bridge), zone);
 }
 
-/// 1 install, 2 D-Bus activation, 4 libvirtd as a service running the hook (and refusing without
+/// Points 1 install, 2 D-Bus activation, 4 libvirtd as a service running the hook (and refusing without
 /// zones), 3 the journal, 5 survival of firewalld restarts and reloads, virtzone restarts and kill -9.
 #[test]
 fn installed_package_activates_runs_the_hook_logs_and_survives() {
@@ -280,7 +280,7 @@ fn installed_package_activates_runs_the_hook_logs_and_survives() {
     eprintln!("boot {boot:?}, whole test {:?}; {exposure}", t0.elapsed());
 }
 
-/// 6. `systemctl restart dbus`: the daemon must not stay deaf. Either it keeps (or gets back) a
+/// Point 6: `systemctl restart dbus`: the daemon must not stay deaf. Either it keeps (or gets back) a
 /// working connection, or it exits non-zero and systemd restarts it; in both cases a later firewalld
 /// reload gets the bindings back. Nothing here calls virtzone over the bus (that would D-Bus-activate
 /// a dead daemon and hide the failure).
@@ -309,7 +309,7 @@ fn dbus_restart_leaves_a_daemon_that_still_restores_bindings() {
     assert_eq!(b.sh_out("systemctl is-active virtzone").trim(), "active");
 }
 
-/// 7. `apt-get remove`, then `purge`: firewalld keeps running and reloading, libvirt's bridges stay in
+/// Point 7: `apt-get remove`, then `purge`: firewalld keeps running and reloading, libvirt's bridges stay in
 /// libvirt's zones, the hook left in /etc does nothing.
 #[test]
 fn remove_then_purge_leaves_firewalld_running() {
@@ -389,7 +389,7 @@ fn previous_build(new: &Path, dir: &Path) -> PathBuf {
     out
 }
 
-/// 8. Upgrade: bindings and admin edits kept, firewalld not reloaded (the zones did not change).
+/// Point 8, upgrade: bindings and admin edits kept, firewalld not reloaded (the zones did not change).
 #[test]
 fn upgrade_keeps_bindings_and_admin_edits_without_reloading_firewalld() {
     let b = Booted::boot();
