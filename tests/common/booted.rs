@@ -16,7 +16,8 @@
 //! - Teardown (Drop, also after a failed assertion): `cgroup.kill` and SIGKILL of PID 1 (which ends
 //!   the pid namespace), wait until every process is gone (mount and network namespaces go with the
 //!   last one), remove the cgroups and the boot dir. A test process killed by SIGKILL cannot run
-//!   Drop: the next boot finds its boot dir (its owner is dead) and tears it down the same way.
+//!   Drop: unshare dies with it (parent-death signal) and takes PID 1 along (`--kill-child`), and
+//!   the next boot finds the boot dir (its owner is dead) and removes what is left the same way.
 //! - The booted system has no network beyond its own namespace: packages come in through
 //!   `/mnt` (a bind mount of `target/lab/boots/<id>/share`).
 //!
@@ -217,7 +218,12 @@ fn teardown(dir: &Path, unshare: Option<&mut Child>) {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+    #[link_name = "prctl"]
+    fn libc_prctl(option: i32, ...) -> i32;
 }
+
+/// prctl(2)'s option: the signal a child gets when its parent thread dies.
+const PR_SET_PDEATHSIG: i32 = 1;
 
 /// A booted Debian 12 system.
 pub struct Booted {
@@ -293,7 +299,12 @@ exec chroot "$R" /lib/systemd/systemd --system --log-target=console --log-level=
             use std::os::unix::process::CommandExt;
             let procs = procs.clone();
             unsafe {
-                cmd.pre_exec(move || fs::write(&procs, "0"));
+                cmd.pre_exec(move || {
+                    // If the test process dies, unshare dies too, and --kill-child takes PID 1
+                    // with it (Drop cannot run after a SIGKILL).
+                    libc_prctl(PR_SET_PDEATHSIG, 9);
+                    fs::write(&procs, "0")
+                });
             }
         }
         let started = Instant::now();
