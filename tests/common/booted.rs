@@ -411,7 +411,8 @@ exec chroot "$R" /lib/systemd/systemd --system --log-target=console --log-level=
                 panic!(
                     "booted lab: {what} did not happen within {deadline:?}\n-- console:\n{}\n-- journal:\n{}",
                     fs::read_to_string(self.dir.join("console.log")).unwrap_or_default(),
-                    self.sh_out("journalctl -b --no-pager -n 60")
+                    // The host's kernel messages reach every booted journal: left out.
+                    self.sh_out("journalctl -b --no-pager -n 300 | grep -v ' kernel: ' | tail -n 60")
                 );
             }
             thread::sleep(POLL);
