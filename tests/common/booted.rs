@@ -118,11 +118,14 @@ fn kill_cgroup(cg: &Path) {
     let start = Instant::now();
     // rmdir fails while processes remain (they die asynchronously); children go first.
     while remove_cgroup_tree(cg).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "booted lab: cgroup {} still has processes 30 s after cgroup.kill",
-            cg.display()
-        );
+        // Runs in Drop, maybe while a failed test unwinds: say it, do not panic.
+        if start.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "booted lab: cgroup {} still has processes 30 s after cgroup.kill; left behind",
+                cg.display()
+            );
+            return;
+        }
         let _ = fs::write(cg.join("cgroup.kill"), "1");
         thread::sleep(Duration::from_millis(20));
     }
