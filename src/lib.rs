@@ -8,6 +8,7 @@ pub mod bind;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
+pub mod doctor;
 pub mod firewalld;
 pub mod host;
 pub mod install;

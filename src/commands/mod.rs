@@ -10,6 +10,7 @@ macro_rules! out {
 
 mod bind;
 mod check;
+mod doctor;
 mod hook;
 mod install;
 mod status;
@@ -134,6 +135,12 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
                 .map_err(|e| Failure::Refused(e.to_string()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Doctor {
+            json,
+            network,
+            fix,
+            yes,
+        } => doctor::run(json, &network, fix, yes).await,
         Command::Uninstall {
             root,
             force,
