@@ -470,3 +470,50 @@ fn bad_input_and_a_hung_firewalld() {
         .unwrap()
         .contains("run doctor as root"));
 }
+
+#[test]
+fn strict_forward_ports_warns_about_forwards_made_outside_firewalld() {
+    let lab = installed(LabConfig {
+        files: vec![(
+            "firewalld.conf".into(),
+            "FirewallBackend=nftables\nStrictForwardPorts=yes\n".into(),
+        )],
+        ..LabConfig::new(Release::Debian13, Backend::Nftables)
+    });
+    let (code, v) = doctor_json(&lab, None, WITH_HOOK);
+    assert_eq!((code, findings(&v)), (0, vec![]), "{v:#}");
+    assert_eq!(check(&v, "strict-forward-ports")["status"], "ok");
+    // A hook-script style forward in a table of its own.
+    ok(&lab
+        .command("nft")
+        .args(["add table ip hookfwd; add chain ip hookfwd pre { type nat hook prerouting priority -100; }; \
+                add rule ip hookfwd pre tcp dport 8080 dnat to 192.0.2.10:80"])
+        .output()
+        .unwrap());
+    let (code, v) = doctor_json(&lab, None, WITH_HOOK);
+    assert_eq!(code, 0, "{v:#}");
+    let c = check(&v, "strict-forward-ports");
+    assert_eq!(c["status"], "warning", "{v:#}");
+    assert!(evidence(c).contains("hookfwd"), "{c:#}");
+}
+
+#[test]
+fn a_hook_installed_after_libvirtd_started_is_not_run_yet() {
+    let vlab = libvirt_lab();
+    let root = vlab.dir().join("libvirt");
+    let hook = root.join("etc/hooks/network.d/50-virtzone");
+    // As if the package had installed the hook a minute after libvirtd started.
+    ok(&std::process::Command::new("touch")
+        .args(["-d", "+60 seconds"])
+        .arg(&hook)
+        .output()
+        .unwrap());
+    let (code, v) = doctor_json(&vlab, Some(&root), "");
+    assert_eq!(code, 0);
+    assert_eq!(
+        findings(&v),
+        [("hook".to_string(), "warning".to_string())],
+        "{v:#}"
+    );
+    assert!(evidence(check(&v, "hook")).contains("after libvirtd started"));
+}
