@@ -218,9 +218,9 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
         }
     });
     // The reader connection's end is as fatal: reads would fail from then on.
-    let tx_reader = reader.clone();
+    let reader_conn = reader.clone();
     let reader_closed = async move {
-        let mut stream = MessageStream::from(&tx_reader);
+        let mut stream = MessageStream::from(&reader_conn);
         loop {
             match stream.next().await {
                 Some(Ok(_)) => {}
