@@ -366,6 +366,18 @@ fn tftp(e: &Env) -> Outcome {
     g1(e, &["tftp", HOST_V4, TFTP_FILE.0, &TFTP_FILE.1.to_string()])
 }
 
+/// What a check expects on a release. firewalld 0.9.3 applies a zone's target to traffic leaving
+/// by the zone's interfaces too (`filter_FWDO_<zone>` before policies existed), so zone `libvirt`'s
+/// `ACCEPT` lets new connections from upstream in; libvirt's own `LIBVIRT_FWI` rules, not firewalld,
+/// refuse them on such hosts.
+fn expected(c: &Check, release: Release) -> Expect {
+    if release == Release::Debian11 && c.name.contains("(not routed in)") {
+        Expect::Pass
+    } else {
+        c.expect
+    }
+}
+
 /// One column: a lab with one backend and one zone source, every check in order.
 struct Column {
     backend: Backend,
@@ -480,7 +492,12 @@ fn table(release: Release, checks: &[Check], columns: &[Column]) -> String {
     for (i, c) in checks.iter().enumerate() {
         let label = format!("{} | {}", c.zone, c.name);
         let pad = name_w.saturating_sub(label.chars().count());
-        let _ = write!(out, "{label}{} | {:<8}", " ".repeat(pad), c.expect.as_str());
+        let _ = write!(
+            out,
+            "{label}{} | {:<8}",
+            " ".repeat(pad),
+            expected(c, release).as_str()
+        );
         for (col, w) in columns.iter().zip(&widths) {
             let cell = col
                 .outcomes
@@ -545,7 +562,7 @@ fn packet_matrix(release: Release) {
     let mut failures = Vec::new();
     for col in &columns {
         for (c, (o, _)) in checks.iter().zip(&col.outcomes) {
-            if !c.expect.met_by(o) {
+            if !expected(c, release).met_by(o) {
                 failures.push(format!(
                     "{}/{}: {} | {}: expected {}, got {o:?}",
                     col.backend.as_str(),
@@ -594,6 +611,16 @@ fn packets_debian12_both_backends_both_zone_sources() {
 #[test]
 fn packets_debian13_both_backends_both_zone_sources() {
     packet_matrix(Release::Debian13);
+}
+
+#[test]
+fn packets_debian11_both_backends_both_zone_sources() {
+    packet_matrix(Release::Debian11);
+}
+
+#[test]
+fn packets_sid_both_backends_both_zone_sources() {
+    packet_matrix(Release::Sid);
 }
 
 // --- virtzone status --verify on live rulesets ---
@@ -804,4 +831,37 @@ fn verify_reports_dispatch_removed_behind_firewalld() {
         out.contains("PROBLEM: firewalld's table inet firewalld does not exist"),
         "{out}"
     );
+}
+
+/// Not a test: writes the live rulesets of every cell (`nft -j list ruleset`, virtzone's zones,
+/// bridge `vzbr0` in zone `libvirt`, then in `libvirt-routed`) to `tests/data/eval/`, the inputs of
+/// the evaluator's unit tests. Run with `cargo test --test packets capture_rulesets -- --ignored`.
+#[test]
+#[ignore]
+fn capture_rulesets() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/eval");
+    std::fs::create_dir_all(&dir).unwrap();
+    for cfg in common::all_cells() {
+        let name = format!("{}-{}", cfg.release.version(), cfg.backend.as_str());
+        let lab = Lab::start(cfg);
+        assert!(vz(&lab, &["install"]).status.success(), "{name}");
+        sh(&lab, "ip link add vzbr0 type bridge");
+        for zone in ["libvirt", "libvirt-routed"] {
+            fw_ok(&lab, &[&format!("--zone={zone}"), "--change-interface=vzbr0"]);
+            let json = sh(&lab, "nft -j list ruleset");
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            std::fs::write(
+                dir.join(format!("{name}-{zone}.json")),
+                serde_json::to_string(&v).unwrap(),
+            )
+            .unwrap();
+            // iptables-nft's compat matches (`xt`) hide their options from nft's JSON.
+            if lab.backend == Backend::Iptables {
+                for tool in ["iptables-save", "ip6tables-save"] {
+                    std::fs::write(dir.join(format!("{name}-{zone}.{tool}")), sh(&lab, tool))
+                        .unwrap();
+                }
+            }
+        }
+    }
 }
