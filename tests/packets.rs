@@ -646,42 +646,58 @@ fn verify(lab: &Lab) -> (Option<i32>, String) {
     (out.status.code(), text(&out.stdout))
 }
 
+/// `status --verify` on every healthy cell: no problem, nothing unknown, each probe confirmed.
 #[test]
 fn verify_confirms_correctly_bound_bridges() {
-    for cfg in both_releases_both_backends() {
-        let what = format!("{:?}/{:?}", cfg.release, cfg.backend);
-        let lab = Lab::start(cfg);
-        assert!(vz(&lab, &["install"]).status.success(), "{what}");
-        add_bridges(&lab);
-        fw_ok(&lab, &["--zone=libvirt", "--change-interface=virbr7"]);
-        fw_ok(
-            &lab,
-            &["--zone=libvirt-routed", "--change-interface=virbr8"],
-        );
-        let (code, out) = verify(&lab);
-        assert_eq!(code, Some(0), "{what}:\n{out}");
-        assert!(!out.contains("PROBLEM"), "{what}:\n{out}");
-        for want in [
-            "ok: virbr7 (zone libvirt",
-            "traffic to the host is dispatched to the zone by",
-            // iptables lists the families apart: dhcp and icmp, dhcpv6 and ipv6-icmp.
-            "guests reach dhcp",
-            "dns, ssh, tftp",
-            "after the allowed services",
-            "ok: virbr8 (zone libvirt-routed",
-            "traffic routed to the guests is accepted by",
-        ] {
-            assert!(out.contains(want), "{what}: no {want:?} in\n{out}");
-        }
-        let json = vz(&lab, &["status", "--verify", "--json"]);
-        assert!(json.status.success(), "{what}");
-        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-        assert_eq!(v["verify"]["problems"], serde_json::json!([]), "{what}");
-        assert!(
-            v["verify"]["confirmed"].as_array().unwrap().len() > 5,
-            "{what}: {v}"
-        );
+    let results: Vec<Result<(), String>> = thread::scope(|s| {
+        let handles: Vec<_> = common::all_cells()
+            .into_iter()
+            .map(|cfg| s.spawn(move || verify_healthy(cfg)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn verify_healthy(cfg: LabConfig) -> Result<(), String> {
+    let what = format!("{}/{}", cfg.release.version(), cfg.backend.as_str());
+    let lab = Lab::start(cfg);
+    assert!(vz(&lab, &["install"]).status.success(), "{what}");
+    add_bridges(&lab);
+    fw_ok(&lab, &["--zone=libvirt", "--change-interface=virbr7"]);
+    fw_ok(
+        &lab,
+        &["--zone=libvirt-routed", "--change-interface=virbr8"],
+    );
+    let (code, out) = verify(&lab);
+    if code != Some(0) || out.contains("PROBLEM") || out.contains("unknown:") {
+        return Err(format!("{what}: exit {code:?}\n{out}"));
     }
+    for want in [
+        "ok: virbr7 (zone libvirt): as zone libvirt means: guest → host dhcp (udp/67, IPv4)",
+        ", listed nowhere (IPv6)",
+        "guest → upstream tcp/80, forwarded out of vz-verify-out (IPv4)",
+        "ok: virbr8 (zone libvirt-routed): as zone libvirt-routed means:",
+        "upstream → guest tcp/80, a new connection in by vz-verify-out (IPv6)",
+        "guest → guest tcp/80 on the bridge (IPv4)",
+    ] {
+        if !out.contains(want) {
+            return Err(format!("{what}: no {want:?} in\n{out}"));
+        }
+    }
+    let json = vz(&lab, &["status", "--verify", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    if !json.status.success()
+        || v["verify"]["problems"] != serde_json::json!([])
+        || v["verify"]["unknown"] != serde_json::json!([])
+    {
+        return Err(format!("{what}: {v}"));
+    }
+    Ok(())
 }
 
 /// Zone `libvirt` with a catch-all firewalld cannot load (an ICMPv6 reject type in an IPv4 rule).
@@ -713,14 +729,9 @@ fn verify_reports_a_catch_all_firewalld_dropped() {
         fw_ok(&lab, &["--zone=libvirt", "--change-interface=virbr7"]);
         let (code, out) = verify(&lab);
         assert_eq!(code, Some(1), "{backend:?}:\n{out}");
-        let label = match backend {
-            Backend::Nftables => "virbr7 (zone libvirt)",
-            Backend::Iptables => "virbr7 (zone libvirt, iptables)",
-        };
         assert!(
-            out.contains(&format!(
-                "PROBLEM: {label}: zone libvirt has no catch-all reject: tcp/1 and udp/1"
-            )),
+            out.contains("PROBLEM: virbr7 (zone libvirt): guest → host tcp/")
+                && out.contains(", listed nowhere (IPv4) should be rejected, but is accepted by"),
             "{backend:?}:\n{out}"
         );
         assert!(
@@ -755,7 +766,6 @@ fn verify_reports_a_failed_firewalld() {
 fn verify_reports_a_missing_service_and_an_unbound_bridge() {
     for cfg in both_releases_both_backends() {
         let what = format!("{:?}/{:?}", cfg.release, cfg.backend);
-        let nft = cfg.backend == Backend::Nftables;
         let lab = Lab::start(cfg);
         assert!(vz(&lab, &["install"]).status.success(), "{what}");
         add_bridges(&lab);
@@ -763,34 +773,28 @@ fn verify_reports_a_missing_service_and_an_unbound_bridge() {
         fw_ok(&lab, &["--zone=libvirt", "--remove-service=dns"]);
         let (code, out) = verify(&lab);
         assert_eq!(code, Some(1), "{what}:\n{out}");
-        let want = if nft {
-            "PROBLEM: virbr7 (zone libvirt): guests cannot reach dns (udp/53) and dns (tcp/53) \
-             over IPv4 and IPv6 on the host: rejected by filter_IN_libvirt_post rule 1 \
-             (`reject`); that is the catch-all of zone libvirt, so zone libvirt lacks them"
-        } else {
-            "PROBLEM: virbr7 (zone libvirt, iptables): guests cannot reach dns (udp/53) and dns \
-             (tcp/53) on the host: rejected by IN_libvirt_post rule 1 (`-j REJECT --reject-with \
-             icmp-port-unreachable`); that is the catch-all of zone libvirt, so zone libvirt \
-             lacks them"
-        };
-        assert!(out.contains(want), "{what}: no\n{want}\nin\n{out}");
+        for want in [
+            "PROBLEM: virbr7 (zone libvirt): guest → host dns (udp/53, IPv4) should be accepted, \
+             but is rejected by ",
+            "PROBLEM: virbr7 (zone libvirt): guest → host dns (tcp/53, IPv6) should be accepted, \
+             but is rejected by ",
+        ] {
+            assert!(out.contains(want), "{what}: no\n{want}\nin\n{out}");
+        }
 
         // A reload restores the service and drops the runtime binding.
         fw_ok(&lab, &["--reload"]);
         let (code, out) = verify(&lab);
         assert_eq!(code, Some(1), "{what}:\n{out}");
-        assert!(
-            out.contains(
-                "PROBLEM: virbr7: a libvirt bridge in no zone, so firewalld handles it as its \
-                 default zone: for its guests' traffic to the host it goes to the chains of public \
-                 and is rejected by"
-            ),
-            "{what}:\n{out}"
-        );
-        assert!(
-            out.contains("PROBLEM: virbr8: a libvirt bridge in no zone"),
-            "{what}:\n{out}"
-        );
+        for want in [
+            "PROBLEM: virbr7: a libvirt bridge in no zone, so firewalld handles it as its default \
+             zone",
+            "PROBLEM: virbr7 (no zone): guest → host dhcp (udp/67, IPv4) should be accepted, but \
+             is rejected by ",
+            "PROBLEM: virbr8: a libvirt bridge in no zone",
+        ] {
+            assert!(out.contains(want), "{what}: no\n{want}\nin\n{out}");
+        }
     }
 }
 
@@ -816,10 +820,8 @@ fn verify_reports_dispatch_removed_behind_firewalld() {
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains(
-            "PROBLEM: virbr7 (zone libvirt): firewalld reports the bridge in zone libvirt, but no \
-             rule selecting iifname virbr7 sends its traffic to the host to the zone's chains; \
-             instead it goes to the chains of public and is rejected by filter_IN_public rule 9 \
-             (`reject with icmpx admin-prohibited`)"
+            "PROBLEM: virbr7 (zone libvirt): guest → host dns (udp/53, IPv4) should be accepted, \
+             but is rejected by inet firewalld chain filter_IN_public handle"
         ),
         "{out}"
     );
@@ -831,6 +833,128 @@ fn verify_reports_dispatch_removed_behind_firewalld() {
         out.contains("PROBLEM: firewalld's table inet firewalld does not exist"),
         "{out}"
     );
+}
+
+/// The four faults of issue 11 on every cell, each caught with exit 1, each undone before the next
+/// (verify is healthy again in between, so every fault is caught on its own).
+#[test]
+fn verify_catches_injected_faults_on_every_cell() {
+    let results: Vec<Result<(), String>> = thread::scope(|s| {
+        let handles: Vec<_> = common::all_cells()
+            .into_iter()
+            .map(|cfg| s.spawn(move || faults(cfg)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn faults(cfg: LabConfig) -> Result<(), String> {
+    let what = format!("{}/{}", cfg.release.version(), cfg.backend.as_str());
+    let nft = cfg.backend == Backend::Nftables;
+    let lab = Lab::start(cfg);
+    assert!(vz(&lab, &["install"]).status.success(), "{what}");
+    sh(&lab, "ip link add virbr7 type bridge");
+    let bind = || fw_ok(&lab, &["--zone=libvirt", "--change-interface=virbr7"]);
+    bind();
+    let healthy = |step: &str| -> Result<(), String> {
+        let (code, out) = verify(&lab);
+        if code != Some(0) {
+            return Err(format!("{what}: not healthy {step}:\n{out}"));
+        }
+        Ok(())
+    };
+    // `want`'s parts (split at `…`) must appear in order on one line.
+    let caught = |fault: &str, want: &str| -> Result<(), String> {
+        let (code, out) = verify(&lab);
+        let on_a_line = out.lines().any(|l| {
+            let mut rest = l;
+            want.split('…').all(|part| match rest.find(part) {
+                Some(i) => {
+                    rest = &rest[i + part.len()..];
+                    true
+                }
+                None => false,
+            })
+        });
+        if code != Some(1) || !on_a_line {
+            return Err(format!(
+                "{what}: fault {fault:?} not caught (exit {code:?}, want {want:?}):\n{out}"
+            ));
+        }
+        Ok(())
+    };
+    healthy("at first")?;
+
+    // 1. The catch-all reject removed at runtime.
+    let rich = fw_ok(&lab, &["--zone=libvirt", "--list-rich-rules"]);
+    let catch_all = rich
+        .lines()
+        .find(|l| l.contains("reject"))
+        .unwrap_or_else(|| panic!("{what}: no catch-all in {rich:?}"))
+        .to_string();
+    fw_ok(
+        &lab,
+        &["--zone=libvirt", &format!("--remove-rich-rule={catch_all}")],
+    );
+    caught(
+        "catch-all removed",
+        "PROBLEM: virbr7 (zone libvirt): guest → host tcp/…, listed nowhere (IPv4) should be \
+         rejected, but is accepted",
+    )?;
+    fw_ok(
+        &lab,
+        &["--zone=libvirt", &format!("--add-rich-rule={catch_all}")],
+    );
+    healthy("after restoring the catch-all")?;
+
+    // 2. The bridge in the wrong zone.
+    fw_ok(&lab, &["--zone=public", "--change-interface=virbr7"]);
+    caught(
+        "wrong zone",
+        "PROBLEM: virbr7: a libvirt bridge in zone public, which is not one of libvirt's zones",
+    )?;
+    caught(
+        "wrong zone",
+        "PROBLEM: virbr7 (zone public): guest → host dns (udp/53, IPv4) should be accepted",
+    )?;
+    bind();
+    healthy("after rebinding")?;
+
+    // 3. firewalld's table flushed.
+    let flush = if nft {
+        "nft flush table inet firewalld"
+    } else {
+        "nft flush table ip filter && nft flush table ip6 filter"
+    };
+    sh(&lab, flush);
+    caught(
+        "firewalld's table flushed",
+        "PROBLEM: virbr7 (zone libvirt): guest → host tcp/…, listed nowhere (IPv4) should be \
+         rejected, but is accepted",
+    )?;
+    fw_ok(&lab, &["--reload"]);
+    bind();
+    healthy("after a reload")?;
+
+    // 4. A foreign table whose forward hook drops the bridge's traffic (Docker's FORWARD DROP).
+    sh(
+        &lab,
+        "nft add table ip foreign && nft add chain ip foreign FORWARD \
+         '{ type filter hook forward priority 0; policy drop; }'",
+    );
+    caught(
+        "foreign forward drop",
+        "PROBLEM: virbr7 (zone libvirt): guest → upstream tcp/80, forwarded out of vz-verify-out \
+         (IPv4) should be accepted, but is dropped by the policy drop of ip foreign chain FORWARD",
+    )?;
+    sh(&lab, "nft delete table ip foreign");
+    healthy("after removing the foreign table")?;
+    Ok(())
 }
 
 /// Not a test: writes the live rulesets of every cell (`nft -j list ruleset`, virtzone's zones,
@@ -847,7 +971,10 @@ fn capture_rulesets() {
         assert!(vz(&lab, &["install"]).status.success(), "{name}");
         sh(&lab, "ip link add vzbr0 type bridge");
         for zone in ["libvirt", "libvirt-routed"] {
-            fw_ok(&lab, &[&format!("--zone={zone}"), "--change-interface=vzbr0"]);
+            fw_ok(
+                &lab,
+                &[&format!("--zone={zone}"), "--change-interface=vzbr0"],
+            );
             let json = sh(&lab, "nft -j list ruleset");
             let v: serde_json::Value = serde_json::from_str(&json).unwrap();
             std::fs::write(

@@ -47,7 +47,7 @@ pub struct BridgeFacts {
 pub struct HostFacts {
     /// The interface of the default route (where forwarded guest traffic leaves).
     pub uplink: Option<String>,
-    /// `br_netfilter` hands bridged packets to the IP hooks too (not modelled).
+    /// `br_netfilter` hands bridged packets to the IP hooks too.
     pub br_netfilter: bool,
 }
 
@@ -129,7 +129,10 @@ pub struct Ends {
 pub fn ends(addrs: &[(IpAddr, u8)]) -> Vec<Ends> {
     let mut out = Vec::new();
     for v6 in [false, true] {
-        let own = addrs.iter().find(|(a, _)| a.is_ipv6() == v6).map(|(a, _)| *a);
+        let own = addrs
+            .iter()
+            .find(|(a, _)| a.is_ipv6() == v6)
+            .map(|(a, _)| *a);
         let host = own.unwrap_or_else(|| {
             if v6 {
                 "2001:db8:7a::1".parse().unwrap_or(IpAddr::from([0u16; 8]))
@@ -165,6 +168,7 @@ pub mod probe {
             iif: br.into(),
             oif: None,
             bridged: false,
+            br_netfilter: false,
             saddr: e.guest,
             daddr: e.host,
             daddr_type: AddrType::Local,
@@ -197,6 +201,7 @@ pub mod probe {
             iif: br.into(),
             oif: None,
             bridged: false,
+            br_netfilter: false,
             saddr,
             daddr,
             daddr_type: ty,
@@ -212,6 +217,7 @@ pub mod probe {
             iif: br.into(),
             oif: Some(out.into()),
             bridged: false,
+            br_netfilter: false,
             saddr: e.guest,
             daddr: to,
             daddr_type: AddrType::Unicast,
@@ -222,11 +228,19 @@ pub mod probe {
     }
 
     /// `from` (in by `uplink`) to a guest on `br`.
-    pub fn inbound(br: &str, uplink: &str, from: IpAddr, to: IpAddr, proto: Proto, port: u16) -> Packet {
+    pub fn inbound(
+        br: &str,
+        uplink: &str,
+        from: IpAddr,
+        to: IpAddr,
+        proto: Proto,
+        port: u16,
+    ) -> Packet {
         Packet {
             iif: uplink.into(),
             oif: Some(br.into()),
             bridged: false,
+            br_netfilter: false,
             saddr: from,
             daddr: to,
             daddr_type: AddrType::Unicast,
@@ -237,7 +251,7 @@ pub mod probe {
     }
 
     /// Guest to guest across the bridge.
-    pub fn bridged(br: &str, e: &Ends, port: u16) -> Packet {
+    pub fn bridged(br: &str, e: &Ends, port: u16, br_netfilter: bool) -> Packet {
         let other = match e.guest {
             IpAddr::V4(a) => IpAddr::V4((u32::from(a).wrapping_add(1)).into()),
             IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(1)).into()),
@@ -246,6 +260,7 @@ pub mod probe {
             iif: br.into(),
             oif: None,
             bridged: true,
+            br_netfilter,
             saddr: e.guest,
             daddr: other,
             daddr_type: AddrType::Unicast,
@@ -312,7 +327,14 @@ pub fn check(rs: &Ruleset, host: &HostFacts, bridges: &[BridgeFacts]) -> Report 
 }
 
 /// Sorts one probe's trace into the report against what it should be.
-fn judge(report: &mut Report, who: &str, what: &str, t: &Trace, want: Verdict, ok: &mut Vec<String>) {
+fn judge(
+    report: &mut Report,
+    who: &str,
+    what: &str,
+    t: &Trace,
+    want: Verdict,
+    ok: &mut Vec<String>,
+) {
     match (&t.verdict, &want) {
         (Verdict::Unknown(why), _) => report
             .unknown
@@ -392,7 +414,14 @@ fn check_bridge(report: &mut Report, rs: &Ruleset, host: &HostFacts, b: &BridgeF
                 Proto::Tcp => format!("guest → host {} (tcp/{}, {fam})", s.name, s.port),
                 Proto::Udp => format!("guest → host {} (udp/{}, {fam})", s.name, s.port),
             };
-            judge(report, &who, &label, &evaluate(rs, &p), Verdict::Accept, &mut ok);
+            judge(
+                report,
+                &who,
+                &label,
+                &evaluate(rs, &p),
+                Verdict::Accept,
+                &mut ok,
+            );
         }
         for proto in [Proto::Tcp, Proto::Udp] {
             let p = probe::to_host(br, e, proto, unused);
@@ -426,29 +455,23 @@ fn check_bridge(report: &mut Report, rs: &Ruleset, host: &HostFacts, b: &BridgeF
             judge(report, &who, &label, &t, Verdict::Accept, &mut ok);
         } else {
             // NAT networks: libvirt's own rules (or none) decide; reported, not judged.
-            report.confirmed.push(format!("{who}: {label} is {}", t.describe()));
+            report
+                .confirmed
+                .push(format!("{who}: {label} is {}", t.describe()));
         }
-        let p = probe::bridged(br, e, 80);
-        if host.br_netfilter {
-            report.unknown.push(format!(
-                "{who}: guest → guest on the bridge ({fam}): cannot tell: br_netfilter hands \
-                 bridged packets to the IP hooks too, which the model does not follow"
-            ));
-        } else {
-            judge(
-                report,
-                &who,
-                &format!("guest → guest tcp/80 on the bridge ({fam})"),
-                &evaluate(rs, &p),
-                Verdict::Accept,
-                &mut ok,
-            );
-        }
+        let p = probe::bridged(br, e, 80, host.br_netfilter);
+        judge(
+            report,
+            &who,
+            &format!("guest → guest tcp/80 on the bridge ({fam})"),
+            &evaluate(rs, &p),
+            Verdict::Accept,
+            &mut ok,
+        );
     }
     if !ok.is_empty() {
-        report.confirmed.push(format!(
-            "{who}: as zone {meaning} means: {}",
-            ok.join("; ")
-        ));
+        report
+            .confirmed
+            .push(format!("{who}: as zone {meaning} means: {}", ok.join("; ")));
     }
 }

@@ -119,7 +119,10 @@ impl Ruleset {
             } else if let Some(r) = item.get("rule") {
                 let key = (s(r, "family"), s(r, "table"), s(r, "chain"));
                 let Some(&i) = rs.index.get(&key) else {
-                    return Err(format!("rule in unknown chain {} {} {}", key.0, key.1, key.2));
+                    return Err(format!(
+                        "rule in unknown chain {} {} {}",
+                        key.0, key.1, key.2
+                    ));
                 };
                 rs.chains[i].rules.push(Rule {
                     handle: r.get("handle").and_then(Value::as_u64).unwrap_or(0),
@@ -244,8 +247,13 @@ pub struct Packet {
     pub iif: String,
     /// The interface it leaves by; `None` when it is for the host.
     pub oif: Option<String>,
-    /// Bridged between two ports of `iif` (guest to guest): only `bridge` tables see it.
+    /// Bridged between two ports of `iif` (guest to guest): `bridge` tables see it, and with
+    /// `br_netfilter` also the IP tables' prerouting, forward and postrouting hooks, with the bridge
+    /// as both input and output interface.
     pub bridged: bool,
+    /// `br_netfilter` is on (`net.bridge.bridge-nf-call-iptables = 1`): bridged packets cross the
+    /// IP hooks too.
+    pub br_netfilter: bool,
     /// Source address (its family is the packet's).
     pub saddr: IpAddr,
     /// Destination address.
@@ -276,12 +284,13 @@ impl Packet {
 
     /// Whether a table of `family` sees this packet at all.
     fn seen_by(&self, family: &str) -> bool {
+        let ip = !self.bridged || self.br_netfilter;
         match family {
             "bridge" => self.bridged,
             "netdev" => true,
-            "inet" => !self.bridged,
-            "ip" => !self.bridged && !self.v6(),
-            "ip6" => !self.bridged && self.v6(),
+            "inet" => ip,
+            "ip" => ip && !self.v6(),
+            "ip6" => ip && self.v6(),
             _ => false,
         }
     }
@@ -420,7 +429,7 @@ pub fn evaluate(rs: &Ruleset, packet: &Packet) -> Trace {
             .filter(|(c, b)| {
                 // Ingress chains hang off devices: only those of the arrival interface count.
                 *hook != "ingress"
-                    || (b.devices.iter().any(|d| *d == packet.iif)
+                    || (b.devices.contains(&packet.iif)
                         && (c.family == "netdev" || c.family == "inet"))
             })
             .collect();
@@ -434,9 +443,7 @@ pub fn evaluate(rs: &Ruleset, packet: &Packet) -> Trace {
                 let last = steps.last().cloned();
                 return Trace {
                     packet: packet.clone(),
-                    verdict: last
-                        .as_ref()
-                        .map_or(Verdict::Accept, |s| s.verdict.clone()),
+                    verdict: last.as_ref().map_or(Verdict::Accept, |s| s.verdict.clone()),
                     by: last.and_then(|s| s.by),
                     steps,
                 };
@@ -723,6 +730,8 @@ fn field(e: &Value, p: &Packet) -> Field {
     match key.as_str() {
         "meta" => match str_of("key") {
             "iifname" => s(&p.iif),
+            // A bridged packet leaves by the bridge it came in on (as br_netfilter shows it).
+            "oifname" if p.bridged => s(&p.iif),
             "oifname" => s(p.oif.as_deref().unwrap_or("")),
             "l4proto" => s(p.proto.name(v6)),
             "nfproto" => s(if v6 { "ipv6" } else { "ipv4" }),
@@ -963,7 +972,11 @@ fn in_prefix(a: IpAddr, net: IpAddr, len: u64) -> bool {
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
             let len = len.min(128) as u32;
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             (u128::from(a) & mask) == (u128::from(n) & mask)
         }
         _ => false,
@@ -1163,7 +1176,9 @@ fn render_match(m: &Value) -> String {
 fn render(e: &Value) -> String {
     match e {
         Value::String(s) => {
-            if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c)) {
+            if s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+            {
                 s.clone()
             } else {
                 format!("\"{s}\"")

@@ -81,7 +81,9 @@ fn healthy_captures_verify_without_problems_or_unknowns() {
         assert!(r.problems.is_empty(), "{name}: {:#?}", r.problems);
         assert!(r.unknown.is_empty(), "{name}: {:#?}", r.unknown);
         assert!(
-            r.confirmed.iter().any(|c| c.contains("guest → host dns (udp/53, IPv6)")),
+            r.confirmed
+                .iter()
+                .any(|c| c.contains("guest → host dns (udp/53, IPv6)")),
             "{name}: {:#?}",
             r.confirmed
         );
@@ -93,20 +95,52 @@ fn healthy_captures_verify_without_problems_or_unknowns() {
 fn probe_table() {
     let e = ends(&[]);
     let unused = |rs: &Ruleset| unused_port(rs);
-    type Row = (&'static str, fn(&Ruleset, &super::check::Ends, u16) -> Packet, Verdict);
+    type Row = (
+        &'static str,
+        fn(&Ruleset, &super::check::Ends, u16) -> Packet,
+        Verdict,
+    );
     let rows: &[Row] = &[
-        ("ssh v4", |_, e, _| probe::to_host("vzbr0", e, Proto::Tcp, 22), Verdict::Accept),
-        ("dns udp", |_, e, _| probe::to_host("vzbr0", e, Proto::Udp, 53), Verdict::Accept),
-        ("ping", |_, e, _| probe::to_host("vzbr0", e, Proto::Icmp, 0), Verdict::Accept),
-        ("dhcp", |_, _, _| probe::dhcp("vzbr0", false), Verdict::Accept),
-        ("unlisted tcp", |_, e, u| probe::to_host("vzbr0", e, Proto::Tcp, u), Verdict::Reject),
-        ("unlisted udp", |_, e, u| probe::to_host("vzbr0", e, Proto::Udp, u), Verdict::Reject),
+        (
+            "ssh v4",
+            |_, e, _| probe::to_host("vzbr0", e, Proto::Tcp, 22),
+            Verdict::Accept,
+        ),
+        (
+            "dns udp",
+            |_, e, _| probe::to_host("vzbr0", e, Proto::Udp, 53),
+            Verdict::Accept,
+        ),
+        (
+            "ping",
+            |_, e, _| probe::to_host("vzbr0", e, Proto::Icmp, 0),
+            Verdict::Accept,
+        ),
+        (
+            "dhcp",
+            |_, _, _| probe::dhcp("vzbr0", false),
+            Verdict::Accept,
+        ),
+        (
+            "unlisted tcp",
+            |_, e, u| probe::to_host("vzbr0", e, Proto::Tcp, u),
+            Verdict::Reject,
+        ),
+        (
+            "unlisted udp",
+            |_, e, u| probe::to_host("vzbr0", e, Proto::Udp, u),
+            Verdict::Reject,
+        ),
         (
             "forward out",
             |_, e, _| probe::forward("vzbr0", "eth9", e, e.upstream, Proto::Tcp, 80),
             Verdict::Accept,
         ),
-        ("bridged", |_, e, _| probe::bridged("vzbr0", e, 80), Verdict::Accept),
+        (
+            "bridged",
+            |_, e, _| probe::bridged("vzbr0", e, 80, false),
+            Verdict::Accept,
+        ),
     ];
     for (name, json) in CAPTURES {
         let rs = load(name, json);
@@ -118,13 +152,33 @@ fn probe_table() {
                     continue;
                 }
                 let t = evaluate(&rs, &p);
-                assert_eq!(&t.verdict, want, "{name} {what} {p}: {}\n{:#?}", t.describe(), t.steps);
+                assert_eq!(
+                    &t.verdict,
+                    want,
+                    "{name} {what} {p}: {}\n{:#?}",
+                    t.describe(),
+                    t.steps
+                );
                 // Bridged packets cross only bridge tables: there may be none at all.
                 assert!(t.by.is_some() || t.steps.is_empty(), "{name} {what}");
             }
         }
+        // With br_netfilter the IP hooks see guest-to-guest traffic too; the zones let it through.
+        for fam in [&e[0], &e[1]] {
+            let t = evaluate(&rs, &probe::bridged("vzbr0", fam, 80, true));
+            assert_eq!(
+                t.verdict,
+                Verdict::Accept,
+                "{name} br_netfilter: {}",
+                t.describe()
+            );
+            assert!(t.steps.iter().any(|s| s.hook == "forward"), "{name}");
+        }
         // In by the uplink: a routed network accepts, a NAT network's zone (from 1.0) rejects.
-        let t = evaluate(&rs, &probe::inbound("vzbr0", "eth9", e[0].upstream, e[0].guest, Proto::Tcp, 80));
+        let t = evaluate(
+            &rs,
+            &probe::inbound("vzbr0", "eth9", e[0].upstream, e[0].guest, Proto::Tcp, 80),
+        );
         let want = if zone_of(name) == "libvirt-routed" || name.starts_with("0.9.3") {
             Verdict::Accept
         } else {
@@ -140,16 +194,25 @@ fn deciding_rule_is_named() {
     let (name, json) = CAPTURES[8]; // 2.3.1 nftables, zone libvirt
     let rs = load(name, json);
     let e = ends(&[]);
-    let t = evaluate(&rs, &probe::to_host("vzbr0", &e[0], Proto::Tcp, unused_port(&rs)));
+    let t = evaluate(
+        &rs,
+        &probe::to_host("vzbr0", &e[0], Proto::Tcp, unused_port(&rs)),
+    );
     let by = t.by.unwrap();
-    assert_eq!((by.family.as_str(), by.table.as_str()), ("inet", "firewalld"));
+    assert_eq!(
+        (by.family.as_str(), by.table.as_str()),
+        ("inet", "firewalld")
+    );
     assert_eq!(by.chain, "filter_IN_libvirt_post");
     assert!(by.handle.is_some());
     assert_eq!(by.text, "reject with icmpx port-unreachable");
     // iptables: the saved line is the text.
     let (name, json) = CAPTURES[10];
     let rs = load(name, json);
-    let t = evaluate(&rs, &probe::to_host("vzbr0", &e[0], Proto::Tcp, unused_port(&rs)));
+    let t = evaluate(
+        &rs,
+        &probe::to_host("vzbr0", &e[0], Proto::Tcp, unused_port(&rs)),
+    );
     assert_eq!(t.verdict, Verdict::Reject);
     assert_eq!(
         t.by.unwrap().text,
@@ -169,7 +232,9 @@ fn rs_of(rules: &str) -> Ruleset {
 }
 
 fn rule(chain: &str, handle: u64, expr: &str) -> String {
-    format!(r#"{{"rule":{{"family":"inet","table":"t","chain":"{chain}","handle":{handle},"expr":{expr}}}}}"#)
+    format!(
+        r#"{{"rule":{{"family":"inet","table":"t","chain":"{chain}","handle":{handle},"expr":{expr}}}}}"#
+    )
 }
 
 fn ssh() -> Packet {
@@ -184,7 +249,10 @@ fn unknown_expression_is_unknown_never_a_guess() {
         r#"[{"match":{"left":{"meta":{"key":"skuid"}},"op":"==","right":0}},{"drop":null}]"#,
     ));
     let t = evaluate(&rs, &ssh());
-    assert!(matches!(t.verdict, Verdict::Unknown(ref w) if w.contains("meta skuid")), "{t:?}");
+    assert!(
+        matches!(t.verdict, Verdict::Unknown(ref w) if w.contains("meta skuid")),
+        "{t:?}"
+    );
     // The same expression in a rule that decides nothing does not matter.
     let rs = rs_of(&rule(
         "in",
@@ -244,13 +312,19 @@ fn every_base_chain_must_accept_in_priority_order() {
     ]}"#;
     let rs = Ruleset::from_json(json).unwrap();
     let e = ends(&[]);
-    let t = evaluate(&rs, &probe::forward("br0", "eth0", &e[0], e[0].upstream, Proto::Tcp, 80));
+    let t = evaluate(
+        &rs,
+        &probe::forward("br0", "eth0", &e[0], e[0].upstream, Proto::Tcp, 80),
+    );
     assert_eq!(t.verdict, Verdict::Drop);
     assert_eq!(t.steps.len(), 2);
     assert_eq!(t.steps[0].table, "fw");
     assert_eq!(t.by.unwrap().handle, None); // the policy
-    // IPv6 packets do not cross an ip table.
-    let t = evaluate(&rs, &probe::forward("br0", "eth0", &e[1], e[1].upstream, Proto::Tcp, 80));
+                                            // IPv6 packets do not cross an ip table.
+    let t = evaluate(
+        &rs,
+        &probe::forward("br0", "eth0", &e[1], e[1].upstream, Proto::Tcp, 80),
+    );
     assert_eq!(t.verdict, Verdict::Accept);
 }
 
@@ -278,7 +352,8 @@ fn faults_on_captured_rulesets_are_problems() {
         }
         let r = check(&rs, &HostFacts::default(), &[bridge(zone)]);
         assert!(
-            r.problems.iter().any(|p| p.contains("guest → upstream") && p.contains("dropped by the policy drop of ip docker chain FORWARD")),
+            r.problems.iter().any(|p| p.contains("guest → upstream")
+                && p.contains("dropped by the policy drop of ip docker chain FORWARD")),
             "{name}: {:#?}",
             r.problems
         );
