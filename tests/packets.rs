@@ -366,6 +366,72 @@ fn tftp(e: &Env) -> Outcome {
     g1(e, &["tftp", HOST_V4, TFTP_FILE.0, &TFTP_FILE.1.to_string()])
 }
 
+/// The `virtzone explain` arguments for the packet a check sends, when explain can describe it
+/// (guest-to-guest and DHCP are not among its directions; IPv6 to the host neither).
+fn explain_args(check: &str, e: &Env) -> Option<Vec<String>> {
+    let up = &e.topo.upstream;
+    let v = |args: &[&str]| Some(args.iter().map(|a| a.to_string()).collect());
+    let to_host = |what: &str| v(&["--to-host", what]);
+    match check {
+        "g1→host ping IPv4" => to_host("icmp"),
+        "g1→host ssh tcp/22 IPv4" => to_host("tcp/22"),
+        "g1→host dns udp/53 IPv4" => to_host("udp/53"),
+        "g1→host dns tcp/53 IPv4" => to_host("tcp/53"),
+        "g1→host tcp/8080 (unlisted) IPv4"
+        | "g1→host tcp/8080 IPv4 (added port)"
+        | "g1→host tcp/8080 IPv4 (not in policy)" => to_host("tcp/8080"),
+        "g1→host udp/8080 (unlisted) IPv4" => to_host("udp/8080"),
+        "g1→upstream ping IPv4" => v(&["--forward", "--to", up.v4, "icmp"]),
+        "g1→upstream tcp/80 IPv4" => v(&["--forward", "--to", up.v4, "tcp/80"]),
+        "g1→upstream tcp/80 IPv6" => v(&["--forward", "--to", up.v6, "tcp/80"]),
+        "upstream→g1 tcp/80 IPv4 (not routed in)" | "upstream→g1 tcp/80 IPv4 (routed)" => {
+            v(&["--from", up.v4, "tcp/80"])
+        }
+        "upstream→g1 tcp/80 IPv6 (routed)" => v(&["--from", up.v6, "tcp/80"]),
+        "upstream→g1 ping IPv4 (routed)" => v(&["--from", up.v4, "icmp"]),
+        _ => None,
+    }
+}
+
+/// Runs `virtzone explain` for a check's packet and compares its verdict with what the real packet
+/// saw: exit 0 for a completed exchange, 1 for a refused one.
+fn explain_agrees(
+    e: &Env,
+    c: &Check,
+    args: &[String],
+    real: &Outcome,
+) -> (&'static str, bool, String) {
+    let mut all = vec!["explain".to_string(), "--bridge".into(), BRIDGE.into()];
+    all.extend(args.iter().cloned());
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let out = vz(e.lab, &all);
+    let code = out.status.code();
+    let agreed = matches!(
+        (real, code),
+        (Outcome::Ok(_), Some(0)) | (Outcome::Refused(_), Some(1))
+    );
+    let said = text(&out.stdout);
+    let verdict = said
+        .lines()
+        .find(|l| l.starts_with("verdict:"))
+        .unwrap_or(said.trim())
+        .to_string();
+    (
+        c.name,
+        agreed,
+        format!(
+            "explain {}: exit {code:?}, {verdict}; the packet: {}{}",
+            args.join(" "),
+            real.cell(),
+            if agreed {
+                String::new()
+            } else {
+                format!("\n{said}{}", text(&out.stderr))
+            }
+        ),
+    )
+}
+
 /// What a check expects on a release. firewalld 0.9.3 applies a zone's target to traffic leaving
 /// by the zone's interfaces too (`filter_FWDO_<zone>` before policies existed), so zone `libvirt`'s
 /// `ACCEPT` lets new connections from upstream in; libvirt's own `LIBVIRT_FWI` rules, not firewalld,
@@ -383,6 +449,8 @@ struct Column {
     backend: Backend,
     source: Source,
     outcomes: Vec<(Outcome, Duration)>,
+    /// `virtzone explain` beside the real packet: (check, agreed, what explain said).
+    explained: Vec<(&'static str, bool, String)>,
     /// Lab, install and topology.
     setup: Duration,
     /// Everything, teardown included.
@@ -397,7 +465,7 @@ fn run_column(release: Release, backend: Backend, source: Source) -> Column {
     if source == Source::Libvirt {
         cfg.default_files = libvirt_files();
     }
-    let (outcomes, setup, logs) = {
+    let (outcomes, setup, logs, explained) = {
         let lab = Lab::start(cfg);
         if source == Source::Virtzone {
             let out = vz(&lab, &["install"]);
@@ -413,12 +481,17 @@ fn run_column(release: Release, backend: Backend, source: Source) -> Column {
             lab: &lab,
             topo: &topo,
         };
+        let mut explained = Vec::new();
         let outcomes: Vec<(Outcome, Duration)> = checks()
             .iter()
             .map(|c| {
                 let t = Instant::now();
                 let o = (c.run)(&env);
-                (o, t.elapsed())
+                let elapsed = t.elapsed();
+                if let Some(args) = explain_args(c.name, &env) {
+                    explained.push(explain_agrees(&env, c, &args, &o));
+                }
+                (o, elapsed)
             })
             .collect();
         let logs = format!(
@@ -432,13 +505,14 @@ fn run_column(release: Release, backend: Backend, source: Source) -> Column {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        (outcomes, setup, logs)
+        (outcomes, setup, logs, explained)
         // The topology, then the lab, are torn down here.
     };
     Column {
         backend,
         source,
         outcomes,
+        explained,
         setup,
         total: start.elapsed(),
         logs,
@@ -574,6 +648,24 @@ fn packet_matrix(release: Release) {
             }
         }
     }
+    for col in &columns {
+        let agreed = col.explained.iter().filter(|(_, ok, _)| *ok).count();
+        println!(
+            "{}/{}: explain agreed with the real packet on {agreed} of {} probes",
+            col.backend.as_str(),
+            col.source.as_str(),
+            col.explained.len()
+        );
+        for (check, ok, said) in &col.explained {
+            if !ok {
+                failures.push(format!(
+                    "{}/{}: {check}: explain disagrees: {said}",
+                    col.backend.as_str(),
+                    col.source.as_str()
+                ));
+            }
+        }
+    }
     for pair in columns.chunks(2) {
         let [ours, theirs] = pair else { continue };
         for (c, ((a, _), (b, _))) in checks
@@ -678,12 +770,16 @@ fn verify_healthy(cfg: LabConfig) -> Result<(), String> {
         return Err(format!("{what}: exit {code:?}\n{out}"));
     }
     for want in [
-        "ok: virbr7 (zone libvirt): as zone libvirt means: guest → host dhcp (udp/67, IPv4)",
-        ", listed nowhere (IPv6)",
-        "guest → upstream tcp/80, forwarded out of vz-verify-out (IPv4)",
-        "ok: virbr8 (zone libvirt-routed): as zone libvirt-routed means:",
-        "upstream → guest tcp/80, a new connection in by vz-verify-out (IPv6)",
-        "guest → guest tcp/80 on the bridge (IPv4)",
+        "ok: virbr7 (zone libvirt): guests reach on the host: dhcp (udp/67, IPv4), dns (udp/53, \
+         IPv4), dns (tcp/53, IPv4), ssh (tcp/22, IPv4), tftp (udp/69, IPv4), icmp (IPv4), dhcpv6 \
+         (udp/547, IPv6), dns (udp/53, IPv6)",
+        "ok: virbr7 (zone libvirt): ports listed nowhere are rejected: tcp/",
+        "guests' connections out through the host are accepted: tcp/80 out of vz-verify-out \
+         (IPv4), tcp/80 out of vz-verify-out (IPv6)",
+        "ok: virbr8 (zone libvirt-routed): guests reach on the host: dhcp (udp/67, IPv4)",
+        "ok: virbr8 (zone libvirt-routed): new connections routed in to the guests are accepted: \
+         tcp/80 in by vz-verify-out (IPv4), tcp/80 in by vz-verify-out (IPv6)",
+        "guest-to-guest traffic on the bridge is accepted: tcp/80 (IPv4), tcp/80 (IPv6)",
     ] {
         if !out.contains(want) {
             return Err(format!("{what}: no {want:?} in\n{out}"));
@@ -955,6 +1051,90 @@ fn faults(cfg: LabConfig) -> Result<(), String> {
     sh(&lab, "nft delete table ip foreign");
     healthy("after removing the foreign table")?;
     Ok(())
+}
+
+/// `explain`'s exit statuses beyond agreement with real packets (tested in the packet matrix): bad
+/// input is one sentence and 2, an expression outside the model is 3, JSON names the deciding rule.
+#[test]
+fn explain_bad_input_unknown_and_json() {
+    let lab = Lab::start(LabConfig::new(Release::Sid, Backend::Nftables));
+    assert!(vz(&lab, &["install"]).status.success());
+    sh(&lab, "ip link add virbr7 type bridge");
+    fw_ok(&lab, &["--zone=libvirt", "--change-interface=virbr7"]);
+    for bad in [
+        &["explain", "--bridge", "nosuch0", "--to-host", "tcp/22"][..],
+        &["explain", "--bridge", "virbr7", "--to-host", "tcp/0"],
+        &["explain", "--bridge", "virbr7", "--to-host", "sctp/9"],
+        &["explain", "--bridge", "virbr7", "--forward"],
+        &["explain", "--bridge", "virbr7", "tcp/22"],
+        &[
+            "explain",
+            "--bridge",
+            "virbr7",
+            "--from",
+            "not-an-address",
+            "tcp/22",
+        ],
+    ] {
+        let out = vz(&lab, bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{bad:?}");
+        assert!(!out.stderr.is_empty(), "{bad:?}");
+    }
+    let out = vz(
+        &lab,
+        &[
+            "explain",
+            "--bridge",
+            "virbr7",
+            "--to-host",
+            "tcp/22",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"]["verdict"], "accept", "{v}");
+    assert_eq!(v["by"]["table"], "firewalld", "{v}");
+    assert!(v["by"]["handle"].is_u64(), "{v}");
+    assert!(v["steps"].as_array().unwrap().len() >= 3, "{v}");
+
+    let out = vz(
+        &lab,
+        &["explain", "--bridge", "virbr7", "--to-host", "tcp/8080"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = text(&out.stdout);
+    println!("{said}");
+    assert!(
+        said.contains("verdict: rejected by inet firewalld chain filter_IN_libvirt_post handle"),
+        "{said}"
+    );
+
+    sh(
+        &lab,
+        "nft add table inet odd && nft add chain inet odd in \
+         '{ type filter hook input priority 0; }' && nft add rule inet odd in meta cpu 0 drop",
+    );
+    let out = vz(
+        &lab,
+        &["explain", "--bridge", "virbr7", "--to-host", "tcp/22"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("meta cpu"),
+        "{}",
+        text(&out.stdout)
+    );
+    // verify says unknown, not ok and not PROBLEM, for the packets that rule could stop.
+    let (code, out) = verify(&lab);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(
+            "unknown: virbr7 (zone libvirt): guest → host ssh (tcp/22, IPv4): cannot tell"
+        ),
+        "{out}"
+    );
 }
 
 /// Not a test: writes the live rulesets of every cell (`nft -j list ruleset`, virtzone's zones,

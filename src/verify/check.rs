@@ -326,22 +326,72 @@ pub fn check(rs: &Ruleset, host: &HostFacts, bridges: &[BridgeFacts]) -> Report 
     report
 }
 
-/// Sorts one probe's trace into the report against what it should be.
+/// Probes that went as the zone means, grouped for the report: (group, item, deciding chain).
+#[derive(Default)]
+struct Confirmed(Vec<(&'static str, String, Option<String>)>);
+
+impl Confirmed {
+    /// One line per group: "guests reach on the host: dns (udp/53, IPv4), …; decided in …".
+    fn lines(&self, who: &str) -> Vec<String> {
+        let mut groups: Vec<&str> = Vec::new();
+        for (g, _, _) in &self.0 {
+            if !groups.contains(g) {
+                groups.push(g);
+            }
+        }
+        groups
+            .into_iter()
+            .map(|g| {
+                let items: Vec<&str> = self
+                    .0
+                    .iter()
+                    .filter(|(x, _, _)| *x == g)
+                    .map(|(_, i, _)| i.as_str())
+                    .collect();
+                let mut chains: Vec<&str> = Vec::new();
+                for (_, _, c) in self.0.iter().filter(|(x, _, _)| *x == g) {
+                    if let Some(c) = c.as_deref() {
+                        if !chains.contains(&c) {
+                            chains.push(c);
+                        }
+                    }
+                }
+                let by = if chains.is_empty() {
+                    String::new()
+                } else {
+                    format!("; decided in {}", chains.join(", "))
+                };
+                format!("{who}: {g}: {}{by}", items.join(", "))
+            })
+            .collect()
+    }
+}
+
+/// Sorts one probe's trace into the report against what it should be: `label` names the probe in
+/// problems, `group` and `item` in the confirmation.
+#[allow(clippy::too_many_arguments)] // one call site shape, all of it context for the sentence
 fn judge(
     report: &mut Report,
     who: &str,
-    what: &str,
+    label: &str,
+    group: &'static str,
+    item: String,
     t: &Trace,
     want: Verdict,
-    ok: &mut Vec<String>,
+    ok: &mut Confirmed,
 ) {
-    match (&t.verdict, &want) {
-        (Verdict::Unknown(why), _) => report
+    match &t.verdict {
+        Verdict::Unknown(why) => report
             .unknown
-            .push(format!("{who}: {what}: cannot tell: {why}")),
-        (v, w) if v == w => ok.push(what.to_string()),
+            .push(format!("{who}: {label}: cannot tell: {why}")),
+        v if *v == want => {
+            let chain =
+                t.by.as_ref()
+                    .map(|b| format!("{} {} {}", b.family, b.table, b.chain));
+            ok.0.push((group, item, chain));
+        }
         _ => report.problems.push(format!(
-            "{who}: {what} should be {}, but is {}",
+            "{who}: {label} should be {}, but is {}",
             want.word(),
             t.describe()
         )),
@@ -398,7 +448,7 @@ fn check_bridge(report: &mut Report, rs: &Ruleset, host: &HostFacts, b: &BridgeF
     };
     let uplink = host.uplink.as_deref().unwrap_or(OTHER_IFACE);
     let unused = unused_port(rs);
-    let mut ok = Vec::new();
+    let mut ok = Confirmed::default();
     let services = host_services(&meaning);
     for (i, e) in ends(&b.addrs).iter().enumerate() {
         let v6 = i == 1;
@@ -409,16 +459,21 @@ fn check_bridge(report: &mut Report, rs: &Ruleset, host: &HostFacts, b: &BridgeF
             } else {
                 probe::to_host(br, e, s.proto, s.port)
             };
-            let label = match s.proto {
-                Proto::Icmp => format!("guest → host {} ({fam})", s.name),
-                Proto::Tcp => format!("guest → host {} (tcp/{}, {fam})", s.name, s.port),
-                Proto::Udp => format!("guest → host {} (udp/{}, {fam})", s.name, s.port),
+            let item = match s.proto {
+                Proto::Icmp => format!("{} ({fam})", s.name),
+                Proto::Tcp => format!("{} (tcp/{}, {fam})", s.name, s.port),
+                Proto::Udp => format!("{} (udp/{}, {fam})", s.name, s.port),
             };
+            let label = format!("guest → host {item}");
+            let t = evaluate(rs, &p);
+            let group = "guests reach on the host";
             judge(
                 report,
                 &who,
                 &label,
-                &evaluate(rs, &p),
+                group,
+                item,
+                &t,
                 Verdict::Accept,
                 &mut ok,
             );
@@ -426,6 +481,7 @@ fn check_bridge(report: &mut Report, rs: &Ruleset, host: &HostFacts, b: &BridgeF
         for proto in [Proto::Tcp, Proto::Udp] {
             let p = probe::to_host(br, e, proto, unused);
             let name = if proto == Proto::Tcp { "tcp" } else { "udp" };
+            let item = format!("{name}/{unused} ({fam})");
             let label = format!("guest → host {name}/{unused}, listed nowhere ({fam})");
             let t = evaluate(rs, &p);
             if t.verdict == Verdict::Accept && meaning == LIBVIRT_ZONE {
@@ -437,14 +493,30 @@ fn check_bridge(report: &mut Report, rs: &Ruleset, host: &HostFacts, b: &BridgeF
                 ));
                 continue;
             }
-            judge(report, &who, &label, &t, Verdict::Reject, &mut ok);
+            let group = "ports listed nowhere are rejected";
+            judge(
+                report,
+                &who,
+                &label,
+                group,
+                item,
+                &t,
+                Verdict::Reject,
+                &mut ok,
+            );
         }
         let p = probe::forward(br, uplink, e, e.upstream, Proto::Tcp, 80);
+        let label = format!("guest → upstream tcp/80, forwarded out of {uplink} ({fam})");
+        let group = "guests' connections out through the host are accepted";
+        let item = format!("tcp/80 out of {uplink} ({fam})");
+        let t = evaluate(rs, &p);
         judge(
             report,
             &who,
-            &format!("guest → upstream tcp/80, forwarded out of {uplink} ({fam})"),
-            &evaluate(rs, &p),
+            &label,
+            group,
+            item,
+            &t,
             Verdict::Accept,
             &mut ok,
         );
@@ -452,7 +524,18 @@ fn check_bridge(report: &mut Report, rs: &Ruleset, host: &HostFacts, b: &BridgeF
         let t = evaluate(rs, &p);
         let label = format!("upstream → guest tcp/80, a new connection in by {uplink} ({fam})");
         if meaning == LIBVIRT_ROUTED_ZONE {
-            judge(report, &who, &label, &t, Verdict::Accept, &mut ok);
+            let group = "new connections routed in to the guests are accepted";
+            let item = format!("tcp/80 in by {uplink} ({fam})");
+            judge(
+                report,
+                &who,
+                &label,
+                group,
+                item,
+                &t,
+                Verdict::Accept,
+                &mut ok,
+            );
         } else {
             // NAT networks: libvirt's own rules (or none) decide; reported, not judged.
             report
@@ -460,18 +543,20 @@ fn check_bridge(report: &mut Report, rs: &Ruleset, host: &HostFacts, b: &BridgeF
                 .push(format!("{who}: {label} is {}", t.describe()));
         }
         let p = probe::bridged(br, e, 80, host.br_netfilter);
+        let label = format!("guest → guest tcp/80 on the bridge ({fam})");
+        let group = "guest-to-guest traffic on the bridge is accepted";
+        let t = evaluate(rs, &p);
+        let item = format!("tcp/80 ({fam})");
         judge(
             report,
             &who,
-            &format!("guest → guest tcp/80 on the bridge ({fam})"),
-            &evaluate(rs, &p),
+            &label,
+            group,
+            item,
+            &t,
             Verdict::Accept,
             &mut ok,
         );
     }
-    if !ok.is_empty() {
-        report
-            .confirmed
-            .push(format!("{who}: as zone {meaning} means: {}", ok.join("; ")));
-    }
+    report.confirmed.extend(ok.lines(&who));
 }

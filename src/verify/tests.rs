@@ -81,9 +81,10 @@ fn healthy_captures_verify_without_problems_or_unknowns() {
         assert!(r.problems.is_empty(), "{name}: {:#?}", r.problems);
         assert!(r.unknown.is_empty(), "{name}: {:#?}", r.unknown);
         assert!(
-            r.confirmed
-                .iter()
-                .any(|c| c.contains("guest → host dns (udp/53, IPv6)")),
+            r.confirmed.iter().any(
+                |c| c.contains("guests reach on the host: dhcp (udp/67, IPv4)")
+                    && c.contains("dns (udp/53, IPv6)")
+            ),
             "{name}: {:#?}",
             r.confirmed
         );
