@@ -7,6 +7,7 @@
 # Releases (the lab's `Release` enum; 1.3.3 is Debian 12's, installed from the host):
 #   0.9.3  bullseye  firewalld, python3-firewall and slip/decorator (0.9.3 needs them), patched
 #                    for Python 3.11 (slip 0.6.5 uses `collections.Callable`, gone since 3.10)
+#                    and for kernels without /proc/modules (as firewalld 1.0 and later read it)
 #   2.3.1  trixie    firewalld, python3-firewall
 #   2.5.2  sid       firewalld, python3-firewall
 #
@@ -19,6 +20,8 @@
 set -eu
 
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+# Bumped when what the script does to a tree changes: older caches are fetched again.
+RECIPE=2
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
 # The first Debian archive URI of the machine's apt configuration (deb822 or one-line format);
@@ -58,7 +61,7 @@ fetch() {
             *) root=$repo/$root ;; # relative to the repo, as in tests/common
         esac
     fi
-    if [ -f "$root/.complete" ]; then
+    if grep -qx "recipe $RECIPE" "$root/.complete" 2>/dev/null; then
         return 0
     fi
     echo "fetch-firewalld: fetching firewalld $version ($suite) into $root" >&2
@@ -121,6 +124,14 @@ fetch() {
         fi
     done
     if [ "$version" = 0.9.3 ]; then
+        # A kernel without module support has no /proc/modules: 0.9.3 fails every complete reload
+        # and stop on it; 1.0 and later read it inside a try (the same outcome: no modules).
+        f=$staging/usr/lib/python3/dist-packages/firewall/core/modules.py
+        sed -i 's|with open("/proc/modules", "r") as f:|with open("/proc/modules" if __import__("os").path.exists("/proc/modules") else "/dev/null", "r") as f:|' "$f"
+        grep -q '"/dev/null", "r"' "$f" || {
+            echo "fetch-firewalld: could not patch $f" >&2
+            exit 1
+        }
         # slip 0.6.5 predates Python 3.10, which removed the `collections.Callable` alias.
         for f in usr/lib/python3/dist-packages/slip/util/hookable.py usr/lib/python3/dist-packages/slip/dbus/polkit.py; do
             sed -i -e 's/collections\.Callable/collections.abc.Callable/g' \
@@ -137,7 +148,7 @@ fetch() {
         /usr/bin/python3 -m compileall -q "$staging/usr/lib/python3/dist-packages" >/dev/null || true
     fi
     chmod 755 "$staging"
-    ls "$w/debs" >"$staging/.complete"
+    { ls "$w/debs"; echo "recipe $RECIPE"; } >"$staging/.complete"
     rm -rf "$root"
     mv "$staging" "$root"
     staging=

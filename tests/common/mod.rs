@@ -195,10 +195,11 @@ impl LabConfig {
     }
 }
 
-/// Debian 12 and Debian 13 firewalld, each with nftables and iptables: the matrix most tests run.
+/// Every release, each with nftables and iptables: the matrix most tests run (the name is from
+/// when there were two releases).
 pub fn both_releases_both_backends() -> Vec<LabConfig> {
     let mut all = Vec::new();
-    for release in [Release::Debian12, Release::Debian13] {
+    for release in Release::ALL {
         for backend in [Backend::Nftables, Backend::Iptables] {
             all.push(LabConfig::new(release, backend));
         }
