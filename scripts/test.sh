@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine (as root): installs what the tests need, fetches
-# the second firewalld release the suite runs against, checks formatting and lints, runs every test.
+# the other firewalld releases the suite runs against, checks formatting and lints, runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ensure_packages firewalld nftables dbus iproute2 iptables iputils-ping hyperfine systemd procps make \
     libvirt-daemon-system libvirt-clients dnsmasq-base busybox zsh fish rpm man-db groff-base pkg-config
 
-echo "== fetching firewalld 2.3.1 (Debian 13) into the lab cache"
+echo "== fetching firewalld 0.9.3, 2.3.1 and 2.5.2 (Debian 11, 13, sid) into the lab cache"
 scripts/fetch-firewalld.sh
 
 echo "== format and lints"

@@ -36,6 +36,35 @@ pub enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Follow one packet through the live ruleset and say what happens to it.
+    ///
+    /// Every table and base chain it crosses, in hook and priority order, each decision with the rule
+    /// that made it, and the final verdict: exit status 0 accepted, 1 dropped or rejected, 3 unknown
+    /// (an expression outside the evaluator's model, see docs/verify.md), 2 bad input.
+    #[command(group(clap::ArgGroup::new("direction").required(true).args(["to_host", "forward", "from"])))]
+    Explain {
+        /// The guests' bridge.
+        #[arg(long, value_name = "BRIDGE")]
+        bridge: BridgeName,
+        /// A guest's packet to the host: `tcp/22`, `udp/53`, `icmp`.
+        #[arg(long, value_name = "PROTO/PORT", conflicts_with = "service")]
+        to_host: Option<String>,
+        /// A guest's packet forwarded out (to --to ADDR, else the world).
+        #[arg(long, requires = "service")]
+        forward: bool,
+        /// Where the forwarded packet goes (its family picks IPv4 or IPv6).
+        #[arg(long, value_name = "ADDR", requires = "forward")]
+        to: Option<std::net::IpAddr>,
+        /// A new connection from ADDR into a guest.
+        #[arg(long, value_name = "ADDR", requires = "service")]
+        from: Option<std::net::IpAddr>,
+        /// The packet's protocol and port with --forward and --from: `tcp/80`, `udp/53`, `icmp`.
+        #[arg(value_name = "PROTO/PORT")]
+        service: Option<String>,
+        /// Print the path as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check that a network's guests will have working networking.
     ///
     /// The net-start pre-check, following libvirt's own rules for a bridge's zone: exit status 0 when

@@ -25,6 +25,10 @@ pub struct Status {
     pub policies: Vec<ObjectStatus>,
     /// The bridges of this network namespace and their zones.
     pub bridges: Vec<BridgeStatus>,
+    /// libvirt's firewall backend, where it can be read (`network.conf`, its running rules).
+    pub libvirt_firewall: Option<crate::libvirt::firewall::LibvirtFirewall>,
+    /// What this firewalld release is known to get wrong for libvirt's networks.
+    pub warnings: Vec<String>,
 }
 
 /// firewalld's presence and identity.
@@ -83,6 +87,8 @@ pub struct Extra {
     pub interface_zones: BTreeMap<String, String>,
     /// The permanent shipped objects, with origin and differences.
     pub existing: Existing,
+    /// libvirt's firewall backend, when readable.
+    pub libvirt_firewall: Option<crate::libvirt::firewall::LibvirtFirewall>,
 }
 
 impl Status {
@@ -127,6 +133,8 @@ impl Status {
                 zones: objects(Kind::Zone, &ZONES, None, &extra.permanent_zones),
                 policies: objects(Kind::Policy, &POLICIES, None, &extra.permanent_policies),
                 bridges,
+                libvirt_firewall: extra.libvirt_firewall.clone(),
+                warnings: Vec::new(),
             },
             FirewalldFacts::Running(r) => Status {
                 firewalld: FirewalldStatus {
@@ -145,6 +153,10 @@ impl Status {
                     &extra.permanent_policies,
                 ),
                 bridges,
+                libvirt_firewall: extra.libvirt_firewall.clone(),
+                warnings: crate::precheck::egress_any_warning(&r.version, &r.version_text)
+                    .into_iter()
+                    .collect(),
             },
         }
     }
@@ -201,6 +213,16 @@ impl Status {
                 let _ = writeln!(out, "  {:<20} {state}{origin}{matches}", o.name);
             }
         }
+        if let Some(l) = &self.libvirt_firewall {
+            let _ = writeln!(
+                out,
+                "libvirt: firewall backend {} (from {})",
+                l.backend, l.source
+            );
+        }
+        for w in &self.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
         let _ = writeln!(out, "bridges:");
         if self.bridges.is_empty() {
             out.push_str("  (none)\n");
@@ -219,6 +241,14 @@ impl Status {
     }
 }
 
+/// libvirt's firewall backend, where it can be read (off the async thread: it reads files).
+async fn libvirt_firewall() -> Option<crate::libvirt::firewall::LibvirtFirewall> {
+    tokio::task::spawn_blocking(crate::libvirt::firewall::detect)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// Reads everything `status` shows. A missing firewalld is a fact, not an error.
 pub async fn gather() -> firewalld::Result<Status> {
     let fw = match Firewalld::connect().await {
@@ -226,7 +256,10 @@ pub async fn gather() -> firewalld::Result<Status> {
         Err(firewalld::Error::NoBus(_)) => {
             return Ok(Status::build(
                 &FirewalldFacts::NotRunning { no_bus: true },
-                &Extra::default(),
+                &Extra {
+                    libvirt_firewall: libvirt_firewall().await,
+                    ..Extra::default()
+                },
                 &crate::host::bridges().unwrap_or_default(),
             ))
         }
@@ -240,8 +273,12 @@ pub async fn gather() -> firewalld::Result<Status> {
 /// its own, so its `--state-dir` holds for `Status` too).
 pub async fn gather_on(fw: &Firewalld, state: Option<&StateDir>) -> firewalld::Result<Status> {
     let bridges = crate::host::bridges().unwrap_or_default();
+    let libvirt_firewall = libvirt_firewall().await;
     let facts = fw.facts().await?;
-    let mut extra = Extra::default();
+    let mut extra = Extra {
+        libvirt_firewall,
+        ..Extra::default()
+    };
     if let FirewalldFacts::Running(r) = &facts {
         let (zones, policies, active) = tokio::join!(
             fw.permanent_zones(),

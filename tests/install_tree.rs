@@ -224,12 +224,11 @@ fn systemd_verify(root: &Path, unit_dir: &str, scratch: &Path) -> Output {
 /// `firewall-offline-cmd --check-config` of a release on a system and a default config dir.
 fn check_config(release: Release, system: &Path, default: &Path) -> Output {
     let mut cmd = Command::new("/usr/bin/python3");
-    match release {
-        Release::Debian12 => {
+    match common::release_root(release) {
+        None => {
             cmd.arg("/usr/bin/firewall-offline-cmd");
         }
-        Release::Debian13 => {
-            let root = common::debian13_root();
+        Some(root) => {
             cmd.arg(root.join("usr/bin/firewall-offline-cmd"))
                 .env("PYTHONPATH", root.join("usr/lib/python3/dist-packages"));
         }

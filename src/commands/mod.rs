@@ -11,6 +11,7 @@ macro_rules! out {
 mod bind;
 mod check;
 mod doctor;
+mod explain;
 mod hook;
 mod install;
 mod status;
@@ -91,6 +92,29 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
             zone,
             json,
         } => check::run(network_xml.as_deref(), bridge, zone, json).await,
+        Command::Explain {
+            bridge,
+            to_host,
+            forward,
+            to,
+            from,
+            service,
+            json,
+        } => {
+            let (direction, what) = match (to_host, from) {
+                (Some(what), _) => (explain::Direction::ToHost, what),
+                (None, Some(from)) => (explain::Direction::From(from), service.unwrap_or_default()),
+                (None, None) if forward => {
+                    (explain::Direction::Forward(to), service.unwrap_or_default())
+                }
+                (None, None) => {
+                    return Err(Failure::Usage(
+                        "say which packet: --to-host, --forward or --from".into(),
+                    ))
+                }
+            };
+            explain::run(&bridge, direction, &what, json).await
+        }
         Command::Install {
             root,
             no_reload,

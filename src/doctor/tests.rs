@@ -65,6 +65,8 @@ fn status(bridges: &[(&str, Option<&str>)]) -> crate::status::Status {
                 zone: z.map(String::from),
             })
             .collect(),
+        libvirt_firewall: None,
+        warnings: Vec::new(),
     }
 }
 

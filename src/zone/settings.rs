@@ -209,7 +209,25 @@ impl Policy {
     /// Reads a settings dict (`getSettings`), then [`validate`](Policy::validate)s the policy.
     pub fn from_settings(name: &str, settings: &Settings) -> Result<Self, ZoneError> {
         let err = |f: Fail| f.into_error(ObjectKind::Policy, name);
-        let d = Dict(settings);
+        // firewalld 2.5 added `disable` (b) to policies. Disabled, the policy does nothing: that
+        // cannot mean the same as virtzone's, so it is an error here; enabled, it changes nothing.
+        let mut settings = settings.clone();
+        if let Some(disabled) = settings.remove("disable") {
+            match unwrap_variant(&disabled) {
+                Variant::Bool(false) => {}
+                Variant::Bool(true) => {
+                    return Err(err(Fail::new(
+                        ErrorCode::InvalidOption,
+                        "",
+                        "it is disabled (`disable` is set, firewalld 2.5 or later)",
+                    )))
+                }
+                other => {
+                    return Err(err(Dict(&settings).type_error("disable", "b", other)));
+                }
+            }
+        }
+        let d = Dict(&settings);
         d.only(POLICY_KEYS).map_err(err)?;
         let mut p = Policy::new(name);
         p.version = d.string("version").map_err(err)?.unwrap_or_default();
@@ -396,6 +414,16 @@ mod tests {
 
     fn zone_err(d: &Settings) -> ZoneError {
         Zone::from_settings("t", d).unwrap_err()
+    }
+
+    #[test]
+    fn policy_disable_of_firewalld_2_5() {
+        let mut d = Policy::new("p").to_settings();
+        d.insert("disable".into(), false.into());
+        assert!(Policy::from_settings("p", &d).is_ok());
+        d.insert("disable".into(), true.into());
+        let e = Policy::from_settings("p", &d).unwrap_err();
+        assert!(e.to_string().contains("it is disabled"), "{e}");
     }
 
     #[test]
