@@ -517,3 +517,167 @@ fn a_hook_installed_after_libvirtd_started_is_not_run_yet() {
     );
     assert!(evidence(check(&v, "hook")).contains("after libvirtd started"));
 }
+
+/// An upstream network namespace on a routed link from the lab (198.51.100.0/24), with a web server,
+/// and the lab's default route through it. Removed on drop.
+struct Upstream {
+    netns: String,
+    server: Option<std::process::Child>,
+}
+
+impl Upstream {
+    fn attach(lab: &Lab) -> Upstream {
+        let mut up = Upstream {
+            netns: format!("{}-up", lab.netns),
+            server: None,
+        };
+        let (ns, lab_ns) = (up.netns.clone(), lab.netns.clone());
+        let steps = [
+            format!("netns add {ns}"),
+            format!("-n {lab_ns} link add vzup9 type veth peer name eth0 netns {ns}"),
+            format!("-n {lab_ns} addr add 198.51.100.1/24 dev vzup9"),
+            format!("-n {lab_ns} link set vzup9 up"),
+            format!("-n {lab_ns} route add default via 198.51.100.2"),
+            format!("-n {ns} addr add 198.51.100.2/24 dev eth0"),
+            format!("-n {ns} link set lo up"),
+            format!("-n {ns} link set eth0 up"),
+            format!("-n {ns} route add 192.0.2.0/24 via 198.51.100.1"),
+        ];
+        for step in steps {
+            let out = std::process::Command::new("ip")
+                .args(step.split(' '))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {step}: {}", text(&out.stderr));
+        }
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-m", "http.server", "8000"])
+            .args(["--bind", "198.51.100.2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        up.server = Some(server);
+        up
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        common::kill_netns_processes(&self.netns);
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+/// A guest's HTTP request to the upstream server (2 s at most; Debian 12's busybox wget crashes).
+fn reaches_upstream(guest: &common::libvirt::Guest<'_>) -> bool {
+    guest
+        .command("python3")
+        .args([
+            "-c",
+            "import urllib.request; urllib.request.urlopen('http://198.51.100.2:8000/', timeout=2)",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
+    let vlab = LibvirtLab::start(LibvirtConfig::new(LabConfig::default()));
+    ok(&vlab.run_virtzone(&["install"]));
+    // An open network (libvirt adds no rules of its own): firewalld's zone is all that filters it.
+    vlab.expect_ok(
+        &vlab.net_create(
+            "<network><name>dopen</name><forward mode='open'/><bridge name='vzop0' zone='libvirt' stp='off'/>\
+             <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp><range start='192.0.2.100' end='192.0.2.199'/></dhcp></ip></network>",
+        ),
+        "net-create",
+    );
+    let root = vlab.dir().join("libvirt");
+    let _up = Upstream::attach(&vlab);
+    ok(&vlab
+        .command("sysctl")
+        .args(["-w", "net.ipv4.ip_forward=1"])
+        .output()
+        .unwrap());
+    let guest = vlab.plug_guest("vzop0");
+    guest.dhcp(5).expect("lease");
+    common::libvirt::wait_for(
+        "the guest reaching upstream",
+        Duration::from_secs(20),
+        || reaches_upstream(&guest).then_some(()),
+    );
+    let (code, v) = doctor_json(&vlab, Some(&root), "");
+    assert_eq!((code, findings(&v)), (0, vec![]), "{v:#}");
+    assert_eq!(check(&v, "forward-drop")["status"], "ok", "{v:#}");
+    // What Docker does at start: its DOCKER-USER chain first in FORWARD, and FORWARD's policy DROP.
+    for args in [
+        vec!["-N", "DOCKER-USER"],
+        vec!["-A", "DOCKER-USER", "-j", "RETURN"],
+        vec!["-I", "FORWARD", "-j", "DOCKER-USER"],
+        vec!["-P", "FORWARD", "DROP"],
+    ] {
+        ok(&vlab.command("iptables").args(&args).output().unwrap());
+    }
+    assert!(
+        !reaches_upstream(&guest),
+        "Docker's policy must block the guest"
+    );
+    let (code, v) = doctor_json(&vlab, Some(&root), "");
+    assert_eq!(code, 1, "{:#}", check(&v, "forward-drop"));
+    // Docker's tables are also another firewall on the same hooks: a warning beside the problem.
+    assert_eq!(
+        findings(&v),
+        [
+            ("forward-drop".to_string(), "problem".to_string()),
+            ("foreign-firewall".to_string(), "warning".to_string())
+        ],
+        "{v:#}"
+    );
+    let c = check(&v, "forward-drop");
+    let ev = evidence(c);
+    assert!(
+        ev.contains("dropped by the policy drop of ip filter chain FORWARD"),
+        "{ev}"
+    );
+    assert!(ev.contains("ip filter chain FORWARD (hook forward"), "{ev}");
+    assert_eq!(c["fix"]["safe"], true);
+    assert!(c["fix"]["command"]
+        .as_str()
+        .unwrap()
+        .contains("iptables -I DOCKER-USER -i vzop0 -j ACCEPT"));
+    let out = doctor_in(&vlab, Some(&root), "", &["--fix", "--yes", "--json"], "");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        reaches_upstream(&guest),
+        "the guest reaches upstream after the fix"
+    );
+    // A second --fix adds nothing twice.
+    let before = ok(&vlab
+        .command("iptables")
+        .args(["-S", "DOCKER-USER"])
+        .output()
+        .unwrap());
+    let _ = doctor_in(&vlab, Some(&root), "", &["--fix", "--yes"], "");
+    assert_eq!(
+        ok(&vlab
+            .command("iptables")
+            .args(["-S", "DOCKER-USER"])
+            .output()
+            .unwrap()),
+        before
+    );
+}

@@ -174,6 +174,31 @@ async fn apply(action: &Action, state: Option<&StateDir>) -> Result<(), String> 
             }
             Ok(())
         }
+        Action::AcceptInDockerUser(bridges) => {
+            for b in bridges {
+                BridgeName::new(b).map_err(|e| e.to_string())?;
+                for rule in [
+                    vec!["-i", b.as_str(), "-j", "ACCEPT"],
+                    vec![
+                        "-o",
+                        b.as_str(),
+                        "-m",
+                        "conntrack",
+                        "--ctstate",
+                        "RELATED,ESTABLISHED",
+                        "-j",
+                        "ACCEPT",
+                    ],
+                ] {
+                    // -C first: a second --fix must not stack duplicates.
+                    let present = iptables(&[&["-C", "DOCKER-USER"][..], &rule].concat()).is_ok();
+                    if !present {
+                        iptables(&[&["-I", "DOCKER-USER"][..], &rule].concat())?;
+                    }
+                }
+            }
+            Ok(())
+        }
         Action::DisableBridgeNetfilter(keys) => {
             let mut conf = String::from(
                 "# Written by virtzone doctor --fix: bridged guest traffic must not cross the IP firewall,\n\
@@ -191,6 +216,23 @@ async fn apply(action: &Action, state: Option<&StateDir>) -> Result<(), String> 
             )
             .map_err(|e| format!("cannot write {SYSCTL_FILE}: {e}"))
         }
+    }
+}
+
+/// Runs `iptables ARGS` (iptables-nft on current distributions, where Docker's chains live).
+fn iptables(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("iptables")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run iptables: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "iptables {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 

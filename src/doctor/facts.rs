@@ -125,6 +125,12 @@ pub struct Facts {
     pub foreign_dnat: Vec<String>,
     /// The live ruleset as `nft -j list ruleset` prints it; `None` when unreadable.
     pub ruleset: Option<String>,
+    /// The same, read for the evaluator (with iptables-nft's saved lines); the error when unreadable.
+    pub evaluable: Result<crate::verify::Ruleset, String>,
+    /// The default route's interface, where forwarded guest traffic leaves.
+    pub uplink: Option<String>,
+    /// The host's addresses on each running network's bridge.
+    pub bridge_addresses: BTreeMap<String, Vec<(std::net::IpAddr, u8)>>,
     /// The network hook.
     pub hook: HookFacts,
     /// Whether virtzone's daemon owns its bus name; `None` when the bus could not be asked.
@@ -151,6 +157,9 @@ impl Facts {
             strict_forward_ports: None,
             foreign_dnat: Vec::new(),
             ruleset: None,
+            evaluable: Err("not read".into()),
+            uplink: None,
+            bridge_addresses: BTreeMap::new(),
             hook: HookFacts::default(),
             daemon_running: None,
             daemon_enabled: false,
@@ -241,6 +250,14 @@ pub async fn gather(state: Option<&StateDir>, only: &[String]) -> Result<Facts, 
         f.foreign_dnat = dnat;
     }
     f.legacy_rules = legacy_rules();
+    f.evaluable = crate::verify::read_ruleset().map_err(|e| e.to_string());
+    f.uplink = crate::verify::host_facts().uplink;
+    for n in &f.networks {
+        if let Some(b) = &n.network.bridge {
+            f.bridge_addresses
+                .insert(b.to_string(), crate::verify::addresses(b.as_str()));
+        }
+    }
     f.strict_forward_ports = read_small(&Path::new(FIREWALLD_ETC).join("firewalld.conf"))
         .map(|conf| strict_forward_ports(&conf));
     f.hook = hook_facts(Path::new(HOOK_PATH));

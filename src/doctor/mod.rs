@@ -66,6 +66,8 @@ pub enum Action {
     Bind(Vec<(String, String, String)>),
     /// Set these sysctls to 0 now and in `/etc/sysctl.d/`.
     DisableBridgeNetfilter(Vec<String>),
+    /// Accept these bridges' forwarded traffic in Docker's `DOCKER-USER` chain.
+    AcceptInDockerUser(Vec<String>),
 }
 
 /// One check's result.
@@ -496,10 +498,146 @@ fn nm_zone_override(f: &Facts) -> Check {
     .with_fix("nmcli connection modify PROFILE connection.zone \"\"", None)
 }
 
+/// Follows a guest's new outbound connection from each NAT or routed network through every table:
+/// a packet goes out only if every base chain on its path accepts it.
 fn forward_drop(f: &Facts) -> Check {
+    use crate::verify::check::{ends, probe};
+    use crate::verify::eval::{evaluate, Proto, Verdict};
     const ID: &str = "forward-drop";
-    let _ = f;
-    Check::skipped(ID, "the packet evaluator is not available in this build")
+    let forwarding: Vec<&NetworkFacts> = f
+        .networks
+        .iter()
+        .filter(|n| {
+            matches!(
+                n.network.forward,
+                ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open
+            )
+        })
+        .collect();
+    if forwarding.is_empty() {
+        return Check::ok(ID, "no NAT, routed or open network runs");
+    }
+    let rs = match &f.evaluable {
+        Ok(rs) => rs,
+        Err(e) => return Check::skipped(ID, format!("the ruleset could not be read: {e}")),
+    };
+    let Some(uplink) = &f.uplink else {
+        return Check::skipped(
+            ID,
+            "the host has no default route, so there is no upstream to forward to",
+        );
+    };
+    let mut evidence = Vec::new();
+    let mut unknown = Vec::new();
+    let mut docker_user = Vec::new();
+    for n in forwarding {
+        let Some(bridge) = &n.network.bridge else {
+            continue;
+        };
+        let addrs = f
+            .bridge_addresses
+            .get(bridge.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let Some(e) = ends(&addrs).into_iter().next() else {
+            continue;
+        };
+        let packet = probe::forward(bridge.as_str(), uplink, &e, e.upstream, Proto::Tcp, 443);
+        let trace = evaluate(rs, &packet);
+        match &trace.verdict {
+            Verdict::Accept => {}
+            Verdict::Unknown(why) => unknown.push(format!("{packet}: {why}")),
+            Verdict::Drop | Verdict::Reject => {
+                let by = trace.by.as_ref();
+                // firewalld's own verdict on a bridge outside its zone is bridge-zones' finding.
+                if by.is_some_and(|r| r.table == "firewalld") && !in_expected_zone(f, n) {
+                    continue;
+                }
+                evidence.push(format!(
+                    "network {}: {packet} is {}",
+                    n.network.name,
+                    trace.describe()
+                ));
+                for step in &trace.steps {
+                    evidence.push(format!(
+                        "  {} {} chain {} (hook {}, priority {}): {}",
+                        step.family,
+                        step.table,
+                        step.chain,
+                        step.hook,
+                        step.prio,
+                        step.verdict.word()
+                    ));
+                }
+                if by.is_some_and(|r| r.family == "ip" && r.table == "filter")
+                    && rs
+                        .chains
+                        .iter()
+                        .any(|c| c.family == "ip" && c.table == "filter" && c.name == "DOCKER-USER")
+                {
+                    docker_user.push(bridge.to_string());
+                }
+            }
+        }
+    }
+    if !evidence.is_empty() {
+        let check = Check::new(
+            ID,
+            Status::Problem,
+            "a table on the forward path drops the guests' outbound traffic",
+        )
+        .with_evidence(evidence);
+        return if docker_user.is_empty() {
+            check.with_fix(
+                "let the bridges' traffic through in the table that drops it (the evidence names the rule)",
+                None,
+            )
+        } else {
+            let command = docker_user
+                .iter()
+                .map(|b| {
+                    format!(
+                        "iptables -I DOCKER-USER -i {b} -j ACCEPT; \
+                         iptables -I DOCKER-USER -o {b} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            check.with_fix(command, Some(Action::AcceptInDockerUser(docker_user)))
+        };
+    }
+    if !unknown.is_empty() {
+        return Check::skipped(
+            ID,
+            "a rule on the forward path is outside the evaluator's model, so the verdict is unknown",
+        )
+        .with_evidence(unknown);
+    }
+    Check::ok(
+        ID,
+        "every table on the forward path accepts the guests' outbound traffic",
+    )
+}
+
+/// Whether a network's bridge sits in the zone libvirt's rules give it.
+fn in_expected_zone(f: &Facts, n: &NetworkFacts) -> bool {
+    let (Ok(fw), Some(status), Some(bridge)) = (&f.firewalld, &f.status, &n.network.bridge) else {
+        return false;
+    };
+    let want = precheck::decide(
+        &Request {
+            network: &n.network,
+            zone: None,
+        },
+        fw,
+    )
+    .zone;
+    let have = status
+        .bridges
+        .iter()
+        .find(|b| b.name == bridge.as_str())
+        .and_then(|b| b.zone.as_deref());
+    want.as_ref().map(|z| z.as_str()) == have
 }
 
 fn ip_forward(f: &Facts) -> Check {

@@ -1205,7 +1205,7 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// SIGTERM, then SIGKILL after `grace`, for every process inside a lab namespace.
-fn kill_netns_processes(netns: &str) {
+pub fn kill_netns_processes(netns: &str) {
     let pids = match Command::new("ip").args(["netns", "pids", netns]).output() {
         Ok(out) => String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
