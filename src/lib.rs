@@ -5,6 +5,7 @@
 //! into verdicts or plans, and effects are applied at the edges.
 
 pub mod bind;
+pub mod change;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
