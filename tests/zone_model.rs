@@ -22,8 +22,8 @@ use common::{debian13_root, Backend, Lab, LabConfig, Release};
 use virtzone::zone::shipped::{shipped_policies, shipped_zones};
 use virtzone::zone::{
     parse_policy, parse_policy_file, parse_zone, parse_zone_file, shipped_policy, shipped_zone,
-    ActionKind, Policy, PolicyTarget, RichRule, RuleAction, Settings, Zone, ZoneError, ZoneTarget,
-    POLICY_KEYS, SHIPPED_POLICIES, SHIPPED_ZONES, ZONE_KEYS,
+    ActionKind, Body, Policy, PolicyTarget, RichRule, RuleAction, Settings, Zone, ZoneError,
+    ZoneTarget, POLICY_KEYS, SHIPPED_POLICIES, SHIPPED_ZONES, ZONE_KEYS,
 };
 use zbus::{Connection, OwnedObjectPath};
 
@@ -348,8 +348,11 @@ fn shipped_definitions_have_libvirts_meaning() {
     assert_eq!(
         r,
         Zone {
-            short: r.short.clone(),
-            description: r.description.clone(),
+            body: Body {
+                short: r.short.clone(),
+                description: r.description.clone(),
+                ..Body::default()
+            },
             ..Zone::new("libvirt-routed")
         }
     );

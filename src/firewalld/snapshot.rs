@@ -36,7 +36,7 @@ impl Scope {
 
 /// A permanent zone or policy as firewalld holds it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Body {
+pub enum Definition {
     /// A zone.
     Zone(Zone),
     /// A policy.
@@ -49,7 +49,7 @@ pub struct Object {
     /// Whether it comes from firewalld's stock tier (`/usr/lib/firewalld`, e.g. libvirt's package).
     pub builtin: bool,
     /// Its definition; `Err` says why it could not be read or compared (e.g. before firewalld 0.9.0).
-    pub body: std::result::Result<Body, String>,
+    pub body: std::result::Result<Definition, String>,
 }
 
 impl Object {
@@ -57,12 +57,12 @@ impl Object {
     /// interfaces are bindings, not part of the definition, so they do not count.
     pub fn differences(&self, name: &str) -> Vec<String> {
         match &self.body {
-            Ok(Body::Zone(z)) => {
+            Ok(Definition::Zone(z)) => {
                 let mut z = z.clone();
                 z.interfaces.clear();
                 zone::shipped_zone(name).diff(&z)
             }
-            Ok(Body::Policy(p)) => zone::shipped_policy(name).diff(p),
+            Ok(Definition::Policy(p)) => zone::shipped_policy(name).diff(p),
             Err(e) => vec![e.clone()],
         }
     }
@@ -130,7 +130,7 @@ impl Snapshot {
             .map(|(i, _)| i.clone())
             .collect();
         if let Some(Object {
-            body: Ok(Body::Zone(z)),
+            body: Ok(Definition::Zone(z)),
             ..
         }) = self.shipped.get(&(ObjectKind::Zone, zone.to_string()))
         {
@@ -214,7 +214,7 @@ impl Snapshot {
             for (name, object) in names.into_iter().zip(read) {
                 let zones = match object {
                     Ok(Object {
-                        body: Ok(Body::Policy(p)),
+                        body: Ok(Definition::Policy(p)),
                         ..
                     }) => p.ingress_zones.into_iter().chain(p.egress_zones).collect(),
                     Ok(_) => BTreeSet::new(),
@@ -280,7 +280,7 @@ impl Firewalld {
                 Ok(Object {
                     builtin,
                     body: Zone::from_settings(name, &settings)
-                        .map(Body::Zone)
+                        .map(Definition::Zone)
                         .map_err(not_comparable),
                 })
             }
@@ -297,7 +297,7 @@ impl Firewalld {
                 Ok(Object {
                     builtin,
                     body: Policy::from_settings(name, &settings)
-                        .map(Body::Policy)
+                        .map(Definition::Policy)
                         .map_err(not_comparable),
                 })
             }

@@ -10,7 +10,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::change::{Plan, Reason, Refusal, Step};
-use crate::firewalld::snapshot::Body;
+use crate::firewalld::snapshot::Definition;
 use crate::firewalld::{Capabilities, Snapshot, State};
 use crate::zone;
 use crate::{LIBVIRT_ROUTED_ZONE, LIBVIRT_ZONE};
@@ -338,9 +338,9 @@ pub fn plan_live_uninstall(
             .get(&(item.kind, item.name.clone()))
             .and_then(|o| o.body.clone().ok());
         plan.steps.push(match (item.kind, body) {
-            (Kind::Zone, Some(Body::Zone(z))) => Step::RemoveZone(z),
+            (Kind::Zone, Some(Definition::Zone(z))) => Step::RemoveZone(z),
             (Kind::Zone, _) => Step::RemoveZone(zone::shipped_zone(&item.name)),
-            (Kind::Policy, Some(Body::Policy(p))) => Step::RemovePolicy(p),
+            (Kind::Policy, Some(Definition::Policy(p))) => Step::RemovePolicy(p),
             (Kind::Policy, _) => Step::RemovePolicy(zone::shipped_policy(&item.name)),
         });
     }
@@ -502,7 +502,7 @@ mod tests {
         assert!(plan_uninstall(&existing, &bound, false).is_ok());
     }
 
-    use crate::firewalld::snapshot::{fake, Body, Object};
+    use crate::firewalld::snapshot::{fake, Definition, Object};
 
     /// A 1.3.3 snapshot holding every shipped object, permanently and unchanged, as virtzone added it.
     fn installed_snapshot() -> (Snapshot, Installed) {
@@ -510,20 +510,20 @@ mod tests {
         let mut installed = Installed::default();
         for (kind, name) in SHIPPED {
             let body = match kind {
-                Kind::Zone => Body::Zone(zone::shipped_zone(name)),
-                Kind::Policy => Body::Policy(zone::shipped_policy(name)),
+                Kind::Zone => Definition::Zone(zone::shipped_zone(name)),
+                Kind::Policy => Definition::Policy(zone::shipped_policy(name)),
             };
             if kind == Kind::Policy {
                 snap.permanent_policies.insert(name.to_string());
             }
             let zones: BTreeSet<String> = match &body {
-                Body::Policy(p) => p
+                Definition::Policy(p) => p
                     .ingress_zones
                     .iter()
                     .chain(&p.egress_zones)
                     .cloned()
                     .collect(),
-                Body::Zone(_) => BTreeSet::new(),
+                Definition::Zone(_) => BTreeSet::new(),
             };
             if kind == Kind::Policy {
                 snap.policy_zones.insert(name.to_string(), zones);
@@ -595,7 +595,7 @@ mod tests {
         snap.shipped
             .get_mut(&(Kind::Policy, "libvirt-to-host".to_string()))
             .unwrap()
-            .body = Ok(Body::Policy(changed));
+            .body = Ok(Definition::Policy(changed));
         let r = plan_live_uninstall(&snap, &installed, true).unwrap_err();
         assert_eq!(r.reason, Reason::ZoneReferenced);
         assert!(

@@ -26,7 +26,7 @@ pub use check::{
 };
 pub use error::{ErrorCode, ObjectKind, ZoneError};
 pub use model::{
-    ForwardPort, Policy, PolicyTarget, Port, Zone, ZoneSource, ZoneTarget, ANY,
+    Body, ForwardPort, Policy, PolicyTarget, Port, Zone, ZoneSource, ZoneTarget, ANY,
     DEFAULT_POLICY_PRIORITY, HOST,
 };
 pub use rich::{
