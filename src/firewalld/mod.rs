@@ -67,6 +67,16 @@ impl Firewalld {
         Ok(Firewalld { conn })
     }
 
+    /// Connects and returns the client only when firewalld runs: `None` when there is no system bus or
+    /// nobody owns firewalld's name. The one place that decides "is there a firewalld to talk to".
+    pub async fn connect_running() -> Result<Option<Self>> {
+        match Firewalld::connect().await {
+            Ok(fw) if fw.is_running().await? => Ok(Some(fw)),
+            Ok(_) | Err(Error::NoBus(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Wraps an existing connection (the daemon shares one connection between its parts).
     pub fn from_connection(conn: Connection) -> Self {
         Firewalld { conn }

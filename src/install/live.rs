@@ -1,5 +1,5 @@
 //! Installing into a running firewalld over D-Bus: its permanent configuration (which firewalld writes to
-//! /etc/firewalld), then one reload to make it live. Snapshot → [`plan`](super::plan) → executor.
+//! /etc/firewalld), then one reload to make it live. Snapshot → [`plan`] → executor.
 
 use crate::change::executor::Live;
 use crate::change::{ExecError, Executor, Step};
