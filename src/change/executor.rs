@@ -186,14 +186,23 @@ impl<'m, M: Mutations> Executor<'m, M> {
         failures
     }
 
-    /// Applies independent steps one by one, without rollback (a reconcile re-applying bindings: one
-    /// failure must not undo the others). Returns each step with its result.
-    pub async fn apply_each(&self, steps: &[Step]) -> Vec<(Step, firewalld::Result<()>)> {
-        let mut out = Vec::with_capacity(steps.len());
-        for step in steps {
-            out.push((step.clone(), self.apply(step).await));
-        }
-        out
+    /// Applies independent steps without rollback (a reconcile re-applying bindings: one failure must
+    /// not undo the others), at most `in_flight` at a time, pipelined on one connection (firewalld
+    /// answers in order). Returns each step with its result, in completion order.
+    pub async fn apply_each(
+        &self,
+        steps: &[Step],
+        in_flight: usize,
+    ) -> Vec<(Step, firewalld::Result<()>)> {
+        use futures_util::stream::{self, StreamExt};
+        stream::iter(steps.iter().cloned())
+            .map(|step| async move {
+                let result = self.apply(&step).await;
+                (step, result)
+            })
+            .buffer_unordered(in_flight.max(1))
+            .collect()
+            .await
     }
 }
 

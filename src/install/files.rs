@@ -228,4 +228,37 @@ mod tests {
         assert!(err.to_string().contains("nothing was written"));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
+
+    #[test]
+    fn uninstall_keeps_zones_that_a_remaining_policy_names() {
+        let root = tempfile::tempdir().unwrap();
+        let tier = root.path().join(PACKAGE_TIER);
+        install(&tier, true, None).unwrap();
+        // An admin's policy in ROOT/etc/firewalld names zone libvirt: removing it would leave a
+        // configuration firewalld refuses at its next start.
+        let admin = root.path().join("etc/firewalld/policies");
+        fs::create_dir_all(&admin).unwrap();
+        fs::write(
+            admin.join("guests-out.xml"),
+            "<?xml version=\"1.0\"?>\n<policy target=\"ACCEPT\"><ingress-zone name=\"libvirt\"/><egress-zone name=\"ANY\"/></policy>\n",
+        )
+        .unwrap();
+        let err = uninstall(&tier, true).unwrap_err().to_string();
+        assert!(
+            err.contains("policy guests-out") && err.contains("names zone libvirt"),
+            "{err}"
+        );
+        assert!(
+            tier.join("zones/libvirt.xml").exists(),
+            "nothing was removed"
+        );
+        // virtzone's own policies naming its zones go together with them.
+        fs::remove_file(admin.join("guests-out.xml")).unwrap();
+        let items = uninstall(&tier, true).unwrap();
+        assert_eq!(
+            items.iter().filter(|i| i.action == Action::Remove).count(),
+            5,
+            "{items:?}"
+        );
+    }
 }
