@@ -151,6 +151,39 @@ pub async fn detach(
     Ok(planned.message)
 }
 
+/// What one reconcile saw, decided and did.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// The facts it decided from (version, backend, bindings …).
+    pub snapshot: Snapshot,
+    /// The plan: the lost bindings to re-apply, the drift it leaves alone.
+    pub plan: plan::ReconcilePlan,
+    /// Each re-applied binding with firewalld's answer (failures are not rolled back: the bindings
+    /// are independent, and the next reconcile tries again).
+    pub results: Vec<(crate::change::Step, firewalld::Result<()>)>,
+}
+
+/// One reconcile of the `desired` bindings against firewalld: snapshot → [`plan::plan_reconcile`] →
+/// executor, with at most `in_flight` calls pipelined. For the daemon, on its start, on firewalld's
+/// `Reloaded` signal and on a new owner of firewalld's bus name.
+pub async fn reconcile(
+    fw: &Firewalld,
+    desired: &Bindings,
+    in_flight: usize,
+) -> firewalld::Result<Reconciled> {
+    let snapshot = Snapshot::gather(fw, &Scope::default()).await?;
+    let plan = plan::plan_reconcile(desired, &snapshot.interfaces);
+    let live = Live::new(fw, snapshot.capabilities());
+    let results = Executor::new(&live)
+        .apply_each(&plan.plan.steps, in_flight)
+        .await;
+    Ok(Reconciled {
+        snapshot,
+        plan,
+        results,
+    })
+}
+
 /// One row of `virtzone list`: what virtzone was asked for beside what firewalld has.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
