@@ -974,6 +974,19 @@ fn zone_package_removal_keeps_zones_that_policies_name() {
             "{name}: {zones}"
         );
         assert!(has_word(&policies, "guests-out"), "{name}: {policies}");
+
+        // Without a running firewalld there is nothing to keep the zone from: the script says which
+        // policy will stop firewalld from starting, and how to fix it.
+        lab.stop_firewalld();
+        std::fs::remove_file(lab.config_dir.join("zones/libvirt.xml")).unwrap();
+        let out = run_script(&lab, &scripts.post_remove);
+        ok(&out, &format!("{name} post-remove"));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("policy guests-out in /etc/firewalld/policies names zone libvirt")
+                && err.contains("--delete-policy"),
+            "{name}: {err}"
+        );
     }
 }
 
