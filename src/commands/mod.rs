@@ -193,3 +193,28 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     out!("{text}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed write says what firewalld refused and how it was rolled back; only failed reads are
+    /// "cannot get firewalld's state".
+    #[test]
+    fn write_failures_are_not_read_failures() {
+        let exec = crate::change::ExecError {
+            step: crate::change::Step::Reload,
+            error: crate::firewalld::Error::NotRunning,
+            undone: 0,
+            rollback_failures: vec![],
+        };
+        let failure = Failure::from(crate::bind::BindError::from(exec));
+        assert!(
+            failure.message().starts_with("firewalld failed to reload"),
+            "{}",
+            failure.message()
+        );
+        let read = Failure::from(crate::firewalld::Error::NotRunning);
+        assert!(read.message().starts_with("cannot get firewalld's state"));
+    }
+}

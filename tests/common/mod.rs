@@ -330,6 +330,8 @@ pub struct Lab {
     /// In a mutex so that `&self` methods can notice a dead firewalld (`try_wait` needs `&mut`)
     /// while `Lab` stays `Sync` for async tests.
     firewalld: Mutex<Option<Child>>,
+    /// Why this test may leave ERROR lines in firewalld's log (see [`Lab::allow_firewalld_errors`]).
+    errors_allowed: Mutex<Option<&'static str>>,
 }
 
 /// Counter making lab names unique within a process (the pid makes them unique across processes).
@@ -367,6 +369,7 @@ impl Lab {
             netns_created: false,
             bus: None,
             firewalld: Mutex::new(None),
+            errors_allowed: Mutex::new(None),
         };
         lab.prepare_firewalld_files(&cfg);
         lab.create_netns();
@@ -619,6 +622,27 @@ impl Lab {
             let _ = write!(log, "\n--- firewalld stdout/stderr ---\n{out}");
         }
         log
+    }
+
+    /// Lets this test leave ERROR lines in firewalld's log. Only for tests that deliberately break
+    /// firewalld's configuration (a bad file, a failing reload): `why` says which. Every other lab
+    /// fails at its end when firewalld logged an ERROR, because virtzone must never be the source of
+    /// the lines admins search for when guest networking breaks (firewalld's own suite does the same).
+    pub fn allow_firewalld_errors(&self, why: &'static str) {
+        *self
+            .errors_allowed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    /// The ERROR lines of firewalld's log so far.
+    pub fn firewalld_errors(&self) -> Vec<String> {
+        fs::read_to_string(self.path("firewalld.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" ERROR: ") || l.starts_with("ERROR: "))
+            .map(str::to_string)
+            .collect()
     }
 
     /// The `version` firewalld reports.
@@ -1010,6 +1034,24 @@ impl Drop for Lab {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
+        }
+        // Everything is cleaned up; now the test may still fail on a noisy firewalld log (only when it
+        // has not failed already: a second panic would abort).
+        let allowed = self
+            .errors_allowed
+            .lock()
+            .map(|g| g.is_some())
+            .unwrap_or(true);
+        if !thread::panicking() && !allowed {
+            let errors = self.firewalld_errors();
+            if !errors.is_empty() {
+                panic!(
+                    "lab {}: firewalld logged ERROR lines (virtzone must never cause them; a test that breaks \
+                     firewalld on purpose says so with Lab::allow_firewalld_errors):\n{}",
+                    self.netns,
+                    errors.join("\n")
+                );
+            }
         }
         // The TempDir field removes the directory after this.
     }
