@@ -131,10 +131,14 @@ fn installed(cfg: LabConfig) -> Lab {
 #[test]
 fn a_healthy_host_has_no_problem_and_no_warning_on_every_release() {
     for (release, backend) in [
+        (Release::Debian11, Backend::Nftables),
+        (Release::Debian11, Backend::Iptables),
         (Release::Debian12, Backend::Nftables),
         (Release::Debian12, Backend::Iptables),
         (Release::Debian13, Backend::Nftables),
         (Release::Debian13, Backend::Iptables),
+        (Release::Sid, Backend::Nftables),
+        (Release::Sid, Backend::Iptables),
     ] {
         let lab = installed(LabConfig::new(release, backend));
         let (code, v) = doctor_json(&lab, None, WITH_HOOK);
@@ -476,7 +480,7 @@ fn strict_forward_ports_warns_about_forwards_made_outside_firewalld() {
     let lab = installed(LabConfig {
         files: vec![(
             "firewalld.conf".into(),
-            "FirewallBackend=nftables\nStrictForwardPorts=yes\n".into(),
+            "DefaultZone=public\nFirewallBackend=nftables\nStrictForwardPorts=yes\n".into(),
         )],
         ..LabConfig::new(Release::Debian13, Backend::Nftables)
     });
