@@ -625,7 +625,8 @@ fn apply(rs: &Ruleset, chain: &Chain, rule: &Rule, p: &Packet) -> Effect {
                 t
             }
             // Statements: only the verdict-bearing ones matter.
-            "counter" | "log" | "ct helper" | "notrack" | "set" | "comment" => Tri::Yes,
+            // `flow add @ft` (firewalld's NftablesFlowtable) offloads established traffic only.
+            "counter" | "log" | "ct helper" | "notrack" | "set" | "comment" | "flow" => Tri::Yes,
             "limit" | "quota" => Tri::Unknown(format!("rate limit `{}`", render(e))),
             "accept" => {
                 effect = Effect::Accept;
