@@ -53,8 +53,14 @@ while :; do wait; sleep 1; done
 "#;
 
 impl SidSystem {
-    /// Starts the system and waits until firewalld is RUNNING. Panics when the root is missing.
+    /// Starts the system with firewalld's default backend (nftables).
     pub fn start() -> SidSystem {
+        SidSystem::start_with("nftables")
+    }
+
+    /// Starts the system with firewalld's `backend` and waits until firewalld is RUNNING. Panics
+    /// when the root is missing.
+    pub fn start_with(backend: &str) -> SidSystem {
         let root = sid_root();
         assert!(
             root.join(".complete").is_file(),
@@ -89,6 +95,11 @@ impl SidSystem {
         write(
             &upper.join("etc/libvirt/network.conf"),
             &format!("{conf}\nfirewall_backend = \"iptables\"\n"),
+        );
+        let fw_conf = fs::read_to_string(root.join("etc/firewalld/firewalld.conf")).unwrap();
+        write(
+            &upper.join("etc/firewalld/firewalld.conf"),
+            &super::set_conf_key(&fw_conf, "FirewallBackend", backend),
         );
         write(&upper.join("vz-init.sh"), INIT);
         super::set_mode(&upper.join("vz-init.sh"), 0o755);
