@@ -36,22 +36,22 @@ impl Guest {
         };
         run(&["ip", "netns", "add", &netns]);
         let guest = Guest { netns };
-        run(&[
-            "ip", "link", "add", "vzg12a", "type", "veth", "peer", "name", "vzg12b",
-        ]);
-        run(&["ip", "link", "set", "vzg12a", "netns", &sys.netns]);
-        run(&["ip", "link", "set", "vzg12b", "netns", &guest.netns]);
-        sys.sh(&format!("ip link set vzg12a master {bridge} up"));
-        run(&[
+        // Made in the guest's namespace with its peer in the system's: nothing appears in the
+        // host's, so parallel tests cannot collide on names.
+        let peer = ["peer", "name", "vzg12a", "netns", &sys.netns];
+        let mut add = vec![
             "ip",
             "-n",
             &guest.netns,
             "link",
-            "set",
-            "vzg12b",
-            "name",
+            "add",
             "eth0",
-        ]);
+            "type",
+            "veth",
+        ];
+        add.extend(peer);
+        run(&add);
+        sys.sh(&format!("ip link set vzg12a master {bridge} up"));
         run(&["ip", "-n", &guest.netns, "link", "set", "eth0", "up"]);
         run(&["ip", "-n", &guest.netns, "link", "set", "lo", "up"]);
         guest
