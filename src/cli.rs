@@ -182,6 +182,25 @@ pub enum Command {
         /// Extra argument (libvirt passes `-`).
         extra: Option<String>,
     },
+    /// Find why guests are blocked, with evidence, and fix what is safe to fix.
+    ///
+    /// Read-only unless --fix. Exit status 0: no problem found (warnings alone too); 1: at least one
+    /// problem; 2: bad input. Checks and JSON ids are documented in docs/troubleshooting.md and
+    /// docs/json.md.
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only this running libvirt network (repeatable).
+        #[arg(long, value_name = "NET")]
+        network: Vec<String>,
+        /// Apply the safe fixes, each after confirmation, then check again.
+        #[arg(long)]
+        fix: bool,
+        /// With --fix: do not ask.
+        #[arg(long, requires = "fix")]
+        yes: bool,
+    },
     /// Run the daemon.
     ///
     /// Owns org.virtzone.VirtZone1 on the system bus and keeps the recorded bindings applied across

@@ -211,6 +211,9 @@ fn broken_zone_file_fails_debian12() {
         expect_state: "FAILED",
         ..LabConfig::default()
     });
+    lab.allow_firewalld_errors(
+        "the test writes a broken zone file so that firewalld fails to load",
+    );
     assert_eq!(lab.state(), "FAILED");
     assert!(
         lab.firewalld_log().contains("INVALID_ZONE"),
@@ -227,7 +230,30 @@ fn broken_zone_file_fails_debian13() {
         expect_state: "FAILED",
         ..LabConfig::default()
     });
+    lab.allow_firewalld_errors(
+        "the test writes a broken zone file so that firewalld fails to load",
+    );
     assert_eq!(lab.state(), "FAILED");
+}
+
+/// The lab fails a test whose firewalld logged an ERROR (here: asking for a zone that does not exist,
+/// what virtzone must never do), and says which lines.
+#[test]
+fn an_error_in_firewalds_log_fails_the_test() {
+    let failed = std::panic::catch_unwind(|| {
+        let lab = Lab::start(LabConfig::default());
+        let out = lab.firewall_cmd(&["--info-zone=nosuch"]);
+        assert!(!out.status.success());
+    });
+    let message = failed.expect_err("the lab did not fail on firewalld's ERROR line");
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        text.contains("firewalld logged ERROR lines") && text.contains("INVALID_ZONE: nosuch"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -8,15 +8,22 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use super::{check, Failure};
+use std::time::Duration;
+
 use crate::bind::{self, Attach, Bindings, BINDINGS_FILE};
-use crate::firewalld::{gather_facts, Firewalld, FirewalldFacts};
-use crate::libvirt::parse_network_xml;
+use crate::change::executor::{Executor, Live};
+use crate::change::{Plan, Step};
+use crate::firewalld::{self, Firewalld, FirewalldFacts};
+use crate::libvirt::{parse_network_xml, Network, NetworkXmlError};
 use crate::names::BridgeName;
 use crate::precheck::{self, Request};
-use crate::state::StateDir;
+use crate::state::{Config, StateDir};
 
 /// hookData is a network's live XML; more than this is not libvirt talking.
 const MAX_HOOK_DATA: u64 = 1 << 20;
+/// The hook's whole budget unless `HookTimeout=` says otherwise: libvirt waits for a hook without limit
+/// while `virsh net-start` hangs, so a hung firewalld must cost seconds, not minutes.
+pub const HOOK_BUDGET: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -72,20 +79,51 @@ pub async fn run(
     if op == Op::Ignored {
         return Ok(ExitCode::SUCCESS);
     }
-    let network =
-        parse_network_xml(&xml, None).map_err(|e| Failure::Usage(format!("hookData: {e}")))?;
+    let network = match parse_network_xml(&xml, None) {
+        Ok(n) => n,
+        // A later libvirt's forward mode, or a zone firewalld accepts but virtzone's stricter name
+        // rule does not: libvirt itself handles such networks, so virtzone stands aside rather than
+        // refusing a network that would work (docs/libvirt-hook.md).
+        Err(e @ (NetworkXmlError::UnknownForwardMode(_) | NetworkXmlError::Zone(_))) => {
+            eprintln!("virtzone: warning: {e}; leaving network {name} to libvirt");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(Failure::Usage(format!("hookData: {e}"))),
+    };
     if network.name != name {
         return Err(Failure::Usage(format!(
             "hookData describes network {:?}, but the hook was called for network {name:?}",
             network.name
         )));
     }
-    let state = StateDir::locate(None);
+    // libvirt gives hooks no time limit and waits for them with the network half started: the hook
+    // keeps to one overall budget instead of several 120 s firewalld call timeouts.
+    let budget = Config::load()?.hook_timeout.unwrap_or(HOOK_BUDGET);
+    match tokio::time::timeout(budget, act(op, network)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::Refused(format!(
+            "firewalld did not answer within {} s, so virtzone cannot prepare network {name}'s bridge; \
+             check that firewalld runs (systemctl status firewalld) and try again",
+            budget.as_secs()
+        ))),
+    }
+}
+
+/// The hook's work for `start`, `started` and `stopped`, on one bus connection.
+async fn act(op: Op, network: Network) -> Result<ExitCode, Failure> {
+    let fw = match Firewalld::connect().await {
+        Ok(fw) => Some(fw),
+        Err(firewalld::Error::NoBus(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     if op == Op::Stopped {
-        return stopped(&state, network.bridge).await;
+        return stopped(fw.as_ref(), network.bridge).await;
     }
     // `start` and `started`: the zone libvirt's rules give this network on this firewalld.
-    let facts = gather_facts().await?;
+    let facts = match &fw {
+        Some(fw) => fw.facts().await?,
+        None => FirewalldFacts::NotRunning { no_bus: true },
+    };
     let verdict = precheck::decide(
         &Request {
             network: &network,
@@ -99,13 +137,14 @@ pub async fn run(
     if !verdict.ok {
         return Err(Failure::Refused(verdict.message));
     }
-    let (Some(zone), Some(bridge), FirewalldFacts::Running(_)) =
-        (verdict.zone, network.bridge, facts)
+    let (Some(zone), Some(bridge), FirewalldFacts::Running(_), Some(fw)) =
+        (verdict.zone, network.bridge, facts, fw)
     else {
         return Ok(ExitCode::SUCCESS);
     };
-    let fw = Firewalld::connect().await?;
     // The network's definition decides its own bridge's zone, so an earlier zone is replaced.
+    // `attach` reads firewalld again under the state lock, on the same connection: its plan must
+    // come from facts no other virtzone process can change meanwhile.
     let req = Attach {
         bridge,
         zone,
@@ -113,29 +152,71 @@ pub async fn run(
         force: true,
         network: Some(network.name.clone()),
     };
-    out!("{}", bind::attach(&fw, &state, &req).await?);
+    let state = match StateDir::locate(None) {
+        Ok(state) => state,
+        Err(e) => return bind_unrecorded(&fw, &req, &e.to_string()).await,
+    };
+    match bind::attach(&fw, &state, &req).await {
+        Ok(message) => out!("{message}"),
+        // A broken state file must not stop every network: bind without the record.
+        Err(bind::BindError::State(e)) => return bind_unrecorded(&fw, &req, &e.to_string()).await,
+        Err(e) => return Err(e.into()),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `stopped end`: unbinds the bridge if virtzone bound it.
-async fn stopped(state: &StateDir, bridge: Option<BridgeName>) -> Result<ExitCode, Failure> {
+/// Binds the bridge at runtime without recording it, when the state directory cannot be used. libvirt
+/// re-binds its bridges after firewalld reloads itself, so the network works; only virtzone's daemon
+/// will not know about this binding until the state is repaired.
+async fn bind_unrecorded(fw: &Firewalld, req: &Attach, problem: &str) -> Result<ExitCode, Failure> {
+    eprintln!(
+        "virtzone: warning: {problem}; binding bridge {} to zone {} without recording it",
+        req.bridge, req.zone
+    );
+    let plan = Plan {
+        steps: vec![Step::ChangeZoneOfInterface {
+            zone: req.zone.clone(),
+            interface: req.bridge.clone(),
+            previous: None,
+        }],
+        ..Plan::default()
+    };
+    Executor::new(&Live::new(fw, None))
+        .run(&plan)
+        .await
+        .map_err(|e| Failure::Refused(format!("cannot bind bridge {}: {}", req.bridge, e.error)))?;
+    out!(
+        "bridge {} bound to zone {} (not recorded)",
+        req.bridge,
+        req.zone
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `stopped end`: unbinds the bridge if virtzone bound it. libvirt ignores this exit status, so a
+/// problem is reported and nothing else.
+async fn stopped(fw: Option<&Firewalld>, bridge: Option<BridgeName>) -> Result<ExitCode, Failure> {
     let Some(bridge) = bridge else {
         return Ok(ExitCode::SUCCESS);
     };
-    let managed = state
-        .read::<Bindings>(BINDINGS_FILE)
-        .map_err(|e| Failure::Refused(e.to_string()))?
-        .bindings
-        .contains_key(&bridge);
+    let state = StateDir::locate(None)?;
+    let managed = match state.read::<Bindings>(BINDINGS_FILE) {
+        Ok(b) => b.bindings.contains_key(&bridge),
+        Err(e) => {
+            eprintln!("virtzone: warning: {e}; leaving bridge {bridge} as it is");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     if !managed {
         return Ok(ExitCode::SUCCESS);
     }
-    match gather_facts().await? {
-        FirewalldFacts::Running(_) => {
-            let fw = Firewalld::connect().await?;
-            out!("{}", bind::detach(&fw, state, &bridge, false, false).await?);
-        }
-        FirewalldFacts::NotRunning { .. } => out!("{}", bind::forget(state, &bridge).await?),
+    let running = match fw {
+        Some(fw) => fw.is_running().await?,
+        None => false,
+    };
+    match fw.filter(|_| running) {
+        Some(fw) => out!("{}", bind::detach(fw, &state, &bridge, false, false).await?),
+        None => out!("{}", bind::forget(&state, &bridge).await?),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@ macro_rules! out {
 
 mod bind;
 mod check;
+mod doctor;
 mod explain;
 mod hook;
 mod install;
@@ -49,6 +50,7 @@ impl From<crate::install::InstallError> for Failure {
     fn from(e: crate::install::InstallError) -> Self {
         match e {
             crate::install::InstallError::Firewalld(e) => e.into(),
+            crate::install::InstallError::State(e) => e.into(),
             other => Failure::Refused(other.to_string()),
         }
     }
@@ -58,7 +60,18 @@ impl From<crate::bind::BindError> for Failure {
     fn from(e: crate::bind::BindError) -> Self {
         match e {
             crate::bind::BindError::Firewalld(e) => e.into(),
+            crate::bind::BindError::State(e) => e.into(),
             other => Failure::Refused(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::state::StateError> for Failure {
+    fn from(e: crate::state::StateError) -> Self {
+        if e.is_bad_input() {
+            Failure::Usage(e.to_string())
+        } else {
+            Failure::Refused(e.to_string())
         }
     }
 }
@@ -138,11 +151,20 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
             extra,
         } => hook::run(&object, &name, &op, &subop, extra.as_deref()).await,
         Command::Serve { state_dir } => {
-            crate::daemon::serve(crate::state::StateDir::locate(state_dir.as_deref()))
+            let state = crate::state::StateDir::locate(state_dir.as_deref())?;
+            // Whatever the state says is re-applied after every reload: refuse a planted one up front.
+            state.check()?;
+            crate::daemon::serve(state)
                 .await
                 .map_err(|e| Failure::Refused(e.to_string()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Doctor {
+            json,
+            network,
+            fix,
+            yes,
+        } => doctor::run(json, &network, fix, yes).await,
         Command::Uninstall {
             root,
             force,
@@ -170,4 +192,29 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
         .map_err(|e| Failure::Refused(format!("cannot encode JSON: {e}")))?;
     out!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed write says what firewalld refused and how it was rolled back; only failed reads are
+    /// "cannot get firewalld's state".
+    #[test]
+    fn write_failures_are_not_read_failures() {
+        let exec = crate::change::ExecError {
+            step: crate::change::Step::Reload,
+            error: crate::firewalld::Error::NotRunning,
+            undone: 0,
+            rollback_failures: vec![],
+        };
+        let failure = Failure::from(crate::bind::BindError::from(exec));
+        assert!(
+            failure.message().starts_with("firewalld failed to reload"),
+            "{}",
+            failure.message()
+        );
+        let read = Failure::from(crate::firewalld::Error::NotRunning);
+        assert!(read.message().starts_with("cannot get firewalld's state"));
+    }
 }

@@ -7,20 +7,22 @@
 //! events it sleeps in the kernel, with no timers.
 
 pub mod client;
-pub mod reconcile;
 pub mod service;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, Semaphore};
 use tracing::{error, info, warn};
-use zbus::fdo::DBusProxy;
+use zbus::fdo::{DBusProxy, RequestNameFlags, RequestNameReply};
 use zbus::{Connection, MatchRule, MessageStream};
 
-use crate::bind::{self, Bindings, BINDINGS_FILE};
+use crate::bind::plan::plan_reconcile;
+use crate::bind::{Bindings, BINDINGS_FILE};
+use crate::change::executor::{Executor, Live};
 use crate::firewalld::proxy::{BUS_NAME as FIREWALLD, PATH as FIREWALLD_PATH};
+use crate::firewalld::snapshot::{Scope, Snapshot};
 use crate::firewalld::{Firewalld, State, CALL_TIMEOUT};
 use crate::state::StateDir;
 use service::{Service, ServiceSignals};
@@ -32,20 +34,32 @@ pub const PATH: &str = "/org/virtzone/VirtZone1";
 
 /// Calls in flight at once during a reconcile. The system bus allows 128 pending replies per connection
 /// (dbus-daemon's `max_replies_per_connection`) and refuses the rest; staying well below leaves room for
-/// the D-Bus methods the daemon serves meanwhile, while still keeping firewalld busy without gaps.
+/// `Attach` and `Detach` on the same connection, while still keeping firewalld busy without gaps.
 const IN_FLIGHT: usize = 32;
 /// Passes over the missing bindings in one reconcile: a call that failed (a transient error) gets
-/// another chance before the daemon goes back to waiting for events.
+/// another chance, after a pause, before the daemon goes back to waiting for events.
 const PASSES: usize = 3;
+/// Pause before the second and third pass: a firewalld still settling after a reload gets time,
+/// instead of three failures in a row within milliseconds.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// How long a freshly started firewalld may stay in INIT before a reconcile gives up (it is retried at
 /// the next event).
 const INIT_DEADLINE: Duration = Duration::from_secs(120);
 
-/// Why the daemon could not run.
+/// Read methods (`List`, `Check`, `Status`) being served at once; anybody may call them, so more are
+/// refused with `org.virtzone.VirtZone1.Error.Busy` instead of queueing without bound.
+pub const READ_SLOTS: usize = 4;
+/// How long one read method may wait for firewalld. Reads run on their own connection with this
+/// timeout, so a slow or hung firewalld cannot pile up replies where `Attach` and reconcile need room.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a read's answer is reused: a flood of identical reads costs firewalld one call set a second.
+pub const READ_CACHE: Duration = Duration::from_secs(1);
+
+/// Why the daemon could not run, or stopped running.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// The bus could not be reached or the name not taken.
+    /// The bus could not be reached, the name not taken, or the connection or name was lost.
     #[error("{0}")]
     Bus(String),
 }
@@ -65,24 +79,50 @@ pub(crate) struct Stats {
     pub backend: String,
 }
 
+/// Answers of read methods, reused for [`READ_CACHE`] and dropped on every firewalld event.
+#[derive(Default)]
+pub(crate) struct ReadCache {
+    pub facts: Option<(Instant, crate::firewalld::FirewalldFacts)>,
+    pub status: Option<(Instant, String)>,
+}
+
 /// State shared by the D-Bus interface and the reconcile loop.
 pub(crate) struct Shared {
+    /// The daemon's own connection: serves the interface, runs reconcile, `Attach` and `Detach`.
     pub fw: Firewalld,
+    /// A second connection for the read methods only, with a short call timeout.
+    pub reader: Firewalld,
+    /// Bounds the read methods served at once.
+    pub read_slots: Semaphore,
+    /// Recent read answers.
+    pub read_cache: Mutex<ReadCache>,
     pub state: StateDir,
     pub stats: Mutex<Stats>,
     /// Wakes the reconcile loop; notifications arriving during a reconcile coalesce into one more.
     pub wake: Notify,
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
-    let conn = zbus::connection::Builder::system()
-        .method_timeout(CALL_TIMEOUT)
+/// Connects to the system bus with a call timeout.
+async fn connect(timeout: Duration) -> Result<Connection, DaemonError> {
+    zbus::connection::Builder::system()
+        .method_timeout(timeout)
         .build()
         .await
-        .map_err(|e| DaemonError::Bus(format!("cannot connect to the system bus: {e}")))?;
+        .map_err(|e| DaemonError::Bus(format!("cannot connect to the system bus: {e}")))
+}
+
+/// Runs the daemon until SIGTERM or SIGINT (success), or until it loses the bus connection or its name
+/// (an error, so that a supervisor restarts it: a daemon that can no longer hear firewalld's signals
+/// must not linger).
+pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
+    let conn = connect(CALL_TIMEOUT).await?;
+    // A little longer than the read budget, so that the budget's own clear message is what callers see.
+    let reader = connect(READ_TIMEOUT + Duration::from_secs(2)).await?;
     let shared = Arc::new(Shared {
         fw: Firewalld::from_connection(conn.clone()),
+        reader: Firewalld::from_connection(reader.clone()),
+        read_slots: Semaphore::new(READ_SLOTS),
+        read_cache: Mutex::new(ReadCache::default()),
         state,
         stats: Mutex::new(Stats::default()),
         wake: Notify::new(),
@@ -96,7 +136,8 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
         )
         .await?;
 
-    // Subscribe before the first reconcile, so that no reload between them goes unseen.
+    // Subscribe before the first reconcile, so that no reload between them goes unseen, and before
+    // taking the name, so that its loss cannot go unseen either.
     let reloaded = MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
         .sender(FIREWALLD)
@@ -109,25 +150,56 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
     let mut owners = dbus
         .receive_name_owner_changed_with_args(&[(0, FIREWALLD)])
         .await?;
+    let mut lost = dbus.receive_name_lost_with_args(&[(0, BUS_NAME)]).await?;
 
-    conn.request_name(BUS_NAME).await.map_err(|e| {
-        DaemonError::Bus(format!("cannot own {BUS_NAME} (is another virtzone daemon running, or does the bus policy forbid it?): {e}"))
-    })?;
+    // Without ALLOW_REPLACEMENT nobody can take the name from a running daemon, whatever the policy.
+    let taken = conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await
+        .map_err(|e| DaemonError::Bus(format!("cannot own {BUS_NAME}: {e}")))?;
+    if !matches!(
+        taken,
+        RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner
+    ) {
+        return Err(DaemonError::Bus(format!(
+            "cannot own {BUS_NAME}: another process owns it (is another virtzone daemon running?)"
+        )));
+    }
     info!(
         "serving {BUS_NAME}; state in {}",
         shared.state.path().display()
     );
 
+    // Whatever ends the bus side ends the daemon with an error.
+    let (fatal_tx, mut fatal) = tokio::sync::mpsc::channel::<String>(4);
     let events = shared.clone();
+    let tx = fatal_tx.clone();
     tokio::spawn(async move {
-        while reloaded.next().await.is_some() {
-            info!("firewalld reloaded");
-            events.wake.notify_one();
+        loop {
+            match reloaded.next().await {
+                Some(Ok(_)) => {
+                    info!("firewalld reloaded");
+                    events.read_cache.lock().await.clear();
+                    events.wake.notify_one();
+                }
+                Some(Err(e)) => {
+                    let _ = tx
+                        .send(format!("the system bus connection failed: {e}"))
+                        .await;
+                    return;
+                }
+                None => {
+                    let _ = tx.send("the system bus connection closed".into()).await;
+                    return;
+                }
+            }
         }
     });
     let events = shared.clone();
+    let tx = fatal_tx.clone();
     tokio::spawn(async move {
         while let Some(change) = owners.next().await {
+            events.read_cache.lock().await.clear();
             let appeared = change
                 .args()
                 .map(|a| a.new_owner().is_some())
@@ -139,20 +211,67 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
                 warn!("firewalld left the bus; bindings are re-applied when it returns");
             }
         }
+        let _ = tx.send("the system bus connection closed".into()).await;
     });
+    let tx = fatal_tx;
+    tokio::spawn(async move {
+        if lost.next().await.is_some() {
+            let _ = tx.send(format!("lost the bus name {BUS_NAME}")).await;
+        }
+    });
+    // The reader connection's end is as fatal: reads would fail from then on.
+    let reader_conn = reader.clone();
+    let reader_closed = async move {
+        let mut stream = MessageStream::from(&reader_conn);
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => {}
+                _ => return "the system bus connection closed".to_string(),
+            }
+        }
+    };
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| DaemonError::Bus(format!("cannot watch SIGTERM: {e}")))?;
-    shared.wake.notify_one();
-    loop {
+    // A stop request or a fatal event ends the daemon even in the middle of a reconcile.
+    let stop = async {
         tokio::select! {
-            _ = shared.wake.notified() => reconcile(&shared, &conn).await,
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => None,
+            _ = tokio::signal::ctrl_c() => None,
+            reason = fatal.recv() => Some(reason.unwrap_or_else(|| "event watchers ended".into())),
+            reason = reader_closed => Some(reason),
+        }
+    };
+    tokio::pin!(stop);
+    shared.wake.notify_one();
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut stop => break outcome,
+            _ = shared.wake.notified() => {
+                tokio::select! {
+                    outcome = &mut stop => break outcome,
+                    () = reconcile(&shared, &conn) => {}
+                }
+            }
+        }
+    };
+    match outcome {
+        None => {
+            info!("stopping");
+            Ok(())
+        }
+        Some(reason) => {
+            error!("{reason}; exiting so that the service manager restarts virtzone");
+            Err(DaemonError::Bus(reason))
         }
     }
-    info!("stopping");
-    Ok(())
+}
+
+impl ReadCache {
+    /// Forgets every answer (firewalld changed).
+    pub fn clear(&mut self) {
+        *self = ReadCache::default();
+    }
 }
 
 /// Waits while a freshly started firewalld is still loading (before 2.4.0 it owns its name first). Only
@@ -193,6 +312,15 @@ async fn reconcile(shared: &Shared, conn: &Connection) {
         warn!("firewalld did not finish loading; retrying at the next event");
         return;
     }
+    // Held until the calls are sent: a `detach` between reading the record and re-binding would
+    // otherwise see its bridge bound again.
+    let _lock = match shared.state.lock().await {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            return;
+        }
+    };
     let desired: Bindings = match shared.state.read(BINDINGS_FILE) {
         Ok(d) => d,
         Err(e) => {
@@ -200,47 +328,46 @@ async fn reconcile(shared: &Shared, conn: &Connection) {
             return;
         }
     };
-    let (actual, version, backend) =
-        match tokio::try_join!(bind::interface_zones(fw), fw.version_text(), fw.backend()) {
-            Ok(x) => x,
-            Err(e) => {
-                error!("cannot read firewalld's bindings: {e}");
-                return;
-            }
-        };
-    let plan = reconcile::plan(&desired, &actual);
-    for (bridge, wanted, actual) in &plan.drift {
-        warn!(
-            "bridge {bridge} is in zone {actual}, not {wanted}: someone moved it; leaving it there"
-        );
+    // snapshot → plan → executor, as every change to firewalld goes.
+    let snap = match Snapshot::gather(fw, &Scope::default()).await {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot read firewalld's bindings: {e}");
+            return;
+        }
+    };
+    let Some((version, backend)) = snap
+        .running()
+        .map(|r| (r.version_text.clone(), r.backend.as_str().to_string()))
+    else {
+        info!("firewalld is not running; waiting for it");
+        return;
+    };
+    let plan = plan_reconcile(&desired, &snap.interfaces);
+    for warning in &plan.plan.warnings {
+        warn!("{}", warning.message);
     }
-    let mut missing = plan.apply.clone();
+    let live = Live::new(fw, snap.capabilities());
+    let executor = Executor::new(&live);
+    let mut missing = plan.plan.steps.clone();
     let mut applied = 0u32;
     for pass in 1..=PASSES {
         if missing.is_empty() {
             break;
         }
-        // Independent calls, pipelined on one connection (firewalld answers them in order), with a
-        // bounded number in flight.
-        let results: Vec<_> = futures_util::stream::iter(missing.iter().cloned())
-            .map(|(bridge, zone)| async move {
-                let result = fw
-                    .change_zone_of_interface(zone.as_str(), bridge.as_str())
-                    .await;
-                (bridge, zone, result)
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
+        if pass > 1 {
+            tokio::time::sleep(RETRY_PAUSE * (pass as u32 - 1)).await;
+        }
+        let results = executor.apply_each(&missing, IN_FLIGHT).await;
         missing.clear();
-        for (bridge, zone, result) in results {
+        for (step, result) in results {
             match result {
                 Ok(()) => applied += 1,
                 Err(e) if pass < PASSES => {
-                    warn!("cannot bind bridge {bridge} to zone {zone} yet ({e}); trying again");
-                    missing.push((bridge, zone));
+                    warn!("cannot {step} yet ({e}); trying again");
+                    missing.push(step);
                 }
-                Err(e) => error!("cannot bind bridge {bridge} to zone {zone}: {e}"),
+                Err(e) => error!("cannot {step}: {e}"),
             }
         }
     }
@@ -256,7 +383,7 @@ async fn reconcile(shared: &Shared, conn: &Connection) {
     };
     info!(
         "reconcile {count}: re-applied {applied} of {} missing bindings, {} in place, {} moved by others",
-        plan.apply.len(),
+        plan.plan.steps.len(),
         plan.in_place,
         plan.drift.len()
     );

@@ -6,8 +6,11 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{fdo, interface, Connection};
 
-use super::Shared;
+use std::time::Instant;
+
+use super::{Shared, READ_CACHE, READ_SLOTS, READ_TIMEOUT};
 use crate::bind::{self, Attach, Bindings, BINDINGS_FILE};
+use crate::firewalld::FirewalldFacts;
 use crate::libvirt::parse_network_xml;
 use crate::names::{BridgeName, ZoneName};
 use crate::precheck::{self, Request};
@@ -27,6 +30,8 @@ pub enum ServiceError {
     Firewalld(String),
     /// The caller may not do this (only root may change bindings).
     AccessDenied(String),
+    /// Too many read calls are being served; try again shortly.
+    Busy(String),
 }
 
 impl From<bind::BindError> for ServiceError {
@@ -34,6 +39,9 @@ impl From<bind::BindError> for ServiceError {
         match e {
             bind::BindError::Refused(m) => ServiceError::Refused(m),
             bind::BindError::Firewalld(e) => ServiceError::Firewalld(e.to_string()),
+            bind::BindError::State(e) if e.is_bad_input() => {
+                ServiceError::InvalidArgument(e.to_string())
+            }
             bind::BindError::State(e) => ServiceError::Refused(e.to_string()),
         }
     }
@@ -45,6 +53,44 @@ pub struct Service {
 }
 
 impl Service {
+    /// Runs one read method: at most [`READ_SLOTS`] at once (the rest are refused at once, so a flood
+    /// costs nothing but refusals), each within [`READ_TIMEOUT`].
+    async fn read<T, F>(&self, what: &str, read: F) -> Result<T, ServiceError>
+    where
+        F: std::future::Future<Output = Result<T, ServiceError>>,
+    {
+        let Ok(_slot) = self.shared.read_slots.try_acquire() else {
+            return Err(ServiceError::Busy(format!(
+                "{READ_SLOTS} read calls are already being served; try again shortly"
+            )));
+        };
+        tokio::time::timeout(READ_TIMEOUT, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ServiceError::Firewalld(format!(
+                    "{what}: firewalld did not answer within {} s",
+                    READ_TIMEOUT.as_secs()
+                )))
+            })
+    }
+
+    /// firewalld's facts from the reader connection, reused for [`READ_CACHE`].
+    async fn facts(&self) -> Result<FirewalldFacts, ServiceError> {
+        if let Some((at, facts)) = &self.shared.read_cache.lock().await.facts {
+            if at.elapsed() < READ_CACHE {
+                return Ok(facts.clone());
+            }
+        }
+        let facts = self
+            .shared
+            .reader
+            .facts()
+            .await
+            .map_err(|e| ServiceError::Firewalld(e.to_string()))?;
+        self.shared.read_cache.lock().await.facts = Some((Instant::now(), facts.clone()));
+        Ok(facts)
+    }
+
     /// Only root may change bindings. The bus policy says so too; this holds even under a laxer policy.
     async fn require_root(
         &self,
@@ -111,34 +157,7 @@ impl Service {
     /// The managed bindings: (bridge, wanted zone, actual zone or "", state: bound|missing|moved|unknown).
     #[zbus(out_args("bindings"))]
     async fn list(&self) -> Result<Vec<(String, String, String, String)>, ServiceError> {
-        let bindings: Bindings = self
-            .shared
-            .state
-            .read(BINDINGS_FILE)
-            .map_err(|e| ServiceError::Refused(e.to_string()))?;
-        let actual = match self.shared.fw.is_running().await {
-            Ok(true) => Some(
-                bind::interface_zones(&self.shared.fw)
-                    .await
-                    .map_err(|e| ServiceError::Firewalld(e.to_string()))?,
-            ),
-            _ => None,
-        };
-        Ok(bind::compare(&bindings, actual.as_ref())
-            .into_iter()
-            .map(|r| {
-                let state = serde_json::to_value(r.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
-                (
-                    r.bridge.to_string(),
-                    r.zone.to_string(),
-                    r.actual.unwrap_or_default(),
-                    state,
-                )
-            })
-            .collect())
+        self.read("List", self.list_rows()).await
     }
 
     /// The net-start pre-check for a libvirt network XML (or hookData): (ok, reason, zone or "", message).
@@ -149,12 +168,7 @@ impl Service {
     ) -> Result<(bool, String, String, String), ServiceError> {
         let network = parse_network_xml(network_xml, None)
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-        let facts = self
-            .shared
-            .fw
-            .facts()
-            .await
-            .map_err(|e| ServiceError::Firewalld(e.to_string()))?;
+        let facts = self.read("Check", self.facts()).await?;
         let v = precheck::decide(
             &Request {
                 network: &network,
@@ -177,10 +191,7 @@ impl Service {
     /// `virtzone status --json`, as a JSON string.
     #[zbus(out_args("json"))]
     async fn status(&self) -> Result<String, ServiceError> {
-        let status = crate::status::gather()
-            .await
-            .map_err(|e| ServiceError::Firewalld(e.to_string()))?;
-        serde_json::to_string(&status).map_err(|e| ServiceError::Refused(e.to_string()))
+        self.read("Status", self.status_json()).await
     }
 
     /// firewalld's version as last seen ("" before firewalld was seen).
@@ -216,4 +227,52 @@ impl Service {
         applied: u32,
         drifted: u32,
     ) -> zbus::Result<()>;
+}
+
+impl Service {
+    async fn list_rows(&self) -> Result<Vec<(String, String, String, String)>, ServiceError> {
+        let bindings: Bindings = self
+            .shared
+            .state
+            .read(BINDINGS_FILE)
+            .map_err(|e| ServiceError::Refused(e.to_string()))?;
+        let actual = match self.shared.reader.is_running().await {
+            Ok(true) => Some(
+                bind::interface_zones(&self.shared.reader)
+                    .await
+                    .map_err(|e| ServiceError::Firewalld(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        Ok(bind::compare(&bindings, actual.as_ref())
+            .into_iter()
+            .map(|r| {
+                let state = serde_json::to_value(r.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                (
+                    r.bridge.to_string(),
+                    r.zone.to_string(),
+                    r.actual.unwrap_or_default(),
+                    state,
+                )
+            })
+            .collect())
+    }
+
+    async fn status_json(&self) -> Result<String, ServiceError> {
+        if let Some((at, json)) = &self.shared.read_cache.lock().await.status {
+            if at.elapsed() < READ_CACHE {
+                return Ok(json.clone());
+            }
+        }
+        let status = crate::status::gather_on(&self.shared.reader, Some(&self.shared.state))
+            .await
+            .map_err(|e| ServiceError::Firewalld(e.to_string()))?;
+        let json =
+            serde_json::to_string(&status).map_err(|e| ServiceError::Refused(e.to_string()))?;
+        self.shared.read_cache.lock().await.status = Some((Instant::now(), json.clone()));
+        Ok(json)
+    }
 }

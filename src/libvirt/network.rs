@@ -36,7 +36,7 @@ impl ForwardMode {
             Some(m @ ("bridge" | "private" | "vepa" | "passthrough" | "hostdev")) => {
                 ForwardMode::Unmanaged(m.to_string())
             }
-            Some(other) => return Err(format!("unknown forward mode {other:?}")),
+            Some(other) => return Err(other.to_string()),
         })
     }
 
@@ -82,6 +82,12 @@ pub enum NetworkXmlError {
     /// A network whose mode needs a bridge names none.
     #[error("network {0:?} has no <bridge name=…>; pass --bridge or use libvirt's live XML (virsh net-dumpxml)")]
     NoBridge(String),
+    /// A forward mode virtzone does not know (a later libvirt's).
+    #[error("the network XML has forward mode {0:?}, which virtzone does not know")]
+    UnknownForwardMode(String),
+    /// `<bridge zone=…>` names a zone virtzone's stricter name rule refuses (firewalld may accept it).
+    #[error("the network XML requests an {0}")]
+    Zone(NameError),
 }
 
 #[derive(Deserialize)]
@@ -135,7 +141,8 @@ fn root_element(xml: &str) -> Result<String, NetworkXmlError> {
     }
 }
 
-/// Parses libvirt's `<network>` XML or the hook's `<hookData><network>…</network></hookData>`.
+/// Parses libvirt's `<network>` XML, the hook's `<hookData><network>…</network></hookData>`, or
+/// libvirt's `<networkstatus>` record of a running network.
 ///
 /// `bridge_override` supplies or replaces the bridge name (the CLI's `--bridge`). A network whose mode
 /// has a libvirt bridge must end up with one.
@@ -151,7 +158,8 @@ pub fn parse_network_xml(
     }
     let raw = match root_element(xml)?.as_str() {
         "network" => quick_xml::de::from_str::<NetworkXml>(xml).map_err(malformed)?,
-        "hookData" => {
+        // libvirt's own record of a running network (/run/libvirt/network/NAME.xml) wraps it likewise.
+        "hookData" | "networkstatus" => {
             quick_xml::de::from_str::<HookDataXml>(xml)
                 .map_err(malformed)?
                 .network
@@ -172,7 +180,7 @@ pub fn parse_network_xml(
     let forward = match raw.forward {
         None => ForwardMode::None,
         Some(f) => ForwardMode::from_attr(f.mode.as_deref().map(str::trim))
-            .map_err(NetworkXmlError::Malformed)?,
+            .map_err(NetworkXmlError::UnknownForwardMode)?,
     };
     let (bridge_attr, zone_attr) = match raw.bridge {
         Some(b) => (b.name, b.zone),
@@ -190,7 +198,8 @@ pub fn parse_network_xml(
         .as_deref()
         .filter(|s| !s.is_empty())
         .map(ZoneName::new)
-        .transpose()?;
+        .transpose()
+        .map_err(NetworkXmlError::Zone)?;
     if bridge.is_none() && forward.has_libvirt_bridge() {
         return Err(NetworkXmlError::NoBridge(name));
     }
@@ -289,7 +298,7 @@ mod tests {
             ("<network><name>x</name><bridge name='a/b'/></network>", "invalid bridge name"),
             ("<network><name>x</name><bridge name='virbr0' zone='../x'/></network>", "invalid zone name"),
             ("<network><name>x</name><bridge name='1234567890123456'/></network>", "16 bytes"),
-            ("<network><name>x</name><forward mode='warp'/><bridge name='b'/></network>", "unknown forward mode"),
+            ("<network><name>x</name><forward mode='warp'/><bridge name='b'/></network>", "forward mode \"warp\", which virtzone does not know"),
             ("<!DOCTYPE network [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><network><name>&e;</name></network>", "DOCTYPE"),
             ("<hookData><networkport/></hookData>", "malformed"),
         ] {

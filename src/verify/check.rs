@@ -107,9 +107,9 @@ pub fn services(names: &[String], protocols: &[String]) -> Vec<Service> {
 pub fn host_services(zone: &str) -> Vec<Service> {
     use crate::zone::shipped::{try_shipped_policy, try_shipped_zone};
     let defined = if zone == LIBVIRT_ROUTED_ZONE {
-        try_shipped_policy(TO_HOST_POLICY).map(|p| (p.services, p.protocols))
+        try_shipped_policy(TO_HOST_POLICY).map(|p| (p.body.services, p.body.protocols))
     } else {
-        try_shipped_zone(LIBVIRT_ZONE).map(|z| (z.services, z.protocols))
+        try_shipped_zone(LIBVIRT_ZONE).map(|z| (z.body.services, z.body.protocols))
     };
     defined.map(|(s, p)| services(&s, &p)).unwrap_or_default()
 }

@@ -70,7 +70,7 @@ pub async fn verify(status: &Status) -> Result<Report, VerifyError> {
     .map_err(|e| VerifyError(format!("reader task failed: {e}")))??;
     // Reading state files is quick; a missing or unreadable record only means "nothing recorded".
     let recorded: Bindings = StateDir::locate(None)
-        .read(BINDINGS_FILE)
+        .and_then(|s| s.read(BINDINGS_FILE))
         .unwrap_or_default();
     let libvirt_bridges = libvirt_bridges(Path::new(LIBVIRT_NETWORK_RUN_DIR));
     let bridges: Vec<BridgeFacts> = status

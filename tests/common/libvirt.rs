@@ -560,6 +560,7 @@ impl LibvirtLab {
 # of concurrent hooks do not interleave).
 export DBUS_SYSTEM_BUS_ADDRESS={bus}
 export VIRTZONE_STATE_DIR={state}
+export VIRTZONE_CONFIG={state}.conf
 data={data_dir}/"$1.$2.$3"
 err="$data.{name}.err"
 cat >"$data"

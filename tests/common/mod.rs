@@ -331,6 +331,8 @@ pub struct Lab {
     /// In a mutex so that `&self` methods can notice a dead firewalld (`try_wait` needs `&mut`)
     /// while `Lab` stays `Sync` for async tests.
     firewalld: Mutex<Option<Child>>,
+    /// Why this test may leave ERROR lines in firewalld's log (see [`Lab::allow_firewalld_errors`]).
+    errors_allowed: Mutex<Option<&'static str>>,
 }
 
 /// Counter making lab names unique within a process (the pid makes them unique across processes).
@@ -368,6 +370,7 @@ impl Lab {
             netns_created: false,
             bus: None,
             firewalld: Mutex::new(None),
+            errors_allowed: Mutex::new(None),
         };
         lab.prepare_firewalld_files(&cfg);
         lab.create_netns();
@@ -399,6 +402,8 @@ impl Lab {
     pub fn virtzone(&self) -> Command {
         let mut cmd = self.command(virtzone_binary());
         cmd.env("VIRTZONE_STATE_DIR", self.state_dir());
+        // Never the host's /etc/virtzone/virtzone.conf.
+        cmd.env("VIRTZONE_CONFIG", self.dir().join("virtzone.conf"));
         cmd
     }
 
@@ -620,6 +625,27 @@ impl Lab {
         log
     }
 
+    /// Lets this test leave ERROR lines in firewalld's log. Only for tests that deliberately break
+    /// firewalld's configuration (a bad file, a failing reload): `why` says which. Every other lab
+    /// fails at its end when firewalld logged an ERROR, because virtzone must never be the source of
+    /// the lines admins search for when guest networking breaks (firewalld's own suite does the same).
+    pub fn allow_firewalld_errors(&self, why: &'static str) {
+        *self
+            .errors_allowed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    /// The ERROR lines of firewalld's log so far.
+    pub fn firewalld_errors(&self) -> Vec<String> {
+        fs::read_to_string(self.path("firewalld.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" ERROR: ") || l.starts_with("ERROR: "))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The `version` firewalld reports.
     pub fn version(&self) -> String {
         self.string_property(FIREWALLD_PATH, FIREWALLD_IFACE, "version")
@@ -637,6 +663,14 @@ impl Lab {
             FIREWALLD_CONFIG_IFACE,
             "FirewallBackend",
         )
+    }
+
+    /// Kills the lab's dbus-daemon (SIGKILL), as a crash of the system bus would.
+    pub fn kill_bus(&mut self) {
+        if let Some(mut child) = self.bus.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// The pid of the running firewalld, if any (e.g. to send it SIGHUP).
@@ -1002,6 +1036,24 @@ impl Drop for Lab {
                 .stderr(Stdio::null())
                 .status();
         }
+        // Everything is cleaned up; now the test may still fail on a noisy firewalld log (only when it
+        // has not failed already: a second panic would abort).
+        let allowed = self
+            .errors_allowed
+            .lock()
+            .map(|g| g.is_some())
+            .unwrap_or(true);
+        if !thread::panicking() && !allowed {
+            let errors = self.firewalld_errors();
+            if !errors.is_empty() {
+                panic!(
+                    "lab {}: firewalld logged ERROR lines (virtzone must never cause them; a test that breaks \
+                     firewalld on purpose says so with Lab::allow_firewalld_errors):\n{}",
+                    self.netns,
+                    errors.join("\n")
+                );
+            }
+        }
         // The TempDir field removes the directory after this.
     }
 }
@@ -1196,7 +1248,7 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// SIGTERM, then SIGKILL after `grace`, for every process inside a lab namespace.
-fn kill_netns_processes(netns: &str) {
+pub fn kill_netns_processes(netns: &str) {
     let pids = match Command::new("ip").args(["netns", "pids", netns]).output() {
         Ok(out) => String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
