@@ -476,7 +476,7 @@ fn strict_forward_ports_warns_about_forwards_made_outside_firewalld() {
     let lab = installed(LabConfig {
         files: vec![(
             "firewalld.conf".into(),
-            "FirewallBackend=nftables\nStrictForwardPorts=yes\n".into(),
+            "DefaultZone=public\nFirewallBackend=nftables\nStrictForwardPorts=yes\n".into(),
         )],
         ..LabConfig::new(Release::Debian13, Backend::Nftables)
     });
