@@ -7,10 +7,13 @@ cd "$(dirname "$0")/.."
 . scripts/packages.sh
 # Debian packages the tests drive for real (firewalld, its backends, a private bus, namespaces).
 ensure_packages firewalld nftables dbus iproute2 iptables iputils-ping hyperfine systemd procps make \
-    libvirt-daemon-system libvirt-clients dnsmasq-base busybox zsh fish rpm man-db groff-base pkg-config
+    libvirt-daemon-system libvirt-clients dnsmasq-base busybox zsh fish rpm man-db groff-base pkg-config \
+    mmdebstrap
 
 echo "== fetching firewalld 0.9.3, 2.3.1 and 2.5.2 (Debian 11, 13, sid) into the lab cache"
 scripts/fetch-firewalld.sh
+echo "== building the Debian sid root (libvirt 12, firewalld 2.5.2) into the lab cache"
+scripts/fetch-sid-root.sh
 
 echo "== format and lints"
 cargo fmt --check

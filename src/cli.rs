@@ -52,8 +52,10 @@ pub enum Command {
         /// A guest's packet forwarded out (to --to ADDR, else the world).
         #[arg(long, requires = "service")]
         forward: bool,
-        /// Where the forwarded packet goes (its family picks IPv4 or IPv6).
-        #[arg(long, value_name = "ADDR", requires = "forward")]
+        /// Where the packet goes: with --forward the destination out in the world, with --to-host
+        /// one of the host's addresses (default its IPv4 address on the bridge). Its family picks
+        /// IPv4 or IPv6.
+        #[arg(long, value_name = "ADDR", conflicts_with = "from")]
         to: Option<std::net::IpAddr>,
         /// A new connection from ADDR into a guest.
         #[arg(long, value_name = "ADDR", requires = "service")]

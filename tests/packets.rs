@@ -367,12 +367,26 @@ fn tftp(e: &Env) -> Outcome {
 }
 
 /// The `virtzone explain` arguments for the packet a check sends, when explain can describe it
-/// (guest-to-guest and DHCP are not among its directions; IPv6 to the host neither).
+/// (guest-to-guest traffic is not among its directions).
 fn explain_args(check: &str, e: &Env) -> Option<Vec<String>> {
     let up = &e.topo.upstream;
     let v = |args: &[&str]| Some(args.iter().map(|a| a.to_string()).collect());
     let to_host = |what: &str| v(&["--to-host", what]);
+    let to_host6 = |what: &str| v(&["--to-host", what, "--to", HOST_V6]);
     match check {
+        "g1→host ping IPv6" => to_host6("icmp"),
+        "g1→host tftp udp/69 (3 blocks)" => to_host("udp/69"),
+        "g1 dhcp lease (udhcpc)" => v(&["--to-host", "udp/67", "--to", "255.255.255.255"]),
+        "g1 dhcpv6 lease" => v(&["--to-host", "udp/547", "--to", "ff02::1:2"]),
+        "g1→host ssh tcp/22 IPv6" => to_host6("tcp/22"),
+        "g1→host dns udp/53 IPv6" => to_host6("udp/53"),
+        "g1→host dns tcp/53 IPv6" => to_host6("tcp/53"),
+        "g1→host tcp/8080 (unlisted) IPv6" | "g1→host tcp/8080 IPv6 (added port)" => {
+            to_host6("tcp/8080")
+        }
+        "g1→host udp/8080 (unlisted) IPv6" | "g1→host udp/8080 IPv6 (not in policy)" => {
+            to_host6("udp/8080")
+        }
         "g1→host ping IPv4" => to_host("icmp"),
         "g1→host ssh tcp/22 IPv4" => to_host("tcp/22"),
         "g1→host dns udp/53 IPv4" => to_host("udp/53"),

@@ -8,13 +8,13 @@ use std::process::{Command, ExitCode};
 use super::{print_json, Failure};
 use crate::names::BridgeName;
 use crate::verify::check::{ends, probe, OTHER_IFACE};
-use crate::verify::eval::{evaluate, Proto, Trace, Verdict};
+use crate::verify::eval::{evaluate, AddrType, Proto, Trace, Verdict};
 
 /// Which packet to explain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Direction {
-    /// A guest to the host.
-    ToHost,
+    /// A guest to the host (at this address of the host's, else its IPv4 address on the bridge).
+    ToHost(Option<IpAddr>),
     /// A guest to `to` (or the world), forwarded.
     Forward(Option<IpAddr>),
     /// `from` to a guest, a new connection into the network.
@@ -41,6 +41,16 @@ pub fn parse_service(s: &str) -> Result<(Proto, u16), String> {
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("port {port:?} is not a number from 1 to 65535"))?;
     Ok((proto, port))
+}
+
+/// What a destination the admin gave is: multicast and the limited broadcast are told by the
+/// address itself; anything else given with --to-host is one of the host's.
+fn addr_type(a: IpAddr) -> AddrType {
+    match a {
+        IpAddr::V4(v4) if v4.is_broadcast() => AddrType::Broadcast,
+        a if a.is_multicast() => AddrType::Multicast,
+        _ => AddrType::Local,
+    }
 }
 
 /// The interface the route to `addr` leaves by (`ip -j route get ADDR`).
@@ -73,12 +83,21 @@ pub async fn run(
         let addrs = crate::verify::addresses(&br);
         let all = ends(&addrs);
         let v6 = match &direction {
-            Direction::Forward(Some(a)) | Direction::From(a) => a.is_ipv6(),
+            Direction::ToHost(Some(a)) | Direction::Forward(Some(a)) | Direction::From(a) => {
+                a.is_ipv6()
+            }
             _ => false,
         };
         let e = all[usize::from(v6)];
         let packet = match direction {
-            Direction::ToHost => probe::to_host(&br, &e, proto, port),
+            Direction::ToHost(at) => {
+                let mut p = probe::to_host(&br, &e, proto, port);
+                if let Some(at) = at {
+                    p.daddr = at;
+                    p.daddr_type = addr_type(at);
+                }
+                p
+            }
             Direction::Forward(to) => {
                 let to = to.unwrap_or(e.upstream);
                 let out = route_dev(to)

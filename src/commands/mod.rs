@@ -102,7 +102,7 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
             json,
         } => {
             let (direction, what) = match (to_host, from) {
-                (Some(what), _) => (explain::Direction::ToHost, what),
+                (Some(what), _) => (explain::Direction::ToHost(to), what),
                 (None, Some(from)) => (explain::Direction::From(from), service.unwrap_or_default()),
                 (None, None) if forward => {
                     (explain::Direction::Forward(to), service.unwrap_or_default())

@@ -625,7 +625,8 @@ fn apply(rs: &Ruleset, chain: &Chain, rule: &Rule, p: &Packet) -> Effect {
                 t
             }
             // Statements: only the verdict-bearing ones matter.
-            "counter" | "log" | "ct helper" | "notrack" | "set" | "comment" => Tri::Yes,
+            // `flow add @ft` (firewalld's NftablesFlowtable) offloads established traffic only.
+            "counter" | "log" | "ct helper" | "notrack" | "set" | "comment" | "flow" => Tri::Yes,
             "limit" | "quota" => Tri::Unknown(format!("rate limit `{}`", render(e))),
             "accept" => {
                 effect = Effect::Accept;
@@ -938,8 +939,13 @@ fn scalar_eq(right: &Value, val: &Val) -> Result<bool, String> {
     })
 }
 
-/// Interface-name comparison with nft's trailing `*` wildcard; other strings compare equal.
+/// Interface-name comparison with nft's trailing `*` wildcard; other strings compare equal, with
+/// nft's two names for ICMPv6 as one.
 fn str_eq(s: &str, pattern: &str) -> bool {
+    let icmpv6 = |x: &str| x == "ipv6-icmp" || x == "icmpv6";
+    if icmpv6(s) && icmpv6(pattern) {
+        return true;
+    }
     if let Some(stem) = pattern.strip_suffix('*') {
         if !stem.ends_with('\\') {
             return s.starts_with(stem);

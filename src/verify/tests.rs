@@ -261,6 +261,13 @@ fn unknown_expression_is_unknown_never_a_guess() {
         r#"[{"match":{"left":{"meta":{"key":"skuid"}},"op":"==","right":0}},{"counter":null}]"#,
     ));
     assert_eq!(evaluate(&rs, &ssh()).verdict, Verdict::Accept);
+    // A flowtable offload changes nothing for a new connection.
+    let rs = rs_of(&rule(
+        "in",
+        5,
+        r#"[{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":{"set":["tcp","udp"]}}},{"flow":{"op":"add","flowtable":"@fastpath"}}]"#,
+    ));
+    assert_eq!(evaluate(&rs, &ssh()).verdict, Verdict::Accept);
     // A definite non-match before it decides: the rule cannot apply.
     let rs = rs_of(&rule(
         "in",

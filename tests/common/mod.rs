@@ -43,6 +43,7 @@
 #![allow(dead_code)] // Each test crate compiles this module and uses only part of it.
 
 pub mod libvirt;
+pub mod sidroot;
 pub mod topology;
 
 use std::ffi::{OsStr, OsString};
