@@ -319,13 +319,6 @@ impl LibvirtLab {
             .collect()
     }
 
-    /// `virsh net-dumpxml NAME` (the live XML, e.g. to find the bridge libvirt chose).
-    pub fn dumpxml(&self, name: &str) -> String {
-        let out = self.run_virsh(&["net-dumpxml", name]);
-        self.expect_ok(&out, "net-dumpxml");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// Panics with virsh's output and the lab's logs unless `out` succeeded.
     pub fn expect_ok(&self, out: &Output, what: &str) {
         if !out.status.success() {
