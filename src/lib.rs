@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod daemon;
 pub mod firewalld;
+pub mod forward;
 pub mod host;
 pub mod install;
 pub mod libvirt;

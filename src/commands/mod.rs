@@ -10,6 +10,7 @@ macro_rules! out {
 
 mod bind;
 mod check;
+mod forward;
 mod hook;
 mod install;
 mod status;
@@ -74,6 +75,19 @@ impl From<crate::state::StateError> for Failure {
     }
 }
 
+impl From<crate::forward::ForwardError> for Failure {
+    fn from(e: crate::forward::ForwardError) -> Self {
+        match e {
+            crate::forward::ForwardError::Usage(m) => Failure::Usage(m),
+            crate::forward::ForwardError::Refused(m) => Failure::Refused(m),
+            crate::forward::ForwardError::Firewalld(e) => Failure::Refused(format!(
+                "firewalld refused the change, which was undone: {e}"
+            )),
+            crate::forward::ForwardError::State(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::firewalld::Error> for Failure {
     fn from(e: crate::firewalld::Error) -> Self {
         Failure::Refused(format!("cannot get firewalld's state: {e}"))
@@ -134,6 +148,8 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
                 .map_err(|e| Failure::Refused(e.to_string()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Forward { action } => forward::forward(action).await,
+        Command::Allow { action } => forward::allow(action).await,
         Command::Uninstall {
             root,
             force,
