@@ -344,7 +344,10 @@ fn forward_survives_every_rebuild(release: Release, backend: Backend) {
     wait("the port closed after forward remove", HEAL, || {
         !connect(&up, UP_HOST, 8080).starts_with("ok")
     });
-    let listing = vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"]);
+    let listing = match release {
+        Release::Debian12 => vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"]),
+        _ => vlab.firewall_cmd_ok(&["--info-policy=virtzone-forward"]),
+    };
     assert!(!listing.contains("8080"), "{listing}");
     assert_eq!(
         errors_since(&vlab, errors_from),
@@ -592,4 +595,56 @@ fn bad_input_changes_nothing() {
         vlab.firewall_cmd_ok(&["--zone=public", "--list-all"]),
         zone_before
     );
+}
+
+/// Why the daemon exists: without it, the CLI's forward works until firewalld reloads; once libvirt
+/// has rebuilt its rules on `Reloaded`, its reject wins again (firewalld 1.3.3 flushes iptables'
+/// `filter` table on reload, virtzone's accept with it).
+#[test]
+fn without_the_daemon_a_reload_leaves_libvirts_reject_in_front() {
+    let vlab = lab(Release::Debian12, Backend::Nftables);
+    let net = vlab.define(&nat_network("nod1", "virbr61", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start nod1");
+    let guest = vlab.plug_guest("virbr61");
+    let lease = guest
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
+    let up = vlab.plug_upstream("vzup61", "198.51.100.1/24", "198.51.100.2/24");
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "nod1",
+            "--guest",
+            &lease.ip,
+            "tcp/8080:80",
+        ],
+    );
+    assert!(libvirt_rejects(&vlab, "virbr61"));
+    assert!(connect(&up, UP_HOST, 8080).starts_with("ok guest-one"));
+
+    let out = vlab.firewall_cmd(&["--reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait("libvirt's reject back after the reload", HEAL, || {
+        libvirt_rejects(&vlab, "virbr61")
+    });
+    assert!(connect(&up, UP_HOST, 8080).starts_with("refused"));
+    // The next virtzone run (here: the daemon's first check) puts it right.
+    let _daemon = Daemon::start(&vlab);
+    wait("the forward once the daemon runs", HEAL, || {
+        libvirt_rejects(&vlab, "virbr61") && connect(&up, UP_HOST, 8080).starts_with("ok guest-one")
+    });
+}
+
+#[test]
+fn allow_is_per_network_1_3_3_iptables() {
+    allow_is_per_network(Release::Debian12, Backend::Iptables);
+}
+
+#[test]
+fn forward_survives_every_rebuild_2_3_1_iptables() {
+    forward_survives_every_rebuild(Release::Debian13, Backend::Iptables);
 }
