@@ -278,11 +278,14 @@ pub async fn change_allow(
 /// Re-applies everything declared (the daemon after ruleset changes, the hook after a network
 /// starts or stops). Does nothing, and asks nothing of firewalld, when nothing is declared.
 pub async fn reconcile(fw: &Firewalld, state: &StateDir) -> Result<usize, ForwardError> {
-    let _lock = state.lock().await?;
+    // A first look without the lock, which would create the state directory: most hosts declare
+    // nothing, and then nothing is touched.
     let declared = read_declared(state)?;
     if declared.forwards.is_empty() && declared.allows.is_empty() {
         return Ok(0);
     }
+    let _lock = state.lock().await?;
+    let declared = read_declared(state)?;
     if !fw.is_running().await? {
         return Ok(0);
     }
