@@ -152,7 +152,10 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
         host_address: req.host_address,
     };
     if let Some(same) = declared.forwards.iter().find(|f| f.same_as(&new)) {
-        return Ok(format!("forward {} exists already", same.id));
+        // Nothing to record; but whatever of it firewalld or libvirt lost is put back.
+        let message = format!("forward {} exists already", same.id);
+        apply::converge(&connect().await?, &declared, &[], &networks).await?;
+        return Ok(message);
     }
     if let Some(other) = declared.forwards.iter().find(|f| f.clashes_with(&new)) {
         return Err(ForwardError::Refused(format!(
