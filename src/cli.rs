@@ -192,7 +192,7 @@ pub struct ForwardSpec {
     /// Forward only connections to this address of the host.
     #[arg(long, value_name = "ADDR")]
     pub host_address: Option<String>,
-    /// Also forward connections the host itself opens (not supported yet).
+    /// Also forward connections the host itself opens to --host-address (firewalld 1.1 or later).
     #[arg(long)]
     pub from_host: bool,
     /// Also forward connections of guests to the host's address (not supported yet).

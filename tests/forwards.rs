@@ -559,6 +559,17 @@ fn bad_input_changes_nothing() {
             "tcp/8081",
         ],
         &["forward", "add", "--network", "bad1", "tcp/8081"],
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "192.0.2.51",
+            "--host-address",
+            "127.0.0.1",
+            "tcp/8081",
+        ],
         &["forward", "remove", "99"],
         &["forward", "remove", "one"],
         &["allow", "add", "--network", "bad1", "nosuchservice"],
@@ -647,4 +658,95 @@ fn allow_is_per_network_1_3_3_iptables() {
 #[test]
 fn forward_survives_every_rebuild_2_3_1_iptables() {
     forward_survives_every_rebuild(Release::Debian13, Backend::Iptables);
+}
+
+/// One connection attempt from the host itself (the lab's namespace).
+fn connect_from_host(vlab: &LibvirtLab, addr: &str, port: u16) -> String {
+    let out = vlab
+        .command(python())
+        .args(["-c", CLIENT, addr, &port.to_string()])
+        .output()
+        .expect("run client");
+    text(&out.stdout).trim().to_string()
+}
+
+/// `--from-host`: the host's own connections to the forwarded address reach the guest (policy
+/// HOST→ANY with a rich rule naming that address), upstream ones too; the host's connections to
+/// its other addresses are not captured; after `remove` the port is closed for the host.
+#[test]
+fn from_host_forward_serves_the_hosts_own_connections() {
+    let vlab = lab(Release::Debian12, Backend::Nftables);
+    let net = vlab.define(&nat_network("fh1", "virbr81", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start fh1");
+    let guest = vlab.plug_guest("virbr81");
+    let lease = guest
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
+    let up = vlab.plug_upstream("vzup81", "198.51.100.1/24", "198.51.100.2/24");
+    let errors_from = log_len(&vlab);
+
+    let out = vz(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "fh1",
+            "--guest",
+            &lease.ip,
+            "--from-host",
+            "tcp/8080:80",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--host-address"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "fh1",
+            "--guest",
+            &lease.ip,
+            "--host-address",
+            UP_HOST,
+            "--from-host",
+            "tcp/8080:80",
+        ],
+    );
+    wait("the forward from the host", HEAL, || {
+        connect_from_host(&vlab, UP_HOST, 8080) == format!("ok guest-one {UP_HOST}")
+    });
+    wait("the forward from upstream", HEAL, || {
+        libvirt_rejects(&vlab, "virbr81")
+            && connect(&up, UP_HOST, 8080) == "ok guest-one 198.51.100.2"
+    });
+    assert!(!connect_from_host(&vlab, "192.0.2.1", 8080).starts_with("ok"));
+    let shown = vlab.firewall_cmd_ok(&["--info-policy=virtzone-from-host"]);
+    assert!(
+        shown.contains(&format!(
+            "destination address=\"{UP_HOST}\" forward-port port=\"8080\""
+        )),
+        "{shown}"
+    );
+    let rows: Value = serde_json::from_str(&vz_ok(&vlab, &["forward", "list", "--json"])).unwrap();
+    assert_eq!(rows[0]["from_host"], true, "{rows}");
+
+    vz_ok(&vlab, &["forward", "remove", "1"]);
+    wait("the port closed for the host", HEAL, || {
+        !connect_from_host(&vlab, UP_HOST, 8080).starts_with("ok")
+    });
+    assert_eq!(
+        errors_since(&vlab, errors_from),
+        Vec::<String>::new(),
+        "{}",
+        vlab.diagnostics()
+    );
 }

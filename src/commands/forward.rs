@@ -39,10 +39,9 @@ fn network_name(name: &str) -> Result<String, Failure> {
 
 /// The request described by `spec` and `ports`.
 fn request(spec: &ForwardSpec, ports: &str) -> Result<AddForward, Failure> {
-    if spec.from_host || spec.hairpin {
+    if spec.hairpin {
         return Err(Failure::Refused(
-            "--from-host and --hairpin are not supported by this virtzone yet (docs/forwards.md)"
-                .into(),
+            "--hairpin is not supported by this virtzone yet (docs/forwards.md)".into(),
         ));
     }
     let ports: PortMap = ports.parse().map_err(usage)?;
@@ -64,6 +63,7 @@ fn request(spec: &ForwardSpec, ports: &str) -> Result<AddForward, Failure> {
             .as_deref()
             .map(|a| address(a, "host address"))
             .transpose()?,
+        from_host: spec.from_host,
     })
 }
 
@@ -121,6 +121,7 @@ struct ForwardRow {
     host_port: String,
     guest_port: String,
     host_address: Option<IpAddr>,
+    from_host: bool,
     /// `active` while the network runs, `inactive` while it is stopped or unknown.
     state: &'static str,
 }
@@ -139,6 +140,7 @@ fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
             host_port: f.host_port.to_string(),
             guest_port: f.guest_port.to_string(),
             host_address: f.host_address,
+            from_host: f.from_host,
             state: if networks.networks.get(&f.network).is_some_and(|n| n.active) {
                 "active"
             } else {

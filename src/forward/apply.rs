@@ -12,7 +12,8 @@ use zbus::{proxy, OwnedObjectPath, OwnedVariant, Variant};
 use super::model::Declared;
 use super::network::Networks;
 use super::plan::{
-    Entries, Facts, Layer, Layers, Shape, Step, ALLOW_POLICY, FORWARD_POLICY, POLICY_PRIORITY,
+    Entries, Facts, Layer, Layers, Shape, Step, ALLOW_POLICY, FORWARD_POLICY, FROM_HOST_POLICY,
+    POLICY_PRIORITY,
 };
 use crate::firewalld::proxy::Settings;
 use crate::firewalld::{parse_version, Error, Firewalld};
@@ -368,13 +369,14 @@ impl<'a> Reader<'a> {
             }
             Shape::Policy => Layers::default(),
         };
-        let (forward_policy, allow_policy) = if has_policies {
+        let (forward_policy, allow_policy, from_host_policy) = if has_policies {
             (
                 self.policy_layers(FORWARD_POLICY).await?,
                 self.policy_layers(ALLOW_POLICY).await?,
+                self.policy_layers(FROM_HOST_POLICY).await?,
             )
         } else {
-            (Layers::default(), Layers::default())
+            (Layers::default(), Layers::default(), Layers::default())
         };
         let mut bridge_zones = BTreeMap::new();
         if !declared.allows.is_empty() {
@@ -390,6 +392,7 @@ impl<'a> Reader<'a> {
             zone,
             forward_policy,
             allow_policy,
+            from_host_policy,
             policies: has_policies,
             networks,
             bridge_zones,
@@ -493,6 +496,7 @@ impl Executor for FirewalldExecutor<'_> {
             Step::CreatePolicy {
                 name,
                 ingress,
+                egress,
                 entries,
             } => {
                 let mut s = policy_settings(entries)?;
@@ -500,10 +504,7 @@ impl Executor for FirewalldExecutor<'_> {
                     "ingress_zones".into(),
                     owned(Variant::from(ingress.clone()))?,
                 );
-                s.insert(
-                    "egress_zones".into(),
-                    owned(Variant::from(vec!["HOST".to_string()]))?,
-                );
+                s.insert("egress_zones".into(), owned(Variant::from(egress.clone()))?);
                 s.insert("priority".into(), owned(Variant::from(POLICY_PRIORITY))?);
                 s.insert(
                     "target".into(),

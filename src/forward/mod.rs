@@ -69,6 +69,8 @@ pub struct AddForward {
     pub ports: PortMap,
     /// Only for connections to this host address.
     pub host_address: Option<IpAddr>,
+    /// Also for connections the host itself opens (needs `host_address`).
+    pub from_host: bool,
 }
 
 /// Whether `addr` is one of this host's addresses (binding to it succeeds only then).
@@ -109,11 +111,24 @@ pub fn validate(
             }
         )));
     }
+    if req.from_host && req.host_address.is_none() {
+        return Err(ForwardError::Usage(
+            "--from-host needs --host-address: without a destination, a forward of the host's own \
+             connections would capture them to that port on every server"
+                .into(),
+        ));
+    }
     if let Some(host) = req.host_address {
         if host.is_ipv4() != req.guest.is_ipv4() {
             return Err(ForwardError::Usage(format!(
                 "host address {host} and guest address {} are of different IP versions",
                 req.guest
+            )));
+        }
+        if host.is_loopback() {
+            return Err(ForwardError::Usage(format!(
+                "host address {host} is a loopback address, which would need the route_localnet \
+                 sysctl (a known risk) that virtzone does not set; use another address of the host"
             )));
         }
         if !local(host) {
@@ -150,6 +165,7 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
         host_port: req.ports.host,
         guest_port: req.ports.guest,
         host_address: req.host_address,
+        from_host: req.from_host,
     };
     if let Some(same) = declared.forwards.iter().find(|f| f.same_as(&new)) {
         // Nothing to record; but whatever of it firewalld or libvirt lost is put back.
@@ -203,6 +219,7 @@ pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, Fo
                 && f.host_port == req.ports.host
                 && f.guest_port == req.ports.guest
                 && f.host_address == req.host_address
+                && f.from_host == req.from_host
         }),
     };
     let Some(pos) = pos else {

@@ -182,6 +182,13 @@ pub struct Forward {
     /// Only connections to this host address are forwarded (`None`: every address of the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_address: Option<IpAddr>,
+    /// Also for connections the host itself opens to `host_address`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub from_host: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl Forward {
@@ -359,6 +366,7 @@ mod tests {
             host_port: Ports { lo, hi },
             guest_port: Ports { lo, hi },
             host_address: addr.map(|a| a.parse().unwrap()),
+            from_host: false,
         };
         assert!(f(1, 80, 90, None).clashes_with(&f(2, 90, 95, None)));
         assert!(!f(1, 80, 90, None).clashes_with(&f(2, 91, 95, None)));

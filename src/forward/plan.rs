@@ -12,6 +12,10 @@ use super::network::Networks;
 /// The policy holding forwards on firewalld versions where an ANY→HOST policy may forward to
 /// another address (see [`Shape::of`]). Shown by `firewall-cmd --info-policy=virtzone-forward`.
 pub const FORWARD_POLICY: &str = "virtzone-forward";
+/// The policy (ingress HOST, egress ANY) holding the `--from-host` part of forwards: a rich rule with
+/// the host address as destination, because a plain `forward-port` there would capture the host's
+/// connections to that port on *every* server (measured on 1.3.3: no local-address match).
+pub const FROM_HOST_POLICY: &str = "virtzone-from-host";
 /// The policy holding per-network host access (`allow`).
 pub const ALLOW_POLICY: &str = "virtzone-allow";
 /// Both policies run before every zone (negative priority), so the libvirt zone's catch-all reject
@@ -85,6 +89,8 @@ pub struct Facts {
     pub forward_policy: Layers,
     /// [`ALLOW_POLICY`].
     pub allow_policy: Layers,
+    /// [`FROM_HOST_POLICY`].
+    pub from_host_policy: Layers,
     /// Whether this firewalld has policies at all (0.9.0).
     pub policies: bool,
     /// The recorded libvirt networks.
@@ -137,6 +143,8 @@ pub enum Step {
         name: String,
         /// Ingress zones.
         ingress: Vec<String>,
+        /// Egress zones.
+        egress: Vec<String>,
         /// Its entries.
         entries: Entries,
     },
@@ -459,6 +467,7 @@ fn allow_entries(declared: &Declared, facts: &Facts) -> Entries {
 fn policy_steps(
     name: &str,
     ingress_default: &[&str],
+    egress: &str,
     layers: &Layers,
     want: Entries,
     steps: &mut Vec<Step>,
@@ -471,6 +480,7 @@ fn policy_steps(
         steps.push(Step::CreatePolicy {
             name: name.to_string(),
             ingress,
+            egress: vec![egress.to_string()],
             entries: want,
         });
         steps.push(Step::Reload);
@@ -563,6 +573,7 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Vec<
                 policy_steps(
                     FORWARD_POLICY,
                     &["ANY"],
+                    "HOST",
                     &facts.forward_policy,
                     want,
                     &mut steps,
@@ -584,8 +595,39 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Vec<
         policy_steps(
             ALLOW_POLICY,
             &[crate::LIBVIRT_ZONE],
+            "HOST",
             &facts.allow_policy,
             allows,
+            &mut steps,
+        );
+    }
+
+    let from_host: Vec<&Forward> = declared.forwards.iter().filter(|f| f.from_host).collect();
+    if !(facts.from_host_policy.permanent.is_none() && from_host.is_empty()) {
+        if (facts.version.major, facts.version.minor) < (1, 1) {
+            return Err(Refusal(
+                "--from-host needs firewalld 1.1 or later (forwards of host-originated connections); \
+                 leave it out"
+                    .into(),
+            ));
+        }
+        let want = Entries {
+            rich_rules: from_host
+                .iter()
+                .filter_map(|f| match firewalld_entry(f) {
+                    FirewalldEntry::Rule(r) => Some(r),
+                    FirewalldEntry::Port(_) => None,
+                })
+                .collect(),
+            ingress_zones: BTreeSet::from(["HOST".to_string()]),
+            ..Entries::default()
+        };
+        policy_steps(
+            FROM_HOST_POLICY,
+            &["HOST"],
+            "ANY",
+            &facts.from_host_policy,
+            want,
             &mut steps,
         );
     }
@@ -669,6 +711,7 @@ mod tests {
             host_port: Ports { lo: host, hi: host },
             guest_port: Ports { lo: to, hi: to },
             host_address: None,
+            from_host: false,
         }
     }
 
@@ -697,6 +740,7 @@ mod tests {
             },
             forward_policy: Layers::default(),
             allow_policy: Layers::default(),
+            from_host_policy: Layers::default(),
             policies: true,
             networks: networks(true),
             bridge_zones: BTreeMap::from([("virbr1".into(), "libvirt".into())]),
@@ -882,6 +926,43 @@ mod tests {
         );
         f.policies = false;
         assert!(plan(&d, &[], &f).unwrap_err().0.contains("0.9.0"));
+    }
+
+    #[test]
+    fn from_host_goes_into_its_own_policy_as_a_rule_with_the_host_address() {
+        let mut f = fwd(1, "192.0.2.5", 8080, 80);
+        f.host_address = Some("198.51.100.1".parse().unwrap());
+        f.from_host = true;
+        let d = Declared {
+            forwards: vec![f],
+            ..Declared::default()
+        };
+        let steps = plan(&d, &[], &facts("1.3.3", "")).unwrap();
+        let created = steps.iter().find_map(|s| match s {
+            Step::CreatePolicy {
+                name,
+                egress,
+                entries,
+                ingress,
+            } if name == FROM_HOST_POLICY => {
+                Some((egress.clone(), ingress.clone(), entries.rich_rules.clone()))
+            }
+            _ => None,
+        });
+        let (egress, ingress, rules) = created.expect("the from-host policy");
+        assert_eq!(
+            (egress, ingress),
+            (vec!["ANY".to_string()], vec!["HOST".to_string()])
+        );
+        assert_eq!(
+            rules.into_iter().collect::<Vec<_>>(),
+            ["rule family=\"ipv4\" destination address=\"198.51.100.1\" forward-port port=\"8080\" \
+              protocol=\"tcp\" to-port=\"80\" to-addr=\"192.0.2.5\""]
+        );
+        assert!(plan(&d, &[], &facts("1.0.3", ""))
+            .unwrap_err()
+            .0
+            .contains("1.1"));
     }
 
     #[test]
