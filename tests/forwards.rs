@@ -750,3 +750,114 @@ fn from_host_forward_serves_the_hosts_own_connections() {
         vlab.diagnostics()
     );
 }
+
+/// IPv6: a guest with an address from libvirt's router advertisements on a NAT network's IPv6
+/// subnet (libvirt routes IPv6, it does not NAT it), an upstream client connecting to the host's
+/// IPv6 address. firewalld's forward-port carries the IPv6 `to-addr`; libvirt's ip6tables accept
+/// the routed subnet, so no accept of virtzone's is needed.
+#[test]
+fn ipv6_forward_reaches_the_guest() {
+    let vlab = lab(Release::Debian12, Backend::Nftables);
+    let xml = "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n\
+               <name>six1</name><forward mode='nat'/><bridge name='virbr91' stp='off'/>\n\
+               <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp><range start='192.0.2.100' \
+               end='192.0.2.199'/></dhcp></ip>\n\
+               <ip family='ipv6' address='2001:db8:91::1' prefix='64'/>\n\
+               <dnsmasq:options><dnsmasq:option value='no-ping'/></dnsmasq:options></network>\n";
+    let net = vlab.define(xml);
+    vlab.expect_ok(&vlab.net_start(&net), "net-start six1");
+    let guest = vlab.plug_guest("virbr91");
+    // SLAAC from libvirt's dnsmasq: wait for a global, non-tentative address.
+    let guest_ip = {
+        let mut found = String::new();
+        wait(
+            "the guest's IPv6 address from router advertisements",
+            HEAL,
+            || {
+                let out = guest
+                    .command("ip")
+                    .args(["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"])
+                    .output()
+                    .unwrap();
+                let listing = text(&out.stdout);
+                let line = listing.lines().find(|l| !l.contains("tentative"));
+                found = line
+                    .and_then(|l| l.split_whitespace().nth(3))
+                    .and_then(|a| a.split('/').next())
+                    .unwrap_or("")
+                    .to_string();
+                !found.is_empty()
+            },
+        );
+        found
+    };
+    assert!(guest_ip.starts_with("2001:db8:91:"), "{guest_ip}");
+    let _server = serve(&guest, "::", 80, "guest-six");
+    let up = vlab.plug_upstream("vzup91", "198.51.100.1/24", "198.51.100.2/24");
+    for (ns, args) in [
+        (
+            vlab.netns.as_str(),
+            ["addr", "add", "2001:db8:99::1/64", "dev", "vzup91"],
+        ),
+        (
+            up.netns.as_str(),
+            ["addr", "add", "2001:db8:99::2/64", "dev", "eth0"],
+        ),
+    ] {
+        let ok = std::process::Command::new("ip")
+            .args(["-n", ns])
+            .args(args)
+            .arg("nodad")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let ok = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &up.netns,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:99::1",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _daemon = Daemon::start(&vlab);
+    let errors_from = log_len(&vlab);
+    assert!(!connect(&up, "2001:db8:99::1", 8080).starts_with("ok"));
+
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "six1",
+            "--guest",
+            &guest_ip,
+            "tcp/8080:80",
+        ],
+    );
+    let works = || connect(&up, "2001:db8:99::1", 8080) == "ok guest-six 2001:db8:99::2";
+    wait("the IPv6 forward", HEAL, works);
+    assert!(!connect(&up, "2001:db8:99::1", 8081).starts_with("ok"));
+    let out = vlab.firewall_cmd(&["--reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait("the IPv6 forward after a reload", HEAL, || {
+        libvirt_rejects(&vlab, "virbr91") && works()
+    });
+    vz_ok(&vlab, &["forward", "remove", "1"]);
+    wait("the IPv6 port closed", HEAL, || {
+        !connect(&up, "2001:db8:99::1", 8080).starts_with("ok")
+    });
+    assert_eq!(
+        errors_since(&vlab, errors_from),
+        Vec::<String>::new(),
+        "{}",
+        vlab.diagnostics()
+    );
+}
