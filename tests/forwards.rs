@@ -260,6 +260,32 @@ fn forward_survives_every_rebuild(release: Release, backend: Backend) {
     wait("the forward working", HEAL, works);
     // A port nobody forwarded stays closed.
     assert!(!connect(&up, UP_HOST, 8081).starts_with("ok"));
+    // A second forward to the same guest shares the accept (one multiport rule): the rule
+    // virtzone plans must be exactly what iptables prints back, or the daemon would re-add it
+    // forever (bounded below).
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "fwd1",
+            "--guest",
+            &guest_ip,
+            "tcp/8443:443",
+        ],
+    );
+    let chain = vlab
+        .command("iptables")
+        .args(["-w", "-t", "filter", "-S", "VIRTZONE_FWD"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&chain.stdout).contains("-m multiport --dports 80,443 "),
+        "{}",
+        text(&chain.stdout)
+    );
+    wait("the first forward beside the second", HEAL, works);
     // Adding it again changes nothing.
     assert_eq!(
         vz_ok(
@@ -346,6 +372,7 @@ fn forward_survives_every_rebuild(release: Release, backend: Backend) {
         vz_ok(&vlab, &["forward", "remove", "1"]).trim(),
         "forward 1 removed"
     );
+    vz_ok(&vlab, &["forward", "remove", "2"]);
     wait("the port closed after forward remove", HEAL, || {
         !connect(&up, UP_HOST, 8080).starts_with("ok")
     });

@@ -24,8 +24,8 @@ pub const POLICY_PRIORITY: i32 = -100;
 /// virtzone's own chain in iptables' `filter` table, jumped to first from `FORWARD`, holding one
 /// accept per forward to a guest of a NAT network (libvirt's `LIBVIRT_FWI` rejects those packets).
 pub const CHAIN: &str = "VIRTZONE_FWD";
-/// The comment on each of those accepts: `virtzone-fwd-<id>`.
-pub const COMMENT_PREFIX: &str = "virtzone-fwd-";
+/// The comment on each of those accepts.
+pub const COMMENT: &str = "virtzone-fwd";
 
 /// A firewalld `forward-port` entry as the settings dicts carry it: port, protocol, to-port,
 /// to-addr.
@@ -288,70 +288,111 @@ fn zone_of_network(facts: &Facts, name: &str) -> Option<String> {
     })
 }
 
-/// An accept in [`CHAIN`] for a forward to a guest of a running NAT network.
+/// An accept in [`CHAIN`] for forwards to one guest port set of a running NAT network. Forwards to
+/// the same guest and protocol share a rule (`multiport`, up to 15 port slots, a range counting
+/// two): each rule is one `iptables` run after every flush, so fewer rules heal faster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accept {
-    /// The forward's id (in the rule's comment).
-    pub id: u32,
     /// The guest (IPv4: libvirt NATs IPv4 only; its IPv6 subnets are routed and accepted).
     pub guest: IpAddr,
     /// The network's bridge.
     pub bridge: String,
     /// The protocol.
     pub proto: Proto,
-    /// The guest's ports.
-    pub ports: Ports,
+    /// The guest's ports (at most 15 slots).
+    pub ports: Vec<Ports>,
 }
+
+/// `multiport` takes at most 15 ports, a range counting as two.
+const MULTIPORT_SLOTS: u32 = 15;
 
 impl Accept {
     /// The rule's arguments after `-A CHAIN`, in the order `iptables -S` prints them.
     pub fn args(&self) -> Vec<String> {
-        let p = self.proto.as_str();
-        [
-            "-d",
-            &format!("{}/32", self.guest),
-            "-o",
-            &self.bridge,
-            "-p",
-            p,
-            "-m",
-            p,
-            "--dport",
-            &self.ports.iptables(),
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "DNAT",
-            "-m",
-            "comment",
-            "--comment",
-            &format!("{COMMENT_PREFIX}{}", self.id),
-            "-j",
-            "ACCEPT",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        let p = self.proto.as_str().to_string();
+        let mut a: Vec<String> = vec![
+            "-d".into(),
+            format!("{}/32", self.guest),
+            "-o".into(),
+            self.bridge.clone(),
+            "-p".into(),
+            p.clone(),
+        ];
+        match &self.ports[..] {
+            [one] => a.extend(["-m".into(), p, "--dport".into(), one.iptables()]),
+            many => a.extend([
+                "-m".into(),
+                "multiport".into(),
+                "--dports".into(),
+                many.iter()
+                    .map(|x| x.iptables())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]),
+        }
+        a.extend(
+            [
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "DNAT",
+                "-m",
+                "comment",
+                "--comment",
+                COMMENT,
+                "-j",
+                "ACCEPT",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        a
     }
 }
 
-/// The accepts the declared forwards need now: guests on running NAT networks.
+/// The accepts the declared forwards need now: guests on running NAT networks, grouped by guest,
+/// bridge and protocol.
 pub fn accepts(declared: &Declared, networks: &Networks) -> Vec<Accept> {
-    declared
-        .forwards
-        .iter()
-        .filter(|f| f.guest.is_ipv4())
-        .filter_map(|f| {
-            let rec = networks.networks.get(&f.network)?;
-            (rec.active && rec.forward == "nat").then(|| Accept {
-                id: f.id,
-                guest: f.guest,
-                bridge: rec.bridge.to_string(),
-                proto: f.proto,
-                ports: f.guest_port,
-            })
-        })
-        .collect()
+    let mut groups: BTreeMap<(IpAddr, String, Proto), BTreeSet<Ports>> = BTreeMap::new();
+    for f in declared.forwards.iter().filter(|f| f.guest.is_ipv4()) {
+        let Some(rec) = networks.networks.get(&f.network) else {
+            continue;
+        };
+        if rec.active && rec.forward == "nat" {
+            groups
+                .entry((f.guest, rec.bridge.to_string(), f.proto))
+                .or_default()
+                .insert(f.guest_port);
+        }
+    }
+    let mut out = Vec::new();
+    for ((guest, bridge, proto), ports) in groups {
+        let mut chunk: Vec<Ports> = Vec::new();
+        let mut slots = 0;
+        for p in ports {
+            let need = if p.lo == p.hi { 1 } else { 2 };
+            if slots + need > MULTIPORT_SLOTS {
+                out.push(Accept {
+                    guest,
+                    bridge: bridge.clone(),
+                    proto,
+                    ports: std::mem::take(&mut chunk),
+                });
+                slots = 0;
+            }
+            chunk.push(p);
+            slots += need;
+        }
+        if !chunk.is_empty() {
+            out.push(Accept {
+                guest,
+                bridge,
+                proto,
+                ports: chunk,
+            });
+        }
+    }
+    out
 }
 
 /// Splits an `iptables -S` line into arguments (double quotes group, backslash escapes).
@@ -788,7 +829,7 @@ mod tests {
         assert_eq!(ipt[0], "-N VIRTZONE_FWD");
         assert!(ipt[1]
             .starts_with("-A VIRTZONE_FWD -d 192.0.2.5/32 -o virbr1 -p tcp -m tcp --dport 80 "));
-        assert!(ipt[1].ends_with("--comment virtzone-fwd-1 -j ACCEPT"));
+        assert!(ipt[1].ends_with("--comment virtzone-fwd -j ACCEPT"));
         assert_eq!(ipt[2], "-I FORWARD 1 -j VIRTZONE_FWD");
         let entry = ("8080".into(), "tcp".into(), "80".into(), "192.0.2.5".into());
         assert!(steps.contains(&Step::ZoneForwardPort {
@@ -814,11 +855,10 @@ mod tests {
             ..Declared::default()
         };
         let rule = Accept {
-            id: 1,
             guest: "192.0.2.5".parse().unwrap(),
             bridge: "virbr1".into(),
             proto: Proto::Tcp,
-            ports: Ports { lo: 80, hi: 80 },
+            ports: vec![Ports { lo: 80, hi: 80 }],
         };
         let rule_line = format!("-A VIRTZONE_FWD {}", rule.args().join(" "));
         let behind = format!(
@@ -841,7 +881,7 @@ mod tests {
         // In place: nothing to do. A quoted comment (older iptables) parses the same.
         let good = format!(
             "-N VIRTZONE_FWD\n-A FORWARD -j VIRTZONE_FWD\n-A FORWARD -j LIBVIRT_FWI\n{}\n",
-            rule_line.replace("virtzone-fwd-1", "\"virtzone-fwd-1\"")
+            rule_line.replace("virtzone-fwd", "\"virtzone-fwd\"")
         );
         let (b, a) = iptables_steps(&good, &accepts(&d, &networks(true)));
         assert!(b.is_empty() && a.is_empty(), "{b:?} {a:?}");
@@ -963,6 +1003,41 @@ mod tests {
             .unwrap_err()
             .0
             .contains("1.1"));
+    }
+
+    #[test]
+    fn accepts_share_rules_per_guest_within_multiport_limits() {
+        let mut forwards: Vec<Forward> = (0..20)
+            .map(|i| fwd(i + 1, "192.0.2.5", 9000 + i as u16, 100 + i as u16))
+            .collect();
+        forwards.push(fwd(30, "192.0.2.5", 9500, 100)); // same guest port as forward 1: no new slot
+        forwards.push(fwd(31, "192.0.2.6", 9501, 80));
+        let mut range = fwd(32, "192.0.2.6", 9600, 2000);
+        range.host_port = Ports { lo: 9600, hi: 9610 };
+        range.guest_port = Ports { lo: 2000, hi: 2010 };
+        forwards.push(range);
+        let d = Declared {
+            forwards,
+            ..Declared::default()
+        };
+        let a = accepts(&d, &networks(true));
+        let shapes: Vec<(String, usize)> = a
+            .iter()
+            .map(|r| (r.guest.to_string(), r.ports.len()))
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                ("192.0.2.5".to_string(), 15),
+                ("192.0.2.5".to_string(), 5),
+                ("192.0.2.6".to_string(), 2)
+            ]
+        );
+        assert!(a[2]
+            .args()
+            .join(" ")
+            .contains("-p tcp -m multiport --dports 80,2000:2010 -m conntrack"));
+        assert!(accepts(&d, &networks(false)).is_empty());
     }
 
     #[test]
