@@ -1,7 +1,8 @@
 //! Forward benchmarks against real libvirtd and firewalld 1.3.3 (nftables) in a private lab:
 //!
 //! - `virtzone forward add` → first connection through the forward (the process included);
-//! - firewalld reload → every forward working again, with 1, 50 and 200 forwards declared and
+//! - firewalld reload → every forward working again, with 1, 50 and 200 forwards (each to its own
+//!   guest port, so 1, 4 and 14 grouped accepts) declared and
 //!   `virtzone serve` running: from the reload call's return (firewalld has emitted `Reloaded`) to
 //!   the last-added forward answering while libvirt's reject is back in place. Beside it, the
 //!   reload itself.
@@ -114,6 +115,22 @@ fn main() {
         .stdout(Stdio::null())
         .spawn()
         .expect("server");
+    // Distinct guest ports, as real forwards have, all served by the one server: the guest
+    // redirects 10000-10999 to 80 in its own namespace.
+    must(guest.command("iptables").args([
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-p",
+        "tcp",
+        "--dport",
+        "10000:10999",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        "80",
+    ]));
     let up = vlab.plug_upstream("vzup71", "198.51.100.1/24", "198.51.100.2/24");
     let mut child = up
         .command("/usr/bin/python3")
@@ -155,7 +172,7 @@ fn main() {
             "bench",
             "--guest",
             &ip,
-            &format!("tcp/{port}:80"),
+            &format!("tcp/{port}:{port}"),
         ]));
         port
     };

@@ -503,7 +503,7 @@ fn bad_input_changes_nothing() {
             "tcp/8080:80",
         ],
     );
-    let file = vlab.state_dir().join("forwards.json");
+    let file = vlab.state_dir().join("forwards/forwards.json");
     let before = std::fs::read(&file).unwrap();
     let zone_before = vlab.firewall_cmd_ok(&["--zone=public", "--list-all"]);
     for args in [

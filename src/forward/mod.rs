@@ -38,8 +38,61 @@ pub enum ForwardError {
     State(#[from] StateError),
 }
 
-/// Reads the declared forwards and allows, refusing a file from a newer virtzone.
+/// The subdirectory of the state directory holding forwards' files, with a lock of its own: a
+/// forward check must not wait behind a binding reconcile that holds the state lock through its
+/// retry pauses (the window in which a forward is dead would grow by them).
+pub const STORE_DIR: &str = "forwards";
+
+/// The forwards' own store inside `state` (checking `state` itself first).
+fn store(state: &StateDir) -> Result<StateDir, ForwardError> {
+    state.check()?;
+    Ok(StateDir::at(state.path().join(STORE_DIR)))
+}
+
+/// [`store`], creating the state directory first if needed (for the commands that write).
+fn store_created(state: &StateDir) -> Result<StateDir, ForwardError> {
+    state.check()?;
+    let path = state.path();
+    if !path.exists() {
+        // Created the way the state directory always is (0700), not by the store's parent
+        // creation with the umask's mode.
+        use std::os::unix::fs::DirBuilderExt;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StateError::Io {
+                action: "create",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(StateError::Io {
+                    action: "create",
+                    path: path.to_path_buf(),
+                    source,
+                }
+                .into())
+            }
+        }
+        state.check()?;
+    }
+    Ok(StateDir::at(path.join(STORE_DIR)))
+}
+
+/// Reads the declared forwards and allows of state directory `state`.
 pub fn read_declared(state: &StateDir) -> Result<Declared, ForwardError> {
+    declared_in(&store(state)?)
+}
+
+/// Reads the recorded networks of state directory `state`.
+pub fn read_networks(state: &StateDir) -> Result<Networks, ForwardError> {
+    networks_in(&store(state)?)
+}
+
+/// Reads the declared forwards and allows, refusing a file from a newer virtzone.
+fn declared_in(state: &StateDir) -> Result<Declared, ForwardError> {
     let d: Declared = state.read(FORWARDS_FILE)?;
     if d.version > FORMAT_VERSION {
         return Err(ForwardError::State(StateError::Corrupt {
@@ -53,8 +106,7 @@ pub fn read_declared(state: &StateDir) -> Result<Declared, ForwardError> {
     Ok(d)
 }
 
-/// Reads the recorded networks.
-pub fn read_networks(state: &StateDir) -> Result<Networks, ForwardError> {
+fn networks_in(state: &StateDir) -> Result<Networks, ForwardError> {
     Ok(state.read(NETWORKS_FILE)?)
 }
 
@@ -153,9 +205,10 @@ async fn connect() -> Result<Firewalld, ForwardError> {
 
 /// `forward add`: records and applies a forward. Returns the message to print.
 pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, ForwardError> {
+    let state = &store_created(state)?;
     let _lock = state.lock().await?;
-    let mut declared = read_declared(state)?;
-    let networks = read_networks(state)?;
+    let mut declared = declared_in(state)?;
+    let networks = networks_in(state)?;
     validate(&req, &networks, is_local)?;
     let new = Forward {
         id: declared.next_id,
@@ -207,9 +260,10 @@ pub enum Which {
 
 /// `forward remove`: takes a forward out of firewalld and iptables, then forgets it.
 pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, ForwardError> {
+    let state = &store_created(state)?;
     let _lock = state.lock().await?;
-    let mut declared = read_declared(state)?;
-    let networks = read_networks(state)?;
+    let mut declared = declared_in(state)?;
+    let networks = networks_in(state)?;
     let pos = match &which {
         Which::Id(id) => declared.forwards.iter().position(|f| f.id == *id),
         Which::Spec(req) => declared.forwards.iter().position(|f| {
@@ -243,9 +297,10 @@ pub async fn change_allow(
     allow: Allow,
     add: bool,
 ) -> Result<String, ForwardError> {
+    let state = &store_created(state)?;
     let _lock = state.lock().await?;
-    let mut declared = read_declared(state)?;
-    let networks = read_networks(state)?;
+    let mut declared = declared_in(state)?;
+    let networks = networks_in(state)?;
     if add && !networks.networks.contains_key(&allow.network) {
         return Err(ForwardError::Usage(format!(
             "virtzone knows no libvirt network {:?}: start it with virtzone's network hook installed \
@@ -298,18 +353,19 @@ pub async fn change_allow(
 /// Re-applies everything declared (the daemon after ruleset changes, the hook after a network
 /// starts or stops). Does nothing, and asks nothing of firewalld, when nothing is declared.
 pub async fn reconcile(fw: &Firewalld, state: &StateDir) -> Result<usize, ForwardError> {
+    let state = &store(state)?;
     // A first look without the lock, which would create the state directory: most hosts declare
     // nothing, and then nothing is touched.
-    let declared = read_declared(state)?;
+    let declared = declared_in(state)?;
     if declared.forwards.is_empty() && declared.allows.is_empty() {
         return Ok(0);
     }
     let _lock = state.lock().await?;
-    let declared = read_declared(state)?;
+    let declared = declared_in(state)?;
     if !fw.is_running().await? {
         return Ok(0);
     }
-    let networks = read_networks(state)?;
+    let networks = networks_in(state)?;
     apply::converge(fw, &declared, &[], &networks).await
 }
 
@@ -318,10 +374,11 @@ pub async fn reconcile(fw: &Firewalld, state: &StateDir) -> Result<usize, Forwar
 /// follow the network's bridge). Problems are warnings: a forward must never stop a network.
 pub async fn network_hook(fw: Option<&Firewalld>, name: &str, xml: &str, started: bool) {
     let result = async {
-        let state = StateDir::locate(None)?;
+        let main = StateDir::locate(None)?;
+        let state = store_created(&main)?;
         {
             let _lock = state.lock().await?;
-            let mut networks = read_networks(&state)?;
+            let mut networks = networks_in(&state)?;
             if started {
                 match network::record_from_xml(xml) {
                     Ok(Some((n, rec))) if n == name => {
@@ -338,7 +395,7 @@ pub async fn network_hook(fw: Option<&Firewalld>, name: &str, xml: &str, started
             state.write(NETWORKS_FILE, &networks)?;
         }
         if let Some(fw) = fw {
-            reconcile(fw, &state).await?;
+            reconcile(fw, &main).await?;
         }
         Ok::<(), ForwardError>(())
     }
