@@ -613,6 +613,15 @@ pub async fn converge(
     Ok(total)
 }
 
+/// Whether libvirt's iptables chains exist (they do while a NAT network runs with libvirt's
+/// iptables firewall backend).
+pub async fn libvirt_chains_present(fw: &Firewalld) -> bool {
+    Reader::new(fw)
+        .iptables()
+        .await
+        .is_some_and(|l| l.lines().any(|l| l == "-N LIBVIRT_FWI"))
+}
+
 /// After a reload, polls (with a deadline) until libvirt's `LIBVIRT_FWI` is back, so the accepts
 /// are planned after libvirt's rebuild rather than wiped by it. The daemon re-checks on every
 /// ruleset change anyway; this keeps the CLI alone from racing libvirt.

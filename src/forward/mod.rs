@@ -238,6 +238,18 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
     let fw = connect().await?;
     apply::converge(&fw, &declared, &[], &networks).await?;
     state.write(FORWARDS_FILE, &declared)?;
+    let nat_active = networks
+        .networks
+        .get(&new.network)
+        .is_some_and(|n| n.active && n.forward == "nat");
+    if nat_active && new.guest.is_ipv4() && !apply::libvirt_chains_present(&fw).await {
+        eprintln!(
+            "virtzone: warning: libvirt's iptables chain LIBVIRT_FWI is missing although network {} \
+             runs; if libvirt uses its nftables firewall backend, its guest_input chain still rejects \
+             the forward (not supported yet, see docs/forwards.md)",
+            new.network
+        );
+    }
     Ok(format!(
         "forward {}: host {}{} → {} {} port {}",
         new.id,

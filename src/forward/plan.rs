@@ -562,10 +562,19 @@ fn policy_steps(
 pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Vec<Step>, Refusal> {
     let mut steps = Vec::new();
     let wanted = accepts(declared, &facts.networks);
-    let (before, after) = match &facts.iptables {
-        Some(listing) => iptables_steps(listing, &wanted),
-        None => (Vec::new(), Vec::new()),
-    };
+    let (before, after) =
+        match &facts.iptables {
+            Some(listing) => iptables_steps(listing, &wanted),
+            None if wanted.is_empty() => (Vec::new(), Vec::new()),
+            // Without the accept, libvirt's reject wins: better refused than silently dead.
+            None => return Err(Refusal(
+                "cannot read iptables' filter table through firewalld's direct interface, so the \
+                 forward could not get past libvirt's reject for NAT networks; check that iptables \
+                 is installed and firewalld's direct interface works (firewall-cmd --direct \
+                 --passthrough ipv4 -t filter -S)"
+                    .into(),
+            )),
+        };
     steps.extend(before);
 
     match Shape::of(&facts.version, &facts.default_zone) {
@@ -934,6 +943,7 @@ mod tests {
             permanent: Some(e),
         };
         f.iptables = None;
+        f.networks = networks(false);
         assert_eq!(plan(&d, &[], &f).unwrap(), Vec::<Step>::new());
     }
 
@@ -1038,6 +1048,22 @@ mod tests {
             .join(" ")
             .contains("-p tcp -m multiport --dports 80,2000:2010 -m conntrack"));
         assert!(accepts(&d, &networks(false)).is_empty());
+    }
+
+    #[test]
+    fn no_iptables_view_refuses_nat_forwards_only() {
+        let d = Declared {
+            forwards: vec![fwd(1, "192.0.2.5", 8080, 80)],
+            ..Declared::default()
+        };
+        let mut f = facts("1.3.3", "");
+        f.iptables = None;
+        assert!(plan(&d, &[], &f)
+            .unwrap_err()
+            .0
+            .contains("direct interface"));
+        f.networks = networks(false);
+        assert!(plan(&d, &[], &f).is_ok());
     }
 
     #[test]
