@@ -64,6 +64,10 @@ pub async fn run(fw: Firewalld, state: StateDir) {
         match super::reconcile(&fw, &state).await {
             Ok(0) => {}
             Ok(n) => info!("forwards: re-applied {n} change(s)"),
+            // firewalld going away in the middle of a check is no fault: its return is an event.
+            Err(e) if !fw.is_running().await.unwrap_or(false) => {
+                info!("forwards: firewalld went away during a check ({e}); waiting for it")
+            }
             Err(e) => warn!("forwards: {e}"),
         }
         if changes.recv().await.is_none() {
