@@ -195,7 +195,8 @@ pub struct ForwardSpec {
     /// Also forward connections the host itself opens to --host-address (firewalld 1.1 or later).
     #[arg(long)]
     pub from_host: bool,
-    /// Also forward connections of guests to the host's address (not supported yet).
+    /// Also forward connections of the network's own guests to the host's address (firewalld 2.2.0,
+    /// 2.1.2, 2.0.4 or later).
     #[arg(long)]
     pub hairpin: bool,
 }

@@ -39,11 +39,6 @@ fn network_name(name: &str) -> Result<String, Failure> {
 
 /// The request described by `spec` and `ports`.
 fn request(spec: &ForwardSpec, ports: &str) -> Result<AddForward, Failure> {
-    if spec.hairpin {
-        return Err(Failure::Refused(
-            "--hairpin is not supported by this virtzone yet (docs/forwards.md)".into(),
-        ));
-    }
     let ports: PortMap = ports.parse().map_err(usage)?;
     if spec.domain.is_some() {
         return Err(Failure::Refused(
@@ -64,6 +59,7 @@ fn request(spec: &ForwardSpec, ports: &str) -> Result<AddForward, Failure> {
             .map(|a| address(a, "host address"))
             .transpose()?,
         from_host: spec.from_host,
+        hairpin: spec.hairpin,
     })
 }
 
@@ -122,6 +118,7 @@ struct ForwardRow {
     guest_port: String,
     host_address: Option<IpAddr>,
     from_host: bool,
+    hairpin: bool,
     /// `active` while the network runs, `inactive` while it is stopped or unknown.
     state: &'static str,
 }
@@ -141,6 +138,7 @@ fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
             guest_port: f.guest_port.to_string(),
             host_address: f.host_address,
             from_host: f.from_host,
+            hairpin: f.hairpin,
             state: if networks.networks.get(&f.network).is_some_and(|n| n.active) {
                 "active"
             } else {

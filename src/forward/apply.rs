@@ -13,7 +13,7 @@ use super::model::Declared;
 use super::network::Networks;
 use super::plan::{
     Entries, Facts, Layer, Layers, Shape, Step, ALLOW_POLICY, FORWARD_POLICY, FROM_HOST_POLICY,
-    POLICY_PRIORITY,
+    HAIRPIN_CHAIN, POLICY_PRIORITY,
 };
 use crate::firewalld::proxy::Settings;
 use crate::firewalld::{parse_version, Error, Firewalld};
@@ -315,11 +315,13 @@ impl<'a> Reader<'a> {
     /// `iptables -t filter -S` through firewalld; `None` when firewalld cannot run it (no
     /// iptables on the host: then libvirt has no iptables rules to get past either).
     pub async fn iptables(&self) -> Option<String> {
+        self.iptables_table("filter").await
+    }
+
+    /// `iptables -t TABLE -S` through firewalld.
+    pub async fn iptables_table(&self, table: &str) -> Option<String> {
         let d = FwdDirectProxy::new(self.fw.connection()).await.ok()?;
-        let args: Vec<String> = ["-t", "filter", "-S"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = ["-t", table, "-S"].iter().map(|s| s.to_string()).collect();
         d.passthrough("ipv4", &args).await.ok()
     }
 
@@ -397,6 +399,14 @@ impl<'a> Reader<'a> {
             networks,
             bridge_zones,
             iptables: self.iptables().await,
+            iptables_nat: if declared.forwards.iter().any(|f| f.hairpin) {
+                self.iptables_table("nat").await
+            } else {
+                // Nothing to plan there unless a hairpin chain of ours is left over.
+                self.iptables_table("nat")
+                    .await
+                    .filter(|l| l.lines().any(|l| l == format!("-N {HAIRPIN_CHAIN}")))
+            },
         })
     }
 }
@@ -550,9 +560,9 @@ impl Executor for FirewalldExecutor<'_> {
                     .await
                     .map_err(call("config.policy.update"))?;
             }
-            Step::Iptables { args } => {
+            Step::Iptables { table, args } => {
                 let d = FwdDirectProxy::new(conn).await.map_err(call("direct"))?;
-                let mut all = vec!["-t".to_string(), "filter".to_string()];
+                let mut all = vec!["-t".to_string(), table.clone()];
                 all.extend(args.iter().cloned());
                 d.passthrough("ipv4", &all)
                     .await

@@ -123,6 +123,8 @@ pub struct AddForward {
     pub host_address: Option<IpAddr>,
     /// Also for connections the host itself opens (needs `host_address`).
     pub from_host: bool,
+    /// Also for guests of the network reaching it through the host's address.
+    pub hairpin: bool,
 }
 
 /// Whether `addr` is one of this host's addresses (binding to it succeeds only then).
@@ -219,6 +221,7 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
         guest_port: req.ports.guest,
         host_address: req.host_address,
         from_host: req.from_host,
+        hairpin: req.hairpin,
     };
     if let Some(same) = declared.forwards.iter().find(|f| f.same_as(&new)) {
         // Nothing to record; but whatever of it firewalld or libvirt lost is put back.
@@ -286,6 +289,7 @@ pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, Fo
                 && f.guest_port == req.ports.guest
                 && f.host_address == req.host_address
                 && f.from_host == req.from_host
+                && f.hairpin == req.hairpin
         }),
     };
     let Some(pos) = pos else {

@@ -185,6 +185,9 @@ pub struct Forward {
     /// Also for connections the host itself opens to `host_address`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub from_host: bool,
+    /// Also for the guests of the forward's network reaching it through the host's address.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hairpin: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -367,6 +370,7 @@ mod tests {
             guest_port: Ports { lo, hi },
             host_address: addr.map(|a| a.parse().unwrap()),
             from_host: false,
+            hairpin: false,
         };
         assert!(f(1, 80, 90, None).clashes_with(&f(2, 90, 95, None)));
         assert!(!f(1, 80, 90, None).clashes_with(&f(2, 91, 95, None)));

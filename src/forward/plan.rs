@@ -24,6 +24,11 @@ pub const POLICY_PRIORITY: i32 = -100;
 /// virtzone's own chain in iptables' `filter` table, jumped to first from `FORWARD`, holding one
 /// accept per forward to a guest of a NAT network (libvirt's `LIBVIRT_FWI` rejects those packets).
 pub const CHAIN: &str = "VIRTZONE_FWD";
+/// virtzone's chain in iptables' `nat` table, jumped to first from `POSTROUTING`: for `--hairpin`
+/// forwards, a masquerade of DNATed connections from the network's own subnet back into it, so the
+/// guest's reply returns through the host (without `br_netfilter` it would go straight back over the
+/// bridge, from the wrong address).
+pub const HAIRPIN_CHAIN: &str = "VIRTZONE_HAIRPIN";
 /// The comment on each of those accepts.
 pub const COMMENT: &str = "virtzone-fwd";
 
@@ -99,6 +104,8 @@ pub struct Facts {
     pub bridge_zones: BTreeMap<String, String>,
     /// `iptables -t filter -S` (IPv4), `None` when it could not be read.
     pub iptables: Option<String>,
+    /// `iptables -t nat -S` (IPv4), read only when hairpin forwards exist or our chain is there.
+    pub iptables_nat: Option<String>,
 }
 
 /// Which layer of firewalld a step changes.
@@ -164,7 +171,9 @@ pub enum Step {
     /// One `iptables -t filter …` command, run through firewalld's direct passthrough so it uses
     /// the same iptables as firewalld and libvirt.
     Iptables {
-        /// Arguments after `-t filter`.
+        /// The table (`filter` for accepts, `nat` for hairpin SNATs).
+        table: String,
+        /// Arguments after `-t TABLE`.
         args: Vec<String>,
     },
 }
@@ -350,6 +359,58 @@ impl Accept {
     }
 }
 
+/// The masquerade rules (arguments after `-A VIRTZONE_HAIRPIN`) of `--hairpin` forwards to IPv4
+/// guests of running NAT networks: one per forward and subnet of its network.
+pub fn hairpin_rules(declared: &Declared, networks: &Networks) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for f in declared
+        .forwards
+        .iter()
+        .filter(|f| f.hairpin && f.guest.is_ipv4())
+    {
+        let Some(rec) = networks.networks.get(&f.network) else {
+            continue;
+        };
+        if !(rec.active && rec.forward == "nat") {
+            continue;
+        }
+        for subnet in rec.subnets.iter().filter(|s| s.addr.is_ipv4()) {
+            let p = f.proto.as_str();
+            let rule: Vec<String> = [
+                "-s",
+                &subnet.to_string(),
+                "-d",
+                &format!("{}/32", f.guest),
+                "-o",
+                rec.bridge.as_str(),
+                "-p",
+                p,
+                "-m",
+                p,
+                "--dport",
+                &f.guest_port.iptables(),
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "DNAT",
+                "-m",
+                "comment",
+                "--comment",
+                COMMENT,
+                "-j",
+                "MASQUERADE",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if !out.contains(&rule) {
+                out.push(rule);
+            }
+        }
+    }
+    out
+}
+
 /// The accepts the declared forwards need now: guests on running NAT networks, grouped by guest,
 /// bridge and protocol.
 pub fn accepts(declared: &Declared, networks: &Networks) -> Vec<Accept> {
@@ -435,56 +496,71 @@ pub fn split_line(line: &str) -> Vec<String> {
 /// `FORWARD` (libvirt inserts its own jumps at the top when it rebuilds, so ours must be moved back
 /// in front of them: an accept behind `LIBVIRT_FWI`'s reject is worth nothing).
 pub fn iptables_steps(listing: &str, wanted: &[Accept]) -> (Vec<Step>, Vec<Step>) {
-    let step = |args: Vec<String>| Step::Iptables { args };
+    let wanted: Vec<Vec<String>> = wanted.iter().map(Accept::args).collect();
+    chain_steps("filter", listing, CHAIN, "FORWARD", &wanted)
+}
+
+/// The iptables commands that make `chain` of `table` hold exactly the rules `wanted` (arguments
+/// after `-A chain`) and be jumped to first from `parent`; when nothing is wanted, the chain goes.
+pub fn chain_steps(
+    table: &str,
+    listing: &str,
+    chain: &str,
+    parent: &str,
+    wanted_args: &[Vec<String>],
+) -> (Vec<Step>, Vec<Step>) {
+    let step = |args: Vec<String>| Step::Iptables {
+        table: table.to_string(),
+        args,
+    };
     let to_args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let lines: Vec<Vec<String>> = listing.lines().map(split_line).collect();
     let chain_exists = lines
         .iter()
-        .any(|l| l.len() == 2 && l[0] == "-N" && l[1] == CHAIN);
+        .any(|l| l.len() == 2 && l[0] == "-N" && l[1] == chain);
     let ours: Vec<&Vec<String>> = lines
         .iter()
-        .filter(|l| l.len() > 2 && l[0] == "-A" && l[1] == CHAIN)
+        .filter(|l| l.len() > 2 && l[0] == "-A" && l[1] == chain)
         .collect();
-    let forward: Vec<&Vec<String>> = lines
+    let parents: Vec<&Vec<String>> = lines
         .iter()
-        .filter(|l| l.len() > 2 && l[0] == "-A" && l[1] == "FORWARD")
+        .filter(|l| l.len() > 2 && l[0] == "-A" && l[1] == parent)
         .collect();
-    let is_jump = |l: &Vec<String>| l[2..] == ["-j".to_string(), CHAIN.to_string()];
-    let jumps = forward.iter().filter(|l| is_jump(l)).count();
-    let jump_first = forward.first().is_some_and(|l| is_jump(l));
+    let is_jump = |l: &Vec<String>| l[2..] == ["-j".to_string(), chain.to_string()];
+    let jumps = parents.iter().filter(|l| is_jump(l)).count();
+    let jump_first = parents.first().is_some_and(|l| is_jump(l));
 
     let (mut before, mut after) = (Vec::new(), Vec::new());
-    let wanted_args: Vec<Vec<String>> = wanted.iter().map(Accept::args).collect();
-    if !wanted.is_empty() {
+    if !wanted_args.is_empty() {
         if !chain_exists {
-            before.push(step(to_args(&["-N", CHAIN])));
+            before.push(step(to_args(&["-N", chain])));
         }
-        for args in &wanted_args {
+        for args in wanted_args {
             if !ours.iter().any(|l| l[2..] == args[..]) {
-                let mut a = to_args(&["-A", CHAIN]);
+                let mut a = to_args(&["-A", chain]);
                 a.extend(args.iter().cloned());
                 before.push(step(a));
             }
         }
         if !jump_first || jumps != 1 {
             for _ in 0..jumps {
-                before.push(step(to_args(&["-D", "FORWARD", "-j", CHAIN])));
+                before.push(step(to_args(&["-D", parent, "-j", chain])));
             }
-            before.push(step(to_args(&["-I", "FORWARD", "1", "-j", CHAIN])));
+            before.push(step(to_args(&["-I", parent, "1", "-j", chain])));
         }
     }
     for l in &ours {
         if !wanted_args.iter().any(|a| l[2..] == a[..]) {
-            let mut a = to_args(&["-D", CHAIN]);
+            let mut a = to_args(&["-D", chain]);
             a.extend(l[2..].iter().cloned());
             after.push(step(a));
         }
     }
-    if wanted.is_empty() && chain_exists {
+    if wanted_args.is_empty() && chain_exists {
         for _ in 0..jumps {
-            after.push(step(to_args(&["-D", "FORWARD", "-j", CHAIN])));
+            after.push(step(to_args(&["-D", parent, "-j", chain])));
         }
-        after.push(step(to_args(&["-X", CHAIN])));
+        after.push(step(to_args(&["-X", chain])));
     }
     (before, after)
 }
@@ -576,6 +652,31 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Vec<
             )),
         };
     steps.extend(before);
+    let hairpins = hairpin_rules(declared, &facts.networks);
+    if !hairpins.is_empty()
+        && matches!(
+            Shape::of(&facts.version, &facts.default_zone),
+            Shape::Zone(_)
+        )
+    {
+        return Err(Refusal(
+            "--hairpin needs firewalld 2.2.0 (or 2.1.2, 2.0.4) or later: before that no firewalld object \
+             can forward the guests' own connections without editing the libvirt zone; leave it out"
+                .into(),
+        ));
+    }
+    let (nat_before, nat_after) = match &facts.iptables_nat {
+        Some(listing) => chain_steps("nat", listing, HAIRPIN_CHAIN, "POSTROUTING", &hairpins),
+        None if hairpins.is_empty() => (Vec::new(), Vec::new()),
+        None => {
+            return Err(Refusal(
+                "cannot read iptables' nat table through firewalld's direct interface, which \
+                 --hairpin needs; check firewall-cmd --direct --passthrough ipv4 -t nat -S"
+                    .into(),
+            ))
+        }
+    };
+    steps.extend(nat_before);
 
     match Shape::of(&facts.version, &facts.default_zone) {
         Shape::Zone(zone) => {
@@ -692,6 +793,7 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Vec<
         return Ok(kept);
     }
     steps.extend(after);
+    steps.extend(nat_after);
     Ok(steps)
 }
 
@@ -762,6 +864,7 @@ mod tests {
             guest_port: Ports { lo: to, hi: to },
             host_address: None,
             from_host: false,
+            hairpin: false,
         }
     }
 
@@ -795,6 +898,7 @@ mod tests {
             networks: networks(true),
             bridge_zones: BTreeMap::from([("virbr1".into(), "libvirt".into())]),
             iptables: Some(listing.into()),
+            iptables_nat: Some(String::new()),
         }
     }
 
@@ -831,7 +935,7 @@ mod tests {
         let ipt: Vec<String> = steps
             .iter()
             .filter_map(|s| match s {
-                Step::Iptables { args } => Some(args.join(" ")),
+                Step::Iptables { args, .. } => Some(args.join(" ")),
                 _ => None,
             })
             .collect();
@@ -878,7 +982,7 @@ mod tests {
         let text: Vec<String> = before
             .iter()
             .map(|s| match s {
-                Step::Iptables { args } => args.join(" "),
+                Step::Iptables { args, .. } => args.join(" "),
                 other => format!("{other:?}"),
             })
             .collect();
@@ -898,7 +1002,9 @@ mod tests {
         let (b, a) = iptables_steps(&good, &accepts(&d, &networks(false)));
         assert!(b.is_empty());
         assert_eq!(a.len(), 3, "{a:?}");
-        assert!(matches!(&a[2], Step::Iptables { args } if args.join(" ") == "-X VIRTZONE_FWD"));
+        assert!(
+            matches!(&a[2], Step::Iptables { args, .. } if args.join(" ") == "-X VIRTZONE_FWD")
+        );
     }
 
     #[test]
