@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine (as root): installs what the tests need, fetches
-# the second firewalld release the suite runs against, checks formatting and lints, runs every test.
+# the other firewalld releases the suite runs against, checks formatting and lints, runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/packages.sh
 # Debian packages the tests drive for real (firewalld, its backends, a private bus, namespaces).
 ensure_packages firewalld nftables dbus iproute2 iptables iputils-ping hyperfine systemd procps make \
-    libvirt-daemon-system libvirt-clients dnsmasq-base busybox zsh fish rpm man-db groff-base pkg-config
+    libvirt-daemon-system libvirt-clients dnsmasq-base busybox zsh fish rpm man-db groff-base pkg-config \
+    mmdebstrap
 
-echo "== fetching firewalld 2.3.1 (Debian 13) into the lab cache"
+echo "== fetching firewalld 0.9.3, 2.3.1 and 2.5.2 (Debian 11, 13, sid) into the lab cache"
 scripts/fetch-firewalld.sh
+echo "== building the Debian sid root (libvirt 12, firewalld 2.5.2) into the lab cache"
+scripts/fetch-sid-root.sh
 
 echo "== format and lints"
 cargo fmt --check

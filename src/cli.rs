@@ -36,6 +36,37 @@ pub enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Follow one packet through the live ruleset and say what happens to it.
+    ///
+    /// Every table and base chain it crosses, in hook and priority order, each decision with the rule
+    /// that made it, and the final verdict: exit status 0 accepted, 1 dropped or rejected, 3 unknown
+    /// (an expression outside the evaluator's model, see docs/verify.md), 2 bad input.
+    #[command(group(clap::ArgGroup::new("direction").required(true).args(["to_host", "forward", "from"])))]
+    Explain {
+        /// The guests' bridge.
+        #[arg(long, value_name = "BRIDGE")]
+        bridge: BridgeName,
+        /// A guest's packet to the host: `tcp/22`, `udp/53`, `icmp`.
+        #[arg(long, value_name = "PROTO/PORT", conflicts_with = "service")]
+        to_host: Option<String>,
+        /// A guest's packet forwarded out (to --to ADDR, else the world).
+        #[arg(long, requires = "service")]
+        forward: bool,
+        /// Where the packet goes: with --forward the destination out in the world, with --to-host
+        /// one of the host's addresses (default its IPv4 address on the bridge). Its family picks
+        /// IPv4 or IPv6.
+        #[arg(long, value_name = "ADDR", conflicts_with = "from")]
+        to: Option<std::net::IpAddr>,
+        /// A new connection from ADDR into a guest.
+        #[arg(long, value_name = "ADDR", requires = "service")]
+        from: Option<std::net::IpAddr>,
+        /// The packet's protocol and port with --forward and --from: `tcp/80`, `udp/53`, `icmp`.
+        #[arg(value_name = "PROTO/PORT")]
+        service: Option<String>,
+        /// Print the path as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check that a network's guests will have working networking.
     ///
     /// The net-start pre-check, following libvirt's own rules for a bridge's zone: exit status 0 when
@@ -150,6 +181,25 @@ pub enum Command {
         subop: String,
         /// Extra argument (libvirt passes `-`).
         extra: Option<String>,
+    },
+    /// Find why guests are blocked, with evidence, and fix what is safe to fix.
+    ///
+    /// Read-only unless --fix. Exit status 0: no problem found (warnings alone too); 1: at least one
+    /// problem; 2: bad input. Checks and JSON ids are documented in docs/troubleshooting.md and
+    /// docs/json.md.
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only this running libvirt network (repeatable).
+        #[arg(long, value_name = "NET")]
+        network: Vec<String>,
+        /// Apply the safe fixes, each after confirmation, then check again.
+        #[arg(long)]
+        fix: bool,
+        /// With --fix: do not ask.
+        #[arg(long, requires = "fix")]
+        yes: bool,
     },
     /// Forward ports of the host to a guest of a libvirt network (docs/forwards.md).
     ///

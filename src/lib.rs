@@ -1,13 +1,16 @@
 //! virtzone: firewalld zones and bridge bindings that keep libvirt guest networking working.
 //!
-//! The crate follows the layering in `architecture.md`: inputs (CLI, hookData, D-Bus) are parsed into
-//! validated values, facts are gathered from firewalld and the host, pure decision functions turn facts
-//! into verdicts or plans, and effects are applied at the edges.
+//! The crate follows the layering described in `docs/architecture.md`: inputs (CLI, hookData, D-Bus)
+//! are parsed into validated values, facts are gathered once per command into a
+//! [`firewalld::Snapshot`], pure planners turn them into a [`change::Plan`] (or a typed refusal), and
+//! [`change::Executor`], the only code that changes firewalld, applies it.
 
 pub mod bind;
+pub mod change;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
+pub mod doctor;
 pub mod firewalld;
 pub mod forward;
 pub mod host;

@@ -116,6 +116,22 @@ pub fn default_zone(forward: &ForwardMode, fw: &Running) -> Option<ZoneName> {
     }
 }
 
+/// firewalld 2.0.0 and 2.0.1 do not apply policies whose egress zone is `ANY` to interfaces added at
+/// runtime (fixed in 2.0.2): a routed network's bridge, bound at runtime, loses policy
+/// `libvirt-routed-out`. The warning for such a version, if it is one.
+pub fn egress_any_warning(version: &semver::Version, version_text: &str) -> Option<String> {
+    let affected =
+        *version >= semver::Version::new(2, 0, 0) && *version < semver::Version::new(2, 0, 2);
+    affected.then(|| {
+        format!(
+            "firewalld {version_text} does not apply policies whose egress zone is ANY to interfaces \
+             added at runtime (fixed in 2.0.2): routed networks lose their outbound policy \
+             {LIBVIRT_ROUTED_OUT_POLICY}, so their guests reach nothing beyond the host; upgrade \
+             firewalld"
+        )
+    })
+}
+
 /// Decides whether guest networking will work for `req` on the firewalld described by `facts`.
 pub fn decide(req: &Request<'_>, facts: &FirewalldFacts) -> Verdict {
     let net = &req.network.name;
@@ -161,11 +177,17 @@ pub fn decide(req: &Request<'_>, facts: &FirewalldFacts) -> Verdict {
     }
     if let Some(zone) = req.explicit_zone() {
         return if fw.zones.contains(zone.as_str()) {
-            Verdict::pass(
+            let mut verdict = Verdict::pass(
                 Reason::RequestedZone,
                 Some(zone.clone()),
                 format!("bridge {bridge} of network {net} gets the requested zone {zone}"),
-            )
+            );
+            if zone.as_str() == LIBVIRT_ROUTED_ZONE {
+                verdict
+                    .warnings
+                    .extend(egress_any_warning(&fw.version, &fw.version_text));
+            }
+            verdict
         } else {
             let hint = if zone.as_str().starts_with(LIBVIRT_ZONE) {
                 "run `virtzone install` to add libvirt's zones"
@@ -196,6 +218,11 @@ pub fn decide(req: &Request<'_>, facts: &FirewalldFacts) -> Verdict {
             Some(zone.clone()),
             format!("bridge {bridge} of network {net} gets zone {zone}"),
         );
+        if zone.as_str() == LIBVIRT_ROUTED_ZONE {
+            verdict
+                .warnings
+                .extend(egress_any_warning(&fw.version, &fw.version_text));
+        }
         if req.network.forward == ForwardMode::Route && zone.as_str() == LIBVIRT_ZONE {
             verdict.warnings.push(format!(
                 "routed network {net} falls back to zone {LIBVIRT_ZONE}: zone {LIBVIRT_ROUTED_ZONE} or policy \
@@ -483,5 +510,35 @@ mod tests {
             &running("1.3.3", Nft, ALL, POLICIES),
         );
         assert!(v.warnings.is_empty());
+    }
+
+    #[test]
+    fn routed_networks_warn_on_firewalld_2_0_0_and_2_0_1() {
+        for (version, warns) in [
+            ("1.3.3", false),
+            ("2.0.0", true),
+            ("2.0.1", true),
+            ("2.0.2", false),
+        ] {
+            let v = decide(
+                &Request {
+                    network: &net(Route, None),
+                    zone: None,
+                },
+                &running(version, Nft, ALL, POLICIES),
+            );
+            assert!(v.ok, "{version}");
+            let hit = v.warnings.iter().any(|w| w.contains("egress zone is ANY"));
+            assert_eq!(hit, warns, "{version}: {v:?}");
+        }
+        // NAT networks have no egress-ANY policy of theirs.
+        let v = decide(
+            &Request {
+                network: &net(Nat, None),
+                zone: None,
+            },
+            &running("2.0.1", Nft, ALL, POLICIES),
+        );
+        assert!(v.warnings.is_empty(), "{v:?}");
     }
 }

@@ -5,14 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::firewalld::{self, Backend, Capabilities, Firewalld, FirewalldFacts};
+use crate::firewalld::{self, Backend, Capabilities, Firewalld, FirewalldFacts, Scope, Snapshot};
 use crate::install::{Existing, Installed, Kind, Origin, INSTALLED_FILE};
 use crate::state::StateDir;
-
-/// The zones virtzone ships.
-pub const ZONES: [&str; 2] = ["libvirt", "libvirt-routed"];
-/// The policies virtzone ships.
-pub const POLICIES: [&str; 3] = ["libvirt-routed-in", "libvirt-routed-out", "libvirt-to-host"];
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +20,10 @@ pub struct Status {
     pub policies: Vec<ObjectStatus>,
     /// The bridges of this network namespace and their zones.
     pub bridges: Vec<BridgeStatus>,
+    /// libvirt's firewall backend, where it can be read (`network.conf`, its running rules).
+    pub libvirt_firewall: Option<crate::libvirt::firewall::LibvirtFirewall>,
+    /// What this firewalld release is known to get wrong for libvirt's networks.
+    pub warnings: Vec<String>,
 }
 
 /// firewalld's presence and identity.
@@ -83,30 +82,29 @@ pub struct Extra {
     pub interface_zones: BTreeMap<String, String>,
     /// The permanent shipped objects, with origin and differences.
     pub existing: Existing,
+    /// libvirt's firewall backend, when readable.
+    pub libvirt_firewall: Option<crate::libvirt::firewall::LibvirtFirewall>,
 }
 
 impl Status {
     /// Assembles the report from gathered facts (pure).
     pub fn build(facts: &FirewalldFacts, extra: &Extra, bridges: &[String]) -> Status {
-        let objects = |kind: Kind,
-                       names: &[&str],
-                       runtime: Option<&BTreeSet<String>>,
-                       permanent: &BTreeSet<String>| {
-            names
-                .iter()
-                .map(|n| {
-                    let present = extra.existing.get(&(kind, n.to_string()));
-                    ObjectStatus {
-                        name: n.to_string(),
-                        runtime: runtime.is_some_and(|r| r.contains(*n)),
-                        permanent: permanent.contains(*n),
-                        origin: present.map(|p| p.origin),
-                        matches_shipped: present.map(|p| p.differences.is_empty()),
-                        differences: present.map(|p| p.differences.clone()).unwrap_or_default(),
-                    }
-                })
-                .collect()
-        };
+        let objects =
+            |kind: Kind, runtime: Option<&BTreeSet<String>>, permanent: &BTreeSet<String>| {
+                crate::zone::shipped_names(kind)
+                    .map(|n| {
+                        let present = extra.existing.get(&(kind, n.to_string()));
+                        ObjectStatus {
+                            name: n.to_string(),
+                            runtime: runtime.is_some_and(|r| r.contains(n)),
+                            permanent: permanent.contains(n),
+                            origin: present.map(|p| p.origin),
+                            matches_shipped: present.map(|p| p.differences.is_empty()),
+                            differences: present.map(|p| p.differences.clone()).unwrap_or_default(),
+                        }
+                    })
+                    .collect()
+            };
         let bridges = bridges
             .iter()
             .map(|b| BridgeStatus {
@@ -124,9 +122,11 @@ impl Status {
                     backend: None,
                     capabilities: None,
                 },
-                zones: objects(Kind::Zone, &ZONES, None, &extra.permanent_zones),
-                policies: objects(Kind::Policy, &POLICIES, None, &extra.permanent_policies),
+                zones: objects(Kind::Zone, None, &extra.permanent_zones),
+                policies: objects(Kind::Policy, None, &extra.permanent_policies),
                 bridges,
+                libvirt_firewall: extra.libvirt_firewall.clone(),
+                warnings: Vec::new(),
             },
             FirewalldFacts::Running(r) => Status {
                 firewalld: FirewalldStatus {
@@ -137,14 +137,13 @@ impl Status {
                     backend: Some(r.backend),
                     capabilities: Some(r.capabilities),
                 },
-                zones: objects(Kind::Zone, &ZONES, Some(&r.zones), &extra.permanent_zones),
-                policies: objects(
-                    Kind::Policy,
-                    &POLICIES,
-                    r.policies.as_ref(),
-                    &extra.permanent_policies,
-                ),
+                zones: objects(Kind::Zone, Some(&r.zones), &extra.permanent_zones),
+                policies: objects(Kind::Policy, r.policies.as_ref(), &extra.permanent_policies),
                 bridges,
+                libvirt_firewall: extra.libvirt_firewall.clone(),
+                warnings: crate::precheck::egress_any_warning(&r.version, &r.version_text)
+                    .into_iter()
+                    .collect(),
             },
         }
     }
@@ -201,6 +200,16 @@ impl Status {
                 let _ = writeln!(out, "  {:<20} {state}{origin}{matches}", o.name);
             }
         }
+        if let Some(l) = &self.libvirt_firewall {
+            let _ = writeln!(
+                out,
+                "libvirt: firewall backend {} (from {})",
+                l.backend, l.source
+            );
+        }
+        for w in &self.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
         let _ = writeln!(out, "bridges:");
         if self.bridges.is_empty() {
             out.push_str("  (none)\n");
@@ -219,55 +228,65 @@ impl Status {
     }
 }
 
-/// Reads everything `status` shows. A missing firewalld is a fact, not an error.
-pub async fn gather() -> firewalld::Result<Status> {
-    let fw = match Firewalld::connect().await {
-        Ok(fw) => fw,
-        Err(firewalld::Error::NoBus(_)) => {
-            return Ok(Status::build(
-                &FirewalldFacts::NotRunning { no_bus: true },
-                &Extra::default(),
-                &crate::host::bridges().unwrap_or_default(),
-            ))
+impl Extra {
+    /// What `status` shows beyond the pre-check's facts, from a snapshot gathered with
+    /// [`Scope::shipped`], virtzone's install record and libvirt's firewall backend.
+    pub fn of(
+        snap: &Snapshot,
+        installed: &Installed,
+        libvirt_firewall: Option<crate::libvirt::firewall::LibvirtFirewall>,
+    ) -> Extra {
+        Extra {
+            permanent_zones: snap.permanent_zones.clone(),
+            permanent_policies: snap.permanent_policies.clone(),
+            interface_zones: snap.interfaces.clone(),
+            existing: crate::install::plan::existing_in(snap, installed),
+            libvirt_firewall,
         }
-        Err(e) => return Err(e),
-    };
+    }
+}
+
+/// libvirt's firewall backend, where it can be read (off the async thread: it reads files).
+async fn libvirt_firewall() -> Option<crate::libvirt::firewall::LibvirtFirewall> {
+    tokio::task::spawn_blocking(crate::libvirt::firewall::detect)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Reads everything `status` shows, on one connection. A missing firewalld is a fact, not an error.
+pub async fn gather() -> firewalld::Result<Status> {
+    let (_, snap) = Firewalld::snapshot(&Scope::shipped()).await?;
     // An unusable state directory only hides where objects came from; status still reports the rest.
-    gather_on(&fw, StateDir::locate(None).ok().as_ref()).await
+    let state = StateDir::locate(None).ok();
+    Ok(from_snapshot(
+        &snap,
+        state.as_ref(),
+        libvirt_firewall().await,
+    ))
 }
 
 /// [`gather`] on an existing connection, reading virtzone's records from `state` (the daemon passes
 /// its own, so its `--state-dir` holds for `Status` too).
 pub async fn gather_on(fw: &Firewalld, state: Option<&StateDir>) -> firewalld::Result<Status> {
+    let snap = Snapshot::gather(fw, &Scope::shipped()).await?;
+    Ok(from_snapshot(&snap, state, libvirt_firewall().await))
+}
+
+/// The status of a snapshot gathered with [`Scope::shipped`].
+pub fn from_snapshot(
+    snap: &Snapshot,
+    state: Option<&StateDir>,
+    libvirt_firewall: Option<crate::libvirt::firewall::LibvirtFirewall>,
+) -> Status {
     let bridges = crate::host::bridges().unwrap_or_default();
-    let facts = fw.facts().await?;
-    let mut extra = Extra::default();
-    if let FirewalldFacts::Running(r) = &facts {
-        let (zones, policies, active) = tokio::join!(
-            fw.permanent_zones(),
-            fw.permanent_policies(),
-            crate::bind::interface_zones(fw)
-        );
-        let failed = r.state == firewalld::State::Failed;
-        // A FAILED firewalld may refuse some reads; what it does answer is still worth showing.
-        extra.permanent_zones =
-            zones.or_else(|e| if failed { Ok(BTreeSet::new()) } else { Err(e) })?;
-        extra.permanent_policies = policies
-            .or_else(|e| if failed { Ok(None) } else { Err(e) })?
-            .unwrap_or_default();
-        extra.interface_zones = active.or_else(|e| {
-            if failed {
-                Ok(Default::default())
-            } else {
-                Err(e)
-            }
-        })?;
-        // Status reads the record without its lock: a stale read only mislabels an origin.
-        let installed: Installed = state
-            .and_then(|s| s.read(INSTALLED_FILE).ok())
-            .unwrap_or_default();
-        let existing = crate::install::live::inspect(fw, &installed, r.capabilities).await;
-        extra.existing = existing.or_else(|e| if failed { Ok(Existing::new()) } else { Err(e) })?;
-    }
-    Ok(Status::build(&facts, &extra, &bridges))
+    // Status reads the record without its lock: a stale read only mislabels an origin.
+    let installed: Installed = state
+        .and_then(|s| s.read(INSTALLED_FILE).ok())
+        .unwrap_or_default();
+    Status::build(
+        &snap.firewalld,
+        &Extra::of(snap, &installed, libvirt_firewall),
+        &bridges,
+    )
 }

@@ -454,3 +454,50 @@ fn hook_operations() {
         BTreeMap::from([("virbr1".into(), "libvirt-routed".into())])
     );
 }
+
+/// The reconcile the daemon can run (snapshot → plan → executor) against a real firewalld: a lost
+/// binding is applied, one in place is left alone, a bridge someone moved stays where it is.
+#[test]
+fn reconcile_reapplies_lost_bindings_and_leaves_drift() {
+    use virtzone::bind::{reconcile, Binding, Bindings};
+    use virtzone::names::{BridgeName, ZoneName};
+
+    let lab = Lab::start(LabConfig::default());
+    ok(&lab.run_virtzone(&["install"]));
+    let mut desired = Bindings::default();
+    for bridge in ["vzbr0", "vzbr1", "vzbr2"] {
+        desired.bindings.insert(
+            BridgeName::new(bridge).unwrap(),
+            Binding {
+                zone: ZoneName::libvirt(),
+                permanent: false,
+                network: None,
+            },
+        );
+    }
+    lab.firewall_cmd_ok(&["--zone=libvirt", "--change-interface=vzbr0"]);
+    lab.firewall_cmd_ok(&["--zone=public", "--change-interface=vzbr2"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let done = rt.block_on(async {
+        let conn = zbus::connection::Builder::address(lab.bus_address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let fw = virtzone::firewalld::Firewalld::from_connection(conn);
+        reconcile(&fw, &desired, 4).await.unwrap()
+    });
+    assert_eq!(done.plan.in_place, 1);
+    assert_eq!(done.plan.drift.len(), 1);
+    assert_eq!(done.results.len(), 1);
+    assert!(
+        done.results.iter().all(|(_, r)| r.is_ok()),
+        "{:?}",
+        done.results
+    );
+    let zones = lab.interface_zones();
+    assert_eq!(zones.get("vzbr1").map(String::as_str), Some("libvirt"));
+    assert_eq!(zones.get("vzbr2").map(String::as_str), Some("public"));
+}

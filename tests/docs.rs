@@ -80,6 +80,8 @@ fn lab_config(spec: &str, place: &str) -> LabConfig {
             ("backend", "iptables") => cfg.backend = Backend::Iptables,
             ("release", "debian12") => cfg.release = Release::Debian12,
             ("release", "debian13") => cfg.release = Release::Debian13,
+            ("release", "debian11") => cfg.release = Release::Debian11,
+            ("release", "sid") => cfg.release = Release::Sid,
             ("version", v) => cfg.reported_version = Some(v.to_string()),
             ("firewalld", "no") => cfg.firewalld = false,
             _ => panic!("{place}: unknown doctest-lab setting {pair:?}"),

@@ -416,3 +416,80 @@ fn uninstall_refuses_bound_zones_unless_forced() {
         .iter()
         .any(|z| z.starts_with("libvirt")));
 }
+
+/// Removing a zone that a remaining policy names leaves a configuration firewalld refuses at its next
+/// start (it falls back to its stock configuration in state FAILED, dropping every /etc customisation).
+/// `uninstall` refuses that, naming the policy and the fix; firewalld restarts RUNNING with the admin's
+/// objects intact.
+#[test]
+fn uninstall_never_orphans_a_policy() {
+    for cfg in [
+        LabConfig::new(Release::Debian12, Backend::Nftables),
+        LabConfig::new(Release::Debian13, Backend::Nftables),
+    ] {
+        let what = format!("{:?}", cfg.release);
+        let mut lab = Lab::start(cfg);
+        ok(&lab.run_virtzone(&["install"]));
+        // The admin changes virtzone's libvirt-to-host (so uninstall keeps it) ...
+        lab.firewall_cmd_ok(&[
+            "--permanent",
+            "--policy=libvirt-to-host",
+            "--add-service=http",
+        ]);
+        let out = lab.run_virtzone(&["uninstall"]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {out:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("policy libvirt-to-host names zone libvirt")
+                && err.contains("--delete-policy")
+                && err.contains("nothing was changed"),
+            "{what}: {err}"
+        );
+        // ... and writes a policy of their own that names the zone.
+        lab.firewall_cmd_ok(&[
+            "--permanent",
+            "--policy=libvirt-to-host",
+            "--remove-service=http",
+        ]);
+        lab.firewall_cmd_ok(&["--permanent", "--new-policy=guests-out"]);
+        lab.firewall_cmd_ok(&[
+            "--permanent",
+            "--policy=guests-out",
+            "--add-ingress-zone=libvirt",
+        ]);
+        lab.firewall_cmd_ok(&[
+            "--permanent",
+            "--policy=guests-out",
+            "--add-egress-zone=ANY",
+        ]);
+        lab.firewall_cmd_ok(&["--reload"]);
+        let out = lab.run_virtzone(&["uninstall", "--force"]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {out:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("policy guests-out names zone libvirt"),
+            "{what}: {err}"
+        );
+        assert!(
+            permanent_zones(&lab).contains(&"libvirt".to_string()),
+            "{what}"
+        );
+
+        // A real restart: firewalld comes back RUNNING with the admin's policy and virtzone's zone.
+        lab.stop_firewalld();
+        lab.start_firewalld();
+        assert_eq!(lab.state(), "RUNNING", "{what}");
+        let policies = lab.firewall_cmd_ok(&["--get-policies"]);
+        assert!(policies.contains("guests-out"), "{what}: {policies}");
+        let ingress = lab.firewall_cmd_ok(&["--policy=guests-out", "--list-ingress-zones"]);
+        assert_eq!(ingress.trim(), "libvirt", "{what}");
+
+        // Once the admin's policy no longer names it, the zone goes, and firewalld still starts.
+        lab.firewall_cmd_ok(&["--permanent", "--delete-policy=guests-out"]);
+        let out = ok(&lab.run_virtzone(&["uninstall"]));
+        assert_eq!(out.matches(": removed").count(), 5, "{what}: {out}");
+        lab.stop_firewalld();
+        lab.start_firewalld();
+        assert_eq!(lab.state(), "RUNNING", "{what}");
+    }
+}

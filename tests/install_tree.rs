@@ -224,12 +224,11 @@ fn systemd_verify(root: &Path, unit_dir: &str, scratch: &Path) -> Output {
 /// `firewall-offline-cmd --check-config` of a release on a system and a default config dir.
 fn check_config(release: Release, system: &Path, default: &Path) -> Output {
     let mut cmd = Command::new("/usr/bin/python3");
-    match release {
-        Release::Debian12 => {
+    match common::release_root(release) {
+        None => {
             cmd.arg("/usr/bin/firewall-offline-cmd");
         }
-        Release::Debian13 => {
-            let root = common::debian13_root();
+        Some(root) => {
             cmd.arg(root.join("usr/bin/firewall-offline-cmd"))
                 .env("PYTHONPATH", root.join("usr/lib/python3/dist-packages"));
         }
@@ -835,8 +834,14 @@ fn unpacked_files_removed(lab: &Lab) {
     }
 }
 
+/// Runs a package script in the lab, with the lab's firewalld config over `/etc/firewalld` (a bind
+/// mount in the private mount namespace `ip netns exec` makes), so the script reads the lab's files.
 fn run_script(lab: &Lab, (program, args): &(String, Vec<String>)) -> Output {
-    lab.command(program)
+    lab.command("/bin/sh")
+        .arg("-c")
+        .arg(r#"mount --bind "$0" /etc/firewalld && exec "$@""#)
+        .arg(&lab.config_dir)
+        .arg(program)
         .args(args)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .output()
@@ -918,6 +923,69 @@ fn zone_package_scripts_reload_firewalld_and_keep_admin_edits() {
             ok(&out, name);
             assert!(out.stderr.is_empty(), "{name}: {}", text(&out.stderr));
         }
+    }
+}
+
+/// Removing the zone package while an /etc policy names one of its zones: the script keeps that zone
+/// (as an /etc copy) so firewalld still starts, and says so; a real restart comes back RUNNING with the
+/// admin's policy intact.
+#[test]
+fn zone_package_removal_keeps_zones_that_policies_name() {
+    for scripts in [debian_scripts(), rpm_scripts()] {
+        let name = scripts.name;
+        let mut lab = Lab::start(LabConfig::default());
+        unpack(&lab);
+        ok(&run_script(&lab, &scripts.post_install), "post-install");
+        for args in [
+            &["--permanent", "--new-policy=guests-out"][..],
+            &[
+                "--permanent",
+                "--policy=guests-out",
+                "--add-ingress-zone=libvirt",
+            ],
+            &[
+                "--permanent",
+                "--policy=guests-out",
+                "--add-egress-zone=ANY",
+            ],
+        ] {
+            ok(&lab.firewall_cmd(args), "admin policy");
+        }
+        unpacked_files_removed(&lab);
+        let out = run_script(&lab, &scripts.post_remove);
+        ok(&out, &format!("{name} post-remove"));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("kept zone(s) libvirt (named by policy guests-out)"),
+            "{name}: {err}"
+        );
+        assert!(lab.config_dir.join("zones/libvirt.xml").is_file(), "{name}");
+        assert!(
+            !lab.config_dir.join("zones/libvirt-routed.xml").exists(),
+            "{name}"
+        );
+        lab.stop_firewalld();
+        lab.start_firewalld();
+        assert_eq!(lab.state(), "RUNNING", "{name}");
+        let (zones, policies) = zones_and_policies_live(&lab);
+        assert!(
+            has_word(&zones, "libvirt") && !has_word(&zones, "libvirt-routed"),
+            "{name}: {zones}"
+        );
+        assert!(has_word(&policies, "guests-out"), "{name}: {policies}");
+
+        // Without a running firewalld there is nothing to keep the zone from: the script says which
+        // policy will stop firewalld from starting, and how to fix it.
+        lab.stop_firewalld();
+        std::fs::remove_file(lab.config_dir.join("zones/libvirt.xml")).unwrap();
+        let out = run_script(&lab, &scripts.post_remove);
+        ok(&out, &format!("{name} post-remove"));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("policy guests-out in /etc/firewalld/policies names zone libvirt")
+                && err.contains("--delete-policy"),
+            "{name}: {err}"
+        );
     }
 }
 

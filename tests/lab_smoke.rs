@@ -1,5 +1,5 @@
-//! Proves the integration-test lab (tests/common) works: real firewalld 1.3.3 and 2.3.1 on both
-//! backends, isolated in their own namespace and bus. Needs root; Debian 13's firewalld must be
+//! Proves the integration-test lab (tests/common) works: real firewalld 0.9.3, 1.3.3, 2.3.1 and 2.5.2 on
+//! both backends, isolated in their own namespace and bus. Needs root; the other releases must be
 //! unpacked first (`scripts/fetch-firewalld.sh`). Run with `cargo nextest run --test lab_smoke`.
 
 mod common;
@@ -112,20 +112,50 @@ fn debian13_iptables() {
 }
 
 #[test]
+fn debian11_nftables() {
+    check_lab(LabConfig::new(Release::Debian11, Backend::Nftables));
+}
+
+#[test]
+fn debian11_iptables() {
+    check_lab(LabConfig::new(Release::Debian11, Backend::Iptables));
+}
+
+#[test]
+fn sid_nftables() {
+    check_lab(LabConfig::new(Release::Sid, Backend::Nftables));
+}
+
+#[test]
+fn sid_iptables() {
+    check_lab(LabConfig::new(Release::Sid, Backend::Iptables));
+}
+
+#[test]
+fn all_cells_cover_every_release_and_backend() {
+    let all: Vec<_> = common::all_cells()
+        .into_iter()
+        .map(|c| (c.release.version(), c.backend))
+        .collect();
+    assert_eq!(all.len(), 8);
+    for v in ["0.9.3", "1.3.3", "2.3.1", "2.5.2"] {
+        for b in [Backend::Nftables, Backend::Iptables] {
+            assert!(all.contains(&(v, b)), "{v} {b:?} missing from {all:?}");
+        }
+    }
+}
+
+#[test]
 fn matrix_helper_covers_both_releases_and_backends() {
     let all: Vec<_> = both_releases_both_backends()
         .into_iter()
         .map(|c| (c.release, c.backend))
         .collect();
-    assert_eq!(
-        all,
-        [
-            (Release::Debian12, Backend::Nftables),
-            (Release::Debian12, Backend::Iptables),
-            (Release::Debian13, Backend::Nftables),
-            (Release::Debian13, Backend::Iptables),
-        ]
-    );
+    let cells: Vec<_> = common::all_cells()
+        .into_iter()
+        .map(|c| (c.release, c.backend))
+        .collect();
+    assert_eq!(all, cells);
 }
 
 #[test]
@@ -181,6 +211,9 @@ fn broken_zone_file_fails_debian12() {
         expect_state: "FAILED",
         ..LabConfig::default()
     });
+    lab.allow_firewalld_errors(
+        "the test writes a broken zone file so that firewalld fails to load",
+    );
     assert_eq!(lab.state(), "FAILED");
     assert!(
         lab.firewalld_log().contains("INVALID_ZONE"),
@@ -197,7 +230,30 @@ fn broken_zone_file_fails_debian13() {
         expect_state: "FAILED",
         ..LabConfig::default()
     });
+    lab.allow_firewalld_errors(
+        "the test writes a broken zone file so that firewalld fails to load",
+    );
     assert_eq!(lab.state(), "FAILED");
+}
+
+/// The lab fails a test whose firewalld logged an ERROR (here: asking for a zone that does not exist,
+/// what virtzone must never do), and says which lines.
+#[test]
+fn an_error_in_firewalds_log_fails_the_test() {
+    let failed = std::panic::catch_unwind(|| {
+        let lab = Lab::start(LabConfig::default());
+        let out = lab.firewall_cmd(&["--info-zone=nosuch"]);
+        assert!(!out.status.success());
+    });
+    let message = failed.expect_err("the lab did not fail on firewalld's ERROR line");
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        text.contains("firewalld logged ERROR lines") && text.contains("INVALID_ZONE: nosuch"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -541,15 +541,36 @@ fn guest_gets_dhcp_and_dns(backend: Backend) {
         text(&out.stdout)
     );
 
+    // verify and explain on the real ruleset, libvirt's own rules included: healthy, and what the
+    // guest's DNS query saw.
+    let out = vz_ok(&vlab, &["status", "--verify"]);
+    assert!(
+        !out.contains("PROBLEM") && !out.contains("unknown:"),
+        "{out}"
+    );
+    let explain = |what: &str| {
+        let out = vlab
+            .virtzone()
+            .args(["explain", "--bridge", "virbr11", "--to-host", what])
+            .output()
+            .expect("run virtzone");
+        (out.status.code(), text(&out.stdout))
+    };
+    let (code, said) = explain("udp/53");
+    assert_eq!(code, Some(0), "{said}");
+
     // And the zone is what does it: in firewalld's default zone (public: no dhcp or dns service),
     // nftables drops the guest's DHCP, while on iptables libvirt's own INPUT rules still accept it.
+    // explain says the same for a packet to the DHCP port.
     let out = vlab.firewall_cmd(&["--zone=libvirt", "--remove-interface=virbr11"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let again = guest.dhcp(2);
+    let (code, said) = explain("udp/67");
     match backend {
         Backend::Nftables => assert!(again.is_err(), "DHCP passed in zone public: {again:?}"),
         Backend::Iptables => assert!(again.is_ok(), "DHCP failed in zone public: {again:?}"),
     }
+    assert_eq!(code, Some(if again.is_ok() { 0 } else { 1 }), "{said}");
 }
 
 #[test]

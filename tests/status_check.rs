@@ -293,6 +293,9 @@ fn failed_firewalld_is_reported() {
         expect_state: "FAILED",
         ..LabConfig::new(Release::Debian12, Backend::Nftables)
     });
+    lab.allow_firewalld_errors(
+        "the test breaks a zone file so that firewalld fails to load its config",
+    );
     let status = status_json(&lab);
     assert_eq!(status["firewalld"]["state"], "FAILED");
     let out = check_xml(&lab, NAT, &[]);
@@ -302,6 +305,13 @@ fn failed_firewalld_is_reported() {
         "{}",
         text(&out.stderr)
     );
+    // The broken file's lines are firewalld's; virtzone still asked only for what exists.
+    let ours: Vec<String> = lab
+        .firewalld_errors()
+        .into_iter()
+        .filter(|l| l.contains("INVALID_ZONE") || l.contains("INVALID_POLICY"))
+        .collect();
+    assert!(ours.is_empty(), "{ours:?}");
 }
 
 #[test]
@@ -349,4 +359,77 @@ fn bad_input_exits_2() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot read the network XML from /nonexistent.xml"));
+}
+
+/// firewalld 2.0.0 and 2.0.1 lose routed networks' outbound policy: status and check say so (a
+/// real 2.3.1 that reports 2.0.1); 2.0.2 gets no warning.
+#[test]
+fn firewalld_2_0_0_and_2_0_1_warn_for_routed_networks() {
+    for (version, warns) in [("2.0.1", true), ("2.0.2", false)] {
+        let lab = Lab::start(LabConfig {
+            reported_version: Some(version.into()),
+            files: shipped_files(true),
+            ..LabConfig::new(Release::Debian13, Backend::Nftables)
+        });
+        let out = output(lab.virtzone().args(["status"]));
+        assert!(out.status.success(), "{version}: {out:?}");
+        let said = text(&out.stdout);
+        let want = format!(
+            "warning: firewalld {version} does not apply policies whose egress zone is ANY to \
+             interfaces added at runtime (fixed in 2.0.2): routed networks lose their outbound \
+             policy libvirt-routed-out"
+        );
+        assert_eq!(said.contains(&want), warns, "{version}:\n{said}");
+        assert_eq!(
+            status_json(&lab)["warnings"].as_array().unwrap().len(),
+            usize::from(warns),
+            "{version}"
+        );
+        let out = check_xml(&lab, ROUTED, &[]);
+        assert!(out.status.success(), "{version}: {out:?}");
+        assert_eq!(
+            text(&out.stderr).contains("egress zone is ANY"),
+            warns,
+            "{version}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// libvirt's firewall backend, read from its running rules when network.conf does not say.
+#[test]
+fn status_reports_libvirts_firewall_backend_from_its_rules() {
+    let lab = Lab::start(LabConfig::new(Release::Sid, Backend::Iptables));
+    let run = |script: &str| {
+        let out = output(lab.command("/bin/sh").args(["-c", script]));
+        assert!(out.status.success(), "{script}: {out:?}");
+    };
+    let status = status_json(&lab);
+    // This machine's /etc/libvirt/network.conf (if any) may set it; the lab cannot change /etc.
+    let conf = std::fs::read_to_string(virtzone::libvirt::firewall::NETWORK_CONF)
+        .ok()
+        .and_then(|t| virtzone::libvirt::firewall::from_network_conf(&t));
+    if conf.is_none() {
+        assert_eq!(status["libvirt_firewall"], Value::Null, "{status}");
+    }
+    run("iptables -N LIBVIRT_FWO");
+    let said = text(&output(lab.virtzone().args(["status"])).stdout);
+    if conf.is_none() {
+        assert!(
+            said.contains("libvirt: firewall backend iptables (from running rules)"),
+            "{said}"
+        );
+    }
+    run("iptables -X LIBVIRT_FWO && nft add table ip libvirt_network");
+    let status = status_json(&lab);
+    if conf.is_none() {
+        assert_eq!(
+            status["libvirt_firewall"]["backend"], "nftables",
+            "{status}"
+        );
+        assert_eq!(
+            status["libvirt_firewall"]["source"], "running rules",
+            "{status}"
+        );
+    }
 }

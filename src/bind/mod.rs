@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::firewalld::{self, Firewalld};
+use crate::change::executor::Live;
+use crate::change::{ExecError, Executor, Refusal};
+use crate::firewalld::{self, Firewalld, Scope, Snapshot};
 use crate::names::{BridgeName, ZoneName};
 use crate::state::{StateDir, StateError};
 
@@ -50,6 +52,20 @@ pub enum BindError {
     State(#[from] StateError),
 }
 
+impl From<Refusal> for BindError {
+    fn from(r: Refusal) -> Self {
+        BindError::Refused(r.message)
+    }
+}
+
+impl From<ExecError> for BindError {
+    /// A failed write is a refusal (it says what failed and that it was rolled back), not a failure to
+    /// read firewalld's state.
+    fn from(e: ExecError) -> Self {
+        BindError::Refused(e.to_string())
+    }
+}
+
 /// An attach request.
 #[derive(Debug, Clone)]
 pub struct Attach {
@@ -65,90 +81,48 @@ pub struct Attach {
     pub network: Option<String>,
 }
 
-/// Binds a bridge to a zone and records it. Either all of it happens, or firewalld and the record stay
-/// as they were.
+/// Binds a bridge to a zone and records it: snapshot → [`plan::plan_attach`] → executor. Either all of
+/// it happens, or firewalld and the record stay as they were.
 pub async fn attach(fw: &Firewalld, state: &StateDir, req: &Attach) -> Result<String, BindError> {
     let _lock = state.lock().await?;
     let mut bindings: Bindings = state.read(BINDINGS_FILE)?;
-    let (zones, actual) = tokio::try_join!(fw.zones(), fw.zone_of_interface(req.bridge.as_str()))?;
+    let scope = Scope {
+        permanent_interface: req.permanent.then(|| req.bridge.clone()),
+        ..Scope::default()
+    };
+    let snap = Snapshot::gather(fw, &scope).await?;
     let recorded = bindings.bindings.get(&req.bridge).cloned();
-    let recorded = recorded.as_ref();
-    let facts = plan::Facts {
-        actual: actual.as_deref(),
-        recorded: recorded.map(|b| b.zone.as_str()),
-        zone_exists: zones.contains(req.zone.as_str()),
-    };
-    let decision =
-        plan::attach(&req.bridge, &req.zone, &facts, req.force).map_err(BindError::Refused)?;
-    let (bridge, zone) = (req.bridge.as_str(), req.zone.as_str());
-
-    // The permanent side first: a refusal there leaves the runtime untouched.
-    let mut permanent_added = false;
-    if req.permanent {
-        let current = fw.permanent_zone_of_interface(bridge).await?;
-        match current.as_deref() {
-            Some(z) if z == zone => {}
-            Some(other)
-                if !req.force
-                    && !recorded.is_some_and(|b| b.permanent && b.zone.as_str() == other) =>
-            {
-                return Err(BindError::Refused(format!(
-                    "bridge {bridge} is bound to zone {other} in the permanent configuration, which virtzone did \
-                     not set; pass --force to move it to zone {zone}"
-                )));
-            }
-            Some(other) => {
-                fw.remove_permanent_interface(other, bridge).await?;
-                fw.add_permanent_interface(zone, bridge).await?;
-                permanent_added = true;
-            }
-            None => {
-                fw.add_permanent_interface(zone, bridge).await?;
-                permanent_added = true;
-            }
-        }
-    }
-    if let plan::Attach::Bind { .. } = decision {
-        if let Err(e) = fw.change_zone_of_interface(zone, bridge).await {
-            if permanent_added {
-                let _ = fw.remove_permanent_interface(zone, bridge).await;
-            }
-            return Err(e.into());
-        }
-    }
-    let message = match &decision {
-        plan::Attach::AlreadyBound => format!("bridge {bridge} is already in zone {zone}"),
-        plan::Attach::Bind { from: None } => format!("bound bridge {bridge} to zone {zone}"),
-        plan::Attach::Bind { from: Some(from) } => {
-            format!("moved bridge {bridge} from zone {from} to zone {zone}")
-        }
-    };
-    let permanent = req.permanent || recorded.is_some_and(|b| b.permanent && b.zone == req.zone);
+    let planned = plan::plan_attach(
+        &plan::AttachRequest {
+            bridge: &req.bridge,
+            zone: &req.zone,
+            permanent: req.permanent,
+            force: req.force,
+        },
+        &snap,
+        recorded.as_ref(),
+    )?;
+    let live = Live::new(fw, snap.capabilities());
+    let executor = Executor::new(&live);
+    let applied = executor.run(&planned.plan).await?;
     bindings.bindings.insert(
         req.bridge.clone(),
         Binding {
             zone: req.zone.clone(),
-            permanent,
+            permanent: planned.permanent,
             network: req.network.clone(),
         },
     );
     if let Err(e) = state.write(BINDINGS_FILE, &bindings) {
         // Without the record the binding would be unmanaged: undo it.
-        if matches!(decision, plan::Attach::Bind { .. }) {
-            let _ = match &facts.actual {
-                Some(previous) => fw.change_zone_of_interface(previous, bridge).await,
-                None => fw.remove_interface(zone, bridge).await,
-            };
-        }
-        if permanent_added {
-            let _ = fw.remove_permanent_interface(zone, bridge).await;
-        }
+        executor.undo(applied).await;
         return Err(e.into());
     }
-    Ok(message)
+    Ok(planned.message)
 }
 
-/// Unbinds a bridge virtzone bound (any bridge with `force`) and forgets it.
+/// Unbinds a bridge virtzone bound (any bridge with `force`) and forgets it: snapshot →
+/// [`plan::plan_detach`] → executor.
 pub async fn detach(
     fw: &Firewalld,
     state: &StateDir,
@@ -158,59 +132,56 @@ pub async fn detach(
 ) -> Result<String, BindError> {
     let _lock = state.lock().await?;
     let mut bindings: Bindings = state.read(BINDINGS_FILE)?;
-    let actual = fw.zone_of_interface(bridge.as_str()).await?;
+    let scope = Scope {
+        permanent_interface: permanent.then(|| bridge.clone()),
+        ..Scope::default()
+    };
+    let snap = Snapshot::gather(fw, &scope).await?;
     let recorded = bindings.bindings.get(bridge).cloned();
-    let facts = plan::Facts {
-        actual: actual.as_deref(),
-        recorded: recorded.as_ref().map(|b| b.zone.as_str()),
-        zone_exists: true,
-    };
-    let decision = plan::detach(bridge, &facts, force).map_err(BindError::Refused)?;
-    let mut notes = Vec::new();
-    if permanent {
-        if let Some(z) = fw.permanent_zone_of_interface(bridge.as_str()).await? {
-            let ours = recorded
-                .as_ref()
-                .is_some_and(|b| b.permanent && b.zone.as_str() == z);
-            if ours || force {
-                fw.remove_permanent_interface(&z, bridge.as_str()).await?;
-                notes.push(format!(
-                    "removed it from zone {z} in the permanent configuration"
-                ));
-            } else {
-                return Err(BindError::Refused(format!(
-                    "bridge {bridge} is bound to zone {z} in the permanent configuration, which virtzone did not \
-                     set; pass --force to remove that binding anyway"
-                )));
-            }
-        }
-    } else if recorded.as_ref().is_some_and(|b| b.permanent) {
-        notes.push(
-            "it stays bound in the permanent configuration and returns on the next reload; use --permanent to \
-             remove that too"
-                .to_string(),
-        );
-    }
-    let mut message = match &decision {
-        plan::Detach::Unbind { zone } => {
-            fw.remove_interface(zone, bridge.as_str()).await?;
-            format!("unbound bridge {bridge} from zone {zone}")
-        }
-        plan::Detach::NotBound if recorded.is_some() => {
-            format!("bridge {bridge} is not bound to any zone now; forgot virtzone's binding")
-        }
-        plan::Detach::NotBound => format!("bridge {bridge} is not bound to any zone; nothing to do"),
-        plan::Detach::MovedAway { zone } => format!(
-            "bridge {bridge} was moved to zone {zone} by someone else; left it there and forgot virtzone's binding"
-        ),
-    };
-    if !notes.is_empty() {
-        message = format!("{message}; {}", notes.join("; "));
-    }
+    let planned = plan::plan_detach(bridge, permanent, force, &snap, recorded.as_ref())?;
+    let live = Live::new(fw, snap.capabilities());
+    let executor = Executor::new(&live);
+    let applied = executor.run(&planned.plan).await?;
     if bindings.bindings.remove(bridge).is_some() {
-        state.write(BINDINGS_FILE, &bindings)?;
+        if let Err(e) = state.write(BINDINGS_FILE, &bindings) {
+            executor.undo(applied).await;
+            return Err(e.into());
+        }
     }
-    Ok(message)
+    Ok(planned.message)
+}
+
+/// What one reconcile saw, decided and did.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// The facts it decided from (version, backend, bindings …).
+    pub snapshot: Snapshot,
+    /// The plan: the lost bindings to re-apply, the drift it leaves alone.
+    pub plan: plan::ReconcilePlan,
+    /// Each re-applied binding with firewalld's answer (failures are not rolled back: the bindings
+    /// are independent, and the next reconcile tries again).
+    pub results: Vec<(crate::change::Step, firewalld::Result<()>)>,
+}
+
+/// One reconcile of the `desired` bindings against firewalld: snapshot → [`plan::plan_reconcile`] →
+/// executor, with at most `in_flight` calls pipelined. For the daemon, on its start, on firewalld's
+/// `Reloaded` signal and on a new owner of firewalld's bus name.
+pub async fn reconcile(
+    fw: &Firewalld,
+    desired: &Bindings,
+    in_flight: usize,
+) -> firewalld::Result<Reconciled> {
+    let snapshot = Snapshot::gather(fw, &Scope::default()).await?;
+    let plan = plan::plan_reconcile(desired, &snapshot.interfaces);
+    let live = Live::new(fw, snapshot.capabilities());
+    let results = Executor::new(&live)
+        .apply_each(&plan.plan.steps, in_flight)
+        .await;
+    Ok(Reconciled {
+        snapshot,
+        plan,
+        results,
+    })
 }
 
 /// One row of `virtzone list`: what virtzone was asked for beside what firewalld has.
@@ -270,15 +241,9 @@ pub fn compare(bindings: &Bindings, actual: Option<&BTreeMap<String, String>>) -
         .collect()
 }
 
-/// firewalld's runtime interface → zone map, in one call.
+/// firewalld's runtime interface → zone map, in one call (see [`Firewalld::interface_zones`]).
 pub async fn interface_zones(fw: &Firewalld) -> firewalld::Result<BTreeMap<String, String>> {
-    let mut map = BTreeMap::new();
-    for (zone, parts) in fw.active_zones().await? {
-        for iface in parts.get("interfaces").into_iter().flatten() {
-            map.insert(iface.clone(), zone.clone());
-        }
-    }
-    Ok(map)
+    fw.interface_zones().await
 }
 
 /// Forgets a binding without asking firewalld (it is not running, so it holds no binding either).

@@ -1,9 +1,16 @@
-//! Whether and how to bind or unbind a bridge, decided from facts alone.
+//! Whether and how to bind or unbind a bridge, decided from facts alone: the bind, unbind and reconcile
+//! planners.
 //!
 //! The admin's choice wins: a bridge that sits in a zone virtzone did not put it in is left alone
 //! unless the caller forces the change.
 
+use std::collections::BTreeMap;
+
+use crate::change::{Plan, Reason, Refusal, Step, Warning, WarningReason};
+use crate::firewalld::Snapshot;
 use crate::names::{BridgeName, ZoneName};
+
+use super::{Binding, Bindings};
 
 /// What the binding of a bridge looks like now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,43 +52,288 @@ pub enum Detach {
     },
 }
 
-/// Decides an attach of `bridge` to `zone`. `Err` is the refusal, said in full.
+/// Decides the runtime side of an attach of `bridge` to `zone`. `Err` is the refusal, said in full.
 pub fn attach(
     bridge: &BridgeName,
     zone: &ZoneName,
     facts: &Facts<'_>,
     force: bool,
-) -> Result<Attach, String> {
+) -> Result<Attach, Refusal> {
     if !facts.zone_exists {
         let hint = if zone.as_str().starts_with(crate::LIBVIRT_ZONE) {
             "run `virtzone install` to add libvirt's zones"
         } else {
             "create it first (firewall-cmd --permanent --new-zone) or name an existing zone"
         };
-        return Err(format!("zone {zone} does not exist in firewalld; {hint}"));
+        return Err(Refusal::new(
+            Reason::ZoneMissing,
+            format!("zone {zone} does not exist in firewalld; {hint}"),
+        ));
     }
     match facts.actual {
         Some(actual) if actual == zone.as_str() => Ok(Attach::AlreadyBound),
         None => Ok(Attach::Bind { from: None }),
         Some(actual) if force || facts.recorded == Some(actual) => Ok(Attach::Bind { from: Some(actual.to_string()) }),
-        Some(actual) => Err(format!(
+        Some(actual) => Err(Refusal::new(Reason::AdminBinding, format!(
             "bridge {bridge} is in zone {actual}, which virtzone did not set, so the admin's choice stands; \
              pass --force to move it to zone {zone}"
-        )),
+        ))),
     }
 }
 
-/// Decides a detach of `bridge`. `Err` is the refusal, said in full.
-pub fn detach(bridge: &BridgeName, facts: &Facts<'_>, force: bool) -> Result<Detach, String> {
+/// Decides the runtime side of a detach of `bridge`. `Err` is the refusal, said in full.
+pub fn detach(bridge: &BridgeName, facts: &Facts<'_>, force: bool) -> Result<Detach, Refusal> {
     match (facts.actual, facts.recorded) {
         (None, _) => Ok(Detach::NotBound),
         (Some(actual), Some(recorded)) if actual == recorded => Ok(Detach::Unbind { zone: actual.to_string() }),
         (Some(actual), _) if force => Ok(Detach::Unbind { zone: actual.to_string() }),
         (Some(actual), Some(_)) => Ok(Detach::MovedAway { zone: actual.to_string() }),
-        (Some(actual), None) => Err(format!(
+        (Some(actual), None) => Err(Refusal::new(Reason::AdminBinding, format!(
             "bridge {bridge} is in zone {actual}, which virtzone did not set; pass --force to unbind it anyway"
-        )),
+        ))),
     }
+}
+
+/// A zone name firewalld reported, as a validated name for a step.
+fn observed(zone: &str) -> Result<ZoneName, Refusal> {
+    ZoneName::new(zone).map_err(|e| {
+        Refusal::new(
+            Reason::UnusableName,
+            format!("firewalld reports a zone virtzone cannot handle: {e}"),
+        )
+    })
+}
+
+fn not_running(what: &str) -> Refusal {
+    Refusal::new(
+        Reason::FirewalldNotRunning,
+        format!("firewalld is not running, so there is nothing to {what}; start firewalld first"),
+    )
+}
+
+/// An attach request.
+#[derive(Debug, Clone)]
+pub struct AttachRequest<'a> {
+    /// The bridge.
+    pub bridge: &'a BridgeName,
+    /// The zone.
+    pub zone: &'a ZoneName,
+    /// Also bind in the permanent configuration.
+    pub permanent: bool,
+    /// Move the bridge even out of a zone virtzone did not set.
+    pub force: bool,
+}
+
+/// A planned attach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttachPlan {
+    /// What to send to firewalld: the permanent side first, so a refusal there leaves the runtime
+    /// untouched.
+    pub plan: Plan,
+    /// What to tell the user once the plan is applied.
+    pub message: String,
+    /// Whether the record says the binding is permanent too.
+    pub permanent: bool,
+}
+
+/// Plans an attach from a snapshot (gathered with the bridge as
+/// [`Scope::permanent_interface`](crate::firewalld::Scope) when `permanent`) and virtzone's record.
+pub fn plan_attach(
+    req: &AttachRequest<'_>,
+    snap: &Snapshot,
+    recorded: Option<&Binding>,
+) -> Result<AttachPlan, Refusal> {
+    let Some(running) = snap.running() else {
+        return Err(not_running("bind"));
+    };
+    let (bridge, zone) = (req.bridge, req.zone);
+    let actual = snap.zone_of_interface(bridge.as_str());
+    let facts = Facts {
+        actual,
+        recorded: recorded.map(|b| b.zone.as_str()),
+        zone_exists: running.zones.contains(zone.as_str()),
+    };
+    let decision = attach(bridge, zone, &facts, req.force)?;
+    let mut plan = Plan::default();
+    if req.permanent {
+        if !snap.permanent_zones.contains(zone.as_str()) {
+            return Err(Refusal::new(
+                Reason::ZoneMissing,
+                format!(
+                    "zone {zone} is not in firewalld's permanent configuration, so it cannot hold a permanent \
+                     binding; add it permanently first (virtzone install, or firewall-cmd --permanent --new-zone)"
+                ),
+            ));
+        }
+        match snap.permanent_zone_of_interface.as_deref() {
+            Some(z) if z == zone.as_str() => {}
+            Some(other)
+                if !req.force
+                    && !recorded.is_some_and(|b| b.permanent && b.zone.as_str() == other) =>
+            {
+                return Err(Refusal::new(
+                    Reason::AdminPermanentBinding,
+                    format!(
+                        "bridge {bridge} is bound to zone {other} in the permanent configuration, which virtzone did \
+                         not set; pass --force to move it to zone {zone}"
+                    ),
+                ));
+            }
+            Some(other) => {
+                plan.steps.push(Step::RemovePermanentInterface {
+                    zone: observed(other)?,
+                    interface: bridge.clone(),
+                });
+                plan.steps.push(Step::AddPermanentInterface {
+                    zone: zone.clone(),
+                    interface: bridge.clone(),
+                });
+            }
+            None => plan.steps.push(Step::AddPermanentInterface {
+                zone: zone.clone(),
+                interface: bridge.clone(),
+            }),
+        }
+    }
+    if let Attach::Bind { from } = &decision {
+        plan.steps.push(Step::ChangeZoneOfInterface {
+            zone: zone.clone(),
+            interface: bridge.clone(),
+            previous: from.as_deref().map(observed).transpose()?,
+        });
+    }
+    let message = match &decision {
+        Attach::AlreadyBound => format!("bridge {bridge} is already in zone {zone}"),
+        Attach::Bind { from: None } => format!("bound bridge {bridge} to zone {zone}"),
+        Attach::Bind { from: Some(from) } => {
+            format!("moved bridge {bridge} from zone {from} to zone {zone}")
+        }
+    };
+    Ok(AttachPlan {
+        plan,
+        message,
+        permanent: req.permanent || recorded.is_some_and(|b| b.permanent && &b.zone == zone),
+    })
+}
+
+/// A planned detach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetachPlan {
+    /// What to send to firewalld.
+    pub plan: Plan,
+    /// What to tell the user once the plan is applied.
+    pub message: String,
+}
+
+/// Plans a detach of `bridge` (also from the permanent configuration when `permanent`).
+pub fn plan_detach(
+    bridge: &BridgeName,
+    permanent: bool,
+    force: bool,
+    snap: &Snapshot,
+    recorded: Option<&Binding>,
+) -> Result<DetachPlan, Refusal> {
+    if snap.running().is_none() {
+        return Err(not_running("unbind"));
+    }
+    let facts = Facts {
+        actual: snap.zone_of_interface(bridge.as_str()),
+        recorded: recorded.map(|b| b.zone.as_str()),
+        zone_exists: true,
+    };
+    let decision = detach(bridge, &facts, force)?;
+    let mut plan = Plan::default();
+    let mut notes = Vec::new();
+    if permanent {
+        if let Some(z) = snap.permanent_zone_of_interface.as_deref() {
+            let ours = recorded.is_some_and(|b| b.permanent && b.zone.as_str() == z);
+            if !(ours || force) {
+                return Err(Refusal::new(
+                    Reason::AdminPermanentBinding,
+                    format!(
+                        "bridge {bridge} is bound to zone {z} in the permanent configuration, which virtzone did not \
+                         set; pass --force to remove that binding anyway"
+                    ),
+                ));
+            }
+            plan.steps.push(Step::RemovePermanentInterface {
+                zone: observed(z)?,
+                interface: bridge.clone(),
+            });
+            notes.push(format!(
+                "removed it from zone {z} in the permanent configuration"
+            ));
+        }
+    } else if recorded.is_some_and(|b| b.permanent) {
+        let note = "it stays bound in the permanent configuration and returns on the next reload; use --permanent to \
+                    remove that too";
+        plan.warnings.push(Warning {
+            reason: WarningReason::PermanentBindingStays,
+            message: note.to_string(),
+        });
+        notes.push(note.to_string());
+    }
+    let mut message = match &decision {
+        Detach::Unbind { zone } => {
+            plan.steps.push(Step::RemoveInterface {
+                zone: observed(zone.as_str())?,
+                interface: bridge.clone(),
+            });
+            format!("unbound bridge {bridge} from zone {zone}")
+        }
+        Detach::NotBound if recorded.is_some() => {
+            format!("bridge {bridge} is not bound to any zone now; forgot virtzone's binding")
+        }
+        Detach::NotBound => format!("bridge {bridge} is not bound to any zone; nothing to do"),
+        Detach::MovedAway { zone } => format!(
+            "bridge {bridge} was moved to zone {zone} by someone else; left it there and forgot virtzone's binding"
+        ),
+    };
+    if !notes.is_empty() {
+        message = format!("{message}; {}", notes.join("; "));
+    }
+    Ok(DetachPlan { plan, message })
+}
+
+/// A planned reconcile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReconcilePlan {
+    /// Bindings firewalld lost (a reload or restart): independent
+    /// [`Step::ChangeZoneOfInterface`]s, for [`Executor::apply_each`](crate::change::Executor::apply_each).
+    pub plan: Plan,
+    /// Bridges someone moved to another zone: reported (as warnings too), not fought over
+    /// (bridge, wanted, actual).
+    pub drift: Vec<(BridgeName, ZoneName, String)>,
+    /// Bindings already in place.
+    pub in_place: usize,
+}
+
+/// Plans a reconcile: the desired bindings against firewalld's runtime interface → zone map
+/// ([`Snapshot::interfaces`]).
+pub fn plan_reconcile(desired: &Bindings, actual: &BTreeMap<String, String>) -> ReconcilePlan {
+    let mut out = ReconcilePlan::default();
+    for (bridge, binding) in &desired.bindings {
+        match actual.get(bridge.as_str()) {
+            None => out.plan.steps.push(Step::ChangeZoneOfInterface {
+                zone: binding.zone.clone(),
+                interface: bridge.clone(),
+                previous: None,
+            }),
+            Some(zone) if zone == binding.zone.as_str() => out.in_place += 1,
+            Some(zone) => {
+                out.plan.warnings.push(Warning {
+                    reason: WarningReason::MovedByOthers,
+                    message: format!(
+                        "bridge {bridge} is in zone {zone}, not {}: someone moved it; leaving it there",
+                        binding.zone
+                    ),
+                });
+                out.drift
+                    .push((bridge.clone(), binding.zone.clone(), zone.clone()));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -123,7 +375,7 @@ mod tests {
             let got = attach(&br, &z, &facts(actual, recorded), force);
             match (got, want) {
                 (Ok(g), Ok(w)) => assert_eq!(g, w, "{actual:?} {recorded:?} {force}"),
-                (Err(g), Err(w)) => assert!(g.contains(w), "{g}"),
+                (Err(g), Err(w)) => assert!(g.message.contains(w), "{g}"),
                 (g, w) => panic!("{actual:?} {recorded:?} {force}: got {g:?}, want {w:?}"),
             }
         }
@@ -134,10 +386,12 @@ mod tests {
         };
         assert!(attach(&br, &z, &missing, true)
             .unwrap_err()
+            .message
             .contains("virtzone install"));
         let other = ZoneName::new("dmz2").unwrap();
         assert!(attach(&br, &other, &missing, true)
             .unwrap_err()
+            .message
             .contains("zone dmz2 does not exist"));
     }
 
@@ -169,6 +423,7 @@ mod tests {
         );
         assert!(detach(&br, &facts(Some("public"), None), false)
             .unwrap_err()
+            .message
             .contains("--force"));
         assert_eq!(
             detach(&br, &facts(Some("public"), None), true),
@@ -176,5 +431,147 @@ mod tests {
                 zone: "public".into()
             })
         );
+    }
+
+    use crate::firewalld::snapshot::fake;
+
+    fn rec(zone: &str, permanent: bool) -> Binding {
+        Binding {
+            zone: ZoneName::new(zone).unwrap(),
+            permanent,
+            network: None,
+        }
+    }
+
+    /// The steps of a plan, as text.
+    fn steps(plan: &Plan) -> Vec<String> {
+        plan.steps.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn attach_plans() {
+        let br = BridgeName::new("virbr0").unwrap();
+        let z = ZoneName::libvirt();
+        let req = |permanent, force| AttachRequest {
+            bridge: &br,
+            zone: &z,
+            permanent,
+            force,
+        };
+        let zones = ["libvirt", "public", "trusted"];
+        // Unbound: one runtime step.
+        let snap = fake::running("1.3.3", &zones, &[]);
+        let p = plan_attach(&req(false, false), &snap, None).unwrap();
+        assert_eq!(steps(&p.plan), ["bind bridge virbr0 to zone libvirt"]);
+        assert_eq!(p.message, "bound bridge virbr0 to zone libvirt");
+        assert!(!p.permanent);
+        // Already there: nothing to send, only the record.
+        let snap = fake::running("1.3.3", &zones, &[("virbr0", "libvirt")]);
+        let p = plan_attach(&req(false, false), &snap, None).unwrap();
+        assert!(p.plan.is_empty());
+        // Permanent first, then runtime; the runtime step knows where the bridge was.
+        let mut snap = fake::running("1.3.3", &zones, &[("virbr0", "trusted")]);
+        snap.permanent_zone_of_interface = Some("trusted".into());
+        let p = plan_attach(&req(true, true), &snap, None).unwrap();
+        assert_eq!(
+            steps(&p.plan),
+            [
+                "unbind bridge virbr0 from zone trusted in the permanent configuration",
+                "bind bridge virbr0 to zone libvirt in the permanent configuration",
+                "bind bridge virbr0 to zone libvirt",
+            ]
+        );
+        assert_eq!(
+            p.plan.steps[2],
+            Step::ChangeZoneOfInterface {
+                zone: z.clone(),
+                interface: br.clone(),
+                previous: Some(ZoneName::new("trusted").unwrap()),
+            }
+        );
+        assert!(p.permanent);
+        // The admin's permanent binding stands without --force, unless virtzone made it.
+        let r = plan_attach(&req(true, false), &snap, Some(&rec("trusted", false))).unwrap_err();
+        assert_eq!(r.reason, Reason::AdminPermanentBinding);
+        assert!(plan_attach(&req(true, false), &snap, Some(&rec("trusted", true))).is_ok());
+        // A zone only at runtime cannot hold a permanent binding.
+        let mut snap = fake::running("1.3.3", &zones, &[]);
+        snap.permanent_zones.remove("libvirt");
+        let r = plan_attach(&req(true, false), &snap, None).unwrap_err();
+        assert_eq!(r.reason, Reason::ZoneMissing);
+        assert!(r.message.contains("permanent configuration"), "{r}");
+        // Missing zone, firewalld not running.
+        let snap = fake::running("1.3.3", &["public"], &[]);
+        let r = plan_attach(&req(false, false), &snap, None).unwrap_err();
+        assert_eq!(r.reason, Reason::ZoneMissing);
+        let r = plan_attach(&req(false, false), &Snapshot::not_running(true), None).unwrap_err();
+        assert_eq!(r.reason, Reason::FirewalldNotRunning);
+        // A recorded permanent binding to the same zone stays permanent.
+        let snap = fake::running("1.3.3", &zones, &[]);
+        assert!(
+            plan_attach(&req(false, false), &snap, Some(&rec("libvirt", true)))
+                .unwrap()
+                .permanent
+        );
+    }
+
+    #[test]
+    fn detach_plans() {
+        let br = BridgeName::new("virbr0").unwrap();
+        let zones = ["libvirt", "public"];
+        let mut snap = fake::running("2.3.1", &zones, &[("virbr0", "libvirt")]);
+        snap.permanent_zone_of_interface = Some("libvirt".into());
+        let ours = rec("libvirt", true);
+        let p = plan_detach(&br, true, false, &snap, Some(&ours)).unwrap();
+        assert_eq!(
+            steps(&p.plan),
+            [
+                "unbind bridge virbr0 from zone libvirt in the permanent configuration",
+                "unbind bridge virbr0 from zone libvirt",
+            ]
+        );
+        assert!(p
+            .message
+            .contains("removed it from zone libvirt in the permanent configuration"));
+        // Runtime only: the permanent binding stays, and the user is told.
+        let p = plan_detach(&br, false, false, &snap, Some(&ours)).unwrap();
+        assert_eq!(steps(&p.plan), ["unbind bridge virbr0 from zone libvirt"]);
+        assert_eq!(
+            p.plan.warnings[0].reason,
+            WarningReason::PermanentBindingStays
+        );
+        // Not virtzone's permanent binding.
+        let r = plan_detach(&br, true, false, &snap, Some(&rec("libvirt", false))).unwrap_err();
+        assert_eq!(r.reason, Reason::AdminPermanentBinding);
+        // Nothing bound: nothing sent (an unbind of an unbound bridge is an ERROR in firewalld's log).
+        let snap = fake::running("2.3.1", &zones, &[]);
+        let p = plan_detach(&br, false, false, &snap, Some(&ours)).unwrap();
+        assert!(p.plan.is_empty());
+    }
+
+    #[test]
+    fn reconcile_sends_only_missing_bindings() {
+        let mut desired = Bindings::default();
+        for (b, z) in [
+            ("virbr0", "libvirt"),
+            ("virbr1", "libvirt-routed"),
+            ("virbr2", "libvirt"),
+        ] {
+            desired
+                .bindings
+                .insert(BridgeName::new(b).unwrap(), rec(z, false));
+        }
+        let actual = BTreeMap::from([
+            ("virbr0".to_string(), "libvirt".to_string()),
+            ("virbr2".to_string(), "public".to_string()),
+        ]);
+        let p = plan_reconcile(&desired, &actual);
+        assert_eq!(p.in_place, 1);
+        assert_eq!(
+            steps(&p.plan),
+            ["bind bridge virbr1 to zone libvirt-routed"]
+        );
+        assert_eq!(p.drift.len(), 1);
+        assert_eq!(p.plan.warnings[0].reason, WarningReason::MovedByOthers);
     }
 }

@@ -6,21 +6,15 @@ use std::process::ExitCode;
 use super::{print_json, Failure};
 use crate::bind::{self, Attach, Bindings, RowState, BINDINGS_FILE};
 use crate::daemon::client::{describe, VirtZone1Proxy};
-use crate::firewalld::{self, Firewalld};
+use crate::firewalld::Firewalld;
 use crate::names::BridgeName;
 use crate::state::StateDir;
 
 /// Connects to a running firewalld, or says that binding needs one.
 pub(crate) async fn firewalld_for(what: &str) -> Result<Firewalld, Failure> {
-    let fw = match Firewalld::connect().await {
-        Ok(fw) => fw,
-        Err(firewalld::Error::NoBus(_)) => return Err(not_running(what)),
-        Err(e) => return Err(e.into()),
-    };
-    if !fw.is_running().await? {
-        return Err(not_running(what));
-    }
-    Ok(fw)
+    Firewalld::connect_running()
+        .await?
+        .ok_or_else(|| not_running(what))
 }
 
 fn not_running(what: &str) -> Failure {
@@ -110,10 +104,9 @@ pub async fn detach(
 
 pub async fn list(json: bool, state_dir: Option<&Path>) -> Result<ExitCode, Failure> {
     let bindings: Bindings = StateDir::locate(state_dir)?.read(BINDINGS_FILE)?;
-    let actual = match Firewalld::connect().await {
-        Ok(fw) if fw.is_running().await? => Some(bind::interface_zones(&fw).await?),
-        Ok(_) | Err(firewalld::Error::NoBus(_)) => None,
-        Err(e) => return Err(e.into()),
+    let actual = match Firewalld::connect_running().await? {
+        Some(fw) => Some(fw.interface_zones().await?),
+        None => None,
     };
     let rows = bind::compare(&bindings, actual.as_ref());
     if json {

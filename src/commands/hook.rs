@@ -11,6 +11,8 @@ use super::{check, Failure};
 use std::time::Duration;
 
 use crate::bind::{self, Attach, Bindings, BINDINGS_FILE};
+use crate::change::executor::{Executor, Live};
+use crate::change::{Plan, Step};
 use crate::firewalld::{self, Firewalld, FirewalldFacts};
 use crate::libvirt::{parse_network_xml, Network, NetworkXmlError};
 use crate::names::BridgeName;
@@ -151,6 +153,8 @@ async fn act(op: Op, network: Network) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     };
     // The network's definition decides its own bridge's zone, so an earlier zone is replaced.
+    // `attach` reads firewalld again under the state lock, on the same connection: its plan must
+    // come from facts no other virtzone process can change meanwhile.
     let req = Attach {
         bridge,
         zone,
@@ -179,9 +183,18 @@ async fn bind_unrecorded(fw: &Firewalld, req: &Attach, problem: &str) -> Result<
         "virtzone: warning: {problem}; binding bridge {} to zone {} without recording it",
         req.bridge, req.zone
     );
-    fw.change_zone_of_interface(req.zone.as_str(), req.bridge.as_str())
+    let plan = Plan {
+        steps: vec![Step::ChangeZoneOfInterface {
+            zone: req.zone.clone(),
+            interface: req.bridge.clone(),
+            previous: None,
+        }],
+        ..Plan::default()
+    };
+    Executor::new(&Live::new(fw, None))
+        .run(&plan)
         .await
-        .map_err(|e| Failure::Refused(format!("cannot bind bridge {}: {e}", req.bridge)))?;
+        .map_err(|e| Failure::Refused(format!("cannot bind bridge {}: {}", req.bridge, e.error)))?;
     out!(
         "bridge {} bound to zone {} (not recorded)",
         req.bridge,

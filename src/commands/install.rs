@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::Failure;
-use crate::firewalld::{self, parse_version, Capabilities, Firewalld};
+use crate::firewalld::{parse_version, Capabilities, Firewalld};
 use crate::install::{files, live, Item};
 use crate::state::StateDir;
 
@@ -65,11 +65,7 @@ async fn live_target(root: Option<&Path>) -> Result<Option<Firewalld>, Failure> 
     if root.is_some() {
         return Ok(None);
     }
-    match Firewalld::connect().await {
-        Ok(fw) if fw.is_running().await? => Ok(Some(fw)),
-        Ok(_) | Err(firewalld::Error::NoBus(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(Firewalld::connect_running().await?)
 }
 
 fn print_items(items: &[Item]) {

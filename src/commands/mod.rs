@@ -10,6 +10,8 @@ macro_rules! out {
 
 mod bind;
 mod check;
+mod doctor;
+mod explain;
 mod forward;
 mod hook;
 mod install;
@@ -104,6 +106,29 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
             zone,
             json,
         } => check::run(network_xml.as_deref(), bridge, zone, json).await,
+        Command::Explain {
+            bridge,
+            to_host,
+            forward,
+            to,
+            from,
+            service,
+            json,
+        } => {
+            let (direction, what) = match (to_host, from) {
+                (Some(what), _) => (explain::Direction::ToHost(to), what),
+                (None, Some(from)) => (explain::Direction::From(from), service.unwrap_or_default()),
+                (None, None) if forward => {
+                    (explain::Direction::Forward(to), service.unwrap_or_default())
+                }
+                (None, None) => {
+                    return Err(Failure::Usage(
+                        "say which packet: --to-host, --forward or --from".into(),
+                    ))
+                }
+            };
+            explain::run(&bridge, direction, &what, json).await
+        }
         Command::Install {
             root,
             no_reload,
@@ -148,6 +173,12 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
                 .map_err(|e| Failure::Refused(e.to_string()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Doctor {
+            json,
+            network,
+            fix,
+            yes,
+        } => doctor::run(json, &network, fix, yes).await,
         Command::Forward { action } => forward::forward(action).await,
         Command::Allow { action } => forward::allow(action).await,
         Command::Uninstall {
@@ -177,4 +208,29 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
         .map_err(|e| Failure::Refused(format!("cannot encode JSON: {e}")))?;
     out!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed write says what firewalld refused and how it was rolled back; only failed reads are
+    /// "cannot get firewalld's state".
+    #[test]
+    fn write_failures_are_not_read_failures() {
+        let exec = crate::change::ExecError {
+            step: crate::change::Step::Reload,
+            error: crate::firewalld::Error::NotRunning,
+            undone: 0,
+            rollback_failures: vec![],
+        };
+        let failure = Failure::from(crate::bind::BindError::from(exec));
+        assert!(
+            failure.message().starts_with("firewalld failed to reload"),
+            "{}",
+            failure.message()
+        );
+        let read = Failure::from(crate::firewalld::Error::NotRunning);
+        assert!(read.message().starts_with("cannot get firewalld's state"));
+    }
 }

@@ -40,6 +40,9 @@ pub async fn run(json: bool, verify: bool) -> Result<ExitCode, Failure> {
                 for line in &report.confirmed {
                     out!("  ok: {line}");
                 }
+                for line in &report.unknown {
+                    out!("  unknown: {line}");
+                }
                 for line in &report.problems {
                     out!("  PROBLEM: {line}");
                 }

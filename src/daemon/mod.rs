@@ -7,7 +7,6 @@
 //! events it sleeps in the kernel, with no timers.
 
 pub mod client;
-pub mod reconcile;
 pub mod service;
 
 use std::sync::Arc;
@@ -19,8 +18,11 @@ use tracing::{error, info, warn};
 use zbus::fdo::{DBusProxy, RequestNameFlags, RequestNameReply};
 use zbus::{Connection, MatchRule, MessageStream};
 
-use crate::bind::{self, Bindings, BINDINGS_FILE};
+use crate::bind::plan::plan_reconcile;
+use crate::bind::{Bindings, BINDINGS_FILE};
+use crate::change::executor::{Executor, Live};
 use crate::firewalld::proxy::{BUS_NAME as FIREWALLD, PATH as FIREWALLD_PATH};
+use crate::firewalld::snapshot::{Scope, Snapshot};
 use crate::firewalld::{Firewalld, State, CALL_TIMEOUT};
 use crate::state::StateDir;
 use service::{Service, ServiceSignals};
@@ -218,9 +220,9 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
         }
     });
     // The reader connection's end is as fatal: reads would fail from then on.
-    let tx_reader = reader.clone();
+    let reader_conn = reader.clone();
     let reader_closed = async move {
-        let mut stream = MessageStream::from(&tx_reader);
+        let mut stream = MessageStream::from(&reader_conn);
         loop {
             match stream.next().await {
                 Some(Ok(_)) => {}
@@ -331,21 +333,28 @@ async fn reconcile(shared: &Shared, conn: &Connection) {
             return;
         }
     };
-    let (actual, version, backend) =
-        match tokio::try_join!(bind::interface_zones(fw), fw.version_text(), fw.backend()) {
-            Ok(x) => x,
-            Err(e) => {
-                error!("cannot read firewalld's bindings: {e}");
-                return;
-            }
-        };
-    let plan = reconcile::plan(&desired, &actual);
-    for (bridge, wanted, actual) in &plan.drift {
-        warn!(
-            "bridge {bridge} is in zone {actual}, not {wanted}: someone moved it; leaving it there"
-        );
+    // snapshot → plan → executor, as every change to firewalld goes.
+    let snap = match Snapshot::gather(fw, &Scope::default()).await {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot read firewalld's bindings: {e}");
+            return;
+        }
+    };
+    let Some((version, backend)) = snap
+        .running()
+        .map(|r| (r.version_text.clone(), r.backend.as_str().to_string()))
+    else {
+        info!("firewalld is not running; waiting for it");
+        return;
+    };
+    let plan = plan_reconcile(&desired, &snap.interfaces);
+    for warning in &plan.plan.warnings {
+        warn!("{}", warning.message);
     }
-    let mut missing = plan.apply.clone();
+    let live = Live::new(fw, snap.capabilities());
+    let executor = Executor::new(&live);
+    let mut missing = plan.plan.steps.clone();
     let mut applied = 0u32;
     for pass in 1..=PASSES {
         if missing.is_empty() {
@@ -354,27 +363,16 @@ async fn reconcile(shared: &Shared, conn: &Connection) {
         if pass > 1 {
             tokio::time::sleep(RETRY_PAUSE * (pass as u32 - 1)).await;
         }
-        // Independent calls, pipelined on one connection (firewalld answers them in order), with a
-        // bounded number in flight.
-        let results: Vec<_> = futures_util::stream::iter(missing.iter().cloned())
-            .map(|(bridge, zone)| async move {
-                let result = fw
-                    .change_zone_of_interface(zone.as_str(), bridge.as_str())
-                    .await;
-                (bridge, zone, result)
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
+        let results = executor.apply_each(&missing, IN_FLIGHT).await;
         missing.clear();
-        for (bridge, zone, result) in results {
+        for (step, result) in results {
             match result {
                 Ok(()) => applied += 1,
                 Err(e) if pass < PASSES => {
-                    warn!("cannot bind bridge {bridge} to zone {zone} yet ({e}); trying again");
-                    missing.push((bridge, zone));
+                    warn!("cannot {step} yet ({e}); trying again");
+                    missing.push(step);
                 }
-                Err(e) => error!("cannot bind bridge {bridge} to zone {zone}: {e}"),
+                Err(e) => error!("cannot {step}: {e}"),
             }
         }
     }
@@ -390,7 +388,7 @@ async fn reconcile(shared: &Shared, conn: &Connection) {
     };
     info!(
         "reconcile {count}: re-applied {applied} of {} missing bindings, {} in place, {} moved by others",
-        plan.apply.len(),
+        plan.plan.steps.len(),
         plan.in_place,
         plan.drift.len()
     );

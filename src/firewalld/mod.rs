@@ -4,6 +4,7 @@
 pub mod error;
 pub mod facts;
 pub mod proxy;
+pub mod snapshot;
 pub mod version;
 
 use std::collections::BTreeSet;
@@ -14,11 +15,12 @@ use zbus::Connection;
 
 pub use error::{Error, ErrorCode};
 pub use facts::{Backend, FirewalldFacts, Running, State};
+pub use snapshot::{Scope, Snapshot};
 pub use version::{parse_version, Capabilities};
 
 use proxy::{
     ActiveZones, ConfigPolicyProxy, ConfigProxy, ConfigZoneProxy, PolicyProxy, RuntimeProxy,
-    Settings, ZoneProxy, ZoneTuple, BUS_NAME,
+    ZoneProxy, BUS_NAME,
 };
 
 /// How long one call may take. Before firewalld 2.4.0 the bus name appears before the rules are loaded
@@ -65,6 +67,16 @@ impl Firewalld {
         Ok(Firewalld { conn })
     }
 
+    /// Connects and returns the client only when firewalld runs: `None` when there is no system bus or
+    /// nobody owns firewalld's name. The one place that decides "is there a firewalld to talk to".
+    pub async fn connect_running() -> Result<Option<Self>> {
+        match Firewalld::connect().await {
+            Ok(fw) if fw.is_running().await? => Ok(Some(fw)),
+            Ok(_) | Err(Error::NoBus(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Wraps an existing connection (the daemon shares one connection between its parts).
     pub fn from_connection(conn: Connection) -> Self {
         Firewalld { conn }
@@ -73,6 +85,18 @@ impl Firewalld {
     /// The underlying connection.
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    /// An uncached proxy of type `P` on this connection; `what` names the call for errors.
+    pub(crate) async fn proxy<'a, P>(&'a self, what: &str) -> Result<P>
+    where
+        P: From<zbus::Proxy<'a>> + zbus::proxy::Defaults,
+    {
+        zbus::proxy::Builder::<P>::new(&self.conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| Error::from_call(what, e))
     }
 
     /// Whether anybody owns firewalld's bus name. Asked of the bus, so it never activates firewalld.
@@ -186,71 +210,41 @@ impl Firewalld {
         Ok((!zone.is_empty()).then_some(zone))
     }
 
-    /// Binds `interface` to `zone` at runtime, moving it from any other zone.
-    pub async fn change_zone_of_interface(&self, zone: &str, interface: &str) -> Result<()> {
-        let p = uncached!(self, ZoneProxy<'_>, "changeZoneOfInterface")?;
-        p.change_zone_of_interface(zone, interface)
-            .await
-            .map_err(|e| Error::from_call("changeZoneOfInterface", e))?;
-        Ok(())
-    }
-
-    /// Unbinds `interface` at runtime from `zone` (`""`: whichever zone holds it).
-    pub async fn remove_interface(&self, zone: &str, interface: &str) -> Result<()> {
-        let p = uncached!(self, ZoneProxy<'_>, "removeInterface")?;
-        p.remove_interface(zone, interface)
-            .await
-            .map_err(|e| Error::from_call("removeInterface", e))?;
-        Ok(())
-    }
-
-    /// Reloads firewalld's permanent configuration.
-    pub async fn reload(&self) -> Result<()> {
-        let p = uncached!(self, RuntimeProxy<'_>, "reload")?;
-        p.reload().await.map_err(|e| Error::from_call("reload", e))
-    }
-
-    /// The permanent zone `name`, `None` when there is none.
-    pub async fn config_zone(&self, name: &str) -> Result<Option<ConfigZoneProxy<'static>>> {
+    /// The permanent zone `name`, which the caller knows exists: asking for one that does not makes
+    /// firewalld log an ERROR (see [`snapshot`]).
+    pub(crate) async fn existing_config_zone(
+        &self,
+        name: &str,
+    ) -> Result<ConfigZoneProxy<'static>> {
         let config = uncached!(self, ConfigProxy<'_>, "getZoneByName")?;
-        let path = match config
+        let path = config
             .get_zone_by_name(name)
             .await
-            .map_err(|e| Error::from_call("getZoneByName", e))
-        {
-            Ok(path) => path,
-            Err(e) if e.code() == Some(&ErrorCode::InvalidZone) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let proxy = ConfigZoneProxy::builder(&self.conn)
+            .map_err(|e| Error::from_call("getZoneByName", e))?;
+        ConfigZoneProxy::builder(&self.conn)
             .path(path)
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .map_err(|e| Error::from_call("config.zone", e))?;
-        Ok(Some(proxy))
+            .map_err(|e| Error::from_call("config.zone", e))
     }
 
-    /// The permanent policy `name`, `None` when there is none (or no policies at all).
-    pub async fn config_policy(&self, name: &str) -> Result<Option<ConfigPolicyProxy<'static>>> {
+    /// The permanent policy `name`, which the caller knows exists.
+    pub(crate) async fn existing_config_policy(
+        &self,
+        name: &str,
+    ) -> Result<ConfigPolicyProxy<'static>> {
         let config = uncached!(self, ConfigProxy<'_>, "getPolicyByName")?;
-        let path = match config
+        let path = config
             .get_policy_by_name(name)
             .await
-            .map_err(|e| Error::from_call("getPolicyByName", e))
-        {
-            Ok(path) => path,
-            Err(e) if e.code() == Some(&ErrorCode::InvalidPolicy) => return Ok(None),
-            Err(Error::NotSupported { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let proxy = ConfigPolicyProxy::builder(&self.conn)
+            .map_err(|e| Error::from_call("getPolicyByName", e))?;
+        ConfigPolicyProxy::builder(&self.conn)
             .path(path)
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .map_err(|e| Error::from_call("config.policy", e))?;
-        Ok(Some(proxy))
+            .map_err(|e| Error::from_call("config.policy", e))
     }
 
     /// The zone `interface` is bound to in the permanent configuration, `None` when unbound.
@@ -261,64 +255,6 @@ impl Firewalld {
             .await
             .map_err(|e| Error::from_call("config.getZoneOfInterface", e))?;
         Ok((!zone.is_empty()).then_some(zone))
-    }
-
-    /// The permanent zone `zone`, which must exist (firewalld's own INVALID_ZONE otherwise).
-    async fn existing_config_zone(&self, zone: &str) -> Result<ConfigZoneProxy<'static>> {
-        self.config_zone(zone)
-            .await?
-            .ok_or_else(|| Error::Firewalld {
-                code: ErrorCode::InvalidZone,
-                detail: zone.to_string(),
-            })
-    }
-
-    /// Binds `interface` to `zone` in the permanent configuration.
-    pub async fn add_permanent_interface(&self, zone: &str, interface: &str) -> Result<()> {
-        self.existing_config_zone(zone)
-            .await?
-            .add_interface(interface)
-            .await
-            .map_err(|e| Error::from_call("config.zone.addInterface", e))
-    }
-
-    /// Unbinds `interface` from `zone` in the permanent configuration.
-    pub async fn remove_permanent_interface(&self, zone: &str, interface: &str) -> Result<()> {
-        self.existing_config_zone(zone)
-            .await?
-            .remove_interface(interface)
-            .await
-            .map_err(|e| Error::from_call("config.zone.removeInterface", e))
-    }
-
-    /// Adds a permanent zone from a settings dict (firewalld 0.9.0 and later).
-    pub async fn add_zone2(&self, name: &str, settings: &Settings) -> Result<()> {
-        let config = uncached!(self, ConfigProxy<'_>, "addZone2")?;
-        config
-            .add_zone2(name, settings)
-            .await
-            .map_err(|e| Error::from_call("addZone2", e))?;
-        Ok(())
-    }
-
-    /// Adds a permanent zone from the 16-field tuple of firewalld before 0.9.0.
-    pub async fn add_zone_tuple(&self, name: &str, settings: &ZoneTuple) -> Result<()> {
-        let config = uncached!(self, ConfigProxy<'_>, "addZone")?;
-        config
-            .add_zone(name, settings)
-            .await
-            .map_err(|e| Error::from_call("addZone", e))?;
-        Ok(())
-    }
-
-    /// Adds a permanent policy (0.9.0).
-    pub async fn add_policy(&self, name: &str, settings: &Settings) -> Result<()> {
-        let config = uncached!(self, ConfigProxy<'_>, "addPolicy")?;
-        config
-            .add_policy(name, settings)
-            .await
-            .map_err(|e| Error::from_call("addPolicy", e))?;
-        Ok(())
     }
 
     /// Gathers what the pre-check and `status` need, issuing the independent reads concurrently.

@@ -70,6 +70,9 @@ trait FwdMain {
     /// The services firewalld knows.
     #[zbus(name = "listServices")]
     fn list_services(&self) -> zbus::Result<Vec<String>>;
+    /// Reloads the permanent configuration.
+    #[zbus(name = "reload")]
+    fn reload(&self) -> zbus::Result<()>;
 }
 
 /// Runtime policy calls (0.9.0).
@@ -530,7 +533,10 @@ impl Executor for FirewalldExecutor<'_> {
                 let c = FwdConfigProxy::new(conn).await.map_err(call("config"))?;
                 c.add_policy(name, &s).await.map_err(call("addPolicy"))?;
             }
-            Step::Reload => self.reader.fw.reload().await?,
+            Step::Reload => {
+                let m = FwdMainProxy::new(conn).await.map_err(call("main"))?;
+                m.reload().await.map_err(call("reload"))?;
+            }
             Step::SetPolicy {
                 layer: Layer::Runtime,
                 name,

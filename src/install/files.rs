@@ -21,22 +21,9 @@ pub const PACKAGE_TIER: &str = "usr/lib/firewalld";
 /// The admin tier, used when firewalld is not running and no `--root` is given.
 pub const ADMIN_TIER: &str = "/etc/firewalld";
 
-/// The shipped XML text of an object.
-fn shipped_text(kind: Kind, name: &str) -> Option<&'static str> {
-    let list = match kind {
-        Kind::Zone => zone::SHIPPED_ZONES,
-        Kind::Policy => zone::SHIPPED_POLICIES,
-    };
-    list.iter().find(|(n, _)| *n == name).map(|(_, xml)| *xml)
-}
-
 /// The file of an object in a tier directory.
 pub fn object_path(tier: &Path, kind: Kind, name: &str) -> PathBuf {
-    let sub = match kind {
-        Kind::Zone => "zones",
-        Kind::Policy => "policies",
-    };
-    tier.join(sub).join(format!("{name}.xml"))
+    tier.join(kind.dir()).join(format!("{name}.xml"))
 }
 
 /// The shipped objects present as files in `tier`, with their origin and differences.
@@ -54,7 +41,7 @@ pub fn inspect(tier: &Path, package_tier: bool) -> Result<Existing, InstallError
                 )))
             }
         };
-        let ours = shipped_text(kind, name) == Some(text.as_str());
+        let ours = zone::shipped_text(kind, name) == Some(text.as_str());
         let differences = if ours {
             Vec::new()
         } else {
@@ -68,11 +55,7 @@ pub fn inspect(tier: &Path, package_tier: bool) -> Result<Existing, InstallError
             };
             parsed.unwrap_or_else(|e| vec![format!("{} does not parse: {e}", path.display())])
         };
-        let origin = match (ours, package_tier) {
-            (true, _) => Origin::Virtzone,
-            (false, true) => Origin::Package,
-            (false, false) => Origin::Admin,
-        };
+        let origin = Origin::classify(ours, package_tier);
         existing.insert(
             (kind, name.to_string()),
             Present {
@@ -92,11 +75,11 @@ pub fn install(
     firewalld: Option<(&str, Capabilities)>,
 ) -> Result<Vec<Item>, InstallError> {
     let existing = inspect(tier, package_tier)?;
-    let items = plan::plan_install(firewalld, &existing).map_err(InstallError::Refused)?;
+    let items = plan::plan_install(firewalld, &existing)?;
     let mut written: Vec<PathBuf> = Vec::new();
     for item in items.iter().filter(|i| i.action == Action::Add) {
         let path = object_path(tier, item.kind, &item.name);
-        let text = shipped_text(item.kind, &item.name).unwrap_or_default();
+        let text = zone::shipped_text(item.kind, &item.name).unwrap_or_default();
         if let Err(e) = write_atomically(&path, text.as_bytes(), 0o644) {
             for p in &written {
                 let _ = fs::remove_file(p);
@@ -111,11 +94,74 @@ pub fn install(
     Ok(items)
 }
 
-/// Removes the shipped files from `tier` whose content is still exactly virtzone's.
+/// The policies in `dirs` that name one of `zones` in an ingress or egress zone, as "policy P names zone
+/// Z" (a policy file that does not parse is not firewalld's to load either, so it is skipped).
+pub fn policies_naming(dirs: &[PathBuf], zones: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            let Ok(policy) = zone::parse_policy_file(&path) else {
+                continue;
+            };
+            for z in policy.ingress_zones.iter().chain(&policy.egress_zones) {
+                if zones.contains(&z.as_str()) {
+                    found.push(format!(
+                        "policy {} ({}) names zone {z}",
+                        policy.name,
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The policy directories firewalld loads beside `tier`: the tier's own, and for the package tier
+/// `ROOT/usr/lib/firewalld` also the admin tier `ROOT/etc/firewalld` of the same root.
+fn policy_dirs(tier: &Path, package_tier: bool) -> Vec<PathBuf> {
+    let mut dirs = vec![tier.join(Kind::Policy.dir())];
+    if package_tier {
+        if let Some(root) = tier.parent().and_then(Path::parent).and_then(Path::parent) {
+            dirs.push(root.join("etc/firewalld").join(Kind::Policy.dir()));
+        }
+    }
+    dirs
+}
+
+/// Removes the shipped files from `tier` whose content is still exactly virtzone's. Refuses when a
+/// zone file to remove is named by a policy file that stays: firewalld would not start with that.
 pub fn uninstall(tier: &Path, package_tier: bool) -> Result<Vec<Item>, InstallError> {
     let existing = inspect(tier, package_tier)?;
-    let items = plan::plan_uninstall(&existing, &Default::default(), false)
-        .map_err(InstallError::Refused)?;
+    let items = plan::plan_uninstall(&existing, &Default::default(), false)?;
+    let removed = |kind: Kind| -> Vec<&str> {
+        items
+            .iter()
+            .filter(|i| i.kind == kind && i.action == Action::Remove)
+            .map(|i| i.name.as_str())
+            .collect()
+    };
+    let (zones, policies) = (removed(Kind::Zone), removed(Kind::Policy));
+    let dependents: Vec<String> = policies_naming(&policy_dirs(tier, package_tier), &zones)
+        .into_iter()
+        .filter(|d| {
+            !policies
+                .iter()
+                .any(|p| d.starts_with(&format!("policy {p} (")))
+        })
+        .collect();
+    if !dependents.is_empty() {
+        return Err(InstallError::Refused(format!(
+            "refusing to uninstall: {}, and firewalld would fail to start with a policy that names a missing zone; \
+             delete that policy or remove the zone from it, then run virtzone uninstall again; nothing was changed",
+            dependents.join("; ")
+        )));
+    }
     for item in items.iter().filter(|i| i.action == Action::Remove) {
         let path = object_path(tier, item.kind, &item.name);
         fs::remove_file(&path)
@@ -181,5 +227,38 @@ mod tests {
         let err = install(dir.path(), false, Some(("0.6.4", caps))).unwrap_err();
         assert!(err.to_string().contains("nothing was written"));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn uninstall_keeps_zones_that_a_remaining_policy_names() {
+        let root = tempfile::tempdir().unwrap();
+        let tier = root.path().join(PACKAGE_TIER);
+        install(&tier, true, None).unwrap();
+        // An admin's policy in ROOT/etc/firewalld names zone libvirt: removing it would leave a
+        // configuration firewalld refuses at its next start.
+        let admin = root.path().join("etc/firewalld/policies");
+        fs::create_dir_all(&admin).unwrap();
+        fs::write(
+            admin.join("guests-out.xml"),
+            "<?xml version=\"1.0\"?>\n<policy target=\"ACCEPT\"><ingress-zone name=\"libvirt\"/><egress-zone name=\"ANY\"/></policy>\n",
+        )
+        .unwrap();
+        let err = uninstall(&tier, true).unwrap_err().to_string();
+        assert!(
+            err.contains("policy guests-out") && err.contains("names zone libvirt"),
+            "{err}"
+        );
+        assert!(
+            tier.join("zones/libvirt.xml").exists(),
+            "nothing was removed"
+        );
+        // virtzone's own policies naming its zones go together with them.
+        fs::remove_file(admin.join("guests-out.xml")).unwrap();
+        let items = uninstall(&tier, true).unwrap();
+        assert_eq!(
+            items.iter().filter(|i| i.action == Action::Remove).count(),
+            5,
+            "{items:?}"
+        );
     }
 }

@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-pub use plan::{plan_install, plan_uninstall, Action, Existing, Item, Kind, Origin, Present};
+pub use plan::{
+    plan_install, plan_live_install, plan_live_uninstall, plan_uninstall, Action, Existing, Item,
+    Kind, ObjectsPlan, Origin, Present,
+};
 
 /// The state file recording what virtzone added to firewalld.
 pub const INSTALLED_FILE: &str = "installed.json";
@@ -64,4 +67,10 @@ pub enum InstallError {
     /// The state directory failed.
     #[error("{0}")]
     State(#[from] crate::state::StateError),
+}
+
+impl From<crate::change::Refusal> for InstallError {
+    fn from(r: crate::change::Refusal) -> Self {
+        InstallError::Refused(r.message)
+    }
 }

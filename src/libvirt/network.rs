@@ -141,7 +141,8 @@ fn root_element(xml: &str) -> Result<String, NetworkXmlError> {
     }
 }
 
-/// Parses libvirt's `<network>` XML or the hook's `<hookData><network>…</network></hookData>`.
+/// Parses libvirt's `<network>` XML, the hook's `<hookData><network>…</network></hookData>`, or
+/// libvirt's `<networkstatus>` record of a running network.
 ///
 /// `bridge_override` supplies or replaces the bridge name (the CLI's `--bridge`). A network whose mode
 /// has a libvirt bridge must end up with one.
@@ -157,7 +158,8 @@ pub fn parse_network_xml(
     }
     let raw = match root_element(xml)?.as_str() {
         "network" => quick_xml::de::from_str::<NetworkXml>(xml).map_err(malformed)?,
-        "hookData" => {
+        // libvirt's own record of a running network (/run/libvirt/network/NAME.xml) wraps it likewise.
+        "hookData" | "networkstatus" => {
             quick_xml::de::from_str::<HookDataXml>(xml)
                 .map_err(malformed)?
                 .network

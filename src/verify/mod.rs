@@ -1,22 +1,17 @@
-//! `virtzone status --verify`: confirms from firewalld's live ruleset that each bound bridge's traffic
-//! dispatches to its zone's chains and that the zone's catch-all reject sits after its allowed services.
-//!
-//! The ruleset is read from the backend firewalld reports: on nftables only firewalld's own table
-//! (`nft -j list table inet firewalld`, through the `nftables` crate), on iptables the `filter` tables
-//! of `iptables-save` and `ip6tables-save`. Both are read into one model ([`rules`]) and checked by
-//! pure functions ([`check`]), which follow a guest's packets through the rules rather than expect a
-//! chain layout: layouts differ between firewalld releases, chain names carry the zone's name in all
-//! of them. See `docs/verify.md`.
+//! `virtzone status --verify` and `virtzone explain`: the live ruleset, all tables of all families,
+//! evaluated for synthetic packets ([`eval`]) and compared with what the bridges' zones mean
+//! ([`check`]). Nothing here depends on firewalld's chain names: releases lay their chains out
+//! differently (0.9 `*_ZONES`, 1.x/2.x `*_POLICIES`, 2.5 `*_dispatch`), the evaluator follows the
+//! packet through whatever is there. See `docs/verify.md`.
 
 pub mod check;
-pub mod iptables;
-pub mod nft;
-pub mod rules;
+pub mod eval;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
@@ -27,8 +22,8 @@ use crate::firewalld::Backend;
 use crate::state::StateDir;
 use crate::status::Status;
 
-pub use check::{BridgeFacts, View};
-pub use rules::{Family, Ruleset};
+pub use check::{BridgeFacts, HostFacts};
+pub use eval::{Packet, Ruleset, Trace, Verdict};
 
 /// Where libvirt keeps the live XML of its running networks (system instance).
 const LIBVIRT_NETWORK_RUN_DIR: &str = "/run/libvirt/network";
@@ -40,23 +35,17 @@ pub struct Report {
     pub confirmed: Vec<String>,
     /// What is wrong, one precise sentence each.
     pub problems: Vec<String>,
+    /// What the evaluator could not tell (an expression outside its model): neither ok nor a
+    /// problem.
+    pub unknown: Vec<String>,
 }
 
 /// Why the ruleset could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read firewalld's ruleset: {0}")]
+#[error("cannot read the ruleset: {0}")]
 pub struct VerifyError(pub String);
 
-/// What reading the live ruleset gave.
-#[derive(Debug)]
-pub enum Live {
-    /// The views to check, and notes on what could not be read (reported as confirmed facts).
-    Views(Vec<View>, Vec<String>),
-    /// firewalld's rules are not there at all (a fact to report, not a failure to read).
-    Missing(String),
-}
-
-/// Verifies the bridges and zones of `status` against the live ruleset of its backend.
+/// Verifies the bridges of `status` against the live ruleset.
 pub async fn verify(status: &Status) -> Result<Report, VerifyError> {
     let fw = &status.firewalld;
     if !fw.running {
@@ -71,9 +60,14 @@ pub async fn verify(status: &Status) -> Result<Report, VerifyError> {
     let backend = fw
         .backend
         .ok_or_else(|| VerifyError("firewalld did not tell its backend".into()))?;
-    let live = tokio::task::spawn_blocking(move || read_live(backend))
-        .await
-        .map_err(|e| VerifyError(format!("reader task failed: {e}")))??;
+    let names: Vec<String> = status.bridges.iter().map(|b| b.name.clone()).collect();
+    let (rs, host, addrs) = tokio::task::spawn_blocking(move || {
+        let rs = read_ruleset()?;
+        let addrs: Vec<Vec<(IpAddr, u8)>> = names.iter().map(|n| addresses(n)).collect();
+        Ok::<_, VerifyError>((rs, host_facts(), addrs))
+    })
+    .await
+    .map_err(|e| VerifyError(format!("reader task failed: {e}")))??;
     // Reading state files is quick; a missing or unreadable record only means "nothing recorded".
     let recorded: Bindings = StateDir::locate(None)
         .and_then(|s| s.read(BINDINGS_FILE))
@@ -82,7 +76,8 @@ pub async fn verify(status: &Status) -> Result<Report, VerifyError> {
     let bridges: Vec<BridgeFacts> = status
         .bridges
         .iter()
-        .map(|b| BridgeFacts {
+        .zip(addrs)
+        .map(|(b, addrs)| BridgeFacts {
             name: b.name.clone(),
             zone: b.zone.clone(),
             recorded: recorded
@@ -91,24 +86,45 @@ pub async fn verify(status: &Status) -> Result<Report, VerifyError> {
                 .find(|(name, _)| name.as_str() == b.name)
                 .map(|(_, binding)| binding.zone.as_str().to_string()),
             libvirt: is_libvirt_bridge(&b.name, &libvirt_bridges),
+            addrs,
         })
         .collect();
-    Ok(assemble(status, backend, live, &bridges))
+    Ok(assemble(status, backend, &rs, &host, &bridges))
 }
 
 /// The report from gathered facts (pure).
-pub fn assemble(status: &Status, backend: Backend, live: Live, bridges: &[BridgeFacts]) -> Report {
-    let mut report = match live {
-        Live::Views(views, notes) => {
-            let mut r = check::check(&views, bridges);
-            r.confirmed.splice(0..0, notes);
-            r
+pub fn assemble(
+    status: &Status,
+    backend: Backend,
+    rs: &Ruleset,
+    host: &HostFacts,
+    bridges: &[BridgeFacts],
+) -> Report {
+    let mut report = check::check(rs, host, bridges);
+    // firewalld's own rules missing is worth its own sentence: the evaluation then only shows
+    // that everything passes.
+    let missing = match backend {
+        Backend::Nftables => (!rs.has_table("inet", "firewalld"))
+            .then(|| "firewalld's table inet firewalld does not exist".to_string()),
+        Backend::Iptables => {
+            let has = |f: &str| {
+                rs.chains
+                    .iter()
+                    .any(|c| c.family == f && c.table == "filter" && c.name == "INPUT_direct")
+            };
+            (!has("ip")).then(|| "firewalld's chains in table ip filter are gone".to_string())
         }
-        Live::Missing(why) => Report {
-            confirmed: Vec::new(),
-            problems: vec![why],
-        },
     };
+    if let Some(what) = missing {
+        report.problems.insert(
+            0,
+            format!(
+                "{what} although firewalld runs with the {} backend: its rules are not loaded \
+                 (flushed by `nft flush ruleset`?); `firewall-cmd --reload` restores them",
+                backend.as_str()
+            ),
+        );
+    }
     if status.firewalld.state.as_deref() == Some("FAILED") {
         report.problems.insert(
             0,
@@ -120,18 +136,20 @@ pub fn assemble(status: &Status, backend: Backend, live: Live, bridges: &[Bridge
     report.confirmed.insert(
         0,
         format!(
-            "read firewalld's {} ruleset ({})",
-            backend.as_str(),
-            match backend {
-                Backend::Nftables => format!("table inet {}", nft::TABLE),
-                Backend::Iptables => "filter tables of iptables-save and ip6tables-save".into(),
-            }
+            "read the whole ruleset ({} tables: {}); firewalld's backend is {}",
+            rs.tables.len(),
+            rs.tables
+                .iter()
+                .map(|(f, n)| format!("{f} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            backend.as_str()
         ),
     );
     report
 }
 
-/// Runs a ruleset dump, returning its standard output.
+/// Runs a dump, returning its standard output.
 fn dump(program: &str, args: &[&str]) -> Result<String, VerifyError> {
     let out = Command::new(program)
         .args(args)
@@ -149,65 +167,69 @@ fn dump(program: &str, args: &[&str]) -> Result<String, VerifyError> {
         .map_err(|e| VerifyError(format!("{program} printed invalid UTF-8: {e}")))
 }
 
-/// Reads the live ruleset of `backend` in this network namespace.
-pub fn read_live(backend: Backend) -> Result<Live, VerifyError> {
-    match backend {
-        Backend::Nftables => {
-            let args = ["list", "table", "inet", nft::TABLE];
-            let json = match nftables::helper::get_current_ruleset_raw(
-                nftables::helper::DEFAULT_NFT,
-                args,
-            ) {
-                Ok(json) => json,
-                Err(nftables::helper::NftablesError::NftFailed { stderr, .. })
-                    if stderr.contains("No such file or directory") =>
-                {
-                    return Ok(Live::Missing(format!(
-                        "firewalld's table inet {} does not exist although firewalld runs with \
-                         the nftables backend: its rules are not loaded (flushed by `nft flush \
-                         ruleset`?); `firewall-cmd --reload` restores them",
-                        nft::TABLE
-                    )));
-                }
-                Err(e) => return Err(VerifyError(e.to_string())),
-            };
-            let ruleset = nft::parse(&json).map_err(VerifyError)?;
-            Ok(Live::Views(
-                vec![View {
-                    label: None,
-                    families: vec![Family::V4, Family::V6],
-                    ruleset,
-                }],
-                Vec::new(),
-            ))
-        }
-        Backend::Iptables => {
-            let mut views = Vec::new();
-            let mut notes = Vec::new();
-            for (program, family, label) in [
-                ("iptables-save", Family::V4, "iptables"),
-                ("ip6tables-save", Family::V6, "ip6tables"),
-            ] {
-                let text = match dump(program, &["-t", "filter"]) {
-                    Ok(text) => text,
-                    // A host without IPv6 has no ip6tables filter table; firewalld then filters
-                    // IPv4 only, and so does this check.
-                    Err(e) if family == Family::V6 => {
-                        notes.push(format!("IPv6 not checked: {}", e.0));
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let ruleset = iptables::parse(&text, family)
-                    .map_err(|e| VerifyError(format!("{program}: {e}")))?;
-                views.push(View {
-                    label: Some(label.into()),
-                    families: vec![family],
-                    ruleset,
-                });
+/// Reads every table of this network namespace (`nft -j list ruleset`), plus `iptables-save` and
+/// `ip6tables-save` when iptables-nft's compat matches hide their options from nft.
+pub fn read_ruleset() -> Result<Ruleset, VerifyError> {
+    let json = nftables::helper::get_current_ruleset_raw(
+        nftables::helper::DEFAULT_NFT,
+        ["list", "ruleset"],
+    )
+    .map_err(|e| VerifyError(e.to_string()))?;
+    let mut rs = Ruleset::from_json(&json).map_err(VerifyError)?;
+    for (family, program) in [("ip", "iptables-save"), ("ip6", "ip6tables-save")] {
+        let has_xt = rs.chains.iter().any(|c| {
+            c.family == family
+                && c.rules
+                    .iter()
+                    .any(|r| r.expr.iter().any(|e| e.get("xt").is_some()))
+        });
+        // Without the saved lines the compat matches are simply unknown: not a reason to fail.
+        if has_xt {
+            if let Ok(text) = dump(program, &[]) {
+                rs.attach_saved(family, &text);
             }
-            Ok(Live::Views(views, notes))
         }
+    }
+    Ok(rs)
+}
+
+/// The host's addresses on an interface (`ip -j addr show dev IF`); none when unreadable.
+pub fn addresses(iface: &str) -> Vec<(IpAddr, u8)> {
+    let Ok(text) = dump("ip", &["-j", "addr", "show", "dev", iface]) else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for link in v.as_array().into_iter().flatten() {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            let (Some(local), Some(len)) = (a["local"].as_str(), a["prefixlen"].as_u64()) else {
+                continue;
+            };
+            // Link-local addresses are not where guests' services live.
+            if a["scope"].as_str() == Some("link") {
+                continue;
+            }
+            if let Ok(addr) = local.parse::<IpAddr>() {
+                out.push((addr, u8::try_from(len).unwrap_or(0)));
+            }
+        }
+    }
+    out
+}
+
+/// The default route's interface and whether br_netfilter is on.
+pub fn host_facts() -> HostFacts {
+    let uplink = dump("ip", &["-j", "route", "show", "default"])
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v[0]["dev"].as_str().map(String::from));
+    let br_netfilter = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
+        .is_ok_and(|s| s.trim() == "1");
+    HostFacts {
+        uplink,
+        br_netfilter,
     }
 }
 

@@ -1,383 +1,393 @@
-//! The checks against rulesets captured from real firewalld 1.3.3 and 2.3.1 on both backends
-//! (`tests/data/verify/README.md` tells how they were made): virbr7 bound to `libvirt`, virbr8 to
-//! `libvirt-routed`, the zones and policies of virtzone installed.
+//! The evaluator and the checks on rulesets captured from every firewalld release of the lab, both
+//! backends (`cargo test --test packets capture_rulesets -- --ignored` writes them): bridge `vzbr0`
+//! in zone `libvirt`, then in `libvirt-routed`, virtzone's zones and policies installed.
 
-use super::check::{check, BridgeFacts, View};
-use super::rules::{Family, Hook, Ruleset};
-use super::{iptables, nft, Report};
+use std::net::IpAddr;
 
-const NFT_133: &str = include_str!("../../tests/data/verify/1.3.3-nftables.json");
-const NFT_231: &str = include_str!("../../tests/data/verify/2.3.1-nftables.json");
-const IPT4_133: &str = include_str!("../../tests/data/verify/1.3.3-iptables.iptables-save");
-const IPT6_133: &str = include_str!("../../tests/data/verify/1.3.3-iptables.ip6tables-save");
-const IPT4_231: &str = include_str!("../../tests/data/verify/2.3.1-iptables.iptables-save");
-const IPT6_231: &str = include_str!("../../tests/data/verify/2.3.1-iptables.ip6tables-save");
-/// firewalld 1.3.3 loaded a zone `libvirt` whose catch-all rich rule it could not parse
-/// (`family="ipv4"` with an ICMPv6 reject type): it logged a warning and dropped the rule.
-const NFT_133_DROPPED: &str =
-    include_str!("../../tests/data/verify/1.3.3-nftables-dropped-rule.json");
-const IPT4_133_DROPPED: &str =
-    include_str!("../../tests/data/verify/1.3.3-iptables-dropped-rule.iptables-save");
-const IPT6_133_DROPPED: &str =
-    include_str!("../../tests/data/verify/1.3.3-iptables-dropped-rule.ip6tables-save");
+use super::check::{check, ends, probe, unused_port, BridgeFacts, HostFacts};
+use super::eval::{evaluate, AddrType, Packet, Proto, Ruleset, Verdict};
 
-fn nft_view(json: &str) -> Vec<View> {
-    vec![View {
-        label: None,
-        families: vec![Family::V4, Family::V6],
-        ruleset: nft::parse(json).unwrap(),
-    }]
+macro_rules! capture {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("../../tests/data/eval/", $name, ".json")),
+        )
+    };
 }
 
-fn ipt_views(v4: &str, v6: &str) -> Vec<View> {
-    vec![
-        View {
-            label: Some("iptables".into()),
-            families: vec![Family::V4],
-            ruleset: iptables::parse(v4, Family::V4).unwrap(),
-        },
-        View {
-            label: Some("ip6tables".into()),
-            families: vec![Family::V6],
-            ruleset: iptables::parse(v6, Family::V6).unwrap(),
-        },
-    ]
+/// (name, nft JSON) of every capture.
+const CAPTURES: &[(&str, &str)] = &[
+    capture!("0.9.3-nftables-libvirt"),
+    capture!("0.9.3-nftables-libvirt-routed"),
+    capture!("0.9.3-iptables-libvirt"),
+    capture!("0.9.3-iptables-libvirt-routed"),
+    capture!("1.3.3-nftables-libvirt"),
+    capture!("1.3.3-nftables-libvirt-routed"),
+    capture!("1.3.3-iptables-libvirt"),
+    capture!("1.3.3-iptables-libvirt-routed"),
+    capture!("2.3.1-nftables-libvirt"),
+    capture!("2.3.1-nftables-libvirt-routed"),
+    capture!("2.3.1-iptables-libvirt"),
+    capture!("2.3.1-iptables-libvirt-routed"),
+    capture!("2.5.2-nftables-libvirt"),
+    capture!("2.5.2-nftables-libvirt-routed"),
+    capture!("2.5.2-iptables-libvirt"),
+    capture!("2.5.2-iptables-libvirt-routed"),
+];
+
+fn saved(name: &str, tool: &str) -> Option<String> {
+    let path = format!(
+        "{}/tests/data/eval/{name}.{tool}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path).ok()
 }
 
-/// All four captured layouts: (name, views).
-fn all_layouts() -> Vec<(&'static str, Vec<View>)> {
-    vec![
-        ("1.3.3 nftables", nft_view(NFT_133)),
-        ("2.3.1 nftables", nft_view(NFT_231)),
-        ("1.3.3 iptables", ipt_views(IPT4_133, IPT6_133)),
-        ("2.3.1 iptables", ipt_views(IPT4_231, IPT6_231)),
-    ]
+fn load(name: &str, json: &str) -> Ruleset {
+    let mut rs = Ruleset::from_json(json).unwrap();
+    if let Some(t) = saved(name, "iptables-save") {
+        rs.attach_saved("ip", &t);
+    }
+    if let Some(t) = saved(name, "ip6tables-save") {
+        rs.attach_saved("ip6", &t);
+    }
+    rs
 }
 
-fn bridge(name: &str, zone: Option<&str>) -> BridgeFacts {
-    BridgeFacts {
-        name: name.into(),
-        zone: zone.map(str::to_string),
-        recorded: None,
-        libvirt: name.starts_with("virbr"),
+fn zone_of(name: &str) -> &'static str {
+    if name.ends_with("routed") {
+        "libvirt-routed"
+    } else {
+        "libvirt"
     }
 }
 
-fn bound() -> Vec<BridgeFacts> {
-    vec![
-        bridge("virbr7", Some("libvirt")),
-        bridge("virbr8", Some("libvirt-routed")),
-    ]
+fn bridge(zone: &str) -> BridgeFacts {
+    BridgeFacts {
+        name: "vzbr0".into(),
+        zone: Some(zone.into()),
+        recorded: None,
+        libvirt: false,
+        addrs: Vec::new(),
+    }
 }
 
-fn show(r: &Report) -> String {
+#[test]
+fn healthy_captures_verify_without_problems_or_unknowns() {
+    for (name, json) in CAPTURES {
+        let rs = load(name, json);
+        let r = check(&rs, &HostFacts::default(), &[bridge(zone_of(name))]);
+        assert!(r.problems.is_empty(), "{name}: {:#?}", r.problems);
+        assert!(r.unknown.is_empty(), "{name}: {:#?}", r.unknown);
+        assert!(
+            r.confirmed.iter().any(
+                |c| c.contains("guests reach on the host: dhcp (udp/67, IPv4)")
+                    && c.contains("dns (udp/53, IPv6)")
+            ),
+            "{name}: {:#?}",
+            r.confirmed
+        );
+    }
+}
+
+/// Expected verdicts, one row per probe, on every capture.
+#[test]
+fn probe_table() {
+    let e = ends(&[]);
+    let unused = |rs: &Ruleset| unused_port(rs);
+    type Row = (
+        &'static str,
+        fn(&Ruleset, &super::check::Ends, u16) -> Packet,
+        Verdict,
+    );
+    let rows: &[Row] = &[
+        (
+            "ssh v4",
+            |_, e, _| probe::to_host("vzbr0", e, Proto::Tcp, 22),
+            Verdict::Accept,
+        ),
+        (
+            "dns udp",
+            |_, e, _| probe::to_host("vzbr0", e, Proto::Udp, 53),
+            Verdict::Accept,
+        ),
+        (
+            "ping",
+            |_, e, _| probe::to_host("vzbr0", e, Proto::Icmp, 0),
+            Verdict::Accept,
+        ),
+        (
+            "dhcp",
+            |_, _, _| probe::dhcp("vzbr0", false),
+            Verdict::Accept,
+        ),
+        (
+            "unlisted tcp",
+            |_, e, u| probe::to_host("vzbr0", e, Proto::Tcp, u),
+            Verdict::Reject,
+        ),
+        (
+            "unlisted udp",
+            |_, e, u| probe::to_host("vzbr0", e, Proto::Udp, u),
+            Verdict::Reject,
+        ),
+        (
+            "forward out",
+            |_, e, _| probe::forward("vzbr0", "eth9", e, e.upstream, Proto::Tcp, 80),
+            Verdict::Accept,
+        ),
+        (
+            "bridged",
+            |_, e, _| probe::bridged("vzbr0", e, 80, false),
+            Verdict::Accept,
+        ),
+    ];
+    for (name, json) in CAPTURES {
+        let rs = load(name, json);
+        let u = unused(&rs);
+        for fam in [&e[0], &e[1]] {
+            for (what, make, want) in rows {
+                let p = make(&rs, fam, u);
+                if *what == "dhcp" && fam.host.is_ipv6() {
+                    continue;
+                }
+                let t = evaluate(&rs, &p);
+                assert_eq!(
+                    &t.verdict,
+                    want,
+                    "{name} {what} {p}: {}\n{:#?}",
+                    t.describe(),
+                    t.steps
+                );
+                // Bridged packets cross only bridge tables: there may be none at all.
+                assert!(t.by.is_some() || t.steps.is_empty(), "{name} {what}");
+            }
+        }
+        // With br_netfilter the IP hooks see guest-to-guest traffic too; the zones let it through.
+        for fam in [&e[0], &e[1]] {
+            let t = evaluate(&rs, &probe::bridged("vzbr0", fam, 80, true));
+            assert_eq!(
+                t.verdict,
+                Verdict::Accept,
+                "{name} br_netfilter: {}",
+                t.describe()
+            );
+            assert!(t.steps.iter().any(|s| s.hook == "forward"), "{name}");
+        }
+        // In by the uplink: a routed network accepts, a NAT network's zone (from 1.0) rejects.
+        let t = evaluate(
+            &rs,
+            &probe::inbound("vzbr0", "eth9", e[0].upstream, e[0].guest, Proto::Tcp, 80),
+        );
+        let want = if zone_of(name) == "libvirt-routed" || name.starts_with("0.9.3") {
+            Verdict::Accept
+        } else {
+            Verdict::Reject
+        };
+        assert_eq!(t.verdict, want, "{name} inbound: {}", t.describe());
+    }
+}
+
+/// The deciding rule is named with table, chain, handle and text.
+#[test]
+fn deciding_rule_is_named() {
+    let (name, json) = CAPTURES[8]; // 2.3.1 nftables, zone libvirt
+    let rs = load(name, json);
+    let e = ends(&[]);
+    let t = evaluate(
+        &rs,
+        &probe::to_host("vzbr0", &e[0], Proto::Tcp, unused_port(&rs)),
+    );
+    let by = t.by.unwrap();
+    assert_eq!(
+        (by.family.as_str(), by.table.as_str()),
+        ("inet", "firewalld")
+    );
+    assert_eq!(by.chain, "filter_IN_libvirt_post");
+    assert!(by.handle.is_some());
+    assert_eq!(by.text, "reject with icmpx port-unreachable");
+    // iptables: the saved line is the text.
+    let (name, json) = CAPTURES[10];
+    let rs = load(name, json);
+    let t = evaluate(
+        &rs,
+        &probe::to_host("vzbr0", &e[0], Proto::Tcp, unused_port(&rs)),
+    );
+    assert_eq!(t.verdict, Verdict::Reject);
+    assert_eq!(
+        t.by.unwrap().text,
+        "-A IN_libvirt_post -j REJECT --reject-with icmp-port-unreachable"
+    );
+}
+
+/// A minimal ruleset for hand-made cases.
+fn rs_of(rules: &str) -> Ruleset {
+    Ruleset::from_json(&format!(
+        r#"{{"nftables":[{{"table":{{"family":"inet","name":"t","handle":1}}}},
+        {{"chain":{{"family":"inet","table":"t","name":"in","handle":1,"type":"filter","hook":"input","prio":0,"policy":"accept"}}}},
+        {{"chain":{{"family":"inet","table":"t","name":"sub","handle":2}}}},
+        {rules}]}}"#
+    ))
+    .unwrap()
+}
+
+fn rule(chain: &str, handle: u64, expr: &str) -> String {
     format!(
-        "confirmed:\n  {}\nproblems:\n  {}",
-        r.confirmed.join("\n  "),
-        r.problems.join("\n  ")
+        r#"{{"rule":{{"family":"inet","table":"t","chain":"{chain}","handle":{handle},"expr":{expr}}}}}"#
     )
 }
 
-/// Removes the rules whose text contains `needle` from every chain.
-fn without(views: &mut [View], needle: &str) {
-    for v in views {
-        for chain in v.ruleset.chains.values_mut() {
-            chain.rules.retain(|r| !r.text.contains(needle));
+fn ssh() -> Packet {
+    probe::to_host("br0", &ends(&[])[0], Proto::Tcp, 22)
+}
+
+#[test]
+fn unknown_expression_is_unknown_never_a_guess() {
+    let rs = rs_of(&rule(
+        "in",
+        5,
+        r#"[{"match":{"left":{"meta":{"key":"skuid"}},"op":"==","right":0}},{"drop":null}]"#,
+    ));
+    let t = evaluate(&rs, &ssh());
+    assert!(
+        matches!(t.verdict, Verdict::Unknown(ref w) if w.contains("meta skuid")),
+        "{t:?}"
+    );
+    // The same expression in a rule that decides nothing does not matter.
+    let rs = rs_of(&rule(
+        "in",
+        5,
+        r#"[{"match":{"left":{"meta":{"key":"skuid"}},"op":"==","right":0}},{"counter":null}]"#,
+    ));
+    assert_eq!(evaluate(&rs, &ssh()).verdict, Verdict::Accept);
+    // A flowtable offload changes nothing for a new connection.
+    let rs = rs_of(&rule(
+        "in",
+        5,
+        r#"[{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":{"set":["tcp","udp"]}}},{"flow":{"op":"add","flowtable":"@fastpath"}}]"#,
+    ));
+    assert_eq!(evaluate(&rs, &ssh()).verdict, Verdict::Accept);
+    // A definite non-match before it decides: the rule cannot apply.
+    let rs = rs_of(&rule(
+        "in",
+        5,
+        r#"[{"match":{"left":{"meta":{"key":"iifname"}},"op":"==","right":"other"}},{"match":{"left":{"meta":{"key":"skuid"}},"op":"==","right":0}},{"drop":null}]"#,
+    ));
+    assert_eq!(evaluate(&rs, &ssh()).verdict, Verdict::Accept);
+}
+
+#[test]
+fn vmap_jump_return_goto_sets_and_prefixes() {
+    let rules = [
+        rule(
+            "in",
+            1,
+            r#"[{"vmap":{"key":{"meta":{"key":"iifname"}},"data":{"set":[["br*",{"jump":{"target":"sub"}}]]}}}]"#,
+        ),
+        rule("in", 2, r#"[{"reject":null}]"#),
+        rule(
+            "sub",
+            3,
+            r#"[{"match":{"left":{"payload":{"protocol":"ip","field":"saddr"}},"op":"==","right":{"prefix":{"addr":"192.0.2.0","len":24}}}},{"match":{"left":{"payload":{"protocol":"tcp","field":"dport"}},"op":"==","right":{"set":[22,{"range":[8000,8100]}]}}},{"accept":null}]"#,
+        ),
+        rule("sub", 4, r#"[{"return":null}]"#),
+    ];
+    let rs = rs_of(&rules.join(","));
+    let t = evaluate(&rs, &ssh());
+    assert_eq!(t.verdict, Verdict::Accept, "{t:?}");
+    assert_eq!(t.by.as_ref().unwrap().handle, Some(3));
+    assert_eq!(t.steps[0].via, ["sub"]);
+    let mut p = ssh();
+    p.dport = 23;
+    let t = evaluate(&rs, &p);
+    assert_eq!(t.verdict, Verdict::Reject);
+    assert_eq!(t.by.unwrap().handle, Some(2));
+    p.dport = 8080;
+    assert_eq!(evaluate(&rs, &p).verdict, Verdict::Accept);
+    p.iif = "eth0".into();
+    assert_eq!(evaluate(&rs, &p).verdict, Verdict::Reject);
+}
+
+#[test]
+fn every_base_chain_must_accept_in_priority_order() {
+    let json = r#"{"nftables":[
+      {"table":{"family":"ip","name":"foreign","handle":1}},
+      {"chain":{"family":"ip","table":"foreign","name":"fwd","handle":1,"type":"filter","hook":"forward","prio":5,"policy":"drop"}},
+      {"table":{"family":"inet","name":"fw","handle":2}},
+      {"chain":{"family":"inet","table":"fw","name":"fwd","handle":1,"type":"filter","hook":"forward","prio":0,"policy":"accept"}},
+      {"rule":{"family":"inet","table":"fw","chain":"fwd","handle":7,"expr":[{"accept":null}]}}
+    ]}"#;
+    let rs = Ruleset::from_json(json).unwrap();
+    let e = ends(&[]);
+    let t = evaluate(
+        &rs,
+        &probe::forward("br0", "eth0", &e[0], e[0].upstream, Proto::Tcp, 80),
+    );
+    assert_eq!(t.verdict, Verdict::Drop);
+    assert_eq!(t.steps.len(), 2);
+    assert_eq!(t.steps[0].table, "fw");
+    assert_eq!(t.by.unwrap().handle, None); // the policy
+                                            // IPv6 packets do not cross an ip table.
+    let t = evaluate(
+        &rs,
+        &probe::forward("br0", "eth0", &e[1], e[1].upstream, Proto::Tcp, 80),
+    );
+    assert_eq!(t.verdict, Verdict::Accept);
+}
+
+#[test]
+fn faults_on_captured_rulesets_are_problems() {
+    for (name, json) in CAPTURES {
+        let zone = zone_of(name);
+        // The bridge in another zone than virtzone keeps it in.
+        let rs = load(name, json);
+        let mut b = bridge("public");
+        b.recorded = Some(zone.into());
+        let r = check(&rs, &HostFacts::default(), &[b]);
+        assert!(!r.problems.is_empty(), "{name}: wrong zone");
+        // A foreign table dropping forwarded traffic.
+        let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let items = v["nftables"].as_array_mut().unwrap();
+        items.push(serde_json::json!({"table":{"family":"ip","name":"docker","handle":99}}));
+        items.push(serde_json::json!({"chain":{"family":"ip","table":"docker","name":"FORWARD","handle":1,"type":"filter","hook":"forward","prio":0,"policy":"drop"}}));
+        let mut rs = Ruleset::from_json(&v.to_string()).unwrap();
+        if let Some(t) = saved(name, "iptables-save") {
+            rs.attach_saved("ip", &t);
         }
-    }
-}
-
-#[test]
-fn captured_rulesets_verify_clean() {
-    for (name, views) in all_layouts() {
-        let r = check(&views, &bound());
-        assert!(r.problems.is_empty(), "{name}:\n{}", show(&r));
-        let text = show(&r);
-        for want in [
-            "virbr7 (zone libvirt",
-            "traffic to the host is dispatched to the zone by",
-            "forwarded traffic is dispatched to the zone by",
-            "guests reach dhcp",
-            "anything else guests send to the host is rejected by",
-            ", after the allowed services",
-            "virbr8 (zone libvirt-routed",
-            "traffic routed to the guests is accepted by",
-        ] {
-            assert!(text.contains(want), "{name}: no {want:?} in\n{text}");
+        if let Some(t) = saved(name, "ip6tables-save") {
+            rs.attach_saved("ip6", &t);
         }
-    }
-}
-
-#[test]
-fn names_the_rules_of_each_layout() {
-    let r = check(&nft_view(NFT_133), &bound());
-    let text = show(&r);
-    assert!(
-        text.contains(
-            "virbr7 (zone libvirt): traffic to the host is dispatched to the zone by \
-             filter_INPUT_ZONES rule 2 (`iifname \"virbr7\" goto filter_IN_libvirt`)"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            "rejected by filter_IN_libvirt_post rule 1 (`reject`), after the allowed services"
-        ),
-        "{text}"
-    );
-    let r = check(&nft_view(NFT_231), &bound());
-    let text = show(&r);
-    assert!(
-        text.contains(
-            "by filter_INPUT_POLICIES rule 2 (`iifname \"virbr7\" jump filter_IN_libvirt`)"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains("accepted by filter_FORWARD_POLICIES rule 7 (`iifname \"virbr7\" accept`)"),
-        "{text}"
-    );
-    let r = check(&ipt_views(IPT4_133, IPT6_133), &bound());
-    let text = show(&r);
-    assert!(
-        text.contains(
-            "virbr7 (zone libvirt, ip6tables): traffic to the host is dispatched to the zone by \
-             INPUT_ZONES rule 2 (`-i virbr7 -g IN_libvirt`)"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains("virbr8 (zone libvirt-routed, iptables): anything else guests send to the host is rejected by IN_libvirt-to-host rule 6 (`-j REJECT --reject-with icmp-port-unreachable`)"),
-        "{text}"
-    );
-}
-
-#[test]
-fn a_dropped_catch_all_is_reported() {
-    for (name, views) in [
-        ("nftables", nft_view(NFT_133_DROPPED)),
-        ("iptables", ipt_views(IPT4_133_DROPPED, IPT6_133_DROPPED)),
-    ] {
-        let r = check(&views, &[bridge("virbr7", Some("libvirt"))]);
-        let problems = r.problems.join("\n");
+        let r = check(&rs, &HostFacts::default(), &[bridge(zone)]);
         assert!(
-            problems.contains("zone libvirt has no catch-all reject: tcp/1 and udp/1")
-                && problems.contains("are accepted by"),
-            "{name}:\n{}",
-            show(&r)
-        );
-        // The services are still fine, and no "after the allowed services" is claimed.
-        assert!(!show(&r).contains("after the allowed services"), "{name}");
-    }
-    let r = check(
-        &nft_view(NFT_133_DROPPED),
-        &[bridge("virbr7", Some("libvirt"))],
-    );
-    assert_eq!(
-        r.problems,
-        ["virbr7 (zone libvirt): zone libvirt has no catch-all reject: tcp/1 and udp/1 over IPv4 \
-          and IPv6, which zone libvirt does not list, are accepted by filter_IN_libvirt rule 8 \
-          (`accept`); the zone needs `<rule \
-          priority=\"32767\"><reject/></rule>` (firewalld before 2.3.0 drops a rich rule it cannot \
-          load with only a warning in its log)"]
-    );
-}
-
-#[test]
-fn a_missing_service_is_blamed_on_the_catch_all() {
-    for (name, mut views) in all_layouts() {
-        // ssh's accept gone from the zone and the policy (firewall-cmd --remove-service=ssh).
-        without(&mut views, "dport 22 ");
-        let r = check(&views, &bound());
-        let problems = r.problems.join("\n");
-        assert!(
-            problems.contains("virbr7 (zone libvirt")
-                && problems.contains("guests cannot reach ssh (tcp/22"),
-            "{name}:\n{}",
-            show(&r)
-        );
-        assert!(
-            problems.contains("that is the catch-all of zone libvirt, so zone libvirt lacks them"),
-            "{name}:\n{problems}"
-        );
-        assert!(
-            problems.contains("that is the catch-all of policy libvirt-to-host"),
-            "{name}:\n{problems}"
+            r.problems.iter().any(|p| p.contains("guest → upstream")
+                && p.contains("dropped by the policy drop of ip docker chain FORWARD")),
+            "{name}: {:#?}",
+            r.problems
         );
     }
 }
 
 #[test]
-fn a_catch_all_before_the_services_is_reported() {
-    let mut views = nft_view(NFT_133);
-    // Move the zone's catch-all from _post to _pre, as a rich rule with priority -32767 would.
-    let rs: &mut Ruleset = &mut views[0].ruleset;
-    let reject = rs.chains["filter_IN_libvirt_post"].rules[0].clone();
-    rs.chains
-        .get_mut("filter_IN_libvirt_post")
-        .unwrap()
-        .rules
-        .clear();
-    rs.chains
-        .get_mut("filter_IN_libvirt_pre")
-        .unwrap()
-        .rules
-        .push(reject);
-    let r = check(&views, &bound());
-    let problems = r.problems.join("\n");
-    assert!(
-        problems.contains(
-            "guests cannot reach dhcp (udp/67, IPv4), dhcpv6 (udp/547, IPv6), dns (udp/53, IPv4 \
-             and IPv6), dns (tcp/53, IPv4 and IPv6), ssh (tcp/22, IPv4 and IPv6), tftp (udp/69, \
-             IPv4 and IPv6), icmp (IPv4) and ipv6-icmp (IPv6) on the host: rejected by \
-             filter_IN_libvirt_pre rule 1 (`reject`); that catch-all sits before the allowed \
-             services of zone libvirt"
-        ),
-        "{}",
-        show(&r)
+fn iptables_saved_lines_give_compat_matches_meaning() {
+    let mut p = ssh();
+    p.daddr_type = AddrType::Local;
+    let json = r#"{"nftables":[
+      {"table":{"family":"ip","name":"filter","handle":1}},
+      {"chain":{"family":"ip","table":"filter","name":"INPUT","handle":1,"type":"filter","hook":"input","prio":0,"policy":"accept"}},
+      {"rule":{"family":"ip","table":"filter","chain":"INPUT","handle":2,"expr":[{"xt":{"type":"match","name":"conntrack"}},{"accept":null}]}},
+      {"rule":{"family":"ip","table":"filter","chain":"INPUT","handle":3,"expr":[{"xt":{"type":"match","name":"conntrack"}},{"drop":null}]}},
+      {"rule":{"family":"ip","table":"filter","chain":"INPUT","handle":4,"expr":[{"xt":{"type":"target","name":"REJECT"}}]}}
+    ]}"#;
+    let mut rs = Ruleset::from_json(json).unwrap();
+    // Without the saved lines, the compat match is unknown.
+    assert!(matches!(evaluate(&rs, &p).verdict, Verdict::Unknown(_)));
+    rs.attach_saved(
+        "ip",
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -m conntrack --ctstate INVALID -j DROP\n-A INPUT -j REJECT --reject-with icmp-host-prohibited\nCOMMIT\n",
     );
-}
-
-#[test]
-fn missing_dispatch_says_where_traffic_goes() {
-    for (name, mut views) in all_layouts() {
-        // The bridge's dispatch rules gone, firewalld still reporting the binding.
-        without(&mut views, "virbr7");
-        let r = check(&views, &bound());
-        let problems = r.problems.join("\n");
-        assert!(
-            problems.contains(
-                "firewalld reports the bridge in zone libvirt, but no rule selecting iifname virbr7 \
-                 sends its traffic to the host to the zone's chains; instead it goes to the chains \
-                 of public and is rejected by"
-            ),
-            "{name}:\n{problems}"
-        );
-        assert!(
-            problems.contains("sends its forwarded traffic to the zone's chains"),
-            "{name}:\n{problems}"
-        );
-    }
-}
-
-#[test]
-fn unbound_bridges() {
-    let views = nft_view(NFT_133);
-    let mut facts = vec![bridge("virbr9", None), bridge("br0", None)];
-    let r = check(&views, &facts);
-    assert_eq!(r.problems.len(), 1, "{}", show(&r));
-    assert!(
-        r.problems[0].starts_with(
-            "virbr9: a libvirt bridge in no zone, so firewalld handles it as its default zone: for \
-             its guests' traffic to the host it goes to the chains of public and is rejected by \
-             filter_IN_public rule 9 (`reject with icmpx admin-prohibited`)"
-        ),
-        "{}",
-        r.problems[0]
-    );
-    assert_eq!(
-        r.confirmed,
-        ["br0: in no zone and not a libvirt bridge; not checked"]
-    );
-    facts[1].recorded = Some("libvirt".into());
-    let r = check(&views, &facts);
-    assert!(
-        r.problems[1]
-            .starts_with("br0: virtzone keeps it in zone libvirt, but firewalld has it in no zone"),
-        "{}",
-        show(&r)
-    );
-}
-
-#[test]
-fn other_zones_get_their_dispatch_checked_only() {
-    // virbr7's zone is libvirt, but suppose firewalld said "trusted": its traffic goes elsewhere.
-    let r = check(&nft_view(NFT_133), &[bridge("virbr7", Some("trusted"))]);
-    assert_eq!(r.problems.len(), 2, "{}", show(&r));
-    assert!(
-        show(&r).contains("instead it goes to the chains of libvirt"),
-        "{}",
-        show(&r)
-    );
-}
-
-#[test]
-fn both_families_are_followed_on_nftables() {
-    let rs = nft::parse(NFT_231).unwrap();
-    let p = super::rules::Probe {
-        family: Family::V6,
-        iif: Some("virbr7".into()),
-        oif: None,
-        proto: "ipv6-icmp",
-        dport: None,
-        daddr: None,
-    };
-    let d = rs.evaluate(Hook::Input, &p).unwrap();
-    assert_eq!(
-        d.by.unwrap().text,
-        "meta l4proto ipv6-icmp accept",
-        "accepted by the zone, not by a family-specific rule"
-    );
-}
-
-fn status(state: &str) -> crate::status::Status {
-    crate::status::Status {
-        firewalld: crate::status::FirewalldStatus {
-            running: true,
-            system_bus: true,
-            version: Some("1.3.3".into()),
-            state: Some(state.into()),
-            backend: Some(crate::firewalld::Backend::Nftables),
-            capabilities: None,
-        },
-        zones: Vec::new(),
-        policies: Vec::new(),
-        bridges: Vec::new(),
-    }
-}
-
-#[test]
-fn assembles_facts_about_firewalld_itself() {
-    use super::{assemble, Live};
-    use crate::firewalld::Backend;
-    let r = assemble(
-        &status("FAILED"),
-        Backend::Nftables,
-        Live::Missing("table gone".into()),
-        &[],
-    );
-    assert_eq!(r.problems.len(), 2, "{}", show(&r));
-    assert!(r.problems[0].starts_with("firewalld is in state FAILED"));
-    assert_eq!(r.problems[1], "table gone");
-    let r = assemble(
-        &status("RUNNING"),
-        Backend::Iptables,
-        Live::Views(
-            ipt_views(IPT4_133, IPT6_133)[..1].to_vec(),
-            vec!["IPv6 not checked: no table".into()],
-        ),
-        &bound(),
-    );
-    assert!(r.problems.is_empty(), "{}", show(&r));
-    assert_eq!(
-        r.confirmed[..2],
-        [
-            "read firewalld's iptables ruleset (filter tables of iptables-save and ip6tables-save)",
-            "IPv6 not checked: no table"
-        ]
-    );
-}
-
-#[test]
-fn recognises_libvirt_bridges() {
-    use super::{bridge_names, is_libvirt_bridge};
-    let running = ["br-lab".to_string()].into_iter().collect();
-    assert!(is_libvirt_bridge("virbr0", &running));
-    assert!(is_libvirt_bridge("br-lab", &running));
-    assert!(!is_libvirt_bridge("virbr", &running));
-    assert!(!is_libvirt_bridge("virbr-x", &running));
-    assert!(!is_libvirt_bridge("docker0", &running));
-    let xml = "<networkstatus><class_id bitmap='0-2'/><network><name>lab</name>\
-               <bridge name='br-lab' stp='on' delay='0'/></network></networkstatus>";
-    assert_eq!(bridge_names(xml), ["br-lab"]);
+    let t = evaluate(&rs, &p);
+    assert_eq!(t.verdict, Verdict::Reject);
+    assert_eq!(t.by.unwrap().handle, Some(4));
+    let _: IpAddr = p.saddr;
 }

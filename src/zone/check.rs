@@ -8,10 +8,11 @@ use std::str::FromStr;
 use super::error::{Check, ErrorCode};
 use super::netdb;
 
-/// Longest zone name (`max_zone_name_len()`: 28-char iptables chain minus `POST_` and `_allow`).
-pub const MAX_ZONE_NAME_LEN: usize = 17;
-/// Longest policy name (`max_policy_name_len()`).
-pub const MAX_POLICY_NAME_LEN: usize = 18;
+/// Longest zone name (`max_zone_name_len()`: 28-char iptables chain minus `POST_` and `_allow`);
+/// defined once, in [`crate::names`].
+pub const MAX_ZONE_NAME_LEN: usize = crate::names::MAX_ZONE_NAME;
+/// Longest policy name (`max_policy_name_len()`); defined once, in [`crate::names`].
+pub const MAX_POLICY_NAME_LEN: usize = crate::names::MAX_POLICY_NAME;
 /// Longest ipset name (`IPSET_MAXNAMELEN`).
 pub const MAX_IPSET_NAME_LEN: usize = 32;
 /// Rich rule, zone and policy priorities share this range.

@@ -7,7 +7,7 @@
 use std::fmt::Display;
 
 use super::check::PortRange;
-use super::model::{ForwardPort, Policy, Port, Zone};
+use super::model::{Body, Policy, Port, Zone};
 use super::rich::RichRule;
 
 /// `extra …` for entries only in `actual`, `missing …` for entries only in `expected`.
@@ -46,69 +46,55 @@ fn coalesce(ports: &[Port]) -> Vec<Port> {
     out
 }
 
-/// The parts zones and policies share, borrowed, so that one comparison serves both.
-struct Shared<'a> {
-    version: &'a str,
-    short: &'a str,
-    description: &'a str,
-    services: &'a [String],
-    ports: &'a [Port],
-    protocols: &'a [String],
-    source_ports: &'a [Port],
-    icmp_blocks: &'a [String],
-    forward_ports: &'a [ForwardPort],
-}
-
-impl Shared<'_> {
+impl Body {
     /// Services, ports, protocols, source ports, icmp-blocks and forward-ports, in that order.
-    fn diff_entries(&self, actual: &Shared<'_>, out: &mut Vec<String>) {
-        set_diff("service", self.services, actual.services, out);
-        set_diff("port", &coalesce(self.ports), &coalesce(actual.ports), out);
-        set_diff("protocol", self.protocols, actual.protocols, out);
+    fn diff_entries(&self, actual: &Body, out: &mut Vec<String>) {
+        set_diff("service", &self.services, &actual.services, out);
         set_diff(
-            "source port",
-            &coalesce(self.source_ports),
-            &coalesce(actual.source_ports),
+            "port",
+            &coalesce(&self.ports),
+            &coalesce(&actual.ports),
             out,
         );
-        set_diff("icmp-block", self.icmp_blocks, actual.icmp_blocks, out);
+        set_diff("protocol", &self.protocols, &actual.protocols, out);
+        set_diff(
+            "source port",
+            &coalesce(&self.source_ports),
+            &coalesce(&actual.source_ports),
+            out,
+        );
+        set_diff("icmp-block", &self.icmp_blocks, &actual.icmp_blocks, out);
         set_diff(
             "forward-port",
-            self.forward_ports,
-            actual.forward_ports,
+            &self.forward_ports,
+            &actual.forward_ports,
+            out,
+        );
+    }
+
+    /// The rich rules, as a set of their text.
+    fn diff_rules(&self, actual: &Body, out: &mut Vec<String>) {
+        set_diff(
+            "rich rule",
+            &rule_strings(&self.rules),
+            &rule_strings(&actual.rules),
             out,
         );
     }
 
     /// Short name, description and version: no behaviour.
-    fn cosmetic_diff(&self, actual: &Shared<'_>) -> Vec<String> {
+    pub fn cosmetic_diff(&self, actual: &Body) -> Vec<String> {
         let mut out = Vec::new();
-        text("short name", self.short, actual.short, &mut out);
+        text("short name", &self.short, &actual.short, &mut out);
         text(
             "description",
-            self.description,
-            actual.description,
+            &self.description,
+            &actual.description,
             &mut out,
         );
-        text("version", self.version, actual.version, &mut out);
+        text("version", &self.version, &actual.version, &mut out);
         out
     }
-}
-
-macro_rules! shared {
-    ($x:expr) => {
-        Shared {
-            version: &$x.version,
-            short: &$x.short,
-            description: &$x.description,
-            services: &$x.services,
-            ports: &$x.ports,
-            protocols: &$x.protocols,
-            source_ports: &$x.source_ports,
-            icmp_blocks: &$x.icmp_blocks,
-            forward_ports: &$x.forward_ports,
-        }
-    };
 }
 
 fn rule_strings(rules: &[RichRule]) -> Vec<String> {
@@ -170,15 +156,10 @@ impl Zone {
             other.icmp_block_inversion,
             &mut out,
         );
-        shared!(self).diff_entries(&shared!(other), &mut out);
+        self.body.diff_entries(&other.body, &mut out);
         set_diff("interface", &self.interfaces, &other.interfaces, &mut out);
         set_diff("source", &self.sources, &other.sources, &mut out);
-        set_diff(
-            "rich rule",
-            &rule_strings(&self.rules),
-            &rule_strings(&other.rules),
-            &mut out,
-        );
+        self.body.diff_rules(&other.body, &mut out);
         out
     }
 
@@ -189,7 +170,7 @@ impl Zone {
 
     /// Differences that change nothing firewalld does: short name, description, version.
     pub fn cosmetic_diff(&self, other: &Zone) -> Vec<String> {
-        shared!(self).cosmetic_diff(&shared!(other))
+        self.body.cosmetic_diff(&other.body)
     }
 }
 
@@ -217,13 +198,8 @@ impl Policy {
             &mut out,
         );
         flag("masquerade", self.masquerade, other.masquerade, &mut out);
-        shared!(self).diff_entries(&shared!(other), &mut out);
-        set_diff(
-            "rich rule",
-            &rule_strings(&self.rules),
-            &rule_strings(&other.rules),
-            &mut out,
-        );
+        self.body.diff_entries(&other.body, &mut out);
+        self.body.diff_rules(&other.body, &mut out);
         out
     }
 
@@ -234,7 +210,7 @@ impl Policy {
 
     /// Differences that change nothing firewalld does: short name, description, version.
     pub fn cosmetic_diff(&self, other: &Policy) -> Vec<String> {
-        shared!(self).cosmetic_diff(&shared!(other))
+        self.body.cosmetic_diff(&other.body)
     }
 }
 

@@ -112,13 +112,24 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// What kind of firewalld object an error is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A kind of firewalld object: a zone or a policy (in errors, plans, snapshots and the JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ObjectKind {
-    /// A zone.
+    /// A zone (`zones/NAME.xml`).
     Zone,
-    /// A policy.
+    /// A policy (`policies/NAME.xml`).
     Policy,
+}
+
+impl ObjectKind {
+    /// The directory of a configuration tier its files live in.
+    pub fn dir(self) -> &'static str {
+        match self {
+            ObjectKind::Zone => "zones",
+            ObjectKind::Policy => "policies",
+        }
+    }
 }
 
 impl fmt::Display for ObjectKind {

@@ -26,7 +26,7 @@ pub use check::{
 };
 pub use error::{ErrorCode, ObjectKind, ZoneError};
 pub use model::{
-    ForwardPort, Policy, PolicyTarget, Port, Zone, ZoneSource, ZoneTarget, ANY,
+    Body, ForwardPort, Policy, PolicyTarget, Port, Zone, ZoneSource, ZoneTarget, ANY,
     DEFAULT_POLICY_PRIORITY, HOST,
 };
 pub use rich::{
@@ -34,7 +34,10 @@ pub use rich::{
     RuleLog, RuleSource,
 };
 pub use settings::{Settings, POLICY_KEYS, ZONE_KEYS};
-pub use shipped::{shipped_policy, shipped_zone, SHIPPED_POLICIES, SHIPPED_ZONES};
+pub use shipped::{
+    shipped_names, shipped_policy, shipped_text, shipped_zone, ShippedObject, SHIPPED,
+    SHIPPED_OBJECTS, SHIPPED_POLICIES, SHIPPED_ZONES,
+};
 
 /// Parses and checks zone XML. `name` is the zone name (firewalld takes it from the file name).
 pub fn parse_zone(name: &str, xml: &str) -> Result<Zone, ZoneError> {

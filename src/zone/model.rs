@@ -197,23 +197,17 @@ impl fmt::Display for ZoneSource {
     }
 }
 
-/// A firewalld zone (`<zone>`), firewalld 1.x–2.x.
+/// What zones and policies share: the one body both embed, so that XML, settings dicts, checks and
+/// comparison handle these fields once. [`Zone`] and [`Policy`] dereference to it, so
+/// `zone.services` reads the body's field.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Zone {
-    /// Zone name (from the file name, not the file).
-    pub name: String,
+pub struct Body {
     /// `version` attribute (free text, rarely used).
     pub version: String,
     /// `<short>`: display name (whitespace collapsed).
     pub short: String,
     /// `<description>` (whitespace collapsed).
     pub description: String,
-    /// `target` attribute.
-    pub target: ZoneTarget,
-    /// `ingress-priority` (firewalld 2.0+; 0 = unset).
-    pub ingress_priority: i32,
-    /// `egress-priority` (firewalld 2.0+; 0 = unset).
-    pub egress_priority: i32,
     /// `<service name>`
     pub services: Vec<String>,
     /// `<port>`
@@ -224,20 +218,35 @@ pub struct Zone {
     pub source_ports: Vec<Port>,
     /// `<icmp-block name>`
     pub icmp_blocks: Vec<String>,
-    /// `<icmp-block-inversion/>`
-    pub icmp_block_inversion: bool,
     /// `<masquerade/>`
     pub masquerade: bool,
-    /// `<forward/>` (intra-zone forwarding; a zone FILE without it has it off).
-    pub forward: bool,
     /// `<forward-port>`
     pub forward_ports: Vec<ForwardPort>,
+    /// `<rule>`
+    pub rules: Vec<RichRule>,
+}
+
+/// A firewalld zone (`<zone>`), firewalld 1.x–2.x.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Zone {
+    /// Zone name (from the file name, not the file).
+    pub name: String,
+    /// What zones share with policies.
+    pub body: Body,
+    /// `target` attribute.
+    pub target: ZoneTarget,
+    /// `ingress-priority` (firewalld 2.0+; 0 = unset).
+    pub ingress_priority: i32,
+    /// `egress-priority` (firewalld 2.0+; 0 = unset).
+    pub egress_priority: i32,
+    /// `<icmp-block-inversion/>`
+    pub icmp_block_inversion: bool,
+    /// `<forward/>` (intra-zone forwarding; a zone FILE without it has it off).
+    pub forward: bool,
     /// `<interface name>` (permanent bindings)
     pub interfaces: Vec<String>,
     /// `<source address|ipset>` (permanent bindings)
     pub sources: Vec<ZoneSource>,
-    /// `<rule>`
-    pub rules: Vec<RichRule>,
 }
 
 /// A firewalld policy (`<policy>`), firewalld 0.9+.
@@ -245,12 +254,8 @@ pub struct Zone {
 pub struct Policy {
     /// Policy name (from the file name).
     pub name: String,
-    /// `version` attribute.
-    pub version: String,
-    /// `<short>` (whitespace collapsed).
-    pub short: String,
-    /// `<description>` (whitespace collapsed).
-    pub description: String,
+    /// What policies share with zones.
+    pub body: Body,
     /// `target` attribute (required in XML).
     pub target: PolicyTarget,
     /// `priority` attribute: −32768..32767 except 0; firewalld's default is −1.
@@ -259,22 +264,32 @@ pub struct Policy {
     pub ingress_zones: Vec<String>,
     /// `<egress-zone name>`: zones, or `ANY` or `HOST` alone.
     pub egress_zones: Vec<String>,
-    /// `<service name>`
-    pub services: Vec<String>,
-    /// `<port>`
-    pub ports: Vec<Port>,
-    /// `<protocol value>`
-    pub protocols: Vec<String>,
-    /// `<source-port>`
-    pub source_ports: Vec<Port>,
-    /// `<icmp-block name>`
-    pub icmp_blocks: Vec<String>,
-    /// `<masquerade/>`
-    pub masquerade: bool,
-    /// `<forward-port>`
-    pub forward_ports: Vec<ForwardPort>,
-    /// `<rule>`
-    pub rules: Vec<RichRule>,
+}
+
+impl std::ops::Deref for Zone {
+    type Target = Body;
+    fn deref(&self) -> &Body {
+        &self.body
+    }
+}
+
+impl std::ops::DerefMut for Zone {
+    fn deref_mut(&mut self) -> &mut Body {
+        &mut self.body
+    }
+}
+
+impl std::ops::Deref for Policy {
+    type Target = Body;
+    fn deref(&self) -> &Body {
+        &self.body
+    }
+}
+
+impl std::ops::DerefMut for Policy {
+    fn deref_mut(&mut self) -> &mut Body {
+        &mut self.body
+    }
 }
 
 /// firewalld's default policy priority.
@@ -284,21 +299,11 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             name: String::new(),
-            version: String::new(),
-            short: String::new(),
-            description: String::new(),
+            body: Body::default(),
             target: PolicyTarget::Continue,
             priority: DEFAULT_POLICY_PRIORITY,
             ingress_zones: Vec::new(),
             egress_zones: Vec::new(),
-            services: Vec::new(),
-            ports: Vec::new(),
-            protocols: Vec::new(),
-            source_ports: Vec::new(),
-            icmp_blocks: Vec::new(),
-            masquerade: false,
-            forward_ports: Vec::new(),
-            rules: Vec::new(),
         }
     }
 }
@@ -340,34 +345,24 @@ fn each<T>(
     Ok(())
 }
 
-/// The checks shared by zones and policies (`common_check_config()` plus duplicate detection).
-struct Common<'a> {
-    services: &'a [String],
-    ports: &'a [Port],
-    protocols: &'a [String],
-    source_ports: &'a [Port],
-    icmp_blocks: &'a [String],
-    forward_ports: &'a [ForwardPort],
-    rules: &'a [RichRule],
-}
-
-impl Common<'_> {
+impl Body {
+    /// The checks shared by zones and policies (`common_check_config()` plus duplicate detection).
     fn check(&self) -> Result<(), Fail> {
-        each(self.services, "service", |s| {
+        each(&self.services, "service", |s| {
             if s.is_empty() {
                 Err((ErrorCode::InvalidService, "service name is empty".into()))
             } else {
                 Ok(())
             }
         })?;
-        no_dups(self.services, "service", |s| format!("service '{s}'"))?;
-        no_dups(self.ports, "port", |p| format!("port {p}"))?;
-        each(self.protocols, "protocol", |p| check_protocol(p))?;
-        no_dups(self.protocols, "protocol", |p| format!("protocol '{p}'"))?;
-        no_dups(self.source_ports, "source-port", |p| {
+        no_dups(&self.services, "service", |s| format!("service '{s}'"))?;
+        no_dups(&self.ports, "port", |p| format!("port {p}"))?;
+        each(&self.protocols, "protocol", |p| check_protocol(p))?;
+        no_dups(&self.protocols, "protocol", |p| format!("protocol '{p}'"))?;
+        no_dups(&self.source_ports, "source-port", |p| {
             format!("source port {p}")
         })?;
-        each(self.icmp_blocks, "icmp-block", |b| {
+        each(&self.icmp_blocks, "icmp-block", |b| {
             if b.is_empty() {
                 Err((
                     ErrorCode::InvalidIcmptype,
@@ -377,10 +372,10 @@ impl Common<'_> {
                 Ok(())
             }
         })?;
-        no_dups(self.icmp_blocks, "icmp-block", |b| {
+        no_dups(&self.icmp_blocks, "icmp-block", |b| {
             format!("icmp-block '{b}'")
         })?;
-        each(self.forward_ports, "forward-port", |fp| {
+        each(&self.forward_ports, "forward-port", |fp| {
             if fp.to_port.is_none() && fp.to_addr.is_none() {
                 return Err((
                     ErrorCode::InvalidForward,
@@ -398,11 +393,11 @@ impl Common<'_> {
                 _ => Ok(()),
             }
         })?;
-        no_dups(self.forward_ports, "forward-port", |fp| {
+        no_dups(&self.forward_ports, "forward-port", |fp| {
             format!("forward-port {fp}")
         })?;
-        each(self.rules, "rule", |r| r.check())?;
-        no_dups(self.rules, "rule", |r| format!("rule '{r}'"))?;
+        each(&self.rules, "rule", |r| r.check())?;
+        no_dups(&self.rules, "rule", |r| format!("rule '{r}'"))?;
         Ok(())
     }
 }
@@ -437,16 +432,7 @@ impl Zone {
                 ));
             }
         }
-        Common {
-            services: &self.services,
-            ports: &self.ports,
-            protocols: &self.protocols,
-            source_ports: &self.source_ports,
-            icmp_blocks: &self.icmp_blocks,
-            forward_ports: &self.forward_ports,
-            rules: &self.rules,
-        }
-        .check()?;
+        self.body.check()?;
         each(&self.interfaces, "interface", |i| check_interface(i))?;
         no_dups(&self.interfaces, "interface", |i| {
             format!("interface '{i}'")
@@ -512,16 +498,7 @@ impl Policy {
                 ),
             ));
         }
-        Common {
-            services: &self.services,
-            ports: &self.ports,
-            protocols: &self.protocols,
-            source_ports: &self.source_ports,
-            icmp_blocks: &self.icmp_blocks,
-            forward_ports: &self.forward_ports,
-            rules: &self.rules,
-        }
-        .check()?;
+        self.body.check()?;
         for (element, list) in [
             ("ingress-zone", &self.ingress_zones),
             ("egress-zone", &self.egress_zones),

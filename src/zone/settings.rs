@@ -13,7 +13,7 @@ use zbus::{OwnedVariant, Variant};
 use super::check::{PortProtocol, PortRange};
 use super::error::{ErrorCode, Fail, ObjectKind, ZoneError};
 use super::model::{
-    collapse_ws, ForwardPort, Policy, PolicyTarget, Port, Zone, ZoneSource, ZoneTarget,
+    collapse_ws, Body, ForwardPort, Policy, PolicyTarget, Port, Zone, ZoneSource, ZoneTarget,
 };
 use super::rich::RichRule;
 
@@ -106,27 +106,52 @@ fn rules(v: &[RichRule]) -> OwnedVariant {
     ))
 }
 
+impl Body {
+    /// Writes the shared keys; `rules_key` is where rich rules go (`rules_str` for zones,
+    /// `rich_rules` for policies: firewalld's code, not its docs).
+    fn write_settings(&self, d: &mut Settings, rules_key: &str) {
+        d.insert("version".into(), s(&self.version));
+        d.insert("short".into(), s(&self.short));
+        d.insert("description".into(), s(&self.description));
+        d.insert("services".into(), strs(&self.services));
+        d.insert("ports".into(), ports(&self.ports));
+        d.insert("icmp_blocks".into(), strs(&self.icmp_blocks));
+        d.insert("masquerade".into(), self.masquerade.into());
+        d.insert("forward_ports".into(), forward_ports(&self.forward_ports));
+        d.insert(rules_key.into(), rules(&self.rules));
+        d.insert("protocols".into(), strs(&self.protocols));
+        d.insert("source_ports".into(), ports(&self.source_ports));
+    }
+
+    /// Reads the shared keys (see [`Body::write_settings`]).
+    fn read_settings(d: &Dict<'_>, rules_key: &str) -> Result<Body, Fail> {
+        Ok(Body {
+            version: d.string("version")?.unwrap_or_default(),
+            short: collapse_ws(&d.string("short")?.unwrap_or_default()),
+            description: collapse_ws(&d.string("description")?.unwrap_or_default()),
+            services: d.strings("services")?,
+            ports: d.ports("ports")?,
+            icmp_blocks: d.strings("icmp_blocks")?,
+            masquerade: d.boolean("masquerade")?.unwrap_or(false),
+            forward_ports: d.forward_ports("forward_ports")?,
+            rules: d.rules(rules_key)?,
+            protocols: d.strings("protocols")?,
+            source_ports: d.ports("source_ports")?,
+        })
+    }
+}
+
 impl Zone {
     /// The settings dict for `addZone2` / `update2`: every firewalld 1.x key, lists even when
     /// empty (so `update2` with it replaces the whole zone — drop `interfaces`/`sources` to keep
     /// the bindings already there), plus `ingress_priority`/`egress_priority` only when non-zero.
     pub fn to_settings(&self) -> Settings {
         let mut d = Settings::new();
-        d.insert("version".into(), s(&self.version));
-        d.insert("short".into(), s(&self.short));
-        d.insert("description".into(), s(&self.description));
+        self.body.write_settings(&mut d, "rules_str");
         d.insert("target".into(), s(self.target.as_str()));
-        d.insert("services".into(), strs(&self.services));
-        d.insert("ports".into(), ports(&self.ports));
-        d.insert("icmp_blocks".into(), strs(&self.icmp_blocks));
-        d.insert("masquerade".into(), self.masquerade.into());
-        d.insert("forward_ports".into(), forward_ports(&self.forward_ports));
         d.insert("interfaces".into(), strs(&self.interfaces));
         let sources: Vec<String> = self.sources.iter().map(|x| x.to_string()).collect();
         d.insert("sources".into(), strs(&sources));
-        d.insert("rules_str".into(), rules(&self.rules));
-        d.insert("protocols".into(), strs(&self.protocols));
-        d.insert("source_ports".into(), ports(&self.source_ports));
         d.insert(
             "icmp_block_inversion".into(),
             self.icmp_block_inversion.into(),
@@ -148,18 +173,10 @@ impl Zone {
         let d = Dict(settings);
         d.only(ZONE_KEYS).map_err(err)?;
         let mut z = Zone::new(name);
-        z.forward = true;
-        z.version = d.string("version").map_err(err)?.unwrap_or_default();
-        z.short = collapse_ws(&d.string("short").map_err(err)?.unwrap_or_default());
-        z.description = collapse_ws(&d.string("description").map_err(err)?.unwrap_or_default());
+        z.body = Body::read_settings(&d, "rules_str").map_err(err)?;
         if let Some(t) = d.string("target").map_err(err)? {
             z.target = ZoneTarget::parse(&t).map_err(|e| err(d.fail("target", e)))?;
         }
-        z.services = d.strings("services").map_err(err)?;
-        z.ports = d.ports("ports").map_err(err)?;
-        z.icmp_blocks = d.strings("icmp_blocks").map_err(err)?;
-        z.masquerade = d.boolean("masquerade").map_err(err)?.unwrap_or(false);
-        z.forward_ports = d.forward_ports("forward_ports").map_err(err)?;
         z.interfaces = d.strings("interfaces").map_err(err)?;
         z.sources = d
             .strings("sources")
@@ -167,16 +184,11 @@ impl Zone {
             .iter()
             .map(|x| ZoneSource::from_settings_str(x))
             .collect();
-        z.rules = d.rules("rules_str").map_err(err)?;
-        z.protocols = d.strings("protocols").map_err(err)?;
-        z.source_ports = d.ports("source_ports").map_err(err)?;
         z.icmp_block_inversion = d
             .boolean("icmp_block_inversion")
             .map_err(err)?
             .unwrap_or(false);
-        if let Some(f) = d.boolean("forward").map_err(err)? {
-            z.forward = f;
-        }
+        z.forward = d.boolean("forward").map_err(err)?.unwrap_or(true);
         z.ingress_priority = d.int("ingress_priority").map_err(err)?.unwrap_or(0);
         z.egress_priority = d.int("egress_priority").map_err(err)?.unwrap_or(0);
         z.validate()?;
@@ -188,18 +200,8 @@ impl Policy {
     /// The settings dict for `addPolicy` / `update`: every key, lists even when empty.
     pub fn to_settings(&self) -> Settings {
         let mut d = Settings::new();
-        d.insert("version".into(), s(&self.version));
-        d.insert("short".into(), s(&self.short));
-        d.insert("description".into(), s(&self.description));
+        self.body.write_settings(&mut d, "rich_rules");
         d.insert("target".into(), s(self.target.as_str()));
-        d.insert("services".into(), strs(&self.services));
-        d.insert("ports".into(), ports(&self.ports));
-        d.insert("icmp_blocks".into(), strs(&self.icmp_blocks));
-        d.insert("masquerade".into(), self.masquerade.into());
-        d.insert("forward_ports".into(), forward_ports(&self.forward_ports));
-        d.insert("rich_rules".into(), rules(&self.rules));
-        d.insert("protocols".into(), strs(&self.protocols));
-        d.insert("source_ports".into(), ports(&self.source_ports));
         d.insert("priority".into(), self.priority.into());
         d.insert("ingress_zones".into(), strs(&self.ingress_zones));
         d.insert("egress_zones".into(), strs(&self.egress_zones));
@@ -209,23 +211,31 @@ impl Policy {
     /// Reads a settings dict (`getSettings`), then [`validate`](Policy::validate)s the policy.
     pub fn from_settings(name: &str, settings: &Settings) -> Result<Self, ZoneError> {
         let err = |f: Fail| f.into_error(ObjectKind::Policy, name);
-        let d = Dict(settings);
+        // firewalld 2.5 added `disable` (b) to policies. Disabled, the policy does nothing: that
+        // cannot mean the same as virtzone's, so it is an error here; enabled, it changes nothing.
+        let mut settings = settings.clone();
+        if let Some(disabled) = settings.remove("disable") {
+            match unwrap_variant(&disabled) {
+                Variant::Bool(false) => {}
+                Variant::Bool(true) => {
+                    return Err(err(Fail::new(
+                        ErrorCode::InvalidOption,
+                        "",
+                        "it is disabled (`disable` is set, firewalld 2.5 or later)",
+                    )))
+                }
+                other => {
+                    return Err(err(Dict(&settings).type_error("disable", "b", other)));
+                }
+            }
+        }
+        let d = Dict(&settings);
         d.only(POLICY_KEYS).map_err(err)?;
         let mut p = Policy::new(name);
-        p.version = d.string("version").map_err(err)?.unwrap_or_default();
-        p.short = collapse_ws(&d.string("short").map_err(err)?.unwrap_or_default());
-        p.description = collapse_ws(&d.string("description").map_err(err)?.unwrap_or_default());
+        p.body = Body::read_settings(&d, "rich_rules").map_err(err)?;
         if let Some(t) = d.string("target").map_err(err)? {
             p.target = PolicyTarget::parse(&t).map_err(|e| err(d.fail("target", e)))?;
         }
-        p.services = d.strings("services").map_err(err)?;
-        p.ports = d.ports("ports").map_err(err)?;
-        p.icmp_blocks = d.strings("icmp_blocks").map_err(err)?;
-        p.masquerade = d.boolean("masquerade").map_err(err)?.unwrap_or(false);
-        p.forward_ports = d.forward_ports("forward_ports").map_err(err)?;
-        p.rules = d.rules("rich_rules").map_err(err)?;
-        p.protocols = d.strings("protocols").map_err(err)?;
-        p.source_ports = d.ports("source_ports").map_err(err)?;
         if let Some(prio) = d.int("priority").map_err(err)? {
             p.priority = prio;
         }
@@ -396,6 +406,16 @@ mod tests {
 
     fn zone_err(d: &Settings) -> ZoneError {
         Zone::from_settings("t", d).unwrap_err()
+    }
+
+    #[test]
+    fn policy_disable_of_firewalld_2_5() {
+        let mut d = Policy::new("p").to_settings();
+        d.insert("disable".into(), false.into());
+        assert!(Policy::from_settings("p", &d).is_ok());
+        d.insert("disable".into(), true.into());
+        let e = Policy::from_settings("p", &d).unwrap_err();
+        assert!(e.to_string().contains("it is disabled"), "{e}");
     }
 
     #[test]

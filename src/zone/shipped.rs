@@ -6,32 +6,89 @@
 //! `libvirt-routed` (empty) and the policies `libvirt-routed-in`, `libvirt-routed-out` and
 //! `libvirt-to-host` around it. The tests assert every one of those properties.
 
-use super::{parse_policy, parse_zone, Policy, Zone};
+use super::{parse_policy, parse_zone, ObjectKind, Policy, Zone};
 
-/// `(name, xml)` of every shipped zone.
+/// One object virtzone ships: its kind, name and XML text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShippedObject {
+    /// Zone or policy.
+    pub kind: ObjectKind,
+    /// Its name (the file name without `.xml`).
+    pub name: &'static str,
+    /// The file's text, byte for byte.
+    pub xml: &'static str,
+}
+
+/// Every object virtzone ships, in install order (zones before the policies that name them): the one
+/// list every other part of virtzone derives its names from.
+pub const SHIPPED_OBJECTS: &[ShippedObject] = &[
+    ShippedObject {
+        kind: ObjectKind::Zone,
+        name: crate::LIBVIRT_ZONE,
+        xml: include_str!("../../zones/libvirt.xml"),
+    },
+    ShippedObject {
+        kind: ObjectKind::Zone,
+        name: crate::LIBVIRT_ROUTED_ZONE,
+        xml: include_str!("../../zones/libvirt-routed.xml"),
+    },
+    ShippedObject {
+        kind: ObjectKind::Policy,
+        name: "libvirt-routed-in",
+        xml: include_str!("../../zones/policies/libvirt-routed-in.xml"),
+    },
+    ShippedObject {
+        kind: ObjectKind::Policy,
+        name: crate::LIBVIRT_ROUTED_OUT_POLICY,
+        xml: include_str!("../../zones/policies/libvirt-routed-out.xml"),
+    },
+    ShippedObject {
+        kind: ObjectKind::Policy,
+        name: "libvirt-to-host",
+        xml: include_str!("../../zones/policies/libvirt-to-host.xml"),
+    },
+];
+
+/// `(kind, name)` of every shipped object, in install order.
+pub const SHIPPED: [(ObjectKind, &str); 5] = {
+    let o = SHIPPED_OBJECTS;
+    [
+        (o[0].kind, o[0].name),
+        (o[1].kind, o[1].name),
+        (o[2].kind, o[2].name),
+        (o[3].kind, o[3].name),
+        (o[4].kind, o[4].name),
+    ]
+};
+
+/// `(name, xml)` of every shipped zone (a view of [`SHIPPED_OBJECTS`]).
 pub const SHIPPED_ZONES: &[(&str, &str)] = &[
-    ("libvirt", include_str!("../../zones/libvirt.xml")),
-    (
-        "libvirt-routed",
-        include_str!("../../zones/libvirt-routed.xml"),
-    ),
+    (SHIPPED_OBJECTS[0].name, SHIPPED_OBJECTS[0].xml),
+    (SHIPPED_OBJECTS[1].name, SHIPPED_OBJECTS[1].xml),
 ];
 
-/// `(name, xml)` of every shipped policy.
+/// `(name, xml)` of every shipped policy (a view of [`SHIPPED_OBJECTS`]).
 pub const SHIPPED_POLICIES: &[(&str, &str)] = &[
-    (
-        "libvirt-routed-in",
-        include_str!("../../zones/policies/libvirt-routed-in.xml"),
-    ),
-    (
-        "libvirt-routed-out",
-        include_str!("../../zones/policies/libvirt-routed-out.xml"),
-    ),
-    (
-        "libvirt-to-host",
-        include_str!("../../zones/policies/libvirt-to-host.xml"),
-    ),
+    (SHIPPED_OBJECTS[2].name, SHIPPED_OBJECTS[2].xml),
+    (SHIPPED_OBJECTS[3].name, SHIPPED_OBJECTS[3].xml),
+    (SHIPPED_OBJECTS[4].name, SHIPPED_OBJECTS[4].xml),
 ];
+
+/// The names of the shipped objects of `kind`, in install order.
+pub fn shipped_names(kind: ObjectKind) -> impl Iterator<Item = &'static str> {
+    SHIPPED_OBJECTS
+        .iter()
+        .filter(move |o| o.kind == kind)
+        .map(|o| o.name)
+}
+
+/// The shipped XML text of an object, if virtzone ships it.
+pub fn shipped_text(kind: ObjectKind, name: &str) -> Option<&'static str> {
+    SHIPPED_OBJECTS
+        .iter()
+        .find(|o| o.kind == kind && o.name == name)
+        .map(|o| o.xml)
+}
 
 /// The shipped zone `name`, if there is one.
 ///
@@ -39,7 +96,7 @@ pub const SHIPPED_POLICIES: &[(&str, &str)] = &[
 /// If the embedded file does not parse: the test suite checks every shipped file, so that is a
 /// build that should never have been released.
 pub fn try_shipped_zone(name: &str) -> Option<Zone> {
-    let (_, xml) = SHIPPED_ZONES.iter().find(|(n, _)| *n == name)?;
+    let xml = shipped_text(ObjectKind::Zone, name)?;
     Some(parse_zone(name, xml).unwrap_or_else(|e| panic!("shipped zones/{name}.xml: {e}")))
 }
 
@@ -48,7 +105,7 @@ pub fn try_shipped_zone(name: &str) -> Option<Zone> {
 /// # Panics
 /// If the embedded file does not parse (see [`try_shipped_zone`]).
 pub fn try_shipped_policy(name: &str) -> Option<Policy> {
-    let (_, xml) = SHIPPED_POLICIES.iter().find(|(n, _)| *n == name)?;
+    let xml = shipped_text(ObjectKind::Policy, name)?;
     Some(
         parse_policy(name, xml)
             .unwrap_or_else(|e| panic!("shipped zones/policies/{name}.xml: {e}")),
@@ -58,7 +115,7 @@ pub fn try_shipped_policy(name: &str) -> Option<Policy> {
 /// The shipped zone `name`.
 ///
 /// # Panics
-/// If `name` is not one of [`SHIPPED_ZONES`]: that is a programming error, not a user's.
+/// If `name` is not one of [`SHIPPED_OBJECTS`]: that is a programming error, not a user's.
 pub fn shipped_zone(name: &str) -> Zone {
     match try_shipped_zone(name) {
         Some(z) => z,
@@ -69,7 +126,7 @@ pub fn shipped_zone(name: &str) -> Zone {
 /// The shipped policy `name`.
 ///
 /// # Panics
-/// If `name` is not one of [`SHIPPED_POLICIES`]: that is a programming error, not a user's.
+/// If `name` is not one of [`SHIPPED_OBJECTS`]: that is a programming error, not a user's.
 pub fn shipped_policy(name: &str) -> Policy {
     match try_shipped_policy(name) {
         Some(p) => p,
@@ -79,14 +136,13 @@ pub fn shipped_policy(name: &str) -> Policy {
 
 /// Every shipped zone, parsed.
 pub fn shipped_zones() -> Vec<Zone> {
-    SHIPPED_ZONES.iter().map(|(n, _)| shipped_zone(n)).collect()
+    shipped_names(ObjectKind::Zone).map(shipped_zone).collect()
 }
 
 /// Every shipped policy, parsed.
 pub fn shipped_policies() -> Vec<Policy> {
-    SHIPPED_POLICIES
-        .iter()
-        .map(|(n, _)| shipped_policy(n))
+    shipped_names(ObjectKind::Policy)
+        .map(shipped_policy)
         .collect()
 }
 
@@ -96,15 +152,28 @@ mod tests {
 
     #[test]
     fn every_shipped_file_parses() {
-        for (name, xml) in SHIPPED_ZONES {
-            if let Err(e) = parse_zone(name, xml) {
+        for o in SHIPPED_OBJECTS {
+            let parsed = match o.kind {
+                ObjectKind::Zone => parse_zone(o.name, o.xml).map(drop),
+                ObjectKind::Policy => parse_policy(o.name, o.xml).map(drop),
+            };
+            if let Err(e) = parsed {
                 panic!("{e}");
             }
         }
-        for (name, xml) in SHIPPED_POLICIES {
-            if let Err(e) = parse_policy(name, xml) {
-                panic!("{e}");
-            }
-        }
+        let zones: Vec<&str> = shipped_names(ObjectKind::Zone).collect();
+        let policies: Vec<&str> = shipped_names(ObjectKind::Policy).collect();
+        assert_eq!(zones, ["libvirt", "libvirt-routed"]);
+        let views: Vec<&str> = SHIPPED_ZONES
+            .iter()
+            .chain(SHIPPED_POLICIES)
+            .map(|(n, _)| *n)
+            .collect();
+        let all: Vec<&str> = SHIPPED_OBJECTS.iter().map(|o| o.name).collect();
+        assert_eq!(views, all);
+        assert_eq!(
+            policies,
+            ["libvirt-routed-in", "libvirt-routed-out", "libvirt-to-host"]
+        );
     }
 }

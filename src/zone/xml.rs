@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::check::{python_int, PortRange};
 use super::error::{on, Check, ErrorCode, Fail, ObjectKind, ZoneError};
 use super::model::{
-    collapse_ws, ForwardPort, Policy, PolicyTarget, Port, Zone, ZoneSource, ZoneTarget,
+    collapse_ws, Body, ForwardPort, Policy, PolicyTarget, Port, Zone, ZoneSource, ZoneTarget,
 };
 use super::rich::{
     invert_value, mss_value, nflog_u16, ActionKind, Family, Limit, RichRule, RuleAction, RuleAudit,
@@ -541,6 +541,65 @@ struct PolicyDoc {
     children: Vec<PolicyChild>,
 }
 
+/// The children zones and policies share (the [`Body`]), in firewalld's writing order.
+enum BodyChild {
+    Short(String),
+    Description(String),
+    Service(NameAttr),
+    Port(PortElem),
+    Protocol(ValueAttr),
+    IcmpBlock(NameAttr),
+    Masquerade,
+    ForwardPort(ForwardPortElem),
+    SourcePort(PortElem),
+    Rule(RuleElem),
+}
+
+/// Converts between a document's children and the shared ones, so that the body is read and written
+/// once for both documents.
+macro_rules! body_children {
+    ($child:ident, $masquerade:expr) => {
+        impl $child {
+            /// The shared child, or the document's own child back.
+            fn split(self) -> Result<BodyChild, $child> {
+                Ok(match self {
+                    $child::Short(t) => BodyChild::Short(t),
+                    $child::Description(t) => BodyChild::Description(t),
+                    $child::Service(n) => BodyChild::Service(n),
+                    $child::Port(p) => BodyChild::Port(p),
+                    $child::Protocol(v) => BodyChild::Protocol(v),
+                    $child::IcmpBlock(n) => BodyChild::IcmpBlock(n),
+                    $child::Masquerade(_) => BodyChild::Masquerade,
+                    $child::ForwardPort(f) => BodyChild::ForwardPort(f),
+                    $child::SourcePort(p) => BodyChild::SourcePort(p),
+                    $child::Rule(r) => BodyChild::Rule(r),
+                    own => return Err(own),
+                })
+            }
+        }
+
+        impl From<BodyChild> for $child {
+            fn from(c: BodyChild) -> Self {
+                match c {
+                    BodyChild::Short(t) => $child::Short(t),
+                    BodyChild::Description(t) => $child::Description(t),
+                    BodyChild::Service(n) => $child::Service(n),
+                    BodyChild::Port(p) => $child::Port(p),
+                    BodyChild::Protocol(v) => $child::Protocol(v),
+                    BodyChild::IcmpBlock(n) => $child::IcmpBlock(n),
+                    BodyChild::Masquerade => $child::Masquerade($masquerade),
+                    BodyChild::ForwardPort(f) => $child::ForwardPort(f),
+                    BodyChild::SourcePort(p) => $child::SourcePort(p),
+                    BodyChild::Rule(r) => $child::Rule(r),
+                }
+            }
+        }
+    };
+}
+
+body_children!(ZoneChild, MasqueradeElem::default());
+body_children!(PolicyChild, Empty {});
+
 // ---- XML → model -----------------------------------------------------------------------------
 
 /// Where each model entry came from, so a later check can name the line.
@@ -557,6 +616,101 @@ impl Lines {
     fn of(&self, fail: &Fail) -> Option<u32> {
         fail.index
             .and_then(|i| self.0.get(&(fail.element.clone(), i)).copied())
+    }
+}
+
+impl Body {
+    /// Adds one shared child read from XML, noting its line; `Err` is the element and firewalld's
+    /// complaint.
+    fn read_child(
+        &mut self,
+        child: BodyChild,
+        lines: &mut Lines,
+        line: Option<u32>,
+    ) -> Result<(), (&'static str, (ErrorCode, String))> {
+        let at = |element: &'static str| move |e| (element, e);
+        match child {
+            BodyChild::Short(t) => self.short = collapse_ws(&t),
+            BodyChild::Description(t) => self.description = collapse_ws(&t),
+            BodyChild::Service(n) => {
+                lines.note("service", self.services.len(), line);
+                self.services.push(n.name);
+            }
+            BodyChild::Port(p) => {
+                lines.note("port", self.ports.len(), line);
+                self.ports
+                    .push(Port::parse(&p.port, &p.protocol).map_err(at("port"))?);
+            }
+            BodyChild::Protocol(v) => {
+                lines.note("protocol", self.protocols.len(), line);
+                self.protocols.push(v.value);
+            }
+            BodyChild::SourcePort(p) => {
+                lines.note("source-port", self.source_ports.len(), line);
+                self.source_ports
+                    .push(Port::parse(&p.port, &p.protocol).map_err(at("source-port"))?);
+            }
+            BodyChild::IcmpBlock(n) => {
+                lines.note("icmp-block", self.icmp_blocks.len(), line);
+                self.icmp_blocks.push(n.name);
+            }
+            BodyChild::Masquerade => {
+                lines.note("masquerade", 0, line);
+                self.masquerade = true;
+            }
+            BodyChild::ForwardPort(f) => {
+                lines.note("forward-port", self.forward_ports.len(), line);
+                self.forward_ports
+                    .push(forward_port(f).map_err(at("forward-port"))?);
+            }
+            BodyChild::Rule(r) => {
+                lines.note("rule", self.rules.len(), line);
+                self.rules.push(rule_from_xml(r).map_err(at("rule"))?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The shared children, in firewalld's element order.
+    fn children(&self) -> Vec<BodyChild> {
+        let mut c = Vec::new();
+        if !self.short.is_empty() {
+            c.push(BodyChild::Short(self.short.clone()));
+        }
+        if !self.description.is_empty() {
+            c.push(BodyChild::Description(self.description.clone()));
+        }
+        c.extend(
+            self.services
+                .iter()
+                .map(|s| BodyChild::Service(NameAttr { name: s.clone() })),
+        );
+        c.extend(self.ports.iter().map(|p| BodyChild::Port(port_elem(p))));
+        c.extend(
+            self.protocols
+                .iter()
+                .map(|p| BodyChild::Protocol(ValueAttr { value: p.clone() })),
+        );
+        c.extend(
+            self.icmp_blocks
+                .iter()
+                .map(|b| BodyChild::IcmpBlock(NameAttr { name: b.clone() })),
+        );
+        if self.masquerade {
+            c.push(BodyChild::Masquerade);
+        }
+        c.extend(
+            self.forward_ports
+                .iter()
+                .map(|f| BodyChild::ForwardPort(forward_port_elem(f))),
+        );
+        c.extend(
+            self.source_ports
+                .iter()
+                .map(|p| BodyChild::SourcePort(port_elem(p))),
+        );
+        c.extend(self.rules.iter().map(|r| BodyChild::Rule(rule_to_xml(r))));
+        c
     }
 }
 
@@ -825,42 +979,16 @@ pub(crate) fn zone_from_xml(name: &str, xml: &str) -> Result<Zone, ZoneError> {
     for (i, child) in doc.children.into_iter().enumerate() {
         let line = top_lines.get(i).copied();
         let at = |element: &str, e: (ErrorCode, String)| err(on(element, e), line);
-        match child {
-            ZoneChild::Short(t) => zone.short = collapse_ws(&t),
-            ZoneChild::Description(t) => zone.description = collapse_ws(&t),
-            ZoneChild::Service(n) => {
-                lines.note("service", zone.services.len(), line);
-                zone.services.push(n.name);
+        let own = match child.split() {
+            Ok(shared) => {
+                zone.body
+                    .read_child(shared, &mut lines, line)
+                    .map_err(|(element, e)| at(element, e))?;
+                continue;
             }
-            ZoneChild::Port(p) => {
-                lines.note("port", zone.ports.len(), line);
-                zone.ports
-                    .push(Port::parse(&p.port, &p.protocol).map_err(|e| at("port", e))?);
-            }
-            ZoneChild::Protocol(v) => {
-                lines.note("protocol", zone.protocols.len(), line);
-                zone.protocols.push(v.value);
-            }
-            ZoneChild::SourcePort(p) => {
-                lines.note("source-port", zone.source_ports.len(), line);
-                zone.source_ports
-                    .push(Port::parse(&p.port, &p.protocol).map_err(|e| at("source-port", e))?);
-            }
-            ZoneChild::IcmpBlock(n) => {
-                lines.note("icmp-block", zone.icmp_blocks.len(), line);
-                zone.icmp_blocks.push(n.name);
-            }
-            ZoneChild::Masquerade(_) => zone.masquerade = true,
-            ZoneChild::ForwardPort(f) => {
-                lines.note("forward-port", zone.forward_ports.len(), line);
-                zone.forward_ports
-                    .push(forward_port(f).map_err(|e| at("forward-port", e))?);
-            }
-            ZoneChild::Rule(r) => {
-                lines.note("rule", zone.rules.len(), line);
-                zone.rules
-                    .push(rule_from_xml(r).map_err(|e| at("rule", e))?);
-            }
+            Err(own) => own,
+        };
+        match own {
             ZoneChild::Interface(n) => {
                 lines.note("interface", zone.interfaces.len(), line);
                 zone.interfaces.push(n.name);
@@ -872,6 +1000,8 @@ pub(crate) fn zone_from_xml(name: &str, xml: &str) -> Result<Zone, ZoneError> {
             }
             ZoneChild::IcmpBlockInversion(_) => zone.icmp_block_inversion = true,
             ZoneChild::Forward(_) => zone.forward = true,
+            // Shared children went to the body above.
+            _ => {}
         }
     }
     zone.check().map_err(|f| {
@@ -902,50 +1032,17 @@ pub(crate) fn policy_from_xml(name: &str, xml: &str) -> Result<Policy, ZoneError
     let mut lines = Lines::default();
     for (i, child) in doc.children.into_iter().enumerate() {
         let line = top_lines.get(i).copied();
-        let at = |element: &str, e: (ErrorCode, String)| err(on(element, e), line);
-        match child {
-            PolicyChild::Short(t) => policy.short = collapse_ws(&t),
-            PolicyChild::Description(t) => policy.description = collapse_ws(&t),
-            PolicyChild::Service(n) => {
-                lines.note("service", policy.services.len(), line);
-                policy.services.push(n.name);
-            }
-            PolicyChild::Port(p) => {
-                lines.note("port", policy.ports.len(), line);
+        let own = match child.split() {
+            Ok(shared) => {
                 policy
-                    .ports
-                    .push(Port::parse(&p.port, &p.protocol).map_err(|e| at("port", e))?);
+                    .body
+                    .read_child(shared, &mut lines, line)
+                    .map_err(|(element, e)| err(on(element, e), line))?;
+                continue;
             }
-            PolicyChild::Protocol(v) => {
-                lines.note("protocol", policy.protocols.len(), line);
-                policy.protocols.push(v.value);
-            }
-            PolicyChild::SourcePort(p) => {
-                lines.note("source-port", policy.source_ports.len(), line);
-                policy
-                    .source_ports
-                    .push(Port::parse(&p.port, &p.protocol).map_err(|e| at("source-port", e))?);
-            }
-            PolicyChild::IcmpBlock(n) => {
-                lines.note("icmp-block", policy.icmp_blocks.len(), line);
-                policy.icmp_blocks.push(n.name);
-            }
-            PolicyChild::Masquerade(_) => {
-                lines.note("masquerade", 0, line);
-                policy.masquerade = true;
-            }
-            PolicyChild::ForwardPort(f) => {
-                lines.note("forward-port", policy.forward_ports.len(), line);
-                policy
-                    .forward_ports
-                    .push(forward_port(f).map_err(|e| at("forward-port", e))?);
-            }
-            PolicyChild::Rule(r) => {
-                lines.note("rule", policy.rules.len(), line);
-                policy
-                    .rules
-                    .push(rule_from_xml(r).map_err(|e| at("rule", e))?);
-            }
+            Err(own) => own,
+        };
+        match own {
             PolicyChild::IngressZone(n) => {
                 lines.note("ingress-zone", policy.ingress_zones.len(), line);
                 policy.ingress_zones.push(n.name);
@@ -954,6 +1051,8 @@ pub(crate) fn policy_from_xml(name: &str, xml: &str) -> Result<Policy, ZoneError
                 lines.note("egress-zone", policy.egress_zones.len(), line);
                 policy.egress_zones.push(n.name);
             }
+            // Shared children went to the body above.
+            _ => {}
         }
     }
     policy.check().map_err(|mut f| {
@@ -1115,43 +1214,7 @@ fn serialize<T: Serialize>(doc: &T) -> String {
 
 /// Zone XML in firewalld's element order.
 pub(crate) fn zone_to_xml(z: &Zone) -> String {
-    let mut c = Vec::new();
-    if !z.short.is_empty() {
-        c.push(ZoneChild::Short(z.short.clone()));
-    }
-    if !z.description.is_empty() {
-        c.push(ZoneChild::Description(z.description.clone()));
-    }
-    c.extend(
-        z.services
-            .iter()
-            .map(|s| ZoneChild::Service(NameAttr { name: s.clone() })),
-    );
-    c.extend(z.ports.iter().map(|p| ZoneChild::Port(port_elem(p))));
-    c.extend(
-        z.protocols
-            .iter()
-            .map(|p| ZoneChild::Protocol(ValueAttr { value: p.clone() })),
-    );
-    c.extend(
-        z.icmp_blocks
-            .iter()
-            .map(|b| ZoneChild::IcmpBlock(NameAttr { name: b.clone() })),
-    );
-    if z.masquerade {
-        c.push(ZoneChild::Masquerade(MasqueradeElem::default()));
-    }
-    c.extend(
-        z.forward_ports
-            .iter()
-            .map(|f| ZoneChild::ForwardPort(forward_port_elem(f))),
-    );
-    c.extend(
-        z.source_ports
-            .iter()
-            .map(|p| ZoneChild::SourcePort(port_elem(p))),
-    );
-    c.extend(z.rules.iter().map(|r| ZoneChild::Rule(rule_to_xml(r))));
+    let mut c: Vec<ZoneChild> = z.body.children().into_iter().map(Into::into).collect();
     c.extend(
         z.interfaces
             .iter()
@@ -1188,43 +1251,7 @@ pub(crate) fn zone_to_xml(z: &Zone) -> String {
 
 /// Policy XML in firewalld's element order.
 pub(crate) fn policy_to_xml(p: &Policy) -> String {
-    let mut c = Vec::new();
-    if !p.short.is_empty() {
-        c.push(PolicyChild::Short(p.short.clone()));
-    }
-    if !p.description.is_empty() {
-        c.push(PolicyChild::Description(p.description.clone()));
-    }
-    c.extend(
-        p.services
-            .iter()
-            .map(|s| PolicyChild::Service(NameAttr { name: s.clone() })),
-    );
-    c.extend(p.ports.iter().map(|x| PolicyChild::Port(port_elem(x))));
-    c.extend(
-        p.protocols
-            .iter()
-            .map(|x| PolicyChild::Protocol(ValueAttr { value: x.clone() })),
-    );
-    c.extend(
-        p.icmp_blocks
-            .iter()
-            .map(|b| PolicyChild::IcmpBlock(NameAttr { name: b.clone() })),
-    );
-    if p.masquerade {
-        c.push(PolicyChild::Masquerade(Empty {}));
-    }
-    c.extend(
-        p.forward_ports
-            .iter()
-            .map(|f| PolicyChild::ForwardPort(forward_port_elem(f))),
-    );
-    c.extend(
-        p.source_ports
-            .iter()
-            .map(|x| PolicyChild::SourcePort(port_elem(x))),
-    );
-    c.extend(p.rules.iter().map(|r| PolicyChild::Rule(rule_to_xml(r))));
+    let mut c: Vec<PolicyChild> = p.body.children().into_iter().map(Into::into).collect();
     c.extend(
         p.ingress_zones
             .iter()

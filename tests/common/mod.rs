@@ -43,6 +43,7 @@
 #![allow(dead_code)] // Each test crate compiles this module and uses only part of it.
 
 pub mod libvirt;
+pub mod sidroot;
 pub mod topology;
 
 use std::ffi::{OsStr, OsString};
@@ -98,23 +99,49 @@ impl Backend {
     }
 }
 
-/// Which real firewalld runs in the lab.
+/// Which real firewalld runs in the lab. All but Debian 12's are unpacked into cache roots under
+/// `target/lab` by `scripts/fetch-firewalld.sh`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Release {
+    /// Debian 11's firewalld 0.9.3 (the RHEL 8 generation: no policies, no `--log-target`).
+    Debian11,
     /// Debian 12's firewalld 1.3.3, the system installation.
     Debian12,
-    /// Debian 13's firewalld 2.3.1, unpacked into the cache root by `scripts/fetch-firewalld.sh`.
+    /// Debian 13's firewalld 2.3.1.
     Debian13,
+    /// Debian sid's firewalld 2.5.2 (`*_dispatch` chains instead of `*_ZONES`/`*_POLICIES`).
+    Sid,
 }
 
 impl Release {
+    /// Every release the lab runs, oldest first.
+    pub const ALL: [Release; 4] = [
+        Release::Debian11,
+        Release::Debian12,
+        Release::Debian13,
+        Release::Sid,
+    ];
+
     /// The version this release reports (without a `reported_version` override).
     pub fn version(self) -> &'static str {
         match self {
+            Release::Debian11 => "0.9.3",
             Release::Debian12 => "1.3.3",
             Release::Debian13 => "2.3.1",
+            Release::Sid => "2.5.2",
         }
     }
+}
+
+/// Every release with both backends: the full lab matrix (8 cells).
+pub fn all_cells() -> Vec<LabConfig> {
+    let mut all = Vec::new();
+    for release in Release::ALL {
+        for backend in [Backend::Nftables, Backend::Iptables] {
+            all.push(LabConfig::new(release, backend));
+        }
+    }
+    all
 }
 
 /// What a lab looks like. Start from `LabConfig::default()` and override fields.
@@ -169,10 +196,11 @@ impl LabConfig {
     }
 }
 
-/// Debian 12 and Debian 13 firewalld, each with nftables and iptables: the matrix most tests run.
+/// Every release, each with nftables and iptables: the matrix most tests run (the name is from
+/// when there were two releases).
 pub fn both_releases_both_backends() -> Vec<LabConfig> {
     let mut all = Vec::new();
-    for release in [Release::Debian12, Release::Debian13] {
+    for release in Release::ALL {
         for backend in [Backend::Nftables, Backend::Iptables] {
             all.push(LabConfig::new(release, backend));
         }
@@ -187,6 +215,19 @@ pub fn debian13_root() -> PathBuf {
         // Relative paths are relative to the repo, as in the fetch script.
         Some(dir) if !dir.is_empty() => Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
         _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lab/firewalld-2.3.1"),
+    }
+}
+
+/// The cache root of an unpacked release (`None` for Debian 12's, which is the host's).
+pub fn release_root(release: Release) -> Option<PathBuf> {
+    match release {
+        Release::Debian12 => None,
+        Release::Debian13 => Some(debian13_root()),
+        other => Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/lab")
+                .join(format!("firewalld-{}", other.version())),
+        ),
     }
 }
 
@@ -236,12 +277,13 @@ impl Install {
                 bus_policy: "/usr/share/dbus-1/system.d/FirewallD.conf".into(),
                 firewalld_conf: DEBIAN12_FIREWALLD_CONF.into(),
             },
-            Release::Debian13 => {
-                let root = debian13_root();
+            Release::Debian11 | Release::Debian13 | Release::Sid => {
+                let root = release_root(release).unwrap_or_default();
                 if !root.join(".complete").is_file() {
                     panic!(
-                        "firewalld 2.3.1 (Debian 13) is not unpacked at {}: run \
+                        "firewalld {} is not unpacked at {}: run \
                          scripts/fetch-firewalld.sh (honours VIRTZONE_LAB_CACHE) first",
+                        release.version(),
                         root.display()
                     );
                 }
@@ -289,6 +331,8 @@ pub struct Lab {
     /// In a mutex so that `&self` methods can notice a dead firewalld (`try_wait` needs `&mut`)
     /// while `Lab` stays `Sync` for async tests.
     firewalld: Mutex<Option<Child>>,
+    /// Why this test may leave ERROR lines in firewalld's log (see [`Lab::allow_firewalld_errors`]).
+    errors_allowed: Mutex<Option<&'static str>>,
 }
 
 /// Counter making lab names unique within a process (the pid makes them unique across processes).
@@ -326,6 +370,7 @@ impl Lab {
             netns_created: false,
             bus: None,
             firewalld: Mutex::new(None),
+            errors_allowed: Mutex::new(None),
         };
         lab.prepare_firewalld_files(&cfg);
         lab.create_netns();
@@ -580,6 +625,27 @@ impl Lab {
         log
     }
 
+    /// Lets this test leave ERROR lines in firewalld's log. Only for tests that deliberately break
+    /// firewalld's configuration (a bad file, a failing reload): `why` says which. Every other lab
+    /// fails at its end when firewalld logged an ERROR, because virtzone must never be the source of
+    /// the lines admins search for when guest networking breaks (firewalld's own suite does the same).
+    pub fn allow_firewalld_errors(&self, why: &'static str) {
+        *self
+            .errors_allowed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    /// The ERROR lines of firewalld's log so far.
+    pub fn firewalld_errors(&self) -> Vec<String> {
+        fs::read_to_string(self.path("firewalld.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" ERROR: ") || l.starts_with("ERROR: "))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The `version` firewalld reports.
     pub fn version(&self) -> String {
         self.string_property(FIREWALLD_PATH, FIREWALLD_IFACE, "version")
@@ -667,7 +733,7 @@ impl Lab {
             patch_version(&package, version);
             python_path.push(site);
         }
-        if self.release == Release::Debian13 {
+        if self.release != Release::Debian12 {
             python_path.push(self.install.site.clone());
         }
         if !python_path.is_empty() {
@@ -765,8 +831,12 @@ impl Lab {
             .arg(self.path("run"))
             .arg("/usr/bin/python3")
             .arg(&self.install.firewalld)
-            .args(["--nofork", "--nopid", "--log-target", "file"])
-            .arg("--log-file")
+            .args(["--nofork", "--nopid"]);
+        // 0.9.3 has no --log-target; its --log-file alone logs to the file.
+        if self.release != Release::Debian11 {
+            cmd.args(["--log-target", "file"]);
+        }
+        cmd.arg("--log-file")
             .arg(self.path("firewalld.log"))
             .arg("--system-config")
             .arg(&self.config_dir)
@@ -966,6 +1036,24 @@ impl Drop for Lab {
                 .stderr(Stdio::null())
                 .status();
         }
+        // Everything is cleaned up; now the test may still fail on a noisy firewalld log (only when it
+        // has not failed already: a second panic would abort).
+        let allowed = self
+            .errors_allowed
+            .lock()
+            .map(|g| g.is_some())
+            .unwrap_or(true);
+        if !thread::panicking() && !allowed {
+            let errors = self.firewalld_errors();
+            if !errors.is_empty() {
+                panic!(
+                    "lab {}: firewalld logged ERROR lines (virtzone must never cause them; a test that breaks \
+                     firewalld on purpose says so with Lab::allow_firewalld_errors):\n{}",
+                    self.netns,
+                    errors.join("\n")
+                );
+            }
+        }
         // The TempDir field removes the directory after this.
     }
 }
@@ -1160,7 +1248,7 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// SIGTERM, then SIGKILL after `grace`, for every process inside a lab namespace.
-fn kill_netns_processes(netns: &str) {
+pub fn kill_netns_processes(netns: &str) {
     let pids = match Command::new("ip").args(["netns", "pids", netns]).output() {
         Ok(out) => String::from_utf8_lossy(&out.stdout)
             .split_whitespace()

@@ -1,0 +1,286 @@
+//! The executor against a recording fake of [`Mutations`]: order, rollback in reverse, failures of the
+//! rollback itself. No root, no bus; the lab tests run the same paths against a real firewalld.
+
+use std::sync::Mutex;
+
+use super::*;
+use crate::change::Plan;
+use crate::firewalld::ErrorCode;
+use crate::zone::{shipped_policy, shipped_zone};
+
+/// Records every call as text; fails the calls whose text starts with one of `fail`.
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<String>>,
+    fail: Vec<&'static str>,
+}
+
+impl Fake {
+    fn failing(fail: &[&'static str]) -> Self {
+        Fake {
+            calls: Mutex::new(Vec::new()),
+            fail: fail.to_vec(),
+        }
+    }
+
+    fn record(&self, call: String) -> firewalld::Result<()> {
+        let failed = self.fail.iter().any(|f| call.starts_with(f));
+        self.calls.lock().unwrap().push(call);
+        if failed {
+            return Err(Error::Firewalld {
+                code: ErrorCode::InvalidZone,
+                detail: "fake".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Mutations for Fake {
+    async fn change_zone_of_interface(
+        &self,
+        zone: &ZoneName,
+        interface: &BridgeName,
+    ) -> firewalld::Result<()> {
+        self.record(format!("changeZoneOfInterface {zone} {interface}"))
+    }
+    async fn remove_interface(
+        &self,
+        zone: &ZoneName,
+        interface: &BridgeName,
+    ) -> firewalld::Result<()> {
+        self.record(format!("removeInterface {zone} {interface}"))
+    }
+    async fn add_permanent_interface(
+        &self,
+        zone: &ZoneName,
+        interface: &BridgeName,
+    ) -> firewalld::Result<()> {
+        self.record(format!("config.addInterface {zone} {interface}"))
+    }
+    async fn remove_permanent_interface(
+        &self,
+        zone: &ZoneName,
+        interface: &BridgeName,
+    ) -> firewalld::Result<()> {
+        self.record(format!("config.removeInterface {zone} {interface}"))
+    }
+    async fn add_zone(&self, zone: &Zone) -> firewalld::Result<()> {
+        self.record(format!("addZone {}", zone.name))
+    }
+    async fn add_policy(&self, policy: &Policy) -> firewalld::Result<()> {
+        self.record(format!("addPolicy {}", policy.name))
+    }
+    async fn update_zone(&self, zone: &Zone) -> firewalld::Result<()> {
+        self.record(format!("update2 {}", zone.name))
+    }
+    async fn remove_zone(&self, name: &str) -> firewalld::Result<()> {
+        self.record(format!("removeZone {name}"))
+    }
+    async fn remove_policy(&self, name: &str) -> firewalld::Result<()> {
+        self.record(format!("removePolicy {name}"))
+    }
+    async fn reload(&self) -> firewalld::Result<()> {
+        self.record("reload".into())
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn install_plan() -> Plan {
+    Plan {
+        steps: vec![
+            Step::AddZone(shipped_zone("libvirt")),
+            Step::AddZone(shipped_zone("libvirt-routed")),
+            Step::AddPolicy(shipped_policy("libvirt-to-host")),
+            Step::Reload,
+        ],
+        warnings: vec![],
+    }
+}
+
+#[test]
+fn a_plan_runs_in_order() {
+    let fake = Fake::default();
+    let applied = block_on(Executor::new(&fake).run(&install_plan())).unwrap();
+    assert_eq!(applied.steps, install_plan().steps);
+    assert_eq!(
+        fake.calls(),
+        [
+            "addZone libvirt",
+            "addZone libvirt-routed",
+            "addPolicy libvirt-to-host",
+            "reload"
+        ]
+    );
+}
+
+#[test]
+fn a_failure_undoes_what_succeeded_newest_first() {
+    let fake = Fake::failing(&["addPolicy"]);
+    let err = block_on(Executor::new(&fake).run(&install_plan())).unwrap_err();
+    assert_eq!(
+        fake.calls(),
+        [
+            "addZone libvirt",
+            "addZone libvirt-routed",
+            "addPolicy libvirt-to-host",
+            "removeZone libvirt-routed",
+            "removeZone libvirt",
+        ]
+    );
+    assert_eq!(err.undone, 2);
+    assert!(err.rollback_failures.is_empty());
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "firewalld refused to add policy libvirt-to-host: firewalld said INVALID_ZONE"
+        ) && text.ends_with("removed what this run had added"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_failed_reload_removes_the_added_objects_without_reloading_again() {
+    let fake = Fake::failing(&["reload"]);
+    let err = block_on(Executor::new(&fake).run(&install_plan())).unwrap_err();
+    assert_eq!(err.step, Step::Reload);
+    assert_eq!(
+        fake.calls()[4..],
+        [
+            "removePolicy libvirt-to-host",
+            "removeZone libvirt-routed",
+            "removeZone libvirt"
+        ]
+    );
+    assert!(err
+        .to_string()
+        .contains("keeps running its previous configuration"));
+}
+
+#[test]
+fn the_first_failure_changes_nothing() {
+    let fake = Fake::failing(&["addZone libvirt"]);
+    let err = block_on(Executor::new(&fake).run(&install_plan())).unwrap_err();
+    assert_eq!(fake.calls(), ["addZone libvirt"]);
+    assert!(err.to_string().ends_with("nothing was changed"), "{err}");
+}
+
+#[test]
+fn failures_of_the_rollback_are_reported() {
+    let fake = Fake::failing(&["changeZoneOfInterface", "config.removeInterface"]);
+    let br = BridgeName::new("virbr0").unwrap();
+    let plan = Plan {
+        steps: vec![
+            Step::AddPermanentInterface {
+                zone: ZoneName::libvirt(),
+                interface: br.clone(),
+            },
+            Step::ChangeZoneOfInterface {
+                zone: ZoneName::libvirt(),
+                interface: br,
+                previous: None,
+            },
+        ],
+        warnings: vec![],
+    };
+    let err = block_on(Executor::new(&fake).run(&plan)).unwrap_err();
+    assert_eq!(
+        fake.calls(),
+        [
+            "config.addInterface libvirt virbr0",
+            "changeZoneOfInterface libvirt virbr0",
+            "config.removeInterface libvirt virbr0",
+        ]
+    );
+    assert_eq!(err.rollback_failures.len(), 1);
+    assert!(
+        err.to_string().contains("rolling back failed too: could not unbind bridge virbr0 from zone libvirt in the permanent configuration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn undo_after_a_reload_reloads_again() {
+    let fake = Fake::default();
+    let exec = Executor::new(&fake);
+    let applied = block_on(exec.run(&install_plan())).unwrap();
+    let failures = block_on(exec.undo(applied));
+    assert!(failures.is_empty());
+    assert_eq!(
+        fake.calls()[4..],
+        [
+            "removePolicy libvirt-to-host",
+            "removeZone libvirt-routed",
+            "removeZone libvirt",
+            "reload"
+        ]
+    );
+}
+
+#[test]
+fn a_moved_bridge_goes_back_where_it_was() {
+    let fake = Fake::failing(&["config.addInterface"]);
+    let br = BridgeName::new("virbr0").unwrap();
+    let trusted = ZoneName::new("trusted").unwrap();
+    let plan = Plan {
+        steps: vec![
+            Step::ChangeZoneOfInterface {
+                zone: ZoneName::libvirt(),
+                interface: br.clone(),
+                previous: Some(trusted),
+            },
+            Step::AddPermanentInterface {
+                zone: ZoneName::libvirt(),
+                interface: br,
+            },
+        ],
+        warnings: vec![],
+    };
+    block_on(Executor::new(&fake).run(&plan)).unwrap_err();
+    assert_eq!(
+        fake.calls(),
+        [
+            "changeZoneOfInterface libvirt virbr0",
+            "config.addInterface libvirt virbr0",
+            "changeZoneOfInterface trusted virbr0",
+        ]
+    );
+}
+
+#[test]
+fn independent_steps_are_all_tried() {
+    let fake = Fake::failing(&["changeZoneOfInterface libvirt virbr1"]);
+    let steps: Vec<Step> = ["virbr0", "virbr1", "virbr2"]
+        .iter()
+        .map(|b| Step::ChangeZoneOfInterface {
+            zone: ZoneName::libvirt(),
+            interface: BridgeName::new(b).unwrap(),
+            previous: None,
+        })
+        .collect();
+    let results = block_on(Executor::new(&fake).apply_each(&steps, 2));
+    let mut ok: Vec<(String, bool)> = results
+        .iter()
+        .map(|(s, r)| (s.to_string(), r.is_ok()))
+        .collect();
+    ok.sort();
+    assert_eq!(
+        ok,
+        [
+            ("bind bridge virbr0 to zone libvirt".to_string(), true),
+            ("bind bridge virbr1 to zone libvirt".to_string(), false),
+            ("bind bridge virbr2 to zone libvirt".to_string(), true),
+        ]
+    );
+    assert_eq!(fake.calls().len(), 3);
+}

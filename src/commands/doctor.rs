@@ -1,0 +1,267 @@
+//! `virtzone doctor [--json] [--network NET]... [--fix [--yes]]`.
+
+use std::fmt::Write as _;
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::{print_json, Failure};
+use crate::bind::{self, Attach};
+use crate::doctor::{self, Action, Report, Status};
+use crate::firewalld::Firewalld;
+use crate::names::{BridgeName, ZoneName};
+use crate::state::StateDir;
+
+/// Where `--fix` keeps br_netfilter off across reboots.
+const SYSCTL_FILE: &str = "/etc/sysctl.d/90-virtzone-bridge.conf";
+
+/// A fix `--fix` tried.
+#[derive(Debug, Serialize)]
+struct Applied {
+    id: &'static str,
+    command: String,
+    applied: bool,
+    error: Option<String>,
+}
+
+/// `--fix --json`: the fixes, then the report of the check that followed them.
+#[derive(Serialize)]
+struct FixReport<'a> {
+    fixes: &'a [Applied],
+    #[serde(flatten)]
+    after: &'a Report,
+}
+
+/// libvirt network names: what `virsh net-define` accepts, minus what cannot be a file name.
+fn check_network_name(name: &str) -> Result<(), Failure> {
+    if name.is_empty()
+        || name.len() > 255
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+    {
+        return Err(Failure::Usage(format!(
+            "{name:?} is not a libvirt network name (1-255 characters, no '/' or control characters)"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn run(
+    json: bool,
+    networks: &[String],
+    fix: bool,
+    yes: bool,
+) -> Result<ExitCode, Failure> {
+    for n in networks {
+        check_network_name(n)?;
+    }
+    // An unusable state directory only hides virtzone's records; the rest is still worth checking.
+    let state = StateDir::locate(None).ok();
+    let gather = || async {
+        doctor::gather(state.as_ref(), networks)
+            .await
+            .map_err(|e| Failure::Usage(e.to_string()))
+    };
+    let report = doctor::diagnose(&gather().await?);
+    if !fix {
+        if json {
+            print_json(&report)?;
+        } else {
+            out!("{}", render(&report));
+        }
+        return Ok(exit(&report));
+    }
+    if !json {
+        out!("{}", render(&report));
+    }
+    let mut applied = Vec::new();
+    for check in &report.checks {
+        let Some(f) = check
+            .fix
+            .as_ref()
+            .filter(|f| f.safe && check.status == Status::Problem)
+        else {
+            continue;
+        };
+        let Some(action) = &f.action else { continue };
+        if !json {
+            out!("fix {}: {}", check.id, f.command);
+        }
+        if !yes && !confirm()? {
+            applied.push(Applied {
+                id: check.id,
+                command: f.command.clone(),
+                applied: false,
+                error: Some("not confirmed".into()),
+            });
+            continue;
+        }
+        let result = apply(action, state.as_ref()).await;
+        if !json {
+            match &result {
+                Ok(()) => out!("  applied"),
+                Err(e) => out!("  failed: {e}"),
+            }
+        }
+        applied.push(Applied {
+            id: check.id,
+            command: f.command.clone(),
+            applied: result.is_ok(),
+            error: result.err(),
+        });
+    }
+    // Every fix is judged by checking again, not by its own success.
+    let after = doctor::diagnose(&gather().await?);
+    if json {
+        print_json(&FixReport {
+            fixes: &applied,
+            after: &after,
+        })?;
+    } else {
+        out!("after the fixes:\n{}", render(&after));
+    }
+    Ok(exit(&after))
+}
+
+fn exit(report: &Report) -> ExitCode {
+    if report.problems > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Asks on the terminal; anything but y/yes (or end of input) is no.
+fn confirm() -> Result<bool, Failure> {
+    super::write_out(format_args!("  apply it? [y/N] "));
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure::Refused(format!("cannot read the answer: {e}")))?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// Applies one safe fix.
+async fn apply(action: &Action, state: Option<&StateDir>) -> Result<(), String> {
+    match action {
+        Action::Install => {
+            let state = state.ok_or("virtzone's state directory is unusable")?;
+            let fw = Firewalld::connect().await.map_err(|e| e.to_string())?;
+            crate::install::live::install(&fw, state, true)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        Action::Bind(bindings) => {
+            let state = state.ok_or("virtzone's state directory is unusable")?;
+            let fw = Firewalld::connect().await.map_err(|e| e.to_string())?;
+            for (bridge, zone, network) in bindings {
+                let req = Attach {
+                    bridge: BridgeName::new(bridge).map_err(|e| e.to_string())?,
+                    zone: ZoneName::new(zone).map_err(|e| e.to_string())?,
+                    permanent: false,
+                    force: false,
+                    network: (!network.is_empty()).then(|| network.clone()),
+                };
+                bind::attach(&fw, state, &req)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+        Action::AcceptInDockerUser(bridges) => {
+            for b in bridges {
+                BridgeName::new(b).map_err(|e| e.to_string())?;
+                for rule in [
+                    vec!["-i", b.as_str(), "-j", "ACCEPT"],
+                    vec![
+                        "-o",
+                        b.as_str(),
+                        "-m",
+                        "conntrack",
+                        "--ctstate",
+                        "RELATED,ESTABLISHED",
+                        "-j",
+                        "ACCEPT",
+                    ],
+                ] {
+                    // -C first: a second --fix must not stack duplicates.
+                    let present = iptables(&[&["-C", "DOCKER-USER"][..], &rule].concat()).is_ok();
+                    if !present {
+                        iptables(&[&["-I", "DOCKER-USER"][..], &rule].concat())?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        Action::DisableBridgeNetfilter(keys) => {
+            let mut conf = String::from(
+                "# Written by virtzone doctor --fix: bridged guest traffic must not cross the IP firewall,\n\
+                 # whose zones would drop it (docs/troubleshooting.md, br-netfilter).\n",
+            );
+            for key in keys {
+                let path = format!("/proc/sys/{}", key.replace('.', "/"));
+                std::fs::write(&path, "0").map_err(|e| format!("cannot write {path}: {e}"))?;
+                let _ = writeln!(conf, "{key} = 0");
+            }
+            crate::state::write_atomically(
+                std::path::Path::new(SYSCTL_FILE),
+                conf.as_bytes(),
+                0o644,
+            )
+            .map_err(|e| format!("cannot write {SYSCTL_FILE}: {e}"))
+        }
+    }
+}
+
+/// Runs `iptables ARGS` (iptables-nft on current distributions, where Docker's chains live).
+fn iptables(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("iptables")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run iptables: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "iptables {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The text report: one line per check, then evidence and fix for problems and warnings.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    for c in &report.checks {
+        let _ = writeln!(out, "{:<8} {}: {}", c.status.word(), c.id, c.summary);
+        if matches!(c.status, Status::Problem | Status::Warning) {
+            for e in &c.evidence {
+                let _ = writeln!(out, "           evidence: {e}");
+            }
+            if let Some(f) = &c.fix {
+                let how = if f.safe {
+                    " (doctor --fix applies it)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "           fix: {}{how}", f.command);
+            }
+        }
+    }
+    let _ = write!(
+        out,
+        "{} problem{}, {} warning{}",
+        report.problems,
+        if report.problems == 1 { "" } else { "s" },
+        report.warnings,
+        if report.warnings == 1 { "" } else { "s" }
+    );
+    out
+}

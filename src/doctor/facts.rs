@@ -1,0 +1,642 @@
+//! What `doctor` reads from the host: firewalld over D-Bus (one connection), libvirt's records of its
+//! running networks, sysctls, bridge ports, NetworkManager profiles, firewalld's and virtzone's files,
+//! the live ruleset, the hook and the daemon. Every reader tolerates absence: a fact that cannot be
+//! read is `None`, which makes the checks that need it `skipped`, never guessed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use crate::bind::{Bindings, BINDINGS_FILE};
+use crate::firewalld::{Backend, Firewalld, FirewalldFacts};
+use crate::libvirt::{parse_network_xml, Network};
+use crate::state::StateDir;
+use crate::status::Status;
+use crate::zone;
+
+/// Where libvirt keeps the live XML of its running networks.
+pub const LIBVIRT_NETWORK_RUN_DIR: &str = "/run/libvirt/network";
+/// Where virtzone's network hook is installed.
+pub const HOOK_PATH: &str = "/etc/libvirt/hooks/network.d/50-virtzone";
+/// firewalld's admin and package configuration tiers.
+const FIREWALLD_ETC: &str = "/etc/firewalld";
+const FIREWALLD_USR: &str = "/usr/lib/firewalld";
+/// NetworkManager's keyfile profiles.
+const NM_PROFILES: &str = "/etc/NetworkManager/system-connections";
+/// systemd's record that the unit is enabled.
+const UNIT_ENABLED: &str = "/etc/systemd/system/multi-user.target.wants/virtzone.service";
+/// Files larger than this are not what they should be and are not read.
+const MAX_FILE: u64 = 1 << 20;
+
+/// One running libvirt network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkFacts {
+    /// Its definition (name, bridge, zone, forward mode).
+    pub network: Network,
+    /// Whether it has an IPv6 address.
+    pub ipv6: bool,
+}
+
+/// An `/etc/firewalld` copy of a libvirt zone or policy beside the packaged one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneCopy {
+    /// The zone or policy.
+    pub name: String,
+    /// The /etc file.
+    pub admin: PathBuf,
+    /// The packaged file it shadows.
+    pub package: PathBuf,
+    /// How the /etc copy differs in meaning from the packaged one (empty: the same).
+    pub differences: Vec<String>,
+}
+
+/// virtzone's network hook and libvirtd's start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HookFacts {
+    /// Where it should be.
+    pub path: PathBuf,
+    /// Whether it is there.
+    pub exists: bool,
+    /// Whether it is executable.
+    pub executable: bool,
+    /// When it was last changed.
+    pub installed_at: Option<SystemTime>,
+    /// When the running libvirtd (or virtnetworkd) started; `None` when none runs.
+    pub libvirtd_started: Option<SystemTime>,
+}
+
+/// How long doctor waits for firewalld's answers in all: a hung firewalld is a finding, not a hang.
+pub const FIREWALLD_BUDGET: Duration = Duration::from_secs(10);
+
+/// Why firewalld's facts are missing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FirewalldError {
+    /// firewalld answers only root (and polkit-authorized users).
+    #[error("firewalld refuses this user's questions ({0}); run doctor as root")]
+    NotAuthorized(String),
+    /// firewalld owns its name but did not answer.
+    #[error("firewalld did not answer within {0} s")]
+    NoAnswer(u64),
+    /// Anything else.
+    #[error("cannot ask firewalld: {0}")]
+    Failed(String),
+}
+
+impl From<crate::firewalld::Error> for FirewalldError {
+    fn from(e: crate::firewalld::Error) -> Self {
+        match e {
+            crate::firewalld::Error::NotAuthorized(m) => FirewalldError::NotAuthorized(m),
+            other => FirewalldError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Everything the checks look at.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// firewalld's version, state, backend, zones (an error sentence when it could not be asked).
+    pub firewalld: Result<FirewalldFacts, FirewalldError>,
+    /// `virtzone status`'s report (zones' origin and drift, bridges' zones); `None` when unreadable.
+    pub status: Option<Status>,
+    /// The running libvirt networks (restricted to `--network` when given).
+    pub networks: Vec<NetworkFacts>,
+    /// virtzone's recorded bindings; `None` when unreadable.
+    pub recorded: Option<Bindings>,
+    /// `/etc/firewalld` copies of libvirt's zones and policies; `None` when unreadable.
+    pub zone_copies: Option<Vec<ZoneCopy>>,
+    /// NetworkManager profiles that set a zone: (file, interface-name, zone); `None` without NM.
+    pub nm_zones: Option<Vec<(String, String, String)>>,
+    /// sysctls by their /proc/sys path (`net/ipv4/ip_forward`), those that could be read.
+    pub sysctl: BTreeMap<String, String>,
+    /// sysctl configuration lines that turn forwarding off: `FILE: LINE`.
+    pub sysctl_sources: Vec<String>,
+    /// Each bridge's ports.
+    pub bridge_ports: BTreeMap<String, Vec<String>>,
+    /// nftables tables and iptables chains of other firewalls; `None` when the ruleset is unreadable.
+    pub foreign_tables: Option<Vec<String>>,
+    /// iptables-legacy rules (invisible to nft).
+    pub legacy_rules: Vec<String>,
+    /// firewalld.conf's `StrictForwardPorts`; `None` when unreadable.
+    pub strict_forward_ports: Option<bool>,
+    /// DNAT rules outside firewalld.
+    pub foreign_dnat: Vec<String>,
+    /// The live ruleset as `nft -j list ruleset` prints it; `None` when unreadable.
+    pub ruleset: Option<String>,
+    /// The same, read for the evaluator (with iptables-nft's saved lines); the error when unreadable.
+    pub evaluable: Result<crate::verify::Ruleset, String>,
+    /// The default route's interface, where forwarded guest traffic leaves.
+    pub uplink: Option<String>,
+    /// The host's addresses on each running network's bridge.
+    pub bridge_addresses: BTreeMap<String, Vec<(std::net::IpAddr, u8)>>,
+    /// The network hook.
+    pub hook: HookFacts,
+    /// Whether virtzone's daemon owns its bus name; `None` when the bus could not be asked.
+    pub daemon_running: Option<bool>,
+    /// Whether virtzone.service is enabled.
+    pub daemon_enabled: bool,
+}
+
+impl Facts {
+    /// Facts of a host with nothing on it: no firewalld, no network, nothing read. The base of tests.
+    pub fn empty() -> Facts {
+        Facts {
+            firewalld: Ok(FirewalldFacts::NotRunning { no_bus: true }),
+            status: None,
+            networks: Vec::new(),
+            recorded: None,
+            zone_copies: None,
+            nm_zones: None,
+            sysctl: BTreeMap::new(),
+            sysctl_sources: Vec::new(),
+            bridge_ports: BTreeMap::new(),
+            foreign_tables: None,
+            legacy_rules: Vec::new(),
+            strict_forward_ports: None,
+            foreign_dnat: Vec::new(),
+            ruleset: None,
+            evaluable: Err("not read".into()),
+            uplink: None,
+            bridge_addresses: BTreeMap::new(),
+            hook: HookFacts::default(),
+            daemon_running: None,
+            daemon_enabled: false,
+        }
+    }
+}
+
+/// Why `--network` was refused (bad input).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UnknownNetwork(pub String);
+
+/// Gathers the facts, restricted to the running libvirt networks named in `only` (all when empty).
+pub async fn gather(state: Option<&StateDir>, only: &[String]) -> Result<Facts, UnknownNetwork> {
+    let mut f = Facts {
+        networks: running_networks(Path::new(LIBVIRT_NETWORK_RUN_DIR)),
+        ..Facts::empty()
+    };
+    for name in only {
+        if !f.networks.iter().any(|n| &n.network.name == name) {
+            return Err(UnknownNetwork(format!(
+                "no running libvirt network is named {name:?} (virsh net-list shows the running ones)"
+            )));
+        }
+    }
+    if !only.is_empty() {
+        f.networks.retain(|n| only.contains(&n.network.name));
+    }
+    let fw = match Firewalld::connect().await {
+        Ok(fw) => Some(fw),
+        Err(crate::firewalld::Error::NoBus(_)) => None,
+        Err(e) => {
+            f.firewalld = Err(e.into());
+            None
+        }
+    };
+    if let Some(fw) = &fw {
+        let asked = async {
+            let facts = fw.facts().await?;
+            let status = match facts {
+                FirewalldFacts::Running(_) => crate::status::gather_on(fw, state).await.ok(),
+                FirewalldFacts::NotRunning { .. } => None,
+            };
+            Ok::<_, crate::firewalld::Error>((facts, status))
+        };
+        match tokio::time::timeout(FIREWALLD_BUDGET, asked).await {
+            Ok(Ok((facts, status))) => {
+                f.firewalld = Ok(facts);
+                f.status = status;
+            }
+            Ok(Err(e)) => f.firewalld = Err(e.into()),
+            Err(_) => f.firewalld = Err(FirewalldError::NoAnswer(FIREWALLD_BUDGET.as_secs())),
+        }
+        f.daemon_running = tokio::time::timeout(
+            FIREWALLD_BUDGET,
+            name_has_owner(fw, crate::daemon::BUS_NAME),
+        )
+        .await
+        .ok()
+        .flatten();
+    }
+    f.recorded = match state {
+        Some(s) => s.read::<Bindings>(BINDINGS_FILE).ok(),
+        None => None,
+    };
+    f.zone_copies = zone_copies(Path::new(FIREWALLD_ETC), Path::new(FIREWALLD_USR));
+    f.nm_zones = nm_zones(Path::new(NM_PROFILES));
+    for key in [
+        "net/ipv4/ip_forward",
+        "net/ipv6/conf/all/forwarding",
+        "net/bridge/bridge-nf-call-iptables",
+        "net/bridge/bridge-nf-call-ip6tables",
+    ] {
+        if let Some(v) = read_small(&Path::new("/proc/sys").join(key)) {
+            f.sysctl.insert(key.to_string(), v.trim().to_string());
+        }
+    }
+    f.sysctl_sources = sysctl_sources();
+    f.bridge_ports = bridge_ports(Path::new("/sys/class/net"));
+    let backend = match &f.firewalld {
+        Ok(FirewalldFacts::Running(r)) => Some(r.backend),
+        _ => None,
+    };
+    f.ruleset = nft_ruleset();
+    if let Some(json) = &f.ruleset {
+        let (foreign, dnat) = foreign_rules(json, backend);
+        f.foreign_tables = Some(foreign);
+        f.foreign_dnat = dnat;
+    }
+    f.legacy_rules = legacy_rules();
+    f.evaluable = crate::verify::read_ruleset().map_err(|e| e.to_string());
+    f.uplink = crate::verify::host_facts().uplink;
+    for n in &f.networks {
+        if let Some(b) = &n.network.bridge {
+            f.bridge_addresses
+                .insert(b.to_string(), crate::verify::addresses(b.as_str()));
+        }
+    }
+    f.strict_forward_ports = read_small(&Path::new(FIREWALLD_ETC).join("firewalld.conf"))
+        .map(|conf| strict_forward_ports(&conf));
+    f.hook = hook_facts(Path::new(HOOK_PATH));
+    f.daemon_enabled = Path::new(UNIT_ENABLED).exists();
+    Ok(f)
+}
+
+/// Whether anybody owns `name` on the bus; `None` when the bus does not answer.
+async fn name_has_owner(fw: &Firewalld, name: &str) -> Option<bool> {
+    let dbus = zbus::fdo::DBusProxy::new(fw.connection()).await.ok()?;
+    let name = zbus::names::BusName::try_from(name).ok()?;
+    dbus.name_has_owner(name).await.ok()
+}
+
+/// A small text file, `None` when missing, unreadable or too large.
+fn read_small(path: &Path) -> Option<String> {
+    let meta = fs::metadata(path).ok()?;
+    if meta.len() > MAX_FILE {
+        return None;
+    }
+    fs::read_to_string(path).ok()
+}
+
+/// libvirt's running networks from its status files; unparsable ones are left out (they are
+/// libvirt's, and `check` reports their problems).
+pub fn running_networks(dir: &Path) -> Vec<NetworkFacts> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<NetworkFacts> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("xml"))
+        .filter_map(|p| read_small(&p))
+        .filter_map(|xml| {
+            let network = parse_network_xml(&xml, None).ok()?;
+            let ipv6 = xml.contains("family='ipv6'") || xml.contains("family=\"ipv6\"");
+            Some(NetworkFacts { network, ipv6 })
+        })
+        .collect();
+    out.sort_by(|a, b| a.network.name.cmp(&b.network.name));
+    out
+}
+
+/// `/etc/firewalld` copies of libvirt's zones and policies that shadow a packaged file.
+pub fn zone_copies(etc: &Path, usr: &Path) -> Option<Vec<ZoneCopy>> {
+    if !etc.is_dir() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (name, _) in zone::SHIPPED_ZONES {
+        let (admin, package) = (
+            etc.join("zones").join(format!("{name}.xml")),
+            usr.join("zones").join(format!("{name}.xml")),
+        );
+        if admin.exists() && package.exists() {
+            let differences = match (
+                zone::parse_zone_file(&admin),
+                zone::parse_zone_file(&package),
+            ) {
+                (Ok(a), Ok(p)) => p.diff(&a),
+                (Err(e), _) => vec![format!("the /etc copy does not load: {e}")],
+                (_, Err(e)) => vec![format!("the packaged file does not load: {e}")],
+            };
+            out.push(ZoneCopy {
+                name: name.to_string(),
+                admin,
+                package,
+                differences,
+            });
+        }
+    }
+    for (name, _) in zone::SHIPPED_POLICIES {
+        let (admin, package) = (
+            etc.join("policies").join(format!("{name}.xml")),
+            usr.join("policies").join(format!("{name}.xml")),
+        );
+        if admin.exists() && package.exists() {
+            let differences = match (
+                zone::parse_policy_file(&admin),
+                zone::parse_policy_file(&package),
+            ) {
+                (Ok(a), Ok(p)) => p.diff(&a),
+                (Err(e), _) => vec![format!("the /etc copy does not load: {e}")],
+                (_, Err(e)) => vec![format!("the packaged file does not load: {e}")],
+            };
+            out.push(ZoneCopy {
+                name: name.to_string(),
+                admin,
+                package,
+                differences,
+            });
+        }
+    }
+    Some(out)
+}
+
+/// NetworkManager keyfiles that set `zone=` for an `interface-name=`: (file, interface, zone).
+pub fn nm_zones(dir: &Path) -> Option<Vec<(String, String, String)>> {
+    let entries = fs::read_dir(dir).ok()?;
+    let mut out = Vec::new();
+    for path in entries.flatten().map(|e| e.path()) {
+        let Some(text) = read_small(&path) else {
+            continue;
+        };
+        let (mut section, mut iface, mut zone) = (String::new(), None, None);
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line.to_string();
+                continue;
+            }
+            if section != "[connection]" {
+                continue;
+            }
+            match line.split_once('=') {
+                Some(("interface-name", v)) => iface = Some(v.trim().to_string()),
+                Some(("zone", v)) if !v.trim().is_empty() => zone = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+        if let (Some(i), Some(z)) = (iface, zone) {
+            out.push((path.display().to_string(), i, z));
+        }
+    }
+    out.sort();
+    Some(out)
+}
+
+/// sysctl configuration lines that turn IP forwarding off.
+fn sysctl_sources() -> Vec<String> {
+    let mut files = vec![PathBuf::from("/etc/sysctl.conf")];
+    for dir in ["/etc/sysctl.d", "/run/sysctl.d", "/usr/lib/sysctl.d"] {
+        if let Ok(entries) = fs::read_dir(dir) {
+            let mut more: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            more.sort();
+            files.extend(more);
+        }
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let Some(text) = read_small(&file) else {
+            continue;
+        };
+        for line in text.lines() {
+            let squeezed: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+            let squeezed = squeezed.replace('/', ".");
+            if (squeezed.starts_with("net.ipv4.ip_forward=0")
+                || squeezed.starts_with("net.ipv6.conf.all.forwarding=0"))
+                && !line.trim_start().starts_with('#')
+            {
+                out.push(format!("{}: {}", file.display(), line.trim()));
+            }
+        }
+    }
+    out
+}
+
+/// Each bridge's ports, from sysfs.
+fn bridge_ports(sys: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = fs::read_dir(sys) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let brif = e.path().join("brif");
+        if let Ok(ports) = fs::read_dir(&brif) {
+            let mut ports: Vec<String> = ports
+                .flatten()
+                .map(|p| p.file_name().to_string_lossy().into_owned())
+                .collect();
+            ports.sort();
+            out.insert(e.file_name().to_string_lossy().into_owned(), ports);
+        }
+    }
+    out
+}
+
+/// `nft -j list ruleset`, `None` when nft is missing or refuses.
+fn nft_ruleset() -> Option<String> {
+    let out = std::process::Command::new("nft")
+        .args(["-j", "list", "ruleset"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8(out.stdout).ok()
+}
+
+/// Tables that belong to neither firewalld nor libvirt, and DNAT rules outside firewalld.
+///
+/// Which firewall owns a table can only be told by its name, so this list is explicit: firewalld's
+/// own tables (`firewalld`), libvirt's nftables backend (`libvirt_network`), and the iptables-nft
+/// tables, where the rules of iptables users live. In those, libvirt's chains are `LIBVIRT_*`; with
+/// firewalld's iptables backend its chains share the tables too, so they are only judged when firewalld
+/// uses nftables (otherwise left out, never guessed).
+pub fn foreign_rules(json: &str, backend: Option<Backend>) -> (Vec<String>, Vec<String>) {
+    let Ok(v) = serde_json::from_str::<Value>(json) else {
+        return (Vec::new(), Vec::new());
+    };
+    let items = v["nftables"].as_array().cloned().unwrap_or_default();
+    let xtables_names = ["filter", "nat", "mangle", "raw", "security"];
+    let is_xtables = |fam: &str, table: &str| {
+        (matches!(fam, "ip" | "ip6") && xtables_names.contains(&table))
+            || (fam == "bridge" && matches!(table, "filter" | "nat" | "broute"))
+    };
+    let mut foreign = Vec::new();
+    let mut dnat = Vec::new();
+    let mut rules_per_chain: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    let mut base_chains: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for item in &items {
+        if let Some(c) = item.get("chain") {
+            let (fam, table, name) = (
+                c["family"].as_str().unwrap_or_default().to_string(),
+                c["table"].as_str().unwrap_or_default().to_string(),
+                c["name"].as_str().unwrap_or_default().to_string(),
+            );
+            if let Some(hook) = c["hook"].as_str() {
+                let policy = c["policy"].as_str().unwrap_or("accept");
+                base_chains
+                    .entry((fam.clone(), table.clone()))
+                    .or_default()
+                    .push(format!("{name} (hook {hook}, policy {policy})"));
+            }
+        }
+        if let Some(r) = item.get("rule") {
+            let (fam, table, chain) = (
+                r["family"].as_str().unwrap_or_default().to_string(),
+                r["table"].as_str().unwrap_or_default().to_string(),
+                r["chain"].as_str().unwrap_or_default().to_string(),
+            );
+            let text = r["expr"].to_string();
+            // libvirt's iptables backend hooks its LIBVIRT_* chains in with plain jumps.
+            if !text.contains("\"target\":\"LIBVIRT_") {
+                *rules_per_chain
+                    .entry((fam.clone(), table.clone(), chain.clone()))
+                    .or_default() += 1;
+            }
+            let is_dnat = text.contains("\"dnat\"") || text.contains("\"DNAT\"");
+            if is_dnat && table != "firewalld" && !chain.starts_with("LIBVIRT") {
+                let firewalld_chain =
+                    backend == Some(Backend::Iptables) && is_xtables(&fam, &table);
+                if !firewalld_chain {
+                    dnat.push(format!("table {fam} {table}, chain {chain}: {text}"));
+                }
+            }
+        }
+    }
+    for ((fam, table), chains) in &base_chains {
+        if table == "firewalld" || table == "libvirt_network" {
+            continue;
+        }
+        if is_xtables(fam, table) {
+            if backend != Some(Backend::Nftables) {
+                continue;
+            }
+            let busy: Vec<String> = rules_per_chain
+                .iter()
+                .filter(|((f, t, c), n)| {
+                    f == fam && t == table && !c.starts_with("LIBVIRT") && **n > 0
+                })
+                .map(|((_, _, c), n)| format!("{c} ({n} rules)"))
+                .collect();
+            if !busy.is_empty() {
+                foreign.push(format!("iptables table {fam} {table}: {}", busy.join(", ")));
+            }
+            continue;
+        }
+        // An empty table whose base chains accept changes nothing (firewalld's iptables backend
+        // leaves such ebtables tables behind): only rules or a dropping policy count.
+        let rules: usize = rules_per_chain
+            .iter()
+            .filter(|((f, t, _), _)| f == fam && t == table)
+            .map(|(_, n)| *n)
+            .sum();
+        let dropping = chains.iter().any(|c| c.contains("policy drop"));
+        if rules > 0 || dropping {
+            foreign.push(format!(
+                "nftables table {fam} {table}: {} ({rules} rules)",
+                chains.join(", ")
+            ));
+        }
+    }
+    let libvirt_nft = base_chains.keys().any(|(_, t)| t == "libvirt_network");
+    let libvirt_xt = items.iter().any(|i| {
+        i.get("chain")
+            .and_then(|c| c["name"].as_str())
+            .is_some_and(|n| n.starts_with("LIBVIRT_"))
+    });
+    if libvirt_nft && libvirt_xt {
+        foreign.push(
+            "libvirt's nftables table and leftover LIBVIRT_* iptables chains both exist (from a backend switch)".into(),
+        );
+    }
+    (foreign, dnat)
+}
+
+/// Rules in iptables-legacy's tables, which nft cannot see.
+fn legacy_rules() -> Vec<String> {
+    let mut out = Vec::new();
+    for tool in ["iptables-legacy-save", "ip6tables-legacy-save"] {
+        let Ok(o) = std::process::Command::new(tool).output() else {
+            continue;
+        };
+        if !o.status.success() {
+            continue;
+        }
+        let rules = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("-A "))
+            .count();
+        if rules > 0 {
+            out.push(format!(
+                "{tool}: {rules} rules in iptables-legacy tables (invisible to nft and to firewalld)"
+            ));
+        }
+    }
+    out
+}
+
+/// `StrictForwardPorts=` of firewalld.conf (default no).
+pub fn strict_forward_ports(conf: &str) -> bool {
+    conf.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .rfind(|(k, _)| k.trim() == "StrictForwardPorts")
+        .is_some_and(|(_, v)| matches!(v.trim().to_ascii_lowercase().as_str(), "yes" | "true"))
+}
+
+fn hook_facts(path: &Path) -> HookFacts {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(path).ok();
+    HookFacts {
+        path: path.to_path_buf(),
+        exists: meta.is_some(),
+        executable: meta
+            .as_ref()
+            .is_some_and(|m| m.permissions().mode() & 0o111 != 0),
+        installed_at: meta.and_then(|m| m.modified().ok()),
+        libvirtd_started: libvirtd_started(),
+    }
+}
+
+/// When the running libvirtd (or virtnetworkd) started: boot time plus its start in clock ticks
+/// (`/proc/PID/stat` field 22).
+fn libvirtd_started() -> Option<SystemTime> {
+    let btime: u64 = read_small(Path::new("/proc/stat"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    let own_netns = fs::read_link("/proc/self/ns/net").ok();
+    let entries = fs::read_dir("/proc").ok()?;
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            read_small(&e.path().join("comm"))
+                .is_some_and(|c| matches!(c.trim(), "libvirtd" | "virtnetworkd"))
+        })
+        // The libvirtd whose networks these are shares our network namespace.
+        .filter(|e| fs::read_link(e.path().join("ns/net")).ok() == own_netns)
+        .filter_map(|e| {
+            let stat = read_small(&e.path().join("stat"))?;
+            let after = stat.rsplit_once(')')?.1;
+            let start: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+            Some(
+                SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_secs(btime)
+                    + std::time::Duration::from_millis(start * 1000 / ticks),
+            )
+        })
+        .min()
+}

@@ -1,0 +1,902 @@
+//! `virtzone doctor`: why guests are blocked, from evidence.
+//!
+//! Each check is a pure function of [`Facts`] (gathered once by [`facts`]) that returns one
+//! [`Check`]: ok, warning, problem, or skipped with the reason a fact could not be had. A check
+//! never guesses: a fact that could not be read makes it `skipped`, and a packet verdict the evaluator
+//! cannot reach makes it `skipped` too. The ids are stable (docs/json.md); new checks come with an id,
+//! evidence, a fix (or none) and a lab test.
+
+pub mod facts;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::firewalld::{FirewalldFacts, State};
+use crate::libvirt::ForwardMode;
+use crate::precheck::{self, Request};
+
+pub use facts::{gather, Facts, NetworkFacts};
+
+/// A check's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Nothing wrong.
+    Ok,
+    /// Works, but deserves attention (exit status stays 0).
+    Warning,
+    /// Guests are or will be blocked (exit status 1).
+    Problem,
+    /// Could not run; the summary says why.
+    Skipped,
+}
+
+impl Status {
+    /// The word the text output shows.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warning => "warning",
+            Status::Problem => "PROBLEM",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+/// What fixes a problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fix {
+    /// The exact command an admin would run.
+    pub command: String,
+    /// Whether `doctor --fix` applies it itself.
+    pub safe: bool,
+    /// What `--fix` does, when safe.
+    #[serde(skip)]
+    pub action: Option<Action>,
+}
+
+/// The changes `doctor --fix` knows how to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `virtzone install`.
+    Install,
+    /// Bind these bridges to these zones at runtime and record them (bridge, zone, network).
+    Bind(Vec<(String, String, String)>),
+    /// Set these sysctls to 0 now and in `/etc/sysctl.d/`.
+    DisableBridgeNetfilter(Vec<String>),
+    /// Accept these bridges' forwarded traffic in Docker's `DOCKER-USER` chain.
+    AcceptInDockerUser(Vec<String>),
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// The stable id.
+    pub id: &'static str,
+    /// ok, warning, problem or skipped.
+    pub status: Status,
+    /// One sentence.
+    pub summary: String,
+    /// What proves it: rules, sysctls, files, bindings.
+    pub evidence: Vec<String>,
+    /// What fixes it, when something does.
+    pub fix: Option<Fix>,
+}
+
+impl Check {
+    fn new(id: &'static str, status: Status, summary: impl Into<String>) -> Check {
+        Check {
+            id,
+            status,
+            summary: summary.into(),
+            evidence: Vec::new(),
+            fix: None,
+        }
+    }
+
+    fn ok(id: &'static str, summary: impl Into<String>) -> Check {
+        Check::new(id, Status::Ok, summary)
+    }
+
+    fn skipped(id: &'static str, why: impl Into<String>) -> Check {
+        Check::new(id, Status::Skipped, why)
+    }
+
+    fn with_evidence(mut self, evidence: Vec<String>) -> Check {
+        self.evidence = evidence;
+        self
+    }
+
+    fn with_fix(mut self, command: impl Into<String>, action: Option<Action>) -> Check {
+        self.fix = Some(Fix {
+            command: command.into(),
+            safe: action.is_some(),
+            action,
+        });
+        self
+    }
+}
+
+/// The whole diagnosis.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// One entry per check, in a stable order.
+    pub checks: Vec<Check>,
+    /// How many are problems.
+    pub problems: usize,
+    /// How many are warnings.
+    pub warnings: usize,
+}
+
+impl Report {
+    fn new(checks: Vec<Check>) -> Report {
+        let count = |s| checks.iter().filter(|c| c.status == s).count();
+        Report {
+            problems: count(Status::Problem),
+            warnings: count(Status::Warning),
+            checks,
+        }
+    }
+}
+
+/// The check ids, in the order they run and print.
+pub const CHECK_IDS: [&str; 12] = [
+    "firewalld",
+    "libvirt-zones",
+    "stale-zone-copy",
+    "bridge-zones",
+    "nm-zone-override",
+    "forward-drop",
+    "ip-forward",
+    "br-netfilter",
+    "foreign-firewall",
+    "strict-forward-ports",
+    "hook",
+    "daemon",
+];
+
+/// Runs every check on the facts (pure).
+pub fn diagnose(f: &Facts) -> Report {
+    Report::new(vec![
+        firewalld(f),
+        libvirt_zones(f),
+        stale_zone_copy(f),
+        bridge_zones(f),
+        nm_zone_override(f),
+        forward_drop(f),
+        ip_forward(f),
+        br_netfilter(f),
+        foreign_firewall(f),
+        strict_forward_ports(f),
+        hook(f),
+        daemon(f),
+    ])
+}
+
+fn running(f: &Facts) -> Option<&crate::firewalld::Running> {
+    match &f.firewalld {
+        Ok(FirewalldFacts::Running(r)) => Some(r),
+        _ => None,
+    }
+}
+
+fn firewalld(f: &Facts) -> Check {
+    const ID: &str = "firewalld";
+    let r = match &f.firewalld {
+        Err(e @ facts::FirewalldError::NotAuthorized(_)) => {
+            return Check::skipped(ID, e.to_string())
+        }
+        Err(e) => return Check::new(ID, Status::Problem, e.to_string()),
+        Ok(FirewalldFacts::NotRunning { no_bus }) => {
+            let what = if *no_bus {
+                "there is no system bus"
+            } else {
+                "nobody owns org.fedoraproject.FirewallD1"
+            };
+            return Check::new(
+                ID,
+                Status::Warning,
+                "firewalld is not running: nothing filters the guests' bridges, and no zone applies",
+            )
+            .with_evidence(vec![what.into()]);
+        }
+        Ok(FirewalldFacts::Running(r)) => r,
+    };
+    let evidence = vec![
+        format!("version {}", r.version_text),
+        format!("state {}", r.state.as_str()),
+        format!("backend {}", r.backend.as_str()),
+    ];
+    if r.state == State::Failed {
+        return Check::new(
+            ID,
+            Status::Problem,
+            "firewalld is in state FAILED: it runs its fallback configuration, without your zones",
+        )
+        .with_evidence(evidence)
+        .with_fix("journalctl -u firewalld; firewall-cmd --check-config", None);
+    }
+    let v = &r.version;
+    let routed = f
+        .networks
+        .iter()
+        .any(|n| n.network.forward == ForwardMode::Route);
+    if v.major == 2 && v.minor == 0 && v.patch <= 1 && routed {
+        return Check::new(
+            ID,
+            Status::Problem,
+            format!(
+                "firewalld {} does not apply policies with egress zone ANY to interfaces added at runtime: \
+                 routed networks lose their outbound policy (fixed in 2.0.2)",
+                r.version_text
+            ),
+        )
+        .with_evidence(evidence)
+        .with_fix("upgrade firewalld to 2.0.2 or later", None);
+    }
+    Check::ok(
+        ID,
+        format!(
+            "firewalld {} is running ({})",
+            r.version_text,
+            r.backend.as_str()
+        ),
+    )
+    .with_evidence(evidence)
+}
+
+fn libvirt_zones(f: &Facts) -> Check {
+    const ID: &str = "libvirt-zones";
+    let Some(r) = running(f) else {
+        return Check::skipped(ID, "firewalld is not running");
+    };
+    let Some(status) = &f.status else {
+        return Check::skipped(ID, "firewalld's zones could not be read");
+    };
+    let routed_needed = r.capabilities.policies;
+    let mut missing = Vec::new();
+    let mut evidence = Vec::new();
+    for o in status.zones.iter().chain(&status.policies) {
+        let is_policy = status.policies.iter().any(|p| p.name == o.name);
+        if is_policy && !routed_needed {
+            continue;
+        }
+        if !o.runtime {
+            missing.push(o.name.clone());
+        }
+        if o.matches_shipped == Some(false) {
+            for d in &o.differences {
+                evidence.push(format!("{}: {d}", o.name));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let mut ev = vec![format!("not loaded: {}", missing.join(", "))];
+        ev.extend(evidence);
+        return Check::new(
+            ID,
+            Status::Problem,
+            format!(
+                "firewalld lacks {}: on the nftables backend guests then lose DHCP, DNS and forwarded traffic",
+                missing.join(", ")
+            ),
+        )
+        .with_evidence(ev)
+        .with_fix("virtzone install", Some(Action::Install));
+    }
+    // firewalld before 2.3.0 drops an invalid rich rule with a warning only: the catch-all reject
+    // can be missing from a zone that loaded.
+    let reject_lost = status.zones.iter().any(|z| {
+        z.differences
+            .iter()
+            .any(|d| d.contains("rule") && d.contains("reject"))
+    });
+    if reject_lost {
+        return Check::new(
+            ID,
+            Status::Problem,
+            "a libvirt zone is loaded without its catch-all reject rule: guests reach every host port",
+        )
+        .with_evidence(evidence)
+        .with_fix(
+            "firewall-cmd --permanent --zone=libvirt --add-rich-rule='rule priority=\"32767\" reject' && firewall-cmd --reload",
+            None,
+        );
+    }
+    if !evidence.is_empty() {
+        // Admins open more host services to guests this way: that is the zones' purpose, not a fault.
+        return Check::ok(
+            ID,
+            "libvirt's zones and policies are loaded, with changes to virtzone's definition",
+        )
+        .with_evidence(evidence);
+    }
+    Check::ok(ID, "libvirt's zones and policies are loaded as shipped")
+}
+
+fn stale_zone_copy(f: &Facts) -> Check {
+    const ID: &str = "stale-zone-copy";
+    let Some(copies) = &f.zone_copies else {
+        return Check::skipped(
+            ID,
+            "firewalld's configuration directories could not be read",
+        );
+    };
+    let stale: Vec<_> = copies
+        .iter()
+        .filter(|c| !c.differences.is_empty())
+        .collect();
+    if stale.is_empty() {
+        return Check::ok(
+            ID,
+            "no /etc/firewalld copy of a libvirt zone or policy differs from the packaged one",
+        );
+    }
+    let mut evidence = Vec::new();
+    for c in &stale {
+        evidence.push(format!(
+            "{} shadows {}",
+            c.admin.display(),
+            c.package.display()
+        ));
+        evidence.extend(c.differences.iter().map(|d| format!("  {d}")));
+    }
+    Check::new(
+        ID,
+        Status::Warning,
+        format!(
+            "{} in /etc/firewalld shadow{} a different packaged definition; firewalld uses the /etc copy",
+            stale.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+            if stale.len() == 1 { "s" } else { "" }
+        ),
+    )
+    .with_evidence(evidence)
+    .with_fix(
+        "compare the two files; remove the /etc copy (firewall-cmd --permanent --load-zone-defaults=NAME) if your changes are not needed",
+        None,
+    )
+}
+
+fn bridge_zones(f: &Facts) -> Check {
+    const ID: &str = "bridge-zones";
+    let Ok(fw_facts) = &f.firewalld else {
+        return Check::skipped(ID, "firewalld's facts could not be read");
+    };
+    if running(f).is_none() {
+        return Check::skipped(ID, "firewalld is not running");
+    }
+    let Some(status) = &f.status else {
+        return Check::skipped(ID, "firewalld's bindings could not be read");
+    };
+    let actual: BTreeMap<&str, Option<&str>> = status
+        .bridges
+        .iter()
+        .map(|b| (b.name.as_str(), b.zone.as_deref()))
+        .collect();
+    let mut evidence = Vec::new();
+    let mut rebind = Vec::new();
+    let mut moved = false;
+    for n in &f.networks {
+        let Some(bridge) = &n.network.bridge else {
+            continue;
+        };
+        let verdict = precheck::decide(
+            &Request {
+                network: &n.network,
+                zone: None,
+            },
+            fw_facts,
+        );
+        let Some(want) = verdict.zone else { continue };
+        let have = actual.get(bridge.as_str()).copied().flatten();
+        match have {
+            Some(z) if z == want.as_str() => {}
+            Some(z) => {
+                moved = true;
+                evidence.push(format!(
+                    "network {}: bridge {bridge} is in zone {z}, libvirt's rules give it {want}",
+                    n.network.name
+                ));
+            }
+            None => {
+                evidence.push(format!(
+                    "network {}: bridge {bridge} is in no zone (the default zone applies), expected {want}",
+                    n.network.name
+                ));
+                rebind.push((bridge.to_string(), want.to_string(), n.network.name.clone()));
+            }
+        }
+    }
+    if let Some(recorded) = &f.recorded {
+        for (bridge, binding) in &recorded.bindings {
+            if f.networks
+                .iter()
+                .any(|n| n.network.bridge.as_ref() == Some(bridge))
+            {
+                continue;
+            }
+            if actual.contains_key(bridge.as_str())
+                && actual.get(bridge.as_str()).copied().flatten().is_none()
+            {
+                evidence.push(format!(
+                    "bridge {bridge}: virtzone recorded zone {}, firewalld lost the binding",
+                    binding.zone
+                ));
+                rebind.push((bridge.to_string(), binding.zone.to_string(), String::new()));
+            }
+        }
+    }
+    if evidence.is_empty() {
+        return Check::ok(
+            ID,
+            format!(
+                "{} running libvirt network{} in {} expected zone{}",
+                f.networks.len(),
+                if f.networks.len() == 1 {
+                    " is"
+                } else {
+                    "s are"
+                },
+                if f.networks.len() == 1 {
+                    "its"
+                } else {
+                    "their"
+                },
+                if f.networks.len() == 1 { "" } else { "s" },
+            ),
+        );
+    }
+    let check = Check::new(
+        ID,
+        Status::Problem,
+        "bridges of running networks are not in the zones their guests need",
+    )
+    .with_evidence(evidence);
+    if !rebind.is_empty() && !moved {
+        let command = rebind
+            .iter()
+            .map(|(b, z, _)| format!("virtzone attach {b} --zone {z}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return check.with_fix(command, Some(Action::Bind(rebind)));
+    }
+    check.with_fix(
+        "virtzone attach BRIDGE --zone ZONE --force (moves a bridge someone else put in another zone)",
+        None,
+    )
+}
+
+fn nm_zone_override(f: &Facts) -> Check {
+    const ID: &str = "nm-zone-override";
+    let Some(nm) = &f.nm_zones else {
+        return Check::skipped(ID, "NetworkManager's connection profiles are not present");
+    };
+    let bridges: Vec<&str> = f
+        .networks
+        .iter()
+        .filter_map(|n| n.network.bridge.as_ref().map(|b| b.as_str()))
+        .collect();
+    let hits: Vec<String> = nm
+        .iter()
+        .filter(|(_, iface, _)| bridges.contains(&iface.as_str()))
+        .map(|(file, iface, zone)| format!("{file}: interface-name={iface} zone={zone}"))
+        .collect();
+    if hits.is_empty() {
+        return Check::ok(
+            ID,
+            "no NetworkManager profile sets a zone for a libvirt bridge",
+        );
+    }
+    Check::new(
+        ID,
+        Status::Problem,
+        "NetworkManager puts a libvirt bridge into its own zone, overriding libvirt's",
+    )
+    .with_evidence(hits)
+    .with_fix("nmcli connection modify PROFILE connection.zone \"\"", None)
+}
+
+/// Follows a guest's new outbound connection from each NAT or routed network through every table:
+/// a packet goes out only if every base chain on its path accepts it.
+fn forward_drop(f: &Facts) -> Check {
+    use crate::verify::check::{ends, probe};
+    use crate::verify::eval::{evaluate, Proto, Verdict};
+    const ID: &str = "forward-drop";
+    let forwarding: Vec<&NetworkFacts> = f
+        .networks
+        .iter()
+        .filter(|n| {
+            matches!(
+                n.network.forward,
+                ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open
+            )
+        })
+        .collect();
+    if forwarding.is_empty() {
+        return Check::ok(ID, "no NAT, routed or open network runs");
+    }
+    let rs = match &f.evaluable {
+        Ok(rs) => rs,
+        Err(e) => return Check::skipped(ID, format!("the ruleset could not be read: {e}")),
+    };
+    let Some(uplink) = &f.uplink else {
+        return Check::skipped(
+            ID,
+            "the host has no default route, so there is no upstream to forward to",
+        );
+    };
+    let mut evidence = Vec::new();
+    let mut unknown = Vec::new();
+    let mut docker_user = Vec::new();
+    for n in forwarding {
+        let Some(bridge) = &n.network.bridge else {
+            continue;
+        };
+        let addrs = f
+            .bridge_addresses
+            .get(bridge.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let Some(e) = ends(&addrs).into_iter().next() else {
+            continue;
+        };
+        let packet = probe::forward(bridge.as_str(), uplink, &e, e.upstream, Proto::Tcp, 443);
+        let trace = evaluate(rs, &packet);
+        match &trace.verdict {
+            Verdict::Accept => {}
+            Verdict::Unknown(why) => unknown.push(format!("{packet}: {why}")),
+            Verdict::Drop | Verdict::Reject => {
+                let by = trace.by.as_ref();
+                // firewalld's own verdict on a bridge outside its zone is bridge-zones' finding.
+                if by.is_some_and(|r| r.table == "firewalld") && !in_expected_zone(f, n) {
+                    continue;
+                }
+                evidence.push(format!(
+                    "network {}: {packet} is {}",
+                    n.network.name,
+                    trace.describe()
+                ));
+                for step in &trace.steps {
+                    evidence.push(format!(
+                        "  {} {} chain {} (hook {}, priority {}): {}",
+                        step.family,
+                        step.table,
+                        step.chain,
+                        step.hook,
+                        step.prio,
+                        step.verdict.word()
+                    ));
+                }
+                if by.is_some_and(|r| r.family == "ip" && r.table == "filter")
+                    && rs
+                        .chains
+                        .iter()
+                        .any(|c| c.family == "ip" && c.table == "filter" && c.name == "DOCKER-USER")
+                {
+                    docker_user.push(bridge.to_string());
+                }
+            }
+        }
+    }
+    if !evidence.is_empty() {
+        let check = Check::new(
+            ID,
+            Status::Problem,
+            "a table on the forward path drops the guests' outbound traffic",
+        )
+        .with_evidence(evidence);
+        return if docker_user.is_empty() {
+            check.with_fix(
+                "let the bridges' traffic through in the table that drops it (the evidence names the rule)",
+                None,
+            )
+        } else {
+            let command = docker_user
+                .iter()
+                .map(|b| {
+                    format!(
+                        "iptables -I DOCKER-USER -i {b} -j ACCEPT; \
+                         iptables -I DOCKER-USER -o {b} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            check.with_fix(command, Some(Action::AcceptInDockerUser(docker_user)))
+        };
+    }
+    if !unknown.is_empty() {
+        return Check::skipped(
+            ID,
+            "a rule on the forward path is outside the evaluator's model, so the verdict is unknown",
+        )
+        .with_evidence(unknown);
+    }
+    Check::ok(
+        ID,
+        "every table on the forward path accepts the guests' outbound traffic",
+    )
+}
+
+/// Whether a network's bridge sits in the zone libvirt's rules give it.
+fn in_expected_zone(f: &Facts, n: &NetworkFacts) -> bool {
+    let (Ok(fw), Some(status), Some(bridge)) = (&f.firewalld, &f.status, &n.network.bridge) else {
+        return false;
+    };
+    let want = precheck::decide(
+        &Request {
+            network: &n.network,
+            zone: None,
+        },
+        fw,
+    )
+    .zone;
+    let have = status
+        .bridges
+        .iter()
+        .find(|b| b.name == bridge.as_str())
+        .and_then(|b| b.zone.as_deref());
+    want.as_ref().map(|z| z.as_str()) == have
+}
+
+fn ip_forward(f: &Facts) -> Check {
+    const ID: &str = "ip-forward";
+    let forwarding: Vec<&NetworkFacts> = f
+        .networks
+        .iter()
+        .filter(|n| matches!(n.network.forward, ForwardMode::Nat | ForwardMode::Route))
+        .collect();
+    if forwarding.is_empty() {
+        return Check::ok(ID, "no NAT or routed network runs");
+    }
+    let mut evidence = Vec::new();
+    match f.sysctl.get("net/ipv4/ip_forward").map(String::as_str) {
+        None => return Check::skipped(ID, "net.ipv4.ip_forward could not be read"),
+        Some("0") => evidence.push("net.ipv4.ip_forward = 0".to_string()),
+        Some(_) => {}
+    }
+    if forwarding.iter().any(|n| n.ipv6)
+        && f.sysctl
+            .get("net/ipv6/conf/all/forwarding")
+            .map(String::as_str)
+            == Some("0")
+    {
+        evidence.push("net.ipv6.conf.all.forwarding = 0".to_string());
+    }
+    if evidence.is_empty() {
+        return Check::ok(ID, "forwarding is on for the NAT and routed networks");
+    }
+    evidence.extend(f.sysctl_sources.iter().cloned());
+    if f.sysctl_sources.is_empty() {
+        evidence.push(
+            "no sysctl.d file turns it off: something changed it after libvirt set it at network start".into(),
+        );
+    }
+    Check::new(
+        ID,
+        Status::Problem,
+        format!(
+            "forwarding is off while {} run{}: guests reach nothing beyond the host",
+            forwarding
+                .iter()
+                .map(|n| n.network.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if forwarding.len() == 1 { "s" } else { "" }
+        ),
+    )
+    .with_evidence(evidence)
+    .with_fix(
+        "sysctl -w net.ipv4.ip_forward=1 (and remove what turned it off; libvirt sets it at network start)",
+        None,
+    )
+}
+
+fn br_netfilter(f: &Facts) -> Check {
+    const ID: &str = "br-netfilter";
+    let keys = [
+        "net/bridge/bridge-nf-call-iptables",
+        "net/bridge/bridge-nf-call-ip6tables",
+    ];
+    let on: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| f.sysctl.get(*k).map(String::as_str) == Some("1"))
+        .collect();
+    if on.is_empty() {
+        return Check::ok(
+            ID,
+            "bridged traffic does not cross the IP firewall (br_netfilter off or not loaded)",
+        );
+    }
+    // Bridges carrying guests directly: libvirt bridge-mode networks and host bridges with vnet ports.
+    let mut direct: Vec<String> = f
+        .networks
+        .iter()
+        .filter(|n| matches!(&n.network.forward, ForwardMode::Unmanaged(m) if m == "bridge"))
+        .filter_map(|n| n.network.bridge.as_ref().map(|b| b.to_string()))
+        .collect();
+    for (bridge, ports) in &f.bridge_ports {
+        let libvirt_owned = f.networks.iter().any(|n| {
+            n.network
+                .bridge
+                .as_ref()
+                .is_some_and(|b| b.as_str() == bridge)
+        });
+        if !libvirt_owned && ports.iter().any(|p| p.starts_with("vnet")) {
+            direct.push(bridge.clone());
+        }
+    }
+    direct.sort();
+    direct.dedup();
+    let evidence: Vec<String> = on
+        .iter()
+        .map(|k| format!("{} = 1", k.replace('/', ".")))
+        .chain(
+            direct
+                .iter()
+                .map(|b| format!("bridge {b} carries guests directly")),
+        )
+        .collect();
+    if direct.is_empty() {
+        return Check::new(
+            ID,
+            Status::Ok,
+            "br_netfilter is on, but no bridge carries guests directly",
+        )
+        .with_evidence(evidence);
+    }
+    let names: Vec<String> = on.iter().map(|k| k.replace('/', ".")).collect();
+    Check::new(
+        ID,
+        Status::Problem,
+        "br_netfilter sends bridged guest traffic through firewalld's forward rules, whose zones drop it",
+    )
+    .with_evidence(evidence)
+    .with_fix(
+        format!(
+            "{}; and the same in /etc/sysctl.d/90-virtzone-bridge.conf",
+            names
+                .iter()
+                .map(|n| format!("sysctl -w {n}=0"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        Some(Action::DisableBridgeNetfilter(names)),
+    )
+}
+
+fn foreign_firewall(f: &Facts) -> Check {
+    const ID: &str = "foreign-firewall";
+    let Some(tables) = &f.foreign_tables else {
+        return Check::skipped(
+            ID,
+            "the ruleset could not be read (nft is missing or refused)",
+        );
+    };
+    let mut evidence: Vec<String> = tables.clone();
+    evidence.extend(f.legacy_rules.iter().cloned());
+    if evidence.is_empty() {
+        return Check::ok(ID, "no other firewall hooks the same hooks");
+    }
+    Check::new(
+        ID,
+        Status::Warning,
+        "other firewalls hook the same packets as firewalld; their rules can drop guest traffic firewalld accepts",
+    )
+    .with_evidence(evidence)
+}
+
+fn strict_forward_ports(f: &Facts) -> Check {
+    const ID: &str = "strict-forward-ports";
+    let Some(r) = running(f) else {
+        return Check::skipped(ID, "firewalld is not running");
+    };
+    if r.version.major < 2 || (r.version.major == 2 && r.version.minor < 3) {
+        return Check::ok(ID, "this firewalld has no StrictForwardPorts");
+    }
+    match f.strict_forward_ports {
+        None => Check::skipped(ID, "firewalld.conf could not be read"),
+        Some(false) => Check::ok(ID, "StrictForwardPorts is off"),
+        Some(true) if f.foreign_dnat.is_empty() => {
+            Check::ok(ID, "StrictForwardPorts=yes, and no DNAT rule lives outside firewalld")
+        }
+        Some(true) => Check::new(
+            ID,
+            Status::Warning,
+            "StrictForwardPorts=yes blocks these DNAT rules made outside firewalld (hook-script forwards)",
+        )
+        .with_evidence(f.foreign_dnat.clone())
+        .with_fix(
+            "virtzone forward add --network NET --guest ADDR PROTO/PORT for each",
+            None,
+        ),
+    }
+}
+
+fn hook(f: &Facts) -> Check {
+    const ID: &str = "hook";
+    let h = &f.hook;
+    if !h.exists {
+        return Check::new(
+            ID,
+            Status::Warning,
+            "virtzone's libvirt network hook is not installed: networks start unchecked and bridges are not recorded",
+        )
+        .with_evidence(vec![format!("{} does not exist", h.path.display())])
+        .with_fix(
+            format!(
+                "install -D -m 0755 /usr/share/virtzone/50-virtzone {}; systemctl restart libvirtd",
+                h.path.display()
+            ),
+            None,
+        );
+    }
+    if !h.executable {
+        return Check::new(
+            ID,
+            Status::Problem,
+            "virtzone's libvirt network hook is not executable, so libvirt skips it",
+        )
+        .with_evidence(vec![format!("{} mode lacks x", h.path.display())])
+        .with_fix(format!("chmod 0755 {}", h.path.display()), None);
+    }
+    match (h.installed_at, h.libvirtd_started) {
+        // libvirtd's start is known to a second at best (the boot time is whole seconds).
+        (Some(installed), Some(started)) if started + Duration::from_secs(1) < installed => Check::new(
+            ID,
+            Status::Warning,
+            "libvirtd started before the hook was installed; it runs network hooks only if one existed at its start",
+        )
+        .with_evidence(vec![format!(
+            "hook changed {} s after libvirtd started",
+            installed.duration_since(started).map_or(0, |d| d.as_secs())
+        )])
+        .with_fix("systemctl restart libvirtd (or virtnetworkd)", None),
+        (_, None) => Check::ok(ID, "the hook is installed (libvirtd is not running)"),
+        _ => Check::ok(ID, "the hook is installed and libvirtd started after it"),
+    }
+}
+
+fn daemon(f: &Facts) -> Check {
+    const ID: &str = "daemon";
+    // Bindings the hook made are libvirt's networks' bridges, which libvirt itself re-binds after a
+    // firewalld reload; only bindings made by hand need the daemon.
+    let bindings = f.recorded.as_ref().map_or(0, |r| {
+        r.bindings
+            .values()
+            .filter(|b| b.network.is_none() && !b.permanent)
+            .count()
+    });
+    if bindings == 0 {
+        return Check::ok(
+            ID,
+            "virtzone records no runtime binding made by hand, so no daemon is needed",
+        );
+    }
+    match (f.daemon_running, f.daemon_enabled) {
+        (Some(true), _) => Check::ok(ID, "virtzone serve runs and keeps the bindings across reloads"),
+        (None, _) => Check::skipped(ID, "the bus could not be asked who owns org.virtzone.VirtZone1"),
+        (Some(false), true) => Check::new(
+            ID,
+            Status::Warning,
+            "virtzone.service is enabled but not running: bindings are not restored after a firewalld reload",
+        )
+        .with_evidence(vec!["nobody owns org.virtzone.VirtZone1".into()])
+        .with_fix("systemctl start virtzone", None),
+        (Some(false), false) => Check::new(
+            ID,
+            Status::Warning,
+            format!(
+                "{bindings} runtime binding{} recorded, but virtzone serve is not running: a firewalld reload drops them for good",
+                if bindings == 1 { " is" } else { "s are" }
+            ),
+        )
+        .with_evidence(vec!["nobody owns org.virtzone.VirtZone1".into()])
+        .with_fix("systemctl enable --now virtzone", None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,343 @@
+//! Table tests of the checks: facts in, verdicts out (no root, no daemon).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use super::*;
+use crate::bind::{Binding, Bindings};
+use crate::firewalld::{parse_version, Backend, Capabilities, Running};
+use crate::libvirt::parse_network_xml;
+use crate::names::{BridgeName, ZoneName};
+use crate::status::{BridgeStatus, FirewalldStatus, ObjectStatus};
+
+fn running(version: &str) -> FirewalldFacts {
+    let v = parse_version(version).unwrap();
+    FirewalldFacts::Running(Running {
+        capabilities: Capabilities::of(&v),
+        version: v,
+        version_text: version.into(),
+        state: State::Running,
+        backend: Backend::Nftables,
+        zones: ["libvirt", "libvirt-routed", "public"]
+            .map(String::from)
+            .into(),
+        policies: Some(
+            ["libvirt-routed-in", "libvirt-routed-out", "libvirt-to-host"]
+                .map(String::from)
+                .into(),
+        ),
+    })
+}
+
+fn object(name: &str, runtime: bool, differences: &[&str]) -> ObjectStatus {
+    ObjectStatus {
+        name: name.into(),
+        runtime,
+        permanent: runtime,
+        origin: None,
+        matches_shipped: runtime.then_some(differences.is_empty()),
+        differences: differences.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+fn status(bridges: &[(&str, Option<&str>)]) -> crate::status::Status {
+    crate::status::Status {
+        firewalld: FirewalldStatus {
+            running: true,
+            system_bus: true,
+            version: Some("1.3.3".into()),
+            state: Some("RUNNING".into()),
+            backend: Some(Backend::Nftables),
+            capabilities: None,
+        },
+        zones: vec![
+            object("libvirt", true, &[]),
+            object("libvirt-routed", true, &[]),
+        ],
+        policies: ["libvirt-routed-in", "libvirt-routed-out", "libvirt-to-host"]
+            .iter()
+            .map(|p| object(p, true, &[]))
+            .collect(),
+        bridges: bridges
+            .iter()
+            .map(|(b, z)| BridgeStatus {
+                name: b.to_string(),
+                zone: z.map(String::from),
+            })
+            .collect(),
+        libvirt_firewall: None,
+        warnings: Vec::new(),
+    }
+}
+
+fn network(xml: &str) -> NetworkFacts {
+    NetworkFacts {
+        network: parse_network_xml(xml, None).unwrap(),
+        ipv6: xml.contains("ipv6"),
+    }
+}
+
+const NAT: &str =
+    "<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/></network>";
+const ROUTED: &str =
+    "<network><name>r</name><forward mode='route'/><bridge name='virbr1'/></network>";
+
+/// A healthy host: firewalld 1.3.3, zones loaded, the NAT network's bridge in its zone.
+fn healthy() -> Facts {
+    let mut f = Facts::empty();
+    f.firewalld = Ok(running("1.3.3"));
+    f.status = Some(status(&[("virbr0", Some("libvirt"))]));
+    f.networks = vec![network(NAT)];
+    f.zone_copies = Some(Vec::new());
+    f.nm_zones = Some(Vec::new());
+    f.sysctl.insert("net/ipv4/ip_forward".into(), "1".into());
+    f.foreign_tables = Some(Vec::new());
+    f.strict_forward_ports = Some(false);
+    f.hook = facts::HookFacts {
+        path: PathBuf::from("/etc/libvirt/hooks/network.d/50-virtzone"),
+        exists: true,
+        executable: true,
+        installed_at: None,
+        libvirtd_started: None,
+    };
+    f.daemon_running = Some(false);
+    f
+}
+
+fn find<'a>(r: &'a Report, id: &str) -> &'a Check {
+    r.checks.iter().find(|c| c.id == id).unwrap()
+}
+
+#[test]
+fn a_healthy_host_has_no_problem_and_no_warning() {
+    let r = diagnose(&healthy());
+    let ids: Vec<&str> = r.checks.iter().map(|c| c.id).collect();
+    assert_eq!(ids, CHECK_IDS);
+    for c in &r.checks {
+        assert!(
+            matches!(c.status, Status::Ok | Status::Skipped),
+            "{}: {:?} {}",
+            c.id,
+            c.status,
+            c.summary
+        );
+    }
+    assert_eq!((r.problems, r.warnings), (0, 0));
+}
+
+#[test]
+fn each_fault_is_one_problem_with_evidence() {
+    type Inject = fn(&mut Facts);
+    let table: [(&str, Inject, Status, Option<bool>); 10] = [
+        (
+            "firewalld",
+            |f| {
+                f.firewalld = Ok(running("2.0.1"));
+                f.networks.push(network(ROUTED));
+                if let Some(s) = &mut f.status {
+                    s.bridges.push(BridgeStatus {
+                        name: "virbr1".into(),
+                        zone: Some("libvirt-routed".into()),
+                    });
+                }
+            },
+            Status::Problem,
+            Some(false),
+        ),
+        (
+            "libvirt-zones",
+            |f| {
+                if let Some(s) = &mut f.status {
+                    s.zones[0] = object("libvirt", false, &[]);
+                }
+            },
+            Status::Problem,
+            Some(true),
+        ),
+        (
+            "libvirt-zones",
+            |f| {
+                if let Some(s) = &mut f.status {
+                    s.zones[0] = object(
+                        "libvirt",
+                        true,
+                        &["rule priority=\"32767\" reject is missing"],
+                    );
+                }
+            },
+            Status::Problem,
+            Some(false),
+        ),
+        (
+            "bridge-zones",
+            |f| {
+                f.status = Some(status(&[("virbr0", None)]));
+            },
+            Status::Problem,
+            Some(true),
+        ),
+        (
+            "bridge-zones",
+            |f| {
+                f.status = Some(status(&[("virbr0", Some("public"))]));
+            },
+            Status::Problem,
+            Some(false),
+        ),
+        (
+            "nm-zone-override",
+            |f| {
+                f.nm_zones = Some(vec![(
+                    "/etc/NetworkManager/system-connections/virbr0.nmconnection".into(),
+                    "virbr0".into(),
+                    "trusted".into(),
+                )]);
+            },
+            Status::Problem,
+            Some(false),
+        ),
+        (
+            "ip-forward",
+            |f| {
+                f.sysctl.insert("net/ipv4/ip_forward".into(), "0".into());
+                f.sysctl_sources = vec!["/etc/sysctl.d/99-x.conf: net.ipv4.ip_forward = 0".into()];
+            },
+            Status::Problem,
+            Some(false),
+        ),
+        (
+            "br-netfilter",
+            |f| {
+                f.sysctl
+                    .insert("net/bridge/bridge-nf-call-iptables".into(), "1".into());
+                f.bridge_ports
+                    .insert("br0".into(), vec!["eth1".into(), "vnet3".into()]);
+            },
+            Status::Problem,
+            Some(true),
+        ),
+        (
+            "foreign-firewall",
+            |f| {
+                f.foreign_tables = Some(vec![
+                    "nftables table inet filter: forward (hook forward)".into()
+                ]);
+            },
+            Status::Warning,
+            None,
+        ),
+        (
+            "daemon",
+            |f| {
+                let mut b = Bindings::default();
+                b.bindings.insert(
+                    BridgeName::new("virbr0").unwrap(),
+                    Binding {
+                        zone: ZoneName::libvirt(),
+                        permanent: false,
+                        network: None,
+                    },
+                );
+                f.recorded = Some(b);
+            },
+            Status::Warning,
+            Some(false),
+        ),
+    ];
+    for (id, inject, want, safe) in table {
+        let mut f = healthy();
+        inject(&mut f);
+        let r = diagnose(&f);
+        let c = find(&r, id);
+        assert_eq!(c.status, want, "{id}: {}", c.summary);
+        assert!(!c.evidence.is_empty(), "{id} has no evidence");
+        assert_eq!(c.fix.as_ref().map(|f| f.safe), safe, "{id}: {:?}", c.fix);
+        let others: BTreeSet<&str> = r
+            .checks
+            .iter()
+            .filter(|c| c.id != id && !matches!(c.status, Status::Ok | Status::Skipped))
+            .map(|c| c.id)
+            .collect();
+        assert!(others.is_empty(), "{id} also raised {others:?}");
+    }
+}
+
+#[test]
+fn what_cannot_be_read_is_skipped_not_guessed() {
+    let mut f = Facts::empty();
+    f.networks = vec![network(NAT)];
+    let r = diagnose(&f);
+    for id in [
+        "libvirt-zones",
+        "bridge-zones",
+        "stale-zone-copy",
+        "nm-zone-override",
+        "ip-forward",
+        "foreign-firewall",
+        "strict-forward-ports",
+    ] {
+        assert_eq!(find(&r, id).status, Status::Skipped, "{id}");
+    }
+    assert_eq!(r.problems, 0);
+}
+
+#[test]
+fn strict_forward_ports_is_read_from_firewalld_conf() {
+    assert!(facts::strict_forward_ports("# x\nStrictForwardPorts=yes\n"));
+    assert!(!facts::strict_forward_ports(
+        "#StrictForwardPorts=yes\nStrictForwardPorts=no\n"
+    ));
+    assert!(!facts::strict_forward_ports(""));
+}
+
+#[test]
+fn nm_profiles_that_set_a_zone_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("virbr0.nmconnection"),
+        "[connection]\nid=virbr0\ninterface-name=virbr0\nzone=trusted\n[ipv4]\nmethod=disabled\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("eth0.nmconnection"),
+        "[connection]\ninterface-name=eth0\n",
+    )
+    .unwrap();
+    assert_eq!(
+        facts::nm_zones(dir.path()).unwrap(),
+        vec![(
+            dir.path().join("virbr0.nmconnection").display().to_string(),
+            "virbr0".to_string(),
+            "trusted".to_string()
+        )]
+    );
+    assert!(facts::nm_zones(&dir.path().join("absent")).is_none());
+}
+
+#[test]
+fn foreign_tables_are_those_of_other_firewalls() {
+    let json = r#"{"nftables": [
+      {"metainfo": {}},
+      {"table": {"family": "inet", "name": "firewalld"}},
+      {"chain": {"family": "inet", "table": "firewalld", "name": "filter_FORWARD", "hook": "forward"}},
+      {"chain": {"family": "inet", "table": "filter", "name": "forward", "hook": "forward", "policy": "drop"}},
+      {"chain": {"family": "inet", "table": "quiet", "name": "forward", "hook": "forward", "policy": "accept"}},
+      {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "hook": "forward"}},
+      {"chain": {"family": "ip", "table": "filter", "name": "LIBVIRT_FWI"}},
+      {"rule": {"family": "ip", "table": "filter", "chain": "LIBVIRT_FWI", "expr": []}},
+      {"chain": {"family": "ip", "table": "nat", "name": "PREROUTING", "hook": "prerouting"}},
+      {"rule": {"family": "ip", "table": "nat", "chain": "PREROUTING", "expr": [{"dnat": {"addr": "192.0.2.10"}}]}}
+    ]}"#;
+    let (foreign, dnat) = facts::foreign_rules(json, Some(Backend::Nftables));
+    assert_eq!(foreign.len(), 2, "{foreign:?}");
+    assert!(foreign[0].contains("inet filter"), "{foreign:?}");
+    assert!(
+        foreign[1].contains("ip nat") && foreign[1].contains("PREROUTING"),
+        "{foreign:?}"
+    );
+    assert_eq!(dnat.len(), 1, "{dnat:?}");
+    // With firewalld's iptables backend its chains share the xtables tables: not judged.
+    let (foreign, dnat) = facts::foreign_rules(json, Some(Backend::Iptables));
+    assert_eq!(foreign.len(), 1, "{foreign:?}");
+    assert!(dnat.is_empty());
+}

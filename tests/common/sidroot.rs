@@ -1,0 +1,279 @@
+//! A Debian sid system in the lab: libvirt 12 and firewalld 2.5.2 from the root that
+//! `scripts/fetch-sid-root.sh` builds, each running on its own network namespace, mount namespace
+//! and pid namespace.
+//!
+//! - The cached root is never written: an overlay (upper layer in the lab's temp dir) is mounted
+//!   over it inside the system's own mount namespace, with a fresh `/proc`, a fresh sysfs mounted
+//!   after entering the network namespace (a bind of the host's /sys shows the host's interfaces),
+//!   `/dev` bound, and tmpfs on `/run` and `/tmp`. Everything vanishes with the namespaces.
+//! - PID 1 of the pid namespace is a shell in the chroot that starts `dbus-daemon --system` and
+//!   `firewalld`, then waits; killing it (SIGKILL) ends every process of the system.
+//! - Commands run inside with `nsenter` into that PID's namespaces and root.
+//! - libvirt runs its **iptables** firewall backend (`firewall_backend = "iptables"` in
+//!   network.conf, Debian's default): its nftables backend needs the `act_csum` tc action at network
+//!   start, which this machine's kernel lacks.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{log_file, virtzone_binary, write, LAB_COUNTER, POLL};
+
+/// How long the system's daemons may take to come up.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The cached root (`VIRTZONE_SID_ROOT`, else `<repo>/target/lab/sid-root`).
+pub fn sid_root() -> PathBuf {
+    match std::env::var_os("VIRTZONE_SID_ROOT") {
+        Some(dir) if !dir.is_empty() => Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lab/sid-root"),
+    }
+}
+
+/// The running system.
+pub struct SidSystem {
+    /// Its network namespace.
+    pub netns: String,
+    dir: tempfile::TempDir,
+    init: Option<Child>,
+    /// PID of the init shell (in the host's pid namespace).
+    pid: u32,
+}
+
+/// What PID 1 runs inside the chroot: the bus, firewalld, then wait.
+const INIT: &str = r#"#!/bin/sh
+mkdir -p /run/dbus /var/log/libvirt
+dbus-daemon --system --fork --nopidfile
+/usr/sbin/firewalld --nofork --nopid >/var/log/firewalld.out 2>&1 &
+# Stay, reaping children, until killed.
+while :; do wait; sleep 1; done
+"#;
+
+impl SidSystem {
+    /// Starts the system with firewalld's default backend (nftables).
+    pub fn start() -> SidSystem {
+        SidSystem::start_with("nftables")
+    }
+
+    /// Starts the system with firewalld's `backend` and waits until firewalld is RUNNING. Panics
+    /// when the root is missing.
+    pub fn start_with(backend: &str) -> SidSystem {
+        let root = sid_root();
+        assert!(
+            root.join(".complete").is_file(),
+            "the sid root is not built at {}: run scripts/fetch-sid-root.sh",
+            root.display()
+        );
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let netns = format!("vzsid-{}-{n}", std::process::id());
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{netns}-"))
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        for sub in ["upper", "work", "merged"] {
+            fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        // Files the system gets on top of the root: virtzone, its hook, libvirt's backend.
+        let upper = d.join("upper");
+        let bin = upper.join("usr/bin/virtzone");
+        fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        fs::copy(virtzone_binary(), &bin).unwrap();
+        let hook = upper.join("etc/libvirt/hooks/network.d/50-virtzone");
+        write(
+            &hook,
+            &fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(super::libvirt::SHIPPED_HOOK),
+            )
+            .unwrap(),
+        );
+        super::set_mode(&hook, 0o755);
+        let conf = fs::read_to_string(root.join("etc/libvirt/network.conf")).unwrap_or_default();
+        write(
+            &upper.join("etc/libvirt/network.conf"),
+            &format!("{conf}\nfirewall_backend = \"iptables\"\n"),
+        );
+        let fw_conf = fs::read_to_string(root.join("etc/firewalld/firewalld.conf")).unwrap();
+        write(
+            &upper.join("etc/firewalld/firewalld.conf"),
+            &super::set_conf_key(&fw_conf, "FirewallBackend", backend),
+        );
+        write(&upper.join("vz-init.sh"), INIT);
+        super::set_mode(&upper.join("vz-init.sh"), 0o755);
+
+        let status = Command::new("ip")
+            .args(["netns", "add", &netns])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip netns add {netns}");
+        let boot = format!(
+            r#"set -e
+M={merged}
+mount -t overlay overlay -o lowerdir={root},upperdir={upper},workdir={work} "$M"
+mount -t proc proc "$M/proc"
+mount -t sysfs sysfs "$M/sys"
+mount --rbind /dev "$M/dev"
+mount -t tmpfs tmpfs "$M/run"
+mount -t tmpfs tmpfs "$M/tmp"
+ip link set lo up
+exec chroot "$M" /vz-init.sh"#,
+            merged = d.join("merged").display(),
+            root = root.display(),
+            upper = upper.display(),
+            work = d.join("work").display(),
+        );
+        let log = log_file(&d.join("init.log"));
+        let init = Command::new("ip")
+            .args([
+                "netns", "exec", &netns, "unshare", "--mount", "--pid", "--fork",
+            ])
+            .args(["--propagation", "private", "/bin/sh", "-c", &boot])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(super::clone_file(&log))
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut sys = SidSystem {
+            netns,
+            dir,
+            init: Some(init),
+            pid: 0,
+        };
+        sys.pid = sys.wait_for_init();
+        sys.wait_for("firewalld RUNNING", || {
+            let out = sys.run(&["firewall-cmd", "--state"]);
+            out.status.success()
+        });
+        sys
+    }
+
+    /// The pid of the init shell: the child of `unshare` that runs in the chroot.
+    fn wait_for_init(&mut self) -> u32 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let out = Command::new("ip")
+                .args(["netns", "pids", &self.netns])
+                .output()
+                .unwrap();
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let Ok(pid) = pid.parse::<u32>() else {
+                    continue;
+                };
+                let cmd = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                // Not `unshare`, whose command line holds the boot script's text.
+                if cmd.starts_with("/bin/sh\0/vz-init.sh") {
+                    return pid;
+                }
+            }
+            if let Some(status) = self.init.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "sid system: boot exited with {status}{}",
+                    self.diagnostics()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sid system: init did not start{}",
+                self.diagnostics()
+            );
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Polls `ok` until it holds, panicking with the logs after the deadline.
+    pub fn wait_for(&self, what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !ok() {
+            assert!(
+                Instant::now() < deadline,
+                "sid system: no {what} after {DEADLINE:?}{}",
+                self.diagnostics()
+            );
+            thread::sleep(POLL);
+        }
+    }
+
+    /// A command inside the system: its namespaces and root.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.pid.to_string(), "-m", "-p", "-n", "-r", "-w"])
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C.UTF-8");
+        cmd
+    }
+
+    /// Runs a command inside and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs `sh -c script` inside, asserting success; returns stdout.
+    pub fn sh(&self, script: &str) -> String {
+        let out = self.run(&["/bin/sh", "-c", script]);
+        assert!(
+            out.status.success(),
+            "{script}: {}{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.diagnostics()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts libvirtd and waits until it answers.
+    pub fn start_libvirtd(&self) {
+        self.sh("libvirtd --daemon");
+        self.wait_for("libvirtd answering", || {
+            self.run(&["virsh", "-c", "network:///system", "net-list", "--all"])
+                .status
+                .success()
+        });
+    }
+
+    /// The system's upper layer (what it wrote), e.g. for logs.
+    pub fn upper(&self) -> PathBuf {
+        self.dir.path().join("upper")
+    }
+
+    /// Logs for panic messages.
+    pub fn diagnostics(&self) -> String {
+        let read = |p: &str| fs::read_to_string(self.upper().join(p)).unwrap_or_default();
+        format!(
+            "\n--- sid system {} ---\n--- init ---\n{}\n--- firewalld ---\n{}\n{}\n--- libvirtd ---\n{}",
+            self.netns,
+            fs::read_to_string(self.dir.path().join("init.log")).unwrap_or_default(),
+            read("var/log/firewalld"),
+            read("var/log/firewalld.out"),
+            read("var/log/libvirt/libvirtd.log"),
+        )
+    }
+}
+
+impl Drop for SidSystem {
+    fn drop(&mut self) {
+        // SIGKILL to PID 1 of the pid namespace ends every process in it; the mounts go with the
+        // mount namespace.
+        if self.pid != 0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+        }
+        if let Some(mut c) = self.init.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        super::kill_netns_processes(&self.netns);
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}

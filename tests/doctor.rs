@@ -1,0 +1,687 @@
+//! `virtzone doctor` on real setups, one fault each: real firewalld, real bridges and, where the check is
+//! about libvirt, real libvirtd with a guest that asks for DHCP.
+//!
+//! doctor reads the host's fixed paths (/etc/firewalld, /run/libvirt, /etc/libvirt, /etc/sysctl.d, …).
+//! Each run here happens in a private mount namespace inside the lab's network namespace, with an
+//! overlay over /etc whose upper layer is in the lab dir (so `--fix` writes land there, never in the
+//! host's /etc), the lab's firewalld config dirs bound over firewalld's, and a tmpfs /run (with the
+//! libvirt lab's /run/libvirt when there is one).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use common::libvirt::{LibvirtConfig, LibvirtLab};
+use common::{ok, run_with_input, text, Backend, Lab, LabConfig, Release};
+use serde_json::Value;
+
+/// Where doctor's private /etc layer lives for this lab (kept across runs, like a real /etc).
+fn etc_layer(lab: &Lab) -> PathBuf {
+    lab.dir().join("doctor-etc")
+}
+
+/// Runs `virtzone doctor ARGS` as described above; `setup` is sh run inside the namespace first.
+fn doctor_in(lab: &Lab, libvirt: Option<&Path>, setup: &str, args: &[&str], input: &str) -> Output {
+    let layer = etc_layer(lab);
+    for d in ["upper", "work"] {
+        fs::create_dir_all(layer.join(d)).unwrap();
+    }
+    let q = |p: &Path| format!("'{}'", p.display());
+    let mut script = format!(
+        "set -e\n\
+         mount -t overlay overlay -o lowerdir=/etc,upperdir={up},workdir={work} /etc\n\
+         mount --bind {conf} /etc/firewalld\n\
+         mount --bind {default} /usr/lib/firewalld\n\
+         mount -t tmpfs tmpfs /run\n",
+        up = q(&layer.join("upper")),
+        work = q(&layer.join("work")),
+        conf = q(&lab.config_dir),
+        default = q(&lab.default_config_dir),
+    );
+    if let Some(root) = libvirt {
+        script.push_str(&format!(
+            "mount --bind {etc} /etc/libvirt\nmkdir -p /run/libvirt\nmount --bind {run} /run/libvirt\n",
+            etc = q(&root.join("etc")),
+            run = q(&root.join("run/libvirt")),
+        ));
+    }
+    script.push_str(setup);
+    script.push_str("\nexec \"$@\"\n");
+    let mut cmd = lab.command("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        &script,
+        "sh",
+    ])
+    .arg(common::virtzone_binary())
+    .arg("doctor")
+    .args(args)
+    .env("VIRTZONE_STATE_DIR", lab.state_dir())
+    .env("VIRTZONE_CONFIG", lab.dir().join("virtzone.conf"));
+    run_with_input(&mut cmd, input)
+}
+
+/// The hook as a package installs it, in doctor's /etc (for labs without libvirt).
+const WITH_HOOK: &str = "mkdir -p /etc/libvirt/hooks/network.d\n\
+     printf '#!/bin/sh\\nexit 0\\n' > /etc/libvirt/hooks/network.d/50-virtzone\n\
+     chmod 0755 /etc/libvirt/hooks/network.d/50-virtzone\n";
+
+fn doctor_json(lab: &Lab, libvirt: Option<&Path>, setup: &str) -> (i32, Value) {
+    let out = doctor_in(lab, libvirt, setup, &["--json"], "");
+    let code = out.status.code().unwrap_or(-1);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor printed no JSON ({e}): status {code}\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    });
+    (code, v)
+}
+
+fn check<'a>(v: &'a Value, id: &str) -> &'a Value {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {v:#}"))
+}
+
+/// The ids with status problem or warning.
+fn findings(v: &Value) -> Vec<(String, String)> {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "problem" || c["status"] == "warning")
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn evidence(c: &Value) -> String {
+    c["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn installed(cfg: LabConfig) -> Lab {
+    let lab = Lab::start(cfg);
+    ok(&lab.run_virtzone(&["install"]));
+    lab
+}
+
+#[test]
+fn a_healthy_host_has_no_problem_and_no_warning_on_every_release() {
+    for (release, backend) in [
+        (Release::Debian11, Backend::Nftables),
+        (Release::Debian11, Backend::Iptables),
+        (Release::Debian12, Backend::Nftables),
+        (Release::Debian12, Backend::Iptables),
+        (Release::Debian13, Backend::Nftables),
+        (Release::Debian13, Backend::Iptables),
+        (Release::Sid, Backend::Nftables),
+        (Release::Sid, Backend::Iptables),
+    ] {
+        let lab = installed(LabConfig::new(release, backend));
+        let (code, v) = doctor_json(&lab, None, WITH_HOOK);
+        assert_eq!(
+            findings(&v),
+            Vec::<(String, String)>::new(),
+            "{release:?}/{backend:?}: {v:#}"
+        );
+        assert_eq!(code, 0, "{release:?}/{backend:?}");
+        assert_eq!(
+            (v["problems"].as_u64(), v["warnings"].as_u64()),
+            (Some(0), Some(0))
+        );
+    }
+}
+
+#[test]
+fn missing_zones_are_found_and_installed_by_fix() {
+    let lab = Lab::start(LabConfig::default());
+    let (code, v) = doctor_json(&lab, None, WITH_HOOK);
+    assert_eq!(code, 1);
+    assert_eq!(
+        findings(&v),
+        [("libvirt-zones".to_string(), "problem".to_string())],
+        "{v:#}"
+    );
+    let c = check(&v, "libvirt-zones");
+    assert!(evidence(c).contains("not loaded: libvirt"), "{c:#}");
+    assert_eq!(c["fix"]["command"], "virtzone install");
+    assert_eq!(c["fix"]["safe"], true);
+    // Without --fix nothing changed.
+    assert!(!lab.firewall_cmd_ok(&["--get-zones"]).contains("libvirt"));
+    let out = doctor_in(&lab, None, WITH_HOOK, &["--fix", "--yes"], "");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("fix libvirt-zones: virtzone install"),
+        "{shown}"
+    );
+    assert!(shown.contains("after the fixes:"), "{shown}");
+    assert!(lab.firewall_cmd_ok(&["--get-zones"]).contains("libvirt"));
+    let (code, v) = doctor_json(&lab, None, WITH_HOOK);
+    assert_eq!((code, findings(&v)), (0, vec![]), "{v:#}");
+}
+
+#[test]
+fn fix_asks_first_and_a_no_changes_nothing() {
+    let lab = Lab::start(LabConfig::default());
+    let out = doctor_in(&lab, None, WITH_HOOK, &["--fix"], "n\n");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("apply it? [y/N]"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!lab.firewall_cmd_ok(&["--get-zones"]).contains("libvirt"));
+    let out = doctor_in(&lab, None, WITH_HOOK, &["--fix"], "y\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(lab.firewall_cmd_ok(&["--get-zones"]).contains("libvirt"));
+}
+
+/// A libvirt NAT network with a guest, on the lab's real libvirtd.
+const NAT: &str = "<network><name>dnat</name><forward mode='nat'/><bridge name='vzdr0' stp='off'/>\
+    <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp><range start='192.0.2.100' end='192.0.2.199'/></dhcp></ip></network>";
+
+fn libvirt_lab() -> LibvirtLab {
+    let vlab = LibvirtLab::start(LibvirtConfig::new(LabConfig::default()));
+    ok(&vlab.run_virtzone(&["install"]));
+    vlab.expect_ok(&vlab.net_create(NAT), "net-create");
+    vlab
+}
+
+#[test]
+fn a_bridge_that_lost_its_zone_is_rebound_and_the_guest_gets_dhcp_again() {
+    let vlab = libvirt_lab();
+    let root = vlab.dir().join("libvirt");
+    let (code, v) = doctor_json(&vlab, Some(&root), "");
+    assert_eq!((code, findings(&v)), (0, vec![]), "{v:#}");
+    // firewalld loses the binding (what a reload does to runtime bindings when nobody re-applies).
+    vlab.firewall_cmd_ok(&["--zone=libvirt", "--remove-interface=vzdr0"]);
+    let guest = vlab.plug_guest("vzdr0");
+    assert!(
+        guest.dhcp(2).is_err(),
+        "DHCP must fail while the bridge is in no zone"
+    );
+    let (code, v) = doctor_json(&vlab, Some(&root), "");
+    assert_eq!(code, 1);
+    assert_eq!(
+        findings(&v),
+        [("bridge-zones".to_string(), "problem".to_string())],
+        "{v:#}"
+    );
+    let c = check(&v, "bridge-zones");
+    assert!(
+        evidence(c).contains(
+            "network dnat: bridge vzdr0 is in no zone (the default zone applies), expected libvirt"
+        ),
+        "{c:#}"
+    );
+    assert_eq!(c["fix"]["command"], "virtzone attach vzdr0 --zone libvirt");
+    let out = doctor_in(&vlab, Some(&root), "", &["--fix", "--yes", "--json"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let after: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(after["fixes"][0]["applied"], true, "{after:#}");
+    assert_eq!(after["problems"], 0);
+    assert_eq!(vlab.zone_of_interface("vzdr0").as_deref(), Some("libvirt"));
+    guest
+        .dhcp(5)
+        .expect("the guest gets a lease once the bridge is in its zone again");
+}
+
+#[test]
+fn forwarding_turned_off_is_a_problem_with_its_source() {
+    let vlab = libvirt_lab();
+    let root = vlab.dir().join("libvirt");
+    ok(&vlab
+        .command("sysctl")
+        .args(["-w", "net.ipv4.ip_forward=0"])
+        .output()
+        .unwrap());
+    let setup = "mkdir -p /etc/sysctl.d\necho 'net.ipv4.ip_forward = 0' > /etc/sysctl.d/99-hardening.conf\n";
+    let (code, v) = doctor_json(&vlab, Some(&root), setup);
+    assert_eq!(code, 1);
+    assert_eq!(
+        findings(&v),
+        [("ip-forward".to_string(), "problem".to_string())],
+        "{v:#}"
+    );
+    let ev = evidence(check(&v, "ip-forward"));
+    assert!(ev.contains("net.ipv4.ip_forward = 0"), "{ev}");
+    assert!(
+        ev.contains("/etc/sysctl.d/99-hardening.conf: net.ipv4.ip_forward = 0"),
+        "{ev}"
+    );
+    assert!(check(&v, "ip-forward")["fix"]["safe"] == false);
+}
+
+#[test]
+fn a_network_manager_profile_zoning_a_libvirt_bridge_is_named() {
+    let vlab = libvirt_lab();
+    let root = vlab.dir().join("libvirt");
+    let setup = "mkdir -p /etc/NetworkManager/system-connections\n\
+                 printf '[connection]\\nid=br\\ninterface-name=vzdr0\\nzone=trusted\\n' > /etc/NetworkManager/system-connections/br.nmconnection\n";
+    let (code, v) = doctor_json(&vlab, Some(&root), setup);
+    assert_eq!(code, 1);
+    assert_eq!(
+        findings(&v),
+        [("nm-zone-override".to_string(), "problem".to_string())],
+        "{v:#}"
+    );
+    assert!(evidence(check(&v, "nm-zone-override")).contains("interface-name=vzdr0 zone=trusted"));
+}
+
+#[test]
+fn warnings_name_their_evidence() {
+    let lab = installed(LabConfig {
+        // An /etc copy of the libvirt zone that shadows a different packaged one.
+        default_files: vec![(
+            "zones/libvirt.xml".into(),
+            virtzone::zone::SHIPPED_ZONES[0].1.to_string(),
+        )],
+        ..LabConfig::default()
+    });
+    let mut admin = virtzone::zone::SHIPPED_ZONES[0].1.replace(
+        "<service name=\"ssh\"/>",
+        "<service name=\"ssh\"/><service name=\"nfs\"/>",
+    );
+    if !admin.contains("nfs") {
+        admin = admin.replace("</zone>", "<service name=\"nfs\"/></zone>");
+    }
+    fs::write(lab.config_dir.join("zones/libvirt.xml"), admin).unwrap();
+    lab.firewall_cmd_ok(&["--reload"]);
+    // A foreign nftables table hooking forward, and a runtime binding with no daemon to keep it.
+    ok(&lab
+        .command("nft")
+        .args(["add table inet filter; add chain inet filter forward { type filter hook forward priority 0; policy accept; }; \
+                add rule inet filter forward iifname \"eth9\" counter drop"])
+        .output()
+        .unwrap());
+    ok(&lab.run_virtzone(&["attach", "vzbr9"]));
+    let (code, v) = doctor_json(&lab, None, "");
+    assert_eq!(code, 0, "warnings alone exit 0: {v:#}");
+    let mut got = findings(&v);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("daemon".to_string(), "warning".to_string()),
+            ("foreign-firewall".to_string(), "warning".to_string()),
+            ("hook".to_string(), "warning".to_string()),
+            ("stale-zone-copy".to_string(), "warning".to_string()),
+        ],
+        "{v:#}"
+    );
+    assert!(
+        evidence(check(&v, "stale-zone-copy")).contains("nfs"),
+        "{v:#}"
+    );
+    assert!(
+        evidence(check(&v, "foreign-firewall")).contains("inet filter"),
+        "{v:#}"
+    );
+    assert!(
+        evidence(check(&v, "hook")).contains("does not exist"),
+        "{v:#}"
+    );
+    assert_eq!(v["warnings"], 4);
+}
+
+#[test]
+fn bridged_guests_behind_br_netfilter_are_found_and_fixed() {
+    let lab = installed(LabConfig::default());
+    // A host bridge carrying a guest directly (libvirt names guest taps vnetN).
+    for args in [
+        "link add vzhb0 type bridge",
+        "link set vzhb0 up",
+        "link add vnet7 type veth peer name vnet7p",
+        "link set vnet7 master vzhb0 up",
+    ] {
+        ok(&lab.command("ip").args(args.split(' ')).output().unwrap());
+    }
+    ok(&lab
+        .command("sysctl")
+        .args(["-w", "net.bridge.bridge-nf-call-iptables=1"])
+        .output()
+        .unwrap());
+    let (code, v) = doctor_json(&lab, None, WITH_HOOK);
+    assert_eq!(code, 1);
+    assert_eq!(
+        findings(&v),
+        [("br-netfilter".to_string(), "problem".to_string())],
+        "{v:#}"
+    );
+    let ev = evidence(check(&v, "br-netfilter"));
+    assert!(
+        ev.contains("net.bridge.bridge-nf-call-iptables = 1") && ev.contains("bridge vzhb0"),
+        "{ev}"
+    );
+    let out = doctor_in(&lab, None, WITH_HOOK, &["--fix", "--yes"], "");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let value = ok(&lab
+        .command("sysctl")
+        .args(["-n", "net.bridge.bridge-nf-call-iptables"])
+        .output()
+        .unwrap());
+    assert_eq!(value.trim(), "0");
+    let kept =
+        fs::read_to_string(etc_layer(&lab).join("upper/sysctl.d/90-virtzone-bridge.conf")).unwrap();
+    assert!(
+        kept.contains("net.bridge.bridge-nf-call-iptables = 0"),
+        "{kept}"
+    );
+    assert_eq!(
+        fs::metadata(etc_layer(&lab).join("upper/sysctl.d/90-virtzone-bridge.conf"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
+}
+
+#[test]
+fn bad_input_and_a_hung_firewalld() {
+    let lab = installed(LabConfig::default());
+    for (args, want) in [
+        (vec!["--network", "../x"], "is not a libvirt network name"),
+        (
+            vec!["--network", "nosuchnet"],
+            "no running libvirt network is named \"nosuchnet\"",
+        ),
+        (vec!["--yes"], "--fix"),
+    ] {
+        let out = doctor_in(&lab, None, "", &args, "");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(want),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // firewalld owns its name but never answers: doctor says so within its budget.
+    let pid = lab.firewalld_pid().unwrap();
+    ok(&std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .output()
+        .unwrap());
+    let start = std::time::Instant::now();
+    let (code, v) = doctor_json(&lab, None, WITH_HOOK);
+    let took = start.elapsed();
+    ok(&std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .output()
+        .unwrap());
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(check(&v, "firewalld")["status"], "problem");
+    assert_eq!(
+        check(&v, "firewalld")["summary"],
+        "firewalld did not answer within 10 s"
+    );
+    assert_eq!(check(&v, "libvirt-zones")["status"], "skipped");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    // An unprivileged user: firewalld refuses, which is skipped, not a problem.
+    let out = lab
+        .command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(common::virtzone_binary())
+        .args(["doctor", "--json"])
+        .env("VIRTZONE_CONFIG", lab.dir().join("none.conf"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(check(&v, "firewalld")["status"], "skipped", "{v:#}");
+    assert!(check(&v, "firewalld")["summary"]
+        .as_str()
+        .unwrap()
+        .contains("run doctor as root"));
+}
+
+#[test]
+fn strict_forward_ports_warns_about_forwards_made_outside_firewalld() {
+    let lab = installed(LabConfig {
+        files: vec![(
+            "firewalld.conf".into(),
+            "DefaultZone=public\nFirewallBackend=nftables\nStrictForwardPorts=yes\n".into(),
+        )],
+        ..LabConfig::new(Release::Debian13, Backend::Nftables)
+    });
+    let (code, v) = doctor_json(&lab, None, WITH_HOOK);
+    assert_eq!((code, findings(&v)), (0, vec![]), "{v:#}");
+    assert_eq!(check(&v, "strict-forward-ports")["status"], "ok");
+    // A hook-script style forward in a table of its own.
+    ok(&lab
+        .command("nft")
+        .args(["add table ip hookfwd; add chain ip hookfwd pre { type nat hook prerouting priority -100; }; \
+                add rule ip hookfwd pre tcp dport 8080 dnat to 192.0.2.10:80"])
+        .output()
+        .unwrap());
+    let (code, v) = doctor_json(&lab, None, WITH_HOOK);
+    assert_eq!(code, 0, "{v:#}");
+    let c = check(&v, "strict-forward-ports");
+    assert_eq!(c["status"], "warning", "{v:#}");
+    assert!(evidence(c).contains("hookfwd"), "{c:#}");
+}
+
+#[test]
+fn a_hook_installed_after_libvirtd_started_is_not_run_yet() {
+    let vlab = libvirt_lab();
+    let root = vlab.dir().join("libvirt");
+    let hook = root.join("etc/hooks/network.d/50-virtzone");
+    // As if the package had installed the hook a minute after libvirtd started.
+    ok(&std::process::Command::new("touch")
+        .args(["-d", "+60 seconds"])
+        .arg(&hook)
+        .output()
+        .unwrap());
+    let (code, v) = doctor_json(&vlab, Some(&root), "");
+    assert_eq!(code, 0);
+    assert_eq!(
+        findings(&v),
+        [("hook".to_string(), "warning".to_string())],
+        "{v:#}"
+    );
+    assert!(evidence(check(&v, "hook")).contains("after libvirtd started"));
+}
+
+/// An upstream network namespace on a routed link from the lab (198.51.100.0/24), with a web server,
+/// and the lab's default route through it. Removed on drop.
+struct Upstream {
+    netns: String,
+    server: Option<std::process::Child>,
+}
+
+impl Upstream {
+    fn attach(lab: &Lab) -> Upstream {
+        let mut up = Upstream {
+            netns: format!("{}-up", lab.netns),
+            server: None,
+        };
+        let (ns, lab_ns) = (up.netns.clone(), lab.netns.clone());
+        let steps = [
+            format!("netns add {ns}"),
+            format!("-n {lab_ns} link add vzup9 type veth peer name eth0 netns {ns}"),
+            format!("-n {lab_ns} addr add 198.51.100.1/24 dev vzup9"),
+            format!("-n {lab_ns} link set vzup9 up"),
+            format!("-n {lab_ns} route add default via 198.51.100.2"),
+            format!("-n {ns} addr add 198.51.100.2/24 dev eth0"),
+            format!("-n {ns} link set lo up"),
+            format!("-n {ns} link set eth0 up"),
+            format!("-n {ns} route add 192.0.2.0/24 via 198.51.100.1"),
+        ];
+        for step in steps {
+            let out = std::process::Command::new("ip")
+                .args(step.split(' '))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {step}: {}", text(&out.stderr));
+        }
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-m", "http.server", "8000"])
+            .args(["--bind", "198.51.100.2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        up.server = Some(server);
+        up
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        common::kill_netns_processes(&self.netns);
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+/// A guest's HTTP request to the upstream server (2 s at most; Debian 12's busybox wget crashes).
+fn reaches_upstream(guest: &common::libvirt::Guest<'_>) -> bool {
+    guest
+        .command("python3")
+        .args([
+            "-c",
+            "import urllib.request; urllib.request.urlopen('http://198.51.100.2:8000/', timeout=2)",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
+    let vlab = LibvirtLab::start(LibvirtConfig::new(LabConfig::default()));
+    ok(&vlab.run_virtzone(&["install"]));
+    // An open network (libvirt adds no rules of its own): firewalld's zone is all that filters it.
+    vlab.expect_ok(
+        &vlab.net_create(
+            "<network><name>dopen</name><forward mode='open'/><bridge name='vzop0' zone='libvirt' stp='off'/>\
+             <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp><range start='192.0.2.100' end='192.0.2.199'/></dhcp></ip></network>",
+        ),
+        "net-create",
+    );
+    let root = vlab.dir().join("libvirt");
+    let _up = Upstream::attach(&vlab);
+    ok(&vlab
+        .command("sysctl")
+        .args(["-w", "net.ipv4.ip_forward=1"])
+        .output()
+        .unwrap());
+    let guest = vlab.plug_guest("vzop0");
+    guest.dhcp(5).expect("lease");
+    common::libvirt::wait_for(
+        "the guest reaching upstream",
+        Duration::from_secs(20),
+        || reaches_upstream(&guest).then_some(()),
+    );
+    let (code, v) = doctor_json(&vlab, Some(&root), "");
+    assert_eq!((code, findings(&v)), (0, vec![]), "{v:#}");
+    assert_eq!(check(&v, "forward-drop")["status"], "ok", "{v:#}");
+    // What Docker does at start: its DOCKER-USER chain first in FORWARD, and FORWARD's policy DROP.
+    for args in [
+        vec!["-N", "DOCKER-USER"],
+        vec!["-A", "DOCKER-USER", "-j", "RETURN"],
+        vec!["-I", "FORWARD", "-j", "DOCKER-USER"],
+        vec!["-P", "FORWARD", "DROP"],
+    ] {
+        ok(&vlab.command("iptables").args(&args).output().unwrap());
+    }
+    assert!(
+        !reaches_upstream(&guest),
+        "Docker's policy must block the guest"
+    );
+    let (code, v) = doctor_json(&vlab, Some(&root), "");
+    assert_eq!(code, 1, "{:#}", check(&v, "forward-drop"));
+    // Docker's tables are also another firewall on the same hooks: a warning beside the problem.
+    assert_eq!(
+        findings(&v),
+        [
+            ("forward-drop".to_string(), "problem".to_string()),
+            ("foreign-firewall".to_string(), "warning".to_string())
+        ],
+        "{v:#}"
+    );
+    let c = check(&v, "forward-drop");
+    let ev = evidence(c);
+    assert!(
+        ev.contains("dropped by the policy drop of ip filter chain FORWARD"),
+        "{ev}"
+    );
+    assert!(ev.contains("ip filter chain FORWARD (hook forward"), "{ev}");
+    assert_eq!(c["fix"]["safe"], true);
+    assert!(c["fix"]["command"]
+        .as_str()
+        .unwrap()
+        .contains("iptables -I DOCKER-USER -i vzop0 -j ACCEPT"));
+    let out = doctor_in(&vlab, Some(&root), "", &["--fix", "--yes", "--json"], "");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        reaches_upstream(&guest),
+        "the guest reaches upstream after the fix"
+    );
+    // A second --fix adds nothing twice.
+    let before = ok(&vlab
+        .command("iptables")
+        .args(["-S", "DOCKER-USER"])
+        .output()
+        .unwrap());
+    let _ = doctor_in(&vlab, Some(&root), "", &["--fix", "--yes"], "");
+    assert_eq!(
+        ok(&vlab
+            .command("iptables")
+            .args(["-S", "DOCKER-USER"])
+            .output()
+            .unwrap()),
+        before
+    );
+}
