@@ -10,6 +10,8 @@
 //! Connections come from a resident client in the upstream namespace (one line in, one line out),
 //! so a probe costs a connect, not a process start. Run as root: `cargo bench --bench forwards`.
 
+// The test suite's lab; this program uses only part of it.
+#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 

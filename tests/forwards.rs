@@ -8,7 +8,7 @@
 //! Needs root, `libvirt-daemon-system libvirt-clients dnsmasq-base busybox python3` (scripts/test.sh
 //! installs them). Addresses are documentation ranges.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Output, Stdio};

@@ -10,6 +10,7 @@ mod daemon;
 mod demo;
 mod docs;
 mod doctor;
+mod forwards;
 mod hardening;
 mod install;
 mod install_tree;
