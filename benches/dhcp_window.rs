@@ -13,6 +13,7 @@
 //! Run as root: `cargo bench --bench dhcp_window` (`VIRTZONE_BENCH_REPS`, default 3, runs per figure;
 //! the median is reported beside the largest).
 
+#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 

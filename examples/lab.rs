@@ -9,6 +9,8 @@
 //! `LAB_DIR`, `LAB_CONFIG_DIR` (firewalld's /etc), `LAB_NETNS` and `LAB_FIREWALLD_PID` exported.
 //! The example's exit status is COMMAND's.
 
+// The test suite's lab; this program uses only part of it.
+#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -201,11 +201,126 @@ pub enum Command {
         #[arg(long, requires = "fix")]
         yes: bool,
     },
+    /// Forward ports of the host to a guest of a libvirt network (docs/forwards.md).
+    ///
+    /// Kept as desired state, shown by firewall-cmd as firewalld objects, and re-applied by the daemon
+    /// whenever libvirt or firewalld rebuild their rules.
+    Forward {
+        /// add, remove or list.
+        #[command(subcommand)]
+        action: ForwardAction,
+    },
+    /// Open a host service to the guests of one libvirt network only (docs/forwards.md).
+    Allow {
+        /// add, remove or list.
+        #[command(subcommand)]
+        action: AllowAction,
+    },
     /// Run the daemon.
     ///
     /// Owns org.virtzone.VirtZone1 on the system bus and keeps the recorded bindings applied across
     /// firewalld reloads and restarts.
     Serve {
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+/// What a forward is: the arguments of `forward add`, also accepted by `forward remove`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ForwardSpec {
+    /// The libvirt network of the guest.
+    #[arg(long, value_name = "NET")]
+    pub network: Option<String>,
+    /// The guest's address (IPv4 or IPv6, in one of the network's subnets).
+    #[arg(long, value_name = "ADDR")]
+    pub guest: Option<String>,
+    /// The guest by libvirt domain name (not supported yet).
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// Forward only connections to this address of the host.
+    #[arg(long, value_name = "ADDR")]
+    pub host_address: Option<String>,
+    /// Also forward connections the host itself opens to --host-address (firewalld 1.1 or later).
+    #[arg(long)]
+    pub from_host: bool,
+    /// Also forward connections of the network's own guests to the host's address (firewalld 2.2.0,
+    /// 2.1.2, 2.0.4 or later).
+    #[arg(long)]
+    pub hairpin: bool,
+}
+
+/// `virtzone forward …`.
+#[derive(Debug, Subcommand)]
+pub enum ForwardAction {
+    /// Forward PROTO/HOSTPORT[:GUESTPORT] (e.g. tcp/8080:80; ranges like tcp/8000-8010) to a guest.
+    Add {
+        /// The guest and options.
+        #[command(flatten)]
+        spec: ForwardSpec,
+        /// PROTO/HOSTPORT[:GUESTPORT].
+        #[arg(value_name = "PROTO/HOSTPORT[:GUESTPORT]")]
+        ports: String,
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Remove a forward by its ID, or by the arguments it was added with.
+    Remove {
+        /// The guest and options, when not removing by ID.
+        #[command(flatten)]
+        spec: ForwardSpec,
+        /// ID, or PROTO/HOSTPORT[:GUESTPORT] with --network and --guest.
+        #[arg(value_name = "ID|PROTO/HOSTPORT[:GUESTPORT]")]
+        target: String,
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// List the forwards virtzone manages.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+/// `virtzone allow …`.
+#[derive(Debug, Subcommand)]
+pub enum AllowAction {
+    /// Open SERVICE (a firewalld service) or PORT/PROTO on the host to one network's guests.
+    Add {
+        /// The libvirt network.
+        #[arg(long, value_name = "NET")]
+        network: String,
+        /// SERVICE or PORT/PROTO.
+        #[arg(value_name = "SERVICE|PORT/PROTO")]
+        what: String,
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Close what `allow add` opened.
+    Remove {
+        /// The libvirt network.
+        #[arg(long, value_name = "NET")]
+        network: String,
+        /// SERVICE or PORT/PROTO.
+        #[arg(value_name = "SERVICE|PORT/PROTO")]
+        what: String,
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// List what virtzone opened.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
         /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,

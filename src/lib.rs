@@ -12,6 +12,7 @@ pub mod commands;
 pub mod daemon;
 pub mod doctor;
 pub mod firewalld;
+pub mod forward;
 pub mod host;
 pub mod install;
 pub mod libvirt;

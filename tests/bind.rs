@@ -1,6 +1,6 @@
 //! `virtzone attach` / `detach` / `list` / `hook` against real firewalld.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Output, Stdio};

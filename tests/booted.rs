@@ -4,7 +4,7 @@
 //!
 //! Each boot costs a few seconds plus the install, so each test walks through several steps.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

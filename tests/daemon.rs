@@ -1,6 +1,6 @@
 //! `virtzone serve` against real firewalld on a private bus carrying the project's own bus policy.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

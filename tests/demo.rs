@@ -1,7 +1,7 @@
 //! README's first command, `scripts/demo.sh`, runs `scripts/demo-steps.sh` inside a lab per backend: this
 //! runs the same steps with the test build, so the demo keeps working.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -20,7 +20,7 @@
 //! Each lab carries the project's bus policy; `virtzone` on PATH is the binary under test, and its
 //! state directory is inside the lab. Commands run in a work directory inside the lab dir.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;

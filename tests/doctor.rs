@@ -7,7 +7,7 @@
 //! host's /etc), the lab's firewalld config dirs bound over firewalld's, and a tmpfs /run (with the
 //! libvirt lab's /run/libvirt when there is one).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -4,7 +4,7 @@
 //! A hung or slow firewalld is the lab's real firewalld stopped with SIGSTOP: it keeps its bus name and
 //! its queued calls, and answers them all once continued.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

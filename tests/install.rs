@@ -1,6 +1,6 @@
 //! `virtzone install` / `uninstall` against real firewalld (1.3.3 and 2.3.1, both backends).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -7,7 +7,7 @@
 //! (`CARGO_BIN_EXE_virtzone`) and the man pages and completions come from examples/gen-docs.rs,
 //! compiled into this test as a module, so no nested cargo runs while cargo runs the tests.
 
-mod common;
+use crate::common;
 
 #[path = "../examples/gen-docs.rs"]
 mod gen_docs;

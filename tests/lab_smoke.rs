@@ -1,8 +1,8 @@
 //! Proves the integration-test lab (tests/common) works: real firewalld 0.9.3, 1.3.3, 2.3.1 and 2.5.2 on
 //! both backends, isolated in their own namespace and bus. Needs root; the other releases must be
-//! unpacked first (`scripts/fetch-firewalld.sh`). Run with `cargo nextest run --test lab_smoke`.
+//! unpacked first (`scripts/fetch-firewalld.sh`). Run with `cargo nextest run -E "test(lab_smoke::)"`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

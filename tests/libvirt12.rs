@@ -3,7 +3,7 @@
 //! and `explain` agreeing with a real guest's packets. Needs the root of
 //! `scripts/fetch-sid-root.sh` (see `common::sidroot`): libvirt runs its iptables firewall backend.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

@@ -12,7 +12,7 @@
 //! Needs root and `libvirt-daemon-system libvirt-clients dnsmasq-base` (scripts/test.sh installs
 //! them). Addresses come from the documentation ranges.
 
-mod common;
+use crate::common;
 
 use std::process::{Output, Stdio};
 

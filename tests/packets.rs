@@ -6,7 +6,7 @@
 //! `--nocapture` to see it when it passes) and fails when a cell is not what libvirt's zones mean
 //! or when virtzone's column differs from libvirt's. The topology is `common::topology`.
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -1159,7 +1159,7 @@ fn explain_bad_input_unknown_and_json() {
 
 /// Not a test: writes the live rulesets of every cell (`nft -j list ruleset`, virtzone's zones,
 /// bridge `vzbr0` in zone `libvirt`, then in `libvirt-routed`) to `tests/data/eval/`, the inputs of
-/// the evaluator's unit tests. Run with `cargo test --test packets capture_rulesets -- --ignored`.
+/// the evaluator's unit tests. Run with `cargo test --test tests packets::capture_rulesets -- --ignored`.
 #[test]
 #[ignore]
 fn capture_rulesets() {

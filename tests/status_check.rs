@@ -1,6 +1,6 @@
 //! `virtzone status` and `virtzone check` against real firewalld releases on a private bus.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Output;

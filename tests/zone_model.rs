@@ -11,7 +11,7 @@
 //! The lab tests need root (network namespace, private bus) and Debian 13's firewalld unpacked by
 //! `scripts/fetch-firewalld.sh`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

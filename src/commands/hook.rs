@@ -99,7 +99,17 @@ pub async fn run(
     // libvirt gives hooks no time limit and waits for them with the network half started: the hook
     // keeps to one overall budget instead of several 120 s firewalld call timeouts.
     let budget = Config::load()?.hook_timeout.unwrap_or(HOOK_BUDGET);
-    match tokio::time::timeout(budget, act(op, network)).await {
+    let work = async {
+        let result = act(op, network).await;
+        // Forwards follow the network's bridge and subnets: record them and re-apply
+        // (docs/forwards.md). Never fails the network operation.
+        if result.is_ok() && matches!(op, Op::Started | Op::Stopped) {
+            let fw = Firewalld::connect().await.ok();
+            crate::forward::network_hook(fw.as_ref(), name, &xml, op == Op::Started).await;
+        }
+        result
+    };
+    match tokio::time::timeout(budget, work).await {
         Ok(result) => result,
         Err(_) => Err(Failure::Refused(format!(
             "firewalld did not answer within {} s, so virtzone cannot prepare network {name}'s bridge; \

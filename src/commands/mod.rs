@@ -12,6 +12,7 @@ mod bind;
 mod check;
 mod doctor;
 mod explain;
+mod forward;
 mod hook;
 mod install;
 mod status;
@@ -72,6 +73,19 @@ impl From<crate::state::StateError> for Failure {
             Failure::Usage(e.to_string())
         } else {
             Failure::Refused(e.to_string())
+        }
+    }
+}
+
+impl From<crate::forward::ForwardError> for Failure {
+    fn from(e: crate::forward::ForwardError) -> Self {
+        match e {
+            crate::forward::ForwardError::Usage(m) => Failure::Usage(m),
+            crate::forward::ForwardError::Refused(m) => Failure::Refused(m),
+            crate::forward::ForwardError::Firewalld(e) => Failure::Refused(format!(
+                "firewalld refused the change, which was undone: {e}"
+            )),
+            crate::forward::ForwardError::State(e) => e.into(),
         }
     }
 }
@@ -165,6 +179,8 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
             fix,
             yes,
         } => doctor::run(json, &network, fix, yes).await,
+        Command::Forward { action } => forward::forward(action).await,
+        Command::Allow { action } => forward::allow(action).await,
         Command::Uninstall {
             root,
             force,

@@ -243,6 +243,11 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
         }
     };
     tokio::pin!(stop);
+    // Forwards and allows (src/forward) keep themselves applied, triggered by ruleset changes.
+    tokio::spawn(crate::forward::watch::run(
+        shared.fw.clone(),
+        shared.state.clone(),
+    ));
     shared.wake.notify_one();
     let outcome = loop {
         tokio::select! {

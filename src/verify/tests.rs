@@ -1,5 +1,5 @@
 //! The evaluator and the checks on rulesets captured from every firewalld release of the lab, both
-//! backends (`cargo test --test packets capture_rulesets -- --ignored` writes them): bridge `vzbr0`
+//! backends (`cargo test --test tests packets::capture_rulesets -- --ignored` writes them): bridge `vzbr0`
 //! in zone `libvirt`, then in `libvirt-routed`, virtzone's zones and policies installed.
 
 use std::net::IpAddr;

@@ -319,13 +319,6 @@ impl LibvirtLab {
             .collect()
     }
 
-    /// `virsh net-dumpxml NAME` (the live XML, e.g. to find the bridge libvirt chose).
-    pub fn dumpxml(&self, name: &str) -> String {
-        let out = self.run_virsh(&["net-dumpxml", name]);
-        self.expect_ok(&out, "net-dumpxml");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// Panics with virsh's output and the lab's logs unless `out` succeeded.
     pub fn expect_ok(&self, out: &Output, what: &str) {
         if !out.status.success() {
@@ -467,6 +460,70 @@ impl LibvirtLab {
             },
         );
         guest
+    }
+
+    /// Stops libvirtd (SIGTERM; its networks and dnsmasq keep running, as with `systemctl restart
+    /// libvirtd`) and starts it again, waiting until it answers. libvirt re-applies its firewall
+    /// rules for the running networks when it starts.
+    pub fn restart_libvirtd(&self) {
+        if let Some(child) = self.libvirtd_child().take() {
+            terminate(child, TERM_GRACE);
+        }
+        self.spawn_libvirtd();
+        self.wait_until_answering();
+    }
+
+    /// Stops firewalld (SIGTERM, as `systemctl restart firewalld` does) and starts it again, waiting
+    /// until it is RUNNING. Takes `&self`, so guests plugged into the lab may stay.
+    pub fn restart_firewalld(&self) {
+        if let Some(child) = self.lab.firewalld_child().take() {
+            terminate(child, TERM_GRACE);
+        }
+        wait_for("firewalld's bus name released", LIBVIRTD_DEADLINE, || {
+            (!self.lab.name_has_owner(FIREWALLD_NAME)).then_some(())
+        });
+        self.lab.spawn_firewalld();
+        self.lab.wait_for_state("RUNNING", LIBVIRTD_DEADLINE * 2);
+    }
+
+    /// An "upstream" host: a veth pair with `link` (address `host_cidr`) in the lab's namespace and
+    /// `eth0` (address `peer_cidr`, default route via the host side) in a namespace of its own, so
+    /// its packets to the host's address arrive from outside, as a client on the LAN's would.
+    /// Dropping it removes its namespace (and with it the link).
+    pub fn plug_upstream(&self, link: &str, host_cidr: &str, peer_cidr: &str) -> Guest<'_> {
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let netns = format!("vzlab-{}-{n}", std::process::id());
+        run_quiet(
+            Command::new("ip").args(["netns", "add", &netns]),
+            "ip netns add (upstream)",
+        );
+        let up = Guest {
+            vlab: self,
+            netns,
+            port: link.to_string(),
+        };
+        let via = host_cidr.split('/').next().unwrap_or(host_cidr);
+        let lab_ns = self.lab.netns.as_str();
+        let g = up.netns.as_str();
+        let steps: [&[&str]; 7] = [
+            &[
+                "-n", lab_ns, "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns",
+                g,
+            ],
+            &["-n", lab_ns, "addr", "add", host_cidr, "dev", link],
+            &["-n", lab_ns, "link", "set", link, "up"],
+            &["-n", g, "link", "set", "lo", "up"],
+            &["-n", g, "addr", "add", peer_cidr, "dev", "eth0"],
+            &["-n", g, "link", "set", "eth0", "up"],
+            &["-n", g, "route", "add", "default", "via", via],
+        ];
+        for args in steps {
+            run_quiet(
+                Command::new("ip").args(args),
+                &format!("ip {}", args.join(" ")),
+            );
+        }
+        up
     }
 
     /// The pid of libvirtd (to show it runs in the lab's namespace).

@@ -40,7 +40,6 @@
 //!   reading `version`. The bus itself (dir 0755, socket 0777) is open to every user.
 //! - Each release's own bus policy (`FirewallD.conf`) is used; 2.3.1's equals 1.3.3's.
 //! - `VIRTZONE_LAB_FIREWALLD_DEBUG=N` starts firewalld with `--debug=N` (long logs).
-#![allow(dead_code)] // Each test crate compiles this module and uses only part of it.
 
 pub mod booted;
 pub mod libvirt;
@@ -578,17 +577,14 @@ impl Lab {
         self.start_firewalld_expecting("RUNNING");
     }
 
-    /// Starts firewalld (again) without waiting for it: for benchmarks that time its start themselves.
-    pub fn spawn_firewalld_nowait(&mut self) {
-        self.start_firewalld_expecting_or_not(None);
-    }
-
     /// Starts firewalld (again) and waits for `state` (e.g. `"FAILED"` after writing a broken file).
     pub fn start_firewalld_expecting(&mut self, state: &str) {
         self.start_firewalld_expecting_or_not(Some(state));
     }
 
-    fn start_firewalld_expecting_or_not(&mut self, state: Option<&str>) {
+    /// Starts firewalld (again), waiting for `state` when given; `None` returns at once (benchmarks
+    /// time the start themselves).
+    pub fn start_firewalld_expecting_or_not(&mut self, state: Option<&str>) {
         let running = {
             let mut guard = self.firewalld_child();
             // A firewalld that died on its own is reaped here, so it can be started again.

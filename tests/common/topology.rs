@@ -54,9 +54,7 @@ const POLL: Duration = Duration::from_millis(20);
 /// One namespace of the topology and its addresses.
 #[derive(Debug, Clone)]
 pub struct Node {
-    /// Short name for tables (`g1`, `g2`, `up`).
-    pub name: &'static str,
-    /// The network namespace.
+    /// The network namespace (`<lab>-g1`, `<lab>-g2`, `<lab>-up`).
     pub netns: String,
     /// Its IPv4 address.
     pub v4: &'static str,
@@ -226,8 +224,7 @@ impl Topology {
         fs::write(dir.join("probe.py"), PROBE_PY).unwrap_or_else(|e| panic!("topology: {e}"));
         fs::write(dir.join("tftp").join(TFTP_FILE.0), vec![b'v'; TFTP_FILE.1])
             .unwrap_or_else(|e| panic!("topology: {e}"));
-        let node = |name, v4, v6| Node {
-            name,
+        let node = |name: &str, v4, v6| Node {
             netns: format!("{host}-{name}"),
             v4,
             v6,

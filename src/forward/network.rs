@@ -1,0 +1,248 @@
+//! What virtzone knows about libvirt networks for forwards and allows: bridge, forward mode and
+//! subnets, recorded by the network hook from libvirt's live XML (`started begin`, `stopped end`).
+//! The hook never calls back into libvirt, and neither does anything reading this record.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::BridgeName;
+
+/// The state file of network records.
+pub const NETWORKS_FILE: &str = "networks.json";
+
+/// An IP subnet (address with prefix length), e.g. `192.0.2.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Subnet {
+    /// The network address (host bits cleared).
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Subnet {
+    /// The subnet of `addr/prefix`, host bits cleared; `None` for an impossible prefix.
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Subnet> {
+        let addr = match addr {
+            IpAddr::V4(a) if prefix <= 32 => {
+                let mask = if prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - prefix)
+                };
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) if prefix <= 128 => {
+                let mask = if prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - prefix)
+                };
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+            _ => return None,
+        };
+        Some(Subnet { addr, prefix })
+    }
+
+    /// Whether `ip` lies in the subnet.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        Subnet::new(ip, self.prefix).is_some_and(|s| s.addr == self.addr)
+    }
+
+    /// `ipv4` or `ipv6`, as rich rules spell the family.
+    pub fn family(&self) -> &'static str {
+        match self.addr {
+            IpAddr::V4(_) => "ipv4",
+            IpAddr::V6(_) => "ipv6",
+        }
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Subnet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a subnet like 192.0.2.0/24");
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: IpAddr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        Subnet::new(addr, prefix).ok_or_else(bad)
+    }
+}
+
+impl Serialize for Subnet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Subnet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One libvirt network as the hook last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    /// Its bridge.
+    pub bridge: BridgeName,
+    /// libvirt's forward mode (`nat`, `route`, `open`, `none`, …).
+    pub forward: String,
+    /// Its subnets, with the host's address on the bridge kept apart in `host`.
+    pub subnets: Vec<Subnet>,
+    /// The host's own addresses on the bridge (never a forward's guest).
+    #[serde(default)]
+    pub host: Vec<IpAddr>,
+    /// Whether it is running (between `started` and `stopped`).
+    pub active: bool,
+}
+
+/// All recorded networks, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Networks {
+    /// Format version (1).
+    #[serde(default = "one")]
+    pub version: u32,
+    /// name → record.
+    #[serde(default)]
+    pub networks: BTreeMap<String, NetworkRecord>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+struct HookDataXml {
+    network: NetworkXml,
+}
+
+#[derive(Deserialize)]
+struct NetworkXml {
+    name: String,
+    bridge: Option<BridgeXml>,
+    forward: Option<ForwardXml>,
+    #[serde(default)]
+    ip: Vec<IpXml>,
+}
+
+#[derive(Deserialize)]
+struct BridgeXml {
+    #[serde(rename = "@name")]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ForwardXml {
+    #[serde(rename = "@mode")]
+    mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct IpXml {
+    #[serde(rename = "@address")]
+    address: Option<String>,
+    #[serde(rename = "@netmask")]
+    netmask: Option<String>,
+    #[serde(rename = "@prefix")]
+    prefix: Option<String>,
+}
+
+/// Reads name and record (marked active) from libvirt's live network XML or the hook's hookData.
+/// `None` for a network without a libvirt bridge (nothing to forward to).
+pub fn record_from_xml(xml: &str) -> Result<Option<(String, NetworkRecord)>, String> {
+    let net = match quick_xml::de::from_str::<HookDataXml>(xml) {
+        Ok(h) => h.network,
+        Err(_) => quick_xml::de::from_str::<NetworkXml>(xml).map_err(|e| e.to_string())?,
+    };
+    let forward = match net.forward {
+        None => "none".to_string(),
+        Some(f) => f.mode.unwrap_or_else(|| "nat".into()),
+    };
+    let Some(bridge) = net.bridge.and_then(|b| b.name) else {
+        return Ok(None);
+    };
+    let bridge = BridgeName::new(&bridge).map_err(|e| e.to_string())?;
+    let mut subnets = Vec::new();
+    let mut host = Vec::new();
+    for ip in net.ip {
+        let Some(address) = ip.address else { continue };
+        let addr: IpAddr = address
+            .parse()
+            .map_err(|_| format!("network {}: bad address {address:?}", net.name))?;
+        let prefix = match (ip.prefix, ip.netmask) {
+            (Some(p), _) => p
+                .parse::<u8>()
+                .map_err(|_| format!("network {}: bad prefix {p:?}", net.name))?,
+            (None, Some(mask)) => {
+                let m: std::net::Ipv4Addr = mask
+                    .parse()
+                    .map_err(|_| format!("network {}: bad netmask {mask:?}", net.name))?;
+                u32::from(m).count_ones() as u8
+            }
+            (None, None) if addr.is_ipv4() => 24,
+            (None, None) => 64,
+        };
+        let subnet = Subnet::new(addr, prefix)
+            .ok_or_else(|| format!("network {}: bad prefix {prefix}", net.name))?;
+        subnets.push(subnet);
+        host.push(addr);
+    }
+    Ok(Some((
+        net.name,
+        NetworkRecord {
+            bridge,
+            forward,
+            subnets,
+            host,
+            active: true,
+        },
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_hook_data() {
+        let xml = "<hookData><network><name>default</name><forward mode='nat'/>\
+                   <bridge name='virbr0' stp='on'/>\
+                   <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp/></ip>\
+                   <ip family='ipv6' address='2001:db8:5::1' prefix='64'/></network></hookData>";
+        let (name, rec) = record_from_xml(xml).unwrap().unwrap();
+        assert_eq!(name, "default");
+        assert_eq!(rec.forward, "nat");
+        assert_eq!(rec.bridge.as_str(), "virbr0");
+        assert_eq!(
+            rec.subnets
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["192.0.2.0/24", "2001:db8:5::/64"]
+        );
+        assert!(rec.subnets[0].contains("192.0.2.77".parse().unwrap()));
+        assert!(!rec.subnets[0].contains("192.0.3.77".parse().unwrap()));
+        assert!(!rec.subnets[0].contains("2001:db8:5::7".parse().unwrap()));
+        let isolated = "<network><name>iso</name><bridge name='virbr9'/></network>";
+        assert_eq!(
+            record_from_xml(isolated).unwrap().unwrap().1.forward,
+            "none"
+        );
+        let hostbridge = "<network><name>br</name><forward mode='bridge'/></network>";
+        assert_eq!(record_from_xml(hostbridge).unwrap(), None);
+        assert!(record_from_xml("<network><name>x</name><bridge name='a/b'/></network>").is_err());
+    }
+}

@@ -1,0 +1,1191 @@
+//! The planner: facts in (what firewalld and the kernel hold now, what was declared), ordered steps
+//! out. Pure: no I/O, table-driven tests below. See docs/forwards.md for why each piece exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use semver::Version;
+
+use super::model::{Declared, Forward, Opening, Ports, Proto};
+use super::network::Networks;
+
+/// The policy holding forwards on firewalld versions where an ANY→HOST policy may forward to
+/// another address (see [`Shape::of`]). Shown by `firewall-cmd --info-policy=virtzone-forward`.
+pub const FORWARD_POLICY: &str = "virtzone-forward";
+/// The policy (ingress HOST, egress ANY) holding the `--from-host` part of forwards: a rich rule with
+/// the host address as destination, because a plain `forward-port` there would capture the host's
+/// connections to that port on *every* server (measured on 1.3.3: no local-address match).
+pub const FROM_HOST_POLICY: &str = "virtzone-from-host";
+/// The policy holding per-network host access (`allow`).
+pub const ALLOW_POLICY: &str = "virtzone-allow";
+/// Both policies run before every zone (negative priority), so the libvirt zone's catch-all reject
+/// cannot win over an allow.
+pub const POLICY_PRIORITY: i32 = -100;
+/// virtzone's own chain in iptables' `filter` table, jumped to first from `FORWARD`, holding one
+/// accept per forward to a guest of a NAT network (libvirt's `LIBVIRT_FWI` rejects those packets).
+pub const CHAIN: &str = "VIRTZONE_FWD";
+/// virtzone's chain in iptables' `nat` table, jumped to first from `POSTROUTING`: for `--hairpin`
+/// forwards, a masquerade of DNATed connections from the network's own subnet back into it, so the
+/// guest's reply returns through the host (without `br_netfilter` it would go straight back over the
+/// bridge, from the wrong address).
+pub const HAIRPIN_CHAIN: &str = "VIRTZONE_HAIRPIN";
+/// The comment on each of those accepts.
+pub const COMMENT: &str = "virtzone-fwd";
+
+/// A firewalld `forward-port` entry as the settings dicts carry it: port, protocol, to-port,
+/// to-addr.
+pub type FwdPort = (String, String, String, String);
+
+/// Where forwards live in firewalld.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// Entries of the zone that receives upstream traffic (firewalld's default zone): works on every
+    /// firewalld with policies or not.
+    Zone(String),
+    /// Entries of virtzone's own ANY→HOST policy [`FORWARD_POLICY`].
+    Policy,
+}
+
+impl Shape {
+    /// An ANY→HOST policy may hold a `forward-port` with `to-addr` from firewalld 2.2.0 (backported
+    /// to 2.0.4 and 2.1.2); 1.3.3 refuses it (`INVALID_FORWARD`, measured). Earlier versions keep
+    /// forwards in the default zone.
+    pub fn of(version: &Version, default_zone: &str) -> Shape {
+        let v = (version.major, version.minor, version.patch);
+        let policy = v >= (2, 1, 2) || ((2, 0, 4)..(2, 1, 0)).contains(&v);
+        if policy {
+            Shape::Policy
+        } else {
+            Shape::Zone(default_zone.to_string())
+        }
+    }
+}
+
+/// A zone's or policy's entries virtzone looks at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entries {
+    /// `forward_ports`.
+    pub forward_ports: BTreeSet<FwdPort>,
+    /// Rich rules, as firewalld prints them.
+    pub rich_rules: BTreeSet<String>,
+    /// `ingress_zones` (policies only).
+    pub ingress_zones: BTreeSet<String>,
+}
+
+/// Runtime and permanent view of one firewalld object; `None` where it does not exist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layers {
+    /// The runtime object.
+    pub runtime: Option<Entries>,
+    /// The permanent object.
+    pub permanent: Option<Entries>,
+}
+
+/// Everything the planner needs, gathered once.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// firewalld's version.
+    pub version: Version,
+    /// firewalld's default zone.
+    pub default_zone: String,
+    /// The default zone's entries (zone shape).
+    pub zone: Layers,
+    /// [`FORWARD_POLICY`] (policy shape).
+    pub forward_policy: Layers,
+    /// [`ALLOW_POLICY`].
+    pub allow_policy: Layers,
+    /// [`FROM_HOST_POLICY`].
+    pub from_host_policy: Layers,
+    /// Whether this firewalld has policies at all (0.9.0).
+    pub policies: bool,
+    /// The recorded libvirt networks.
+    pub networks: Networks,
+    /// bridge → zone firewalld has it in at runtime.
+    pub bridge_zones: BTreeMap<String, String>,
+    /// `iptables -t filter -S` (IPv4), `None` when it could not be read.
+    pub iptables: Option<String>,
+    /// `iptables -t nat -S` (IPv4), read only when hairpin forwards exist or our chain is there.
+    pub iptables_nat: Option<String>,
+}
+
+/// Which layer of firewalld a step changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// The running firewall (lost on reload; firewalld rebuilds it from the permanent layer).
+    Runtime,
+    /// The configuration on disk.
+    Permanent,
+}
+
+/// One change. Every firewalld mutation virtzone makes for forwards and allows is one of these,
+/// carried out by [`super::apply::Executor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Add or remove a zone `forward-port`.
+    ZoneForwardPort {
+        /// Which layer.
+        layer: Layer,
+        /// The zone.
+        zone: String,
+        /// The entry.
+        entry: FwdPort,
+        /// Add (true) or remove.
+        add: bool,
+    },
+    /// Add or remove a zone rich rule.
+    ZoneRichRule {
+        /// Which layer.
+        layer: Layer,
+        /// The zone.
+        zone: String,
+        /// The rule text.
+        rule: String,
+        /// Add (true) or remove.
+        add: bool,
+    },
+    /// Create one of virtzone's policies in the permanent configuration (a reload follows: firewalld
+    /// cannot create a runtime policy any other way).
+    CreatePolicy {
+        /// The policy.
+        name: String,
+        /// Ingress zones.
+        ingress: Vec<String>,
+        /// Egress zones.
+        egress: Vec<String>,
+        /// Its entries.
+        entries: Entries,
+    },
+    /// Reload firewalld.
+    Reload,
+    /// Replace the entries of one of virtzone's policies (it owns them all).
+    SetPolicy {
+        /// Which layer.
+        layer: Layer,
+        /// The policy.
+        name: String,
+        /// The entries wanted.
+        entries: Entries,
+        /// The entries before (for rollback).
+        before: Entries,
+    },
+    /// One `iptables -t filter …` command, run through firewalld's direct passthrough so it uses
+    /// the same iptables as firewalld and libvirt.
+    Iptables {
+        /// The table (`filter` for accepts, `nat` for hairpin SNATs).
+        table: String,
+        /// Arguments after `-t TABLE`.
+        args: Vec<String>,
+    },
+}
+
+impl Step {
+    /// The step that undoes this one, when there is one (iptables steps are idempotently
+    /// re-planned instead; a created policy stays, empty entries are harmless).
+    pub fn inverse(&self) -> Option<Step> {
+        match self {
+            Step::ZoneForwardPort {
+                layer,
+                zone,
+                entry,
+                add,
+            } => Some(Step::ZoneForwardPort {
+                layer: *layer,
+                zone: zone.clone(),
+                entry: entry.clone(),
+                add: !add,
+            }),
+            Step::ZoneRichRule {
+                layer,
+                zone,
+                rule,
+                add,
+            } => Some(Step::ZoneRichRule {
+                layer: *layer,
+                zone: zone.clone(),
+                rule: rule.clone(),
+                add: !add,
+            }),
+            Step::SetPolicy {
+                layer,
+                name,
+                entries,
+                before,
+            } => Some(Step::SetPolicy {
+                layer: *layer,
+                name: name.clone(),
+                entries: before.clone(),
+                before: entries.clone(),
+            }),
+            Step::CreatePolicy { .. } | Step::Reload | Step::Iptables { .. } => None,
+        }
+    }
+}
+
+/// A refusal: the request cannot work on this firewalld (exit status 1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+/// What virtzone puts in firewalld for one forward: a `forward-port`, or a rich rule when it is
+/// limited to one host address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FirewalldEntry {
+    /// A plain `forward-port`.
+    Port(FwdPort),
+    /// A rich rule with `destination address` and `forward-port`.
+    Rule(String),
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "ipv4"
+    } else {
+        "ipv6"
+    }
+}
+
+/// The firewalld entry of a forward, spelled the way firewalld reports it back.
+pub fn firewalld_entry(f: &Forward) -> FirewalldEntry {
+    match f.host_address {
+        None => FirewalldEntry::Port((
+            f.host_port.to_string(),
+            f.proto.as_str().to_string(),
+            f.guest_port.to_string(),
+            f.guest.to_string(),
+        )),
+        Some(host) => FirewalldEntry::Rule(format!(
+            "rule family=\"{}\" destination address=\"{host}\" forward-port port=\"{}\" protocol=\"{}\" \
+             to-port=\"{}\" to-addr=\"{}\"",
+            family(f.guest),
+            f.host_port,
+            f.proto,
+            f.guest_port,
+            f.guest
+        )),
+    }
+}
+
+/// The rich rules of one allow: one per subnet of its network, each limited to that subnet as
+/// source, so other networks in the same zone stay refused.
+pub fn allow_rules(opening: &Opening, subnets: &[super::network::Subnet]) -> Vec<String> {
+    subnets
+        .iter()
+        .map(|s| {
+            let what = match opening {
+                Opening::Service(name) => format!("service name=\"{name}\""),
+                Opening::Port { port, proto } => {
+                    format!("port port=\"{port}\" protocol=\"{proto}\"")
+                }
+            };
+            format!(
+                "rule family=\"{}\" source address=\"{s}\" {what} accept",
+                s.family()
+            )
+        })
+        .collect()
+}
+
+/// The zone a network's guests arrive in: where firewalld has its bridge, else libvirt's choice.
+fn zone_of_network(facts: &Facts, name: &str) -> Option<String> {
+    let rec = facts.networks.networks.get(name)?;
+    if let Some(z) = facts.bridge_zones.get(rec.bridge.as_str()) {
+        return Some(z.clone());
+    }
+    Some(match rec.forward.as_str() {
+        "route" => crate::LIBVIRT_ROUTED_ZONE.to_string(),
+        _ => crate::LIBVIRT_ZONE.to_string(),
+    })
+}
+
+/// An accept in [`CHAIN`] for forwards to one guest port set of a running NAT network. Forwards to
+/// the same guest and protocol share a rule (`multiport`, up to 15 port slots, a range counting
+/// two): each rule is one `iptables` run after every flush, so fewer rules heal faster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accept {
+    /// The guest (IPv4: libvirt NATs IPv4 only; its IPv6 subnets are routed and accepted).
+    pub guest: IpAddr,
+    /// The network's bridge.
+    pub bridge: String,
+    /// The protocol.
+    pub proto: Proto,
+    /// The guest's ports (at most 15 slots).
+    pub ports: Vec<Ports>,
+}
+
+/// `multiport` takes at most 15 ports, a range counting as two.
+const MULTIPORT_SLOTS: u32 = 15;
+
+impl Accept {
+    /// The rule's arguments after `-A CHAIN`, in the order `iptables -S` prints them.
+    pub fn args(&self) -> Vec<String> {
+        let p = self.proto.as_str().to_string();
+        let mut a: Vec<String> = vec![
+            "-d".into(),
+            format!("{}/32", self.guest),
+            "-o".into(),
+            self.bridge.clone(),
+            "-p".into(),
+            p.clone(),
+        ];
+        match &self.ports[..] {
+            [one] => a.extend(["-m".into(), p, "--dport".into(), one.iptables()]),
+            many => a.extend([
+                "-m".into(),
+                "multiport".into(),
+                "--dports".into(),
+                many.iter()
+                    .map(|x| x.iptables())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]),
+        }
+        a.extend(
+            [
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "DNAT",
+                "-m",
+                "comment",
+                "--comment",
+                COMMENT,
+                "-j",
+                "ACCEPT",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        a
+    }
+}
+
+/// The masquerade rules (arguments after `-A VIRTZONE_HAIRPIN`) of `--hairpin` forwards to IPv4
+/// guests of running NAT networks: one per forward and subnet of its network.
+pub fn hairpin_rules(declared: &Declared, networks: &Networks) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for f in declared
+        .forwards
+        .iter()
+        .filter(|f| f.hairpin && f.guest.is_ipv4())
+    {
+        let Some(rec) = networks.networks.get(&f.network) else {
+            continue;
+        };
+        if !(rec.active && rec.forward == "nat") {
+            continue;
+        }
+        for subnet in rec.subnets.iter().filter(|s| s.addr.is_ipv4()) {
+            let p = f.proto.as_str();
+            let rule: Vec<String> = [
+                "-s",
+                &subnet.to_string(),
+                "-d",
+                &format!("{}/32", f.guest),
+                "-o",
+                rec.bridge.as_str(),
+                "-p",
+                p,
+                "-m",
+                p,
+                "--dport",
+                &f.guest_port.iptables(),
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "DNAT",
+                "-m",
+                "comment",
+                "--comment",
+                COMMENT,
+                "-j",
+                "MASQUERADE",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if !out.contains(&rule) {
+                out.push(rule);
+            }
+        }
+    }
+    out
+}
+
+/// The accepts the declared forwards need now: guests on running NAT networks, grouped by guest,
+/// bridge and protocol.
+pub fn accepts(declared: &Declared, networks: &Networks) -> Vec<Accept> {
+    let mut groups: BTreeMap<(IpAddr, String, Proto), BTreeSet<Ports>> = BTreeMap::new();
+    for f in declared.forwards.iter().filter(|f| f.guest.is_ipv4()) {
+        let Some(rec) = networks.networks.get(&f.network) else {
+            continue;
+        };
+        if rec.active && rec.forward == "nat" {
+            groups
+                .entry((f.guest, rec.bridge.to_string(), f.proto))
+                .or_default()
+                .insert(f.guest_port);
+        }
+    }
+    let mut out = Vec::new();
+    for ((guest, bridge, proto), ports) in groups {
+        let mut chunk: Vec<Ports> = Vec::new();
+        let mut slots = 0;
+        for p in ports {
+            let need = if p.lo == p.hi { 1 } else { 2 };
+            if slots + need > MULTIPORT_SLOTS {
+                out.push(Accept {
+                    guest,
+                    bridge: bridge.clone(),
+                    proto,
+                    ports: std::mem::take(&mut chunk),
+                });
+                slots = 0;
+            }
+            chunk.push(p);
+            slots += need;
+        }
+        if !chunk.is_empty() {
+            out.push(Accept {
+                guest,
+                bridge,
+                proto,
+                ports: chunk,
+            });
+        }
+    }
+    out
+}
+
+/// Splits an `iptables -S` line into arguments (double quotes group, backslash escapes).
+pub fn split_line(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut any) = (false, false);
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                    any = true;
+                }
+            }
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+/// The iptables commands that make [`CHAIN`] hold exactly `wanted` and be the first jump of
+/// `FORWARD` (libvirt inserts its own jumps at the top when it rebuilds, so ours must be moved back
+/// in front of them: an accept behind `LIBVIRT_FWI`'s reject is worth nothing).
+pub fn iptables_steps(listing: &str, wanted: &[Accept]) -> (Vec<Step>, Vec<Step>) {
+    let wanted: Vec<Vec<String>> = wanted.iter().map(Accept::args).collect();
+    chain_steps("filter", listing, CHAIN, "FORWARD", &wanted)
+}
+
+/// The iptables commands that make `chain` of `table` hold exactly the rules `wanted` (arguments
+/// after `-A chain`) and be jumped to first from `parent`; when nothing is wanted, the chain goes.
+pub fn chain_steps(
+    table: &str,
+    listing: &str,
+    chain: &str,
+    parent: &str,
+    wanted_args: &[Vec<String>],
+) -> (Vec<Step>, Vec<Step>) {
+    let step = |args: Vec<String>| Step::Iptables {
+        table: table.to_string(),
+        args,
+    };
+    let to_args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let lines: Vec<Vec<String>> = listing.lines().map(split_line).collect();
+    let chain_exists = lines
+        .iter()
+        .any(|l| l.len() == 2 && l[0] == "-N" && l[1] == chain);
+    let ours: Vec<&Vec<String>> = lines
+        .iter()
+        .filter(|l| l.len() > 2 && l[0] == "-A" && l[1] == chain)
+        .collect();
+    let parents: Vec<&Vec<String>> = lines
+        .iter()
+        .filter(|l| l.len() > 2 && l[0] == "-A" && l[1] == parent)
+        .collect();
+    let is_jump = |l: &Vec<String>| l[2..] == ["-j".to_string(), chain.to_string()];
+    let jumps = parents.iter().filter(|l| is_jump(l)).count();
+    let jump_first = parents.first().is_some_and(|l| is_jump(l));
+
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    if !wanted_args.is_empty() {
+        if !chain_exists {
+            before.push(step(to_args(&["-N", chain])));
+        }
+        for args in wanted_args {
+            if !ours.iter().any(|l| l[2..] == args[..]) {
+                let mut a = to_args(&["-A", chain]);
+                a.extend(args.iter().cloned());
+                before.push(step(a));
+            }
+        }
+        if !jump_first || jumps != 1 {
+            for _ in 0..jumps {
+                before.push(step(to_args(&["-D", parent, "-j", chain])));
+            }
+            before.push(step(to_args(&["-I", parent, "1", "-j", chain])));
+        }
+    }
+    for l in &ours {
+        if !wanted_args.iter().any(|a| l[2..] == a[..]) {
+            let mut a = to_args(&["-D", chain]);
+            a.extend(l[2..].iter().cloned());
+            after.push(step(a));
+        }
+    }
+    if wanted_args.is_empty() && chain_exists {
+        for _ in 0..jumps {
+            after.push(step(to_args(&["-D", parent, "-j", chain])));
+        }
+        after.push(step(to_args(&["-X", chain])));
+    }
+    (before, after)
+}
+
+/// What the declared allows need in [`ALLOW_POLICY`].
+fn allow_entries(declared: &Declared, facts: &Facts) -> Entries {
+    let mut e = Entries::default();
+    for a in &declared.allows {
+        let Some(rec) = facts.networks.networks.get(&a.network) else {
+            continue;
+        };
+        if let Some(zone) = zone_of_network(facts, &a.network) {
+            e.ingress_zones.insert(zone);
+        }
+        e.rich_rules.extend(allow_rules(&a.opening, &rec.subnets));
+    }
+    e
+}
+
+/// Steps making one of virtzone's policies hold `want`, creating it (then reloading) when missing.
+fn policy_steps(
+    name: &str,
+    ingress_default: &[&str],
+    egress: &str,
+    layers: &Layers,
+    want: Entries,
+    steps: &mut Vec<Step>,
+) {
+    let Some(permanent) = &layers.permanent else {
+        let mut ingress: Vec<String> = want.ingress_zones.iter().cloned().collect();
+        if ingress.is_empty() {
+            ingress = ingress_default.iter().map(|s| s.to_string()).collect();
+        }
+        steps.push(Step::CreatePolicy {
+            name: name.to_string(),
+            ingress,
+            egress: vec![egress.to_string()],
+            entries: want,
+        });
+        steps.push(Step::Reload);
+        return;
+    };
+    let mut want = want;
+    if want.ingress_zones.is_empty() {
+        // A policy needs an ingress zone; keep whatever it has rather than emptying it.
+        want.ingress_zones = permanent.ingress_zones.clone();
+    }
+    for (layer, have) in [
+        (Layer::Permanent, Some(permanent)),
+        (Layer::Runtime, layers.runtime.as_ref()),
+    ] {
+        match have {
+            Some(have) if *have == want => {}
+            Some(have) => steps.push(Step::SetPolicy {
+                layer,
+                name: name.to_string(),
+                entries: want.clone(),
+                before: have.clone(),
+            }),
+            // Permanent but not yet runtime: a reload brings it.
+            None => {
+                if !steps.contains(&Step::Reload) {
+                    steps.push(Step::Reload);
+                }
+            }
+        }
+    }
+}
+
+/// Plans everything: `declared` is what should exist, `gone` the forwards just removed (their
+/// firewalld entries are taken out; nothing else virtzone did not declare is ever removed).
+///
+/// The order keeps every intermediate state safe: accepts in libvirt's path first, then firewalld's
+/// DNAT, and on removal the DNAT goes first and the accepts after.
+pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Vec<Step>, Refusal> {
+    let mut steps = Vec::new();
+    let wanted = accepts(declared, &facts.networks);
+    let (before, after) =
+        match &facts.iptables {
+            Some(listing) => iptables_steps(listing, &wanted),
+            None if wanted.is_empty() => (Vec::new(), Vec::new()),
+            // Without the accept, libvirt's reject wins: better refused than silently dead.
+            None => return Err(Refusal(
+                "cannot read iptables' filter table through firewalld's direct interface, so the \
+                 forward could not get past libvirt's reject for NAT networks; check that iptables \
+                 is installed and firewalld's direct interface works (firewall-cmd --direct \
+                 --passthrough ipv4 -t filter -S)"
+                    .into(),
+            )),
+        };
+    steps.extend(before);
+    let hairpins = hairpin_rules(declared, &facts.networks);
+    if !hairpins.is_empty()
+        && matches!(
+            Shape::of(&facts.version, &facts.default_zone),
+            Shape::Zone(_)
+        )
+    {
+        return Err(Refusal(
+            "--hairpin needs firewalld 2.2.0 (or 2.1.2, 2.0.4) or later: before that no firewalld object \
+             can forward the guests' own connections without editing the libvirt zone; leave it out"
+                .into(),
+        ));
+    }
+    let (nat_before, nat_after) = match &facts.iptables_nat {
+        Some(listing) => chain_steps("nat", listing, HAIRPIN_CHAIN, "POSTROUTING", &hairpins),
+        None if hairpins.is_empty() => (Vec::new(), Vec::new()),
+        None => {
+            return Err(Refusal(
+                "cannot read iptables' nat table through firewalld's direct interface, which \
+                 --hairpin needs; check firewall-cmd --direct --passthrough ipv4 -t nat -S"
+                    .into(),
+            ))
+        }
+    };
+    steps.extend(nat_before);
+
+    match Shape::of(&facts.version, &facts.default_zone) {
+        Shape::Zone(zone) => {
+            let want: BTreeSet<FirewalldEntry> =
+                declared.forwards.iter().map(firewalld_entry).collect();
+            let drop: BTreeSet<FirewalldEntry> = gone
+                .iter()
+                .map(firewalld_entry)
+                .filter(|e| !want.contains(e))
+                .collect();
+            for layer in [Layer::Permanent, Layer::Runtime] {
+                let have = match layer {
+                    Layer::Permanent => facts.zone.permanent.as_ref(),
+                    Layer::Runtime => facts.zone.runtime.as_ref(),
+                };
+                let Some(have) = have else {
+                    return Err(Refusal(format!(
+                        "firewalld's default zone {zone} cannot be read; check firewall-cmd --get-default-zone"
+                    )));
+                };
+                for e in &drop {
+                    steps.extend(zone_entry_step(layer, &zone, e, have, false));
+                }
+                for e in &want {
+                    steps.extend(zone_entry_step(layer, &zone, e, have, true));
+                }
+            }
+        }
+        Shape::Policy => {
+            let mut want = Entries::default();
+            for f in &declared.forwards {
+                match firewalld_entry(f) {
+                    FirewalldEntry::Port(p) => {
+                        want.forward_ports.insert(p);
+                    }
+                    FirewalldEntry::Rule(r) => {
+                        want.rich_rules.insert(r);
+                    }
+                }
+            }
+            want.ingress_zones.insert("ANY".into());
+            let untouched =
+                facts.forward_policy.permanent.is_none() && declared.forwards.is_empty();
+            if !untouched {
+                policy_steps(
+                    FORWARD_POLICY,
+                    &["ANY"],
+                    "HOST",
+                    &facts.forward_policy,
+                    want,
+                    &mut steps,
+                );
+            }
+        }
+    }
+
+    let allows = allow_entries(declared, facts);
+    let allow_untouched = facts.allow_policy.permanent.is_none() && declared.allows.is_empty();
+    if !allow_untouched {
+        if !facts.policies {
+            return Err(Refusal(
+                "this firewalld has no policies (they came with 0.9.0), which `virtzone allow` needs; \
+                 open the port in the network's zone instead (firewall-cmd --zone=libvirt --add-service=…)"
+                    .into(),
+            ));
+        }
+        policy_steps(
+            ALLOW_POLICY,
+            &[crate::LIBVIRT_ZONE],
+            "HOST",
+            &facts.allow_policy,
+            allows,
+            &mut steps,
+        );
+    }
+
+    let from_host: Vec<&Forward> = declared.forwards.iter().filter(|f| f.from_host).collect();
+    if !(facts.from_host_policy.permanent.is_none() && from_host.is_empty()) {
+        if (facts.version.major, facts.version.minor) < (1, 1) {
+            return Err(Refusal(
+                "--from-host needs firewalld 1.1 or later (forwards of host-originated connections); \
+                 leave it out"
+                    .into(),
+            ));
+        }
+        let want = Entries {
+            rich_rules: from_host
+                .iter()
+                .filter_map(|f| match firewalld_entry(f) {
+                    FirewalldEntry::Rule(r) => Some(r),
+                    FirewalldEntry::Port(_) => None,
+                })
+                .collect(),
+            ingress_zones: BTreeSet::from(["HOST".to_string()]),
+            ..Entries::default()
+        };
+        policy_steps(
+            FROM_HOST_POLICY,
+            &["HOST"],
+            "ANY",
+            &facts.from_host_policy,
+            want,
+            &mut steps,
+        );
+    }
+    // A reload rebuilds everything from the permanent layer: runtime steps planned now would be
+    // planned against a state that no longer exists, so they wait for the next round.
+    if steps.contains(&Step::Reload) {
+        let mut kept: Vec<Step> = steps
+            .into_iter()
+            .filter(|s| !is_runtime(s) && *s != Step::Reload)
+            .collect();
+        kept.push(Step::Reload);
+        return Ok(kept);
+    }
+    steps.extend(after);
+    steps.extend(nat_after);
+    Ok(steps)
+}
+
+fn is_runtime(s: &Step) -> bool {
+    matches!(
+        s,
+        Step::ZoneForwardPort {
+            layer: Layer::Runtime,
+            ..
+        } | Step::ZoneRichRule {
+            layer: Layer::Runtime,
+            ..
+        } | Step::SetPolicy {
+            layer: Layer::Runtime,
+            ..
+        } | Step::Iptables { .. }
+    )
+}
+
+fn zone_entry_step(
+    layer: Layer,
+    zone: &str,
+    entry: &FirewalldEntry,
+    have: &Entries,
+    add: bool,
+) -> Option<Step> {
+    let present = match entry {
+        FirewalldEntry::Port(p) => have.forward_ports.contains(p),
+        FirewalldEntry::Rule(r) => have.rich_rules.contains(r),
+    };
+    if present == add {
+        return None;
+    }
+    Some(match entry {
+        FirewalldEntry::Port(p) => Step::ZoneForwardPort {
+            layer,
+            zone: zone.to_string(),
+            entry: p.clone(),
+            add,
+        },
+        FirewalldEntry::Rule(r) => Step::ZoneRichRule {
+            layer,
+            zone: zone.to_string(),
+            rule: r.clone(),
+            add,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::model::Allow;
+    use crate::forward::network::{NetworkRecord, Subnet};
+    use crate::names::BridgeName;
+
+    fn v(t: &str) -> Version {
+        crate::firewalld::parse_version(t).unwrap()
+    }
+
+    fn fwd(id: u32, guest: &str, host: u16, to: u16) -> Forward {
+        Forward {
+            id,
+            network: "net1".into(),
+            guest: guest.parse().unwrap(),
+            proto: Proto::Tcp,
+            host_port: Ports { lo: host, hi: host },
+            guest_port: Ports { lo: to, hi: to },
+            host_address: None,
+            from_host: false,
+            hairpin: false,
+        }
+    }
+
+    fn networks(active: bool) -> Networks {
+        let mut n = Networks::default();
+        n.networks.insert(
+            "net1".into(),
+            NetworkRecord {
+                bridge: BridgeName::new("virbr1").unwrap(),
+                forward: "nat".into(),
+                subnets: vec!["192.0.2.0/24".parse::<Subnet>().unwrap()],
+                host: vec!["192.0.2.1".parse().unwrap()],
+                active,
+            },
+        );
+        n
+    }
+
+    fn facts(version: &str, listing: &str) -> Facts {
+        Facts {
+            version: v(version),
+            default_zone: "public".into(),
+            zone: Layers {
+                runtime: Some(Entries::default()),
+                permanent: Some(Entries::default()),
+            },
+            forward_policy: Layers::default(),
+            allow_policy: Layers::default(),
+            from_host_policy: Layers::default(),
+            policies: true,
+            networks: networks(true),
+            bridge_zones: BTreeMap::from([("virbr1".into(), "libvirt".into())]),
+            iptables: Some(listing.into()),
+            iptables_nat: Some(String::new()),
+        }
+    }
+
+    const LIBVIRT_ONLY: &str = "-P FORWARD ACCEPT\n-N LIBVIRT_FWI\n-A FORWARD -j LIBVIRT_FWX\n\
+                                -A FORWARD -j LIBVIRT_FWI\n-A FORWARD -j LIBVIRT_FWO\n";
+
+    #[test]
+    fn shape_follows_the_measured_versions() {
+        for (ver, policy) in [
+            ("0.9.3", false),
+            ("1.3.3", false),
+            ("2.0.3", false),
+            ("2.0.4", true),
+            ("2.1.1", false),
+            ("2.1.2", true),
+            ("2.2.0", true),
+            ("2.3.1", true),
+        ] {
+            assert_eq!(
+                Shape::of(&v(ver), "public") == Shape::Policy,
+                policy,
+                "{ver}"
+            );
+        }
+    }
+
+    #[test]
+    fn first_forward_on_1_3_3_adds_accept_jump_and_zone_entries() {
+        let d = Declared {
+            forwards: vec![fwd(1, "192.0.2.5", 8080, 80)],
+            ..Declared::default()
+        };
+        let steps = plan(&d, &[], &facts("1.3.3", LIBVIRT_ONLY)).unwrap();
+        let ipt: Vec<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Iptables { args, .. } => Some(args.join(" ")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ipt[0], "-N VIRTZONE_FWD");
+        assert!(ipt[1]
+            .starts_with("-A VIRTZONE_FWD -d 192.0.2.5/32 -o virbr1 -p tcp -m tcp --dport 80 "));
+        assert!(ipt[1].ends_with("--comment virtzone-fwd -j ACCEPT"));
+        assert_eq!(ipt[2], "-I FORWARD 1 -j VIRTZONE_FWD");
+        let entry = ("8080".into(), "tcp".into(), "80".into(), "192.0.2.5".into());
+        assert!(steps.contains(&Step::ZoneForwardPort {
+            layer: Layer::Permanent,
+            zone: "public".into(),
+            entry: entry.clone(),
+            add: true
+        }));
+        assert!(steps.contains(&Step::ZoneForwardPort {
+            layer: Layer::Runtime,
+            zone: "public".into(),
+            entry,
+            add: true
+        }));
+        // Accepts come before the DNAT.
+        assert!(matches!(steps.last(), Some(Step::ZoneForwardPort { .. })));
+    }
+
+    #[test]
+    fn rebuilt_libvirt_jumps_in_front_move_ours_back_to_the_top() {
+        let d = Declared {
+            forwards: vec![fwd(1, "192.0.2.5", 8080, 80)],
+            ..Declared::default()
+        };
+        let rule = Accept {
+            guest: "192.0.2.5".parse().unwrap(),
+            bridge: "virbr1".into(),
+            proto: Proto::Tcp,
+            ports: vec![Ports { lo: 80, hi: 80 }],
+        };
+        let rule_line = format!("-A VIRTZONE_FWD {}", rule.args().join(" "));
+        let behind = format!(
+            "-N VIRTZONE_FWD\n-A FORWARD -j LIBVIRT_FWX\n-A FORWARD -j LIBVIRT_FWI\n\
+             -A FORWARD -j VIRTZONE_FWD\n{rule_line}\n"
+        );
+        let (before, after) = iptables_steps(&behind, &accepts(&d, &networks(true)));
+        let text: Vec<String> = before
+            .iter()
+            .map(|s| match s {
+                Step::Iptables { args, .. } => args.join(" "),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            text,
+            ["-D FORWARD -j VIRTZONE_FWD", "-I FORWARD 1 -j VIRTZONE_FWD"]
+        );
+        assert!(after.is_empty());
+        // In place: nothing to do. A quoted comment (older iptables) parses the same.
+        let good = format!(
+            "-N VIRTZONE_FWD\n-A FORWARD -j VIRTZONE_FWD\n-A FORWARD -j LIBVIRT_FWI\n{}\n",
+            rule_line.replace("virtzone-fwd", "\"virtzone-fwd\"")
+        );
+        let (b, a) = iptables_steps(&good, &accepts(&d, &networks(true)));
+        assert!(b.is_empty() && a.is_empty(), "{b:?} {a:?}");
+        // Network stopped: the accept goes, and so do jump and chain.
+        let (b, a) = iptables_steps(&good, &accepts(&d, &networks(false)));
+        assert!(b.is_empty());
+        assert_eq!(a.len(), 3, "{a:?}");
+        assert!(
+            matches!(&a[2], Step::Iptables { args, .. } if args.join(" ") == "-X VIRTZONE_FWD")
+        );
+    }
+
+    #[test]
+    fn removal_takes_out_only_what_was_declared() {
+        let f = fwd(1, "192.0.2.5", 8080, 80);
+        let mut facts = facts("1.3.3", "");
+        let entry: FwdPort = ("8080".into(), "tcp".into(), "80".into(), "192.0.2.5".into());
+        let admins: FwdPort = ("9090".into(), "tcp".into(), "90".into(), "192.0.2.9".into());
+        for l in [&mut facts.zone.runtime, &mut facts.zone.permanent] {
+            let e = l.as_mut().unwrap();
+            e.forward_ports.insert(entry.clone());
+            e.forward_ports.insert(admins.clone());
+        }
+        let steps = plan(&Declared::default(), &[f], &facts).unwrap();
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert!(steps.iter().all(
+            |s| matches!(s, Step::ZoneForwardPort { add: false, entry: e, .. } if *e == entry)
+        ));
+    }
+
+    #[test]
+    fn policy_shape_creates_the_policy_then_reloads() {
+        let d = Declared {
+            forwards: vec![fwd(1, "192.0.2.5", 8080, 80)],
+            ..Declared::default()
+        };
+        let steps = plan(&d, &[], &facts("2.3.1", "")).unwrap();
+        assert!(
+            matches!(&steps[..], [
+            Step::CreatePolicy { name, .. }, Step::Reload
+        ] if name == FORWARD_POLICY),
+            "{steps:?}"
+        );
+        // Once it exists with the entries, nothing is left to do.
+        let mut f = facts("2.3.1", "");
+        let mut e = Entries::default();
+        e.forward_ports
+            .insert(("8080".into(), "tcp".into(), "80".into(), "192.0.2.5".into()));
+        e.ingress_zones.insert("ANY".into());
+        f.forward_policy = Layers {
+            runtime: Some(e.clone()),
+            permanent: Some(e),
+        };
+        f.iptables = None;
+        f.networks = networks(false);
+        assert_eq!(plan(&d, &[], &f).unwrap(), Vec::<Step>::new());
+    }
+
+    #[test]
+    fn allows_are_limited_to_the_network_subnets() {
+        let d = Declared {
+            allows: vec![Allow {
+                network: "net1".into(),
+                opening: Opening::Service("nfs".into()),
+            }],
+            ..Declared::default()
+        };
+        let mut f = facts("1.3.3", "");
+        let empty = Entries {
+            ingress_zones: BTreeSet::from(["libvirt".to_string()]),
+            ..Entries::default()
+        };
+        f.allow_policy = Layers {
+            runtime: Some(empty.clone()),
+            permanent: Some(empty),
+        };
+        let steps = plan(&d, &[], &f).unwrap();
+        assert_eq!(steps.len(), 2);
+        let Step::SetPolicy { entries, .. } = &steps[0] else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(
+            entries.rich_rules.iter().collect::<Vec<_>>(),
+            ["rule family=\"ipv4\" source address=\"192.0.2.0/24\" service name=\"nfs\" accept"]
+        );
+        f.policies = false;
+        assert!(plan(&d, &[], &f).unwrap_err().0.contains("0.9.0"));
+    }
+
+    #[test]
+    fn from_host_goes_into_its_own_policy_as_a_rule_with_the_host_address() {
+        let mut f = fwd(1, "192.0.2.5", 8080, 80);
+        f.host_address = Some("198.51.100.1".parse().unwrap());
+        f.from_host = true;
+        let d = Declared {
+            forwards: vec![f],
+            ..Declared::default()
+        };
+        let steps = plan(&d, &[], &facts("1.3.3", "")).unwrap();
+        let created = steps.iter().find_map(|s| match s {
+            Step::CreatePolicy {
+                name,
+                egress,
+                entries,
+                ingress,
+            } if name == FROM_HOST_POLICY => {
+                Some((egress.clone(), ingress.clone(), entries.rich_rules.clone()))
+            }
+            _ => None,
+        });
+        let (egress, ingress, rules) = created.expect("the from-host policy");
+        assert_eq!(
+            (egress, ingress),
+            (vec!["ANY".to_string()], vec!["HOST".to_string()])
+        );
+        assert_eq!(
+            rules.into_iter().collect::<Vec<_>>(),
+            ["rule family=\"ipv4\" destination address=\"198.51.100.1\" forward-port port=\"8080\" \
+              protocol=\"tcp\" to-port=\"80\" to-addr=\"192.0.2.5\""]
+        );
+        assert!(plan(&d, &[], &facts("1.0.3", ""))
+            .unwrap_err()
+            .0
+            .contains("1.1"));
+    }
+
+    #[test]
+    fn accepts_share_rules_per_guest_within_multiport_limits() {
+        let mut forwards: Vec<Forward> = (0..20)
+            .map(|i| fwd(i + 1, "192.0.2.5", 9000 + i as u16, 100 + i as u16))
+            .collect();
+        forwards.push(fwd(30, "192.0.2.5", 9500, 100)); // same guest port as forward 1: no new slot
+        forwards.push(fwd(31, "192.0.2.6", 9501, 80));
+        let mut range = fwd(32, "192.0.2.6", 9600, 2000);
+        range.host_port = Ports { lo: 9600, hi: 9610 };
+        range.guest_port = Ports { lo: 2000, hi: 2010 };
+        forwards.push(range);
+        let d = Declared {
+            forwards,
+            ..Declared::default()
+        };
+        let a = accepts(&d, &networks(true));
+        let shapes: Vec<(String, usize)> = a
+            .iter()
+            .map(|r| (r.guest.to_string(), r.ports.len()))
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                ("192.0.2.5".to_string(), 15),
+                ("192.0.2.5".to_string(), 5),
+                ("192.0.2.6".to_string(), 2)
+            ]
+        );
+        assert!(a[2]
+            .args()
+            .join(" ")
+            .contains("-p tcp -m multiport --dports 80,2000:2010 -m conntrack"));
+        assert!(accepts(&d, &networks(false)).is_empty());
+    }
+
+    #[test]
+    fn no_iptables_view_refuses_nat_forwards_only() {
+        let d = Declared {
+            forwards: vec![fwd(1, "192.0.2.5", 8080, 80)],
+            ..Declared::default()
+        };
+        let mut f = facts("1.3.3", "");
+        f.iptables = None;
+        assert!(plan(&d, &[], &f)
+            .unwrap_err()
+            .0
+            .contains("direct interface"));
+        f.networks = networks(false);
+        assert!(plan(&d, &[], &f).is_ok());
+    }
+
+    #[test]
+    fn splits_iptables_lines() {
+        assert_eq!(
+            split_line(r#"-A X -m comment --comment "a b\"c" -j ACCEPT"#),
+            [
+                "-A",
+                "X",
+                "-m",
+                "comment",
+                "--comment",
+                "a b\"c",
+                "-j",
+                "ACCEPT"
+            ]
+        );
+    }
+}

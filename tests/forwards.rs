@@ -1,0 +1,1005 @@
+//! `virtzone forward` and `virtzone allow` with real packets: real libvirtd (Debian 12's 9.0.0) runs
+//! a NAT network, a guest namespace gets its address by DHCP from libvirt's dnsmasq and runs a TCP
+//! service, an upstream namespace connects to the host's address. The forward must reach the guest
+//! through firewalld's rules *and* libvirt's `LIBVIRT_FWI` reject, and keep doing so after every
+//! rebuild of either (firewalld reload and restart, libvirtd restart, network restart), with
+//! `virtzone serve` running. See docs/forwards.md.
+//!
+//! Needs root, `libvirt-daemon-system libvirt-clients dnsmasq-base busybox python3` (scripts/test.sh
+//! installs them). Addresses are documentation ranges.
+
+use crate::common;
+
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::libvirt::{Guest, LibvirtConfig, LibvirtLab};
+use common::{text, Backend, LabConfig, Release};
+use serde_json::Value;
+
+/// How long a forward may take to work again after a rebuild (the daemon reacts in milliseconds;
+/// the margin is for a loaded 2-core machine and firewalld's own reload time).
+const HEAL: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+
+/// A TCP server answering every connection with `<banner> <peer address>`.
+const SERVER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+while True:
+    c, a = s.accept()
+    try:
+        c.sendall(('%s %s\n' % (sys.argv[3], a[0])).encode())
+    except OSError:
+        pass
+    c.close()
+"#;
+
+/// A TCP client: prints `ok <answer>`, `refused <errno>` or `timeout`.
+const CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
+s.settimeout(1.0)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print('ok', s.recv(200).decode().strip())
+except socket.timeout:
+    print('timeout')
+except OSError as e:
+    print('refused', e.errno)
+"#;
+
+fn python() -> &'static str {
+    // Debian's python3, not whatever python is first on PATH.
+    "/usr/bin/python3"
+}
+
+/// A process killed and reaped on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the banner server in `node` on `addr:port` and waits until it accepts.
+fn serve(node: &Guest<'_>, addr: &str, port: u16, banner: &str) -> Process {
+    let child = node
+        .command(python())
+        .args(["-c", SERVER, addr, &port.to_string(), banner])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server");
+    let local = if addr.contains(':') {
+        "::1"
+    } else {
+        "127.0.0.1"
+    };
+    wait(
+        &format!("server {banner} listening"),
+        Duration::from_secs(10),
+        || connect(node, local, port).starts_with("ok"),
+    );
+    Process(child)
+}
+
+/// One connection attempt from `node`.
+fn connect(node: &Guest<'_>, addr: &str, port: u16) -> String {
+    let out = node
+        .command(python())
+        .args(["-c", CLIENT, addr, &port.to_string()])
+        .output()
+        .expect("run client");
+    text(&out.stdout).trim().to_string()
+}
+
+fn wait(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if ok() {
+            return start.elapsed();
+        }
+        if start.elapsed() > deadline {
+            panic!("{what}: not within {deadline:?}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn vz(vlab: &LibvirtLab, args: &[&str]) -> Output {
+    vlab.virtzone().args(args).output().expect("run virtzone")
+}
+
+fn vz_ok(vlab: &LibvirtLab, args: &[&str]) -> String {
+    let out = vz(vlab, args);
+    assert!(
+        out.status.success(),
+        "virtzone {args:?}: exit {:?}\nstdout: {}\nstderr: {}{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr),
+        vlab.diagnostics()
+    );
+    text(&out.stdout)
+}
+
+/// A NAT network with DHCP on `bridge`, `net` a /24 prefix like `"192.0.2"`. STP off and dnsmasq's
+/// `no-ping`, so a guest gets its lease at once (see libvirt_e2e.rs).
+fn nat_network(name: &str, bridge: &str, net: &str) -> String {
+    format!(
+        "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n\
+         <name>{name}</name><forward mode='nat'/><bridge name='{bridge}' stp='off'/>\n\
+         <ip address='{net}.1' netmask='255.255.255.0'><dhcp><range start='{net}.100' \
+         end='{net}.199'/></dhcp></ip>\n\
+         <dnsmasq:options><dnsmasq:option value='no-ping'/></dnsmasq:options></network>\n"
+    )
+}
+
+/// A running `virtzone serve`, stopped on drop.
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(vlab: &LibvirtLab) -> Daemon {
+        let log = std::fs::File::create(vlab.dir().join("daemon.log")).unwrap();
+        let child = vlab
+            .virtzone()
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start virtzone serve");
+        wait("the daemon owns its name", Duration::from_secs(30), || {
+            vlab.name_has_owner("org.virtzone.VirtZone1")
+        });
+        Daemon(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn lab(release: Release, backend: Backend) -> LibvirtLab {
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.virtzone.VirtZone1.conf");
+    let cfg = LabConfig {
+        bus_policies: vec![policy],
+        ..LabConfig::new(release, backend)
+    };
+    let vlab = LibvirtLab::start(LibvirtConfig::new(cfg));
+    vz_ok(&vlab, &["install"]);
+    vlab
+}
+
+/// firewalld ERROR lines after `from` bytes of its log.
+fn errors_since(vlab: &LibvirtLab, from: usize) -> Vec<String> {
+    let log = std::fs::read_to_string(vlab.dir().join("firewalld.log")).unwrap_or_default();
+    log.get(from..)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(String::from)
+        .collect()
+}
+
+fn log_len(vlab: &LibvirtLab) -> usize {
+    std::fs::metadata(vlab.dir().join("firewalld.log")).map_or(0, |m| m.len() as usize)
+}
+
+const UP_HOST: &str = "198.51.100.1";
+
+/// Whether libvirt's `LIBVIRT_FWI` holds its reject for `bridge` (read-only look at the lab's
+/// iptables).
+fn libvirt_rejects(vlab: &LibvirtLab, bridge: &str) -> bool {
+    let out = vlab
+        .command("iptables")
+        .args(["-w", "-t", "filter", "-S", "LIBVIRT_FWI"])
+        .output()
+        .expect("run iptables");
+    text(&out.stdout)
+        .lines()
+        .any(|l| l.contains(&format!("-o {bridge} -j REJECT")))
+}
+
+/// The whole life of a forward on one firewalld release and backend.
+fn forward_survives_every_rebuild(release: Release, backend: Backend) {
+    let vlab = lab(release, backend);
+    let net = vlab.define(&nat_network("fwd1", "virbr31", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start fwd1");
+    let guest = vlab.plug_guest("virbr31");
+    let lease = guest
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let guest_ip = lease.ip.clone();
+    let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
+    let up = vlab.plug_upstream("vzup31", "198.51.100.1/24", "198.51.100.2/24");
+    let _daemon = Daemon::start(&vlab);
+    let errors_from = log_len(&vlab);
+
+    // Without a forward the port is closed.
+    assert!(!connect(&up, UP_HOST, 8080).starts_with("ok"));
+
+    let out = vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "fwd1",
+            "--guest",
+            &guest_ip,
+            "tcp/8080:80",
+        ],
+    );
+    assert!(out.starts_with("forward 1:"), "{out}");
+    // Only a connection made while libvirt's reject is in place proves anything: between a flush
+    // and libvirt's rebuild there is no reject at all.
+    let works = || {
+        libvirt_rejects(&vlab, "virbr31")
+            && connect(&up, UP_HOST, 8080) == format!("ok guest-one {}", "198.51.100.2")
+    };
+    wait("the forward working", HEAL, works);
+    // A port nobody forwarded stays closed.
+    assert!(!connect(&up, UP_HOST, 8081).starts_with("ok"));
+    // A second forward to the same guest shares the accept (one multiport rule): the rule
+    // virtzone plans must be exactly what iptables prints back, or the daemon would re-add it
+    // forever (bounded below).
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "fwd1",
+            "--guest",
+            &guest_ip,
+            "tcp/8443:443",
+        ],
+    );
+    let chain = vlab
+        .command("iptables")
+        .args(["-w", "-t", "filter", "-S", "VIRTZONE_FWD"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&chain.stdout).contains("-m multiport --dports 80,443 "),
+        "{}",
+        text(&chain.stdout)
+    );
+    wait("the first forward beside the second", HEAL, works);
+    // Adding it again changes nothing.
+    assert_eq!(
+        vz_ok(
+            &vlab,
+            &[
+                "forward",
+                "add",
+                "--network",
+                "fwd1",
+                "--guest",
+                &guest_ip,
+                "tcp/8080:80"
+            ]
+        )
+        .trim(),
+        "forward 1 exists already"
+    );
+
+    // firewall-cmd shows what virtzone did.
+    let shown = match release {
+        Release::Debian12 => vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"]),
+        _ => vlab.firewall_cmd_ok(&["--info-policy=virtzone-forward"]),
+    };
+    assert!(
+        shown.contains(&format!("port=8080:proto=tcp:toport=80:toaddr={guest_ip}")),
+        "{shown}"
+    );
+
+    // Every rebuild of firewalld's or libvirt's rules.
+    let out = vlab.firewall_cmd(&["--reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait("the forward after firewall-cmd --reload", HEAL, works);
+
+    vlab.restart_firewalld();
+    wait("the forward after a firewalld restart", HEAL, works);
+
+    vlab.restart_libvirtd();
+    wait("the forward after a libvirtd restart", HEAL, works);
+
+    vlab.expect_ok(&vlab.net_destroy(&net), "net-destroy fwd1");
+    let rows: Value = serde_json::from_str(&vz_ok(&vlab, &["forward", "list", "--json"])).unwrap();
+    assert_eq!(rows[0]["state"], "inactive", "{rows}");
+    vlab.expect_ok(&vlab.net_start(&net), "net-start fwd1 again");
+    // The bridge is new: plug the guest's NIC into it again, as libvirt does for a VM.
+    let replug = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &vlab.netns,
+            "link",
+            "set",
+            &guest.port,
+            "master",
+            "virbr31",
+            "up",
+        ])
+        .status()
+        .unwrap();
+    assert!(replug.success());
+    wait("the forward after net-destroy/net-start", HEAL, works);
+
+    let rows: Value = serde_json::from_str(&vz_ok(&vlab, &["forward", "list", "--json"])).unwrap();
+    assert_eq!(
+        (
+            &rows[0]["id"],
+            &rows[0]["guest"],
+            &rows[0]["host_port"],
+            &rows[0]["state"]
+        ),
+        (
+            &Value::from(1),
+            &Value::from(guest_ip.as_str()),
+            &Value::from("8080"),
+            &Value::from("active")
+        ),
+        "{rows}"
+    );
+
+    // The daemon and libvirt do not fight: a few re-applications per rebuild, then quiet (a
+    // ping-pong would show as hundreds within seconds).
+    let log = std::fs::read_to_string(vlab.dir().join("daemon.log")).unwrap_or_default();
+    let reapplied = log.matches("forwards: re-applied").count();
+    assert!(reapplied <= 20, "{reapplied} re-applications:\n{log}");
+    assert_eq!(
+        vz_ok(&vlab, &["forward", "remove", "1"]).trim(),
+        "forward 1 removed"
+    );
+    vz_ok(&vlab, &["forward", "remove", "2"]);
+    wait("the port closed after forward remove", HEAL, || {
+        !connect(&up, UP_HOST, 8080).starts_with("ok")
+    });
+    let listing = match release {
+        Release::Debian12 => vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"]),
+        _ => vlab.firewall_cmd_ok(&["--info-policy=virtzone-forward"]),
+    };
+    assert!(!listing.contains("8080"), "{listing}");
+    assert_eq!(
+        errors_since(&vlab, errors_from),
+        Vec::<String>::new(),
+        "{}",
+        vlab.diagnostics()
+    );
+}
+
+#[test]
+fn forward_survives_every_rebuild_1_3_3_nftables() {
+    forward_survives_every_rebuild(Release::Debian12, Backend::Nftables);
+}
+
+#[test]
+fn forward_survives_every_rebuild_1_3_3_iptables() {
+    forward_survives_every_rebuild(Release::Debian12, Backend::Iptables);
+}
+
+#[test]
+fn forward_survives_every_rebuild_2_3_1_nftables() {
+    forward_survives_every_rebuild(Release::Debian13, Backend::Nftables);
+}
+
+/// `allow`: a host service opened to one network's guests is reachable from that network's guest
+/// and refused from a guest of a second network in the same zone.
+fn allow_is_per_network(release: Release, backend: Backend) {
+    let vlab = lab(release, backend);
+    let n1 = vlab.define(&nat_network("al1", "virbr41", "192.0.2"));
+    let n2 = vlab.define(&nat_network("al2", "virbr42", "203.0.113"));
+    for n in [&n1, &n2] {
+        vlab.expect_ok(&vlab.net_start(n), "net-start");
+    }
+    assert_eq!(
+        vlab.zone_of_interface("virbr42").as_deref(),
+        Some("libvirt")
+    );
+    let g1 = vlab.plug_guest("virbr41");
+    let g2 = vlab.plug_guest("virbr42");
+    for g in [&g1, &g2] {
+        g.dhcp(5)
+            .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    }
+    let _service = Process(
+        vlab.command(python())
+            .args(["-c", SERVER, "0.0.0.0", "9000", "host-service"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let reach = |g: &Guest<'_>, addr: &str| connect(g, addr, 9000);
+    wait(
+        "the host service refused to guests (libvirt zone)",
+        HEAL,
+        || reach(&g1, "192.0.2.1").starts_with("refused"),
+    );
+    let errors_from = log_len(&vlab);
+
+    let out = vz_ok(&vlab, &["allow", "add", "--network", "al1", "9000/tcp"]);
+    assert!(out.contains("opened"), "{out}");
+    wait("the host service from network al1", HEAL, || {
+        reach(&g1, "192.0.2.1").starts_with("ok host-service")
+    });
+    assert!(
+        !reach(&g2, "203.0.113.1").starts_with("ok"),
+        "al2's guest got in"
+    );
+    assert!(
+        !reach(&g2, "192.0.2.1").starts_with("ok"),
+        "al2's guest got in via al1's address"
+    );
+    let shown = vlab.firewall_cmd_ok(&["--info-policy=virtzone-allow"]);
+    assert!(
+        shown.contains("source address=\"192.0.2.0/24\" port port=\"9000\""),
+        "{shown}"
+    );
+    let rows: Value = serde_json::from_str(&vz_ok(&vlab, &["allow", "list", "--json"])).unwrap();
+    assert_eq!(
+        rows,
+        serde_json::json!([{"network": "al1", "what": "9000/tcp"}])
+    );
+
+    vz_ok(&vlab, &["allow", "remove", "--network", "al1", "9000/tcp"]);
+    wait("the host service closed again", HEAL, || {
+        !reach(&g1, "192.0.2.1").starts_with("ok")
+    });
+    assert_eq!(
+        errors_since(&vlab, errors_from),
+        Vec::<String>::new(),
+        "{}",
+        vlab.diagnostics()
+    );
+}
+
+#[test]
+fn allow_is_per_network_1_3_3_nftables() {
+    allow_is_per_network(Release::Debian12, Backend::Nftables);
+}
+
+#[test]
+fn allow_is_per_network_2_3_1_nftables() {
+    allow_is_per_network(Release::Debian13, Backend::Nftables);
+}
+
+/// Bad input: exit status 2, one sentence, and nothing changed (the state file is byte-identical).
+#[test]
+fn bad_input_changes_nothing() {
+    let vlab = lab(Release::Debian12, Backend::Nftables);
+    let net = vlab.define(&nat_network("bad1", "virbr51", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start bad1");
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "192.0.2.50",
+            "tcp/8080:80",
+        ],
+    );
+    let file = vlab.state_dir().join("forwards/forwards.json");
+    let before = std::fs::read(&file).unwrap();
+    let zone_before = vlab.firewall_cmd_ok(&["--zone=public", "--list-all"]);
+    for args in [
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "10.9.9.9",
+            "tcp/8081:80",
+        ][..],
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "192.0.2.1",
+            "tcp/8081:80",
+        ],
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "nonsense",
+            "tcp/8081:80",
+        ],
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "192.0.2.51",
+            "icmp/8081",
+        ],
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "192.0.2.51",
+            "tcp/0",
+        ],
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "192.0.2.51",
+            "tcp/65536",
+        ],
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "192.0.2.51",
+            "tcp/90-80",
+        ],
+        &[
+            "forward",
+            "add",
+            "--network",
+            "nosuch",
+            "--guest",
+            "192.0.2.51",
+            "tcp/8081",
+        ],
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "192.0.2.51",
+            "--host-address",
+            "203.0.113.77",
+            "tcp/8081",
+        ],
+        &["forward", "add", "--network", "bad1", "tcp/8081"],
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "192.0.2.51",
+            "--host-address",
+            "127.0.0.1",
+            "tcp/8081",
+        ],
+        &["forward", "remove", "99"],
+        &["forward", "remove", "one"],
+        &["allow", "add", "--network", "bad1", "nosuchservice"],
+        &["allow", "add", "--network", "bad1", "2049/icmp"],
+        &["allow", "remove", "--network", "bad1", "nfs"],
+    ] {
+        let out = vz(&vlab, args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("virtzone: "), "{args:?}: {err}");
+    }
+    // --hairpin cannot work on 1.3.3: refused (1), changing nothing.
+    let out = vz(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "192.0.2.51",
+            "--hairpin",
+            "tcp/8082",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("2.2.0"), "{}", text(&out.stderr));
+    // A clash is a refusal (1), also changing nothing.
+    let out = vz(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "bad1",
+            "--guest",
+            "192.0.2.51",
+            "tcp/8080",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("forward 1"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    assert_eq!(
+        vlab.firewall_cmd_ok(&["--zone=public", "--list-all"]),
+        zone_before
+    );
+}
+
+/// Why the daemon exists: without it, the CLI's forward works until firewalld reloads; once libvirt
+/// has rebuilt its rules on `Reloaded`, its reject wins again (firewalld 1.3.3 flushes iptables'
+/// `filter` table on reload, virtzone's accept with it).
+#[test]
+fn without_the_daemon_a_reload_leaves_libvirts_reject_in_front() {
+    let vlab = lab(Release::Debian12, Backend::Nftables);
+    let net = vlab.define(&nat_network("nod1", "virbr61", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start nod1");
+    let guest = vlab.plug_guest("virbr61");
+    let lease = guest
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
+    let up = vlab.plug_upstream("vzup61", "198.51.100.1/24", "198.51.100.2/24");
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "nod1",
+            "--guest",
+            &lease.ip,
+            "tcp/8080:80",
+        ],
+    );
+    assert!(libvirt_rejects(&vlab, "virbr61"));
+    assert!(connect(&up, UP_HOST, 8080).starts_with("ok guest-one"));
+
+    let out = vlab.firewall_cmd(&["--reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait("libvirt's reject back after the reload", HEAL, || {
+        libvirt_rejects(&vlab, "virbr61")
+    });
+    assert!(connect(&up, UP_HOST, 8080).starts_with("refused"));
+    // The next virtzone run (here: the daemon's first check) puts it right.
+    let _daemon = Daemon::start(&vlab);
+    wait("the forward once the daemon runs", HEAL, || {
+        libvirt_rejects(&vlab, "virbr61") && connect(&up, UP_HOST, 8080).starts_with("ok guest-one")
+    });
+}
+
+#[test]
+fn allow_is_per_network_1_3_3_iptables() {
+    allow_is_per_network(Release::Debian12, Backend::Iptables);
+}
+
+#[test]
+fn forward_survives_every_rebuild_2_3_1_iptables() {
+    forward_survives_every_rebuild(Release::Debian13, Backend::Iptables);
+}
+
+/// One connection attempt from the host itself (the lab's namespace).
+fn connect_from_host(vlab: &LibvirtLab, addr: &str, port: u16) -> String {
+    let out = vlab
+        .command(python())
+        .args(["-c", CLIENT, addr, &port.to_string()])
+        .output()
+        .expect("run client");
+    text(&out.stdout).trim().to_string()
+}
+
+/// `--from-host`: the host's own connections to the forwarded address reach the guest (policy
+/// HOST→ANY with a rich rule naming that address), upstream ones too; the host's connections to
+/// its other addresses are not captured; after `remove` the port is closed for the host.
+#[test]
+fn from_host_forward_serves_the_hosts_own_connections() {
+    let vlab = lab(Release::Debian12, Backend::Nftables);
+    let net = vlab.define(&nat_network("fh1", "virbr81", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start fh1");
+    let guest = vlab.plug_guest("virbr81");
+    let lease = guest
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
+    let up = vlab.plug_upstream("vzup81", "198.51.100.1/24", "198.51.100.2/24");
+    let errors_from = log_len(&vlab);
+
+    let out = vz(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "fh1",
+            "--guest",
+            &lease.ip,
+            "--from-host",
+            "tcp/8080:80",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--host-address"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "fh1",
+            "--guest",
+            &lease.ip,
+            "--host-address",
+            UP_HOST,
+            "--from-host",
+            "tcp/8080:80",
+        ],
+    );
+    wait("the forward from the host", HEAL, || {
+        connect_from_host(&vlab, UP_HOST, 8080) == format!("ok guest-one {UP_HOST}")
+    });
+    wait("the forward from upstream", HEAL, || {
+        libvirt_rejects(&vlab, "virbr81")
+            && connect(&up, UP_HOST, 8080) == "ok guest-one 198.51.100.2"
+    });
+    assert!(!connect_from_host(&vlab, "192.0.2.1", 8080).starts_with("ok"));
+    let shown = vlab.firewall_cmd_ok(&["--info-policy=virtzone-from-host"]);
+    assert!(
+        shown.contains(&format!(
+            "destination address=\"{UP_HOST}\" forward-port port=\"8080\""
+        )),
+        "{shown}"
+    );
+    let rows: Value = serde_json::from_str(&vz_ok(&vlab, &["forward", "list", "--json"])).unwrap();
+    assert_eq!(rows[0]["from_host"], true, "{rows}");
+
+    vz_ok(&vlab, &["forward", "remove", "1"]);
+    wait("the port closed for the host", HEAL, || {
+        !connect_from_host(&vlab, UP_HOST, 8080).starts_with("ok")
+    });
+    assert_eq!(
+        errors_since(&vlab, errors_from),
+        Vec::<String>::new(),
+        "{}",
+        vlab.diagnostics()
+    );
+}
+
+/// IPv6: a guest with an address from libvirt's router advertisements on a NAT network's IPv6
+/// subnet (libvirt routes IPv6, it does not NAT it), an upstream client connecting to the host's
+/// IPv6 address. firewalld's forward-port carries the IPv6 `to-addr`; libvirt's ip6tables accept
+/// the routed subnet, so no accept of virtzone's is needed.
+#[test]
+fn ipv6_forward_reaches_the_guest() {
+    let vlab = lab(Release::Debian12, Backend::Nftables);
+    let xml = "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n\
+               <name>six1</name><forward mode='nat'/><bridge name='virbr91' stp='off'/>\n\
+               <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp><range start='192.0.2.100' \
+               end='192.0.2.199'/></dhcp></ip>\n\
+               <ip family='ipv6' address='2001:db8:91::1' prefix='64'/>\n\
+               <dnsmasq:options><dnsmasq:option value='no-ping'/></dnsmasq:options></network>\n";
+    let net = vlab.define(xml);
+    vlab.expect_ok(&vlab.net_start(&net), "net-start six1");
+    let guest = vlab.plug_guest("virbr91");
+    // SLAAC from libvirt's dnsmasq: wait for a global, non-tentative address.
+    let guest_ip = {
+        let mut found = String::new();
+        wait(
+            "the guest's IPv6 address from router advertisements",
+            HEAL,
+            || {
+                let out = guest
+                    .command("ip")
+                    .args(["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"])
+                    .output()
+                    .unwrap();
+                let listing = text(&out.stdout);
+                let line = listing.lines().find(|l| !l.contains("tentative"));
+                found = line
+                    .and_then(|l| l.split_whitespace().nth(3))
+                    .and_then(|a| a.split('/').next())
+                    .unwrap_or("")
+                    .to_string();
+                !found.is_empty()
+            },
+        );
+        found
+    };
+    assert!(guest_ip.starts_with("2001:db8:91:"), "{guest_ip}");
+    let _server = serve(&guest, "::", 80, "guest-six");
+    let up = vlab.plug_upstream("vzup91", "198.51.100.1/24", "198.51.100.2/24");
+    for (ns, args) in [
+        (
+            vlab.netns.as_str(),
+            ["addr", "add", "2001:db8:99::1/64", "dev", "vzup91"],
+        ),
+        (
+            up.netns.as_str(),
+            ["addr", "add", "2001:db8:99::2/64", "dev", "eth0"],
+        ),
+    ] {
+        let ok = std::process::Command::new("ip")
+            .args(["-n", ns])
+            .args(args)
+            .arg("nodad")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let ok = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &up.netns,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:99::1",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _daemon = Daemon::start(&vlab);
+    let errors_from = log_len(&vlab);
+    assert!(!connect(&up, "2001:db8:99::1", 8080).starts_with("ok"));
+
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "six1",
+            "--guest",
+            &guest_ip,
+            "tcp/8080:80",
+        ],
+    );
+    let works = || connect(&up, "2001:db8:99::1", 8080) == "ok guest-six 2001:db8:99::2";
+    wait("the IPv6 forward", HEAL, works);
+    assert!(!connect(&up, "2001:db8:99::1", 8081).starts_with("ok"));
+    let out = vlab.firewall_cmd(&["--reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait("the IPv6 forward after a reload", HEAL, || {
+        libvirt_rejects(&vlab, "virbr91") && works()
+    });
+    vz_ok(&vlab, &["forward", "remove", "1"]);
+    wait("the IPv6 port closed", HEAL, || {
+        !connect(&up, "2001:db8:99::1", 8080).starts_with("ok")
+    });
+    assert_eq!(
+        errors_since(&vlab, errors_from),
+        Vec::<String>::new(),
+        "{}",
+        vlab.diagnostics()
+    );
+}
+
+/// `--hairpin` (firewalld 2.3.1): a second guest of the same network reaches the forward through
+/// the host's address. `br_netfilter` is switched off in the lab's namespace, so the proof does not
+/// lean on it (with it, replies on the bridge are un-DNATed by conntrack and hairpin works by
+/// accident). Without `--hairpin` the second guest's connection fails; with it, the guest sees the
+/// host's bridge address as the client (virtzone's masquerade), while upstream clients keep theirs.
+#[test]
+fn hairpin_forward_serves_a_second_guest() {
+    let vlab = lab(Release::Debian13, Backend::Nftables);
+    let off = vlab
+        .command("sysctl")
+        .args(["-q", "-w", "net.bridge.bridge-nf-call-iptables=0"])
+        .status()
+        .unwrap();
+    assert!(off.success());
+    let net = vlab.define(&nat_network("hp1", "virbr95", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start hp1");
+    let g1 = vlab.plug_guest("virbr95");
+    let g2 = vlab.plug_guest("virbr95");
+    let ip1 = g1
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()))
+        .ip;
+    g2.dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let _server = serve(&g1, "0.0.0.0", 80, "guest-one");
+    let up = vlab.plug_upstream("vzup95", "198.51.100.1/24", "198.51.100.2/24");
+    let _daemon = Daemon::start(&vlab);
+    let errors_from = log_len(&vlab);
+
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "hp1",
+            "--guest",
+            &ip1,
+            "tcp/8080:80",
+        ],
+    );
+    wait("the plain forward from upstream", HEAL, || {
+        connect(&up, UP_HOST, 8080) == "ok guest-one 198.51.100.2"
+    });
+    assert!(
+        !connect(&g2, UP_HOST, 8080).starts_with("ok"),
+        "hairpin worked without --hairpin: the test proves nothing"
+    );
+
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "hp1",
+            "--guest",
+            &ip1,
+            "--hairpin",
+            "tcp/8081:80",
+        ],
+    );
+    let hairpin = || connect(&g2, UP_HOST, 8081) == "ok guest-one 192.0.2.1";
+    wait("the hairpin forward from the second guest", HEAL, hairpin);
+    assert_eq!(connect(&up, UP_HOST, 8081), "ok guest-one 198.51.100.2");
+
+    let out = vlab.firewall_cmd(&["--reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait("the hairpin forward after a reload", HEAL, || {
+        libvirt_rejects(&vlab, "virbr95") && hairpin()
+    });
+
+    vz_ok(&vlab, &["forward", "remove", "2"]);
+    wait("the hairpin closed", HEAL, || {
+        !connect(&g2, UP_HOST, 8081).starts_with("ok")
+    });
+    let nat = vlab
+        .command("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&nat.stdout).contains("VIRTZONE_HAIRPIN"),
+        "{}",
+        text(&nat.stdout)
+    );
+    assert_eq!(
+        errors_since(&vlab, errors_from),
+        Vec::<String>::new(),
+        "{}",
+        vlab.diagnostics()
+    );
+}

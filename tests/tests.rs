@@ -1,0 +1,23 @@
+//! The integration suite, as one test binary: every module runs against real components (a private
+//! dbus-daemon, real firewalld releases, real libvirtd, network namespaces, bridges and packets), built
+//! by the lab in [`common`]. One binary compiles the lab once and lets the compiler see which of its
+//! parts are used.
+
+mod common;
+
+mod bind;
+mod booted;
+mod daemon;
+mod demo;
+mod docs;
+mod doctor;
+mod forwards;
+mod hardening;
+mod install;
+mod install_tree;
+mod lab_smoke;
+mod libvirt12;
+mod libvirt_e2e;
+mod packets;
+mod status_check;
+mod zone_model;
