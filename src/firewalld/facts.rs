@@ -228,3 +228,31 @@ impl OwnPolicy {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_entries_round_trip_through_a_settings_dict() {
+        let e = Entries {
+            forward_ports: [(
+                "8080".to_string(),
+                "tcp".to_string(),
+                "80".to_string(),
+                "192.0.2.5".to_string(),
+            )]
+            .into(),
+            rich_rules: ["rule family=\"ipv4\" source address=\"192.0.2.0/24\" accept".into()]
+                .into(),
+            ingress_zones: ["ANY".into()].into(),
+        };
+        let s = e.to_policy_settings().unwrap();
+        assert_eq!(s.len(), 3, "only the keys virtzone sets");
+        assert_eq!(Entries::from_settings(&s, "rich_rules"), e);
+        // A zone keeps its rich rules under another key.
+        assert!(Entries::from_settings(&s, "rules_str")
+            .rich_rules
+            .is_empty());
+    }
+}

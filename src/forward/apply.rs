@@ -4,7 +4,7 @@
 //! [`change::Executor`](crate::change::Executor) over [`Live`], the only code that changes
 //! firewalld (and iptables through it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::model::Declared;
@@ -21,20 +21,22 @@ use crate::firewalld::{parse_version, Error, Firewalld};
 async fn policy_layers(
     fw: &Firewalld,
     name: &str,
-    runtime: &std::collections::BTreeSet<String>,
-    permanent: &std::collections::BTreeSet<String>,
+    runtime: &BTreeSet<String>,
+    permanent: &BTreeSet<String>,
 ) -> Result<Layers, Error> {
     let (runtime, permanent) = tokio::try_join!(
         async {
-            match runtime.contains(name) {
-                true => fw.policy_entries(name).await.map(Some),
-                false => Ok(None),
+            if runtime.contains(name) {
+                fw.policy_entries(name).await.map(Some)
+            } else {
+                Ok(None)
             }
         },
         async {
-            match permanent.contains(name) {
-                true => fw.permanent_policy_entries(name).await.map(Some),
-                false => Ok(None),
+            if permanent.contains(name) {
+                fw.permanent_policy_entries(name).await.map(Some)
+            } else {
+                Ok(None)
             }
         },
     )?;
@@ -122,6 +124,7 @@ pub async fn converge(
     gone: &[super::model::Forward],
     networks: &Networks,
 ) -> Result<usize, super::ForwardError> {
+    // The capabilities only choose how zones are added, which forwards never do.
     let live = Live::new(fw, None);
     let exec = Executor::new(&live);
     let mut total = 0;
@@ -132,7 +135,8 @@ pub async fn converge(
         if plan.is_empty() {
             return Ok(total);
         }
-        // All or nothing: a refused step undoes the ones before it.
+        // All or nothing: a refused step undoes the ones before it. Not `apply_each`: the steps
+        // depend on each other (chain before rule before jump, accepts before the DNAT).
         total += exec.run(&plan).await?.steps.len();
         if plan.steps.contains(&Step::Reload)
             && !super::plan::accepts(declared, networks).is_empty()
