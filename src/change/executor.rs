@@ -4,8 +4,12 @@
 
 use std::fmt;
 
-use crate::firewalld::proxy::{ConfigProxy, RuntimeProxy, ZoneProxy, ZoneTuple};
-use crate::firewalld::{self, Capabilities, Error, Firewalld};
+use crate::firewalld::proxy::{
+    ConfigProxy, DirectProxy, PolicyProxy, RuntimeProxy, ZoneProxy, ZoneTuple,
+};
+use crate::firewalld::{
+    self, Capabilities, Entries, Error, Firewalld, ForwardPortEntry, OwnPolicy,
+};
 use crate::names::{BridgeName, ZoneName};
 use crate::zone::{Policy, Settings, Zone};
 
@@ -52,6 +56,47 @@ pub trait Mutations {
     async fn remove_policy(&self, name: &str) -> firewalld::Result<()>;
     /// `reload`.
     async fn reload(&self) -> firewalld::Result<()>;
+    /// `zone.addForwardPort` (no timeout).
+    async fn add_forward_port(&self, zone: &str, entry: &ForwardPortEntry)
+        -> firewalld::Result<()>;
+    /// `zone.removeForwardPort`.
+    async fn remove_forward_port(
+        &self,
+        zone: &str,
+        entry: &ForwardPortEntry,
+    ) -> firewalld::Result<()>;
+    /// `config.zone.addForwardPort`.
+    async fn add_permanent_forward_port(
+        &self,
+        zone: &str,
+        entry: &ForwardPortEntry,
+    ) -> firewalld::Result<()>;
+    /// `config.zone.removeForwardPort`.
+    async fn remove_permanent_forward_port(
+        &self,
+        zone: &str,
+        entry: &ForwardPortEntry,
+    ) -> firewalld::Result<()>;
+    /// `zone.addRichRule` (no timeout).
+    async fn add_rich_rule(&self, zone: &str, rule: &str) -> firewalld::Result<()>;
+    /// `zone.removeRichRule`.
+    async fn remove_rich_rule(&self, zone: &str, rule: &str) -> firewalld::Result<()>;
+    /// `config.zone.addRichRule`.
+    async fn add_permanent_rich_rule(&self, zone: &str, rule: &str) -> firewalld::Result<()>;
+    /// `config.zone.removeRichRule`.
+    async fn remove_permanent_rich_rule(&self, zone: &str, rule: &str) -> firewalld::Result<()>;
+    /// `config.addPolicy` with one of virtzone's own policies.
+    async fn add_own_policy(&self, policy: &OwnPolicy) -> firewalld::Result<()>;
+    /// `policy.setPolicySettings` with the keys of `entries`.
+    async fn set_policy_entries(&self, name: &str, entries: &Entries) -> firewalld::Result<()>;
+    /// `config.policy.update` with the keys of `entries`.
+    async fn set_permanent_policy_entries(
+        &self,
+        name: &str,
+        entries: &Entries,
+    ) -> firewalld::Result<()>;
+    /// `direct.passthrough("ipv4", ["-t", table, args…])`.
+    async fn passthrough(&self, table: &str, args: &[String]) -> firewalld::Result<()>;
 }
 
 /// A plan that failed part-way, after the executor rolled back what had succeeded.
@@ -140,6 +185,31 @@ impl<'m, M: Mutations> Executor<'m, M> {
             Step::RemoveZone(z) => m.remove_zone(&z.name).await,
             Step::RemovePolicy(p) => m.remove_policy(&p.name).await,
             Step::Reload => m.reload().await,
+            Step::AddForwardPort { zone, entry } => m.add_forward_port(zone, entry).await,
+            Step::RemoveForwardPort { zone, entry } => m.remove_forward_port(zone, entry).await,
+            Step::AddPermanentForwardPort { zone, entry } => {
+                m.add_permanent_forward_port(zone, entry).await
+            }
+            Step::RemovePermanentForwardPort { zone, entry } => {
+                m.remove_permanent_forward_port(zone, entry).await
+            }
+            Step::AddRichRule { zone, rule } => m.add_rich_rule(zone, rule).await,
+            Step::RemoveRichRule { zone, rule } => m.remove_rich_rule(zone, rule).await,
+            Step::AddPermanentRichRule { zone, rule } => {
+                m.add_permanent_rich_rule(zone, rule).await
+            }
+            Step::RemovePermanentRichRule { zone, rule } => {
+                m.remove_permanent_rich_rule(zone, rule).await
+            }
+            Step::AddOwnPolicy(p) => m.add_own_policy(p).await,
+            Step::RemoveOwnPolicy(p) => m.remove_policy(&p.name).await,
+            Step::SetPolicyEntries { name, entries, .. } => {
+                m.set_policy_entries(name, entries).await
+            }
+            Step::SetPermanentPolicyEntries { name, entries, .. } => {
+                m.set_permanent_policy_entries(name, entries).await
+            }
+            Step::Iptables { table, args } => m.passthrough(table, args).await,
         }
     }
 
@@ -330,6 +400,132 @@ impl Mutations for Live<'_> {
 
     async fn reload(&self) -> firewalld::Result<()> {
         self.fw.reload().await
+    }
+
+    async fn add_forward_port(
+        &self,
+        zone: &str,
+        (port, proto, toport, toaddr): &ForwardPortEntry,
+    ) -> firewalld::Result<()> {
+        let p = self.fw.proxy::<ZoneProxy<'_>>("addForwardPort").await?;
+        p.add_forward_port(zone, port, proto, toport, toaddr, 0)
+            .await
+            .map_err(|e| Error::from_call("addForwardPort", e))?;
+        Ok(())
+    }
+
+    async fn remove_forward_port(
+        &self,
+        zone: &str,
+        (port, proto, toport, toaddr): &ForwardPortEntry,
+    ) -> firewalld::Result<()> {
+        let p = self.fw.proxy::<ZoneProxy<'_>>("removeForwardPort").await?;
+        p.remove_forward_port(zone, port, proto, toport, toaddr)
+            .await
+            .map_err(|e| Error::from_call("removeForwardPort", e))?;
+        Ok(())
+    }
+
+    async fn add_permanent_forward_port(
+        &self,
+        zone: &str,
+        (port, proto, toport, toaddr): &ForwardPortEntry,
+    ) -> firewalld::Result<()> {
+        self.fw
+            .existing_config_zone(zone)
+            .await?
+            .add_forward_port(port, proto, toport, toaddr)
+            .await
+            .map_err(|e| Error::from_call("config.zone.addForwardPort", e))
+    }
+
+    async fn remove_permanent_forward_port(
+        &self,
+        zone: &str,
+        (port, proto, toport, toaddr): &ForwardPortEntry,
+    ) -> firewalld::Result<()> {
+        self.fw
+            .existing_config_zone(zone)
+            .await?
+            .remove_forward_port(port, proto, toport, toaddr)
+            .await
+            .map_err(|e| Error::from_call("config.zone.removeForwardPort", e))
+    }
+
+    async fn add_rich_rule(&self, zone: &str, rule: &str) -> firewalld::Result<()> {
+        let p = self.fw.proxy::<ZoneProxy<'_>>("addRichRule").await?;
+        p.add_rich_rule(zone, rule, 0)
+            .await
+            .map_err(|e| Error::from_call("addRichRule", e))?;
+        Ok(())
+    }
+
+    async fn remove_rich_rule(&self, zone: &str, rule: &str) -> firewalld::Result<()> {
+        let p = self.fw.proxy::<ZoneProxy<'_>>("removeRichRule").await?;
+        p.remove_rich_rule(zone, rule)
+            .await
+            .map_err(|e| Error::from_call("removeRichRule", e))?;
+        Ok(())
+    }
+
+    async fn add_permanent_rich_rule(&self, zone: &str, rule: &str) -> firewalld::Result<()> {
+        self.fw
+            .existing_config_zone(zone)
+            .await?
+            .add_rich_rule(rule)
+            .await
+            .map_err(|e| Error::from_call("config.zone.addRichRule", e))
+    }
+
+    async fn remove_permanent_rich_rule(&self, zone: &str, rule: &str) -> firewalld::Result<()> {
+        self.fw
+            .existing_config_zone(zone)
+            .await?
+            .remove_rich_rule(rule)
+            .await
+            .map_err(|e| Error::from_call("config.zone.removeRichRule", e))
+    }
+
+    async fn add_own_policy(&self, policy: &OwnPolicy) -> firewalld::Result<()> {
+        let config = self.fw.proxy::<ConfigProxy<'_>>("addPolicy").await?;
+        config
+            .add_policy(&policy.name, &policy.to_settings()?)
+            .await
+            .map_err(|e| Error::from_call("addPolicy", e))?;
+        Ok(())
+    }
+
+    async fn set_policy_entries(&self, name: &str, entries: &Entries) -> firewalld::Result<()> {
+        let p = self
+            .fw
+            .proxy::<PolicyProxy<'_>>("setPolicySettings")
+            .await?;
+        p.set_policy_settings(name, &entries.to_policy_settings()?)
+            .await
+            .map_err(|e| Error::from_call("setPolicySettings", e))
+    }
+
+    async fn set_permanent_policy_entries(
+        &self,
+        name: &str,
+        entries: &Entries,
+    ) -> firewalld::Result<()> {
+        self.fw
+            .existing_config_policy(name)
+            .await?
+            .update(&entries.to_policy_settings()?)
+            .await
+            .map_err(|e| Error::from_call("config.policy.update", e))
+    }
+
+    async fn passthrough(&self, table: &str, args: &[String]) -> firewalld::Result<()> {
+        let d = self.fw.proxy::<DirectProxy<'_>>("direct").await?;
+        let mut all = vec!["-t".to_string(), table.to_string()];
+        all.extend(args.iter().cloned());
+        d.passthrough("ipv4", &all)
+            .await
+            .map_err(|e| Error::from_call("direct.passthrough", e))?;
+        Ok(())
     }
 }
 

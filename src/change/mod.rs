@@ -11,13 +11,17 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::firewalld::{Entries, ForwardPortEntry, OwnPolicy};
 use crate::names::{BridgeName, ZoneName};
 use crate::zone::{Policy, Zone};
 
 pub use executor::{ExecError, Executor, Mutations};
 
-/// One change to firewalld. Every step but [`Step::Reload`] has an inverse (see [`Step::inverse`]),
-/// which is what the executor applies to roll back.
+/// One change to firewalld. Every step but [`Step::Reload`] and [`Step::Iptables`] has an inverse
+/// (see [`Step::inverse`]), which is what the executor applies to roll back.
+///
+/// The zone of the forward-port and rich-rule steps is a name firewalld reported (its default
+/// zone), not user input, so it is a plain string.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Binds `interface` to `zone` at runtime, moving it out of `previous` (`None`: it was unbound).
@@ -68,10 +72,100 @@ pub enum Step {
     /// Reloads firewalld so the permanent configuration becomes live. A failed reload keeps the rules
     /// that ran before, so it needs no inverse.
     Reload,
+    /// Adds a `forward-port` to a runtime zone.
+    AddForwardPort {
+        /// The zone.
+        zone: String,
+        /// The entry.
+        entry: ForwardPortEntry,
+    },
+    /// Removes a `forward-port` from a runtime zone.
+    RemoveForwardPort {
+        /// The zone.
+        zone: String,
+        /// The entry.
+        entry: ForwardPortEntry,
+    },
+    /// Adds a `forward-port` to a permanent zone.
+    AddPermanentForwardPort {
+        /// The zone.
+        zone: String,
+        /// The entry.
+        entry: ForwardPortEntry,
+    },
+    /// Removes a `forward-port` from a permanent zone.
+    RemovePermanentForwardPort {
+        /// The zone.
+        zone: String,
+        /// The entry.
+        entry: ForwardPortEntry,
+    },
+    /// Adds a rich rule to a runtime zone.
+    AddRichRule {
+        /// The zone.
+        zone: String,
+        /// The rule, as firewalld prints it.
+        rule: String,
+    },
+    /// Removes a rich rule from a runtime zone.
+    RemoveRichRule {
+        /// The zone.
+        zone: String,
+        /// The rule.
+        rule: String,
+    },
+    /// Adds a rich rule to a permanent zone.
+    AddPermanentRichRule {
+        /// The zone.
+        zone: String,
+        /// The rule.
+        rule: String,
+    },
+    /// Removes a rich rule from a permanent zone.
+    RemovePermanentRichRule {
+        /// The zone.
+        zone: String,
+        /// The rule.
+        rule: String,
+    },
+    /// Adds one of virtzone's own policies to the permanent configuration (a reload makes it live:
+    /// firewalld cannot create a runtime policy any other way).
+    AddOwnPolicy(OwnPolicy),
+    /// Removes one of virtzone's own policies from the permanent configuration; it carries the
+    /// policy as created, for the inverse.
+    RemoveOwnPolicy(OwnPolicy),
+    /// Sets the entries of one of virtzone's own runtime policies (the keys of [`Entries`] only).
+    SetPolicyEntries {
+        /// The policy.
+        name: String,
+        /// The entries wanted.
+        entries: Entries,
+        /// The entries before, for the inverse.
+        previous: Entries,
+    },
+    /// Sets the entries of one of virtzone's own permanent policies.
+    SetPermanentPolicyEntries {
+        /// The policy.
+        name: String,
+        /// The entries wanted.
+        entries: Entries,
+        /// The entries before, for the inverse.
+        previous: Entries,
+    },
+    /// One `iptables -t TABLE ARGS` command (IPv4), run by firewalld's direct `passthrough` so it
+    /// uses the same iptables as firewalld and libvirt. No inverse: iptables steps are planned from
+    /// `iptables -S` on every check and re-planned, and some cannot be undone in place (a deleted
+    /// jump cannot be put back at its old position).
+    Iptables {
+        /// The table (`filter` for accepts, `nat` for hairpin masquerades).
+        table: String,
+        /// Arguments after `-t TABLE`.
+        args: Vec<String>,
+    },
 }
 
 impl Step {
-    /// The step that undoes this one, `None` for [`Step::Reload`].
+    /// The step that undoes this one, `None` for [`Step::Reload`] and [`Step::Iptables`].
     pub fn inverse(&self) -> Option<Step> {
         Some(match self {
             Step::ChangeZoneOfInterface {
@@ -112,7 +206,59 @@ impl Step {
             },
             Step::RemoveZone(z) => Step::AddZone(z.clone()),
             Step::RemovePolicy(p) => Step::AddPolicy(p.clone()),
-            Step::Reload => return None,
+            Step::AddForwardPort { zone, entry } => Step::RemoveForwardPort {
+                zone: zone.clone(),
+                entry: entry.clone(),
+            },
+            Step::RemoveForwardPort { zone, entry } => Step::AddForwardPort {
+                zone: zone.clone(),
+                entry: entry.clone(),
+            },
+            Step::AddPermanentForwardPort { zone, entry } => Step::RemovePermanentForwardPort {
+                zone: zone.clone(),
+                entry: entry.clone(),
+            },
+            Step::RemovePermanentForwardPort { zone, entry } => Step::AddPermanentForwardPort {
+                zone: zone.clone(),
+                entry: entry.clone(),
+            },
+            Step::AddRichRule { zone, rule } => Step::RemoveRichRule {
+                zone: zone.clone(),
+                rule: rule.clone(),
+            },
+            Step::RemoveRichRule { zone, rule } => Step::AddRichRule {
+                zone: zone.clone(),
+                rule: rule.clone(),
+            },
+            Step::AddPermanentRichRule { zone, rule } => Step::RemovePermanentRichRule {
+                zone: zone.clone(),
+                rule: rule.clone(),
+            },
+            Step::RemovePermanentRichRule { zone, rule } => Step::AddPermanentRichRule {
+                zone: zone.clone(),
+                rule: rule.clone(),
+            },
+            Step::AddOwnPolicy(p) => Step::RemoveOwnPolicy(p.clone()),
+            Step::RemoveOwnPolicy(p) => Step::AddOwnPolicy(p.clone()),
+            Step::SetPolicyEntries {
+                name,
+                entries,
+                previous,
+            } => Step::SetPolicyEntries {
+                name: name.clone(),
+                entries: previous.clone(),
+                previous: entries.clone(),
+            },
+            Step::SetPermanentPolicyEntries {
+                name,
+                entries,
+                previous,
+            } => Step::SetPermanentPolicyEntries {
+                name: name.clone(),
+                entries: previous.clone(),
+                previous: entries.clone(),
+            },
+            Step::Reload | Step::Iptables { .. } => return None,
         })
     }
 
@@ -127,7 +273,20 @@ impl Step {
                 | Step::UpdateZone { .. }
                 | Step::RemoveZone(_)
                 | Step::RemovePolicy(_)
+                | Step::AddPermanentForwardPort { .. }
+                | Step::RemovePermanentForwardPort { .. }
+                | Step::AddPermanentRichRule { .. }
+                | Step::RemovePermanentRichRule { .. }
+                | Step::AddOwnPolicy(_)
+                | Step::RemoveOwnPolicy(_)
+                | Step::SetPermanentPolicyEntries { .. }
         )
+    }
+
+    /// Whether the step changes only the running firewall (which a reload rebuilds from the
+    /// permanent configuration), iptables included.
+    pub fn is_runtime(&self) -> bool {
+        !self.is_permanent() && *self != Step::Reload
     }
 }
 
@@ -155,7 +314,57 @@ impl fmt::Display for Step {
             Step::RemoveZone(z) => write!(f, "remove zone {}", z.name),
             Step::RemovePolicy(p) => write!(f, "remove policy {}", p.name),
             Step::Reload => f.write_str("reload"),
+            Step::AddForwardPort { zone, entry } => {
+                write!(f, "add forward port {} to zone {zone}", FwdPort(entry))
+            }
+            Step::RemoveForwardPort { zone, entry } => {
+                write!(f, "remove forward port {} from zone {zone}", FwdPort(entry))
+            }
+            Step::AddPermanentForwardPort { zone, entry } => write!(
+                f,
+                "add forward port {} to zone {zone} in the permanent configuration",
+                FwdPort(entry)
+            ),
+            Step::RemovePermanentForwardPort { zone, entry } => write!(
+                f,
+                "remove forward port {} from zone {zone} in the permanent configuration",
+                FwdPort(entry)
+            ),
+            Step::AddRichRule { zone, rule } => write!(f, "add rich rule '{rule}' to zone {zone}"),
+            Step::RemoveRichRule { zone, rule } => {
+                write!(f, "remove rich rule '{rule}' from zone {zone}")
+            }
+            Step::AddPermanentRichRule { zone, rule } => write!(
+                f,
+                "add rich rule '{rule}' to zone {zone} in the permanent configuration"
+            ),
+            Step::RemovePermanentRichRule { zone, rule } => write!(
+                f,
+                "remove rich rule '{rule}' from zone {zone} in the permanent configuration"
+            ),
+            Step::AddOwnPolicy(p) => write!(f, "add policy {}", p.name),
+            Step::RemoveOwnPolicy(p) => write!(f, "remove policy {}", p.name),
+            Step::SetPolicyEntries { name, .. } => write!(f, "update policy {name}"),
+            Step::SetPermanentPolicyEntries { name, .. } => {
+                write!(f, "update policy {name} in the permanent configuration")
+            }
+            Step::Iptables { table, args } => {
+                write!(f, "run iptables -t {table} {}", args.join(" "))
+            }
         }
+    }
+}
+
+/// A forward-port entry as `firewall-cmd` writes it: `port=…:proto=…:toport=…:toaddr=…`.
+struct FwdPort<'a>(&'a ForwardPortEntry);
+
+impl fmt::Display for FwdPort<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (port, proto, toport, toaddr) = self.0;
+        write!(
+            f,
+            "port={port}:proto={proto}:toport={toport}:toaddr={toaddr}"
+        )
     }
 }
 
@@ -260,7 +469,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_step_but_reload_is_undone_by_its_inverse() {
+    fn every_step_but_reload_and_iptables_is_undone_by_its_inverse() {
         let br = BridgeName::new("virbr0").unwrap();
         let z = ZoneName::libvirt();
         let trusted = ZoneName::new("trusted").unwrap();
@@ -294,6 +503,77 @@ mod tests {
             Step::RemoveZone(zone),
             Step::RemovePolicy(policy),
         ];
+        let fwd: crate::firewalld::ForwardPortEntry =
+            ("8080".into(), "tcp".into(), "80".into(), "192.0.2.5".into());
+        let public = "public".to_string();
+        let rule =
+            "rule family=\"ipv4\" source address=\"192.0.2.0/24\" service name=\"nfs\" accept";
+        let entries = |r: &str| Entries {
+            rich_rules: [r.to_string()].into(),
+            ..Entries::default()
+        };
+        let own = OwnPolicy {
+            name: "virtzone-allow".into(),
+            ingress: vec!["libvirt".into()],
+            egress: vec!["HOST".into()],
+            priority: -100,
+            target: "CONTINUE".into(),
+            description: String::new(),
+            entries: entries(rule),
+        };
+        let forward_steps = [
+            Step::AddForwardPort {
+                zone: public.clone(),
+                entry: fwd.clone(),
+            },
+            Step::RemoveForwardPort {
+                zone: public.clone(),
+                entry: fwd.clone(),
+            },
+            Step::AddPermanentForwardPort {
+                zone: public.clone(),
+                entry: fwd.clone(),
+            },
+            Step::RemovePermanentForwardPort {
+                zone: public.clone(),
+                entry: fwd,
+            },
+            Step::AddRichRule {
+                zone: public.clone(),
+                rule: rule.into(),
+            },
+            Step::RemoveRichRule {
+                zone: public.clone(),
+                rule: rule.into(),
+            },
+            Step::AddPermanentRichRule {
+                zone: public.clone(),
+                rule: rule.into(),
+            },
+            Step::RemovePermanentRichRule {
+                zone: public,
+                rule: rule.into(),
+            },
+            Step::AddOwnPolicy(own.clone()),
+            Step::RemoveOwnPolicy(own),
+            Step::SetPolicyEntries {
+                name: "virtzone-allow".into(),
+                entries: entries(rule),
+                previous: Entries::default(),
+            },
+            Step::SetPermanentPolicyEntries {
+                name: "virtzone-allow".into(),
+                entries: entries(rule),
+                previous: Entries::default(),
+            },
+        ];
+        for step in &forward_steps {
+            // Exact: each inverse carries all its inverse needs, and stays in the same layer.
+            let inverse = step.inverse().unwrap();
+            assert_ne!(&inverse, step);
+            assert_eq!(inverse.is_permanent(), step.is_permanent(), "{step}");
+            assert_eq!(inverse.inverse().as_ref(), Some(step));
+        }
         for step in steps {
             let inverse = step.inverse().unwrap();
             // Undoing the undo is the step again, except that an unbind restores the binding without
@@ -306,5 +586,11 @@ mod tests {
             }
         }
         assert_eq!(Step::Reload.inverse(), None);
+        let iptables = Step::Iptables {
+            table: "filter".into(),
+            args: vec!["-N".into(), "VIRTZONE_FWD".into()],
+        };
+        assert_eq!(iptables.inverse(), None);
+        assert!(iptables.is_runtime() && !Step::Reload.is_runtime());
     }
 }

@@ -14,13 +14,13 @@ use zbus::proxy::CacheProperties;
 use zbus::Connection;
 
 pub use error::{Error, ErrorCode};
-pub use facts::{Backend, FirewalldFacts, Running, State};
+pub use facts::{Backend, Entries, FirewalldFacts, ForwardPortEntry, OwnPolicy, Running, State};
 pub use snapshot::{Scope, Snapshot};
 pub use version::{parse_version, Capabilities};
 
 use proxy::{
-    ActiveZones, ConfigPolicyProxy, ConfigProxy, ConfigZoneProxy, PolicyProxy, RuntimeProxy,
-    ZoneProxy, BUS_NAME,
+    ActiveZones, ConfigPolicyProxy, ConfigProxy, ConfigZoneProxy, DirectProxy, PolicyProxy,
+    RuntimeProxy, ZoneProxy, BUS_NAME,
 };
 
 /// How long one call may take. Before firewalld 2.4.0 the bus name appears before the rules are loaded
@@ -255,6 +255,76 @@ impl Firewalld {
             .await
             .map_err(|e| Error::from_call("config.getZoneOfInterface", e))?;
         Ok((!zone.is_empty()).then_some(zone))
+    }
+
+    /// firewalld's default zone.
+    pub async fn default_zone(&self) -> Result<String> {
+        let p = uncached!(self, RuntimeProxy<'_>, "getDefaultZone")?;
+        p.get_default_zone()
+            .await
+            .map_err(|e| Error::from_call("getDefaultZone", e))
+    }
+
+    /// The services firewalld knows.
+    pub async fn services(&self) -> Result<BTreeSet<String>> {
+        let p = uncached!(self, RuntimeProxy<'_>, "listServices")?;
+        let list = p
+            .list_services()
+            .await
+            .map_err(|e| Error::from_call("listServices", e))?;
+        Ok(list.into_iter().collect())
+    }
+
+    /// The forward ports and rich rules of runtime zone `zone`, which the caller knows exists.
+    pub async fn zone_entries(&self, zone: &str) -> Result<Entries> {
+        let p = uncached!(self, ZoneProxy<'_>, "getZoneSettings2")?;
+        let s = p
+            .get_zone_settings2(zone)
+            .await
+            .map_err(|e| Error::from_call("getZoneSettings2", e))?;
+        Ok(Entries::from_settings(&s, "rules_str"))
+    }
+
+    /// The forward ports and rich rules of permanent zone `zone`, which the caller knows exists.
+    pub async fn permanent_zone_entries(&self, zone: &str) -> Result<Entries> {
+        let s = self
+            .existing_config_zone(zone)
+            .await?
+            .get_settings2()
+            .await
+            .map_err(|e| Error::from_call("config.zone.getSettings2", e))?;
+        Ok(Entries::from_settings(&s, "rules_str"))
+    }
+
+    /// The entries of runtime policy `policy`, which the caller knows exists.
+    pub async fn policy_entries(&self, policy: &str) -> Result<Entries> {
+        let p = uncached!(self, PolicyProxy<'_>, "getPolicySettings")?;
+        let s = p
+            .get_policy_settings(policy)
+            .await
+            .map_err(|e| Error::from_call("getPolicySettings", e))?;
+        Ok(Entries::from_settings(&s, "rich_rules"))
+    }
+
+    /// The entries of permanent policy `policy`, which the caller knows exists.
+    pub async fn permanent_policy_entries(&self, policy: &str) -> Result<Entries> {
+        let s = self
+            .existing_config_policy(policy)
+            .await?
+            .get_settings()
+            .await
+            .map_err(|e| Error::from_call("config.policy.getSettings", e))?;
+        Ok(Entries::from_settings(&s, "rich_rules"))
+    }
+
+    /// `iptables -t TABLE -S` (IPv4) run by firewalld through its direct `passthrough`: the same
+    /// iptables firewalld and libvirt use, in firewalld's network namespace. A read only (`-S`);
+    /// every changing passthrough goes through the executor. `None` when firewalld cannot run it
+    /// (no iptables on the host: then libvirt has no iptables rules to get past either).
+    pub async fn iptables_rules(&self, table: &str) -> Option<String> {
+        let d = uncached!(self, DirectProxy<'_>, "passthrough").ok()?;
+        let args: Vec<String> = ["-t", table, "-S"].iter().map(|s| s.to_string()).collect();
+        d.passthrough("ipv4", &args).await.ok()
     }
 
     /// Gathers what the pre-check and `status` need, issuing the independent reads concurrently.

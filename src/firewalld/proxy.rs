@@ -60,6 +60,12 @@ pub trait Runtime {
     /// Reloads, also unloading the netfilter modules.
     #[zbus(name = "completeReload")]
     fn complete_reload(&self) -> zbus::Result<()>;
+    /// The default zone.
+    #[zbus(name = "getDefaultZone")]
+    fn get_default_zone(&self) -> zbus::Result<String>;
+    /// The services firewalld knows.
+    #[zbus(name = "listServices")]
+    fn list_services(&self) -> zbus::Result<Vec<String>>;
     /// Emitted after every successful reload.
     #[zbus(signal, name = "Reloaded")]
     fn reloaded(&self) -> zbus::Result<()>;
@@ -90,6 +96,33 @@ pub trait Zone {
     /// A runtime zone's settings (0.9.0).
     #[zbus(name = "getZoneSettings2")]
     fn get_zone_settings2(&self, zone: &str) -> zbus::Result<super::proxy::Settings>;
+    /// Adds a runtime forward port (timeout 0: no expiry).
+    #[zbus(name = "addForwardPort")]
+    fn add_forward_port(
+        &self,
+        zone: &str,
+        port: &str,
+        protocol: &str,
+        toport: &str,
+        toaddr: &str,
+        timeout: i32,
+    ) -> zbus::Result<String>;
+    /// Removes a runtime forward port.
+    #[zbus(name = "removeForwardPort")]
+    fn remove_forward_port(
+        &self,
+        zone: &str,
+        port: &str,
+        protocol: &str,
+        toport: &str,
+        toaddr: &str,
+    ) -> zbus::Result<String>;
+    /// Adds a runtime rich rule (timeout 0: no expiry).
+    #[zbus(name = "addRichRule")]
+    fn add_rich_rule(&self, zone: &str, rule: &str, timeout: i32) -> zbus::Result<String>;
+    /// Removes a runtime rich rule.
+    #[zbus(name = "removeRichRule")]
+    fn remove_rich_rule(&self, zone: &str, rule: &str) -> zbus::Result<String>;
 }
 
 /// Runtime policies (0.9.0).
@@ -105,6 +138,26 @@ pub trait Policy {
     /// A runtime policy's settings.
     #[zbus(name = "getPolicySettings")]
     fn get_policy_settings(&self, policy: &str) -> zbus::Result<super::proxy::Settings>;
+    /// Changes the keys given of a runtime policy.
+    #[zbus(name = "setPolicySettings")]
+    fn set_policy_settings(
+        &self,
+        policy: &str,
+        settings: &super::proxy::Settings,
+    ) -> zbus::Result<()>;
+}
+
+/// firewalld's direct interface: only `passthrough`, which runs `iptables` inside firewalld (the
+/// same iptables, legacy or nft, that firewalld and libvirt use).
+#[proxy(
+    interface = "org.fedoraproject.FirewallD1.direct",
+    default_service = "org.fedoraproject.FirewallD1",
+    default_path = "/org/fedoraproject/FirewallD1"
+)]
+pub trait Direct {
+    /// Runs `iptables ARGS` (`ipv` = `ipv4`) and returns its output.
+    #[zbus(name = "passthrough")]
+    fn passthrough(&self, ipv: &str, args: &[String]) -> zbus::Result<String>;
 }
 
 /// The permanent configuration.
@@ -174,6 +227,30 @@ pub trait ConfigZone {
     /// Unbinds an interface permanently.
     #[zbus(name = "removeInterface")]
     fn remove_interface(&self, interface: &str) -> zbus::Result<()>;
+    /// Adds a permanent forward port.
+    #[zbus(name = "addForwardPort")]
+    fn add_forward_port(
+        &self,
+        port: &str,
+        protocol: &str,
+        toport: &str,
+        toaddr: &str,
+    ) -> zbus::Result<()>;
+    /// Removes a permanent forward port.
+    #[zbus(name = "removeForwardPort")]
+    fn remove_forward_port(
+        &self,
+        port: &str,
+        protocol: &str,
+        toport: &str,
+        toaddr: &str,
+    ) -> zbus::Result<()>;
+    /// Adds a permanent rich rule.
+    #[zbus(name = "addRichRule")]
+    fn add_rich_rule(&self, rule: &str) -> zbus::Result<()>;
+    /// Removes a permanent rich rule.
+    #[zbus(name = "removeRichRule")]
+    fn remove_rich_rule(&self, rule: &str) -> zbus::Result<()>;
     /// Deletes the zone's /etc file (a stock zone falls back to its default).
     #[zbus(name = "remove")]
     fn remove(&self) -> zbus::Result<()>;

@@ -2,7 +2,8 @@
 //!
 //! Declared forwards and allows are desired state in the state directory (`forwards.json`); the
 //! networks they refer to are recorded by the network hook (`networks.json`). [`plan`] turns those
-//! and firewalld's facts into steps, [`apply`] carries them out, [`watch`] lets the daemon re-apply
+//! and firewalld's facts into a `change::Plan`, [`apply`] gathers the facts and applies the plan
+//! with the shared `change::Executor`, [`watch`] lets the daemon re-apply
 //! after every rebuild of the ruleset. docs/forwards.md explains the design.
 
 pub mod apply;
@@ -36,6 +37,17 @@ pub enum ForwardError {
     /// The state directory failed.
     #[error("{0}")]
     State(#[from] StateError),
+}
+
+impl From<crate::change::ExecError> for ForwardError {
+    /// A plan the executor rolled back: firewalld's error is what the user reads (the message says
+    /// the change was undone); rollback failures are logged, as the executor collected them.
+    fn from(e: crate::change::ExecError) -> Self {
+        for failure in &e.rollback_failures {
+            tracing::warn!("after firewalld refused to {}: {failure}", e.step);
+        }
+        ForwardError::Firewalld(e.error)
+    }
 }
 
 /// The subdirectory of the state directory holding forwards' files, with a lock of its own: a
@@ -334,7 +346,7 @@ pub async fn change_allow(
             ));
         }
         if let Opening::Service(name) = &allow.opening {
-            if !apply::Reader::new(&fw).services().await?.contains(name) {
+            if !fw.services().await?.contains(name) {
                 return Err(ForwardError::Usage(format!(
                     "firewalld knows no service {name:?}; see firewall-cmd --get-services"
                 )));

@@ -1,5 +1,5 @@
-//! The planner: facts in (what firewalld and the kernel hold now, what was declared), ordered steps
-//! out. Pure: no I/O, table-driven tests below. See docs/forwards.md for why each piece exists.
+//! The planner: facts in (what firewalld and the kernel hold now, what was declared), a
+//! [`change::Plan`](crate::change::Plan) of shared steps out, which `change::Executor` applies. Pure: no I/O, table-driven tests below. See docs/forwards.md for why each piece exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -8,6 +8,8 @@ use semver::Version;
 
 use super::model::{Declared, Forward, Opening, Ports, Proto};
 use super::network::Networks;
+use crate::change::{Plan, Step};
+use crate::firewalld::{Entries, ForwardPortEntry, OwnPolicy};
 
 /// The policy holding forwards on firewalld versions where an ANY→HOST policy may forward to
 /// another address (see [`Shape::of`]). Shown by `firewall-cmd --info-policy=virtzone-forward`.
@@ -32,10 +34,6 @@ pub const HAIRPIN_CHAIN: &str = "VIRTZONE_HAIRPIN";
 /// The comment on each of those accepts.
 pub const COMMENT: &str = "virtzone-fwd";
 
-/// A firewalld `forward-port` entry as the settings dicts carry it: port, protocol, to-port,
-/// to-addr.
-pub type FwdPort = (String, String, String, String);
-
 /// Where forwards live in firewalld.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shape {
@@ -59,17 +57,6 @@ impl Shape {
             Shape::Zone(default_zone.to_string())
         }
     }
-}
-
-/// A zone's or policy's entries virtzone looks at.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Entries {
-    /// `forward_ports`.
-    pub forward_ports: BTreeSet<FwdPort>,
-    /// Rich rules, as firewalld prints them.
-    pub rich_rules: BTreeSet<String>,
-    /// `ingress_zones` (policies only).
-    pub ingress_zones: BTreeSet<String>,
 }
 
 /// Runtime and permanent view of one firewalld object; `None` where it does not exist.
@@ -110,116 +97,16 @@ pub struct Facts {
 
 /// Which layer of firewalld a step changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layer {
+enum Layer {
     /// The running firewall (lost on reload; firewalld rebuilds it from the permanent layer).
     Runtime,
     /// The configuration on disk.
     Permanent,
 }
 
-/// One change. Every firewalld mutation virtzone makes for forwards and allows is one of these,
-/// carried out by [`super::apply::Executor`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// Add or remove a zone `forward-port`.
-    ZoneForwardPort {
-        /// Which layer.
-        layer: Layer,
-        /// The zone.
-        zone: String,
-        /// The entry.
-        entry: FwdPort,
-        /// Add (true) or remove.
-        add: bool,
-    },
-    /// Add or remove a zone rich rule.
-    ZoneRichRule {
-        /// Which layer.
-        layer: Layer,
-        /// The zone.
-        zone: String,
-        /// The rule text.
-        rule: String,
-        /// Add (true) or remove.
-        add: bool,
-    },
-    /// Create one of virtzone's policies in the permanent configuration (a reload follows: firewalld
-    /// cannot create a runtime policy any other way).
-    CreatePolicy {
-        /// The policy.
-        name: String,
-        /// Ingress zones.
-        ingress: Vec<String>,
-        /// Egress zones.
-        egress: Vec<String>,
-        /// Its entries.
-        entries: Entries,
-    },
-    /// Reload firewalld.
-    Reload,
-    /// Replace the entries of one of virtzone's policies (it owns them all).
-    SetPolicy {
-        /// Which layer.
-        layer: Layer,
-        /// The policy.
-        name: String,
-        /// The entries wanted.
-        entries: Entries,
-        /// The entries before (for rollback).
-        before: Entries,
-    },
-    /// One `iptables -t filter …` command, run through firewalld's direct passthrough so it uses
-    /// the same iptables as firewalld and libvirt.
-    Iptables {
-        /// The table (`filter` for accepts, `nat` for hairpin SNATs).
-        table: String,
-        /// Arguments after `-t TABLE`.
-        args: Vec<String>,
-    },
-}
-
-impl Step {
-    /// The step that undoes this one, when there is one (iptables steps are idempotently
-    /// re-planned instead; a created policy stays, empty entries are harmless).
-    pub fn inverse(&self) -> Option<Step> {
-        match self {
-            Step::ZoneForwardPort {
-                layer,
-                zone,
-                entry,
-                add,
-            } => Some(Step::ZoneForwardPort {
-                layer: *layer,
-                zone: zone.clone(),
-                entry: entry.clone(),
-                add: !add,
-            }),
-            Step::ZoneRichRule {
-                layer,
-                zone,
-                rule,
-                add,
-            } => Some(Step::ZoneRichRule {
-                layer: *layer,
-                zone: zone.clone(),
-                rule: rule.clone(),
-                add: !add,
-            }),
-            Step::SetPolicy {
-                layer,
-                name,
-                entries,
-                before,
-            } => Some(Step::SetPolicy {
-                layer: *layer,
-                name: name.clone(),
-                entries: before.clone(),
-                before: entries.clone(),
-            }),
-            Step::CreatePolicy { .. } | Step::Reload | Step::Iptables { .. } => None,
-        }
-    }
-}
+/// What the description of virtzone's policies tells admins.
+const POLICY_DESCRIPTION: &str =
+    "Managed by virtzone (virtzone forward/allow); changes here are overwritten.";
 
 /// A refusal: the request cannot work on this firewalld (exit status 1).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,7 +118,7 @@ pub struct Refusal(pub String);
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FirewalldEntry {
     /// A plain `forward-port`.
-    Port(FwdPort),
+    Port(ForwardPortEntry),
     /// A rich rule with `destination address` and `forward-port`.
     Rule(String),
 }
@@ -594,12 +481,15 @@ fn policy_steps(
         if ingress.is_empty() {
             ingress = ingress_default.iter().map(|s| s.to_string()).collect();
         }
-        steps.push(Step::CreatePolicy {
+        steps.push(Step::AddOwnPolicy(OwnPolicy {
             name: name.to_string(),
             ingress,
             egress: vec![egress.to_string()],
+            priority: POLICY_PRIORITY,
+            target: "CONTINUE".to_string(),
+            description: POLICY_DESCRIPTION.to_string(),
             entries: want,
-        });
+        }));
         steps.push(Step::Reload);
         return;
     };
@@ -614,11 +504,17 @@ fn policy_steps(
     ] {
         match have {
             Some(have) if *have == want => {}
-            Some(have) => steps.push(Step::SetPolicy {
-                layer,
-                name: name.to_string(),
-                entries: want.clone(),
-                before: have.clone(),
+            Some(have) => steps.push(match layer {
+                Layer::Permanent => Step::SetPermanentPolicyEntries {
+                    name: name.to_string(),
+                    entries: want.clone(),
+                    previous: have.clone(),
+                },
+                Layer::Runtime => Step::SetPolicyEntries {
+                    name: name.to_string(),
+                    entries: want.clone(),
+                    previous: have.clone(),
+                },
             }),
             // Permanent but not yet runtime: a reload brings it.
             None => {
@@ -635,7 +531,7 @@ fn policy_steps(
 ///
 /// The order keeps every intermediate state safe: accepts in libvirt's path first, then firewalld's
 /// DNAT, and on removal the DNAT goes first and the accepts after.
-pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Vec<Step>, Refusal> {
+pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan, Refusal> {
     let mut steps = Vec::new();
     let wanted = accepts(declared, &facts.networks);
     let (before, after) =
@@ -787,30 +683,21 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Vec<
     if steps.contains(&Step::Reload) {
         let mut kept: Vec<Step> = steps
             .into_iter()
-            .filter(|s| !is_runtime(s) && *s != Step::Reload)
+            .filter(|s| !s.is_runtime() && *s != Step::Reload)
             .collect();
         kept.push(Step::Reload);
-        return Ok(kept);
+        return Ok(plan_of(kept));
     }
     steps.extend(after);
     steps.extend(nat_after);
-    Ok(steps)
+    Ok(plan_of(steps))
 }
 
-fn is_runtime(s: &Step) -> bool {
-    matches!(
-        s,
-        Step::ZoneForwardPort {
-            layer: Layer::Runtime,
-            ..
-        } | Step::ZoneRichRule {
-            layer: Layer::Runtime,
-            ..
-        } | Step::SetPolicy {
-            layer: Layer::Runtime,
-            ..
-        } | Step::Iptables { .. }
-    )
+fn plan_of(steps: Vec<Step>) -> Plan {
+    Plan {
+        steps,
+        warnings: Vec::new(),
+    }
 }
 
 fn zone_entry_step(
@@ -827,18 +714,39 @@ fn zone_entry_step(
     if present == add {
         return None;
     }
-    Some(match entry {
-        FirewalldEntry::Port(p) => Step::ZoneForwardPort {
-            layer,
-            zone: zone.to_string(),
+    let zone = zone.to_string();
+    Some(match (entry, layer, add) {
+        (FirewalldEntry::Port(p), Layer::Runtime, true) => Step::AddForwardPort {
+            zone,
             entry: p.clone(),
-            add,
         },
-        FirewalldEntry::Rule(r) => Step::ZoneRichRule {
-            layer,
-            zone: zone.to_string(),
+        (FirewalldEntry::Port(p), Layer::Runtime, false) => Step::RemoveForwardPort {
+            zone,
+            entry: p.clone(),
+        },
+        (FirewalldEntry::Port(p), Layer::Permanent, true) => Step::AddPermanentForwardPort {
+            zone,
+            entry: p.clone(),
+        },
+        (FirewalldEntry::Port(p), Layer::Permanent, false) => Step::RemovePermanentForwardPort {
+            zone,
+            entry: p.clone(),
+        },
+        (FirewalldEntry::Rule(r), Layer::Runtime, true) => Step::AddRichRule {
+            zone,
             rule: r.clone(),
-            add,
+        },
+        (FirewalldEntry::Rule(r), Layer::Runtime, false) => Step::RemoveRichRule {
+            zone,
+            rule: r.clone(),
+        },
+        (FirewalldEntry::Rule(r), Layer::Permanent, true) => Step::AddPermanentRichRule {
+            zone,
+            rule: r.clone(),
+        },
+        (FirewalldEntry::Rule(r), Layer::Permanent, false) => Step::RemovePermanentRichRule {
+            zone,
+            rule: r.clone(),
         },
     })
 }
@@ -931,7 +839,7 @@ mod tests {
             forwards: vec![fwd(1, "192.0.2.5", 8080, 80)],
             ..Declared::default()
         };
-        let steps = plan(&d, &[], &facts("1.3.3", LIBVIRT_ONLY)).unwrap();
+        let steps = plan(&d, &[], &facts("1.3.3", LIBVIRT_ONLY)).unwrap().steps;
         let ipt: Vec<String> = steps
             .iter()
             .filter_map(|s| match s {
@@ -945,20 +853,16 @@ mod tests {
         assert!(ipt[1].ends_with("--comment virtzone-fwd -j ACCEPT"));
         assert_eq!(ipt[2], "-I FORWARD 1 -j VIRTZONE_FWD");
         let entry = ("8080".into(), "tcp".into(), "80".into(), "192.0.2.5".into());
-        assert!(steps.contains(&Step::ZoneForwardPort {
-            layer: Layer::Permanent,
+        assert!(steps.contains(&Step::AddPermanentForwardPort {
             zone: "public".into(),
             entry: entry.clone(),
-            add: true
         }));
-        assert!(steps.contains(&Step::ZoneForwardPort {
-            layer: Layer::Runtime,
+        assert!(steps.contains(&Step::AddForwardPort {
             zone: "public".into(),
             entry,
-            add: true
         }));
         // Accepts come before the DNAT.
-        assert!(matches!(steps.last(), Some(Step::ZoneForwardPort { .. })));
+        assert!(matches!(steps.last(), Some(Step::AddForwardPort { .. })));
     }
 
     #[test]
@@ -1011,18 +915,29 @@ mod tests {
     fn removal_takes_out_only_what_was_declared() {
         let f = fwd(1, "192.0.2.5", 8080, 80);
         let mut facts = facts("1.3.3", "");
-        let entry: FwdPort = ("8080".into(), "tcp".into(), "80".into(), "192.0.2.5".into());
-        let admins: FwdPort = ("9090".into(), "tcp".into(), "90".into(), "192.0.2.9".into());
+        let entry: ForwardPortEntry =
+            ("8080".into(), "tcp".into(), "80".into(), "192.0.2.5".into());
+        let admins: ForwardPortEntry =
+            ("9090".into(), "tcp".into(), "90".into(), "192.0.2.9".into());
         for l in [&mut facts.zone.runtime, &mut facts.zone.permanent] {
             let e = l.as_mut().unwrap();
             e.forward_ports.insert(entry.clone());
             e.forward_ports.insert(admins.clone());
         }
-        let steps = plan(&Declared::default(), &[f], &facts).unwrap();
-        assert_eq!(steps.len(), 2, "{steps:?}");
-        assert!(steps.iter().all(
-            |s| matches!(s, Step::ZoneForwardPort { add: false, entry: e, .. } if *e == entry)
-        ));
+        let steps = plan(&Declared::default(), &[f], &facts).unwrap().steps;
+        assert_eq!(
+            steps,
+            [
+                Step::RemovePermanentForwardPort {
+                    zone: "public".into(),
+                    entry: entry.clone()
+                },
+                Step::RemoveForwardPort {
+                    zone: "public".into(),
+                    entry
+                }
+            ]
+        );
     }
 
     #[test]
@@ -1031,11 +946,11 @@ mod tests {
             forwards: vec![fwd(1, "192.0.2.5", 8080, 80)],
             ..Declared::default()
         };
-        let steps = plan(&d, &[], &facts("2.3.1", "")).unwrap();
+        let steps = plan(&d, &[], &facts("2.3.1", "")).unwrap().steps;
         assert!(
             matches!(&steps[..], [
-            Step::CreatePolicy { name, .. }, Step::Reload
-        ] if name == FORWARD_POLICY),
+            Step::AddOwnPolicy(p), Step::Reload
+        ] if p.name == FORWARD_POLICY && p.priority == POLICY_PRIORITY && p.target == "CONTINUE"),
             "{steps:?}"
         );
         // Once it exists with the entries, nothing is left to do.
@@ -1050,7 +965,7 @@ mod tests {
         };
         f.iptables = None;
         f.networks = networks(false);
-        assert_eq!(plan(&d, &[], &f).unwrap(), Vec::<Step>::new());
+        assert!(plan(&d, &[], &f).unwrap().is_empty());
     }
 
     #[test]
@@ -1071,11 +986,12 @@ mod tests {
             runtime: Some(empty.clone()),
             permanent: Some(empty),
         };
-        let steps = plan(&d, &[], &f).unwrap();
+        let steps = plan(&d, &[], &f).unwrap().steps;
         assert_eq!(steps.len(), 2);
-        let Step::SetPolicy { entries, .. } = &steps[0] else {
+        let Step::SetPermanentPolicyEntries { entries, .. } = &steps[0] else {
             panic!("{steps:?}")
         };
+        assert!(matches!(&steps[1], Step::SetPolicyEntries { entries: e, .. } if e == entries));
         assert_eq!(
             entries.rich_rules.iter().collect::<Vec<_>>(),
             ["rule family=\"ipv4\" source address=\"192.0.2.0/24\" service name=\"nfs\" accept"]
@@ -1093,16 +1009,13 @@ mod tests {
             forwards: vec![f],
             ..Declared::default()
         };
-        let steps = plan(&d, &[], &facts("1.3.3", "")).unwrap();
+        let steps = plan(&d, &[], &facts("1.3.3", "")).unwrap().steps;
         let created = steps.iter().find_map(|s| match s {
-            Step::CreatePolicy {
-                name,
-                egress,
-                entries,
-                ingress,
-            } if name == FROM_HOST_POLICY => {
-                Some((egress.clone(), ingress.clone(), entries.rich_rules.clone()))
-            }
+            Step::AddOwnPolicy(p) if p.name == FROM_HOST_POLICY => Some((
+                p.egress.clone(),
+                p.ingress.clone(),
+                p.entries.rich_rules.clone(),
+            )),
             _ => None,
         });
         let (egress, ingress, rules) = created.expect("the from-host policy");

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::change::Plan;
-use crate::firewalld::ErrorCode;
+use crate::firewalld::{Entries, ErrorCode, ForwardPortEntry, OwnPolicy};
 use crate::zone::{shipped_policy, shipped_zone};
 
 /// Records every call as text; fails the calls whose text starts with one of `fail`.
@@ -87,6 +87,67 @@ impl Mutations for Fake {
     async fn reload(&self) -> firewalld::Result<()> {
         self.record("reload".into())
     }
+    async fn add_forward_port(
+        &self,
+        zone: &str,
+        entry: &ForwardPortEntry,
+    ) -> firewalld::Result<()> {
+        self.record(format!("addForwardPort {zone} {}", entry.0))
+    }
+    async fn remove_forward_port(
+        &self,
+        zone: &str,
+        entry: &ForwardPortEntry,
+    ) -> firewalld::Result<()> {
+        self.record(format!("removeForwardPort {zone} {}", entry.0))
+    }
+    async fn add_permanent_forward_port(
+        &self,
+        zone: &str,
+        entry: &ForwardPortEntry,
+    ) -> firewalld::Result<()> {
+        self.record(format!("config.addForwardPort {zone} {}", entry.0))
+    }
+    async fn remove_permanent_forward_port(
+        &self,
+        zone: &str,
+        entry: &ForwardPortEntry,
+    ) -> firewalld::Result<()> {
+        self.record(format!("config.removeForwardPort {zone} {}", entry.0))
+    }
+    async fn add_rich_rule(&self, zone: &str, rule: &str) -> firewalld::Result<()> {
+        self.record(format!("addRichRule {zone} {rule}"))
+    }
+    async fn remove_rich_rule(&self, zone: &str, rule: &str) -> firewalld::Result<()> {
+        self.record(format!("removeRichRule {zone} {rule}"))
+    }
+    async fn add_permanent_rich_rule(&self, zone: &str, rule: &str) -> firewalld::Result<()> {
+        self.record(format!("config.addRichRule {zone} {rule}"))
+    }
+    async fn remove_permanent_rich_rule(&self, zone: &str, rule: &str) -> firewalld::Result<()> {
+        self.record(format!("config.removeRichRule {zone} {rule}"))
+    }
+    async fn add_own_policy(&self, policy: &OwnPolicy) -> firewalld::Result<()> {
+        self.record(format!("addPolicy {}", policy.name))
+    }
+    async fn set_policy_entries(&self, name: &str, entries: &Entries) -> firewalld::Result<()> {
+        self.record(format!("setPolicySettings {name} {}", rules(entries)))
+    }
+    async fn set_permanent_policy_entries(
+        &self,
+        name: &str,
+        entries: &Entries,
+    ) -> firewalld::Result<()> {
+        self.record(format!("config.policy.update {name} {}", rules(entries)))
+    }
+    async fn passthrough(&self, table: &str, args: &[String]) -> firewalld::Result<()> {
+        self.record(format!("passthrough -t {table} {}", args.join(" ")))
+    }
+}
+
+/// A policy's rich rules, joined, for the record.
+fn rules(e: &Entries) -> String {
+    e.rich_rules.iter().cloned().collect::<Vec<_>>().join(",")
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -283,4 +344,159 @@ fn independent_steps_are_all_tried() {
         ]
     );
     assert_eq!(fake.calls().len(), 3);
+}
+
+fn entry(port: &str) -> ForwardPortEntry {
+    (port.into(), "tcp".into(), "80".into(), "192.0.2.5".into())
+}
+
+fn entries(rule: &str) -> Entries {
+    Entries {
+        rich_rules: [rule.to_string()].into(),
+        ..Entries::default()
+    }
+}
+
+fn own_policy(name: &str) -> OwnPolicy {
+    OwnPolicy {
+        name: name.into(),
+        ingress: vec!["ANY".into()],
+        egress: vec!["HOST".into()],
+        priority: -100,
+        target: "CONTINUE".into(),
+        description: "test".into(),
+        entries: Entries::default(),
+    }
+}
+
+/// Every forward/allow step is undone by its inverse, newest first; iptables commands are not
+/// (they are re-planned from `iptables -S`), and a failed reload needs no undo of its own.
+#[test]
+fn forward_steps_roll_back_through_their_inverses() {
+    let fake = Fake::failing(&["reload"]);
+    let plan = Plan {
+        steps: vec![
+            Step::Iptables {
+                table: "filter".into(),
+                args: vec!["-N".into(), "VIRTZONE_FWD".into()],
+            },
+            Step::AddPermanentForwardPort {
+                zone: "public".into(),
+                entry: entry("8080"),
+            },
+            Step::RemovePermanentForwardPort {
+                zone: "public".into(),
+                entry: entry("8081"),
+            },
+            Step::AddPermanentRichRule {
+                zone: "public".into(),
+                rule: "r1".into(),
+            },
+            Step::RemovePermanentRichRule {
+                zone: "public".into(),
+                rule: "r2".into(),
+            },
+            Step::AddOwnPolicy(own_policy("virtzone-forward")),
+            Step::SetPermanentPolicyEntries {
+                name: "virtzone-allow".into(),
+                entries: entries("new"),
+                previous: entries("old"),
+            },
+            Step::Reload,
+        ],
+        warnings: vec![],
+    };
+    let err = block_on(Executor::new(&fake).run(&plan)).unwrap_err();
+    assert_eq!(err.step, Step::Reload);
+    assert_eq!(err.undone, 7);
+    assert!(err.rollback_failures.is_empty());
+    assert_eq!(
+        fake.calls()[8..],
+        [
+            "config.policy.update virtzone-allow old",
+            "removePolicy virtzone-forward",
+            "config.addRichRule public r2",
+            "config.removeRichRule public r1",
+            "config.addForwardPort public 8081",
+            "config.removeForwardPort public 8080",
+        ]
+    );
+}
+
+#[test]
+fn runtime_forward_steps_roll_back_through_their_inverses() {
+    let fake = Fake::failing(&["passthrough"]);
+    let plan = Plan {
+        steps: vec![
+            Step::AddForwardPort {
+                zone: "public".into(),
+                entry: entry("8080"),
+            },
+            Step::RemoveForwardPort {
+                zone: "public".into(),
+                entry: entry("8081"),
+            },
+            Step::AddRichRule {
+                zone: "public".into(),
+                rule: "r1".into(),
+            },
+            Step::RemoveRichRule {
+                zone: "public".into(),
+                rule: "r2".into(),
+            },
+            Step::SetPolicyEntries {
+                name: "virtzone-from-host".into(),
+                entries: entries("new"),
+                previous: entries("old"),
+            },
+            Step::Iptables {
+                table: "nat".into(),
+                args: vec!["-N".into(), "VIRTZONE_HAIRPIN".into()],
+            },
+        ],
+        warnings: vec![],
+    };
+    let err = block_on(Executor::new(&fake).run(&plan)).unwrap_err();
+    assert_eq!(
+        fake.calls()[5..],
+        [
+            "passthrough -t nat -N VIRTZONE_HAIRPIN",
+            "setPolicySettings virtzone-from-host old",
+            "addRichRule public r2",
+            "removeRichRule public r1",
+            "addForwardPort public 8081",
+            "removeForwardPort public 8080",
+        ]
+    );
+    assert!(
+        err.to_string()
+            .starts_with("firewalld refused to run iptables -t nat -N VIRTZONE_HAIRPIN:"),
+        "{err}"
+    );
+}
+
+/// Undoing a plan that created a policy and reloaded removes the policy and reloads again, so the
+/// removal is live too.
+#[test]
+fn undo_of_a_created_policy_reloads_again() {
+    let fake = Fake::default();
+    let exec = Executor::new(&fake);
+    let plan = Plan {
+        steps: vec![
+            Step::AddOwnPolicy(own_policy("virtzone-allow")),
+            Step::Reload,
+        ],
+        warnings: vec![],
+    };
+    let applied = block_on(exec.run(&plan)).unwrap();
+    assert!(block_on(exec.undo(applied)).is_empty());
+    assert_eq!(
+        fake.calls(),
+        [
+            "addPolicy virtzone-allow",
+            "reload",
+            "removePolicy virtzone-allow",
+            "reload"
+        ]
+    );
 }
