@@ -8,12 +8,18 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests drive for real (firewalld, its backends, a private bus, namespaces).
 ensure_packages firewalld nftables dbus iproute2 iptables iputils-ping hyperfine systemd procps make \
     libvirt-daemon-system libvirt-clients dnsmasq-base busybox zsh fish rpm man-db groff-base pkg-config \
-    mmdebstrap
+    mmdebstrap debhelper util-linux
 
 echo "== fetching firewalld 0.9.3, 2.3.1 and 2.5.2 (Debian 11, 13, sid) into the lab cache"
 scripts/fetch-firewalld.sh
 echo "== building the Debian sid root (libvirt 12, firewalld 2.5.2) into the lab cache"
 scripts/fetch-sid-root.sh
+
+echo "== the booted-system lab's Debian 12 root (cached under target/lab/roots)"
+scripts/build-root.sh
+
+echo "== this tree's .deb for the booted-system tests (cached under target/packages/cache)"
+scripts/deb-cached.sh
 
 echo "== format and lints"
 cargo fmt --check

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -17,6 +18,15 @@ fn init_logging(daemon: bool) {
         .unwrap_or_else(|_| EnvFilter::new(if daemon { "info" } else { "warn" }));
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
+            // syslog's meaning of each level: a routine reconcile is informational (6), not a
+            // "significant condition" (notice, 5, tracing-journald's default for INFO).
+            let journald = journald.with_priority_mappings(PriorityMappings {
+                error: Priority::Error,
+                warn: Priority::Warning,
+                info: Priority::Informational,
+                debug: Priority::Debug,
+                trace: Priority::Debug,
+            });
             tracing_subscriber::registry()
                 .with(filter)
                 .with(journald)

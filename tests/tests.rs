@@ -6,6 +6,7 @@
 mod common;
 
 mod bind;
+mod booted;
 mod daemon;
 mod demo;
 mod docs;

@@ -41,6 +41,7 @@
 //! - Each release's own bus policy (`FirewallD.conf`) is used; 2.3.1's equals 1.3.3's.
 //! - `VIRTZONE_LAB_FIREWALLD_DEBUG=N` starts firewalld with `--debug=N` (long logs).
 
+pub mod booted;
 pub mod libvirt;
 pub mod sidroot;
 pub mod topology;
