@@ -4,20 +4,13 @@ use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::daemon::{policy, wait_until, Daemon, NAME, PATH};
 use common::{ok, text, Backend, Lab, LabConfig, Release};
 use serde_json::Value;
-
-const NAME: &str = "org.virtzone.VirtZone1";
-const PATH: &str = "/org/virtzone/VirtZone1";
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn policy() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.virtzone.VirtZone1.conf")
-}
 
 fn lab(cfg: LabConfig) -> Lab {
     let mut files = Vec::new();
@@ -32,68 +25,6 @@ fn lab(cfg: LabConfig) -> Lab {
         files,
         ..cfg
     })
-}
-
-/// A running daemon, stopped on drop.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    /// Starts `virtzone serve` and waits until it owns its name.
-    fn start(lab: &Lab) -> Daemon {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(lab.dir().join("daemon.log"))
-            .unwrap();
-        let child = lab
-            .virtzone()
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start virtzone serve");
-        let daemon = Daemon { child };
-        wait_until(lab, "the daemon owns its name", || lab.name_has_owner(NAME));
-        daemon
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SIGTERM, the way systemd stops it; it exits promptly.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill9();
-    }
-}
-
-fn wait_until(lab: &Lab, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > DEADLINE {
-            let log = std::fs::read_to_string(lab.dir().join("daemon.log")).unwrap_or_default();
-            panic!(
-                "timed out waiting until {what}\ndaemon log:\n{log}\nfirewalld log:\n{}",
-                lab.firewalld_log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A property of the daemon, as JSON (`null` when it cannot be read).

@@ -12,87 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::{policy, wait_until, Daemon, NAME, PATH};
 use common::{ok, run_with_input, text, Lab, LabConfig};
-
-const NAME: &str = "org.virtzone.VirtZone1";
-const PATH: &str = "/org/virtzone/VirtZone1";
-const DEADLINE: Duration = Duration::from_secs(60);
 
 fn lab() -> Lab {
     let lab = Lab::start(LabConfig {
-        bus_policies: vec![
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.virtzone.VirtZone1.conf")
-        ],
+        bus_policies: vec![policy()],
         ..LabConfig::default()
     });
     ok(&lab.run_virtzone(&["install"]));
     lab
-}
-
-fn wait_until(lab: &Lab, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > DEADLINE {
-            let log = fs::read_to_string(lab.dir().join("daemon.log")).unwrap_or_default();
-            panic!("timed out waiting until {what}\ndaemon log:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `virtzone serve` in the lab, logging to `<lab>/daemon.log`; killed on drop.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn spawn(lab: &Lab) -> Daemon {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(lab.dir().join("daemon.log"))
-            .unwrap();
-        let child = lab
-            .virtzone()
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Daemon { child }
-    }
-
-    fn start(lab: &Lab) -> Daemon {
-        let d = Daemon::spawn(lab);
-        wait_until(lab, "the daemon owns its name", || lab.name_has_owner(NAME));
-        d
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for the daemon to exit and returns its status code.
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            assert!(
-                start.elapsed() < within,
-                "the daemon did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn signal(pid: u32, sig: &str) {

@@ -307,50 +307,47 @@ pub fn zone_copies(etc: &Path, usr: &Path) -> Option<Vec<ZoneCopy>> {
     if !etc.is_dir() {
         return None;
     }
-    let mut out = Vec::new();
-    for (name, _) in zone::SHIPPED_ZONES {
-        let (admin, package) = (
-            etc.join("zones").join(format!("{name}.xml")),
-            usr.join("zones").join(format!("{name}.xml")),
-        );
-        if admin.exists() && package.exists() {
-            let differences = match (
-                zone::parse_zone_file(&admin),
-                zone::parse_zone_file(&package),
-            ) {
-                (Ok(a), Ok(p)) => p.diff(&a),
-                (Err(e), _) => vec![format!("the /etc copy does not load: {e}")],
-                (_, Err(e)) => vec![format!("the packaged file does not load: {e}")],
-            };
-            out.push(ZoneCopy {
-                name: name.to_string(),
-                admin,
-                package,
-                differences,
-            });
+    // How the /etc copy differs in meaning from the packaged file, for either kind of object.
+    fn differences<T, E: std::fmt::Display>(
+        admin: &Path,
+        package: &Path,
+        parse: fn(&Path) -> Result<T, E>,
+        diff: fn(&T, &T) -> Vec<String>,
+    ) -> Vec<String> {
+        match (parse(admin), parse(package)) {
+            (Ok(a), Ok(p)) => diff(&p, &a),
+            (Err(e), _) => vec![format!("the /etc copy does not load: {e}")],
+            (_, Err(e)) => vec![format!("the packaged file does not load: {e}")],
         }
     }
-    for (name, _) in zone::SHIPPED_POLICIES {
-        let (admin, package) = (
-            etc.join("policies").join(format!("{name}.xml")),
-            usr.join("policies").join(format!("{name}.xml")),
-        );
-        if admin.exists() && package.exists() {
-            let differences = match (
-                zone::parse_policy_file(&admin),
-                zone::parse_policy_file(&package),
-            ) {
-                (Ok(a), Ok(p)) => p.diff(&a),
-                (Err(e), _) => vec![format!("the /etc copy does not load: {e}")],
-                (_, Err(e)) => vec![format!("the packaged file does not load: {e}")],
-            };
-            out.push(ZoneCopy {
-                name: name.to_string(),
-                admin,
-                package,
-                differences,
-            });
+    let mut out = Vec::new();
+    for object in zone::SHIPPED_OBJECTS {
+        let dir = match object.kind {
+            zone::ObjectKind::Zone => "zones",
+            zone::ObjectKind::Policy => "policies",
+        };
+        let file = format!("{}.xml", object.name);
+        let (admin, package) = (etc.join(dir).join(&file), usr.join(dir).join(&file));
+        if !(admin.exists() && package.exists()) {
+            continue;
         }
+        let differences = match object.kind {
+            zone::ObjectKind::Zone => {
+                differences(&admin, &package, zone::parse_zone_file, zone::Zone::diff)
+            }
+            zone::ObjectKind::Policy => differences(
+                &admin,
+                &package,
+                zone::parse_policy_file,
+                zone::Policy::diff,
+            ),
+        };
+        out.push(ZoneCopy {
+            name: object.name.to_string(),
+            admin,
+            package,
+            differences,
+        });
     }
     Some(out)
 }

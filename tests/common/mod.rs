@@ -42,6 +42,7 @@
 //! - `VIRTZONE_LAB_FIREWALLD_DEBUG=N` starts firewalld with `--debug=N` (long logs).
 
 pub mod booted;
+pub mod daemon;
 pub mod libvirt;
 pub mod sidroot;
 pub mod topology;
