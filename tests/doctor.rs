@@ -685,3 +685,108 @@ fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
         before
     );
 }
+
+#[test]
+fn a_failed_firewalld_is_the_problem_named() {
+    let lab = Lab::start(LabConfig {
+        files: vec![(
+            "zones/broken.xml".into(),
+            "<zone><rule priority='x'></zone>".into(),
+        )],
+        expect_state: "FAILED",
+        ..LabConfig::default()
+    });
+    lab.allow_firewalld_errors("a broken zone file in /etc sends firewalld into FAILED on purpose");
+    let (code, v) = doctor_json(&lab, None, WITH_HOOK);
+    assert_eq!(code, 1, "{v:#}");
+    let c = check(&v, "firewalld");
+    assert_eq!(c["status"], "problem", "{c:#}");
+    assert!(
+        c["summary"].as_str().unwrap().contains("state FAILED"),
+        "{c:#}"
+    );
+    assert!(evidence(c).contains("state FAILED"), "{c:#}");
+}
+
+#[test]
+fn bridged_guests_cross_firewalld_until_br_netfilter_is_off() {
+    let lab = installed(LabConfig::default());
+    // A host bridge with two guests plugged in directly (taps named as libvirt names them), in one
+    // subnet: their traffic is bridged, not routed.
+    let guests = [format!("{}-b1", lab.netns), format!("{}-b2", lab.netns)];
+    let _cleanup = NetnsGuard(guests.to_vec());
+    let mut steps = vec![
+        "-n LAB link add vzhb0 type bridge".to_string(),
+        "-n LAB link set vzhb0 up".into(),
+    ];
+    for (i, g) in guests.iter().enumerate() {
+        steps.extend([
+            format!("netns add {g}"),
+            format!("-n LAB link add vnet{i} type veth peer name eth0 netns {g}"),
+            format!("-n LAB link set vnet{i} master vzhb0 up"),
+            format!("-n {g} addr add 203.0.113.{}/24 dev eth0", 10 + i),
+            format!("-n {g} link set eth0 up"),
+        ]);
+    }
+    for step in steps {
+        let step = step.replace("LAB", &lab.netns);
+        let out = std::process::Command::new("ip")
+            .args(step.split(' '))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {step}: {}", text(&out.stderr));
+    }
+    ok(&lab
+        .command("sysctl")
+        .args(["-w", "net.bridge.bridge-nf-call-iptables=1"])
+        .output()
+        .unwrap());
+    let pings = || {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &guests[0],
+                "ping",
+                "-c1",
+                "-W1",
+                "203.0.113.11",
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let blocked_before = !pings();
+    let (code, v) = doctor_json(&lab, None, WITH_HOOK);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(
+        findings(&v),
+        [("br-netfilter".to_string(), "problem".to_string())],
+        "{v:#}"
+    );
+    let out = doctor_in(&lab, None, WITH_HOOK, &["--fix", "--yes"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    common::libvirt::wait_for(
+        "the guests reaching each other",
+        Duration::from_secs(10),
+        || pings().then_some(()),
+    );
+    assert!(
+        blocked_before,
+        "with br_netfilter on, firewalld's forward rules must have dropped the bridged ping"
+    );
+}
+
+/// Deletes network namespaces on drop.
+struct NetnsGuard(Vec<String>);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
+        }
+    }
+}
