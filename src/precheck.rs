@@ -316,6 +316,7 @@ mod tests {
                 .then(|| BridgeName::new("virbr0").unwrap()),
             zone: zone.map(|z| ZoneName::new(z).unwrap()),
             forward,
+            ips: Vec::new(),
         }
     }
 

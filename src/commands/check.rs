@@ -38,6 +38,7 @@ pub(crate) fn read_network(
             bridge: Some(bridge.clone()),
             zone: None,
             forward: ForwardMode::Nat,
+            ips: Vec::new(),
         });
     };
     let mut xml = String::new();

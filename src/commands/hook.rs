@@ -100,12 +100,17 @@ pub async fn run(
     // keeps to one overall budget instead of several 120 s firewalld call timeouts.
     let budget = Config::load()?.hook_timeout.unwrap_or(HOOK_BUDGET);
     let work = async {
-        let result = act(op, network).await;
+        // One connection for the binding and the forwards.
+        let fw = match Firewalld::connect().await {
+            Ok(fw) => Some(fw),
+            Err(firewalld::Error::NoBus(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let result = act(op, &network, fw.as_ref()).await;
         // Forwards follow the network's bridge and subnets: record them and re-apply
         // (docs/forwards.md). Never fails the network operation.
         if result.is_ok() && matches!(op, Op::Started | Op::Stopped) {
-            let fw = Firewalld::connect().await.ok();
-            crate::forward::network_hook(fw.as_ref(), name, &xml, op == Op::Started).await;
+            crate::forward::network_hook(fw.as_ref(), &network, op == Op::Started).await;
         }
         result
     };
@@ -119,36 +124,31 @@ pub async fn run(
     }
 }
 
-/// The hook's work for `start`, `started` and `stopped`, on one bus connection.
-async fn act(op: Op, network: Network) -> Result<ExitCode, Failure> {
-    let fw = match Firewalld::connect().await {
-        Ok(fw) => Some(fw),
-        Err(firewalld::Error::NoBus(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
+/// The hook's work for `start`, `started` and `stopped` (`fw`: `None` without a system bus).
+async fn act(op: Op, network: &Network, fw: Option<&Firewalld>) -> Result<ExitCode, Failure> {
     if op == Op::Stopped {
-        return stopped(fw.as_ref(), network.bridge).await;
+        return stopped(fw, network.bridge.clone()).await;
     }
     // `start` and `started`: the zone libvirt's rules give this network on this firewalld.
-    let facts = match &fw {
+    let facts = match fw {
         Some(fw) => fw.facts().await?,
         None => FirewalldFacts::NotRunning { no_bus: true },
     };
     let verdict = precheck::decide(
         &Request {
-            network: &network,
+            network,
             zone: None,
         },
         &facts,
     );
     if op == Op::Start {
-        return check::report(&network, &verdict, false);
+        return check::report(network, &verdict, false);
     }
     if !verdict.ok {
         return Err(Failure::Refused(verdict.message));
     }
     let (Some(zone), Some(bridge), FirewalldFacts::Running(_), Some(fw)) =
-        (verdict.zone, network.bridge, facts, fw)
+        (verdict.zone, network.bridge.clone(), facts, fw)
     else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -164,12 +164,12 @@ async fn act(op: Op, network: Network) -> Result<ExitCode, Failure> {
     };
     let state = match StateDir::locate(None) {
         Ok(state) => state,
-        Err(e) => return bind_unrecorded(&fw, &req, &e.to_string()).await,
+        Err(e) => return bind_unrecorded(fw, &req, &e.to_string()).await,
     };
-    match bind::attach(&fw, &state, &req).await {
+    match bind::attach(fw, &state, &req).await {
         Ok(message) => out!("{message}"),
         // A broken state file must not stop every network: bind without the record.
-        Err(bind::BindError::State(e)) => return bind_unrecorded(&fw, &req, &e.to_string()).await,
+        Err(bind::BindError::State(e)) => return bind_unrecorded(fw, &req, &e.to_string()).await,
         Err(e) => return Err(e.into()),
     }
     Ok(ExitCode::SUCCESS)

@@ -294,7 +294,7 @@ pub fn running_networks(dir: &Path) -> Vec<NetworkFacts> {
         .filter_map(|p| read_small(&p))
         .filter_map(|xml| {
             let network = parse_network_xml(&xml, None).ok()?;
-            let ipv6 = xml.contains("family='ipv6'") || xml.contains("family=\"ipv6\"");
+            let ipv6 = network.has_ipv6();
             Some(NetworkFacts { network, ipv6 })
         })
         .collect();

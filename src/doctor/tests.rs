@@ -71,9 +71,10 @@ fn status(bridges: &[(&str, Option<&str>)]) -> crate::status::Status {
 }
 
 fn network(xml: &str) -> NetworkFacts {
+    let network = parse_network_xml(xml, None).unwrap();
     NetworkFacts {
-        network: parse_network_xml(xml, None).unwrap(),
-        ipv6: xml.contains("ipv6"),
+        ipv6: network.has_ipv6(),
+        network,
     }
 }
 

@@ -15,9 +15,10 @@ pub mod watch;
 use std::net::IpAddr;
 
 use crate::firewalld::{self, Firewalld};
+use crate::libvirt::Network;
 use crate::state::{StateDir, StateError};
 use model::{Allow, Declared, Forward, Opening, PortMap, FORMAT_VERSION};
-use network::{Networks, NETWORKS_FILE};
+use network::{NetworkRecord, Networks, NETWORKS_FILE};
 
 /// The state file of declared forwards and allows.
 pub const FORWARDS_FILE: &str = "forwards.json";
@@ -397,10 +398,11 @@ pub async fn reconcile(fw: &Firewalld, state: &StateDir) -> Result<usize, Forwar
     apply::converge(fw, &declared, &[], &networks).await
 }
 
-/// The network hook's part: records a network from libvirt's live XML at `started begin`
-/// (`xml` = hookData) or marks it stopped at `stopped end`, then re-applies forwards (their accepts
+/// The network hook's part: records a network (the hookData the hook parsed) at `started begin`
+/// or marks it stopped at `stopped end`, then re-applies forwards (their accepts
 /// follow the network's bridge). Problems are warnings: a forward must never stop a network.
-pub async fn network_hook(fw: Option<&Firewalld>, name: &str, xml: &str, started: bool) {
+pub async fn network_hook(fw: Option<&Firewalld>, net: &Network, started: bool) {
+    let name = net.name.as_str();
     let result = async {
         let main = StateDir::locate(None)?;
         let state = store_created(&main)?;
@@ -408,9 +410,9 @@ pub async fn network_hook(fw: Option<&Firewalld>, name: &str, xml: &str, started
             let _lock = state.lock().await?;
             let mut networks = networks_in(&state)?;
             if started {
-                match network::record_from_xml(xml) {
-                    Ok(Some((n, rec))) if n == name => {
-                        networks.networks.insert(n, rec);
+                match NetworkRecord::of(net) {
+                    Ok(Some(rec)) => {
+                        networks.networks.insert(name.to_string(), rec);
                     }
                     Ok(_) => return Ok(()),
                     Err(e) => return Err(ForwardError::Usage(format!("hookData: {e}"))),

@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::libvirt::Network;
 use crate::names::BridgeName;
 
 /// The state file of network records.
@@ -124,97 +125,57 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Deserialize)]
-struct HookDataXml {
-    network: NetworkXml,
-}
-
-#[derive(Deserialize)]
-struct NetworkXml {
-    name: String,
-    bridge: Option<BridgeXml>,
-    forward: Option<ForwardXml>,
-    #[serde(default)]
-    ip: Vec<IpXml>,
-}
-
-#[derive(Deserialize)]
-struct BridgeXml {
-    #[serde(rename = "@name")]
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ForwardXml {
-    #[serde(rename = "@mode")]
-    mode: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct IpXml {
-    #[serde(rename = "@address")]
-    address: Option<String>,
-    #[serde(rename = "@netmask")]
-    netmask: Option<String>,
-    #[serde(rename = "@prefix")]
-    prefix: Option<String>,
-}
-
-/// Reads name and record (marked active) from libvirt's live network XML or the hook's hookData.
-/// `None` for a network without a libvirt bridge (nothing to forward to).
-pub fn record_from_xml(xml: &str) -> Result<Option<(String, NetworkRecord)>, String> {
-    let net = match quick_xml::de::from_str::<HookDataXml>(xml) {
-        Ok(h) => h.network,
-        Err(_) => quick_xml::de::from_str::<NetworkXml>(xml).map_err(|e| e.to_string())?,
-    };
-    let forward = match net.forward {
-        None => "none".to_string(),
-        Some(f) => f.mode.unwrap_or_else(|| "nat".into()),
-    };
-    let Some(bridge) = net.bridge.and_then(|b| b.name) else {
-        return Ok(None);
-    };
-    let bridge = BridgeName::new(&bridge).map_err(|e| e.to_string())?;
-    let mut subnets = Vec::new();
-    let mut host = Vec::new();
-    for ip in net.ip {
-        let Some(address) = ip.address else { continue };
-        let addr: IpAddr = address
-            .parse()
-            .map_err(|_| format!("network {}: bad address {address:?}", net.name))?;
-        let prefix = match (ip.prefix, ip.netmask) {
-            (Some(p), _) => p
-                .parse::<u8>()
-                .map_err(|_| format!("network {}: bad prefix {p:?}", net.name))?,
-            (None, Some(mask)) => {
-                let m: std::net::Ipv4Addr = mask
-                    .parse()
-                    .map_err(|_| format!("network {}: bad netmask {mask:?}", net.name))?;
-                u32::from(m).count_ones() as u8
-            }
-            (None, None) if addr.is_ipv4() => 24,
-            (None, None) => 64,
+impl NetworkRecord {
+    /// The record (marked active) of a network parsed from libvirt's live XML or the hook's hookData;
+    /// `None` for a network without a libvirt bridge (nothing to forward to).
+    pub fn of(net: &Network) -> Result<Option<NetworkRecord>, String> {
+        let Some(bridge) = net.bridge.clone() else {
+            return Ok(None);
         };
-        let subnet = Subnet::new(addr, prefix)
-            .ok_or_else(|| format!("network {}: bad prefix {prefix}", net.name))?;
-        subnets.push(subnet);
-        host.push(addr);
-    }
-    Ok(Some((
-        net.name,
-        NetworkRecord {
+        let mut subnets = Vec::new();
+        let mut host = Vec::new();
+        for ip in &net.ips {
+            let Some(address) = &ip.address else { continue };
+            let addr: IpAddr = address
+                .parse()
+                .map_err(|_| format!("network {}: bad address {address:?}", net.name))?;
+            let prefix = match (&ip.prefix, &ip.netmask) {
+                (Some(p), _) => p
+                    .parse::<u8>()
+                    .map_err(|_| format!("network {}: bad prefix {p:?}", net.name))?,
+                (None, Some(mask)) => {
+                    let m: std::net::Ipv4Addr = mask
+                        .parse()
+                        .map_err(|_| format!("network {}: bad netmask {mask:?}", net.name))?;
+                    u32::from(m).count_ones() as u8
+                }
+                (None, None) if addr.is_ipv4() => 24,
+                (None, None) => 64,
+            };
+            let subnet = Subnet::new(addr, prefix)
+                .ok_or_else(|| format!("network {}: bad prefix {prefix}", net.name))?;
+            subnets.push(subnet);
+            host.push(addr);
+        }
+        Ok(Some(NetworkRecord {
             bridge,
-            forward,
+            forward: net.forward.as_str().to_string(),
             subnets,
             host,
             active: true,
-        },
-    )))
+        }))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::libvirt::parse_network_xml;
+
+    fn record_from_xml(xml: &str) -> Result<Option<NetworkRecord>, String> {
+        NetworkRecord::of(&parse_network_xml(xml, None).map_err(|e| e.to_string())?)
+    }
 
     #[test]
     fn reads_hook_data() {
@@ -222,8 +183,7 @@ mod tests {
                    <bridge name='virbr0' stp='on'/>\
                    <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp/></ip>\
                    <ip family='ipv6' address='2001:db8:5::1' prefix='64'/></network></hookData>";
-        let (name, rec) = record_from_xml(xml).unwrap().unwrap();
-        assert_eq!(name, "default");
+        let rec = record_from_xml(xml).unwrap().unwrap();
         assert_eq!(rec.forward, "nat");
         assert_eq!(rec.bridge.as_str(), "virbr0");
         assert_eq!(
@@ -237,10 +197,7 @@ mod tests {
         assert!(!rec.subnets[0].contains("192.0.3.77".parse().unwrap()));
         assert!(!rec.subnets[0].contains("2001:db8:5::7".parse().unwrap()));
         let isolated = "<network><name>iso</name><bridge name='virbr9'/></network>";
-        assert_eq!(
-            record_from_xml(isolated).unwrap().unwrap().1.forward,
-            "none"
-        );
+        assert_eq!(record_from_xml(isolated).unwrap().unwrap().forward, "none");
         let hostbridge = "<network><name>br</name><forward mode='bridge'/></network>";
         assert_eq!(record_from_xml(hostbridge).unwrap(), None);
         assert!(record_from_xml("<network><name>x</name><bridge name='a/b'/></network>").is_err());

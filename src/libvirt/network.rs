@@ -68,6 +68,39 @@ pub struct Network {
     pub zone: Option<ZoneName>,
     /// The forward mode.
     pub forward: ForwardMode,
+    /// Its `<ip>` elements, as libvirt wrote them (forwards derive the network's subnets from them).
+    pub ips: Vec<NetworkIp>,
+}
+
+/// One `<ip>` element of a network, unvalidated: only forwards need the values, and they say which
+/// one is wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkIp {
+    /// `family` (`ipv4`, the default, or `ipv6`).
+    #[serde(rename = "@family", default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// `address`: the host's address on the bridge.
+    #[serde(rename = "@address", default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// `netmask` (IPv4).
+    #[serde(rename = "@netmask", default, skip_serializing_if = "Option::is_none")]
+    pub netmask: Option<String>,
+    /// `prefix`.
+    #[serde(rename = "@prefix", default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+impl Network {
+    /// Whether the network has an IPv6 address.
+    pub fn has_ipv6(&self) -> bool {
+        self.ips.iter().any(|ip| {
+            ip.family.as_deref() == Some("ipv6")
+                || ip
+                    .address
+                    .as_deref()
+                    .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+        })
+    }
 }
 
 /// Why a network document was refused.
@@ -100,6 +133,8 @@ struct NetworkXml {
     name: String,
     bridge: Option<BridgeXml>,
     forward: Option<ForwardXml>,
+    #[serde(default)]
+    ip: Vec<NetworkIp>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +243,7 @@ pub fn parse_network_xml(
         bridge,
         zone,
         forward,
+        ips: raw.ip,
     })
 }
 
