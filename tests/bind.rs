@@ -23,17 +23,11 @@ fn recorded(lab: &Lab) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn installed_lab(cfg: LabConfig) -> Lab {
-    let lab = Lab::start(cfg);
-    ok(&lab.run_virtzone(&["install"]));
-    lab
-}
-
 #[test]
 fn attach_detach_and_the_admins_choice() {
     for cfg in both_releases_both_backends() {
         let what = format!("{:?}/{:?}", cfg.release, cfg.backend);
-        let lab = installed_lab(cfg);
+        let lab = Lab::start_installed(cfg);
         assert_eq!(
             ok(&lab.run_virtzone(&["attach", "virbr0"])).trim(),
             "bound bridge virbr0 to zone libvirt",
@@ -128,7 +122,7 @@ fn attach_detach_and_the_admins_choice() {
 
 #[test]
 fn permanent_bindings_survive_reloads() {
-    let lab = installed_lab(LabConfig::default());
+    let lab = Lab::start_installed(LabConfig::default());
     ok(&lab.run_virtzone(&["attach", "virbr0", "--permanent"]));
     assert_eq!(
         lab.firewall_cmd_ok(&["--permanent", "--get-zone-of-interface=virbr0"])
@@ -174,7 +168,7 @@ fn permanent_bindings_survive_reloads() {
 
 #[test]
 fn hostile_names_exit_2_and_change_nothing() {
-    let lab = installed_lab(LabConfig::default());
+    let lab = Lab::start_installed(LabConfig::default());
     let before = lab.interface_zones();
     let bridges = [
         "a/b",
@@ -267,7 +261,7 @@ fn wait_all(children: Vec<Child>) -> Vec<Output> {
 
 #[test]
 fn concurrent_invocations_stay_consistent() {
-    let lab = installed_lab(LabConfig::default());
+    let lab = Lab::start_installed(LabConfig::default());
     let spawn = |args: Vec<String>| {
         lab.virtzone()
             .args(args)

@@ -122,12 +122,6 @@ fn evidence(c: &Value) -> String {
         .join("\n")
 }
 
-fn installed(cfg: LabConfig) -> Lab {
-    let lab = Lab::start(cfg);
-    ok(&lab.run_virtzone(&["install"]));
-    lab
-}
-
 #[test]
 fn a_healthy_host_has_no_problem_and_no_warning_on_every_release() {
     for (release, backend) in [
@@ -140,7 +134,7 @@ fn a_healthy_host_has_no_problem_and_no_warning_on_every_release() {
         (Release::Sid, Backend::Nftables),
         (Release::Sid, Backend::Iptables),
     ] {
-        let lab = installed(LabConfig::new(release, backend));
+        let lab = Lab::start_installed(LabConfig::new(release, backend));
         let (code, v) = doctor_json(&lab, None, WITH_HOOK);
         assert_eq!(
             findings(&v),
@@ -300,7 +294,7 @@ fn a_network_manager_profile_zoning_a_libvirt_bridge_is_named() {
 
 #[test]
 fn warnings_name_their_evidence() {
-    let lab = installed(LabConfig {
+    let lab = Lab::start_installed(LabConfig {
         // An /etc copy of the libvirt zone that shadows a different packaged one.
         default_files: vec![(
             "zones/libvirt.xml".into(),
@@ -356,7 +350,7 @@ fn warnings_name_their_evidence() {
 
 #[test]
 fn bridged_guests_behind_br_netfilter_are_found_and_fixed() {
-    let lab = installed(LabConfig::default());
+    let lab = Lab::start_installed(LabConfig::default());
     // A host bridge carrying a guest directly (libvirt names guest taps vnetN).
     for args in [
         "link add vzhb0 type bridge",
@@ -415,7 +409,7 @@ fn bridged_guests_behind_br_netfilter_are_found_and_fixed() {
 
 #[test]
 fn bad_input_and_a_hung_firewalld() {
-    let lab = installed(LabConfig::default());
+    let lab = Lab::start_installed(LabConfig::default());
     for (args, want) in [
         (vec!["--network", "../x"], "is not a libvirt network name"),
         (
@@ -477,7 +471,7 @@ fn bad_input_and_a_hung_firewalld() {
 
 #[test]
 fn strict_forward_ports_warns_about_forwards_made_outside_firewalld() {
-    let lab = installed(LabConfig {
+    let lab = Lab::start_installed(LabConfig {
         files: vec![(
             "firewalld.conf".into(),
             "DefaultZone=public\nFirewallBackend=nftables\nStrictForwardPorts=yes\n".into(),
@@ -522,63 +516,6 @@ fn a_hook_installed_after_libvirtd_started_is_not_run_yet() {
     assert!(evidence(check(&v, "hook")).contains("after libvirtd started"));
 }
 
-/// An upstream network namespace on a routed link from the lab (198.51.100.0/24), with a web server,
-/// and the lab's default route through it. Removed on drop.
-struct Upstream {
-    netns: String,
-    server: Option<std::process::Child>,
-}
-
-impl Upstream {
-    fn attach(lab: &Lab) -> Upstream {
-        let mut up = Upstream {
-            netns: format!("{}-up", lab.netns),
-            server: None,
-        };
-        let (ns, lab_ns) = (up.netns.clone(), lab.netns.clone());
-        let steps = [
-            format!("netns add {ns}"),
-            format!("-n {lab_ns} link add vzup9 type veth peer name eth0 netns {ns}"),
-            format!("-n {lab_ns} addr add 198.51.100.1/24 dev vzup9"),
-            format!("-n {lab_ns} link set vzup9 up"),
-            format!("-n {lab_ns} route add default via 198.51.100.2"),
-            format!("-n {ns} addr add 198.51.100.2/24 dev eth0"),
-            format!("-n {ns} link set lo up"),
-            format!("-n {ns} link set eth0 up"),
-            format!("-n {ns} route add 192.0.2.0/24 via 198.51.100.1"),
-        ];
-        for step in steps {
-            let out = std::process::Command::new("ip")
-                .args(step.split(' '))
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "ip {step}: {}", text(&out.stderr));
-        }
-        let server = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns, "python3", "-m", "http.server", "8000"])
-            .args(["--bind", "198.51.100.2"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        up.server = Some(server);
-        up
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        common::kill_netns_processes(&self.netns);
-        if let Some(mut server) = self.server.take() {
-            let _ = server.kill();
-            let _ = server.wait();
-        }
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
-    }
-}
-
 /// A guest's HTTP request to the upstream server (2 s at most; Debian 12's busybox wget crashes).
 fn reaches_upstream(guest: &common::libvirt::Guest<'_>) -> bool {
     guest
@@ -605,7 +542,22 @@ fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
         "net-create",
     );
     let root = vlab.dir().join("libvirt");
-    let _up = Upstream::attach(&vlab);
+    // An upstream host with a web server, and the lab's default route through it (doctor follows
+    // guest traffic to the default route's interface).
+    let up = vlab.plug_upstream("vzup9", "198.51.100.1/24", "198.51.100.2/24");
+    ok(&vlab
+        .command("ip")
+        .args(["route", "add", "default", "via", "198.51.100.2"])
+        .output()
+        .unwrap());
+    let _server = common::Process(
+        up.command("python3")
+            .args(["-m", "http.server", "8000", "--bind", "198.51.100.2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     ok(&vlab
         .command("sysctl")
         .args(["-w", "net.ipv4.ip_forward=1"])
@@ -710,7 +662,7 @@ fn a_failed_firewalld_is_the_problem_named() {
 
 #[test]
 fn bridged_guests_cross_firewalld_until_br_netfilter_is_off() {
-    let lab = installed(LabConfig::default());
+    let lab = Lab::start_installed(LabConfig::default());
     // A host bridge with two guests plugged in directly (taps named as libvirt names them), in one
     // subnet: their traffic is bridged, not routed.
     let guests = [format!("{}-b1", lab.netns), format!("{}-b2", lab.netns)];

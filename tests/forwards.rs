@@ -15,7 +15,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::libvirt::{Guest, LibvirtConfig, LibvirtLab};
-use common::{text, Backend, LabConfig, Release};
+use common::{text, Backend, LabConfig, Process, Release};
 use serde_json::Value;
 
 /// How long a forward may take to work again after a rebuild (the daemon reacts in milliseconds;
@@ -56,16 +56,6 @@ except OSError as e:
 fn python() -> &'static str {
     // Debian's python3, not whatever python is first on PATH.
     "/usr/bin/python3"
-}
-
-/// A process killed and reaped on drop.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Starts the banner server in `node` on `addr:port` and waits until it accepts.

@@ -383,6 +383,13 @@ impl Lab {
         lab
     }
 
+    /// [`Lab::start`], then `virtzone install`: a lab with virtzone's zones and policies loaded.
+    pub fn start_installed(cfg: LabConfig) -> Lab {
+        let lab = Lab::start(cfg);
+        ok(&lab.run_virtzone(&["install"]));
+        lab
+    }
+
     /// A command that runs `program` inside the lab's network namespace with
     /// `DBUS_SYSTEM_BUS_ADDRESS` set to the lab's bus and every other `DBUS_*` variable of the
     /// host removed.
@@ -1242,6 +1249,16 @@ fn process_alive(pid: u32) -> bool {
             .rsplit_once(") ")
             .is_none_or(|(_, rest)| !rest.starts_with('Z')),
         Err(_) => false,
+    }
+}
+
+/// A process a test started, killed and reaped on drop.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
