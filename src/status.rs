@@ -247,7 +247,7 @@ impl Extra {
 }
 
 /// libvirt's firewall backend, where it can be read (off the async thread: it reads files).
-async fn libvirt_firewall() -> Option<crate::libvirt::firewall::LibvirtFirewall> {
+pub async fn libvirt_firewall() -> Option<crate::libvirt::firewall::LibvirtFirewall> {
     tokio::task::spawn_blocking(crate::libvirt::firewall::detect)
         .await
         .ok()

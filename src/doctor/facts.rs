@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::bind::{Bindings, BINDINGS_FILE};
+use crate::firewalld::snapshot::{Scope, Snapshot};
 use crate::firewalld::{Backend, Firewalld, FirewalldFacts};
 use crate::libvirt::{parse_network_xml, Network};
 use crate::state::StateDir;
@@ -123,9 +124,8 @@ pub struct Facts {
     pub strict_forward_ports: Option<bool>,
     /// DNAT rules outside firewalld.
     pub foreign_dnat: Vec<String>,
-    /// The live ruleset as `nft -j list ruleset` prints it; `None` when unreadable.
-    pub ruleset: Option<String>,
-    /// The same, read for the evaluator (with iptables-nft's saved lines); the error when unreadable.
+    /// The live ruleset, read for the evaluator (with iptables-nft's saved lines); the error when
+    /// unreadable.
     pub evaluable: Result<crate::verify::Ruleset, String>,
     /// The default route's interface, where forwarded guest traffic leaves.
     pub uplink: Option<String>,
@@ -156,7 +156,6 @@ impl Facts {
             legacy_rules: Vec::new(),
             strict_forward_ports: None,
             foreign_dnat: Vec::new(),
-            ruleset: None,
             evaluable: Err("not read".into()),
             uplink: None,
             bridge_addresses: BTreeMap::new(),
@@ -197,13 +196,18 @@ pub async fn gather(state: Option<&StateDir>, only: &[String]) -> Result<Facts, 
         }
     };
     if let Some(fw) = &fw {
+        // One snapshot serves both firewalld's facts and status's report.
         let asked = async {
-            let facts = fw.facts().await?;
-            let status = match facts {
-                FirewalldFacts::Running(_) => crate::status::gather_on(fw, state).await.ok(),
+            let snap = Snapshot::gather(fw, &Scope::shipped()).await?;
+            let status = match snap.firewalld {
+                FirewalldFacts::Running(_) => Some(crate::status::from_snapshot(
+                    &snap,
+                    state,
+                    crate::status::libvirt_firewall().await,
+                )),
                 FirewalldFacts::NotRunning { .. } => None,
             };
-            Ok::<_, crate::firewalld::Error>((facts, status))
+            Ok::<_, crate::firewalld::Error>((snap.firewalld, status))
         };
         match tokio::time::timeout(FIREWALLD_BUDGET, asked).await {
             Ok(Ok((facts, status))) => {
@@ -243,14 +247,17 @@ pub async fn gather(state: Option<&StateDir>, only: &[String]) -> Result<Facts, 
         Ok(FirewalldFacts::Running(r)) => Some(r.backend),
         _ => None,
     };
-    f.ruleset = nft_ruleset();
-    if let Some(json) = &f.ruleset {
-        let (foreign, dnat) = foreign_rules(json, backend);
-        f.foreign_tables = Some(foreign);
-        f.foreign_dnat = dnat;
+    // One read of the ruleset serves both the list of foreign tables and the evaluator.
+    match crate::verify::read_ruleset_json() {
+        Ok(json) => {
+            let (foreign, dnat) = foreign_rules(&json, backend);
+            f.foreign_tables = Some(foreign);
+            f.foreign_dnat = dnat;
+            f.evaluable = crate::verify::ruleset_of(&json).map_err(|e| e.to_string());
+        }
+        Err(e) => f.evaluable = Err(e.to_string()),
     }
     f.legacy_rules = legacy_rules();
-    f.evaluable = crate::verify::read_ruleset().map_err(|e| e.to_string());
     f.uplink = crate::verify::host_facts().uplink;
     for n in &f.networks {
         if let Some(b) = &n.network.bridge {
@@ -430,18 +437,6 @@ fn bridge_ports(sys: &Path) -> BTreeMap<String, Vec<String>> {
         }
     }
     out
-}
-
-/// `nft -j list ruleset`, `None` when nft is missing or refuses.
-fn nft_ruleset() -> Option<String> {
-    let out = std::process::Command::new("nft")
-        .args(["-j", "list", "ruleset"])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8(out.stdout).ok()
 }
 
 /// Tables that belong to neither firewalld nor libvirt, and DNAT rules outside firewalld.

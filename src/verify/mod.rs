@@ -170,12 +170,19 @@ fn dump(program: &str, args: &[&str]) -> Result<String, VerifyError> {
 /// Reads every table of this network namespace (`nft -j list ruleset`), plus `iptables-save` and
 /// `ip6tables-save` when iptables-nft's compat matches hide their options from nft.
 pub fn read_ruleset() -> Result<Ruleset, VerifyError> {
-    let json = nftables::helper::get_current_ruleset_raw(
-        nftables::helper::DEFAULT_NFT,
-        ["list", "ruleset"],
-    )
-    .map_err(|e| VerifyError(e.to_string()))?;
-    let mut rs = Ruleset::from_json(&json).map_err(VerifyError)?;
+    ruleset_of(&read_ruleset_json()?)
+}
+
+/// `nft -j list ruleset` of this network namespace, as nft prints it.
+pub fn read_ruleset_json() -> Result<String, VerifyError> {
+    nftables::helper::get_current_ruleset_raw(nftables::helper::DEFAULT_NFT, ["list", "ruleset"])
+        .map_err(|e| VerifyError(e.to_string()))
+}
+
+/// The evaluator's ruleset from nft's JSON, with `iptables-save`'s lines attached where
+/// iptables-nft's compat matches hide their options from nft.
+pub fn ruleset_of(json: &str) -> Result<Ruleset, VerifyError> {
+    let mut rs = Ruleset::from_json(json).map_err(VerifyError)?;
     for (family, program) in [("ip", "iptables-save"), ("ip6", "ip6tables-save")] {
         let has_xt = rs.chains.iter().any(|c| {
             c.family == family
