@@ -97,6 +97,8 @@ pub trait Mutations {
     ) -> firewalld::Result<()>;
     /// `direct.passthrough("ipv4", ["-t", table, args…])`.
     async fn passthrough(&self, table: &str, args: &[String]) -> firewalld::Result<()>;
+    /// `nft -j -f -` with one command object (`{"insert": {"rule": …}}` or `{"delete": …}`).
+    async fn nft(&self, command: &serde_json::Value) -> firewalld::Result<()>;
 }
 
 /// A plan that failed part-way, after the executor rolled back what had succeeded.
@@ -210,6 +212,29 @@ impl<'m, M: Mutations> Executor<'m, M> {
                 m.set_permanent_policy_entries(name, entries).await
             }
             Step::Iptables { table, args } => m.passthrough(table, args).await,
+            Step::NftInsertRule {
+                family,
+                table,
+                chain,
+                expr,
+                comment,
+                ..
+            } => {
+                m.nft(&serde_json::json!({"insert": {"rule": {
+                    "family": family, "table": table, "chain": chain,
+                    "expr": expr, "comment": comment}}}))
+                    .await
+            }
+            Step::NftDeleteRule {
+                family,
+                table,
+                chain,
+                handle,
+            } => {
+                m.nft(&serde_json::json!({"delete": {"rule": {
+                    "family": family, "table": table, "chain": chain, "handle": handle}}}))
+                    .await
+            }
         }
     }
 
@@ -526,6 +551,20 @@ impl Mutations for Live<'_> {
             .await
             .map_err(|e| Error::from_call("direct.passthrough", e))?;
         Ok(())
+    }
+
+    async fn nft(&self, command: &serde_json::Value) -> firewalld::Result<()> {
+        // Through the nftables crate's schema: a command it cannot represent is a bug here, said
+        // before nft runs.
+        let cmd: nftables::schema::NfCmd<'static> = serde_json::from_value(command.clone())
+            .map_err(|e| Error::Nft(format!("internal error: bad nft command {command}: {e}")))?;
+        let mut batch = nftables::batch::Batch::new();
+        batch.add_cmd(cmd);
+        let ruleset = batch.to_nftables();
+        tokio::task::spawn_blocking(move || nftables::helper::apply_ruleset(&ruleset))
+            .await
+            .map_err(|e| Error::Nft(format!("nft did not finish: {e}")))?
+            .map_err(|e| Error::Nft(e.to_string()))
     }
 }
 

@@ -17,7 +17,8 @@ use crate::zone::{Policy, Zone};
 
 pub use executor::{ExecError, Executor, Mutations};
 
-/// One change to firewalld. Every step but [`Step::Reload`] and [`Step::Iptables`] has an inverse
+/// One change to firewalld (or, for the nft steps, to libvirt's nftables table). Every step but
+/// [`Step::Reload`], [`Step::Iptables`] and the nft steps has an inverse
 /// (see [`Step::inverse`]), which is what the executor applies to roll back.
 ///
 /// The zone of the forward-port and rich-rule steps is a name firewalld reported (its default
@@ -162,10 +163,39 @@ pub enum Step {
         /// Arguments after `-t TABLE`.
         args: Vec<String>,
     },
+    /// Inserts a rule at the top of a chain of another program's nftables table (libvirt's
+    /// `guest_input` with its nftables firewall backend), by `nft -j -f -`. No inverse, like
+    /// [`Step::Iptables`]: planned from `nft -j list table` on every check.
+    NftInsertRule {
+        /// The table's family (`ip`).
+        family: String,
+        /// The table.
+        table: String,
+        /// The chain.
+        chain: String,
+        /// The rule's statements, nft JSON (`expr`).
+        expr: serde_json::Value,
+        /// The rule's comment (how virtzone recognises its rules).
+        comment: String,
+        /// The rule in nft's syntax, for messages.
+        text: String,
+    },
+    /// Deletes one rule, by handle, from a chain of an nftables table.
+    NftDeleteRule {
+        /// The table's family.
+        family: String,
+        /// The table.
+        table: String,
+        /// The chain.
+        chain: String,
+        /// nft's handle of the rule.
+        handle: u64,
+    },
 }
 
 impl Step {
-    /// The step that undoes this one, `None` for [`Step::Reload`] and [`Step::Iptables`].
+    /// The step that undoes this one, `None` for [`Step::Reload`], [`Step::Iptables`] and the nft
+    /// steps.
     pub fn inverse(&self) -> Option<Step> {
         Some(match self {
             Step::ChangeZoneOfInterface {
@@ -258,7 +288,10 @@ impl Step {
                 entries: previous.clone(),
                 previous: entries.clone(),
             },
-            Step::Reload | Step::Iptables { .. } => return None,
+            Step::Reload
+            | Step::Iptables { .. }
+            | Step::NftInsertRule { .. }
+            | Step::NftDeleteRule { .. } => return None,
         })
     }
 
@@ -351,6 +384,22 @@ impl fmt::Display for Step {
             Step::Iptables { table, args } => {
                 write!(f, "run iptables -t {table} {}", args.join(" "))
             }
+            Step::NftInsertRule {
+                family,
+                table,
+                chain,
+                text,
+                ..
+            } => write!(f, "run nft insert rule {family} {table} {chain} {text}"),
+            Step::NftDeleteRule {
+                family,
+                table,
+                chain,
+                handle,
+            } => write!(
+                f,
+                "run nft delete rule {family} {table} {chain} handle {handle}"
+            ),
         }
     }
 }

@@ -145,6 +145,9 @@ pub enum Error {
     /// Any other D-Bus failure.
     #[error("D-Bus error: {0}")]
     Bus(zbus::Error),
+    /// `nft` failed a change virtzone makes directly in libvirt's nftables table.
+    #[error("nft failed: {0}")]
+    Nft(String),
 }
 
 impl Error {

@@ -98,6 +98,7 @@ pub async fn facts(
         policies: has_policies,
         networks,
         bridge_zones,
+        libvirt_nft: libvirt_nft().await,
         iptables: iptables(fw).await,
         iptables_nat: if declared.forwards.iter().any(|f| f.hairpin) {
             fw.iptables_rules("nat").await
@@ -147,12 +148,40 @@ pub async fn converge(
     Ok(total)
 }
 
-/// Whether libvirt's iptables chains exist (they do while a NAT network runs with libvirt's
-/// iptables firewall backend).
-pub async fn libvirt_chains_present(fw: &Firewalld) -> bool {
-    iptables(fw)
+/// `nft -j list table ip libvirt_network` (libvirt's nftables firewall backend), parsed; `None`
+/// when the table does not exist, nft is missing, or its answer does not parse (then only the
+/// iptables path is planned, as before libvirt had this backend).
+async fn libvirt_nft() -> Option<super::nft::GuestInput> {
+    let json = tokio::task::spawn_blocking(|| {
+        nftables::helper::get_current_ruleset_raw(
+            nftables::helper::DEFAULT_NFT,
+            ["list", "table", super::nft::FAMILY, super::nft::TABLE],
+        )
+    })
+    .await
+    .ok()?
+    .ok()?;
+    match super::nft::GuestInput::parse(&json) {
+        Ok(chain) => Some(chain),
+        Err(e) => {
+            tracing::warn!("cannot read libvirt's nftables table: {e}");
+            None
+        }
+    }
+}
+
+/// Whether libvirt keeps rules for `bridge` with either firewall backend: its iptables chain
+/// `LIBVIRT_FWI` exists, or its nftables chain `guest_input` names the bridge.
+pub async fn libvirt_rules_present(fw: &Firewalld, bridge: &str) -> bool {
+    if iptables(fw)
         .await
         .is_some_and(|l| l.lines().any(|l| l == "-N LIBVIRT_FWI"))
+    {
+        return true;
+    }
+    libvirt_nft()
+        .await
+        .is_some_and(|c| c.bridges().contains(bridge))
 }
 
 /// After a reload, polls (with a deadline) until libvirt's `LIBVIRT_FWI` is back, so the accepts
@@ -165,6 +194,10 @@ async fn wait_for_libvirt(fw: &Firewalld) {
             .await
             .is_some_and(|l| l.lines().any(|l| l == "-N LIBVIRT_FWI"))
         {
+            return;
+        }
+        // libvirt's nftables table is not flushed by a reload: nothing to wait for there.
+        if libvirt_nft().await.is_some_and(|c| !c.bridges().is_empty()) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod model;
 pub mod network;
+pub mod nft;
 pub mod plan;
 pub mod watch;
 
@@ -258,11 +259,17 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
         .networks
         .get(&new.network)
         .is_some_and(|n| n.active && n.forward == "nat");
-    if nat_active && new.guest.is_ipv4() && !apply::libvirt_chains_present(&fw).await {
+    let bridge = networks
+        .networks
+        .get(&new.network)
+        .map(|n| n.bridge.to_string())
+        .unwrap_or_default();
+    if nat_active && new.guest.is_ipv4() && !apply::libvirt_rules_present(&fw, &bridge).await {
         eprintln!(
-            "virtzone: warning: libvirt's iptables chain LIBVIRT_FWI is missing although network {} \
-             runs; if libvirt uses its nftables firewall backend, its guest_input chain still rejects \
-             the forward (not supported yet, see docs/forwards.md)",
+            "virtzone: warning: neither libvirt's iptables chain LIBVIRT_FWI nor its nftables chain \
+             guest_input (table ip libvirt_network) holds rules for bridge {bridge} although network {} \
+             runs; virtzone cannot tell which firewall backend libvirt uses for it, so its accept went \
+             into iptables (see docs/forwards.md)",
             new.network
         );
     }

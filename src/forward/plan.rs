@@ -93,6 +93,9 @@ pub struct Facts {
     pub iptables: Option<String>,
     /// `iptables -t nat -S` (IPv4), read only when hairpin forwards exist or our chain is there.
     pub iptables_nat: Option<String>,
+    /// libvirt's `guest_input` chain of `table ip libvirt_network` (its nftables firewall
+    /// backend), `None` when that table does not exist or cannot be read.
+    pub libvirt_nft: Option<super::nft::GuestInput>,
 }
 
 /// Which layer of firewalld a step changes.
@@ -343,6 +346,51 @@ pub fn accepts(declared: &Declared, networks: &Networks) -> Vec<Accept> {
     out
 }
 
+/// The bridges libvirt's iptables backend rejects in `LIBVIRT_FWI` (`-A LIBVIRT_FWI … -o BRIDGE
+/// … -j REJECT`), from `iptables -S`.
+pub fn iptables_bridges(listing: &str) -> BTreeSet<String> {
+    listing
+        .lines()
+        .map(split_line)
+        .filter(|l| l.len() > 2 && l[0] == "-A" && l[1] == "LIBVIRT_FWI")
+        .filter_map(|l| {
+            l.iter()
+                .position(|a| a == "-o")
+                .and_then(|i| l.get(i + 1).cloned())
+        })
+        .collect()
+}
+
+/// Splits `wanted` between libvirt's two firewall backends, decided per bridge from the live
+/// ruleset (never from libvirt's configuration files, which may have changed since the network
+/// started): an accept goes into libvirt's nftables chain `guest_input` when libvirt's rules there
+/// name the bridge, into [`CHAIN`] otherwise (also when neither backend shows the bridge, e.g.
+/// between a flush and libvirt's rebuild: today's behaviour). A bridge that both show gets both.
+/// Returns `(iptables, nftables)`.
+pub fn split_by_backend(wanted: Vec<Accept>, facts: &Facts) -> (Vec<Accept>, Vec<Accept>) {
+    let nft = facts
+        .libvirt_nft
+        .as_ref()
+        .map(super::nft::GuestInput::bridges)
+        .unwrap_or_default();
+    let ipt = facts
+        .iptables
+        .as_deref()
+        .map(iptables_bridges)
+        .unwrap_or_default();
+    let (mut to_ipt, mut to_nft) = (Vec::new(), Vec::new());
+    for a in wanted {
+        let in_nft = nft.contains(&a.bridge);
+        if in_nft {
+            to_nft.push(a.clone());
+        }
+        if !in_nft || ipt.contains(&a.bridge) {
+            to_ipt.push(a);
+        }
+    }
+    (to_ipt, to_nft)
+}
+
 /// Splits an `iptables -S` line into arguments (double quotes group, backslash escapes).
 pub fn split_line(line: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -533,8 +581,8 @@ fn policy_steps(
 /// DNAT, and on removal the DNAT goes first and the accepts after.
 pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan, Refusal> {
     let mut steps = Vec::new();
-    let wanted = accepts(declared, &facts.networks);
-    let (before, after) =
+    let (wanted, nft_wanted) = split_by_backend(accepts(declared, &facts.networks), facts);
+    let (mut before, mut after) =
         match &facts.iptables {
             Some(listing) => iptables_steps(listing, &wanted),
             None if wanted.is_empty() => (Vec::new(), Vec::new()),
@@ -547,6 +595,11 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
                     .into(),
             )),
         };
+    if let Some(chain) = &facts.libvirt_nft {
+        let (nft_before, nft_after) = super::nft::steps(chain, &nft_wanted);
+        before.extend(nft_before);
+        after.extend(nft_after);
+    }
     steps.extend(before);
     let hairpins = hairpin_rules(declared, &facts.networks);
     if !hairpins.is_empty()
@@ -807,6 +860,7 @@ mod tests {
             bridge_zones: BTreeMap::from([("virbr1".into(), "libvirt".into())]),
             iptables: Some(listing.into()),
             iptables_nat: Some(String::new()),
+            libvirt_nft: None,
         }
     }
 
@@ -1083,6 +1137,42 @@ mod tests {
             .contains("direct interface"));
         f.networks = networks(false);
         assert!(plan(&d, &[], &f).is_ok());
+    }
+
+    #[test]
+    fn nftables_backend_bridges_get_their_accept_in_guest_input_not_iptables() {
+        let d = Declared {
+            forwards: vec![fwd(1, "192.0.2.5", 8080, 80)],
+            ..Declared::default()
+        };
+        let libvirt = r#"{"nftables": [{"rule": {"family": "ip", "table": "libvirt_network",
+            "chain": "guest_input", "handle": 7, "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "oif"}}, "right": "virbr1"}},
+            {"counter": null}, {"reject": null}]}}]}"#;
+        let mut f = facts("1.3.3", "-P FORWARD ACCEPT\n");
+        f.libvirt_nft = Some(crate::forward::nft::GuestInput::parse(libvirt).unwrap());
+        let steps = plan(&d, &[], &f).unwrap().steps;
+        assert!(
+            !steps.iter().any(|s| matches!(s, Step::Iptables { .. })),
+            "{steps:?}"
+        );
+        assert!(matches!(&steps[0], Step::NftInsertRule { chain, .. } if chain == "guest_input"));
+        // Accepts come before the DNAT here too.
+        assert!(matches!(steps.last(), Some(Step::AddForwardPort { .. })));
+        // Unreadable iptables does not matter for such a network.
+        f.iptables = None;
+        assert!(plan(&d, &[], &f).is_ok());
+        // A bridge in LIBVIRT_FWI only keeps the iptables path.
+        let mut f = facts(
+            "1.3.3",
+            &format!("{LIBVIRT_ONLY}-A LIBVIRT_FWI -o virbr1 -j REJECT\n"),
+        );
+        f.libvirt_nft = Some(crate::forward::nft::GuestInput::default());
+        let steps = plan(&d, &[], &f).unwrap().steps;
+        assert!(matches!(&steps[0], Step::Iptables { .. }), "{steps:?}");
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::NftInsertRule { .. })));
     }
 
     #[test]

@@ -143,6 +143,9 @@ impl Mutations for Fake {
     async fn passthrough(&self, table: &str, args: &[String]) -> firewalld::Result<()> {
         self.record(format!("passthrough -t {table} {}", args.join(" ")))
     }
+    async fn nft(&self, command: &serde_json::Value) -> firewalld::Result<()> {
+        self.record(format!("nft {command}"))
+    }
 }
 
 /// A policy's rich rules, joined, for the record.
