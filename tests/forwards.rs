@@ -24,7 +24,7 @@ const HEAL: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 
 /// A TCP server answering every connection with `<banner> <peer address>`.
-const SERVER: &str = r#"
+pub(crate) const SERVER: &str = r#"
 import socket, sys
 s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -40,7 +40,7 @@ while True:
 "#;
 
 /// A TCP client: prints `ok <answer>`, `refused <errno>` or `timeout`.
-const CLIENT: &str = r#"
+pub(crate) const CLIENT: &str = r#"
 import socket, sys
 s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
 s.settimeout(1.0)

@@ -12,6 +12,7 @@ mod demo;
 mod docs;
 mod doctor;
 mod forwards;
+mod forwards12;
 mod hardening;
 mod install;
 mod install_tree;

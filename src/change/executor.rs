@@ -232,7 +232,9 @@ impl<'m, M: Mutations> Executor<'m, M> {
                 handle,
             } => {
                 m.nft(&serde_json::json!({"delete": {"rule": {
-                    "family": family, "table": table, "chain": chain, "handle": handle}}}))
+                    "family": family, "table": table, "chain": chain, "handle": handle,
+                    // The crate's schema wants statements; nft ignores them for a delete.
+                    "expr": []}}}))
                     .await
             }
         }

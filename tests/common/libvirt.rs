@@ -781,7 +781,7 @@ pub struct Lease {
 
 /// udhcpc's event script: configures the lease on the interface (so the guest can then talk to
 /// the gateway) and writes it where [`Guest::dhcp`] reads it.
-const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+pub const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
 # libvirt lab: udhcpc event script for a guest (udhcpc passes the lease in the environment).
 case "$1" in
 bound|renew)

@@ -1380,7 +1380,8 @@ fn write(path: &Path, text: &str) {
     fs::write(path, text).unwrap_or_else(|e| panic!("lab: cannot write {}: {e}", path.display()));
 }
 
-fn set_mode(path: &Path, mode: u32) {
+/// Sets the permission bits of `path`.
+pub fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("lab: cannot chmod {}: {e}", path.display()));
 }

@@ -10,8 +10,15 @@
 //!   `firewalld`, then waits; killing it (SIGKILL) ends every process of the system.
 //! - Commands run inside with `nsenter` into that PID's namespaces and root.
 //! - libvirt runs its **iptables** firewall backend (`firewall_backend = "iptables"` in
-//!   network.conf, Debian's default): its nftables backend needs the `act_csum` tc action at network
-//!   start, which this machine's kernel lacks.
+//!   network.conf, Debian's default) unless [`SidOptions::libvirt_backend`] says `nftables`. That
+//!   backend runs `tc filter add dev BRIDGE prio 2 protocol ip parent 1: u32 match ip dport 68 ffff
+//!   action csum ip and udp` at network start (a checksum fix for DHCP replies to old guests), and
+//!   this machine's kernel lacks the `act_csum` action, so the start fails. For that alone the
+//!   system gets a **tc shim** ([`TC_SHIM`]): `/usr/sbin/tc` (libvirt 12.8 runs `tc` from `PATH`,
+//!   measured with the shim's own log) becomes a script that turns exactly that filter's add and
+//!   delete into a no-op success and runs the real tc, moved to [`TC_REAL`], for everything else.
+//!   DHCP over veth needs no checksum fix. The root itself is never changed: both files are in the
+//!   overlay's upper layer.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -43,6 +50,42 @@ pub struct SidSystem {
     pid: u32,
 }
 
+/// Where the tc shim keeps the real tc, inside the system.
+pub const TC_REAL: &str = "/usr/lib/virtzone-lab/tc.real";
+
+/// `/usr/sbin/tc` of a system whose libvirt runs its nftables backend: see the module's doc. Each
+/// call is logged to `/var/log/tc-shim.log`.
+pub const TC_SHIM: &str = r#"#!/bin/sh
+# virtzone lab shim: this kernel has no act_csum, which libvirt's nftables backend uses for one
+# filter (a checksum fix for DHCP replies). Only that filter becomes a no-op; all else is real tc.
+echo "tc $*" >>/var/log/tc-shim.log
+case " $* " in
+  *" action csum ip and udp "*) exit 0 ;;
+esac
+exec /usr/lib/virtzone-lab/tc.real "$@"
+"#;
+
+/// How the system is set up.
+#[derive(Debug, Clone)]
+pub struct SidOptions {
+    /// firewalld's `FirewallBackend`.
+    pub firewalld_backend: &'static str,
+    /// libvirt's `firewall_backend` (`iptables` or `nftables`; the latter installs the tc shim).
+    pub libvirt_backend: &'static str,
+    /// firewalld's `StrictForwardPorts` (2.3+).
+    pub strict_forward_ports: bool,
+}
+
+impl Default for SidOptions {
+    fn default() -> Self {
+        SidOptions {
+            firewalld_backend: "nftables",
+            libvirt_backend: "iptables",
+            strict_forward_ports: false,
+        }
+    }
+}
+
 /// What PID 1 runs inside the chroot: the bus, firewalld, then wait.
 const INIT: &str = r#"#!/bin/sh
 mkdir -p /run/dbus /var/log/libvirt
@@ -60,7 +103,17 @@ impl SidSystem {
 
     /// Starts the system with firewalld's `backend` and waits until firewalld is RUNNING. Panics
     /// when the root is missing.
-    pub fn start_with(backend: &str) -> SidSystem {
+    pub fn start_with(backend: &'static str) -> SidSystem {
+        SidSystem::start_opts(SidOptions {
+            firewalld_backend: backend,
+            ..SidOptions::default()
+        })
+    }
+
+    /// Starts the system set up as `opts` says and waits until firewalld is RUNNING. Panics when
+    /// the root is missing.
+    pub fn start_opts(opts: SidOptions) -> SidSystem {
+        let backend = opts.firewalld_backend;
         let root = sid_root();
         assert!(
             root.join(".complete").is_file(),
@@ -94,13 +147,36 @@ impl SidSystem {
         let conf = fs::read_to_string(root.join("etc/libvirt/network.conf")).unwrap_or_default();
         write(
             &upper.join("etc/libvirt/network.conf"),
-            &format!("{conf}\nfirewall_backend = \"iptables\"\n"),
+            &format!("{conf}\nfirewall_backend = \"{}\"\n", opts.libvirt_backend),
+        );
+        if opts.libvirt_backend == "nftables" {
+            let real = upper.join(TC_REAL.trim_start_matches('/'));
+            fs::create_dir_all(real.parent().unwrap()).unwrap();
+            fs::copy(root.join("usr/sbin/tc"), &real).unwrap();
+            let shim = upper.join("usr/sbin/tc");
+            write(&shim, TC_SHIM);
+            super::set_mode(&shim, 0o755);
+        }
+        // virtzone serve may own its bus name.
+        write(
+            &upper.join("etc/dbus-1/system.d/org.virtzone.VirtZone1.conf"),
+            &fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.virtzone.VirtZone1.conf"),
+            )
+            .unwrap(),
         );
         let fw_conf = fs::read_to_string(root.join("etc/firewalld/firewalld.conf")).unwrap();
-        write(
-            &upper.join("etc/firewalld/firewalld.conf"),
-            &super::set_conf_key(&fw_conf, "FirewallBackend", backend),
+        let fw_conf = super::set_conf_key(&fw_conf, "FirewallBackend", backend);
+        let fw_conf = super::set_conf_key(
+            &fw_conf,
+            "StrictForwardPorts",
+            if opts.strict_forward_ports {
+                "yes"
+            } else {
+                "no"
+            },
         );
+        write(&upper.join("etc/firewalld/firewalld.conf"), &fw_conf);
         write(&upper.join("vz-init.sh"), INIT);
         super::set_mode(&upper.join("vz-init.sh"), 0o755);
 
@@ -240,6 +316,56 @@ exec chroot "$M" /vz-init.sh"#,
     /// The system's upper layer (what it wrote), e.g. for logs.
     pub fn upper(&self) -> PathBuf {
         self.dir.path().join("upper")
+    }
+
+    /// firewalld's log so far: its log file and its standard output together.
+    pub fn firewalld_log(&self) -> String {
+        let read = |p: &str| fs::read_to_string(self.upper().join(p)).unwrap_or_default();
+        read("var/log/firewalld") + &read("var/log/firewalld.out")
+    }
+
+    /// firewalld's ERROR lines so far (a lab test fails on any that virtzone causes).
+    pub fn firewalld_errors(&self) -> Vec<String> {
+        self.firewalld_log()
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .map(String::from)
+            .collect()
+    }
+
+    /// The pids of processes inside whose command line contains `needle` (seen from the host).
+    pub fn pids_of(&self, needle: &str) -> Vec<u32> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.netns])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                    .is_ok_and(|c| c.contains(needle) && !c.starts_with("nsenter"))
+            })
+            .collect()
+    }
+
+    /// Stops the processes matching `needle` (SIGTERM) and waits until they are gone.
+    pub fn stop(&self, needle: &str) {
+        for pid in self.pids_of(needle) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        self.wait_for(&format!("{needle} gone"), || {
+            self.pids_of(needle).is_empty()
+        });
+    }
+
+    /// Starts firewalld again (after [`SidSystem::stop`]) and waits until it is RUNNING.
+    pub fn start_firewalld(&self) {
+        self.sh("/usr/sbin/firewalld --nofork --nopid >>/var/log/firewalld.out 2>&1 </dev/null &");
+        self.wait_for("firewalld RUNNING", || {
+            self.run(&["firewall-cmd", "--state"]).status.success()
+        });
     }
 
     /// Logs for panic messages.

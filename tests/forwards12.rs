@@ -1,0 +1,436 @@
+//! `virtzone forward` in the Debian sid system (`common::sidroot`): libvirt 12.8 with either of its
+//! firewall backends, firewalld 2.5.2 (Python 3.14, nftables 1.1.7), virtzone and `virtzone serve`
+//! running inside. Real packets: an upstream namespace connects to the host's address, DNATed to a
+//! guest namespace on libvirt's bridge that got its address from libvirt's dnsmasq. The forward
+//! must pass libvirt's reject (`LIBVIRT_FWI`, or `guest_input` of `table ip libvirt_network` with
+//! the nftables backend) and keep working after every rebuild. See docs/forwards.md.
+//!
+//! Needs root and the root of `scripts/fetch-sid-root.sh`.
+
+use crate::common;
+use crate::forwards::{CLIENT, SERVER};
+
+use std::fs;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::sidroot::{SidOptions, SidSystem};
+use common::{kill_netns_processes, text, Process};
+use serde_json::Value;
+
+/// How long a forward may take to work again after a rebuild.
+const HEAL: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+const BRIDGE: &str = "virbr12";
+/// The guest's port on the system's side of its veth.
+const PORT: &str = "vzg12f";
+const UP_HOST: &str = "198.51.100.1";
+const UP_PEER: &str = "198.51.100.2";
+
+fn net_xml() -> String {
+    format!(
+        "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n\
+         <name>n12</name><forward mode='nat'/><bridge name='{BRIDGE}' stp='off'/>\n\
+         <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp><range start='192.0.2.100' \
+         end='192.0.2.199'/></dhcp></ip>\n\
+         <dnsmasq:options><dnsmasq:option value='no-ping'/></dnsmasq:options></network>\n"
+    )
+}
+
+/// A network namespace of the host's (guest or upstream), deleted with its processes on drop.
+struct Node {
+    netns: String,
+}
+
+impl Node {
+    fn new(name: String) -> Node {
+        ip(&["netns", "add", &name]);
+        Node { netns: name }
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns, program])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        kill_netns_processes(&self.netns);
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+}
+
+fn wait(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// One connection attempt from `node`: `ok <banner> <peer>`, `refused …` or `timeout`.
+fn connect(node: &Node, addr: &str, port: u16) -> String {
+    let out = node
+        .command("/usr/bin/python3")
+        .args(["-c", CLIENT, addr, &port.to_string()])
+        .output()
+        .unwrap();
+    text(&out.stdout).trim().to_string()
+}
+
+fn serve(node: &Node, port: u16, banner: &str) -> Process {
+    let child = node
+        .command("/usr/bin/python3")
+        .args(["-c", SERVER, "0.0.0.0", &port.to_string(), banner])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait("the server listening", Duration::from_secs(10), || {
+        connect(node, "127.0.0.1", port).starts_with("ok")
+    });
+    Process(child)
+}
+
+/// A guest on the system's bridge, its address from libvirt's dnsmasq. Returns it and its address.
+fn plug_guest(sys: &SidSystem, dir: &std::path::Path) -> (Node, String) {
+    let g = Node::new(format!("{}-g", sys.netns));
+    ip(&[
+        "-n", &g.netns, "link", "add", "eth0", "type", "veth", "peer", "name", PORT, "netns",
+        &sys.netns,
+    ]);
+    sys.sh(&format!("ip link set {PORT} master {BRIDGE} up"));
+    ip(&["-n", &g.netns, "link", "set", "eth0", "up"]);
+    ip(&["-n", &g.netns, "link", "set", "lo", "up"]);
+    let script = dir.join("udhcpc.script");
+    fs::write(&script, common::libvirt::UDHCPC_SCRIPT).unwrap();
+    common::set_mode(&script, 0o755);
+    let lease = dir.join("lease");
+    let out = g
+        .command("busybox")
+        .args([
+            "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-T", "1", "-t", "5", "-s",
+        ])
+        .arg(&script)
+        .env("LAB_LEASE_FILE", &lease)
+        .output()
+        .unwrap();
+    let got = fs::read_to_string(&lease).unwrap_or_else(|_| {
+        panic!(
+            "no DHCP lease: {}{}{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            sys.diagnostics()
+        )
+    });
+    let addr = got
+        .lines()
+        .find_map(|l| l.strip_prefix("ip="))
+        .unwrap()
+        .trim()
+        .to_string();
+    (g, addr)
+}
+
+/// An upstream client: `UP_PEER`, routed through the system's `UP_HOST`.
+fn plug_upstream(sys: &SidSystem) -> Node {
+    let up = Node::new(format!("{}-u", sys.netns));
+    ip(&[
+        "-n", &sys.netns, "link", "add", "vzup12", "type", "veth", "peer", "name", "eth0", "netns",
+        &up.netns,
+    ]);
+    ip(&[
+        "-n",
+        &sys.netns,
+        "addr",
+        "add",
+        "198.51.100.1/24",
+        "dev",
+        "vzup12",
+    ]);
+    ip(&["-n", &sys.netns, "link", "set", "vzup12", "up"]);
+    ip(&[
+        "-n",
+        &up.netns,
+        "addr",
+        "add",
+        "198.51.100.2/24",
+        "dev",
+        "eth0",
+    ]);
+    ip(&["-n", &up.netns, "link", "set", "eth0", "up"]);
+    ip(&["-n", &up.netns, "route", "add", "default", "via", UP_HOST]);
+    up
+}
+
+fn vz(sys: &SidSystem, args: &[&str]) -> Output {
+    let mut all = vec!["virtzone"];
+    all.extend(args);
+    sys.run(&all)
+}
+
+fn vz_ok(sys: &SidSystem, args: &[&str]) -> String {
+    let out = vz(sys, args);
+    assert!(
+        out.status.success(),
+        "virtzone {args:?}: exit {:?}\n{}{}{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr),
+        sys.diagnostics()
+    );
+    text(&out.stdout)
+}
+
+/// `nft list chain ip libvirt_network guest_input` (empty when absent).
+fn guest_input(sys: &SidSystem) -> String {
+    text(
+        &sys.run(&[
+            "nft",
+            "list",
+            "chain",
+            "ip",
+            "libvirt_network",
+            "guest_input",
+        ])
+        .stdout,
+    )
+}
+
+/// Whether libvirt's reject for the bridge is in place, in the backend it uses.
+fn libvirt_rejects(sys: &SidSystem, backend: &str) -> bool {
+    if backend == "nftables" {
+        guest_input(sys)
+            .lines()
+            .any(|l| l.contains(&format!("oif \"{BRIDGE}\"")) && l.trim_end().ends_with("reject"))
+    } else {
+        text(&sys.run(&["iptables", "-w", "-S", "LIBVIRT_FWI"]).stdout)
+            .lines()
+            .any(|l| l.contains(&format!("-o {BRIDGE} -j REJECT")))
+    }
+}
+
+fn start_daemon(sys: &SidSystem) {
+    sys.sh("virtzone serve >/var/log/virtzone-serve.log 2>&1 </dev/null &");
+    wait("virtzone serve owns its name", HEAL, || {
+        text(
+            &sys.run(&[
+                "dbus-send",
+                "--system",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                "string:org.virtzone.VirtZone1",
+            ])
+            .stdout,
+        )
+        .contains("boolean true")
+    });
+}
+
+fn daemon_log(sys: &SidSystem) -> String {
+    fs::read_to_string(sys.upper().join("var/log/virtzone-serve.log")).unwrap_or_default()
+}
+
+/// The whole life of two forwards to one guest.
+fn forward_life(opts: SidOptions) {
+    let libvirt_backend = opts.libvirt_backend;
+    let strict = opts.strict_forward_ports;
+    let sys = SidSystem::start_opts(opts);
+    let dir = tempfile::tempdir().unwrap();
+    vz_ok(&sys, &["install"]);
+    sys.start_libvirtd();
+    sys.sh(&format!(
+        "cat >/root/n12.xml <<'EOF'\n{}\nEOF\nvirsh -c network:///system net-define /root/n12.xml && virsh -c network:///system net-start n12",
+        net_xml()
+    ));
+    if libvirt_backend == "nftables" {
+        // The shim let exactly the checksum filter pass as a no-op; libvirt ran tc from PATH.
+        let tc = fs::read_to_string(sys.upper().join("var/log/tc-shim.log")).unwrap();
+        assert!(tc.contains("action csum ip and udp"), "{tc}");
+    }
+    wait("libvirt's reject", HEAL, || {
+        libvirt_rejects(&sys, libvirt_backend)
+    });
+    let (guest, guest_ip) = plug_guest(&sys, dir.path());
+    let _server = serve(&guest, 80, "guest-one");
+    let _other = serve(&guest, 81, "not-forwarded");
+    let up = plug_upstream(&sys);
+    start_daemon(&sys);
+    let errors_before = sys.firewalld_errors().len();
+
+    assert!(!connect(&up, UP_HOST, 8080).starts_with("ok"));
+    let out = vz_ok(
+        &sys,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "n12",
+            "--guest",
+            &guest_ip,
+            "tcp/8080:80",
+        ],
+    );
+    assert!(out.starts_with("forward 1:"), "{out}");
+    let works = || {
+        libvirt_rejects(&sys, libvirt_backend)
+            && connect(&up, UP_HOST, 8080) == format!("ok guest-one {UP_PEER}")
+    };
+    wait("the forward working", HEAL, works);
+    if strict {
+        // Strict mode is really on: firewalld rejects every DNATed connection but those to its
+        // own forward-ports (measured: it accepts by original destination port only).
+        let chain = sys.sh("nft list chain inet firewalld filter_FORWARD_dnat");
+        assert!(
+            chain.contains("ct original proto-dst 8080 accept"),
+            "{chain}"
+        );
+        assert!(chain.contains("reject"), "{chain}");
+    }
+    // Neither another host port nor the guest's other port directly: only DNATed connections to
+    // the forwarded port pass libvirt's reject.
+    assert!(!connect(&up, UP_HOST, 8081).starts_with("ok"));
+    assert!(!connect(&up, &guest_ip, 81).starts_with("ok"));
+    assert!(!connect(&up, &guest_ip, 80).starts_with("ok"));
+
+    vz_ok(
+        &sys,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "n12",
+            "--guest",
+            &guest_ip,
+            "tcp/8443:443",
+        ],
+    );
+    if libvirt_backend == "nftables" {
+        // One rule for both ports, in libvirt's chain ahead of its reject; nothing in iptables.
+        let chain = guest_input(&sys);
+        let ours: Vec<&str> = chain
+            .lines()
+            .filter(|l| l.contains("virtzone-fwd"))
+            .collect();
+        assert_eq!(ours.len(), 1, "{chain}");
+        assert!(
+            ours[0].contains(&format!(
+                "oifname \"{BRIDGE}\" ip daddr {guest_ip} tcp dport {{ 80, 443 }} ct status dnat"
+            )),
+            "{chain}"
+        );
+        let first_reject = chain.lines().position(|l| l.trim_end().ends_with("reject"));
+        let ours_at = chain.lines().position(|l| l.contains("virtzone-fwd"));
+        assert!(ours_at < first_reject, "{chain}");
+        let ipt = text(&sys.run(&["iptables", "-w", "-S"]).stdout);
+        assert!(!ipt.contains("VIRTZONE_FWD"), "{ipt}");
+    }
+    wait("the first forward beside the second", HEAL, works);
+    let shown = sys.sh("firewall-cmd --info-policy=virtzone-forward");
+    assert!(
+        shown.contains(&format!("port=8080:proto=tcp:toport=80:toaddr={guest_ip}")),
+        "{shown}"
+    );
+
+    sys.sh("firewall-cmd --reload");
+    wait("the forward after firewall-cmd --reload", HEAL, works);
+
+    sys.stop("sbin/firewalld");
+    sys.start_firewalld();
+    wait("the forward after a firewalld restart", HEAL, works);
+
+    sys.stop("libvirtd");
+    sys.start_libvirtd();
+    wait("the forward after a libvirtd restart", HEAL, works);
+
+    sys.sh("virsh -c network:///system net-destroy n12");
+    let rows: Value = serde_json::from_str(&vz_ok(&sys, &["forward", "list", "--json"])).unwrap();
+    assert_eq!(rows[0]["state"], "inactive", "{rows}");
+    if libvirt_backend == "nftables" {
+        wait("our accepts gone with the network", HEAL, || {
+            !guest_input(&sys).contains("virtzone-fwd")
+        });
+    }
+    sys.sh("virsh -c network:///system net-start n12");
+    // The bridge is new: plug the guest's port into it again, as libvirt does for a VM.
+    sys.sh(&format!("ip link set {PORT} master {BRIDGE} up"));
+    wait("the forward after net-destroy/net-start", HEAL, works);
+
+    if libvirt_backend == "nftables" {
+        // While libvirt rebuilt, its bridge was briefly in neither backend's rules and the accept
+        // went to iptables too (today's behaviour then); once libvirt's rules are back, that goes.
+        wait(
+            "no iptables accept left for an nftables network",
+            HEAL,
+            || !text(&sys.run(&["iptables", "-w", "-S"]).stdout).contains("VIRTZONE_FWD"),
+        );
+    }
+    // The daemon and libvirt do not fight.
+    let log = daemon_log(&sys);
+    let reapplied = log.matches("forwards: re-applied").count();
+    assert!(reapplied <= 20, "{reapplied} re-applications:\n{log}");
+    println!("{libvirt_backend}: {reapplied} re-applications\n{log}");
+
+    assert_eq!(
+        vz_ok(&sys, &["forward", "remove", "1"]).trim(),
+        "forward 1 removed"
+    );
+    vz_ok(&sys, &["forward", "remove", "2"]);
+    wait("the port closed after forward remove", HEAL, || {
+        !connect(&up, UP_HOST, 8080).starts_with("ok")
+    });
+    assert!(!guest_input(&sys).contains("virtzone-fwd"));
+    let errors: Vec<String> = sys.firewalld_errors().split_off(errors_before);
+    assert_eq!(errors, Vec::<String>::new(), "{}", sys.diagnostics());
+}
+
+#[test]
+fn forwards12_libvirt_nftables_firewalld_nftables() {
+    forward_life(SidOptions {
+        libvirt_backend: "nftables",
+        ..SidOptions::default()
+    });
+}
+
+#[test]
+fn forwards12_libvirt_iptables_firewalld_nftables() {
+    forward_life(SidOptions::default());
+}
+
+#[test]
+fn forwards12_libvirt_nftables_firewalld_iptables() {
+    forward_life(SidOptions {
+        libvirt_backend: "nftables",
+        firewalld_backend: "iptables",
+        ..SidOptions::default()
+    });
+}
+
+/// firewalld ≥ 2.3 with `StrictForwardPorts=yes`: only firewalld's own forward-ports may DNAT to
+/// guests; virtzone's are firewalld's, so they keep working, and firewalld logs no ERROR.
+#[test]
+fn forwards12_strict_forward_ports() {
+    forward_life(SidOptions {
+        libvirt_backend: "nftables",
+        strict_forward_ports: true,
+        ..SidOptions::default()
+    });
+}
