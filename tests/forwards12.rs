@@ -434,3 +434,11 @@ fn forwards12_strict_forward_ports() {
         ..SidOptions::default()
     });
 }
+
+#[test]
+fn forwards12_libvirt_iptables_firewalld_iptables() {
+    forward_life(SidOptions {
+        firewalld_backend: "iptables",
+        ..SidOptions::default()
+    });
+}
