@@ -364,8 +364,11 @@ pub fn iptables_bridges(listing: &str) -> BTreeSet<String> {
 /// Splits `wanted` between libvirt's two firewall backends, decided per bridge from the live
 /// ruleset (never from libvirt's configuration files, which may have changed since the network
 /// started): an accept goes into libvirt's nftables chain `guest_input` when libvirt's rules there
-/// name the bridge, into [`CHAIN`] otherwise (also when neither backend shows the bridge, e.g.
-/// between a flush and libvirt's rebuild: today's behaviour). A bridge that both show gets both.
+/// name the bridge, into [`CHAIN`] when `LIBVIRT_FWI` rejects it. When neither shows the bridge
+/// (e.g. in the middle of libvirt's rebuild, which runs its commands one by one) nothing that is
+/// in place is taken away: the nftables accept stays (if libvirt's table exists at all), and the
+/// iptables one is planned as before libvirt had this backend unless libvirt's nftables table
+/// exists and [`CHAIN`] does not (then adding it would only be undone at the next check).
 /// Returns `(iptables, nftables)`.
 pub fn split_by_backend(wanted: Vec<Accept>, facts: &Facts) -> (Vec<Accept>, Vec<Accept>) {
     let nft = facts
@@ -378,13 +381,18 @@ pub fn split_by_backend(wanted: Vec<Accept>, facts: &Facts) -> (Vec<Accept>, Vec
         .as_deref()
         .map(iptables_bridges)
         .unwrap_or_default();
+    let chain_exists = facts
+        .iptables
+        .as_deref()
+        .is_some_and(|l| l.lines().any(|l| split_line(l) == ["-N", CHAIN]));
+    let iptables_in_doubt = facts.libvirt_nft.is_none() || chain_exists;
     let (mut to_ipt, mut to_nft) = (Vec::new(), Vec::new());
     for a in wanted {
-        let in_nft = nft.contains(&a.bridge);
-        if in_nft {
+        let (in_nft, in_ipt) = (nft.contains(&a.bridge), ipt.contains(&a.bridge));
+        if in_nft || !in_ipt {
             to_nft.push(a.clone());
         }
-        if !in_nft || ipt.contains(&a.bridge) {
+        if in_ipt || (!in_nft && iptables_in_doubt) {
             to_ipt.push(a);
         }
     }
@@ -1170,6 +1178,27 @@ mod tests {
         f.libvirt_nft = Some(crate::forward::nft::GuestInput::default());
         let steps = plan(&d, &[], &f).unwrap().steps;
         assert!(matches!(&steps[0], Step::Iptables { .. }), "{steps:?}");
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::NftInsertRule { .. })));
+        // In neither (libvirt half-way through a rebuild of its nftables rules): the nftables
+        // accept is kept, and no iptables one is added just to be removed again.
+        let mut f = facts("1.3.3", LIBVIRT_ONLY);
+        f.libvirt_nft = Some(crate::forward::nft::GuestInput::default());
+        let steps = plan(&d, &[], &f).unwrap().steps;
+        assert!(!steps.iter().any(|s| matches!(s, Step::Iptables { .. })));
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::NftInsertRule { .. })));
+        // ... but an iptables accept in place is not taken away either.
+        f.iptables = Some(format!("{LIBVIRT_ONLY}-N VIRTZONE_FWD\n"));
+        let steps = plan(&d, &[], &f).unwrap().steps;
+        assert!(steps.iter().any(|s| matches!(s, Step::Iptables { .. })));
+        // Without libvirt's nftables table: today's behaviour, iptables only.
+        f.libvirt_nft = None;
+        f.iptables = Some(LIBVIRT_ONLY.into());
+        let steps = plan(&d, &[], &f).unwrap().steps;
+        assert!(steps.iter().any(|s| matches!(s, Step::Iptables { .. })));
         assert!(!steps
             .iter()
             .any(|s| matches!(s, Step::NftInsertRule { .. })));
