@@ -200,30 +200,70 @@ fn vz_ok(sys: &SidSystem, args: &[&str]) -> String {
 
 /// `nft list chain ip libvirt_network guest_input` (empty when absent).
 fn guest_input(sys: &SidSystem) -> String {
-    text(
-        &sys.run(&[
-            "nft",
-            "list",
-            "chain",
-            "ip",
-            "libvirt_network",
-            "guest_input",
-        ])
-        .stdout,
-    )
+    guest_input_of(sys, "ip")
+}
+
+/// `nft list chain FAMILY libvirt_network guest_input` (empty when absent).
+fn guest_input_of(sys: &SidSystem, family: &str) -> String {
+    let args = [
+        "nft",
+        "list",
+        "chain",
+        family,
+        "libvirt_network",
+        "guest_input",
+    ];
+    text(&sys.run(&args).stdout)
 }
 
 /// Whether libvirt's reject for the bridge is in place, in the backend it uses.
 fn libvirt_rejects(sys: &SidSystem, backend: &str) -> bool {
-    if backend == "nftables" {
-        guest_input(sys)
-            .lines()
-            .any(|l| l.contains(&format!("oif \"{BRIDGE}\"")) && l.trim_end().ends_with("reject"))
+    reject_id(sys, backend, "ip").is_some()
+}
+
+/// What identifies libvirt's reject for the bridge: its nft handle (libvirt deletes its rules by
+/// handle and inserts new ones, so an unchanged handle means the very same rule stayed), or for
+/// iptables-legacy, whose rules have no handle, its line. `None` when the reject is not there.
+fn reject_id(sys: &SidSystem, backend: &str, family: &str) -> Option<String> {
+    let (listing, want) = if backend == "nftables" {
+        let args = [
+            "nft",
+            "-a",
+            "list",
+            "chain",
+            family,
+            "libvirt_network",
+            "guest_input",
+        ];
+        (text(&sys.run(&args).stdout), format!("oif \"{BRIDGE}\""))
     } else {
-        text(&sys.run(&["iptables", "-w", "-S", "LIBVIRT_FWI"]).stdout)
-            .lines()
-            .any(|l| l.contains(&format!("-o {BRIDGE} -j REJECT")))
+        let args = ["nft", "-a", "list", "chain", "ip", "filter", "LIBVIRT_FWI"];
+        (
+            text(&sys.run(&args).stdout),
+            format!("oifname \"{BRIDGE}\""),
+        )
+    };
+    let nft = listing.lines().find_map(|l| {
+        let (rule, handle) = l.split_once(" # handle ")?;
+        (rule.contains(&want) && rule.contains(" reject")).then(|| handle.to_string())
+    });
+    if nft.is_some() || backend == "nftables" {
+        return nft;
     }
+    text(&sys.run(&["iptables", "-w", "-S", "LIBVIRT_FWI"]).stdout)
+        .lines()
+        .find(|l| l.contains(&format!("-o {BRIDGE} -j REJECT")))
+        .map(String::from)
+}
+
+/// One connection through the forward that proves it: libvirt's reject for the bridge was in
+/// place, the same rule, before and after it (between a flush and libvirt's rebuild there is no
+/// reject, and a connection then proves nothing).
+fn through(sys: &SidSystem, backend: &str, family: &str, attempt: impl Fn() -> bool) -> bool {
+    let Some(before) = reject_id(sys, backend, family) else {
+        return false;
+    };
+    attempt() && reject_id(sys, backend, family).as_ref() == Some(&before)
 }
 
 fn start_daemon(sys: &SidSystem) {
@@ -291,8 +331,9 @@ fn forward_life(opts: SidOptions) {
     );
     assert!(out.starts_with("forward 1:"), "{out}");
     let works = || {
-        libvirt_rejects(&sys, libvirt_backend)
-            && connect(&up, UP_HOST, 8080) == format!("ok guest-one {UP_PEER}")
+        through(&sys, libvirt_backend, "ip", || {
+            connect(&up, UP_HOST, 8080) == format!("ok guest-one {UP_PEER}")
+        })
     };
     wait("the forward working", HEAL, works);
     if strict {
@@ -438,4 +479,145 @@ fn forwards12_libvirt_iptables_firewalld_iptables() {
         firewalld_backend: "iptables",
         ..SidOptions::default()
     });
+}
+
+/// libvirt's nftables backend with `<nat ipv6='yes'>`: IPv6 guests are NATed and rejected in
+/// `table ip6 libvirt_network` like IPv4 ones; the forward's accept goes there.
+#[test]
+fn forwards12_ipv6_nat_libvirt_nftables() {
+    let sys = SidSystem::start_opts(SidOptions {
+        libvirt_backend: "nftables",
+        ..SidOptions::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    vz_ok(&sys, &["install"]);
+    sys.start_libvirtd();
+    let xml = net_xml()
+        .replace(
+            "<forward mode='nat'/>",
+            "<forward mode='nat'><nat ipv6='yes'/></forward>",
+        )
+        .replace(
+            "</ip>\n",
+            "</ip>\n<ip family='ipv6' address='2001:db8:12::1' prefix='64'/>\n",
+        );
+    sys.sh(&format!(
+        "cat >/root/n12.xml <<'EOF'\n{xml}\nEOF\nvirsh -c network:///system net-define /root/n12.xml && virsh -c network:///system net-start n12"
+    ));
+    let rejects6 = || {
+        guest_input_of(&sys, "ip6")
+            .lines()
+            .any(|l| l.contains(&format!("oif \"{BRIDGE}\"")) && l.trim_end().ends_with("reject"))
+    };
+    wait("libvirt's IPv6 reject", HEAL, rejects6);
+    let (guest, _) = plug_guest(&sys, dir.path());
+    // SLAAC from libvirt's dnsmasq: a global, non-tentative address.
+    let mut guest_ip = String::new();
+    wait("the guest's IPv6 address", HEAL, || {
+        let out = guest
+            .command("ip")
+            .args(["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"])
+            .output()
+            .unwrap();
+        let listing = text(&out.stdout);
+        guest_ip = listing
+            .lines()
+            .find(|l| !l.contains("tentative"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|a| a.split('/').next())
+            .unwrap_or("")
+            .to_string();
+        !guest_ip.is_empty()
+    });
+    assert!(guest_ip.starts_with("2001:db8:12:"), "{guest_ip}");
+    let server = |port: u16, banner: &str| {
+        let child = guest
+            .command("/usr/bin/python3")
+            .args(["-c", SERVER, "::", &port.to_string(), banner])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait("the IPv6 server listening", HEAL, || {
+            connect(&guest, "::1", port).starts_with("ok")
+        });
+        Process(child)
+    };
+    let _server = server(80, "guest-six");
+    let _other = server(81, "not-forwarded");
+    let up = plug_upstream(&sys);
+    ip(&[
+        "-n",
+        &sys.netns,
+        "addr",
+        "add",
+        "2001:db8:99::1/64",
+        "dev",
+        "vzup12",
+        "nodad",
+    ]);
+    ip(&[
+        "-n",
+        &up.netns,
+        "addr",
+        "add",
+        "2001:db8:99::2/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    ip(&[
+        "-n",
+        &up.netns,
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "2001:db8:99::1",
+    ]);
+    start_daemon(&sys);
+    let errors_before = sys.firewalld_errors().len();
+
+    assert!(!connect(&up, "2001:db8:99::1", 8080).starts_with("ok"));
+    vz_ok(
+        &sys,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "n12",
+            "--guest",
+            &guest_ip,
+            "tcp/8080:80",
+        ],
+    );
+    let works = || {
+        through(&sys, "nftables", "ip6", || {
+            connect(&up, "2001:db8:99::1", 8080) == "ok guest-six 2001:db8:99::2"
+        })
+    };
+    wait("the IPv6 forward", HEAL, works);
+    let chain = guest_input_of(&sys, "ip6");
+    assert!(
+        chain.contains(&format!("ip6 daddr {guest_ip} tcp dport 80 ct status dnat")),
+        "{chain}"
+    );
+    // libvirt's reject is what stops the rest: not forwarded, or addressed to the guest directly.
+    assert!(!connect(&up, "2001:db8:99::1", 8081).starts_with("ok"));
+    assert!(!connect(&up, &guest_ip, 81).starts_with("ok"));
+
+    sys.sh("firewall-cmd --reload");
+    wait("the IPv6 forward after firewall-cmd --reload", HEAL, works);
+    sys.stop("libvirtd");
+    sys.start_libvirtd();
+    wait("the IPv6 forward after a libvirtd restart", HEAL, works);
+
+    vz_ok(&sys, &["forward", "remove", "1"]);
+    wait("the IPv6 port closed after forward remove", HEAL, || {
+        !connect(&up, "2001:db8:99::1", 8080).starts_with("ok")
+    });
+    assert!(!guest_input_of(&sys, "ip6").contains("virtzone-fwd"));
+    let errors: Vec<String> = sys.firewalld_errors().split_off(errors_before);
+    assert_eq!(errors, Vec::<String>::new(), "{}", sys.diagnostics());
 }

@@ -98,7 +98,8 @@ pub async fn facts(
         policies: has_policies,
         networks,
         bridge_zones,
-        libvirt_nft: libvirt_nft().await,
+        libvirt_nft: libvirt_nft(super::nft::FAMILY).await,
+        libvirt_nft6: libvirt_nft(super::nft::FAMILY6).await,
         iptables: iptables(fw).await,
         iptables_nat: if declared.forwards.iter().any(|f| f.hairpin) {
             fw.iptables_rules("nat").await
@@ -148,20 +149,20 @@ pub async fn converge(
     Ok(total)
 }
 
-/// `nft -j list table ip libvirt_network` (libvirt's nftables firewall backend), parsed; `None`
-/// when the table does not exist, nft is missing, or its answer does not parse (then only the
-/// iptables path is planned, as before libvirt had this backend).
-async fn libvirt_nft() -> Option<super::nft::GuestInput> {
-    let json = tokio::task::spawn_blocking(|| {
+/// `nft -j list table FAMILY libvirt_network` (libvirt's nftables firewall backend), parsed;
+/// `None` when the table does not exist, nft is missing, or its answer does not parse (then only
+/// the iptables path is planned, as before libvirt had this backend).
+async fn libvirt_nft(family: &'static str) -> Option<super::nft::GuestInput> {
+    let json = tokio::task::spawn_blocking(move || {
         nftables::helper::get_current_ruleset_raw(
             nftables::helper::DEFAULT_NFT,
-            ["list", "table", super::nft::FAMILY, super::nft::TABLE],
+            ["list", "table", family, super::nft::TABLE],
         )
     })
     .await
     .ok()?
     .ok()?;
-    match super::nft::GuestInput::parse(&json) {
+    match super::nft::GuestInput::parse(&json, family) {
         Ok(chain) => Some(chain),
         Err(e) => {
             tracing::warn!("cannot read libvirt's nftables table: {e}");
@@ -179,7 +180,7 @@ pub async fn libvirt_rules_present(fw: &Firewalld, bridge: &str) -> bool {
     {
         return true;
     }
-    libvirt_nft()
+    libvirt_nft(super::nft::FAMILY)
         .await
         .is_some_and(|c| c.bridges().contains(bridge))
 }
@@ -197,7 +198,10 @@ async fn wait_for_libvirt(fw: &Firewalld) {
             return;
         }
         // libvirt's nftables table is not flushed by a reload: nothing to wait for there.
-        if libvirt_nft().await.is_some_and(|c| !c.bridges().is_empty()) {
+        if libvirt_nft(super::nft::FAMILY)
+            .await
+            .is_some_and(|c| !c.bridges().is_empty())
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,7 +1,7 @@
 //! libvirt's **nftables** firewall backend (libvirt ≥ 10.4, `firewall_backend = "nftables"`): the
 //! accepts for forwarded connections go *into* libvirt's own chain `guest_input` of
-//! `table ip libvirt_network`, ahead of its reject. Pure: JSON of `nft -j list table ip
-//! libvirt_network` in, steps out. See docs/forwards.md ("libvirt's nftables backend") for the
+//! `table ip libvirt_network` (`ip6` for IPv6 guests), ahead of its reject. Pure: JSON of
+//! `nft -j list table ip libvirt_network` in, steps out. See docs/forwards.md ("libvirt's nftables backend") for the
 //! measurements behind it.
 //!
 //! Measured on libvirt 12.8: libvirt deletes only its own rules (by handle) and never the table,
@@ -18,10 +18,22 @@ use super::model::{Ports, Proto};
 use super::plan::{Accept, COMMENT};
 use crate::change::Step;
 
-/// libvirt's table (IPv4; libvirt NATs IPv4 only unless `<nat ipv6='yes'>`).
+/// libvirt's table, in family `ip` and, for IPv6 networks, `ip6` (IPv6 is NATed, and rejected like
+/// IPv4, only with `<nat ipv6='yes'>`; a routed IPv6 subnet has an accept of its own).
 pub const TABLE: &str = "libvirt_network";
-/// Its family.
+/// The IPv4 family.
 pub const FAMILY: &str = "ip";
+/// The IPv6 family.
+pub const FAMILY6: &str = "ip6";
+
+/// The table family for guests of `guest`'s IP version.
+pub fn family_of(guest: std::net::IpAddr) -> &'static str {
+    if guest.is_ipv4() {
+        FAMILY
+    } else {
+        FAMILY6
+    }
+}
 /// libvirt's chain for traffic towards the guests, ending in a reject per NAT bridge.
 pub const CHAIN: &str = "guest_input";
 
@@ -47,9 +59,9 @@ pub struct GuestInput {
 }
 
 impl GuestInput {
-    /// Parses nft's JSON listing of `table ip libvirt_network` (other tables and chains are
+    /// Parses nft's JSON listing of `table FAMILY libvirt_network` (other tables and chains are
     /// ignored). Errors name what did not parse.
-    pub fn parse(json: &str) -> Result<GuestInput, String> {
+    pub fn parse(json: &str, family: &str) -> Result<GuestInput, String> {
         let v: Value =
             serde_json::from_str(json).map_err(|e| format!("nft printed bad JSON: {e}"))?;
         let items = v
@@ -62,7 +74,7 @@ impl GuestInput {
                 continue;
             };
             let is = |k: &str, want: &str| rule.get(k).and_then(Value::as_str) == Some(want);
-            if !(is("family", FAMILY) && is("table", TABLE) && is("chain", CHAIN)) {
+            if !(is("family", family) && is("table", TABLE) && is("chain", CHAIN)) {
                 continue;
             }
             let handle = rule
@@ -148,10 +160,18 @@ fn accept_of(expr: &[Value]) -> Option<Accept> {
     let bridge = matched(oif, "meta", "key", "oifname")?
         .as_str()?
         .to_string();
-    let guest = matched(daddr, "payload", "field", "daddr")?
+    let guest: std::net::IpAddr = matched(daddr, "payload", "field", "daddr")?
         .as_str()?
         .parse()
         .ok()?;
+    let proto_of_daddr = daddr
+        .get("match")?
+        .get("left")?
+        .get("payload")?
+        .get("protocol")?;
+    if proto_of_daddr.as_str()? != family_of(guest) {
+        return None;
+    }
     let m = dport.get("match")?;
     let payload = m.get("left")?.get("payload")?;
     if payload.get("field")?.as_str()? != "dport" || m.get("op")?.as_str()? != "==" {
@@ -199,7 +219,7 @@ pub fn accept_expr(a: &Accept) -> Value {
     };
     json!([
         {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": a.bridge}},
-        {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+        {"match": {"op": "==", "left": {"payload": {"protocol": family_of(a.guest), "field": "daddr"}},
                    "right": a.guest.to_string()}},
         {"match": {"op": "==", "left": {"payload": {"protocol": a.proto.as_str(), "field": "dport"}},
                    "right": ports}},
@@ -217,8 +237,11 @@ pub fn accept_text(a: &Accept) -> String {
         many => format!("{{ {} }}", many.join(", ")),
     };
     format!(
-        "oifname \"{}\" ip daddr {} {} dport {ports} ct status dnat counter accept comment \"{COMMENT}\"",
-        a.bridge, a.guest, a.proto
+        "oifname \"{}\" {} daddr {} {} dport {ports} ct status dnat counter accept comment \"{COMMENT}\"",
+        a.bridge,
+        family_of(a.guest),
+        a.guest,
+        a.proto
     )
 }
 
@@ -245,12 +268,12 @@ fn same(a: &Accept, b: &Accept) -> bool {
         && coverage(&a.ports) == coverage(&b.ports)
 }
 
-/// The steps that make `guest_input` start with exactly the accepts `wanted` (for bridges libvirt
+/// The steps that make `guest_input` of `family` start with exactly the accepts `wanted` (for bridges libvirt
 /// keeps with its nftables backend): missing or misplaced ones are inserted at the top *before*
 /// anything is deleted (`before`), and rules of ours that are unwanted, duplicated or stuck behind
 /// a reject are deleted by handle afterwards (`after`, which on removal runs after firewalld's DNAT
 /// is gone).
-pub fn steps(chain: &GuestInput, wanted: &[Accept]) -> (Vec<Step>, Vec<Step>) {
+pub fn steps(chain: &GuestInput, family: &str, wanted: &[Accept]) -> (Vec<Step>, Vec<Step>) {
     let (mut before, mut after) = (Vec::new(), Vec::new());
     let mut rejected = false;
     // Rules of ours still usable: in front of every reject, by index into `wanted`.
@@ -268,7 +291,7 @@ pub fn steps(chain: &GuestInput, wanted: &[Accept]) -> (Vec<Step>, Vec<Step>) {
                 match slot {
                     Some(i) if !rejected => kept[i] = true,
                     _ => after.push(Step::NftDeleteRule {
-                        family: FAMILY.into(),
+                        family: family.into(),
                         table: TABLE.into(),
                         chain: CHAIN.into(),
                         handle: r.handle,
@@ -279,7 +302,7 @@ pub fn steps(chain: &GuestInput, wanted: &[Accept]) -> (Vec<Step>, Vec<Step>) {
     }
     for (w, _) in wanted.iter().zip(&kept).filter(|(_, k)| !**k) {
         before.push(Step::NftInsertRule {
-            family: FAMILY.into(),
+            family: family.into(),
             table: TABLE.into(),
             chain: CHAIN.into(),
             expr: accept_expr(w),
@@ -338,7 +361,7 @@ mod tests {
 
     #[test]
     fn parses_libvirts_rules_and_ours() {
-        let c = GuestInput::parse(LISTING).unwrap();
+        let c = GuestInput::parse(LISTING, FAMILY).unwrap();
         assert_eq!(c.rules.len(), 5);
         assert_eq!(c.bridges(), BTreeSet::from(["virbr12".to_string()]));
         assert_eq!(
@@ -355,19 +378,25 @@ mod tests {
             Some(Some(accept("192.0.2.51", Proto::Tcp, &[(8000, 8010)])))
         );
         // What we write parses back to the same accept.
-        let a = accept("192.0.2.9", Proto::Udp, &[(53, 53), (5000, 5010)]);
-        assert_eq!(accept_of(accept_expr(&a).as_array().unwrap()), Some(a));
-        assert!(GuestInput::parse("{}").is_err());
+        for a in [
+            accept("192.0.2.9", Proto::Udp, &[(53, 53), (5000, 5010)]),
+            accept("2001:db8::9", Proto::Tcp, &[(80, 80)]),
+        ] {
+            assert_eq!(accept_of(accept_expr(&a).as_array().unwrap()), Some(a));
+        }
+        assert!(accept_text(&accept("2001:db8::9", Proto::Tcp, &[(80, 80)]))
+            .contains(" ip6 daddr 2001:db8::9 tcp dport 80 "));
+        assert!(GuestInput::parse("{}", FAMILY).is_err());
     }
 
     #[test]
     fn accepts_behind_the_reject_are_inserted_again_then_deleted() {
-        let c = GuestInput::parse(LISTING).unwrap();
+        let c = GuestInput::parse(LISTING, FAMILY).unwrap();
         let wanted = [
             accept("192.0.2.50", Proto::Tcp, &[(443, 443), (80, 80)]),
             accept("192.0.2.51", Proto::Tcp, &[(8000, 8010)]),
         ];
-        let (before, after) = steps(&c, &wanted);
+        let (before, after) = steps(&c, FAMILY, &wanted);
         // The first is in front already; the second is stuck behind the reject.
         assert!(
             matches!(&before[..], [Step::NftInsertRule { text, .. }] if text.contains("192.0.2.51")),
@@ -383,7 +412,7 @@ mod tests {
         // 32 is not wanted at all, 31 is misplaced.
         assert_eq!(handles, [32, 31]);
         // Nothing wanted: every rule of ours goes, libvirt's stay.
-        let (b, a) = steps(&c, &[]);
+        let (b, a) = steps(&c, FAMILY, &[]);
         assert!(b.is_empty());
         assert_eq!(a.len(), 3);
     }
@@ -396,6 +425,7 @@ mod tests {
             accept("192.0.2.9", Proto::Tcp, &[(80, 80)]),
             accept("192.0.2.9", Proto::Sctp, &[(8000, 8010)]),
             accept("192.0.2.9", Proto::Udp, &[(53, 53), (5000, 5010)]),
+            accept("2001:db8::9", Proto::Tcp, &[(80, 80)]),
         ] {
             let expr = accept_expr(&a);
             let typed: Vec<nftables::stmt::Statement<'static>> =
@@ -406,14 +436,14 @@ mod tests {
 
     #[test]
     fn a_merged_set_counts_as_in_place() {
-        let mut c = GuestInput::parse(LISTING).unwrap();
+        let mut c = GuestInput::parse(LISTING, FAMILY).unwrap();
         c.rules[0].ours = Some(Some(accept("192.0.2.50", Proto::Tcp, &[(80, 82)])));
         let wanted = [accept(
             "192.0.2.50",
             Proto::Tcp,
             &[(80, 80), (81, 81), (82, 82)],
         )];
-        let (b, _) = steps(&c, &wanted);
+        let (b, _) = steps(&c, FAMILY, &wanted);
         assert!(b.is_empty(), "{b:?}");
     }
 }

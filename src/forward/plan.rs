@@ -96,6 +96,8 @@ pub struct Facts {
     /// libvirt's `guest_input` chain of `table ip libvirt_network` (its nftables firewall
     /// backend), `None` when that table does not exist or cannot be read.
     pub libvirt_nft: Option<super::nft::GuestInput>,
+    /// The same chain of `table ip6 libvirt_network` (IPv6 guests).
+    pub libvirt_nft6: Option<super::nft::GuestInput>,
 }
 
 /// Which layer of firewalld a step changes.
@@ -304,8 +306,28 @@ pub fn hairpin_rules(declared: &Declared, networks: &Networks) -> Vec<Vec<String
 /// The accepts the declared forwards need now: guests on running NAT networks, grouped by guest,
 /// bridge and protocol.
 pub fn accepts(declared: &Declared, networks: &Networks) -> Vec<Accept> {
+    grouped_accepts(declared, networks, true)
+}
+
+/// The accepts for IPv6 guests of running NAT networks whose bridge libvirt's nftables chain
+/// `guest_input` of `table ip6 libvirt_network` names (`bridges`): with `<nat ipv6='yes'>` libvirt
+/// rejects new connections there as for IPv4 (for a routed IPv6 subnet its own accept comes first
+/// and ours is merely redundant). libvirt's iptables backend never NATs IPv6, so nothing else needs
+/// an IPv6 accept.
+pub fn accepts6(
+    declared: &Declared,
+    networks: &Networks,
+    bridges: &BTreeSet<String>,
+) -> Vec<Accept> {
+    grouped_accepts(declared, networks, false)
+        .into_iter()
+        .filter(|a| bridges.contains(&a.bridge))
+        .collect()
+}
+
+fn grouped_accepts(declared: &Declared, networks: &Networks, v4: bool) -> Vec<Accept> {
     let mut groups: BTreeMap<(IpAddr, String, Proto), BTreeSet<Ports>> = BTreeMap::new();
-    for f in declared.forwards.iter().filter(|f| f.guest.is_ipv4()) {
+    for f in declared.forwards.iter().filter(|f| f.guest.is_ipv4() == v4) {
         let Some(rec) = networks.networks.get(&f.network) else {
             continue;
         };
@@ -604,7 +626,16 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
             )),
         };
     if let Some(chain) = &facts.libvirt_nft {
-        let (nft_before, nft_after) = super::nft::steps(chain, &nft_wanted);
+        let (nft_before, nft_after) = super::nft::steps(chain, super::nft::FAMILY, &nft_wanted);
+        before.extend(nft_before);
+        after.extend(nft_after);
+    }
+    if let Some(chain) = &facts.libvirt_nft6 {
+        let (nft_before, nft_after) = super::nft::steps(
+            chain,
+            super::nft::FAMILY6,
+            &accepts6(declared, &facts.networks, &chain.bridges()),
+        );
         before.extend(nft_before);
         after.extend(nft_after);
     }
@@ -869,6 +900,7 @@ mod tests {
             iptables: Some(listing.into()),
             iptables_nat: Some(String::new()),
             libvirt_nft: None,
+            libvirt_nft6: None,
         }
     }
 
@@ -1158,7 +1190,7 @@ mod tests {
             {"match": {"op": "==", "left": {"meta": {"key": "oif"}}, "right": "virbr1"}},
             {"counter": null}, {"reject": null}]}}]}"#;
         let mut f = facts("1.3.3", "-P FORWARD ACCEPT\n");
-        f.libvirt_nft = Some(crate::forward::nft::GuestInput::parse(libvirt).unwrap());
+        f.libvirt_nft = Some(crate::forward::nft::GuestInput::parse(libvirt, "ip").unwrap());
         let steps = plan(&d, &[], &f).unwrap().steps;
         assert!(
             !steps.iter().any(|s| matches!(s, Step::Iptables { .. })),
@@ -1202,6 +1234,33 @@ mod tests {
         assert!(!steps
             .iter()
             .any(|s| matches!(s, Step::NftInsertRule { .. })));
+    }
+
+    #[test]
+    fn ipv6_guests_get_an_accept_only_where_libvirts_ip6_table_names_the_bridge() {
+        let d = Declared {
+            forwards: vec![fwd(1, "2001:db8::5", 8080, 80)],
+            ..Declared::default()
+        };
+        let libvirt6 = r#"{"nftables": [{"rule": {"family": "ip6", "table": "libvirt_network",
+            "chain": "guest_input", "handle": 9, "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "oif"}}, "right": "virbr1"}},
+            {"counter": null}, {"reject": null}]}}]}"#;
+        let mut f = facts("1.3.3", "");
+        let steps = plan(&d, &[], &f).unwrap().steps;
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, Step::NftInsertRule { .. } | Step::Iptables { .. })),
+            "{steps:?}"
+        );
+        f.libvirt_nft6 = Some(crate::forward::nft::GuestInput::parse(libvirt6, "ip6").unwrap());
+        let steps = plan(&d, &[], &f).unwrap().steps;
+        assert!(
+            matches!(&steps[0], Step::NftInsertRule { family, text, .. }
+                if family == "ip6" && text.contains("ip6 daddr 2001:db8::5 tcp dport 80")),
+            "{steps:?}"
+        );
     }
 
     #[test]
