@@ -621,3 +621,53 @@ fn forwards12_ipv6_nat_libvirt_nftables() {
     let errors: Vec<String> = sys.firewalld_errors().split_off(errors_before);
     assert_eq!(errors, Vec::<String>::new(), "{}", sys.diagnostics());
 }
+
+/// Without `virtzone serve`: the first forward creates the policy `virtzone-forward` and reloads
+/// firewalld; libvirt answers the reload by re-inserting its rules at the top of `guest_input`. The
+/// CLI must put its accept in after that rebuild, or the forward is dead until the next check.
+#[test]
+fn forwards12_without_the_daemon_the_first_forward_outlives_libvirts_rebuild() {
+    let sys = SidSystem::start_opts(SidOptions {
+        libvirt_backend: "nftables",
+        ..SidOptions::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    vz_ok(&sys, &["install"]);
+    sys.start_libvirtd();
+    sys.sh(&format!(
+        "cat >/root/n12.xml <<'EOF'\n{}\nEOF\nvirsh -c network:///system net-define /root/n12.xml && virsh -c network:///system net-start n12",
+        net_xml()
+    ));
+    wait("libvirt's reject", HEAL, || {
+        libvirt_rejects(&sys, "nftables")
+    });
+    let (guest, guest_ip) = plug_guest(&sys, dir.path());
+    let _server = serve(&guest, 80, "guest-one");
+    let up = plug_upstream(&sys);
+    let before = reject_id(&sys, "nftables", "ip").unwrap();
+    vz_ok(
+        &sys,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "n12",
+            "--guest",
+            &guest_ip,
+            "tcp/8080:80",
+        ],
+    );
+    // libvirt rebuilt its rules (new handles) because of the reload the first forward caused.
+    wait("libvirt's rebuild after the reload", HEAL, || {
+        reject_id(&sys, "nftables", "ip").is_some_and(|now| now != before)
+    });
+    wait("the forward working without the daemon", HEAL, || {
+        through(&sys, "nftables", "ip", || {
+            connect(&up, UP_HOST, 8080) == format!("ok guest-one {UP_PEER}")
+        })
+    });
+    let chain = guest_input(&sys);
+    let first_reject = chain.lines().position(|l| l.contains(" reject"));
+    let ours_at = chain.lines().position(|l| l.contains("virtzone-fwd"));
+    assert!(ours_at.is_some() && ours_at < first_reject, "{chain}");
+}

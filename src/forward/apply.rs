@@ -139,11 +139,16 @@ pub async fn converge(
         }
         // All or nothing: a refused step undoes the ones before it. Not `apply_each`: the steps
         // depend on each other (chain before rule before jump, accepts before the DNAT).
+        let reload = plan.steps.contains(&Step::Reload);
+        // libvirt's nftables rules before the reload, to see its rebuild after it.
+        let nft_before = if reload {
+            libvirt_nft(super::nft::FAMILY).await
+        } else {
+            None
+        };
         total += exec.run(&plan).await?.steps.len();
-        if plan.steps.contains(&Step::Reload)
-            && !super::plan::accepts(declared, networks).is_empty()
-        {
-            wait_for_libvirt(fw).await;
+        if reload && !super::plan::accepts(declared, networks).is_empty() {
+            wait_for_libvirt(fw, nft_before).await;
         }
     }
     Ok(total)
@@ -185,22 +190,25 @@ pub async fn libvirt_rules_present(fw: &Firewalld, bridge: &str) -> bool {
         .is_some_and(|c| c.bridges().contains(bridge))
 }
 
-/// After a reload, polls (with a deadline) until libvirt's `LIBVIRT_FWI` is back, so the accepts
-/// are planned after libvirt's rebuild rather than wiped by it. The daemon re-checks on every
-/// ruleset change anyway; this keeps the CLI alone from racing libvirt.
-async fn wait_for_libvirt(fw: &Firewalld) {
+/// After a reload, polls (with a deadline) until libvirt has rebuilt its rules, so the accepts
+/// are planned after libvirt's rebuild rather than wiped (iptables: `LIBVIRT_FWI` is back after the
+/// flush) or buried behind its reject (nftables: libvirt re-inserts its rules at the top of
+/// `guest_input` on `Reloaded`; `nft_before` is that chain before the reload). The daemon re-checks
+/// on every ruleset change anyway; this keeps the CLI alone from racing libvirt.
+async fn wait_for_libvirt(fw: &Firewalld, nft_before: Option<super::nft::GuestInput>) {
     let start = Instant::now();
+    let nft_before = nft_before.filter(|c| !c.bridges().is_empty());
     while start.elapsed() < LIBVIRT_REBUILD {
-        if iptables(fw)
+        if let Some(before) = &nft_before {
+            if libvirt_nft(super::nft::FAMILY)
+                .await
+                .is_some_and(|now| now.rebuilt_since(before))
+            {
+                return;
+            }
+        } else if iptables(fw)
             .await
             .is_some_and(|l| l.lines().any(|l| l == "-N LIBVIRT_FWI"))
-        {
-            return;
-        }
-        // libvirt's nftables table is not flushed by a reload: nothing to wait for there.
-        if libvirt_nft(super::nft::FAMILY)
-            .await
-            .is_some_and(|c| !c.bridges().is_empty())
         {
             return;
         }

@@ -100,6 +100,27 @@ impl GuestInput {
         Ok(GuestInput { rules })
     }
 
+    /// The handles of libvirt's own rules (not virtzone's).
+    pub fn libvirt_handles(&self) -> BTreeSet<u64> {
+        self.rules
+            .iter()
+            .filter(|r| r.ours.is_none())
+            .map(|r| r.handle)
+            .collect()
+    }
+
+    /// Whether libvirt has rebuilt its rules since `before`: none of its old rules is left (it
+    /// deletes them by handle) and every bridge it named then is named again (it inserts the new
+    /// ones one by one, the reject first, so an accept of ours inserted after this stays in front
+    /// of the reject). `false` when `before` named no bridge: then there is nothing to wait for.
+    pub fn rebuilt_since(&self, before: &GuestInput) -> bool {
+        let old = before.libvirt_handles();
+        let bridges = before.bridges();
+        !bridges.is_empty()
+            && self.libvirt_handles().is_disjoint(&old)
+            && self.bridges().is_superset(&bridges)
+    }
+
     /// The bridges libvirt's own rules in `guest_input` name: the networks whose rules libvirt
     /// keeps with its nftables backend.
     pub fn bridges(&self) -> BTreeSet<String> {
@@ -432,6 +453,25 @@ mod tests {
                 serde_json::from_value(expr.clone()).unwrap();
             assert_eq!(serde_json::to_value(&typed).unwrap(), expr, "{a:?}");
         }
+    }
+
+    #[test]
+    fn a_rebuild_is_new_handles_for_the_same_bridges() {
+        let before = GuestInput::parse(LISTING, FAMILY).unwrap();
+        let mut now = before.clone();
+        assert!(!now.rebuilt_since(&before));
+        // libvirt deleted its rules: not rebuilt yet.
+        now.rules.retain(|r| r.ours.is_some());
+        assert!(!now.rebuilt_since(&before));
+        // The reject is back under a new handle.
+        now.rules.push(SeenRule {
+            handle: 70,
+            ours: None,
+            bridge: Some("virbr12".into()),
+            rejects: true,
+        });
+        assert!(now.rebuilt_since(&before));
+        assert!(!now.rebuilt_since(&GuestInput::default()));
     }
 
     #[test]
