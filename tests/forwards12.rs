@@ -293,6 +293,7 @@ fn daemon_log(sys: &SidSystem) -> String {
 fn forward_life(opts: SidOptions) {
     let libvirt_backend = opts.libvirt_backend;
     let strict = opts.strict_forward_ports;
+    let firewalld_backend = opts.firewalld_backend;
     let sys = SidSystem::start_opts(opts);
     let dir = tempfile::tempdir().unwrap();
     vz_ok(&sys, &["install"]);
@@ -336,7 +337,15 @@ fn forward_life(opts: SidOptions) {
         })
     };
     wait("the forward working", HEAL, works);
-    if strict {
+    if strict && firewalld_backend == "iptables" {
+        // The same on firewalld's iptables backend, in its chain FORWARD_dnat.
+        let chain = sys.sh("iptables -w -S FORWARD_dnat");
+        assert!(
+            chain.contains("--ctstate DNAT --ctorigdstport 8080 --ctdir ORIGINAL -j ACCEPT"),
+            "{chain}"
+        );
+        assert!(chain.contains("-j REJECT"), "{chain}");
+    } else if strict {
         // Strict mode is really on: firewalld rejects every DNATed connection but those to its
         // own forward-ports (measured: it accepts by original destination port only).
         let chain = sys.sh("nft list chain inet firewalld filter_FORWARD_dnat");
@@ -459,6 +468,23 @@ fn forwards12_libvirt_nftables_firewalld_iptables() {
         libvirt_backend: "nftables",
         firewalld_backend: "iptables",
         ..SidOptions::default()
+    });
+}
+
+#[test]
+fn forwards12_strict_forward_ports_libvirt_iptables() {
+    forward_life(SidOptions {
+        strict_forward_ports: true,
+        ..SidOptions::default()
+    });
+}
+
+#[test]
+fn forwards12_strict_forward_ports_firewalld_iptables() {
+    forward_life(SidOptions {
+        libvirt_backend: "nftables",
+        firewalld_backend: "iptables",
+        strict_forward_ports: true,
     });
 }
 
