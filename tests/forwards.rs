@@ -993,3 +993,85 @@ fn hairpin_forward_serves_a_second_guest() {
         vlab.diagnostics()
     );
 }
+
+/// `virtzone ARGS` in a private mount namespace where the forwards' store is a full tmpfs holding
+/// copies of its files: every write of the state file fails with ENOSPC, reads still work.
+fn vz_with_full_store(vlab: &LibvirtLab, args: &[&str]) -> Output {
+    const FULL: &str = r#"set -e
+d="$VIRTZONE_STATE_DIR/forwards"
+saved=$(mktemp -d)
+cp -a "$d/." "$saved/"
+mount -t tmpfs -o size=16k,mode=0700 tmpfs "$d"
+cp -a "$saved/." "$d/"
+dd if=/dev/zero of="$d/fill" bs=4k count=64 2>/dev/null || true
+rm -rf "$saved"
+exec "$@"
+"#;
+    let mut cmd = vlab.command("unshare");
+    cmd.env("VIRTZONE_STATE_DIR", vlab.state_dir())
+        .env("VIRTZONE_CONFIG", vlab.dir().join("virtzone.conf"))
+        .args(["-m", "--", "sh", "-c", FULL, "sh"])
+        .arg(common::virtzone_binary())
+        .args(args);
+    cmd.output().expect("run virtzone with a full store")
+}
+
+/// What firewalld and iptables hold of forwards on 1.3.3: the default zone's forward ports
+/// (runtime, permanent) and virtzone's accept chain.
+fn forward_traces(vlab: &LibvirtLab) -> (String, String, String) {
+    let chain = vlab
+        .command("iptables")
+        .args(["-w", "-t", "filter", "-S", "VIRTZONE_FWD"])
+        .output()
+        .unwrap();
+    (
+        vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"]),
+        vlab.firewall_cmd_ok(&["--permanent", "--zone=public", "--list-forward-ports"]),
+        text(&chain.stdout),
+    )
+}
+
+/// An operation completes or leaves nothing behind: when the state file cannot be written after
+/// firewalld was changed, the change is undone, for add and for remove.
+#[test]
+fn a_state_file_that_cannot_be_written_undoes_the_firewalld_change() {
+    let vlab = lab(Release::Debian12, Backend::Nftables);
+    let net = vlab.define(&nat_network("full1", "virbr71", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start full1");
+    let guest = vlab.plug_guest("virbr71");
+    let lease = guest
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
+    let up = vlab.plug_upstream("vzup71", "198.51.100.1/24", "198.51.100.2/24");
+    let spec = ["forward", "add", "--network", "full1", "--guest", &lease.ip];
+    vz_ok(&vlab, &[&spec[..], &["tcp/8080:80"]].concat());
+    assert!(connect(&up, UP_HOST, 8080).starts_with("ok guest-one"));
+    let declared = std::fs::read(vlab.state_dir().join("forwards/forwards.json")).unwrap();
+    let before = forward_traces(&vlab);
+
+    // add: firewalld gets the forward, the record fails, the forward goes again.
+    let out = vz_with_full_store(&vlab, &[&spec[..], &["tcp/8081:80"]].concat());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("No space left on device") && err.contains("undone"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    assert_eq!(forward_traces(&vlab), before);
+    assert!(!connect(&up, UP_HOST, 8081).starts_with("ok"));
+    assert_eq!(
+        std::fs::read(vlab.state_dir().join("forwards/forwards.json")).unwrap(),
+        declared
+    );
+
+    // remove: the forward goes, the record fails, the forward comes back.
+    let out = vz_with_full_store(&vlab, &["forward", "remove", "1"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("undone"), "{err}");
+    assert_eq!(forward_traces(&vlab), before);
+    assert!(connect(&up, UP_HOST, 8080).starts_with("ok guest-one"));
+    assert!(vz_ok(&vlab, &["forward", "list"]).contains("tcp"));
+}

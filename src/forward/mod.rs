@@ -123,6 +123,40 @@ fn networks_in(state: &StateDir) -> Result<Networks, ForwardError> {
     Ok(state.read(NETWORKS_FILE)?)
 }
 
+/// Applies `declared` (taking `gone`'s entries out) and then records it. When the record cannot be
+/// written, firewalld is brought back to `before`, the declaration still on disk: an operation
+/// completes or leaves nothing behind, and firewalld never holds a forward the state file does not
+/// know (the daemon could never remove it).
+async fn apply_and_record(
+    fw: &Firewalld,
+    state: &StateDir,
+    declared: &Declared,
+    gone: &[Forward],
+    before: &Declared,
+    networks: &Networks,
+) -> Result<(), ForwardError> {
+    apply::converge(fw, declared, gone, networks).await?;
+    let Err(e) = state.write(FORWARDS_FILE, declared) else {
+        return Ok(());
+    };
+    // What this operation added is what the old declaration must take out again.
+    let added: Vec<Forward> = declared
+        .forwards
+        .iter()
+        .filter(|f| !before.forwards.iter().any(|b| b.id == f.id))
+        .cloned()
+        .collect();
+    match apply::converge(fw, before, &added, networks).await {
+        Ok(_) => Err(ForwardError::Refused(format!(
+            "{e}; the change to firewalld was undone"
+        ))),
+        Err(undo) => Err(ForwardError::Refused(format!(
+            "{e}; undoing the change to firewalld failed too ({undo}): run the command again once the \
+             state directory is writable"
+        ))),
+    }
+}
+
 /// A `forward add` request, as parsed from the command line.
 #[derive(Debug, Clone)]
 pub struct AddForward {
@@ -249,11 +283,11 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
             new.proto, new.host_port, other.id, other.guest, other.id
         )));
     }
+    let before = declared.clone();
     declared.forwards.push(new.clone());
     declared.next_id += 1;
     let fw = connect().await?;
-    apply::converge(&fw, &declared, &[], &networks).await?;
-    state.write(FORWARDS_FILE, &declared)?;
+    apply_and_record(&fw, state, &declared, &[], &before, &networks).await?;
     let nat_active = networks
         .networks
         .get(&new.network)
@@ -313,10 +347,18 @@ pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, Fo
             }
         }));
     };
+    let before = declared.clone();
     let gone = declared.forwards.remove(pos);
     let fw = connect().await?;
-    apply::converge(&fw, &declared, std::slice::from_ref(&gone), &networks).await?;
-    state.write(FORWARDS_FILE, &declared)?;
+    apply_and_record(
+        &fw,
+        state,
+        &declared,
+        std::slice::from_ref(&gone),
+        &before,
+        &networks,
+    )
+    .await?;
     Ok(format!("forward {} removed", gone.id))
 }
 
@@ -338,6 +380,7 @@ pub async fn change_allow(
         )));
     }
     let present = declared.allows.contains(&allow);
+    let before = declared.clone();
     let fw = connect().await?;
     if add {
         if present {
@@ -364,8 +407,7 @@ pub async fn change_allow(
         }
         declared.allows.retain(|a| *a != allow);
     }
-    apply::converge(&fw, &declared, &[], &networks).await?;
-    state.write(FORWARDS_FILE, &declared)?;
+    apply_and_record(&fw, state, &declared, &[], &before, &networks).await?;
     Ok(if add {
         format!(
             "{} opened to network {}'s guests",
