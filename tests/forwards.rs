@@ -1075,3 +1075,70 @@ fn a_state_file_that_cannot_be_written_undoes_the_firewalld_change() {
     assert!(connect(&up, UP_HOST, 8080).starts_with("ok guest-one"));
     assert!(vz_ok(&vlab, &["forward", "list"]).contains("tcp"));
 }
+
+/// Before firewalld 2.2 a forward is a zone entry, and a zone's entries apply only to traffic that
+/// arrives in it: the forward follows every uplink zone, not just the default one, and leaves a
+/// zone once no uplink is bound to it any more (the daemon re-plans on the zone change).
+#[test]
+fn forward_follows_an_uplink_outside_the_default_zone_1_3_3() {
+    let vlab = lab(Release::Debian12, Backend::Nftables);
+    let net = vlab.define(&nat_network("upl1", "virbr81", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start upl1");
+    let guest = vlab.plug_guest("virbr81");
+    let lease = guest
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
+    let up = vlab.plug_upstream("vzup81", "198.51.100.1/24", "198.51.100.2/24");
+    vlab.firewall_cmd_ok(&["--zone=work", "--change-interface=vzup81"]);
+    let _daemon = Daemon::start(&vlab);
+    let ports = |zone: &str, permanent: bool| {
+        let zone = format!("--zone={zone}");
+        let mut args = vec![zone.as_str(), "--list-forward-ports"];
+        if permanent {
+            args.insert(0, "--permanent");
+        }
+        vlab.firewall_cmd_ok(&args)
+    };
+
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "upl1",
+            "--guest",
+            &lease.ip,
+            "tcp/8080:80",
+        ],
+    );
+    wait("the forward working through zone work", HEAL, || {
+        libvirt_rejects(&vlab, "virbr81") && connect(&up, UP_HOST, 8080).starts_with("ok guest-one")
+    });
+    for zone in ["work", "public"] {
+        for permanent in [false, true] {
+            assert!(
+                ports(zone, permanent).contains("port=8080:proto=tcp:toport=80"),
+                "{zone} permanent={permanent}"
+            );
+        }
+    }
+    assert!(ports("libvirt", false).trim().is_empty());
+
+    // The uplink moves to the default zone: the forward leaves `work`, and still works.
+    vlab.firewall_cmd_ok(&["--zone=public", "--change-interface=vzup81"]);
+    wait("the forward gone from zone work", HEAL, || {
+        ports("work", false).trim().is_empty() && ports("work", true).trim().is_empty()
+    });
+    wait("the forward working through zone public", HEAL, || {
+        connect(&up, UP_HOST, 8080).starts_with("ok guest-one")
+    });
+
+    vz_ok(&vlab, &["forward", "remove", "1"]);
+    for zone in ["work", "public"] {
+        assert!(ports(zone, false).trim().is_empty(), "{zone}");
+        assert!(ports(zone, true).trim().is_empty(), "{zone}");
+    }
+    assert!(!connect(&up, UP_HOST, 8080).starts_with("ok"));
+}
