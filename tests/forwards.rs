@@ -294,9 +294,38 @@ fn forward_survives_every_rebuild(release: Release, backend: Backend) {
         "forward 1 exists already"
     );
 
+    if release == Release::Debian11 {
+        // No firewalld object before 1.1 forwards the host's own connections: refused, nothing
+        // recorded.
+        let out = vz(
+            &vlab,
+            &[
+                "forward",
+                "add",
+                "--network",
+                "fwd1",
+                "--guest",
+                &guest_ip,
+                "--host-address",
+                UP_HOST,
+                "--from-host",
+                "tcp/9090:80",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("firewalld 1.1"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!vz_ok(&vlab, &["forward", "list"]).contains("9090"));
+    }
+
     // firewall-cmd shows what virtzone did.
     let shown = match release {
-        Release::Debian12 => vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"]),
+        Release::Debian11 | Release::Debian12 => {
+            vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"])
+        }
         _ => vlab.firewall_cmd_ok(&["--info-policy=virtzone-forward"]),
     };
     assert!(
@@ -367,7 +396,9 @@ fn forward_survives_every_rebuild(release: Release, backend: Backend) {
         !connect(&up, UP_HOST, 8080).starts_with("ok")
     });
     let listing = match release {
-        Release::Debian12 => vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"]),
+        Release::Debian11 | Release::Debian12 => {
+            vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"])
+        }
         _ => vlab.firewall_cmd_ok(&["--info-policy=virtzone-forward"]),
     };
     assert!(!listing.contains("8080"), "{listing}");
@@ -392,6 +423,21 @@ fn forward_survives_every_rebuild_1_3_3_iptables() {
 #[test]
 fn forward_survives_every_rebuild_2_3_1_nftables() {
     forward_survives_every_rebuild(Release::Debian13, Backend::Nftables);
+}
+
+#[test]
+fn forward_survives_every_rebuild_2_5_2_nftables() {
+    forward_survives_every_rebuild(Release::Sid, Backend::Nftables);
+}
+
+#[test]
+fn forward_survives_every_rebuild_2_5_2_iptables() {
+    forward_survives_every_rebuild(Release::Sid, Backend::Iptables);
+}
+
+#[test]
+fn forward_survives_every_rebuild_0_9_3_nftables() {
+    forward_survives_every_rebuild(Release::Debian11, Backend::Nftables);
 }
 
 /// `allow`: a host service opened to one network's guests is reachable from that network's guest
@@ -468,6 +514,16 @@ fn allow_is_per_network(release: Release, backend: Backend) {
 #[test]
 fn allow_is_per_network_1_3_3_nftables() {
     allow_is_per_network(Release::Debian12, Backend::Nftables);
+}
+
+#[test]
+fn allow_is_per_network_2_5_2_nftables() {
+    allow_is_per_network(Release::Sid, Backend::Nftables);
+}
+
+#[test]
+fn allow_is_per_network_0_9_3_iptables() {
+    allow_is_per_network(Release::Debian11, Backend::Iptables);
 }
 
 #[test]
@@ -711,9 +767,8 @@ fn connect_from_host(vlab: &LibvirtLab, addr: &str, port: u16) -> String {
 /// `--from-host`: the host's own connections to the forwarded address reach the guest (policy
 /// HOST→ANY with a rich rule naming that address), upstream ones too; the host's connections to
 /// its other addresses are not captured; after `remove` the port is closed for the host.
-#[test]
-fn from_host_forward_serves_the_hosts_own_connections() {
-    let vlab = lab(Release::Debian12, Backend::Nftables);
+fn from_host_forward_serves_the_hosts_own_connections(release: Release, backend: Backend) {
+    let vlab = lab(release, backend);
     let net = vlab.define(&nat_network("fh1", "virbr81", "192.0.2"));
     vlab.expect_ok(&vlab.net_start(&net), "net-start fh1");
     let guest = vlab.plug_guest("virbr81");
@@ -794,8 +849,22 @@ fn from_host_forward_serves_the_hosts_own_connections() {
 /// IPv6 address. firewalld's forward-port carries the IPv6 `to-addr`; libvirt's ip6tables accept
 /// the routed subnet, so no accept of virtzone's is needed.
 #[test]
-fn ipv6_forward_reaches_the_guest() {
-    let vlab = lab(Release::Debian12, Backend::Nftables);
+fn from_host_forward_serves_the_hosts_own_connections_1_3_3_nftables() {
+    from_host_forward_serves_the_hosts_own_connections(Release::Debian12, Backend::Nftables);
+}
+
+#[test]
+fn from_host_forward_serves_the_hosts_own_connections_1_3_3_iptables() {
+    from_host_forward_serves_the_hosts_own_connections(Release::Debian12, Backend::Iptables);
+}
+
+#[test]
+fn from_host_forward_serves_the_hosts_own_connections_2_5_2_nftables() {
+    from_host_forward_serves_the_hosts_own_connections(Release::Sid, Backend::Nftables);
+}
+
+fn ipv6_forward_reaches_the_guest(release: Release, backend: Backend) {
+    let vlab = lab(release, backend);
     let xml = "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n\
                <name>six1</name><forward mode='nat'/><bridge name='virbr91' stp='off'/>\n\
                <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp><range start='192.0.2.100' \
@@ -900,14 +969,28 @@ fn ipv6_forward_reaches_the_guest() {
     );
 }
 
-/// `--hairpin` (firewalld 2.3.1): a second guest of the same network reaches the forward through
+/// `--hairpin` (firewalld ≥ 2.2): a second guest of the same network reaches the forward through
 /// the host's address. `br_netfilter` is switched off in the lab's namespace, so the proof does not
 /// lean on it (with it, replies on the bridge are un-DNATed by conntrack and hairpin works by
 /// accident). Without `--hairpin` the second guest's connection fails; with it, the guest sees the
 /// host's bridge address as the client (virtzone's masquerade), while upstream clients keep theirs.
 #[test]
-fn hairpin_forward_serves_a_second_guest() {
-    let vlab = lab(Release::Debian13, Backend::Nftables);
+fn ipv6_forward_reaches_the_guest_1_3_3_nftables() {
+    ipv6_forward_reaches_the_guest(Release::Debian12, Backend::Nftables);
+}
+
+#[test]
+fn ipv6_forward_reaches_the_guest_2_5_2_nftables() {
+    ipv6_forward_reaches_the_guest(Release::Sid, Backend::Nftables);
+}
+
+#[test]
+fn ipv6_forward_reaches_the_guest_2_3_1_iptables() {
+    ipv6_forward_reaches_the_guest(Release::Debian13, Backend::Iptables);
+}
+
+fn hairpin_forward_serves_a_second_guest(release: Release, backend: Backend) {
+    let vlab = lab(release, backend);
     let off = vlab
         .command("sysctl")
         .args(["-q", "-w", "net.bridge.bridge-nf-call-iptables=0"])
@@ -992,6 +1075,21 @@ fn hairpin_forward_serves_a_second_guest() {
         "{}",
         vlab.diagnostics()
     );
+}
+
+#[test]
+fn hairpin_forward_serves_a_second_guest_2_3_1_nftables() {
+    hairpin_forward_serves_a_second_guest(Release::Debian13, Backend::Nftables);
+}
+
+#[test]
+fn hairpin_forward_serves_a_second_guest_2_5_2_nftables() {
+    hairpin_forward_serves_a_second_guest(Release::Sid, Backend::Nftables);
+}
+
+#[test]
+fn hairpin_forward_serves_a_second_guest_2_3_1_iptables() {
+    hairpin_forward_serves_a_second_guest(Release::Debian13, Backend::Iptables);
 }
 
 /// `virtzone ARGS` in a private mount namespace where the forwards' store is a full tmpfs holding
