@@ -1240,3 +1240,62 @@ fn forward_follows_an_uplink_outside_the_default_zone_1_3_3() {
     }
     assert!(!connect(&up, UP_HOST, 8080).starts_with("ok"));
 }
+
+/// A routed network: libvirt has no reject towards its subnet, but upstream clients still need the
+/// forward to reach a guest through the host's address (the guest subnet is not routed upstream).
+/// No accept of virtzone's is planned, and none is needed.
+fn forward_reaches_a_routed_networks_guest(release: Release, backend: Backend) {
+    let vlab = lab(release, backend);
+    let xml = nat_network("rt1", "virbr97", "192.0.2").replace("mode='nat'", "mode='route'");
+    let net = vlab.define(&xml);
+    vlab.expect_ok(&vlab.net_start(&net), "net-start rt1");
+    let guest = vlab.plug_guest("virbr97");
+    let lease = guest
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let _server = serve(&guest, "0.0.0.0", 80, "guest-routed");
+    let up = vlab.plug_upstream("vzup97", "198.51.100.1/24", "198.51.100.2/24");
+    let _daemon = Daemon::start(&vlab);
+    assert!(!connect(&up, UP_HOST, 8080).starts_with("ok"));
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "rt1",
+            "--guest",
+            &lease.ip,
+            "tcp/8080:80",
+        ],
+    );
+    let works = || connect(&up, UP_HOST, 8080) == "ok guest-routed 198.51.100.2";
+    wait("the forward to the routed guest", HEAL, works);
+    let out = vlab.firewall_cmd(&["--reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait("the forward after a reload", HEAL, works);
+    let chain = vlab
+        .command("iptables")
+        .args(["-w", "-t", "filter", "-S", "VIRTZONE_FWD"])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&chain.stdout).contains("-j ACCEPT"),
+        "no accept needed for a routed network: {}",
+        text(&chain.stdout)
+    );
+    vz_ok(&vlab, &["forward", "remove", "1"]);
+    wait("the port closed", HEAL, || {
+        !connect(&up, UP_HOST, 8080).starts_with("ok")
+    });
+}
+
+#[test]
+fn forward_reaches_a_routed_networks_guest_1_3_3_nftables() {
+    forward_reaches_a_routed_networks_guest(Release::Debian12, Backend::Nftables);
+}
+
+#[test]
+fn forward_reaches_a_routed_networks_guest_2_5_2_nftables() {
+    forward_reaches_a_routed_networks_guest(Release::Sid, Backend::Nftables);
+}
