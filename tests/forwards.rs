@@ -1299,3 +1299,201 @@ fn forward_reaches_a_routed_networks_guest_1_3_3_nftables() {
 fn forward_reaches_a_routed_networks_guest_2_5_2_nftables() {
     forward_reaches_a_routed_networks_guest(Release::Sid, Backend::Nftables);
 }
+
+/// `/proc/sys/net/ipv4/conf/BRIDGE/route_localnet` in the lab's namespace.
+fn route_localnet(vlab: &LibvirtLab, bridge: &str) -> String {
+    let out = vlab
+        .command("cat")
+        .arg(format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"))
+        .output()
+        .unwrap();
+    text(&out.stdout).trim().to_string()
+}
+
+fn set_route_localnet(vlab: &LibvirtLab, bridge: &str, value: &str) {
+    let ok = vlab
+        .command("sysctl")
+        .args([
+            "-q",
+            "-w",
+            &format!("net.ipv4.conf.{bridge}.route_localnet={value}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// A forward of the host's loopback address (`--host-address 127.0.0.1 --from-host`) is opt-in
+/// (`--route-localnet`), works for the host's own connections, and does not open the host's
+/// loopback-only services to the guests, which `route_localnet` on the bridge alone would (shown
+/// first, with the setting made by hand).
+fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
+    release: Release,
+    backend: Backend,
+) {
+    let vlab = lab(release, backend);
+    let net = vlab.define(&nat_network("ln1", "virbr83", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start ln1");
+    let guest = vlab.plug_guest("virbr83");
+    let lease = guest
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
+    // A service of the host bound to its loopback address only, on a port the libvirt zone opens
+    // to guests (DNS).
+    let _loopback_only = Process(
+        vlab.command(python())
+            .args(["-c", SERVER, "127.0.0.1", "53", "host-loopback"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait("the host's loopback service", HEAL, || {
+        connect_from_host(&vlab, "127.0.0.1", 53).starts_with("ok host-loopback")
+    });
+    // The guest routes 127.0.0.0/8 to the host (its own loopback address gone), as a hostile guest
+    // would.
+    for args in [
+        &["ip", "addr", "flush", "dev", "lo"][..],
+        &["sysctl", "-q", "-w", "net.ipv4.conf.eth0.route_localnet=1"],
+        &[
+            "ip",
+            "route",
+            "add",
+            "127.0.0.0/8",
+            "via",
+            "192.0.2.1",
+            "dev",
+            "eth0",
+        ],
+    ] {
+        let ok = guest.command(args[0]).args(&args[1..]).status().unwrap();
+        assert!(ok.success(), "{args:?}");
+    }
+    let daemon = Daemon::start(&vlab);
+    let errors_from = log_len(&vlab);
+
+    // The risk: route_localnet on the bridge alone opens the host's loopback to the guests.
+    assert!(!connect(&guest, "127.0.0.1", 53).starts_with("ok"));
+    set_route_localnet(&vlab, "virbr83", "1");
+    assert_eq!(
+        connect(&guest, "127.0.0.1", 53),
+        format!("ok host-loopback {}", lease.ip)
+    );
+    set_route_localnet(&vlab, "virbr83", "0");
+
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "forward",
+            "add",
+            "--network",
+            "ln1",
+            "--guest",
+            &lease.ip,
+            "--host-address",
+            "127.0.0.1",
+            "--from-host",
+        ];
+        args.extend_from_slice(extra);
+        args.push("tcp/8080:80");
+        vz(&vlab, &args)
+    };
+    let out = add(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--route-localnet"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(route_localnet(&vlab, "virbr83"), "0");
+    assert!(vz_ok(&vlab, &["forward", "list"]).contains("no forwards"));
+
+    let out = add(&["--route-localnet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let works = || connect_from_host(&vlab, "127.0.0.1", 8080) == "ok guest-one 192.0.2.1";
+    wait("the loopback forward", HEAL, works);
+    assert_eq!(route_localnet(&vlab, "virbr83"), "1");
+    assert!(!connect(&guest, "127.0.0.1", 53).starts_with("ok"));
+    let guard = || {
+        let out = vlab
+            .command("nft")
+            .args(["list", "table", "inet", "virtzone"])
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    assert!(
+        guard().contains("iifname != \"lo\" ip daddr 127.0.0.0/8 counter packets"),
+        "{}",
+        guard()
+    );
+
+    let out = vlab.firewall_cmd(&["--reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait("the loopback forward after a reload", HEAL, works);
+    assert!(!connect(&guest, "127.0.0.1", 53).starts_with("ok"));
+
+    // A firewalld restart leaves the guard alone (its table is virtzone's own).
+    vlab.restart_firewalld();
+    wait(
+        "the loopback forward after a firewalld restart",
+        HEAL,
+        works,
+    );
+    assert!(!connect(&guest, "127.0.0.1", 53).starts_with("ok"));
+
+    // libvirt re-creates the bridge: the network hook sets route_localnet on the new one (the
+    // daemon is stopped, as under systemd, where it may not change kernel settings).
+    drop(daemon);
+    vlab.expect_ok(&vlab.net_destroy(&net), "net-destroy ln1");
+    vlab.expect_ok(&vlab.net_start(&net), "net-start ln1 again");
+    let replug = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &vlab.netns,
+            "link",
+            "set",
+            &guest.port,
+            "master",
+            "virbr83",
+            "up",
+        ])
+        .status()
+        .unwrap();
+    assert!(replug.success());
+    wait(
+        "the loopback forward after net-destroy/net-start",
+        HEAL,
+        works,
+    );
+    assert_eq!(route_localnet(&vlab, "virbr83"), "1");
+    assert!(!connect(&guest, "127.0.0.1", 53).starts_with("ok"));
+
+    vz_ok(&vlab, &["forward", "remove", "1"]);
+    assert_eq!(route_localnet(&vlab, "virbr83"), "0");
+    assert_eq!(guard(), "");
+    assert!(!connect_from_host(&vlab, "127.0.0.1", 8080).starts_with("ok"));
+    assert_eq!(
+        errors_since(&vlab, errors_from),
+        Vec::<String>::new(),
+        "{}",
+        vlab.diagnostics()
+    );
+}
+
+#[test]
+fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback_1_3_3_nftables() {
+    loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
+        Release::Debian12,
+        Backend::Nftables,
+    );
+}
+
+#[test]
+fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback_2_5_2_iptables() {
+    loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
+        Release::Sid,
+        Backend::Iptables,
+    );
+}

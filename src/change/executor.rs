@@ -97,6 +97,10 @@ pub trait Mutations {
     ) -> firewalld::Result<()>;
     /// `direct.passthrough("ipv4", ["-t", table, args…])`.
     async fn passthrough(&self, table: &str, args: &[String]) -> firewalld::Result<()>;
+    /// Writes `/proc/sys/KEY` (not firewalld: see [`Step::Sysctl`]).
+    async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()>;
+    /// Sets the localnet guard (not firewalld: see [`Step::LocalnetGuard`]).
+    async fn set_localnet_guard(&self, present: bool) -> firewalld::Result<()>;
 }
 
 /// A plan that failed part-way, after the executor rolled back what had succeeded.
@@ -132,6 +136,13 @@ impl fmt::Display for ExecError {
             Step::Reload => write!(
                 f,
                 "firewalld failed to reload ({}); {}, and firewalld keeps running its previous configuration",
+                self.error,
+                self.rollback_summary()
+            ),
+            Step::Sysctl { .. } | Step::LocalnetGuard { .. } => write!(
+                f,
+                "could not {}: {}; {}",
+                self.step,
                 self.error,
                 self.rollback_summary()
             ),
@@ -210,6 +221,8 @@ impl<'m, M: Mutations> Executor<'m, M> {
                 m.set_permanent_policy_entries(name, entries).await
             }
             Step::Iptables { table, args } => m.passthrough(table, args).await,
+            Step::Sysctl { key, value, .. } => m.write_sysctl(key, value).await,
+            Step::LocalnetGuard { present } => m.set_localnet_guard(*present).await,
         }
     }
 
@@ -526,6 +539,18 @@ impl Mutations for Live<'_> {
             .await
             .map_err(|e| Error::from_call("direct.passthrough", e))?;
         Ok(())
+    }
+
+    async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()> {
+        crate::host::write_sysctl(key, value).map_err(|e| Error::Local(e.to_string()))
+    }
+
+    async fn set_localnet_guard(&self, present: bool) -> firewalld::Result<()> {
+        // nft is a child process: off the runtime's threads.
+        tokio::task::spawn_blocking(move || crate::host::set_localnet_guard(present))
+            .await
+            .map_err(|e| Error::Local(e.to_string()))?
+            .map_err(|e| Error::Local(e.to_string()))
     }
 }
 

@@ -145,6 +145,9 @@ pub enum Error {
     /// Any other D-Bus failure.
     #[error("D-Bus error: {0}")]
     Bus(zbus::Error),
+    /// A change of the same plan outside firewalld failed (a kernel setting).
+    #[error("{0}")]
+    Local(String),
 }
 
 impl Error {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use super::model::Declared;
 use super::network::Networks;
 use super::plan::{
-    Facts, Layers, Shape, ALLOW_POLICY, FORWARD_POLICY, FROM_HOST_POLICY, HAIRPIN_CHAIN,
+    is_localnet, route_localnet_key, Facts, Layers, Shape, ALLOW_POLICY, FORWARD_POLICY,
+    FROM_HOST_POLICY, HAIRPIN_CHAIN, LOCALNET_CHAIN,
 };
 use crate::change::executor::Live;
 use crate::change::{Executor, Step};
@@ -109,10 +110,26 @@ pub async fn facts(
                 policy_layers(fw, FROM_HOST_POLICY, &runtime, &permanent),
             )?
         }
-        None => (Layers::default(), Layers::default(), Layers::default()),
+        None => Default::default(),
     };
+    // The bridges of running networks: those a loopback forward may need `route_localnet` on,
+    // and those it must be turned off on again.
+    let route_localnet: BTreeMap<String, bool> = networks
+        .networks
+        .values()
+        .filter(|r| r.active)
+        .filter_map(|r| {
+            let v = crate::host::read_sysctl(&route_localnet_key(r.bridge.as_str()))?;
+            Some((r.bridge.to_string(), v == "1"))
+        })
+        .collect();
+    let sysctl_writable = route_localnet
+        .keys()
+        .next()
+        .is_some_and(|b| crate::host::sysctl_writable(&route_localnet_key(b)));
+    let localnet = declared.forwards.iter().any(is_localnet);
     let mut bridge_zones = BTreeMap::new();
-    if !declared.allows.is_empty() || zone_shape {
+    if !declared.allows.is_empty() || zone_shape || declared.forwards.iter().any(is_localnet) {
         for rec in networks.networks.values() {
             if let Some(z) = fw.zone_of_interface(rec.bridge.as_str()).await? {
                 bridge_zones.insert(rec.bridge.to_string(), z);
@@ -131,14 +148,27 @@ pub async fn facts(
         networks,
         bridge_zones,
         iptables: iptables(fw).await,
-        iptables_nat: if declared.forwards.iter().any(|f| f.hairpin) {
+        iptables_nat: if localnet || declared.forwards.iter().any(|f| f.hairpin) {
             fw.iptables_rules("nat").await
         } else {
-            // Nothing to plan there unless a hairpin chain of ours is left over.
-            fw.iptables_rules("nat")
-                .await
-                .filter(|l| l.lines().any(|l| l == format!("-N {HAIRPIN_CHAIN}")))
+            // Nothing to plan there unless a chain of ours is left over.
+            fw.iptables_rules("nat").await.filter(|l| {
+                l.lines().any(|l| {
+                    l == format!("-N {HAIRPIN_CHAIN}") || l == format!("-N {LOCALNET_CHAIN}")
+                })
+            })
         },
+        localnet_guard: if localnet || route_localnet.values().any(|&on| on) {
+            tokio::task::spawn_blocking(crate::host::localnet_guard_present)
+                .await
+                .ok()
+                .flatten()
+        } else {
+            // Nothing could need it: only a left-over guard is looked for, cheaply.
+            Some(false)
+        },
+        route_localnet,
+        sysctl_writable,
     })
 }
 
@@ -164,6 +194,9 @@ pub async fn converge(
         let facts = facts(fw, declared, networks.clone()).await?;
         let plan = super::plan::plan(declared, gone, &facts)
             .map_err(|r| super::ForwardError::Refused(r.0))?;
+        for w in &plan.warnings {
+            tracing::warn!("{}", w.message);
+        }
         if plan.is_empty() {
             return Ok(total);
         }

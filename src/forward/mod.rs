@@ -172,6 +172,8 @@ pub struct AddForward {
     pub from_host: bool,
     /// Also for guests of the network reaching it through the host's address.
     pub hairpin: bool,
+    /// The opt-in to `route_localnet` that a loopback `host_address` needs.
+    pub route_localnet: bool,
 }
 
 /// Whether `addr` is one of this host's addresses (binding to it succeeds only then).
@@ -212,6 +214,11 @@ pub fn validate(
             }
         )));
     }
+    if req.route_localnet && req.host_address.is_none() {
+        return Err(ForwardError::Usage(
+            "--route-localnet is only for a loopback --host-address such as 127.0.0.1".into(),
+        ));
+    }
     if req.from_host && req.host_address.is_none() {
         return Err(ForwardError::Usage(
             "--from-host needs --host-address: without a destination, a forward of the host's own \
@@ -227,9 +234,29 @@ pub fn validate(
             )));
         }
         if host.is_loopback() {
+            if host.is_ipv6() {
+                return Err(ForwardError::Usage(format!(
+                    "host address {host} cannot be forwarded: Linux never routes the IPv6 loopback \
+                     address off the host; use another address of the host"
+                )));
+            }
+            if !req.route_localnet {
+                return Err(ForwardError::Usage(format!(
+                    "host address {host} is a loopback address, which needs route_localnet on the \
+                     network's bridge, a known risk (guests could reach the host's loopback-only \
+                     services; virtzone drops that traffic in policy virtzone-localnet): pass \
+                     --route-localnet to accept it, or use another address of the host"
+                )));
+            }
+            if !req.from_host {
+                return Err(ForwardError::Usage(format!(
+                    "only the host itself can connect to {host}: a forward of a loopback address \
+                     needs --from-host"
+                )));
+            }
+        } else if req.route_localnet {
             return Err(ForwardError::Usage(format!(
-                "host address {host} is a loopback address, which would need the route_localnet \
-                 sysctl (a known risk) that virtzone does not set; use another address of the host"
+                "--route-localnet is only for a loopback --host-address such as 127.0.0.1, not {host}"
             )));
         }
         if !local(host) {

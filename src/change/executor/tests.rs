@@ -143,6 +143,12 @@ impl Mutations for Fake {
     async fn passthrough(&self, table: &str, args: &[String]) -> firewalld::Result<()> {
         self.record(format!("passthrough -t {table} {}", args.join(" ")))
     }
+    async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()> {
+        self.record(format!("sysctl {key}={value}"))
+    }
+    async fn set_localnet_guard(&self, present: bool) -> firewalld::Result<()> {
+        self.record(format!("localnet guard {present}"))
+    }
 }
 
 /// A policy's rich rules, joined, for the record.
