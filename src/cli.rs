@@ -249,6 +249,10 @@ pub struct ForwardSpec {
     /// 2.1.2, 2.0.4 or later).
     #[arg(long)]
     pub hairpin: bool,
+    /// Accept the known risk of `route_localnet` on the network's bridge, which a loopback
+    /// --host-address (127.0.0.1, with --from-host) needs; see docs/forwards.md.
+    #[arg(long)]
+    pub route_localnet: bool,
 }
 
 /// `virtzone forward …`.

@@ -99,6 +99,10 @@ pub trait Mutations {
     async fn passthrough(&self, table: &str, args: &[String]) -> firewalld::Result<()>;
     /// `nft -j -f -` with one command object (`{"insert": {"rule": …}}` or `{"delete": …}`).
     async fn nft(&self, command: &serde_json::Value) -> firewalld::Result<()>;
+    /// Writes `/proc/sys/KEY` (not firewalld: see [`Step::Sysctl`]).
+    async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()>;
+    /// Sets the localnet guard (not firewalld: see [`Step::LocalnetGuard`]).
+    async fn set_localnet_guard(&self, present: bool) -> firewalld::Result<()>;
 }
 
 /// A plan that failed part-way, after the executor rolled back what had succeeded.
@@ -134,6 +138,13 @@ impl fmt::Display for ExecError {
             Step::Reload => write!(
                 f,
                 "firewalld failed to reload ({}); {}, and firewalld keeps running its previous configuration",
+                self.error,
+                self.rollback_summary()
+            ),
+            Step::Sysctl { .. } | Step::LocalnetGuard { .. } => write!(
+                f,
+                "could not {}: {}; {}",
+                self.step,
                 self.error,
                 self.rollback_summary()
             ),
@@ -237,6 +248,8 @@ impl<'m, M: Mutations> Executor<'m, M> {
                     "expr": []}}}))
                     .await
             }
+            Step::Sysctl { key, value, .. } => m.write_sysctl(key, value).await,
+            Step::LocalnetGuard { present } => m.set_localnet_guard(*present).await,
         }
     }
 
@@ -559,14 +572,26 @@ impl Mutations for Live<'_> {
         // Through the nftables crate's schema: a command it cannot represent is a bug here, said
         // before nft runs.
         let cmd: nftables::schema::NfCmd<'static> = serde_json::from_value(command.clone())
-            .map_err(|e| Error::Nft(format!("internal error: bad nft command {command}: {e}")))?;
+            .map_err(|e| Error::Local(format!("internal error: bad nft command {command}: {e}")))?;
         let mut batch = nftables::batch::Batch::new();
         batch.add_cmd(cmd);
         let ruleset = batch.to_nftables();
         tokio::task::spawn_blocking(move || nftables::helper::apply_ruleset(&ruleset))
             .await
-            .map_err(|e| Error::Nft(format!("nft did not finish: {e}")))?
-            .map_err(|e| Error::Nft(e.to_string()))
+            .map_err(|e| Error::Local(format!("nft did not finish: {e}")))?
+            .map_err(|e| Error::Local(format!("nft failed: {e}")))
+    }
+
+    async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()> {
+        crate::host::write_sysctl(key, value).map_err(|e| Error::Local(e.to_string()))
+    }
+
+    async fn set_localnet_guard(&self, present: bool) -> firewalld::Result<()> {
+        // nft is a child process: off the runtime's threads.
+        tokio::task::spawn_blocking(move || crate::host::set_localnet_guard(present))
+            .await
+            .map_err(|e| Error::Local(e.to_string()))?
+            .map_err(|e| Error::Local(e.to_string()))
     }
 }
 

@@ -191,6 +191,24 @@ pub enum Step {
         /// nft's handle of the rule.
         handle: u64,
     },
+    /// Puts virtzone's localnet guard (see [`crate::host::LOCALNET_GUARD`]) in place or takes it
+    /// away. Not firewalld either, and for the same reason in the same plan.
+    LocalnetGuard {
+        /// In place (`true`) or gone.
+        present: bool,
+    },
+    /// Writes `value` to the kernel setting `/proc/sys/KEY` of virtzone's network namespace (the
+    /// only one: `route_localnet` of a bridge, for forwards of the host's loopback address). Not a
+    /// firewalld change, but a change of the same plan, so it goes through the same executor.
+    Sysctl {
+        /// The path below `/proc/sys`, e.g. `net/ipv4/conf/virbr0/route_localnet` (a path, not
+        /// the dotted name: bridge names may contain dots).
+        key: String,
+        /// The value wanted.
+        value: String,
+        /// The value before, for the inverse.
+        previous: String,
+    },
 }
 
 impl Step {
@@ -288,6 +306,16 @@ impl Step {
                 entries: previous.clone(),
                 previous: entries.clone(),
             },
+            Step::Sysctl {
+                key,
+                value,
+                previous,
+            } => Step::Sysctl {
+                key: key.clone(),
+                value: previous.clone(),
+                previous: value.clone(),
+            },
+            Step::LocalnetGuard { present } => Step::LocalnetGuard { present: !present },
             Step::Reload
             | Step::Iptables { .. }
             | Step::NftInsertRule { .. }
@@ -400,6 +428,16 @@ impl fmt::Display for Step {
                 f,
                 "run nft delete rule {family} {table} {chain} handle {handle}"
             ),
+            Step::Sysctl { key, value, .. } => write!(f, "set /proc/sys/{key} to {value}"),
+            Step::LocalnetGuard { present: true } => {
+                write!(f, "add nftables table inet virtzone (the localnet guard)")
+            }
+            Step::LocalnetGuard { present: false } => {
+                write!(
+                    f,
+                    "delete nftables table inet virtzone (the localnet guard)"
+                )
+            }
         }
     }
 }
@@ -502,6 +540,8 @@ pub enum WarningReason {
     PermanentBindingStays,
     /// Someone moved a managed bridge to another zone; it is left there.
     MovedByOthers,
+    /// A kernel setting a forward needs cannot be changed by this process (the daemon's sandbox).
+    KernelSettingReadOnly,
 }
 
 /// Something the user should know that does not stop the plan.
@@ -615,6 +655,12 @@ mod tests {
                 entries: entries(rule),
                 previous: Entries::default(),
             },
+            Step::Sysctl {
+                key: "net/ipv4/conf/virbr0/route_localnet".into(),
+                value: "1".into(),
+                previous: "0".into(),
+            },
+            Step::LocalnetGuard { present: true },
         ];
         for step in &forward_steps {
             // Exact: each inverse carries all its inverse needs, and stays in the same layer.

@@ -60,6 +60,7 @@ fn request(spec: &ForwardSpec, ports: &str) -> Result<AddForward, Failure> {
             .transpose()?,
         from_host: spec.from_host,
         hairpin: spec.hairpin,
+        route_localnet: spec.route_localnet,
     })
 }
 

@@ -442,7 +442,8 @@ fn bridge_ports(sys: &Path) -> BTreeMap<String, Vec<String>> {
 /// Tables that belong to neither firewalld nor libvirt, and DNAT rules outside firewalld.
 ///
 /// Which firewall owns a table can only be told by its name, so this list is explicit: firewalld's
-/// own tables (`firewalld`), libvirt's nftables backend (`libvirt_network`), and the iptables-nft
+/// own tables (`firewalld`), libvirt's nftables backend (`libvirt_network`), virtzone's (`inet virtzone`,
+/// and its forwards' `VIRTZONE_*` chains), and the iptables-nft
 /// tables, where the rules of iptables users live. In those, libvirt's chains are `LIBVIRT_*`; with
 /// firewalld's iptables backend its chains share the tables too, so they are only judged when firewalld
 /// uses nftables (otherwise left out, never guessed).
@@ -482,8 +483,9 @@ pub fn foreign_rules(json: &str, backend: Option<Backend>) -> (Vec<String>, Vec<
                 r["chain"].as_str().unwrap_or_default().to_string(),
             );
             let text = r["expr"].to_string();
-            // libvirt's iptables backend hooks its LIBVIRT_* chains in with plain jumps.
-            if !text.contains("\"target\":\"LIBVIRT_") {
+            // libvirt's iptables backend hooks its LIBVIRT_* chains in with plain jumps, and
+            // virtzone its forwards' VIRTZONE_* chains.
+            if !text.contains("\"target\":\"LIBVIRT_") && !text.contains("\"target\":\"VIRTZONE_") {
                 *rules_per_chain
                     .entry((fam.clone(), table.clone(), chain.clone()))
                     .or_default() += 1;
@@ -499,7 +501,10 @@ pub fn foreign_rules(json: &str, backend: Option<Backend>) -> (Vec<String>, Vec<
         }
     }
     for ((fam, table), chains) in &base_chains {
-        if table == "firewalld" || table == "libvirt_network" {
+        if table == "firewalld"
+            || table == "libvirt_network"
+            || (fam == "inet" && table == crate::host::LOCALNET_GUARD)
+        {
             continue;
         }
         if is_xtables(fam, table) {
@@ -509,7 +514,11 @@ pub fn foreign_rules(json: &str, backend: Option<Backend>) -> (Vec<String>, Vec<
             let busy: Vec<String> = rules_per_chain
                 .iter()
                 .filter(|((f, t, c), n)| {
-                    f == fam && t == table && !c.starts_with("LIBVIRT") && **n > 0
+                    f == fam
+                        && t == table
+                        && !c.starts_with("LIBVIRT")
+                        && !c.starts_with("VIRTZONE_")
+                        && **n > 0
                 })
                 .map(|((_, _, c), n)| format!("{c} ({n} rules)"))
                 .collect();

@@ -326,6 +326,11 @@ fn foreign_tables_are_those_of_other_firewalls() {
       {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "hook": "forward"}},
       {"chain": {"family": "ip", "table": "filter", "name": "LIBVIRT_FWI"}},
       {"rule": {"family": "ip", "table": "filter", "chain": "LIBVIRT_FWI", "expr": []}},
+      {"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "expr": [{"jump": {"target": "VIRTZONE_FWD"}}]}},
+      {"chain": {"family": "ip", "table": "filter", "name": "VIRTZONE_FWD"}},
+      {"rule": {"family": "ip", "table": "filter", "chain": "VIRTZONE_FWD", "expr": [{"accept": null}]}},
+      {"chain": {"family": "inet", "table": "virtzone", "name": "localnet", "hook": "prerouting", "policy": "accept"}},
+      {"rule": {"family": "inet", "table": "virtzone", "chain": "localnet", "expr": [{"drop": null}]}},
       {"chain": {"family": "ip", "table": "nat", "name": "PREROUTING", "hook": "prerouting"}},
       {"rule": {"family": "ip", "table": "nat", "chain": "PREROUTING", "expr": [{"dnat": {"addr": "192.0.2.10"}}]}}
     ]}"#;

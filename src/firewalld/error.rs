@@ -145,9 +145,9 @@ pub enum Error {
     /// Any other D-Bus failure.
     #[error("D-Bus error: {0}")]
     Bus(zbus::Error),
-    /// `nft` failed a change virtzone makes directly in libvirt's nftables table.
-    #[error("nft failed: {0}")]
-    Nft(String),
+    /// A change of the same plan outside firewalld failed (a kernel setting).
+    #[error("{0}")]
+    Local(String),
 }
 
 impl Error {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use super::model::Declared;
 use super::network::Networks;
 use super::plan::{
-    Facts, Layers, Shape, ALLOW_POLICY, FORWARD_POLICY, FROM_HOST_POLICY, HAIRPIN_CHAIN,
+    is_localnet, route_localnet_key, Facts, Layers, Shape, ALLOW_POLICY, FORWARD_POLICY,
+    FROM_HOST_POLICY, HAIRPIN_CHAIN, LOCALNET_CHAIN,
 };
 use crate::change::executor::Live;
 use crate::change::{Executor, Step};
@@ -43,6 +44,40 @@ async fn policy_layers(
     Ok(Layers { runtime, permanent })
 }
 
+/// The runtime and permanent entries of every zone firewalld has (read concurrently: about a
+/// dozen zones, two calls each).
+async fn zone_layers(fw: &Firewalld) -> Result<BTreeMap<String, Layers>, Error> {
+    let (runtime, permanent) = tokio::try_join!(fw.zones(), fw.permanent_zones())?;
+    let names: BTreeSet<&String> = runtime.iter().chain(&permanent).collect();
+    let layers = futures_util::future::try_join_all(names.iter().map(|&zone| async {
+        let (r, p) = tokio::try_join!(
+            async {
+                if runtime.contains(zone) {
+                    fw.zone_entries(zone).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            },
+            async {
+                if permanent.contains(zone) {
+                    fw.permanent_zone_entries(zone).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            },
+        )?;
+        Ok::<_, Error>((
+            zone.to_string(),
+            Layers {
+                runtime: r,
+                permanent: p,
+            },
+        ))
+    }))
+    .await?;
+    Ok(layers.into_iter().collect())
+}
+
 /// `iptables -t filter -S` through firewalld; `None` when firewalld cannot run it.
 async fn iptables(fw: &Firewalld) -> Option<String> {
     fw.iptables_rules("filter").await
@@ -57,16 +92,13 @@ pub async fn facts(
     let (version_text, default_zone, policies) =
         tokio::try_join!(fw.version_text(), fw.default_zone(), fw.policies())?;
     let version = parse_version(&version_text).map_err(|e| Error::Protocol(e.to_string()))?;
-    let zone = match Shape::of(&version, &default_zone) {
-        Shape::Zone(z) => {
-            let (runtime, permanent) =
-                tokio::try_join!(fw.zone_entries(&z), fw.permanent_zone_entries(&z))?;
-            Layers {
-                runtime: Some(runtime),
-                permanent: Some(permanent),
-            }
-        }
-        Shape::Policy => Layers::default(),
+    let zone_shape = matches!(Shape::of(&version, &default_zone), Shape::Zone(_));
+    let (zones, active_zones) = if zone_shape {
+        tokio::try_join!(zone_layers(fw), async {
+            Ok(fw.active_zones().await?.into_keys().collect())
+        })?
+    } else {
+        Default::default()
     };
     let has_policies = policies.is_some();
     let (forward_policy, allow_policy, from_host_policy) = match policies {
@@ -78,10 +110,26 @@ pub async fn facts(
                 policy_layers(fw, FROM_HOST_POLICY, &runtime, &permanent),
             )?
         }
-        None => (Layers::default(), Layers::default(), Layers::default()),
+        None => Default::default(),
     };
+    // The bridges of running networks: those a loopback forward may need `route_localnet` on,
+    // and those it must be turned off on again.
+    let route_localnet: BTreeMap<String, bool> = networks
+        .networks
+        .values()
+        .filter(|r| r.active)
+        .filter_map(|r| {
+            let v = crate::host::read_sysctl(&route_localnet_key(r.bridge.as_str()))?;
+            Some((r.bridge.to_string(), v == "1"))
+        })
+        .collect();
+    let sysctl_writable = route_localnet
+        .keys()
+        .next()
+        .is_some_and(|b| crate::host::sysctl_writable(&route_localnet_key(b)));
+    let localnet = declared.forwards.iter().any(is_localnet);
     let mut bridge_zones = BTreeMap::new();
-    if !declared.allows.is_empty() {
+    if !declared.allows.is_empty() || zone_shape || declared.forwards.iter().any(is_localnet) {
         for rec in networks.networks.values() {
             if let Some(z) = fw.zone_of_interface(rec.bridge.as_str()).await? {
                 bridge_zones.insert(rec.bridge.to_string(), z);
@@ -91,7 +139,8 @@ pub async fn facts(
     Ok(Facts {
         version,
         default_zone,
-        zone,
+        zones,
+        active_zones,
         forward_policy,
         allow_policy,
         from_host_policy,
@@ -101,14 +150,27 @@ pub async fn facts(
         libvirt_nft: libvirt_nft(super::nft::FAMILY).await,
         libvirt_nft6: libvirt_nft(super::nft::FAMILY6).await,
         iptables: iptables(fw).await,
-        iptables_nat: if declared.forwards.iter().any(|f| f.hairpin) {
+        iptables_nat: if localnet || declared.forwards.iter().any(|f| f.hairpin) {
             fw.iptables_rules("nat").await
         } else {
-            // Nothing to plan there unless a hairpin chain of ours is left over.
-            fw.iptables_rules("nat")
-                .await
-                .filter(|l| l.lines().any(|l| l == format!("-N {HAIRPIN_CHAIN}")))
+            // Nothing to plan there unless a chain of ours is left over.
+            fw.iptables_rules("nat").await.filter(|l| {
+                l.lines().any(|l| {
+                    l == format!("-N {HAIRPIN_CHAIN}") || l == format!("-N {LOCALNET_CHAIN}")
+                })
+            })
         },
+        localnet_guard: if localnet || route_localnet.values().any(|&on| on) {
+            tokio::task::spawn_blocking(crate::host::localnet_guard_present)
+                .await
+                .ok()
+                .flatten()
+        } else {
+            // Nothing could need it: only a left-over guard is looked for, cheaply.
+            Some(false)
+        },
+        route_localnet,
+        sysctl_writable,
     })
 }
 
@@ -134,6 +196,9 @@ pub async fn converge(
         let facts = facts(fw, declared, networks.clone()).await?;
         let plan = super::plan::plan(declared, gone, &facts)
             .map_err(|r| super::ForwardError::Refused(r.0))?;
+        for w in &plan.warnings {
+            tracing::warn!("{}", w.message);
+        }
         if plan.is_empty() {
             return Ok(total);
         }

@@ -124,6 +124,40 @@ fn networks_in(state: &StateDir) -> Result<Networks, ForwardError> {
     Ok(state.read(NETWORKS_FILE)?)
 }
 
+/// Applies `declared` (taking `gone`'s entries out) and then records it. When the record cannot be
+/// written, firewalld is brought back to `before`, the declaration still on disk: an operation
+/// completes or leaves nothing behind, and firewalld never holds a forward the state file does not
+/// know (the daemon could never remove it).
+async fn apply_and_record(
+    fw: &Firewalld,
+    state: &StateDir,
+    declared: &Declared,
+    gone: &[Forward],
+    before: &Declared,
+    networks: &Networks,
+) -> Result<(), ForwardError> {
+    apply::converge(fw, declared, gone, networks).await?;
+    let Err(e) = state.write(FORWARDS_FILE, declared) else {
+        return Ok(());
+    };
+    // What this operation added is what the old declaration must take out again.
+    let added: Vec<Forward> = declared
+        .forwards
+        .iter()
+        .filter(|f| !before.forwards.iter().any(|b| b.id == f.id))
+        .cloned()
+        .collect();
+    match apply::converge(fw, before, &added, networks).await {
+        Ok(_) => Err(ForwardError::Refused(format!(
+            "{e}; the change to firewalld was undone"
+        ))),
+        Err(undo) => Err(ForwardError::Refused(format!(
+            "{e}; undoing the change to firewalld failed too ({undo}): run the command again once the \
+             state directory is writable"
+        ))),
+    }
+}
+
 /// A `forward add` request, as parsed from the command line.
 #[derive(Debug, Clone)]
 pub struct AddForward {
@@ -139,6 +173,8 @@ pub struct AddForward {
     pub from_host: bool,
     /// Also for guests of the network reaching it through the host's address.
     pub hairpin: bool,
+    /// The opt-in to `route_localnet` that a loopback `host_address` needs.
+    pub route_localnet: bool,
 }
 
 /// Whether `addr` is one of this host's addresses (binding to it succeeds only then).
@@ -179,6 +215,11 @@ pub fn validate(
             }
         )));
     }
+    if req.route_localnet && req.host_address.is_none() {
+        return Err(ForwardError::Usage(
+            "--route-localnet is only for a loopback --host-address such as 127.0.0.1".into(),
+        ));
+    }
     if req.from_host && req.host_address.is_none() {
         return Err(ForwardError::Usage(
             "--from-host needs --host-address: without a destination, a forward of the host's own \
@@ -194,9 +235,29 @@ pub fn validate(
             )));
         }
         if host.is_loopback() {
+            if host.is_ipv6() {
+                return Err(ForwardError::Usage(format!(
+                    "host address {host} cannot be forwarded: Linux never routes the IPv6 loopback \
+                     address off the host; use another address of the host"
+                )));
+            }
+            if !req.route_localnet {
+                return Err(ForwardError::Usage(format!(
+                    "host address {host} is a loopback address, which needs route_localnet on the \
+                     network's bridge, a known risk (guests could reach the host's loopback-only \
+                     services; virtzone drops that traffic in policy virtzone-localnet): pass \
+                     --route-localnet to accept it, or use another address of the host"
+                )));
+            }
+            if !req.from_host {
+                return Err(ForwardError::Usage(format!(
+                    "only the host itself can connect to {host}: a forward of a loopback address \
+                     needs --from-host"
+                )));
+            }
+        } else if req.route_localnet {
             return Err(ForwardError::Usage(format!(
-                "host address {host} is a loopback address, which would need the route_localnet \
-                 sysctl (a known risk) that virtzone does not set; use another address of the host"
+                "--route-localnet is only for a loopback --host-address such as 127.0.0.1, not {host}"
             )));
         }
         if !local(host) {
@@ -250,11 +311,11 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
             new.proto, new.host_port, other.id, other.guest, other.id
         )));
     }
+    let before = declared.clone();
     declared.forwards.push(new.clone());
     declared.next_id += 1;
     let fw = connect().await?;
-    apply::converge(&fw, &declared, &[], &networks).await?;
-    state.write(FORWARDS_FILE, &declared)?;
+    apply_and_record(&fw, state, &declared, &[], &before, &networks).await?;
     let nat_active = networks
         .networks
         .get(&new.network)
@@ -320,10 +381,18 @@ pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, Fo
             }
         }));
     };
+    let before = declared.clone();
     let gone = declared.forwards.remove(pos);
     let fw = connect().await?;
-    apply::converge(&fw, &declared, std::slice::from_ref(&gone), &networks).await?;
-    state.write(FORWARDS_FILE, &declared)?;
+    apply_and_record(
+        &fw,
+        state,
+        &declared,
+        std::slice::from_ref(&gone),
+        &before,
+        &networks,
+    )
+    .await?;
     Ok(format!("forward {} removed", gone.id))
 }
 
@@ -345,6 +414,7 @@ pub async fn change_allow(
         )));
     }
     let present = declared.allows.contains(&allow);
+    let before = declared.clone();
     let fw = connect().await?;
     if add {
         if present {
@@ -371,8 +441,7 @@ pub async fn change_allow(
         }
         declared.allows.retain(|a| *a != allow);
     }
-    apply::converge(&fw, &declared, &[], &networks).await?;
-    state.write(FORWARDS_FILE, &declared)?;
+    apply_and_record(&fw, state, &declared, &[], &before, &networks).await?;
     Ok(if add {
         format!(
             "{} opened to network {}'s guests",

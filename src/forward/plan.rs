@@ -8,7 +8,7 @@ use semver::Version;
 
 use super::model::{Declared, Forward, Opening, Ports, Proto};
 use super::network::Networks;
-use crate::change::{Plan, Step};
+use crate::change::{Plan, Step, Warning, WarningReason};
 use crate::firewalld::{Entries, ForwardPortEntry, OwnPolicy};
 
 /// The policy holding forwards on firewalld versions where an ANY→HOST policy may forward to
@@ -33,6 +33,10 @@ pub const CHAIN: &str = "VIRTZONE_FWD";
 pub const HAIRPIN_CHAIN: &str = "VIRTZONE_HAIRPIN";
 /// The comment on each of those accepts.
 pub const COMMENT: &str = "virtzone-fwd";
+/// virtzone's chain in iptables' `nat` table, jumped to first from `POSTROUTING`: for forwards of
+/// the host's loopback address (`--route-localnet`), a masquerade of the host's connections from
+/// 127.0.0.0/8 to the guest, which could not answer 127.0.0.1 otherwise.
+pub const LOCALNET_CHAIN: &str = "VIRTZONE_LOCALNET";
 
 /// Where forwards live in firewalld.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +79,11 @@ pub struct Facts {
     pub version: Version,
     /// firewalld's default zone.
     pub default_zone: String,
-    /// The default zone's entries (zone shape).
-    pub zone: Layers,
+    /// Every zone's entries (zone shape only; empty otherwise): forwards go into the uplink zones
+    /// and are taken out of every other zone.
+    pub zones: BTreeMap<String, Layers>,
+    /// Zones with interfaces or sources bound at runtime (zone shape only).
+    pub active_zones: BTreeSet<String>,
     /// [`FORWARD_POLICY`] (policy shape).
     pub forward_policy: Layers,
     /// [`ALLOW_POLICY`].
@@ -98,6 +105,12 @@ pub struct Facts {
     pub libvirt_nft: Option<super::nft::GuestInput>,
     /// The same chain of `table ip6 libvirt_network` (IPv6 guests).
     pub libvirt_nft6: Option<super::nft::GuestInput>,
+    /// Whether virtzone's localnet guard is in place (`None`: nft could not be run).
+    pub localnet_guard: Option<bool>,
+    /// bridge → its `route_localnet` (`true` for 1), for the bridges of running networks.
+    pub route_localnet: BTreeMap<String, bool>,
+    /// Whether this process may write kernel settings (not under `ProtectKernelTunables=`).
+    pub sysctl_writable: bool,
 }
 
 /// Which layer of firewalld a step changes.
@@ -134,6 +147,17 @@ fn family(ip: IpAddr) -> &'static str {
     } else {
         "ipv6"
     }
+}
+
+/// Whether `f` forwards the host's loopback address (only the host's own connections, with
+/// `route_localnet` on the bridge; see [`LOCALNET_POLICY`]).
+pub fn is_localnet(f: &Forward) -> bool {
+    f.host_address.is_some_and(|a| a.is_loopback())
+}
+
+/// The key of a bridge's `route_localnet` below `/proc/sys`.
+pub fn route_localnet_key(bridge: &str) -> String {
+    format!("net/ipv4/conf/{bridge}/route_localnet")
 }
 
 /// The firewalld entry of a forward, spelled the way firewalld reports it back.
@@ -187,6 +211,26 @@ fn zone_of_network(facts: &Facts, name: &str) -> Option<String> {
         "route" => crate::LIBVIRT_ROUTED_ZONE.to_string(),
         _ => crate::LIBVIRT_ZONE.to_string(),
     })
+}
+
+/// The zones upstream connections arrive in, which hold forwards where no ANY→HOST policy can:
+/// the default zone (interfaces bound nowhere else) and every zone with interfaces or sources,
+/// except the zones of virtual networks (libvirt's, and wherever a recorded network's bridge is),
+/// whose guests reach forwards only by `--hairpin`.
+pub fn uplink_zones(facts: &Facts) -> BTreeSet<String> {
+    let guests: BTreeSet<&str> = facts
+        .bridge_zones
+        .values()
+        .map(String::as_str)
+        .chain([crate::LIBVIRT_ZONE, crate::LIBVIRT_ROUTED_ZONE])
+        .collect();
+    facts
+        .active_zones
+        .iter()
+        .filter(|z| !guests.contains(z.as_str()))
+        .cloned()
+        .chain([facts.default_zone.clone()])
+        .collect()
 }
 
 /// An accept in [`CHAIN`] for forwards to one guest port set of a running NAT network. Forwards to
@@ -303,6 +347,62 @@ pub fn hairpin_rules(declared: &Declared, networks: &Networks) -> Vec<Vec<String
     out
 }
 
+/// The masquerade rules (arguments after `-A VIRTZONE_LOCALNET`) of loopback forwards to guests
+/// of running networks: the host's connection leaves from 127.0.0.0/8 and must reach the guest from
+/// the bridge's address instead.
+pub fn localnet_rules(declared: &Declared, networks: &Networks) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for f in declared.forwards.iter().filter(|f| is_localnet(f)) {
+        let Some(rec) = networks.networks.get(&f.network).filter(|r| r.active) else {
+            continue;
+        };
+        let p = f.proto.as_str();
+        let rule: Vec<String> = [
+            "-s",
+            "127.0.0.0/8",
+            "-d",
+            &format!("{}/32", f.guest),
+            "-o",
+            rec.bridge.as_str(),
+            "-p",
+            p,
+            "-m",
+            p,
+            "--dport",
+            &f.guest_port.iptables(),
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "DNAT",
+            "-m",
+            "comment",
+            "--comment",
+            COMMENT,
+            "-j",
+            "MASQUERADE",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if !out.contains(&rule) {
+            out.push(rule);
+        }
+    }
+    out
+}
+
+/// The bridges whose `route_localnet` loopback forwards need on: those of running networks.
+fn localnet_bridges(declared: &Declared, networks: &Networks) -> BTreeSet<String> {
+    declared
+        .forwards
+        .iter()
+        .filter(|f| is_localnet(f))
+        .filter_map(|f| networks.networks.get(&f.network))
+        .filter(|r| r.active)
+        .map(|r| r.bridge.to_string())
+        .collect()
+}
+
 /// The accepts the declared forwards need now: guests on running NAT networks, grouped by guest,
 /// bridge and protocol.
 pub fn accepts(declared: &Declared, networks: &Networks) -> Vec<Accept> {
@@ -327,7 +427,11 @@ pub fn accepts6(
 
 fn grouped_accepts(declared: &Declared, networks: &Networks, v4: bool) -> Vec<Accept> {
     let mut groups: BTreeMap<(IpAddr, String, Proto), BTreeSet<Ports>> = BTreeMap::new();
-    for f in declared.forwards.iter().filter(|f| f.guest.is_ipv4() == v4) {
+    for f in declared
+        .forwards
+        .iter()
+        .filter(|f| f.guest.is_ipv4() == v4 && !is_localnet(f))
+    {
         let Some(rec) = networks.networks.get(&f.network) else {
             continue;
         };
@@ -665,37 +769,114 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
         }
     };
     steps.extend(nat_before);
+    let localnet = localnet_rules(declared, &facts.networks);
+    let (local_before, local_after) = match &facts.iptables_nat {
+        Some(listing) => chain_steps("nat", listing, LOCALNET_CHAIN, "POSTROUTING", &localnet),
+        None if localnet.is_empty() => (Vec::new(), Vec::new()),
+        None => {
+            return Err(Refusal(
+                "cannot read iptables' nat table through firewalld's direct interface, which \
+                 forwards of a loopback address need; check firewall-cmd --direct --passthrough ipv4 -t nat -S"
+                    .into(),
+            ))
+        }
+    };
+    let mut warnings = Vec::new();
+    let localnet_wanted = localnet_bridges(declared, &facts.networks);
+    let any_localnet = declared.forwards.iter().any(is_localnet);
+    // Needed while a loopback forward exists or a bridge keeps route_localnet on after this plan.
+    let guard_needed = any_localnet
+        || (!facts.sysctl_writable
+            && facts
+                .route_localnet
+                .iter()
+                .any(|(b, &on)| on && !localnet_wanted.contains(b)));
+    match facts.localnet_guard {
+        // The guard comes first: route_localnet is never on without it.
+        Some(false) if any_localnet => steps.push(Step::LocalnetGuard { present: true }),
+        None if any_localnet => {
+            return Err(Refusal(
+                "cannot run nft, which guards the host's loopback addresses from guests while a \
+                 forward of a loopback address exists; install nftables"
+                    .into(),
+            ))
+        }
+        _ => {}
+    }
+    for (bridge, &on) in &facts.route_localnet {
+        let want = localnet_wanted.contains(bridge);
+        if on == want {
+            continue;
+        }
+        let (value, previous) = if want { ("1", "0") } else { ("0", "1") };
+        if facts.sysctl_writable {
+            steps.push(Step::Sysctl {
+                key: route_localnet_key(bridge),
+                value: value.into(),
+                previous: previous.into(),
+            });
+        } else {
+            warnings.push(Warning {
+                reason: WarningReason::KernelSettingReadOnly,
+                message: format!(
+                    "route_localnet of bridge {bridge} should be {value} for forwards of a loopback \
+                     address, but this process may not change kernel settings; the network hook or \
+                     virtzone forward sets it"
+                ),
+            });
+        }
+    }
+    steps.extend(local_before);
+    // And it goes last, once route_localnet is off everywhere.
+    let guard_off = facts.localnet_guard == Some(true) && !guard_needed;
 
     match Shape::of(&facts.version, &facts.default_zone) {
-        Shape::Zone(zone) => {
-            let want: BTreeSet<FirewalldEntry> =
-                declared.forwards.iter().map(firewalld_entry).collect();
-            let drop: BTreeSet<FirewalldEntry> = gone
+        Shape::Zone(default_zone) => {
+            // Loopback forwards serve the host's own connections only (the from-host policy).
+            let want: BTreeSet<FirewalldEntry> = declared
+                .forwards
+                .iter()
+                .filter(|f| !is_localnet(f))
+                .map(firewalld_entry)
+                .collect();
+            // Entries of forwards virtzone declared or is removing: the only ones it touches.
+            let ours: BTreeSet<FirewalldEntry> = gone
                 .iter()
                 .map(firewalld_entry)
-                .filter(|e| !want.contains(e))
+                .chain(want.iter().cloned())
                 .collect();
+            let uplinks = uplink_zones(facts);
             for layer in [Layer::Permanent, Layer::Runtime] {
-                let have = match layer {
-                    Layer::Permanent => facts.zone.permanent.as_ref(),
-                    Layer::Runtime => facts.zone.runtime.as_ref(),
+                let have_of = |zone: &str| {
+                    facts.zones.get(zone).and_then(|l| match layer {
+                        Layer::Permanent => l.permanent.as_ref(),
+                        Layer::Runtime => l.runtime.as_ref(),
+                    })
                 };
-                let Some(have) = have else {
+                if have_of(&default_zone).is_none() {
                     return Err(Refusal(format!(
-                        "firewalld's default zone {zone} cannot be read; check firewall-cmd --get-default-zone"
+                        "firewalld's default zone {default_zone} cannot be read; check firewall-cmd --get-default-zone"
                     )));
-                };
-                for e in &drop {
-                    steps.extend(zone_entry_step(layer, &zone, e, have, false));
                 }
-                for e in &want {
-                    steps.extend(zone_entry_step(layer, &zone, e, have, true));
+                for zone in facts.zones.keys() {
+                    let Some(have) = have_of(zone) else { continue };
+                    let here: &BTreeSet<FirewalldEntry> = if uplinks.contains(zone) {
+                        &want
+                    } else {
+                        &BTreeSet::new()
+                    };
+                    for e in ours.difference(here) {
+                        steps.extend(zone_entry_step(layer, zone, e, have, false));
+                    }
+                    for e in here {
+                        steps.extend(zone_entry_step(layer, zone, e, have, true));
+                    }
                 }
             }
         }
         Shape::Policy => {
             let mut want = Entries::default();
-            for f in &declared.forwards {
+            for f in declared.forwards.iter().filter(|f| !is_localnet(f)) {
                 match firewalld_entry(f) {
                     FirewalldEntry::Port(p) => {
                         want.forward_ports.insert(p);
@@ -778,18 +959,19 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
             .filter(|s| !s.is_runtime() && *s != Step::Reload)
             .collect();
         kept.push(Step::Reload);
-        return Ok(plan_of(kept));
+        return Ok(plan_of(kept, warnings));
     }
     steps.extend(after);
     steps.extend(nat_after);
-    Ok(plan_of(steps))
+    steps.extend(local_after);
+    if guard_off {
+        steps.push(Step::LocalnetGuard { present: false });
+    }
+    Ok(plan_of(steps, warnings))
 }
 
-fn plan_of(steps: Vec<Step>) -> Plan {
-    Plan {
-        steps,
-        warnings: Vec::new(),
-    }
+fn plan_of(steps: Vec<Step>, warnings: Vec<Warning>) -> Plan {
+    Plan { steps, warnings }
 }
 
 fn zone_entry_step(
@@ -887,10 +1069,17 @@ mod tests {
         Facts {
             version: v(version),
             default_zone: "public".into(),
-            zone: Layers {
-                runtime: Some(Entries::default()),
-                permanent: Some(Entries::default()),
-            },
+            zones: ["public", "libvirt", "work"]
+                .into_iter()
+                .map(|z| {
+                    let layers = Layers {
+                        runtime: Some(Entries::default()),
+                        permanent: Some(Entries::default()),
+                    };
+                    (z.to_string(), layers)
+                })
+                .collect(),
+            active_zones: BTreeSet::from(["libvirt".to_string()]),
             forward_policy: Layers::default(),
             allow_policy: Layers::default(),
             from_host_policy: Layers::default(),
@@ -901,6 +1090,9 @@ mod tests {
             iptables_nat: Some(String::new()),
             libvirt_nft: None,
             libvirt_nft6: None,
+            localnet_guard: Some(false),
+            route_localnet: BTreeMap::from([("virbr1".into(), false)]),
+            sysctl_writable: true,
         }
     }
 
@@ -960,6 +1152,141 @@ mod tests {
     }
 
     #[test]
+    fn before_2_2_forwards_follow_the_uplink_zones() {
+        let f = fwd(1, "192.0.2.5", 8080, 80);
+        let entry: ForwardPortEntry =
+            ("8080".into(), "tcp".into(), "80".into(), "192.0.2.5".into());
+        let d = Declared {
+            forwards: vec![f],
+            ..Declared::default()
+        };
+        let zones_with = |steps: &[Step], permanent: bool| -> BTreeSet<String> {
+            steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::AddForwardPort { zone, .. } if !permanent => Some(zone.clone()),
+                    Step::AddPermanentForwardPort { zone, .. } if permanent => Some(zone.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // An uplink bound to `work`: the forward goes there as well as into the default zone,
+        // never into the guests' zone.
+        let mut facts = facts("1.3.3", LIBVIRT_ONLY);
+        facts.active_zones.insert("work".into());
+        let steps = plan(&d, &[], &facts).unwrap().steps;
+        let both = BTreeSet::from(["public".to_string(), "work".to_string()]);
+        assert_eq!(zones_with(&steps, false), both);
+        assert_eq!(zones_with(&steps, true), both);
+        assert_eq!(uplink_zones(&facts), both);
+        // The uplink leaves `work`: its entries go, in both layers; the default zone keeps its own.
+        facts.active_zones.remove("work");
+        for (zone, layers) in facts.zones.iter_mut() {
+            if zone != "libvirt" {
+                for l in [&mut layers.runtime, &mut layers.permanent] {
+                    l.as_mut().unwrap().forward_ports.insert(entry.clone());
+                }
+            }
+        }
+        let steps: Vec<Step> = plan(&d, &[], &facts)
+            .unwrap()
+            .steps
+            .into_iter()
+            .filter(|s| !matches!(s, Step::Iptables { .. }))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                Step::RemovePermanentForwardPort {
+                    zone: "work".into(),
+                    entry: entry.clone()
+                },
+                Step::RemoveForwardPort {
+                    zone: "work".into(),
+                    entry
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_loopback_forward_puts_the_guard_before_route_localnet_and_serves_the_host_only() {
+        let mut f = fwd(1, "192.0.2.5", 8080, 80);
+        f.host_address = Some("127.0.0.1".parse().unwrap());
+        f.from_host = true;
+        let d = Declared {
+            forwards: vec![f.clone()],
+            ..Declared::default()
+        };
+        let mut facts = facts("2.3.1", LIBVIRT_ONLY);
+        let empty = Layers {
+            runtime: Some(Entries::default()),
+            permanent: Some(Entries::default()),
+        };
+        facts.from_host_policy = empty.clone();
+        facts.forward_policy = empty;
+        let steps = plan(&d, &[], &facts).unwrap().steps;
+        let guard = steps
+            .iter()
+            .position(|s| *s == Step::LocalnetGuard { present: true })
+            .unwrap();
+        let on = Step::Sysctl {
+            key: "net/ipv4/conf/virbr1/route_localnet".into(),
+            value: "1".into(),
+            previous: "0".into(),
+        };
+        assert!(guard < steps.iter().position(|s| *s == on).unwrap());
+        let ipt: Vec<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Iptables { table, args } => Some(format!("{table} {}", args.join(" "))),
+                _ => None,
+            })
+            .collect();
+        assert!(ipt.iter().any(|l| l.starts_with(
+            "nat -A VIRTZONE_LOCALNET -s 127.0.0.0/8 -d 192.0.2.5/32 -o virbr1 -p tcp"
+        )));
+        // The host's own connections only: no accept in FORWARD, no upstream forward-port.
+        assert!(!ipt.iter().any(|l| l.starts_with("filter")), "{ipt:?}");
+        assert!(!steps.iter().any(|s| matches!(s,
+            Step::SetPolicyEntries { name, entries, .. } if name == FORWARD_POLICY
+                && !entries.rich_rules.is_empty())));
+        assert!(steps.iter().any(|s| matches!(s,
+            Step::SetPolicyEntries { name, entries, .. } if name == FROM_HOST_POLICY
+                && entries.rich_rules.iter().any(|r| r.contains("destination address=\"127.0.0.1\"")))));
+        // Nft cannot be run: refused rather than route_localnet without its guard.
+        facts.localnet_guard = None;
+        assert!(plan(&d, &[], &facts).is_err());
+        // The forward goes: route_localnet off first, then the guard.
+        facts.localnet_guard = Some(true);
+        facts.route_localnet.insert("virbr1".into(), true);
+        let steps = plan(&Declared::default(), &[f], &facts).unwrap().steps;
+        let off = steps
+            .iter()
+            .position(|s| matches!(s, Step::Sysctl { value, .. } if value == "0"))
+            .unwrap();
+        assert_eq!(
+            steps
+                .iter()
+                .position(|s| *s == Step::LocalnetGuard { present: false }),
+            Some(steps.len() - 1)
+        );
+        assert!(off < steps.len() - 1);
+        // Where kernel settings are read-only (the daemon's sandbox): a warning, no step, and the
+        // guard stays while route_localnet stays on.
+        facts.sysctl_writable = false;
+        let p = plan(&Declared::default(), &[], &facts).unwrap();
+        assert!(
+            !p.steps
+                .iter()
+                .any(|s| matches!(s, Step::Sysctl { .. } | Step::LocalnetGuard { .. })),
+            "{:?}",
+            p.steps
+        );
+        assert_eq!(p.warnings[0].reason, WarningReason::KernelSettingReadOnly);
+    }
+
+    #[test]
     fn rebuilt_libvirt_jumps_in_front_move_ours_back_to_the_top() {
         let d = Declared {
             forwards: vec![fwd(1, "192.0.2.5", 8080, 80)],
@@ -1013,7 +1340,8 @@ mod tests {
             ("8080".into(), "tcp".into(), "80".into(), "192.0.2.5".into());
         let admins: ForwardPortEntry =
             ("9090".into(), "tcp".into(), "90".into(), "192.0.2.9".into());
-        for l in [&mut facts.zone.runtime, &mut facts.zone.permanent] {
+        let public = facts.zones.get_mut("public").unwrap();
+        for l in [&mut public.runtime, &mut public.permanent] {
             let e = l.as_mut().unwrap();
             e.forward_ports.insert(entry.clone());
             e.forward_ports.insert(admins.clone());

@@ -146,6 +146,12 @@ impl Mutations for Fake {
     async fn nft(&self, command: &serde_json::Value) -> firewalld::Result<()> {
         self.record(format!("nft {command}"))
     }
+    async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()> {
+        self.record(format!("sysctl {key}={value}"))
+    }
+    async fn set_localnet_guard(&self, present: bool) -> firewalld::Result<()> {
+        self.record(format!("localnet guard {present}"))
+    }
 }
 
 /// A policy's rich rules, joined, for the record.
