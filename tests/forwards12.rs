@@ -447,6 +447,14 @@ fn forward_life(opts: SidOptions) {
     assert!(!guest_input(&sys).contains("virtzone-fwd"));
     let errors: Vec<String> = sys.firewalld_errors().split_off(errors_before);
     assert_eq!(errors, Vec::<String>::new(), "{}", sys.diagnostics());
+    // For the record (not an assertion): what else firewalld said.
+    for l in sys
+        .firewalld_log()
+        .lines()
+        .filter(|l| l.contains("WARNING"))
+    {
+        println!("firewalld: {l}");
+    }
 }
 
 #[test]
