@@ -97,8 +97,9 @@ pub trait Mutations {
     ) -> firewalld::Result<()>;
     /// `direct.passthrough("ipv4", ["-t", table, args…])`.
     async fn passthrough(&self, table: &str, args: &[String]) -> firewalld::Result<()>;
-    /// `nft -j -f -` with one command object (`{"insert": {"rule": …}}` or `{"delete": …}`).
-    async fn nft(&self, command: &serde_json::Value) -> firewalld::Result<()>;
+    /// `nft -j -f -` with command objects (`{"insert": {"rule": …}}` or `{"delete": …}`), as one
+    /// transaction: all or none.
+    async fn nft(&self, commands: &[serde_json::Value]) -> firewalld::Result<()>;
     /// Writes `/proc/sys/KEY` (not firewalld: see [`Step::Sysctl`]).
     async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()>;
     /// Sets the localnet guard (not firewalld: see [`Step::LocalnetGuard`]).
@@ -223,30 +224,38 @@ impl<'m, M: Mutations> Executor<'m, M> {
                 m.set_permanent_policy_entries(name, entries).await
             }
             Step::Iptables { table, args } => m.passthrough(table, args).await,
-            Step::NftInsertRule {
+            Step::NftInsertRules {
                 family,
                 table,
                 chain,
-                expr,
-                comment,
-                ..
+                rules,
             } => {
-                m.nft(&serde_json::json!({"insert": {"rule": {
-                    "family": family, "table": table, "chain": chain,
-                    "expr": expr, "comment": comment}}}))
-                    .await
+                let cmds: Vec<serde_json::Value> = rules
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({"insert": {"rule": {
+                            "family": family, "table": table, "chain": chain,
+                            "expr": r.expr, "comment": r.comment}}})
+                    })
+                    .collect();
+                m.nft(&cmds).await
             }
-            Step::NftDeleteRule {
+            Step::NftDeleteRules {
                 family,
                 table,
                 chain,
-                handle,
+                handles,
             } => {
-                m.nft(&serde_json::json!({"delete": {"rule": {
-                    "family": family, "table": table, "chain": chain, "handle": handle,
-                    // The crate's schema wants statements; nft ignores them for a delete.
-                    "expr": []}}}))
-                    .await
+                let cmds: Vec<serde_json::Value> = handles
+                    .iter()
+                    .map(|h| {
+                        serde_json::json!({"delete": {"rule": {
+                            "family": family, "table": table, "chain": chain, "handle": h,
+                            // The crate's schema wants statements; nft ignores them for a delete.
+                            "expr": []}}})
+                    })
+                    .collect();
+                m.nft(&cmds).await
             }
             Step::Sysctl { key, value, .. } => m.write_sysctl(key, value).await,
             Step::LocalnetGuard { present } => m.set_localnet_guard(*present).await,
@@ -568,13 +577,17 @@ impl Mutations for Live<'_> {
         Ok(())
     }
 
-    async fn nft(&self, command: &serde_json::Value) -> firewalld::Result<()> {
+    async fn nft(&self, commands: &[serde_json::Value]) -> firewalld::Result<()> {
         // Through the nftables crate's schema: a command it cannot represent is a bug here, said
         // before nft runs.
-        let cmd: nftables::schema::NfCmd<'static> = serde_json::from_value(command.clone())
-            .map_err(|e| Error::Local(format!("internal error: bad nft command {command}: {e}")))?;
         let mut batch = nftables::batch::Batch::new();
-        batch.add_cmd(cmd);
+        for command in commands {
+            let cmd: nftables::schema::NfCmd<'static> = serde_json::from_value(command.clone())
+                .map_err(|e| {
+                    Error::Local(format!("internal error: bad nft command {command}: {e}"))
+                })?;
+            batch.add_cmd(cmd);
+        }
         let ruleset = batch.to_nftables();
         tokio::task::spawn_blocking(move || nftables::helper::apply_ruleset(&ruleset))
             .await

@@ -163,33 +163,31 @@ pub enum Step {
         /// Arguments after `-t TABLE`.
         args: Vec<String>,
     },
-    /// Inserts a rule at the top of a chain of another program's nftables table (libvirt's
-    /// `guest_input` with its nftables firewall backend), by `nft -j -f -`. No inverse, like
-    /// [`Step::Iptables`]: planned from `nft -j list table` on every check.
-    NftInsertRule {
-        /// The table's family (`ip`).
+    /// Inserts rules at the top of a chain of another program's nftables table (libvirt's
+    /// `guest_input` with its nftables firewall backend), all in one `nft -j -f -` transaction
+    /// (one nft run however many rules: the run, not the rule, is what costs time after every
+    /// rebuild). No inverse, like [`Step::Iptables`]: planned from `nft -j list table` on every
+    /// check.
+    NftInsertRules {
+        /// The table's family (`ip` or `ip6`).
         family: String,
         /// The table.
         table: String,
         /// The chain.
         chain: String,
-        /// The rule's statements, nft JSON (`expr`).
-        expr: serde_json::Value,
-        /// The rule's comment (how virtzone recognises its rules).
-        comment: String,
-        /// The rule in nft's syntax, for messages.
-        text: String,
+        /// The rules.
+        rules: Vec<NftRule>,
     },
-    /// Deletes one rule, by handle, from a chain of an nftables table.
-    NftDeleteRule {
+    /// Deletes rules, by handle, from a chain of an nftables table, in one transaction.
+    NftDeleteRules {
         /// The table's family.
         family: String,
         /// The table.
         table: String,
         /// The chain.
         chain: String,
-        /// nft's handle of the rule.
-        handle: u64,
+        /// nft's handles of the rules.
+        handles: Vec<u64>,
     },
     /// Puts virtzone's localnet guard (see [`crate::host::LOCALNET_GUARD`]) in place or takes it
     /// away. Not firewalld either, and for the same reason in the same plan.
@@ -318,8 +316,8 @@ impl Step {
             Step::LocalnetGuard { present } => Step::LocalnetGuard { present: !present },
             Step::Reload
             | Step::Iptables { .. }
-            | Step::NftInsertRule { .. }
-            | Step::NftDeleteRule { .. } => return None,
+            | Step::NftInsertRules { .. }
+            | Step::NftDeleteRules { .. } => return None,
         })
     }
 
@@ -412,22 +410,32 @@ impl fmt::Display for Step {
             Step::Iptables { table, args } => {
                 write!(f, "run iptables -t {table} {}", args.join(" "))
             }
-            Step::NftInsertRule {
+            Step::NftInsertRules {
                 family,
                 table,
                 chain,
-                text,
-                ..
-            } => write!(f, "run nft insert rule {family} {table} {chain} {text}"),
-            Step::NftDeleteRule {
+                rules,
+            } => {
+                let texts: Vec<&str> = rules.iter().map(|r| r.text.as_str()).collect();
+                write!(
+                    f,
+                    "run nft insert rule {family} {table} {chain} {}",
+                    texts.join(" ; ")
+                )
+            }
+            Step::NftDeleteRules {
                 family,
                 table,
                 chain,
-                handle,
-            } => write!(
-                f,
-                "run nft delete rule {family} {table} {chain} handle {handle}"
-            ),
+                handles,
+            } => {
+                let handles: Vec<String> = handles.iter().map(u64::to_string).collect();
+                write!(
+                    f,
+                    "run nft delete rule {family} {table} {chain} handle {}",
+                    handles.join(", ")
+                )
+            }
             Step::Sysctl { key, value, .. } => write!(f, "set /proc/sys/{key} to {value}"),
             Step::LocalnetGuard { present: true } => {
                 write!(f, "add nftables table inet virtzone (the localnet guard)")
@@ -440,6 +448,17 @@ impl fmt::Display for Step {
             }
         }
     }
+}
+
+/// One rule of [`Step::NftInsertRules`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NftRule {
+    /// The rule's statements, nft JSON (`expr`).
+    pub expr: serde_json::Value,
+    /// The rule's comment (how virtzone recognises its rules).
+    pub comment: String,
+    /// The rule in nft's syntax, for messages.
+    pub text: String,
 }
 
 /// A forward-port entry as `firewall-cmd` writes it: `port=…:proto=…:toport=…:toaddr=…`.

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::model::{Ports, Proto};
 use super::plan::{Accept, COMMENT};
-use crate::change::Step;
+use crate::change::{NftRule, Step};
 
 /// libvirt's table, in family `ip` and, for IPv6 networks, `ip6` (IPv6 is NATed, and rejected like
 /// IPv4, only with `<nat ipv6='yes'>`; a routed IPv6 subnet has an accept of its own).
@@ -295,8 +295,8 @@ fn same(a: &Accept, b: &Accept) -> bool {
 /// a reject are deleted by handle afterwards (`after`, which on removal runs after firewalld's DNAT
 /// is gone).
 pub fn steps(chain: &GuestInput, family: &str, wanted: &[Accept]) -> (Vec<Step>, Vec<Step>) {
-    let (mut before, mut after) = (Vec::new(), Vec::new());
     let mut rejected = false;
+    let mut stale: Vec<u64> = Vec::new();
     // Rules of ours still usable: in front of every reject, by index into `wanted`.
     let mut kept: Vec<bool> = vec![false; wanted.len()];
     for r in &chain.rules {
@@ -311,26 +311,42 @@ pub fn steps(chain: &GuestInput, family: &str, wanted: &[Accept]) -> (Vec<Step>,
                 });
                 match slot {
                     Some(i) if !rejected => kept[i] = true,
-                    _ => after.push(Step::NftDeleteRule {
-                        family: family.into(),
-                        table: TABLE.into(),
-                        chain: CHAIN.into(),
-                        handle: r.handle,
-                    }),
+                    _ => stale.push(r.handle),
                 }
             }
         }
     }
-    for (w, _) in wanted.iter().zip(&kept).filter(|(_, k)| !**k) {
-        before.push(Step::NftInsertRule {
-            family: family.into(),
-            table: TABLE.into(),
-            chain: CHAIN.into(),
+    let rules: Vec<NftRule> = wanted
+        .iter()
+        .zip(&kept)
+        .filter(|(_, k)| !**k)
+        .map(|(w, _)| NftRule {
             expr: accept_expr(w),
             comment: COMMENT.into(),
             text: accept_text(w),
-        });
-    }
+        })
+        .collect();
+    // One step each, so one nft run each however many accepts there are.
+    let before = if rules.is_empty() {
+        Vec::new()
+    } else {
+        vec![Step::NftInsertRules {
+            family: family.into(),
+            table: TABLE.into(),
+            chain: CHAIN.into(),
+            rules,
+        }]
+    };
+    let after = if stale.is_empty() {
+        Vec::new()
+    } else {
+        vec![Step::NftDeleteRules {
+            family: family.into(),
+            table: TABLE.into(),
+            chain: CHAIN.into(),
+            handles: stale,
+        }]
+    };
     (before, after)
 }
 
@@ -420,22 +436,22 @@ mod tests {
         let (before, after) = steps(&c, FAMILY, &wanted);
         // The first is in front already; the second is stuck behind the reject.
         assert!(
-            matches!(&before[..], [Step::NftInsertRule { text, .. }] if text.contains("192.0.2.51")),
+            matches!(&before[..], [Step::NftInsertRules { rules, .. }]
+                if rules.len() == 1 && rules[0].text.contains("192.0.2.51")),
             "{before:?}"
         );
-        let handles: Vec<u64> = after
-            .iter()
-            .map(|s| match s {
-                Step::NftDeleteRule { handle, .. } => *handle,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        // 32 is not wanted at all, 31 is misplaced.
-        assert_eq!(handles, [32, 31]);
+        // 32 is not wanted at all, 31 is misplaced: one step, one nft run.
+        assert!(
+            matches!(&after[..], [Step::NftDeleteRules { handles, .. }] if handles == &[32, 31]),
+            "{after:?}"
+        );
         // Nothing wanted: every rule of ours goes, libvirt's stay.
         let (b, a) = steps(&c, FAMILY, &[]);
         assert!(b.is_empty());
-        assert_eq!(a.len(), 3);
+        assert!(
+            matches!(&a[..], [Step::NftDeleteRules { handles, .. }] if handles.len() == 3),
+            "{a:?}"
+        );
     }
 
     #[test]

@@ -1524,7 +1524,7 @@ mod tests {
             !steps.iter().any(|s| matches!(s, Step::Iptables { .. })),
             "{steps:?}"
         );
-        assert!(matches!(&steps[0], Step::NftInsertRule { chain, .. } if chain == "guest_input"));
+        assert!(matches!(&steps[0], Step::NftInsertRules { chain, .. } if chain == "guest_input"));
         // Accepts come before the DNAT here too.
         assert!(matches!(steps.last(), Some(Step::AddForwardPort { .. })));
         // Unreadable iptables does not matter for such a network.
@@ -1540,7 +1540,7 @@ mod tests {
         assert!(matches!(&steps[0], Step::Iptables { .. }), "{steps:?}");
         assert!(!steps
             .iter()
-            .any(|s| matches!(s, Step::NftInsertRule { .. })));
+            .any(|s| matches!(s, Step::NftInsertRules { .. })));
         // In neither (libvirt half-way through a rebuild of its nftables rules): the nftables
         // accept is kept, and no iptables one is added just to be removed again.
         let mut f = facts("1.3.3", LIBVIRT_ONLY);
@@ -1549,7 +1549,7 @@ mod tests {
         assert!(!steps.iter().any(|s| matches!(s, Step::Iptables { .. })));
         assert!(steps
             .iter()
-            .any(|s| matches!(s, Step::NftInsertRule { .. })));
+            .any(|s| matches!(s, Step::NftInsertRules { .. })));
         // ... but an iptables accept in place is not taken away either.
         f.iptables = Some(format!("{LIBVIRT_ONLY}-N VIRTZONE_FWD\n"));
         let steps = plan(&d, &[], &f).unwrap().steps;
@@ -1561,7 +1561,7 @@ mod tests {
         assert!(steps.iter().any(|s| matches!(s, Step::Iptables { .. })));
         assert!(!steps
             .iter()
-            .any(|s| matches!(s, Step::NftInsertRule { .. })));
+            .any(|s| matches!(s, Step::NftInsertRules { .. })));
     }
 
     #[test]
@@ -1579,14 +1579,14 @@ mod tests {
         assert!(
             !steps
                 .iter()
-                .any(|s| matches!(s, Step::NftInsertRule { .. } | Step::Iptables { .. })),
+                .any(|s| matches!(s, Step::NftInsertRules { .. } | Step::Iptables { .. })),
             "{steps:?}"
         );
         f.libvirt_nft6 = Some(crate::forward::nft::GuestInput::parse(libvirt6, "ip6").unwrap());
         let steps = plan(&d, &[], &f).unwrap().steps;
         assert!(
-            matches!(&steps[0], Step::NftInsertRule { family, text, .. }
-                if family == "ip6" && text.contains("ip6 daddr 2001:db8::5 tcp dport 80")),
+            matches!(&steps[0], Step::NftInsertRules { family, rules, .. }
+                if family == "ip6" && rules[0].text.contains("ip6 daddr 2001:db8::5 tcp dport 80")),
             "{steps:?}"
         );
     }

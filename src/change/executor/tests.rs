@@ -143,8 +143,11 @@ impl Mutations for Fake {
     async fn passthrough(&self, table: &str, args: &[String]) -> firewalld::Result<()> {
         self.record(format!("passthrough -t {table} {}", args.join(" ")))
     }
-    async fn nft(&self, command: &serde_json::Value) -> firewalld::Result<()> {
-        self.record(format!("nft {command}"))
+    async fn nft(&self, commands: &[serde_json::Value]) -> firewalld::Result<()> {
+        self.record(format!(
+            "nft {}",
+            serde_json::Value::from(commands.to_vec())
+        ))
     }
     async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()> {
         self.record(format!("sysctl {key}={value}"))
