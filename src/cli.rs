@@ -171,9 +171,9 @@ pub enum Command {
     /// /etc/libvirt/hooks/network.d/50-virtzone: `start begin` runs the pre-check, `started begin`
     /// binds the bridge, `stopped end` unbinds it.
     Hook {
-        /// The hooked object: `network`.
+        /// The hooked object: `network` or `qemu`.
         object: String,
-        /// The network's name.
+        /// The network's or domain's name.
         name: String,
         /// The operation (`start`, `started`, `stopped`, …).
         op: String,
@@ -230,13 +230,16 @@ pub enum Command {
 /// What a forward is: the arguments of `forward add`, also accepted by `forward remove`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ForwardSpec {
-    /// The libvirt network of the guest.
+    /// The libvirt network of the guest (with --domain: which of the domain's networks, when it has
+    /// several).
     #[arg(long, value_name = "NET")]
     pub network: Option<String>,
     /// The guest's address (IPv4 or IPv6, in one of the network's subnets).
     #[arg(long, value_name = "ADDR")]
     pub guest: Option<String>,
-    /// The guest by libvirt domain name (not supported yet).
+    /// The guest by libvirt domain name: its address is resolved from the network's static DHCP
+    /// hosts or dnsmasq's lease whenever the domain starts (through virtzone's qemu hook); while it
+    /// is stopped the forward is inactive.
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Option<String>,
     /// Forward only connections to this address of the host.
@@ -271,7 +274,7 @@ pub enum ForwardAction {
         /// The guest and options, when not removing by ID.
         #[command(flatten)]
         spec: ForwardSpec,
-        /// ID, or PROTO/HOSTPORT[:GUESTPORT] with --network and --guest.
+        /// ID, or PROTO/HOSTPORT[:GUESTPORT] with --network and --guest, or with --domain.
         #[arg(value_name = "ID|PROTO/HOSTPORT[:GUESTPORT]")]
         target: String,
         /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
