@@ -241,6 +241,24 @@ fn domain_forward_follows_the_domain(release: Release, backend: Backend) {
         connect(&up, UP_HOST, 7070) == "ok static 198.51.100.2"
     });
 
+    // A libvirtd restart: libvirt runs the qemu hook's `reconnect begin` for each running domain
+    // and rebuilds its rules; every domain forward keeps (or gets back to) working.
+    vlab.restart_libvirtd();
+    wait("the forwards after a libvirtd restart", HEAL, || {
+        web_works()
+            && connect(&up, UP_HOST, 9090) == "ok late 198.51.100.2"
+            && connect(&up, UP_HOST, 7070) == "ok static 198.51.100.2"
+    });
+    assert!(
+        vlab.hook_runs()
+            .iter()
+            .any(|r| r.hook == "qemu.d/50-virtzone"
+                && r.call() == "st reconnect begin"
+                && r.status == 0),
+        "{}",
+        vlab.diagnostics()
+    );
+
     // 5. Bad input: exit 2, one sentence, nothing changed.
     let before = forwards_file(&vlab);
     let fw_before = vlab.firewall_cmd_ok(&["--list-all-policies"]);
