@@ -165,11 +165,14 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// libvirt's network hook.
+    /// libvirt's network and qemu hooks.
     ///
     /// Called as `virtzone hook network NAME OP SUBOP [EXTRA]` with hookData on standard input, by
     /// /etc/libvirt/hooks/network.d/50-virtzone: `start begin` runs the pre-check, `started begin`
-    /// binds the bridge, `stopped end` unbinds it.
+    /// binds the bridge, `stopped end` unbinds it. Called as `virtzone hook qemu DOMAIN OP SUBOP
+    /// [EXTRA]` with the domain's XML on standard input, by /etc/libvirt/hooks/qemu.d/50-virtzone:
+    /// `started begin` and `reconnect begin` record the domain and apply its `forward add --domain`
+    /// forwards, `stopped end` takes them out; it always exits 0.
     Hook {
         /// The hooked object: `network` or `qemu`.
         object: String,
@@ -204,7 +207,9 @@ pub enum Command {
     /// Forward ports of the host to a guest of a libvirt network (docs/forwards.md).
     ///
     /// Kept as desired state, shown by firewall-cmd as firewalld objects, and re-applied by the daemon
-    /// whenever libvirt or firewalld rebuild their rules.
+    /// whenever libvirt or firewalld rebuild their rules. With --domain the guest's address follows
+    /// the domain (qemu hook, static DHCP hosts, dnsmasq's leases): inactive while it is stopped,
+    /// waiting-for-address until its guest has a lease.
     Forward {
         /// add, remove or list.
         #[command(subcommand)]
@@ -257,7 +262,8 @@ pub struct ForwardSpec {
 /// `virtzone forward …`.
 #[derive(Debug, Subcommand)]
 pub enum ForwardAction {
-    /// Forward PROTO/HOSTPORT[:GUESTPORT] (e.g. tcp/8080:80; ranges like tcp/8000-8010) to a guest.
+    /// Forward PROTO/HOSTPORT[:GUESTPORT] (e.g. tcp/8080:80; ranges like tcp/8000-8010) to a guest
+    /// (--network NET --guest ADDR) or to a libvirt domain (--domain DOMAIN [--network NET]).
     Add {
         /// The guest and options.
         #[command(flatten)]
