@@ -727,3 +727,110 @@ pub async fn domain_hook(fw: Option<&Firewalld>, dom: &Domain, running: bool) {
         eprintln!("virtzone: warning: forwards of domain {name}: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::Interface;
+    use network::Subnet;
+
+    fn req(domain: &str, network: Option<&str>) -> AddDomainForward {
+        AddDomainForward {
+            domain: domain.into(),
+            network: network.map(String::from),
+            ports: "tcp/8080:80".parse().unwrap(),
+            host_address: None,
+            from_host: false,
+            hairpin: false,
+        }
+    }
+
+    fn world() -> (Networks, Domains) {
+        let mut networks = Networks::default();
+        for (name, bridge) in [("n1", "virbr1"), ("n2", "virbr2")] {
+            networks.networks.insert(
+                name.into(),
+                NetworkRecord {
+                    bridge: crate::names::BridgeName::new(bridge).unwrap(),
+                    forward: "nat".into(),
+                    subnets: vec!["192.0.2.0/24".parse::<Subnet>().unwrap()],
+                    host: vec![],
+                    active: true,
+                    hosts: vec![],
+                },
+            );
+        }
+        let iface = |n: &str| Interface {
+            network: n.into(),
+            mac: Some("52:54:00:00:00:01".into()),
+        };
+        let mut domains = Domains::default();
+        domains.domains.insert(
+            "two".into(),
+            DomainRecord {
+                running: true,
+                interfaces: vec![iface("n1"), iface("n2")],
+            },
+        );
+        domains.domains.insert(
+            "off".into(),
+            DomainRecord {
+                running: false,
+                interfaces: vec![iface("n1"), iface("n2")],
+            },
+        );
+        (networks, domains)
+    }
+
+    #[test]
+    fn domain_forwards_are_checked_at_add_time_only_while_the_domain_runs() {
+        let (networks, domains) = world();
+        let local = |_| true;
+        let usage = |r: Result<(), ForwardError>| matches!(r, Err(ForwardError::Usage(_)));
+        // Running with two interfaces: --network is needed, and must be one of them.
+        assert!(usage(validate_domain(
+            &req("two", None),
+            &networks,
+            &domains,
+            local
+        )));
+        assert!(validate_domain(&req("two", Some("n2")), &networks, &domains, local).is_ok());
+        assert!(usage(validate_domain(
+            &req("two", Some("nosuch")),
+            &networks,
+            &domains,
+            local
+        )));
+        // Stopped (or never seen): checked when it starts.
+        assert!(validate_domain(&req("off", None), &networks, &domains, local).is_ok());
+        assert!(validate_domain(&req("new", None), &networks, &domains, local).is_ok());
+        // The host side as for --guest forwards.
+        let mut r = req("off", None);
+        r.from_host = true;
+        assert!(usage(validate_domain(&r, &networks, &domains, local)));
+        r.host_address = Some("203.0.113.7".parse().unwrap());
+        assert!(usage(validate_domain(&r, &networks, &domains, |_| false)));
+    }
+
+    #[test]
+    fn version_1_files_are_read_and_newer_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path().join("s"));
+        std::fs::create_dir_all(state.path()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let v1 = r#"{"version":1,"next_id":2,"forwards":[{"id":1,"network":"n1",
+            "guest":"192.0.2.5","proto":"tcp","host_port":"80","guest_port":"80"}]}"#;
+        std::fs::write(state.path().join(FORWARDS_FILE), v1).unwrap();
+        std::fs::set_permissions(
+            state.path().join(FORWARDS_FILE),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let d = declared_in(&state).unwrap();
+        assert_eq!((d.version, d.forwards.len()), (FORMAT_VERSION, 1));
+        let v9 = v1.replace("\"version\":1", "\"version\":9");
+        std::fs::write(state.path().join(FORWARDS_FILE), v9).unwrap();
+        assert!(declared_in(&state).is_err());
+    }
+}
