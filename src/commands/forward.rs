@@ -146,7 +146,7 @@ pub async fn forward(action: ForwardAction) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One row of `forward list --json` (documented in docs/json.md).
+/// One row of `forward list --json` (documented in docs/forwards.md).
 #[derive(Serialize)]
 struct ForwardRow {
     id: u32,
