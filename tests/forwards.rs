@@ -294,9 +294,38 @@ fn forward_survives_every_rebuild(release: Release, backend: Backend) {
         "forward 1 exists already"
     );
 
+    if release == Release::Debian11 {
+        // No firewalld object before 1.1 forwards the host's own connections: refused, nothing
+        // recorded.
+        let out = vz(
+            &vlab,
+            &[
+                "forward",
+                "add",
+                "--network",
+                "fwd1",
+                "--guest",
+                &guest_ip,
+                "--host-address",
+                UP_HOST,
+                "--from-host",
+                "tcp/9090:80",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("firewalld 1.1"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!vz_ok(&vlab, &["forward", "list"]).contains("9090"));
+    }
+
     // firewall-cmd shows what virtzone did.
     let shown = match release {
-        Release::Debian12 => vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"]),
+        Release::Debian11 | Release::Debian12 => {
+            vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"])
+        }
         _ => vlab.firewall_cmd_ok(&["--info-policy=virtzone-forward"]),
     };
     assert!(
@@ -367,7 +396,9 @@ fn forward_survives_every_rebuild(release: Release, backend: Backend) {
         !connect(&up, UP_HOST, 8080).starts_with("ok")
     });
     let listing = match release {
-        Release::Debian12 => vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"]),
+        Release::Debian11 | Release::Debian12 => {
+            vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"])
+        }
         _ => vlab.firewall_cmd_ok(&["--info-policy=virtzone-forward"]),
     };
     assert!(!listing.contains("8080"), "{listing}");
@@ -392,6 +423,21 @@ fn forward_survives_every_rebuild_1_3_3_iptables() {
 #[test]
 fn forward_survives_every_rebuild_2_3_1_nftables() {
     forward_survives_every_rebuild(Release::Debian13, Backend::Nftables);
+}
+
+#[test]
+fn forward_survives_every_rebuild_2_5_2_nftables() {
+    forward_survives_every_rebuild(Release::Sid, Backend::Nftables);
+}
+
+#[test]
+fn forward_survives_every_rebuild_2_5_2_iptables() {
+    forward_survives_every_rebuild(Release::Sid, Backend::Iptables);
+}
+
+#[test]
+fn forward_survives_every_rebuild_0_9_3_nftables() {
+    forward_survives_every_rebuild(Release::Debian11, Backend::Nftables);
 }
 
 /// `allow`: a host service opened to one network's guests is reachable from that network's guest
@@ -468,6 +514,16 @@ fn allow_is_per_network(release: Release, backend: Backend) {
 #[test]
 fn allow_is_per_network_1_3_3_nftables() {
     allow_is_per_network(Release::Debian12, Backend::Nftables);
+}
+
+#[test]
+fn allow_is_per_network_2_5_2_nftables() {
+    allow_is_per_network(Release::Sid, Backend::Nftables);
+}
+
+#[test]
+fn allow_is_per_network_0_9_3_iptables() {
+    allow_is_per_network(Release::Debian11, Backend::Iptables);
 }
 
 #[test]
@@ -711,9 +767,8 @@ fn connect_from_host(vlab: &LibvirtLab, addr: &str, port: u16) -> String {
 /// `--from-host`: the host's own connections to the forwarded address reach the guest (policy
 /// HOST→ANY with a rich rule naming that address), upstream ones too; the host's connections to
 /// its other addresses are not captured; after `remove` the port is closed for the host.
-#[test]
-fn from_host_forward_serves_the_hosts_own_connections() {
-    let vlab = lab(Release::Debian12, Backend::Nftables);
+fn from_host_forward_serves_the_hosts_own_connections(release: Release, backend: Backend) {
+    let vlab = lab(release, backend);
     let net = vlab.define(&nat_network("fh1", "virbr81", "192.0.2"));
     vlab.expect_ok(&vlab.net_start(&net), "net-start fh1");
     let guest = vlab.plug_guest("virbr81");
@@ -794,8 +849,22 @@ fn from_host_forward_serves_the_hosts_own_connections() {
 /// IPv6 address. firewalld's forward-port carries the IPv6 `to-addr`; libvirt's ip6tables accept
 /// the routed subnet, so no accept of virtzone's is needed.
 #[test]
-fn ipv6_forward_reaches_the_guest() {
-    let vlab = lab(Release::Debian12, Backend::Nftables);
+fn from_host_forward_serves_the_hosts_own_connections_1_3_3_nftables() {
+    from_host_forward_serves_the_hosts_own_connections(Release::Debian12, Backend::Nftables);
+}
+
+#[test]
+fn from_host_forward_serves_the_hosts_own_connections_1_3_3_iptables() {
+    from_host_forward_serves_the_hosts_own_connections(Release::Debian12, Backend::Iptables);
+}
+
+#[test]
+fn from_host_forward_serves_the_hosts_own_connections_2_5_2_nftables() {
+    from_host_forward_serves_the_hosts_own_connections(Release::Sid, Backend::Nftables);
+}
+
+fn ipv6_forward_reaches_the_guest(release: Release, backend: Backend) {
+    let vlab = lab(release, backend);
     let xml = "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n\
                <name>six1</name><forward mode='nat'/><bridge name='virbr91' stp='off'/>\n\
                <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp><range start='192.0.2.100' \
@@ -900,14 +969,28 @@ fn ipv6_forward_reaches_the_guest() {
     );
 }
 
-/// `--hairpin` (firewalld 2.3.1): a second guest of the same network reaches the forward through
+/// `--hairpin` (firewalld ≥ 2.2): a second guest of the same network reaches the forward through
 /// the host's address. `br_netfilter` is switched off in the lab's namespace, so the proof does not
 /// lean on it (with it, replies on the bridge are un-DNATed by conntrack and hairpin works by
 /// accident). Without `--hairpin` the second guest's connection fails; with it, the guest sees the
 /// host's bridge address as the client (virtzone's masquerade), while upstream clients keep theirs.
 #[test]
-fn hairpin_forward_serves_a_second_guest() {
-    let vlab = lab(Release::Debian13, Backend::Nftables);
+fn ipv6_forward_reaches_the_guest_1_3_3_nftables() {
+    ipv6_forward_reaches_the_guest(Release::Debian12, Backend::Nftables);
+}
+
+#[test]
+fn ipv6_forward_reaches_the_guest_2_5_2_nftables() {
+    ipv6_forward_reaches_the_guest(Release::Sid, Backend::Nftables);
+}
+
+#[test]
+fn ipv6_forward_reaches_the_guest_2_3_1_iptables() {
+    ipv6_forward_reaches_the_guest(Release::Debian13, Backend::Iptables);
+}
+
+fn hairpin_forward_serves_a_second_guest(release: Release, backend: Backend) {
+    let vlab = lab(release, backend);
     let off = vlab
         .command("sysctl")
         .args(["-q", "-w", "net.bridge.bridge-nf-call-iptables=0"])
@@ -992,4 +1075,227 @@ fn hairpin_forward_serves_a_second_guest() {
         "{}",
         vlab.diagnostics()
     );
+}
+
+#[test]
+fn hairpin_forward_serves_a_second_guest_2_3_1_nftables() {
+    hairpin_forward_serves_a_second_guest(Release::Debian13, Backend::Nftables);
+}
+
+#[test]
+fn hairpin_forward_serves_a_second_guest_2_5_2_nftables() {
+    hairpin_forward_serves_a_second_guest(Release::Sid, Backend::Nftables);
+}
+
+#[test]
+fn hairpin_forward_serves_a_second_guest_2_3_1_iptables() {
+    hairpin_forward_serves_a_second_guest(Release::Debian13, Backend::Iptables);
+}
+
+/// `virtzone ARGS` in a private mount namespace where the forwards' store is a full tmpfs holding
+/// copies of its files: every write of the state file fails with ENOSPC, reads still work.
+fn vz_with_full_store(vlab: &LibvirtLab, args: &[&str]) -> Output {
+    const FULL: &str = r#"set -e
+d="$VIRTZONE_STATE_DIR/forwards"
+saved=$(mktemp -d)
+cp -a "$d/." "$saved/"
+mount -t tmpfs -o size=16k,mode=0700 tmpfs "$d"
+cp -a "$saved/." "$d/"
+dd if=/dev/zero of="$d/fill" bs=4k count=64 2>/dev/null || true
+rm -rf "$saved"
+exec "$@"
+"#;
+    let mut cmd = vlab.command("unshare");
+    cmd.env("VIRTZONE_STATE_DIR", vlab.state_dir())
+        .env("VIRTZONE_CONFIG", vlab.dir().join("virtzone.conf"))
+        .args(["-m", "--", "sh", "-c", FULL, "sh"])
+        .arg(common::virtzone_binary())
+        .args(args);
+    cmd.output().expect("run virtzone with a full store")
+}
+
+/// What firewalld and iptables hold of forwards on 1.3.3: the default zone's forward ports
+/// (runtime, permanent) and virtzone's accept chain.
+fn forward_traces(vlab: &LibvirtLab) -> (String, String, String) {
+    let chain = vlab
+        .command("iptables")
+        .args(["-w", "-t", "filter", "-S", "VIRTZONE_FWD"])
+        .output()
+        .unwrap();
+    (
+        vlab.firewall_cmd_ok(&["--zone=public", "--list-forward-ports"]),
+        vlab.firewall_cmd_ok(&["--permanent", "--zone=public", "--list-forward-ports"]),
+        text(&chain.stdout),
+    )
+}
+
+/// An operation completes or leaves nothing behind: when the state file cannot be written after
+/// firewalld was changed, the change is undone, for add and for remove.
+#[test]
+fn a_state_file_that_cannot_be_written_undoes_the_firewalld_change() {
+    let vlab = lab(Release::Debian12, Backend::Nftables);
+    let net = vlab.define(&nat_network("full1", "virbr71", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start full1");
+    let guest = vlab.plug_guest("virbr71");
+    let lease = guest
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
+    let up = vlab.plug_upstream("vzup71", "198.51.100.1/24", "198.51.100.2/24");
+    let spec = ["forward", "add", "--network", "full1", "--guest", &lease.ip];
+    vz_ok(&vlab, &[&spec[..], &["tcp/8080:80"]].concat());
+    assert!(connect(&up, UP_HOST, 8080).starts_with("ok guest-one"));
+    let declared = std::fs::read(vlab.state_dir().join("forwards/forwards.json")).unwrap();
+    let before = forward_traces(&vlab);
+
+    // add: firewalld gets the forward, the record fails, the forward goes again.
+    let out = vz_with_full_store(&vlab, &[&spec[..], &["tcp/8081:80"]].concat());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("No space left on device") && err.contains("undone"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    assert_eq!(forward_traces(&vlab), before);
+    assert!(!connect(&up, UP_HOST, 8081).starts_with("ok"));
+    assert_eq!(
+        std::fs::read(vlab.state_dir().join("forwards/forwards.json")).unwrap(),
+        declared
+    );
+
+    // remove: the forward goes, the record fails, the forward comes back.
+    let out = vz_with_full_store(&vlab, &["forward", "remove", "1"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("undone"), "{err}");
+    assert_eq!(forward_traces(&vlab), before);
+    assert!(connect(&up, UP_HOST, 8080).starts_with("ok guest-one"));
+    assert!(vz_ok(&vlab, &["forward", "list"]).contains("tcp"));
+}
+
+/// Before firewalld 2.2 a forward is a zone entry, and a zone's entries apply only to traffic that
+/// arrives in it: the forward follows every uplink zone, not just the default one, and leaves a
+/// zone once no uplink is bound to it any more (the daemon re-plans on the zone change).
+#[test]
+fn forward_follows_an_uplink_outside_the_default_zone_1_3_3() {
+    let vlab = lab(Release::Debian12, Backend::Nftables);
+    let net = vlab.define(&nat_network("upl1", "virbr81", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start upl1");
+    let guest = vlab.plug_guest("virbr81");
+    let lease = guest
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
+    let up = vlab.plug_upstream("vzup81", "198.51.100.1/24", "198.51.100.2/24");
+    vlab.firewall_cmd_ok(&["--zone=work", "--change-interface=vzup81"]);
+    let _daemon = Daemon::start(&vlab);
+    let ports = |zone: &str, permanent: bool| {
+        let zone = format!("--zone={zone}");
+        let mut args = vec![zone.as_str(), "--list-forward-ports"];
+        if permanent {
+            args.insert(0, "--permanent");
+        }
+        vlab.firewall_cmd_ok(&args)
+    };
+
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "upl1",
+            "--guest",
+            &lease.ip,
+            "tcp/8080:80",
+        ],
+    );
+    wait("the forward working through zone work", HEAL, || {
+        libvirt_rejects(&vlab, "virbr81") && connect(&up, UP_HOST, 8080).starts_with("ok guest-one")
+    });
+    for zone in ["work", "public"] {
+        for permanent in [false, true] {
+            assert!(
+                ports(zone, permanent).contains("port=8080:proto=tcp:toport=80"),
+                "{zone} permanent={permanent}"
+            );
+        }
+    }
+    assert!(ports("libvirt", false).trim().is_empty());
+
+    // The uplink moves to the default zone: the forward leaves `work`, and still works.
+    vlab.firewall_cmd_ok(&["--zone=public", "--change-interface=vzup81"]);
+    wait("the forward gone from zone work", HEAL, || {
+        ports("work", false).trim().is_empty() && ports("work", true).trim().is_empty()
+    });
+    wait("the forward working through zone public", HEAL, || {
+        connect(&up, UP_HOST, 8080).starts_with("ok guest-one")
+    });
+
+    vz_ok(&vlab, &["forward", "remove", "1"]);
+    for zone in ["work", "public"] {
+        assert!(ports(zone, false).trim().is_empty(), "{zone}");
+        assert!(ports(zone, true).trim().is_empty(), "{zone}");
+    }
+    assert!(!connect(&up, UP_HOST, 8080).starts_with("ok"));
+}
+
+/// A routed network: libvirt has no reject towards its subnet, but upstream clients still need the
+/// forward to reach a guest through the host's address (the guest subnet is not routed upstream).
+/// No accept of virtzone's is planned, and none is needed.
+fn forward_reaches_a_routed_networks_guest(release: Release, backend: Backend) {
+    let vlab = lab(release, backend);
+    let xml = nat_network("rt1", "virbr97", "192.0.2").replace("mode='nat'", "mode='route'");
+    let net = vlab.define(&xml);
+    vlab.expect_ok(&vlab.net_start(&net), "net-start rt1");
+    let guest = vlab.plug_guest("virbr97");
+    let lease = guest
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    let _server = serve(&guest, "0.0.0.0", 80, "guest-routed");
+    let up = vlab.plug_upstream("vzup97", "198.51.100.1/24", "198.51.100.2/24");
+    let _daemon = Daemon::start(&vlab);
+    assert!(!connect(&up, UP_HOST, 8080).starts_with("ok"));
+    vz_ok(
+        &vlab,
+        &[
+            "forward",
+            "add",
+            "--network",
+            "rt1",
+            "--guest",
+            &lease.ip,
+            "tcp/8080:80",
+        ],
+    );
+    let works = || connect(&up, UP_HOST, 8080) == "ok guest-routed 198.51.100.2";
+    wait("the forward to the routed guest", HEAL, works);
+    let out = vlab.firewall_cmd(&["--reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait("the forward after a reload", HEAL, works);
+    let chain = vlab
+        .command("iptables")
+        .args(["-w", "-t", "filter", "-S", "VIRTZONE_FWD"])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&chain.stdout).contains("-j ACCEPT"),
+        "no accept needed for a routed network: {}",
+        text(&chain.stdout)
+    );
+    vz_ok(&vlab, &["forward", "remove", "1"]);
+    wait("the port closed", HEAL, || {
+        !connect(&up, UP_HOST, 8080).starts_with("ok")
+    });
+}
+
+#[test]
+fn forward_reaches_a_routed_networks_guest_1_3_3_nftables() {
+    forward_reaches_a_routed_networks_guest(Release::Debian12, Backend::Nftables);
+}
+
+#[test]
+fn forward_reaches_a_routed_networks_guest_2_5_2_nftables() {
+    forward_reaches_a_routed_networks_guest(Release::Sid, Backend::Nftables);
 }

@@ -156,7 +156,11 @@ async fn converge_all(
     let steps = apply::converge(fw, &res.declared, &all_gone, networks).await?;
     if domains.applied != res.applied {
         domains.applied = res.applied.clone();
-        state.write(DOMAINS_FILE, &domains)?;
+        // Not fatal: firewalld already holds the change, and the caller's own record write (or
+        // its undo) decides the operation; a stale `applied` only costs a later removal.
+        if let Err(e) = state.write(DOMAINS_FILE, &domains) {
+            tracing::warn!("forwards: cannot record the applied domain forwards: {e}");
+        }
     }
     Ok((steps, res))
 }
@@ -180,6 +184,47 @@ fn declared_in(state: &StateDir) -> Result<Declared, ForwardError> {
 
 fn networks_in(state: &StateDir) -> Result<Networks, ForwardError> {
     Ok(state.read(NETWORKS_FILE)?)
+}
+
+/// Applies `declared` (taking `gone`'s and `removed`'s entries out, domain forwards resolved) and
+/// then records it. When the record cannot be written, firewalld is brought back to `before`, the
+/// declaration still on disk: an operation completes or leaves nothing behind, and firewalld never
+/// holds a forward the state file does not know (the daemon could never remove it).
+async fn apply_and_record(
+    fw: &Firewalld,
+    state: &StateDir,
+    declared: &Declared,
+    gone: &[Forward],
+    removed: &[DomainForward],
+    before: &Declared,
+    networks: &Networks,
+) -> Result<domain::Resolution, ForwardError> {
+    let (_, res) = converge_all(fw, state, declared, gone, removed, networks).await?;
+    let Err(e) = state.write(FORWARDS_FILE, declared) else {
+        return Ok(res);
+    };
+    // What this operation added is what the old declaration must take out again.
+    let added: Vec<Forward> = declared
+        .forwards
+        .iter()
+        .filter(|f| !before.forwards.iter().any(|b| b.id == f.id))
+        .cloned()
+        .collect();
+    let added_domain: Vec<DomainForward> = declared
+        .domain_forwards
+        .iter()
+        .filter(|f| !before.domain_forwards.iter().any(|b| b.id == f.id))
+        .cloned()
+        .collect();
+    match converge_all(fw, state, before, &added, &added_domain, networks).await {
+        Ok(_) => Err(ForwardError::Refused(format!(
+            "{e}; the change to firewalld was undone"
+        ))),
+        Err(undo) => Err(ForwardError::Refused(format!(
+            "{e}; undoing the change to firewalld failed too ({undo}): run the command again once the \
+             state directory is writable"
+        ))),
+    }
 }
 
 /// A `forward add` request, as parsed from the command line.
@@ -313,11 +358,11 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
         return Ok(message);
     }
     clash_check(&declared, &new.host_side())?;
+    let before = declared.clone();
     declared.forwards.push(new.clone());
     declared.next_id += 1;
     let fw = connect().await?;
-    converge_all(&fw, state, &declared, &[], &[], &networks).await?;
-    state.write(FORWARDS_FILE, &declared)?;
+    apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
     let nat_active = networks
         .networks
         .get(&new.network)
@@ -422,11 +467,11 @@ pub async fn add_domain_forward(
         return Ok(message);
     }
     clash_check(&declared, &new.host_side())?;
+    let before = declared.clone();
     declared.domain_forwards.push(new.clone());
     declared.next_id += 1;
     let fw = connect().await?;
-    let (_, res) = converge_all(&fw, state, &declared, &[], &[], &networks).await?;
-    state.write(FORWARDS_FILE, &declared)?;
+    let res = apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
     let how = match res.statuses.get(&new.id) {
         Some(Status::Active(t)) => format!("active, {} on network {}", t.guest, t.network),
         Some(Status::Waiting { network, mac }) => {
@@ -488,9 +533,16 @@ pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, Fo
         }
         Which::Spec(_) => None,
     };
-    let (gone, removed) = match (pos, domain_pos) {
-        (Some(pos), _) => (vec![declared.forwards.remove(pos)], Vec::new()),
-        (None, Some(pos)) => (Vec::new(), vec![declared.domain_forwards.remove(pos)]),
+    let before = declared.clone();
+    let (id, gone, removed) = match (pos, domain_pos) {
+        (Some(pos), _) => {
+            let f = declared.forwards.remove(pos);
+            (f.id, vec![f], Vec::new())
+        }
+        (None, Some(pos)) => {
+            let f = declared.domain_forwards.remove(pos);
+            (f.id, Vec::new(), vec![f])
+        }
         (None, None) => {
             return Err(ForwardError::Usage(match which {
                 Which::Id(id) => format!("there is no forward {id}; see virtzone forward list"),
@@ -500,10 +552,8 @@ pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, Fo
             }))
         }
     };
-    let id = gone.first().map_or_else(|| removed[0].id, |f| f.id);
     let fw = connect().await?;
-    converge_all(&fw, state, &declared, &gone, &removed, &networks).await?;
-    state.write(FORWARDS_FILE, &declared)?;
+    apply_and_record(&fw, state, &declared, &gone, &removed, &before, &networks).await?;
     Ok(format!("forward {id} removed"))
 }
 
@@ -525,6 +575,7 @@ pub async fn change_allow(
         )));
     }
     let present = declared.allows.contains(&allow);
+    let before = declared.clone();
     let fw = connect().await?;
     if add {
         if present {
@@ -551,8 +602,7 @@ pub async fn change_allow(
         }
         declared.allows.retain(|a| *a != allow);
     }
-    converge_all(&fw, state, &declared, &[], &[], &networks).await?;
-    state.write(FORWARDS_FILE, &declared)?;
+    apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
     Ok(if add {
         format!(
             "{} opened to network {}'s guests",

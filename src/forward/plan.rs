@@ -75,8 +75,11 @@ pub struct Facts {
     pub version: Version,
     /// firewalld's default zone.
     pub default_zone: String,
-    /// The default zone's entries (zone shape).
-    pub zone: Layers,
+    /// Every zone's entries (zone shape only; empty otherwise): forwards go into the uplink zones
+    /// and are taken out of every other zone.
+    pub zones: BTreeMap<String, Layers>,
+    /// Zones with interfaces or sources bound at runtime (zone shape only).
+    pub active_zones: BTreeSet<String>,
     /// [`FORWARD_POLICY`] (policy shape).
     pub forward_policy: Layers,
     /// [`ALLOW_POLICY`].
@@ -182,6 +185,26 @@ fn zone_of_network(facts: &Facts, name: &str) -> Option<String> {
         "route" => crate::LIBVIRT_ROUTED_ZONE.to_string(),
         _ => crate::LIBVIRT_ZONE.to_string(),
     })
+}
+
+/// The zones upstream connections arrive in, which hold forwards where no ANY→HOST policy can:
+/// the default zone (interfaces bound nowhere else) and every zone with interfaces or sources,
+/// except the zones of virtual networks (libvirt's, and wherever a recorded network's bridge is),
+/// whose guests reach forwards only by `--hairpin`.
+pub fn uplink_zones(facts: &Facts) -> BTreeSet<String> {
+    let guests: BTreeSet<&str> = facts
+        .bridge_zones
+        .values()
+        .map(String::as_str)
+        .chain([crate::LIBVIRT_ZONE, crate::LIBVIRT_ROUTED_ZONE])
+        .collect();
+    facts
+        .active_zones
+        .iter()
+        .filter(|z| !guests.contains(z.as_str()))
+        .cloned()
+        .chain([facts.default_zone.clone()])
+        .collect()
 }
 
 /// An accept in [`CHAIN`] for forwards to one guest port set of a running NAT network. Forwards to
@@ -575,29 +598,41 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
     steps.extend(nat_before);
 
     match Shape::of(&facts.version, &facts.default_zone) {
-        Shape::Zone(zone) => {
+        Shape::Zone(default_zone) => {
             let want: BTreeSet<FirewalldEntry> =
                 declared.forwards.iter().map(firewalld_entry).collect();
-            let drop: BTreeSet<FirewalldEntry> = gone
+            // Entries of forwards virtzone declared or is removing: the only ones it touches.
+            let ours: BTreeSet<FirewalldEntry> = gone
                 .iter()
                 .map(firewalld_entry)
-                .filter(|e| !want.contains(e))
+                .chain(want.iter().cloned())
                 .collect();
+            let uplinks = uplink_zones(facts);
             for layer in [Layer::Permanent, Layer::Runtime] {
-                let have = match layer {
-                    Layer::Permanent => facts.zone.permanent.as_ref(),
-                    Layer::Runtime => facts.zone.runtime.as_ref(),
+                let have_of = |zone: &str| {
+                    facts.zones.get(zone).and_then(|l| match layer {
+                        Layer::Permanent => l.permanent.as_ref(),
+                        Layer::Runtime => l.runtime.as_ref(),
+                    })
                 };
-                let Some(have) = have else {
+                if have_of(&default_zone).is_none() {
                     return Err(Refusal(format!(
-                        "firewalld's default zone {zone} cannot be read; check firewall-cmd --get-default-zone"
+                        "firewalld's default zone {default_zone} cannot be read; check firewall-cmd --get-default-zone"
                     )));
-                };
-                for e in &drop {
-                    steps.extend(zone_entry_step(layer, &zone, e, have, false));
                 }
-                for e in &want {
-                    steps.extend(zone_entry_step(layer, &zone, e, have, true));
+                for zone in facts.zones.keys() {
+                    let Some(have) = have_of(zone) else { continue };
+                    let here: &BTreeSet<FirewalldEntry> = if uplinks.contains(zone) {
+                        &want
+                    } else {
+                        &BTreeSet::new()
+                    };
+                    for e in ours.difference(here) {
+                        steps.extend(zone_entry_step(layer, zone, e, have, false));
+                    }
+                    for e in here {
+                        steps.extend(zone_entry_step(layer, zone, e, have, true));
+                    }
                 }
             }
         }
@@ -796,10 +831,17 @@ mod tests {
         Facts {
             version: v(version),
             default_zone: "public".into(),
-            zone: Layers {
-                runtime: Some(Entries::default()),
-                permanent: Some(Entries::default()),
-            },
+            zones: ["public", "libvirt", "work"]
+                .into_iter()
+                .map(|z| {
+                    let layers = Layers {
+                        runtime: Some(Entries::default()),
+                        permanent: Some(Entries::default()),
+                    };
+                    (z.to_string(), layers)
+                })
+                .collect(),
+            active_zones: BTreeSet::from(["libvirt".to_string()]),
             forward_policy: Layers::default(),
             allow_policy: Layers::default(),
             from_host_policy: Layers::default(),
@@ -867,6 +909,64 @@ mod tests {
     }
 
     #[test]
+    fn before_2_2_forwards_follow_the_uplink_zones() {
+        let f = fwd(1, "192.0.2.5", 8080, 80);
+        let entry: ForwardPortEntry =
+            ("8080".into(), "tcp".into(), "80".into(), "192.0.2.5".into());
+        let d = Declared {
+            forwards: vec![f],
+            ..Declared::default()
+        };
+        let zones_with = |steps: &[Step], permanent: bool| -> BTreeSet<String> {
+            steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::AddForwardPort { zone, .. } if !permanent => Some(zone.clone()),
+                    Step::AddPermanentForwardPort { zone, .. } if permanent => Some(zone.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // An uplink bound to `work`: the forward goes there as well as into the default zone,
+        // never into the guests' zone.
+        let mut facts = facts("1.3.3", LIBVIRT_ONLY);
+        facts.active_zones.insert("work".into());
+        let steps = plan(&d, &[], &facts).unwrap().steps;
+        let both = BTreeSet::from(["public".to_string(), "work".to_string()]);
+        assert_eq!(zones_with(&steps, false), both);
+        assert_eq!(zones_with(&steps, true), both);
+        assert_eq!(uplink_zones(&facts), both);
+        // The uplink leaves `work`: its entries go, in both layers; the default zone keeps its own.
+        facts.active_zones.remove("work");
+        for (zone, layers) in facts.zones.iter_mut() {
+            if zone != "libvirt" {
+                for l in [&mut layers.runtime, &mut layers.permanent] {
+                    l.as_mut().unwrap().forward_ports.insert(entry.clone());
+                }
+            }
+        }
+        let steps: Vec<Step> = plan(&d, &[], &facts)
+            .unwrap()
+            .steps
+            .into_iter()
+            .filter(|s| !matches!(s, Step::Iptables { .. }))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                Step::RemovePermanentForwardPort {
+                    zone: "work".into(),
+                    entry: entry.clone()
+                },
+                Step::RemoveForwardPort {
+                    zone: "work".into(),
+                    entry
+                },
+            ]
+        );
+    }
+
+    #[test]
     fn rebuilt_libvirt_jumps_in_front_move_ours_back_to_the_top() {
         let d = Declared {
             forwards: vec![fwd(1, "192.0.2.5", 8080, 80)],
@@ -920,7 +1020,8 @@ mod tests {
             ("8080".into(), "tcp".into(), "80".into(), "192.0.2.5".into());
         let admins: ForwardPortEntry =
             ("9090".into(), "tcp".into(), "90".into(), "192.0.2.9".into());
-        for l in [&mut facts.zone.runtime, &mut facts.zone.permanent] {
+        let public = facts.zones.get_mut("public").unwrap();
+        for l in [&mut public.runtime, &mut public.permanent] {
             let e = l.as_mut().unwrap();
             e.forward_ports.insert(entry.clone());
             e.forward_ports.insert(admins.clone());
