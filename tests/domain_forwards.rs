@@ -345,6 +345,11 @@ fn domain_forward_follows_the_domain_2_3_1_nftables() {
 }
 
 #[test]
+fn domain_forward_follows_the_domain_2_5_2_nftables() {
+    domain_forward_follows_the_domain(Release::Sid, Backend::Nftables);
+}
+
+#[test]
 fn domain_forward_follows_the_domain_1_3_3_iptables() {
     domain_forward_follows_the_domain(Release::Debian12, Backend::Iptables);
 }
