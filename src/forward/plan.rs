@@ -968,6 +968,7 @@ mod tests {
                 subnets: vec!["192.0.2.0/24".parse::<Subnet>().unwrap()],
                 host: vec!["192.0.2.1".parse().unwrap()],
                 active,
+                hosts: Vec::new(),
             },
         );
         n
