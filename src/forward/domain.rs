@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -373,7 +374,11 @@ pub fn read_leases(
         }
         let path = dir.join(format!("{bridge}.status"));
         let mut text = String::new();
-        let leases = match std::fs::File::open(&path)
+        // Never through a symlink: the file decides which guest a forward reaches.
+        let leases = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
             .and_then(|f| f.take(MAX_STATUS_FILE).read_to_string(&mut text))
         {
             Ok(_) => parse_status(&text).unwrap_or_else(|e| {
