@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -306,10 +306,10 @@ pub fn effective(
     leases: &BTreeMap<String, Vec<Lease>>,
     now: u64,
 ) -> Resolution {
-    let mut plain = Declared {
-        domain_forwards: Vec::new(),
-        ..declared.clone()
-    };
+    // The planner plans `forwards`; it looks at `domain_forwards` only to create virtzone's
+    // policies ahead of a domain's first start (creating one means a reload, which has no place in
+    // the qemu hook's budget).
+    let mut plain = declared.clone();
     let mut applied = BTreeMap::new();
     let mut statuses = BTreeMap::new();
     for f in &declared.domain_forwards {
@@ -541,7 +541,6 @@ mod tests {
         };
         let r = effective(&declared, &[], &domains, &networks, &leases(), 1000);
         assert_eq!(r.declared.forwards.len(), 1);
-        assert!(r.declared.domain_forwards.is_empty());
         assert!(r.gone.is_empty());
         assert!(!r.waiting());
         domains.applied = r.applied.clone();

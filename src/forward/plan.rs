@@ -795,8 +795,11 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
                 }
             }
             want.ingress_zones.insert("ANY".into());
-            let untouched =
-                facts.forward_policy.permanent.is_none() && declared.forwards.is_empty();
+            // Domain forwards not resolved yet count too: the policy is created now, not by the
+            // qemu hook at the domain's start (a reload there would eat its time budget).
+            let untouched = facts.forward_policy.permanent.is_none()
+                && declared.forwards.is_empty()
+                && declared.domain_forwards.is_empty();
             if !untouched {
                 policy_steps(
                     FORWARD_POLICY,
@@ -831,7 +834,8 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
     }
 
     let from_host: Vec<&Forward> = declared.forwards.iter().filter(|f| f.from_host).collect();
-    if !(facts.from_host_policy.permanent.is_none() && from_host.is_empty()) {
+    let from_host_pending = declared.domain_forwards.iter().any(|f| f.from_host);
+    if !(facts.from_host_policy.permanent.is_none() && from_host.is_empty() && !from_host_pending) {
         if (facts.version.major, facts.version.minor) < (1, 1) {
             return Err(Refusal(
                 "--from-host needs firewalld 1.1 or later (forwards of host-originated connections); \
@@ -1191,6 +1195,30 @@ mod tests {
             p.steps
         );
         assert_eq!(p.warnings[0].reason, WarningReason::KernelSettingReadOnly);
+    }
+
+    #[test]
+    fn a_domain_forward_not_resolved_yet_creates_the_policy_ahead_of_the_hook() {
+        use crate::forward::model::DomainForward;
+        let d = Declared {
+            domain_forwards: vec![DomainForward {
+                id: 1,
+                domain: "vm1".into(),
+                network: None,
+                proto: Proto::Tcp,
+                host_port: "8080".parse().unwrap(),
+                guest_port: "80".parse().unwrap(),
+                host_address: None,
+                from_host: false,
+                hairpin: false,
+            }],
+            ..Declared::default()
+        };
+        let steps = plan(&d, &[], &facts("2.3.1", LIBVIRT_ONLY)).unwrap().steps;
+        assert!(
+            matches!(&steps[..], [Step::AddOwnPolicy(p), Step::Reload] if p.name == FORWARD_POLICY),
+            "{steps:?}"
+        );
     }
 
     #[test]
