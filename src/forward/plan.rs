@@ -270,24 +270,52 @@ impl Accept {
                     .join(","),
             ]),
         }
-        a.extend(
-            [
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "DNAT",
-                "-m",
-                "comment",
-                "--comment",
-                COMMENT,
-                "-j",
-                "ACCEPT",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
+        a.extend(dnat_only("ACCEPT"));
         a
     }
+}
+
+/// The end of each of virtzone's iptables rules: only DNATed connections, virtzone's comment, the
+/// target.
+fn dnat_only(target: &str) -> impl Iterator<Item = String> + '_ {
+    [
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "DNAT",
+        "-m",
+        "comment",
+        "--comment",
+        COMMENT,
+        "-j",
+        target,
+    ]
+    .into_iter()
+    .map(str::to_string)
+}
+
+/// A masquerade (arguments after `-A CHAIN`) of connections from `source` that were DNATed to
+/// forward `f`'s guest port, leaving by `bridge`: spelled as `iptables -S` prints it back.
+fn masquerade(source: &str, f: &Forward, bridge: &str) -> Vec<String> {
+    let p = f.proto.as_str();
+    [
+        "-s",
+        source,
+        "-d",
+        &format!("{}/32", f.guest),
+        "-o",
+        bridge,
+        "-p",
+        p,
+        "-m",
+        p,
+        "--dport",
+        &f.guest_port.iptables(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(dnat_only("MASQUERADE"))
+    .collect()
 }
 
 /// The masquerade rules (arguments after `-A VIRTZONE_HAIRPIN`) of `--hairpin` forwards to IPv4
@@ -306,34 +334,7 @@ pub fn hairpin_rules(declared: &Declared, networks: &Networks) -> Vec<Vec<String
             continue;
         }
         for subnet in rec.subnets.iter().filter(|s| s.addr.is_ipv4()) {
-            let p = f.proto.as_str();
-            let rule: Vec<String> = [
-                "-s",
-                &subnet.to_string(),
-                "-d",
-                &format!("{}/32", f.guest),
-                "-o",
-                rec.bridge.as_str(),
-                "-p",
-                p,
-                "-m",
-                p,
-                "--dport",
-                &f.guest_port.iptables(),
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "DNAT",
-                "-m",
-                "comment",
-                "--comment",
-                COMMENT,
-                "-j",
-                "MASQUERADE",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let rule = masquerade(&subnet.to_string(), f, rec.bridge.as_str());
             if !out.contains(&rule) {
                 out.push(rule);
             }
@@ -351,34 +352,7 @@ pub fn localnet_rules(declared: &Declared, networks: &Networks) -> Vec<Vec<Strin
         let Some(rec) = networks.networks.get(&f.network).filter(|r| r.active) else {
             continue;
         };
-        let p = f.proto.as_str();
-        let rule: Vec<String> = [
-            "-s",
-            "127.0.0.0/8",
-            "-d",
-            &format!("{}/32", f.guest),
-            "-o",
-            rec.bridge.as_str(),
-            "-p",
-            p,
-            "-m",
-            p,
-            "--dport",
-            &f.guest_port.iptables(),
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "DNAT",
-            "-m",
-            "comment",
-            "--comment",
-            COMMENT,
-            "-j",
-            "MASQUERADE",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let rule = masquerade("127.0.0.0/8", f, rec.bridge.as_str());
         if !out.contains(&rule) {
             out.push(rule);
         }
