@@ -27,6 +27,7 @@ DBUS_SERVICEDIR ?= $(DATADIR)/dbus-1/system-services
 # the same directory as /usr/lib/systemd/system on its merged /usr).
 SYSTEMDUNITDIR ?= $(or $(if $(filter /usr,$(PREFIX)),$(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null)),$(PREFIX)/lib/systemd/system)
 LIBVIRT_HOOKDIR ?= $(SYSCONFDIR)/libvirt/hooks/network.d
+LIBVIRT_QEMU_HOOKDIR ?= $(SYSCONFDIR)/libvirt/hooks/qemu.d
 BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
 # Debian's zsh reads vendor-completions; other distributions' site-functions.
 ZSHCOMPDIR ?= $(if $(wildcard /etc/debian_version),$(DATADIR)/zsh/vendor-completions,$(DATADIR)/zsh/site-functions)
@@ -104,18 +105,21 @@ install-systemd:
 	$(SUBST) systemd/virtzone.service >"$(DESTDIR)$(SYSTEMDUNITDIR)/virtzone.service"
 	chmod 0644 "$(DESTDIR)$(SYSTEMDUNITDIR)/virtzone.service"
 
-# The hook lives in /etc: like the zones, an existing hook with other content (an admin's edit)
-# is kept.
+# The hooks (network and qemu) live in /etc: like the zones, an existing hook with other content
+# (an admin's edit) is kept.
 install-hook:
-	@set -e; t="$(DESTDIR)$(LIBVIRT_HOOKDIR)/50-virtzone"; \
-	new=$$(mktemp); trap 'rm -f "$$new"' EXIT; \
-	$(SUBST) libvirt/hooks/network.d/50-virtzone >"$$new"; \
-	if [ -e "$$t" ] && ! cmp -s "$$new" "$$t"; then \
-	    echo "keeping $$t: it differs from virtzone's (an admin's edit?)"; \
-	else \
-	    echo "$(INSTALL) -D -m 0755 libvirt/hooks/network.d/50-virtzone $$t"; \
-	    $(INSTALL) -D -m 0755 "$$new" "$$t"; \
-	fi
+	@set -e; new=$$(mktemp); trap 'rm -f "$$new"' EXIT; \
+	for h in network qemu; do \
+	    case $$h in network) d="$(LIBVIRT_HOOKDIR)" ;; *) d="$(LIBVIRT_QEMU_HOOKDIR)" ;; esac; \
+	    t="$(DESTDIR)$$d/50-virtzone"; src="libvirt/hooks/$$h.d/50-virtzone"; \
+	    $(SUBST) "$$src" >"$$new"; \
+	    if [ -e "$$t" ] && ! cmp -s "$$new" "$$t"; then \
+	        echo "keeping $$t: it differs from virtzone's (an admin's edit?)"; \
+	    else \
+	        echo "$(INSTALL) -D -m 0755 $$src $$t"; \
+	        $(INSTALL) -D -m 0755 "$$new" "$$t"; \
+	    fi; \
+	done
 
 install-man:
 	@test -f "$(GEN_DIR)/man/virtzone.8" || { echo "no man pages in $(GEN_DIR)/man: run make gen (or set GEN_DIR)" >&2; exit 1; }
@@ -152,11 +156,14 @@ uninstall:
 	        else echo "keeping $$t: it is not virtzone's"; fi; \
 	    fi; \
 	done
-	@set -e; t="$(DESTDIR)$(LIBVIRT_HOOKDIR)/50-virtzone"; \
-	if [ -e "$$t" ]; then \
-	    if $(SUBST) libvirt/hooks/network.d/50-virtzone | cmp -s - "$$t"; then echo "rm -f $$t"; rm -f "$$t"; \
-	    else echo "keeping $$t: it differs from virtzone's"; fi; \
-	fi
+	@set -e; for h in network qemu; do \
+	    case $$h in network) d="$(LIBVIRT_HOOKDIR)" ;; *) d="$(LIBVIRT_QEMU_HOOKDIR)" ;; esac; \
+	    t="$(DESTDIR)$$d/50-virtzone"; \
+	    if [ -e "$$t" ]; then \
+	        if $(SUBST) "libvirt/hooks/$$h.d/50-virtzone" | cmp -s - "$$t"; then echo "rm -f $$t"; rm -f "$$t"; \
+	        else echo "keeping $$t: it differs from virtzone's"; fi; \
+	    fi; \
+	done
 
 # Checks an installed tree: with DESTDIR, a staging tree; without, the live system.
 # systemd-analyze resolves the unit's dependencies, ExecStart and man page inside the tree, so a

@@ -165,15 +165,18 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// libvirt's network hook.
+    /// libvirt's network and qemu hooks.
     ///
     /// Called as `virtzone hook network NAME OP SUBOP [EXTRA]` with hookData on standard input, by
     /// /etc/libvirt/hooks/network.d/50-virtzone: `start begin` runs the pre-check, `started begin`
-    /// binds the bridge, `stopped end` unbinds it.
+    /// binds the bridge, `stopped end` unbinds it. Called as `virtzone hook qemu DOMAIN OP SUBOP
+    /// [EXTRA]` with the domain's XML on standard input, by /etc/libvirt/hooks/qemu.d/50-virtzone:
+    /// `started begin` and `reconnect begin` record the domain and apply its `forward add --domain`
+    /// forwards, `stopped end` takes them out; it always exits 0.
     Hook {
-        /// The hooked object: `network`.
+        /// The hooked object: `network` or `qemu`.
         object: String,
-        /// The network's name.
+        /// The network's or domain's name.
         name: String,
         /// The operation (`start`, `started`, `stopped`, …).
         op: String,
@@ -204,7 +207,9 @@ pub enum Command {
     /// Forward ports of the host to a guest of a libvirt network (docs/forwards.md).
     ///
     /// Kept as desired state, shown by firewall-cmd as firewalld objects, and re-applied by the daemon
-    /// whenever libvirt or firewalld rebuild their rules.
+    /// whenever libvirt or firewalld rebuild their rules. With --domain the guest's address follows
+    /// the domain (qemu hook, static DHCP hosts, dnsmasq's leases): inactive while it is stopped,
+    /// waiting-for-address until its guest has a lease.
     Forward {
         /// add, remove or list.
         #[command(subcommand)]
@@ -230,13 +235,16 @@ pub enum Command {
 /// What a forward is: the arguments of `forward add`, also accepted by `forward remove`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ForwardSpec {
-    /// The libvirt network of the guest.
+    /// The libvirt network of the guest (with --domain: which of the domain's networks, when it has
+    /// several).
     #[arg(long, value_name = "NET")]
     pub network: Option<String>,
     /// The guest's address (IPv4 or IPv6, in one of the network's subnets).
     #[arg(long, value_name = "ADDR")]
     pub guest: Option<String>,
-    /// The guest by libvirt domain name (not supported yet).
+    /// The guest by libvirt domain name: its address is resolved from the network's static DHCP
+    /// hosts or dnsmasq's lease whenever the domain starts (through virtzone's qemu hook); while it
+    /// is stopped the forward is inactive.
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Option<String>,
     /// Forward only connections to this address of the host.
@@ -258,7 +266,8 @@ pub struct ForwardSpec {
 /// `virtzone forward …`.
 #[derive(Debug, Subcommand)]
 pub enum ForwardAction {
-    /// Forward PROTO/HOSTPORT[:GUESTPORT] (e.g. tcp/8080:80; ranges like tcp/8000-8010) to a guest.
+    /// Forward PROTO/HOSTPORT[:GUESTPORT] (e.g. tcp/8080:80; ranges like tcp/8000-8010) to a guest
+    /// (--network NET --guest ADDR) or to a libvirt domain (--domain DOMAIN [--network NET]).
     Add {
         /// The guest and options.
         #[command(flatten)]
@@ -275,7 +284,7 @@ pub enum ForwardAction {
         /// The guest and options, when not removing by ID.
         #[command(flatten)]
         spec: ForwardSpec,
-        /// ID, or PROTO/HOSTPORT[:GUESTPORT] with --network and --guest.
+        /// ID, or PROTO/HOSTPORT[:GUESTPORT] with --network and --guest, or with --domain.
         #[arg(value_name = "ID|PROTO/HOSTPORT[:GUESTPORT]")]
         target: String,
         /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).

@@ -96,6 +96,8 @@ pub struct Config {
     pub state_directory: Option<PathBuf>,
     /// `HookTimeout=`: seconds the libvirt hook may take in all (1–300).
     pub hook_timeout: Option<Duration>,
+    /// `LeaseDirectory=`: where libvirt's dnsmasq keeps its `BRIDGE.status` lease files.
+    pub lease_directory: Option<PathBuf>,
 }
 
 impl Config {
@@ -131,6 +133,16 @@ impl Config {
                             format!("line {}: HookTimeout must be 1 to 300 seconds", n + 1)
                         })?;
                     config.hook_timeout = Some(Duration::from_secs(secs));
+                }
+                "LeaseDirectory" => {
+                    let value = value.trim();
+                    if !value.starts_with('/') {
+                        return Err(format!(
+                            "line {}: LeaseDirectory must be an absolute path",
+                            n + 1
+                        ));
+                    }
+                    config.lease_directory = Some(PathBuf::from(value));
                 }
                 other => return Err(format!("line {}: unknown setting {other:?}", n + 1)),
             }
@@ -586,6 +598,7 @@ mod tests {
             Config {
                 state_directory: Some(PathBuf::from("/srv/vz")),
                 hook_timeout: None,
+                lease_directory: None,
             }
         );
         assert_eq!(

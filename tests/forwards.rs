@@ -20,7 +20,7 @@ use serde_json::Value;
 
 /// How long a forward may take to work again after a rebuild (the daemon reacts in milliseconds;
 /// the margin is for a loaded 2-core machine and firewalld's own reload time).
-const HEAL: Duration = Duration::from_secs(30);
+pub(crate) const HEAL: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 
 /// A TCP server answering every connection with `<banner> <peer address>`.
@@ -59,7 +59,7 @@ fn python() -> &'static str {
 }
 
 /// Starts the banner server in `node` on `addr:port` and waits until it accepts.
-fn serve(node: &Guest<'_>, addr: &str, port: u16, banner: &str) -> Process {
+pub(crate) fn serve(node: &Guest<'_>, addr: &str, port: u16, banner: &str) -> Process {
     let child = node
         .command(python())
         .args(["-c", SERVER, addr, &port.to_string(), banner])
@@ -81,7 +81,7 @@ fn serve(node: &Guest<'_>, addr: &str, port: u16, banner: &str) -> Process {
 }
 
 /// One connection attempt from `node`.
-fn connect(node: &Guest<'_>, addr: &str, port: u16) -> String {
+pub(crate) fn connect(node: &Guest<'_>, addr: &str, port: u16) -> String {
     let out = node
         .command(python())
         .args(["-c", CLIENT, addr, &port.to_string()])
@@ -90,7 +90,7 @@ fn connect(node: &Guest<'_>, addr: &str, port: u16) -> String {
     text(&out.stdout).trim().to_string()
 }
 
-fn wait(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     loop {
         if ok() {
@@ -103,11 +103,11 @@ fn wait(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) -> Duratio
     }
 }
 
-fn vz(vlab: &LibvirtLab, args: &[&str]) -> Output {
+pub(crate) fn vz(vlab: &LibvirtLab, args: &[&str]) -> Output {
     vlab.virtzone().args(args).output().expect("run virtzone")
 }
 
-fn vz_ok(vlab: &LibvirtLab, args: &[&str]) -> String {
+pub(crate) fn vz_ok(vlab: &LibvirtLab, args: &[&str]) -> String {
     let out = vz(vlab, args);
     assert!(
         out.status.success(),
@@ -133,10 +133,10 @@ fn nat_network(name: &str, bridge: &str, net: &str) -> String {
 }
 
 /// A running `virtzone serve`, stopped on drop.
-struct Daemon(Child);
+pub(crate) struct Daemon(Child);
 
 impl Daemon {
-    fn start(vlab: &LibvirtLab) -> Daemon {
+    pub(crate) fn start(vlab: &LibvirtLab) -> Daemon {
         let log = std::fs::File::create(vlab.dir().join("daemon.log")).unwrap();
         let child = vlab
             .virtzone()
@@ -181,7 +181,7 @@ fn lab(release: Release, backend: Backend) -> LibvirtLab {
 }
 
 /// firewalld ERROR lines after `from` bytes of its log.
-fn errors_since(vlab: &LibvirtLab, from: usize) -> Vec<String> {
+pub(crate) fn errors_since(vlab: &LibvirtLab, from: usize) -> Vec<String> {
     let log = std::fs::read_to_string(vlab.dir().join("firewalld.log")).unwrap_or_default();
     log.get(from..)
         .unwrap_or("")
@@ -191,15 +191,15 @@ fn errors_since(vlab: &LibvirtLab, from: usize) -> Vec<String> {
         .collect()
 }
 
-fn log_len(vlab: &LibvirtLab) -> usize {
+pub(crate) fn log_len(vlab: &LibvirtLab) -> usize {
     std::fs::metadata(vlab.dir().join("firewalld.log")).map_or(0, |m| m.len() as usize)
 }
 
-const UP_HOST: &str = "198.51.100.1";
+pub(crate) const UP_HOST: &str = "198.51.100.1";
 
 /// Whether libvirt's `LIBVIRT_FWI` holds its reject for `bridge` (read-only look at the lab's
 /// iptables).
-fn libvirt_rejects(vlab: &LibvirtLab, bridge: &str) -> bool {
+pub(crate) fn libvirt_rejects(vlab: &LibvirtLab, bridge: &str) -> bool {
     let out = vlab
         .command("iptables")
         .args(["-w", "-t", "filter", "-S", "LIBVIRT_FWI"])

@@ -144,6 +144,7 @@ fn expected_tree(unit_dir: &str) -> Vec<(String, u32)> {
             "/etc/libvirt/hooks/network.d/50-virtzone".to_string(),
             0o755,
         ),
+        ("/etc/libvirt/hooks/qemu.d/50-virtzone".to_string(), 0o755),
         (format!("{unit_dir}/virtzone.service"), 0o644),
     ];
     for f in [
@@ -264,6 +265,10 @@ fn make_install_gives_a_complete_valid_tree() {
         (
             "libvirt/hooks/network.d/50-virtzone",
             "/etc/libvirt/hooks/network.d/50-virtzone".to_string(),
+        ),
+        (
+            "libvirt/hooks/qemu.d/50-virtzone",
+            "/etc/libvirt/hooks/qemu.d/50-virtzone".to_string(),
         ),
         (
             "dbus/org.virtzone.VirtZone1.conf",
@@ -509,6 +514,12 @@ fn prefix_is_substituted_foreign_files_are_kept_and_uninstall_cleans_up() {
     assert!(
         hook.contains("exec /opt/vz/bin/virtzone hook network"),
         "{hook}"
+    );
+    let qemu_hook = fs::read_to_string(root.join("etc/libvirt/hooks/qemu.d/50-virtzone")).unwrap();
+    assert!(
+        qemu_hook.contains("exec /opt/vz/bin/virtzone hook qemu")
+            && qemu_hook.contains("[ -x /opt/vz/bin/virtzone ] || exit 0"),
+        "{qemu_hook}"
     );
     assert!(root.join("opt/vz/bin/virtzone").is_file());
     assert!(root

@@ -129,6 +129,7 @@ fn harness_runs_libvirtd_isolated_with_hooks() {
     let cfg = |backend| LibvirtConfig {
         lab: LabConfig::new(Release::Debian12, backend),
         hooks: hooks.clone(),
+        qemu: false,
     };
     let a = LibvirtLab::start(cfg(Backend::Iptables));
 

@@ -11,6 +11,7 @@ mod daemon;
 mod demo;
 mod docs;
 mod doctor;
+mod domain_forwards;
 mod forwards;
 mod forwards12;
 mod hardening;

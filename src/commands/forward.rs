@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use super::{print_json, Failure};
 use crate::cli::{AllowAction, ForwardAction, ForwardSpec};
+use crate::forward::domain::Status;
 use crate::forward::model::{Allow, Opening, PortMap};
-use crate::forward::{self, AddForward, Which};
+use crate::forward::{self, AddDomainForward, AddForward, Which};
 use crate::state::StateDir;
 
 fn usage(m: impl Into<String>) -> Failure {
@@ -21,47 +22,79 @@ fn address(text: &str, what: &str) -> Result<IpAddr, Failure> {
         .map_err(|_| usage(format!("{what} {text:?} is not an IPv4 or IPv6 address")))
 }
 
-fn network_name(name: &str) -> Result<String, Failure> {
-    // libvirt's own rule is looser; these are the names libvirt users write, and nothing else can
-    // end up in messages or state.
-    let ok = !name.is_empty()
+/// Whether `name` is a network or domain name virtzone accepts. libvirt's own rule is looser; these
+/// are the names libvirt users write, and nothing else can end up in messages or state.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
-        && !name.starts_with(['-', '.']);
-    if ok {
+        && !name.starts_with(['-', '.'])
+}
+
+fn network_name(name: &str) -> Result<String, Failure> {
+    if plain_name(name) {
         Ok(name.to_string())
     } else {
         Err(usage(format!("{name:?} is not a libvirt network name")))
     }
 }
 
+fn domain_name(name: &str) -> Result<String, Failure> {
+    if plain_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(usage(format!(
+            "{name:?} is not a libvirt domain name virtzone accepts (letters, digits, -_.+, at most 64)"
+        )))
+    }
+}
+
+/// A `forward add`/`remove` request: to an address, or to a domain by name.
+enum Request {
+    Guest(AddForward),
+    Domain(AddDomainForward),
+}
+
 /// The request described by `spec` and `ports`.
-fn request(spec: &ForwardSpec, ports: &str) -> Result<AddForward, Failure> {
+fn request(spec: &ForwardSpec, ports: &str) -> Result<Request, Failure> {
     let ports: PortMap = ports.parse().map_err(usage)?;
-    if spec.domain.is_some() {
-        return Err(Failure::Refused(
-            "--domain is not supported by this virtzone yet; pass --network and --guest (docs/forwards.md)"
-                .into(),
-        ));
+    let host_address = spec
+        .host_address
+        .as_deref()
+        .map(|a| address(a, "host address"))
+        .transpose()?;
+    if let Some(domain) = &spec.domain {
+        if spec.guest.is_some() {
+            return Err(usage(
+                "--domain and --guest exclude each other: the domain's address is resolved by virtzone",
+            ));
+        }
+        return Ok(Request::Domain(AddDomainForward {
+            domain: domain_name(domain)?,
+            network: spec.network.as_deref().map(network_name).transpose()?,
+            ports,
+            host_address,
+            from_host: spec.from_host,
+            hairpin: spec.hairpin,
+            route_localnet: spec.route_localnet,
+        }));
     }
     let (Some(network), Some(guest)) = (&spec.network, &spec.guest) else {
-        return Err(usage("a forward needs --network NET and --guest ADDR"));
+        return Err(usage(
+            "a forward needs --network NET and --guest ADDR, or --domain DOMAIN",
+        ));
     };
-    Ok(AddForward {
+    Ok(Request::Guest(AddForward {
         network: network_name(network)?,
         guest: address(guest, "guest address")?,
         ports,
-        host_address: spec
-            .host_address
-            .as_deref()
-            .map(|a| address(a, "host address"))
-            .transpose()?,
+        host_address,
         from_host: spec.from_host,
         hairpin: spec.hairpin,
         route_localnet: spec.route_localnet,
-    })
+    }))
 }
 
 /// `virtzone forward …`.
@@ -74,7 +107,11 @@ pub async fn forward(action: ForwardAction) -> Result<ExitCode, Failure> {
         } => {
             let req = request(&spec, &ports)?;
             let state = StateDir::locate(state_dir.as_deref())?;
-            out!("{}", forward::add_forward(&state, req).await?);
+            let message = match req {
+                Request::Guest(req) => forward::add_forward(&state, req).await?,
+                Request::Domain(req) => forward::add_domain_forward(&state, req).await?,
+            };
+            out!("{message}");
         }
         ForwardAction::Remove {
             spec,
@@ -83,7 +120,10 @@ pub async fn forward(action: ForwardAction) -> Result<ExitCode, Failure> {
         } => {
             let given = spec.network.is_some() || spec.guest.is_some() || spec.domain.is_some();
             let which = if given {
-                Which::Spec(request(&spec, &target)?)
+                match request(&spec, &target)? {
+                    Request::Guest(req) => Which::Spec(req),
+                    Request::Domain(req) => Which::DomainSpec(req),
+                }
             } else {
                 let id = target
                     .parse::<u32>()
@@ -112,28 +152,36 @@ pub async fn forward(action: ForwardAction) -> Result<ExitCode, Failure> {
 #[derive(Serialize)]
 struct ForwardRow {
     id: u32,
-    network: String,
-    guest: IpAddr,
+    /// The network (for a domain forward: the resolved one, else the one given, else null).
+    network: Option<String>,
+    /// The guest's address (for a domain forward: the resolved one, else null).
+    guest: Option<IpAddr>,
+    /// The libvirt domain of a `--domain` forward, null otherwise.
+    domain: Option<String>,
     proto: String,
     host_port: String,
     guest_port: String,
     host_address: Option<IpAddr>,
     from_host: bool,
     hairpin: bool,
-    /// `active` while the network runs, `inactive` while it is stopped or unknown.
+    /// `active`, `inactive` (network or domain stopped or unknown, or a domain forward that cannot
+    /// be resolved) or `waiting-for-address` (the domain runs, its guest has no lease yet).
     state: &'static str,
+    /// Why a domain forward is not active, null otherwise.
+    reason: Option<String>,
 }
 
 fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
     let declared = forward::read_declared(state)?;
     let networks = forward::read_networks(state)?;
-    let rows: Vec<ForwardRow> = declared
+    let mut rows: Vec<ForwardRow> = declared
         .forwards
         .iter()
         .map(|f| ForwardRow {
             id: f.id,
-            network: f.network.clone(),
-            guest: f.guest,
+            network: Some(f.network.clone()),
+            guest: Some(f.guest),
+            domain: None,
             proto: f.proto.to_string(),
             host_port: f.host_port.to_string(),
             guest_port: f.guest_port.to_string(),
@@ -145,8 +193,38 @@ fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
             } else {
                 "inactive"
             },
+            reason: None,
         })
         .collect();
+    if !declared.domain_forwards.is_empty() {
+        let statuses = forward::domain_statuses(state)?;
+        for f in &declared.domain_forwards {
+            let status = statuses.get(&f.id);
+            let (network, guest) = match status {
+                Some(Status::Active(t)) => (Some(t.network.clone()), Some(t.guest)),
+                Some(Status::Waiting { network, .. }) => (Some(network.clone()), None),
+                _ => (f.network.clone(), None),
+            };
+            rows.push(ForwardRow {
+                id: f.id,
+                network,
+                guest,
+                domain: Some(f.domain.clone()),
+                proto: f.proto.to_string(),
+                host_port: f.host_port.to_string(),
+                guest_port: f.guest_port.to_string(),
+                host_address: f.host_address,
+                from_host: f.from_host,
+                hairpin: f.hairpin,
+                state: status.map_or("inactive", Status::word),
+                reason: match status {
+                    Some(Status::Inactive(m) | Status::Unresolvable(m)) => Some(m.clone()),
+                    _ => None,
+                },
+            });
+        }
+        rows.sort_by_key(|r| r.id);
+    }
     if json {
         return print_json(&rows);
     }
@@ -167,11 +245,17 @@ fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
             Some(a) => format!("{a}:{}/{}", r.host_port, r.proto),
             None => format!("{}/{}", r.host_port, r.proto),
         };
+        let guest = match (&r.domain, r.guest) {
+            (Some(d), Some(g)) => format!("{d} ({g})"),
+            (Some(d), None) => d.clone(),
+            (None, Some(g)) => g.to_string(),
+            (None, None) => "-".into(),
+        };
         out!(
             "{:<4} {:<16} {:<24} {:<18} {:<18} {}",
             r.id,
-            r.network,
-            r.guest,
+            r.network.as_deref().unwrap_or("-"),
+            guest,
             host,
             r.guest_port,
             r.state

@@ -1,4 +1,5 @@
-//! `virtzone hook network NAME OP SUBOP [EXTRA]`: libvirt's network hook.
+//! `virtzone hook network NAME OP SUBOP [EXTRA]`: libvirt's network hook; `virtzone hook qemu
+//! DOMAIN OP SUBOP [EXTRA]`: libvirt's qemu hook (see [`qemu`]).
 //!
 //! `start begin` runs the pre-check (a non-zero exit aborts `virsh net-start`, and libvirt shows our
 //! stderr to the user); `started begin` binds the new bridge to the zone libvirt's rules choose;
@@ -14,7 +15,7 @@ use crate::bind::{self, Attach, Bindings, BINDINGS_FILE};
 use crate::change::executor::{Executor, Live};
 use crate::change::{Plan, Step};
 use crate::firewalld::{self, Firewalld, FirewalldFacts};
-use crate::libvirt::{parse_network_xml, Network, NetworkXmlError};
+use crate::libvirt::{parse_domain_xml, parse_network_xml, Network, NetworkXmlError};
 use crate::names::BridgeName;
 use crate::precheck::{self, Request};
 use crate::state::{Config, StateDir};
@@ -59,9 +60,12 @@ pub async fn run(
     subop: &str,
     extra: Option<&str>,
 ) -> Result<ExitCode, Failure> {
+    if object == "qemu" {
+        return qemu(name, op, subop).await;
+    }
     if object != "network" {
         return Err(Failure::Usage(format!(
-            "virtzone handles libvirt's network hook only, not {object:?}"
+            "virtzone handles libvirt's network and qemu hooks only, not {object:?}"
         )));
     }
     let op = op_of(op, subop)?;
@@ -227,6 +231,71 @@ async fn stopped(fw: Option<&Firewalld>, bridge: Option<BridgeName>) -> Result<E
     match fw.filter(|_| running) {
         Some(fw) => out!("{}", bind::detach(fw, &state, &bridge, false, false).await?),
         None => out!("{}", bind::forget(&state, &bridge).await?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The qemu hook: `started begin` and `reconnect begin` (libvirtd restarted with the domain
+/// running) record the domain's interfaces from the XML on stdin and re-apply its forwards;
+/// `stopped end` marks it stopped and takes its forwards out. Everything else does nothing.
+///
+/// It always exits 0 and prints nothing on stdout: a failing `started` hook makes libvirt kill the
+/// domain, and for `migrate`/`restore` libvirt reads stdout as the domain's new XML. Problems are
+/// warnings on stderr (libvirt logs them). Like the network hook it never calls libvirt (which
+/// waits for it) and keeps to the hook budget.
+async fn qemu(name: &str, op: &str, subop: &str) -> Result<ExitCode, Failure> {
+    let mut xml = String::new();
+    let read = std::io::stdin()
+        .take(MAX_HOOK_DATA + 1)
+        .read_to_string(&mut xml);
+    let running = match (op, subop) {
+        ("started" | "reconnect", "begin") => true,
+        ("stopped", "end") => false,
+        _ => return Ok(ExitCode::SUCCESS),
+    };
+    if let Err(e) = read {
+        eprintln!("virtzone: warning: cannot read domain {name}'s XML from standard input: {e}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let domain = match parse_domain_xml(&xml) {
+        Ok(d) if d.name == name => d,
+        Ok(d) => {
+            eprintln!(
+                "virtzone: warning: the XML describes domain {:?}, but the hook was called for {name:?}; \
+                 leaving its forwards as they are",
+                d.name
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            eprintln!("virtzone: warning: domain {name}: {e}; leaving its forwards as they are");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let budget = match Config::load() {
+        Ok(c) => c.hook_timeout.unwrap_or(HOOK_BUDGET),
+        Err(e) => {
+            eprintln!("virtzone: warning: {e}");
+            HOOK_BUDGET
+        }
+    };
+    let work = async {
+        let fw = match Firewalld::connect().await {
+            Ok(fw) => Some(fw),
+            Err(firewalld::Error::NoBus(_)) => None,
+            Err(e) => {
+                eprintln!("virtzone: warning: domain {name}'s forwards: {e}");
+                None
+            }
+        };
+        crate::forward::domain_hook(fw.as_ref(), &domain, running).await;
+    };
+    if tokio::time::timeout(budget, work).await.is_err() {
+        eprintln!(
+            "virtzone: warning: domain {name}'s forwards were not brought up to date within {} s; \
+             virtzone serve will do it",
+            budget.as_secs()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

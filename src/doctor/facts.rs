@@ -22,6 +22,8 @@ use crate::zone;
 pub const LIBVIRT_NETWORK_RUN_DIR: &str = "/run/libvirt/network";
 /// Where virtzone's network hook is installed.
 pub const HOOK_PATH: &str = "/etc/libvirt/hooks/network.d/50-virtzone";
+/// Where virtzone's qemu hook is installed (for `forward add --domain`).
+pub const QEMU_HOOK_PATH: &str = "/etc/libvirt/hooks/qemu.d/50-virtzone";
 /// firewalld's admin and package configuration tiers.
 const FIREWALLD_ETC: &str = "/etc/firewalld";
 const FIREWALLD_USR: &str = "/usr/lib/firewalld";
@@ -133,6 +135,10 @@ pub struct Facts {
     pub bridge_addresses: BTreeMap<String, Vec<(std::net::IpAddr, u8)>>,
     /// The network hook.
     pub hook: HookFacts,
+    /// The qemu hook (its `libvirtd_started` is the qemu driver's daemon: libvirtd or virtqemud).
+    pub qemu_hook: HookFacts,
+    /// How many forwards to domains by name are declared (they need the qemu hook).
+    pub domain_forwards: usize,
     /// Whether virtzone's daemon owns its bus name; `None` when the bus could not be asked.
     pub daemon_running: Option<bool>,
     /// Whether virtzone.service is enabled.
@@ -160,6 +166,8 @@ impl Facts {
             uplink: None,
             bridge_addresses: BTreeMap::new(),
             hook: HookFacts::default(),
+            qemu_hook: HookFacts::default(),
+            domain_forwards: 0,
             daemon_running: None,
             daemon_enabled: false,
         }
@@ -267,7 +275,11 @@ pub async fn gather(state: Option<&StateDir>, only: &[String]) -> Result<Facts, 
     }
     f.strict_forward_ports = read_small(&Path::new(FIREWALLD_ETC).join("firewalld.conf"))
         .map(|conf| strict_forward_ports(&conf));
-    f.hook = hook_facts(Path::new(HOOK_PATH));
+    f.hook = hook_facts(Path::new(HOOK_PATH), &["libvirtd", "virtnetworkd"]);
+    f.qemu_hook = hook_facts(Path::new(QEMU_HOOK_PATH), &["libvirtd", "virtqemud"]);
+    f.domain_forwards = state
+        .and_then(|s| crate::forward::read_declared(s).ok())
+        .map_or(0, |d| d.domain_forwards.len());
     f.daemon_enabled = Path::new(UNIT_ENABLED).exists();
     Ok(f)
 }
@@ -589,7 +601,7 @@ pub fn strict_forward_ports(conf: &str) -> bool {
         .is_some_and(|(_, v)| matches!(v.trim().to_ascii_lowercase().as_str(), "yes" | "true"))
 }
 
-fn hook_facts(path: &Path) -> HookFacts {
+fn hook_facts(path: &Path, daemons: &[&str]) -> HookFacts {
     use std::os::unix::fs::PermissionsExt;
     let meta = fs::metadata(path).ok();
     HookFacts {
@@ -599,13 +611,13 @@ fn hook_facts(path: &Path) -> HookFacts {
             .as_ref()
             .is_some_and(|m| m.permissions().mode() & 0o111 != 0),
         installed_at: meta.and_then(|m| m.modified().ok()),
-        libvirtd_started: libvirtd_started(),
+        libvirtd_started: libvirtd_started(daemons),
     }
 }
 
-/// When the running libvirtd (or virtnetworkd) started: boot time plus its start in clock ticks
-/// (`/proc/PID/stat` field 22).
-fn libvirtd_started() -> Option<SystemTime> {
+/// When the running daemon called one of `daemons` (libvirtd, or the modular one) started: boot
+/// time plus its start in clock ticks (`/proc/PID/stat` field 22).
+fn libvirtd_started(daemons: &[&str]) -> Option<SystemTime> {
     let btime: u64 = read_small(Path::new("/proc/stat"))?
         .lines()
         .find_map(|l| l.strip_prefix("btime "))?
@@ -623,10 +635,7 @@ fn libvirtd_started() -> Option<SystemTime> {
                 .bytes()
                 .all(|b| b.is_ascii_digit())
         })
-        .filter(|e| {
-            read_small(&e.path().join("comm"))
-                .is_some_and(|c| matches!(c.trim(), "libvirtd" | "virtnetworkd"))
-        })
+        .filter(|e| read_small(&e.path().join("comm")).is_some_and(|c| daemons.contains(&c.trim())))
         // The libvirtd whose networks these are shares our network namespace.
         .filter(|e| fs::read_link(e.path().join("ns/net")).ok() == own_netns)
         .filter_map(|e| {

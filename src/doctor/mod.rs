@@ -816,6 +816,69 @@ fn strict_forward_ports(f: &Facts) -> Check {
 }
 
 fn hook(f: &Facts) -> Check {
+    let network = network_hook(f);
+    if network.status != Status::Ok || f.domain_forwards == 0 {
+        return network;
+    }
+    qemu_hook(f).unwrap_or(network)
+}
+
+/// The qemu hook, which forwards to domains by name need; `None` when it is in place.
+fn qemu_hook(f: &Facts) -> Option<Check> {
+    const ID: &str = "hook";
+    let h = &f.qemu_hook;
+    let n = f.domain_forwards;
+    if !h.exists || !h.executable {
+        let why = if h.exists {
+            format!("{} mode lacks x", h.path.display())
+        } else {
+            format!("{} does not exist", h.path.display())
+        };
+        return Some(
+            Check::new(
+                ID,
+                Status::Problem,
+                format!(
+                    "{n} forward(s) to domains by name need virtzone's libvirt qemu hook, which libvirt \
+                     cannot run: they never come up when their domains start"
+                ),
+            )
+            .with_evidence(vec![why])
+            .with_fix(
+                format!(
+                    "{REINSTALL_HOOKS}, or chmod 0755 {} if it exists; then systemctl restart libvirtd \
+                     (or virtqemud)",
+                    h.path.display()
+                ),
+                None,
+            ),
+        );
+    }
+    match (h.installed_at, h.libvirtd_started) {
+        (Some(installed), Some(started)) if started + Duration::from_secs(1) < installed => Some(
+            Check::new(
+                ID,
+                Status::Warning,
+                "libvirtd started before the qemu hook was installed; it runs qemu hooks only if one \
+                 existed at its start",
+            )
+            .with_evidence(vec![format!(
+                "qemu hook changed {} s after libvirtd started",
+                installed.duration_since(started).map_or(0, |d| d.as_secs())
+            )])
+            .with_fix("systemctl restart libvirtd (or virtqemud)", None),
+        ),
+        _ => None,
+    }
+}
+
+/// How a missing hook comes back: the package puts both hooks in /etc (and keeps an admin's
+/// edit), as does the source tree's `make install-hook`.
+const REINSTALL_HOOKS: &str =
+    "reinstall virtzone's package (apt install --reinstall virtzone, or dnf \
+     reinstall virtzone), or run make install-hook in its source tree";
+
+fn network_hook(f: &Facts) -> Check {
     const ID: &str = "hook";
     let h = &f.hook;
     if !h.exists {
@@ -826,10 +889,7 @@ fn hook(f: &Facts) -> Check {
         )
         .with_evidence(vec![format!("{} does not exist", h.path.display())])
         .with_fix(
-            format!(
-                "install -D -m 0755 /usr/share/virtzone/50-virtzone {}; systemctl restart libvirtd",
-                h.path.display()
-            ),
+            format!("{REINSTALL_HOOKS}; then systemctl restart libvirtd (or virtnetworkd)"),
             None,
         );
     }

@@ -110,6 +110,33 @@ fn find<'a>(r: &'a Report, id: &str) -> &'a Check {
 }
 
 #[test]
+fn forwards_to_domains_need_the_qemu_hook() {
+    let mut f = healthy();
+    // No domain forwards: the qemu hook is not looked at.
+    assert_eq!(find(&diagnose(&f), "hook").status, Status::Ok);
+    f.domain_forwards = 2;
+    f.qemu_hook = facts::HookFacts {
+        path: PathBuf::from("/etc/libvirt/hooks/qemu.d/50-virtzone"),
+        ..facts::HookFacts::default()
+    };
+    let r = diagnose(&f);
+    let c = find(&r, "hook");
+    assert_eq!(c.status, Status::Problem, "{}", c.summary);
+    assert!(
+        c.summary.contains("2 forward(s) to domains"),
+        "{}",
+        c.summary
+    );
+    assert!(c.evidence[0].contains("qemu.d/50-virtzone does not exist"));
+    f.qemu_hook.exists = true;
+    f.qemu_hook.executable = true;
+    assert_eq!(find(&diagnose(&f), "hook").status, Status::Ok);
+    // A missing network hook is named first.
+    f.hook.exists = false;
+    assert!(find(&diagnose(&f), "hook").summary.contains("network hook"));
+}
+
+#[test]
 fn a_healthy_host_has_no_problem_and_no_warning() {
     let r = diagnose(&healthy());
     let ids: Vec<&str> = r.checks.iter().map(|c| c.id).collect();

@@ -15,33 +15,45 @@ use super::plan::{
 };
 use crate::change::executor::Live;
 use crate::change::{Executor, Step};
-use crate::firewalld::{parse_version, Error, Firewalld};
+use crate::firewalld::{parse_version, Entries, Error, Firewalld};
 
-/// The runtime and permanent entries of policy `name`, read only where it exists (asking firewalld
-/// about a policy it does not have makes it log an ERROR).
+/// Both layers of one object, each read (concurrently) only where the object exists: asking
+/// firewalld about a zone or policy it does not have makes it log an ERROR.
+async fn both_layers(
+    runtime: Option<impl std::future::Future<Output = Result<Entries, Error>>>,
+    permanent: Option<impl std::future::Future<Output = Result<Entries, Error>>>,
+) -> Result<Layers, Error> {
+    let (runtime, permanent) = tokio::try_join!(
+        async {
+            match runtime {
+                Some(read) => read.await.map(Some),
+                None => Ok(None),
+            }
+        },
+        async {
+            match permanent {
+                Some(read) => read.await.map(Some),
+                None => Ok(None),
+            }
+        },
+    )?;
+    Ok(Layers { runtime, permanent })
+}
+
+/// The runtime and permanent entries of policy `name`, where it exists.
 async fn policy_layers(
     fw: &Firewalld,
     name: &str,
     runtime: &BTreeSet<String>,
     permanent: &BTreeSet<String>,
 ) -> Result<Layers, Error> {
-    let (runtime, permanent) = tokio::try_join!(
-        async {
-            if runtime.contains(name) {
-                fw.policy_entries(name).await.map(Some)
-            } else {
-                Ok(None)
-            }
-        },
-        async {
-            if permanent.contains(name) {
-                fw.permanent_policy_entries(name).await.map(Some)
-            } else {
-                Ok(None)
-            }
-        },
-    )?;
-    Ok(Layers { runtime, permanent })
+    both_layers(
+        runtime.contains(name).then(|| fw.policy_entries(name)),
+        permanent
+            .contains(name)
+            .then(|| fw.permanent_policy_entries(name)),
+    )
+    .await
 }
 
 /// The runtime and permanent entries of every zone firewalld has (read concurrently: about a
@@ -50,29 +62,14 @@ async fn zone_layers(fw: &Firewalld) -> Result<BTreeMap<String, Layers>, Error> 
     let (runtime, permanent) = tokio::try_join!(fw.zones(), fw.permanent_zones())?;
     let names: BTreeSet<&String> = runtime.iter().chain(&permanent).collect();
     let layers = futures_util::future::try_join_all(names.iter().map(|&zone| async {
-        let (r, p) = tokio::try_join!(
-            async {
-                if runtime.contains(zone) {
-                    fw.zone_entries(zone).await.map(Some)
-                } else {
-                    Ok(None)
-                }
-            },
-            async {
-                if permanent.contains(zone) {
-                    fw.permanent_zone_entries(zone).await.map(Some)
-                } else {
-                    Ok(None)
-                }
-            },
-        )?;
-        Ok::<_, Error>((
-            zone.to_string(),
-            Layers {
-                runtime: r,
-                permanent: p,
-            },
-        ))
+        let layers = both_layers(
+            runtime.contains(zone).then(|| fw.zone_entries(zone)),
+            permanent
+                .contains(zone)
+                .then(|| fw.permanent_zone_entries(zone)),
+        )
+        .await?;
+        Ok::<_, Error>((zone.to_string(), layers))
     }))
     .await?;
     Ok(layers.into_iter().collect())

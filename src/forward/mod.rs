@@ -7,6 +7,7 @@
 //! after every rebuild of the ruleset. docs/forwards.md explains the design.
 
 pub mod apply;
+pub mod domain;
 pub mod model;
 pub mod network;
 pub mod nft;
@@ -16,9 +17,10 @@ pub mod watch;
 use std::net::IpAddr;
 
 use crate::firewalld::{self, Firewalld};
-use crate::libvirt::Network;
+use crate::libvirt::{Domain, Network};
 use crate::state::{StateDir, StateError};
-use model::{Allow, Declared, Forward, Opening, PortMap, FORMAT_VERSION};
+use domain::{DomainRecord, Domains, Status, DOMAINS_FILE};
+use model::{Allow, Declared, DomainForward, Forward, Opening, PortMap, FORMAT_VERSION};
 use network::{NetworkRecord, Networks, NETWORKS_FILE};
 
 /// The state file of declared forwards and allows.
@@ -105,9 +107,69 @@ pub fn read_networks(state: &StateDir) -> Result<Networks, ForwardError> {
     networks_in(&store(state)?)
 }
 
-/// Reads the declared forwards and allows, refusing a file from a newer virtzone.
+/// Reads the running-domain facts of state directory `state`.
+pub fn read_domains(state: &StateDir) -> Result<Domains, ForwardError> {
+    domains_in(&store(state)?)
+}
+
+fn domains_in(state: &StateDir) -> Result<Domains, ForwardError> {
+    Ok(state.read(DOMAINS_FILE)?)
+}
+
+/// Each domain forward's status now (for `forward list`): reads the lease files it needs.
+pub fn domain_statuses(
+    state: &StateDir,
+) -> Result<std::collections::BTreeMap<u32, Status>, ForwardError> {
+    let store = store(state)?;
+    let (declared, domains, networks) = (
+        declared_in(&store)?,
+        domains_in(&store)?,
+        networks_in(&store)?,
+    );
+    let leases = domain::read_leases(&domain::lease_dir()?, &declared, &domains, &networks);
+    Ok(domain::effective(&declared, &[], &domains, &networks, &leases, domain::now()).statuses)
+}
+
+/// Resolves the domain forwards, then converges firewalld and iptables to the result (removing
+/// `gone`'s and `removed`'s entries and those of domain forwards no longer resolved), and records
+/// what was applied for them. Every change of forwards goes through here, so a domain forward is
+/// never dropped by a plan made without it.
+async fn converge_all(
+    fw: &Firewalld,
+    state: &StateDir,
+    declared: &Declared,
+    gone: &[Forward],
+    removed: &[DomainForward],
+    networks: &Networks,
+) -> Result<(usize, domain::Resolution), ForwardError> {
+    let mut domains = domains_in(state)?;
+    let leases = domain::read_leases(&domain::lease_dir()?, declared, &domains, networks);
+    let res = domain::effective(
+        declared,
+        removed,
+        &domains,
+        networks,
+        &leases,
+        domain::now(),
+    );
+    let mut all_gone = gone.to_vec();
+    all_gone.extend(res.gone.iter().cloned());
+    let steps = apply::converge(fw, &res.declared, &all_gone, networks).await?;
+    if domains.applied != res.applied {
+        domains.applied = res.applied.clone();
+        // Not fatal: firewalld already holds the change, and the caller's own record write (or
+        // its undo) decides the operation; a stale `applied` only costs a later removal.
+        if let Err(e) = state.write(DOMAINS_FILE, &domains) {
+            tracing::warn!("forwards: cannot record the applied domain forwards: {e}");
+        }
+    }
+    Ok((steps, res))
+}
+
+/// Reads the declared forwards and allows, refusing a file from a newer virtzone. A version-1 file
+/// is read as the current version (it only lacks domain forwards), so the next write upgrades it.
 fn declared_in(state: &StateDir) -> Result<Declared, ForwardError> {
-    let d: Declared = state.read(FORWARDS_FILE)?;
+    let mut d: Declared = state.read(FORWARDS_FILE)?;
     if d.version > FORMAT_VERSION {
         return Err(ForwardError::State(StateError::Corrupt {
             path: state.path().join(FORWARDS_FILE),
@@ -117,6 +179,7 @@ fn declared_in(state: &StateDir) -> Result<Declared, ForwardError> {
             ),
         }));
     }
+    d.version = FORMAT_VERSION;
     Ok(d)
 }
 
@@ -124,21 +187,22 @@ fn networks_in(state: &StateDir) -> Result<Networks, ForwardError> {
     Ok(state.read(NETWORKS_FILE)?)
 }
 
-/// Applies `declared` (taking `gone`'s entries out) and then records it. When the record cannot be
-/// written, firewalld is brought back to `before`, the declaration still on disk: an operation
-/// completes or leaves nothing behind, and firewalld never holds a forward the state file does not
-/// know (the daemon could never remove it).
+/// Applies `declared` (taking `gone`'s and `removed`'s entries out, domain forwards resolved) and
+/// then records it. When the record cannot be written, firewalld is brought back to `before`, the
+/// declaration still on disk: an operation completes or leaves nothing behind, and firewalld never
+/// holds a forward the state file does not know (the daemon could never remove it).
 async fn apply_and_record(
     fw: &Firewalld,
     state: &StateDir,
     declared: &Declared,
     gone: &[Forward],
+    removed: &[DomainForward],
     before: &Declared,
     networks: &Networks,
-) -> Result<(), ForwardError> {
-    apply::converge(fw, declared, gone, networks).await?;
+) -> Result<domain::Resolution, ForwardError> {
+    let (_, res) = converge_all(fw, state, declared, gone, removed, networks).await?;
     let Err(e) = state.write(FORWARDS_FILE, declared) else {
-        return Ok(());
+        return Ok(res);
     };
     // What this operation added is what the old declaration must take out again.
     let added: Vec<Forward> = declared
@@ -147,7 +211,13 @@ async fn apply_and_record(
         .filter(|f| !before.forwards.iter().any(|b| b.id == f.id))
         .cloned()
         .collect();
-    match apply::converge(fw, before, &added, networks).await {
+    let added_domain: Vec<DomainForward> = declared
+        .domain_forwards
+        .iter()
+        .filter(|f| !before.domain_forwards.iter().any(|b| b.id == f.id))
+        .cloned()
+        .collect();
+    match converge_all(fw, state, before, &added, &added_domain, networks).await {
         Ok(_) => Err(ForwardError::Refused(format!(
             "{e}; the change to firewalld was undone"
         ))),
@@ -215,18 +285,6 @@ pub fn validate(
             }
         )));
     }
-    if req.route_localnet && req.host_address.is_none() {
-        return Err(ForwardError::Usage(
-            "--route-localnet is only for a loopback --host-address such as 127.0.0.1".into(),
-        ));
-    }
-    if req.from_host && req.host_address.is_none() {
-        return Err(ForwardError::Usage(
-            "--from-host needs --host-address: without a destination, a forward of the host's own \
-             connections would capture them to that port on every server"
-                .into(),
-        ));
-    }
     if let Some(host) = req.host_address {
         if host.is_ipv4() != req.guest.is_ipv4() {
             return Err(ForwardError::Usage(format!(
@@ -234,6 +292,30 @@ pub fn validate(
                 req.guest
             )));
         }
+    }
+    check_host_side(req.host_address, req.from_host, req.route_localnet, local)
+}
+
+/// The checks of `--host-address`, `--from-host` and `--route-localnet` every forward gets.
+fn check_host_side(
+    host_address: Option<IpAddr>,
+    from_host: bool,
+    route_localnet: bool,
+    local: impl Fn(IpAddr) -> bool,
+) -> Result<(), ForwardError> {
+    if route_localnet && host_address.is_none() {
+        return Err(ForwardError::Usage(
+            "--route-localnet is only for a loopback --host-address such as 127.0.0.1".into(),
+        ));
+    }
+    if from_host && host_address.is_none() {
+        return Err(ForwardError::Usage(
+            "--from-host needs --host-address: without a destination, a forward of the host's own \
+             connections would capture them to that port on every server"
+                .into(),
+        ));
+    }
+    if let Some(host) = host_address {
         if host.is_loopback() {
             if host.is_ipv6() {
                 return Err(ForwardError::Usage(format!(
@@ -241,21 +323,21 @@ pub fn validate(
                      address off the host; use another address of the host"
                 )));
             }
-            if !req.route_localnet {
+            if !route_localnet {
                 return Err(ForwardError::Usage(format!(
                     "host address {host} is a loopback address, which needs route_localnet on the \
                      network's bridge, a known risk (guests could reach the host's loopback-only \
-                     services; virtzone drops that traffic in policy virtzone-localnet): pass \
-                     --route-localnet to accept it, or use another address of the host"
+                     services; virtzone's guard drops that traffic): pass --route-localnet to accept \
+                     it, or use another address of the host"
                 )));
             }
-            if !req.from_host {
+            if !from_host {
                 return Err(ForwardError::Usage(format!(
                     "only the host itself can connect to {host}: a forward of a loopback address \
                      needs --from-host"
                 )));
             }
-        } else if req.route_localnet {
+        } else if route_localnet {
             return Err(ForwardError::Usage(format!(
                 "--route-localnet is only for a loopback --host-address such as 127.0.0.1, not {host}"
             )));
@@ -301,21 +383,15 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
     if let Some(same) = declared.forwards.iter().find(|f| f.same_as(&new)) {
         // Nothing to record; but whatever of it firewalld or libvirt lost is put back.
         let message = format!("forward {} exists already", same.id);
-        apply::converge(&connect().await?, &declared, &[], &networks).await?;
+        converge_all(&connect().await?, state, &declared, &[], &[], &networks).await?;
         return Ok(message);
     }
-    if let Some(other) = declared.forwards.iter().find(|f| f.clashes_with(&new)) {
-        return Err(ForwardError::Refused(format!(
-            "host port {}/{} is already forwarded by forward {} (to {}); remove it first \
-             (virtzone forward remove {})",
-            new.proto, new.host_port, other.id, other.guest, other.id
-        )));
-    }
+    clash_check(&declared, &new.host_side())?;
     let before = declared.clone();
     declared.forwards.push(new.clone());
     declared.next_id += 1;
     let fw = connect().await?;
-    apply_and_record(&fw, state, &declared, &[], &before, &networks).await?;
+    apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
     let nat_active = networks
         .networks
         .get(&new.network)
@@ -345,6 +421,113 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
     ))
 }
 
+/// A `forward add --domain` request, as parsed from the command line.
+#[derive(Debug, Clone)]
+pub struct AddDomainForward {
+    /// The libvirt domain.
+    pub domain: String,
+    /// Which of its networks (`None`: its only one virtzone knows).
+    pub network: Option<String>,
+    /// Protocol and ports.
+    pub ports: PortMap,
+    /// Only for connections to this host address.
+    pub host_address: Option<IpAddr>,
+    /// Also for connections the host itself opens (needs `host_address`).
+    pub from_host: bool,
+    /// Also for guests of the network reaching it through the host's address.
+    pub hairpin: bool,
+    /// The opt-in to `route_localnet` that a loopback `host_address` needs.
+    pub route_localnet: bool,
+}
+
+impl AddDomainForward {
+    /// The forward it declares, numbered `id`.
+    fn forward(&self, id: u32) -> DomainForward {
+        DomainForward {
+            id,
+            domain: self.domain.clone(),
+            network: self.network.clone(),
+            proto: self.ports.proto,
+            host_port: self.ports.host,
+            guest_port: self.ports.guest,
+            host_address: self.host_address,
+            from_host: self.from_host,
+            hairpin: self.hairpin,
+        }
+    }
+}
+
+/// The pure validation of `forward add --domain`: the network (if named) must be known, the host
+/// side valid, and a running domain's interface choice clear now (a stopped domain's is checked,
+/// and logged, when it starts).
+pub fn validate_domain(
+    req: &AddDomainForward,
+    networks: &Networks,
+    domains: &Domains,
+    local: impl Fn(IpAddr) -> bool,
+) -> Result<(), ForwardError> {
+    if let Some(net) = &req.network {
+        let Some(rec) = networks.networks.get(net) else {
+            return Err(ForwardError::Usage(format!(
+                "virtzone knows no libvirt network {net:?}: start it with virtzone's network hook \
+                 installed (virsh net-start {net}), then try again"
+            )));
+        };
+        if rec.forward == "none" {
+            return Err(ForwardError::Refused(format!(
+                "network {net} is isolated, so libvirt lets no forwarded traffic reach its guests; \
+                 use a NAT or routed network"
+            )));
+        }
+    }
+    check_host_side(req.host_address, req.from_host, req.route_localnet, local)?;
+    if let Some(rec) = domains.domains.get(&req.domain).filter(|r| r.running) {
+        domain::interface_for(&req.forward(0), rec, networks).map_err(ForwardError::Usage)?;
+    }
+    Ok(())
+}
+
+/// `forward add --domain`: records and applies (once resolved) a forward to a domain.
+pub async fn add_domain_forward(
+    state: &StateDir,
+    req: AddDomainForward,
+) -> Result<String, ForwardError> {
+    let state = &store_created(state)?;
+    let _lock = state.lock().await?;
+    let mut declared = declared_in(state)?;
+    let networks = networks_in(state)?;
+    validate_domain(&req, &networks, &domains_in(state)?, is_local)?;
+    let new = req.forward(declared.next_id);
+    if let Some(same) = declared.domain_forwards.iter().find(|f| f.same_as(&new)) {
+        let message = format!("forward {} exists already", same.id);
+        converge_all(&connect().await?, state, &declared, &[], &[], &networks).await?;
+        return Ok(message);
+    }
+    clash_check(&declared, &new.host_side())?;
+    let before = declared.clone();
+    declared.domain_forwards.push(new.clone());
+    declared.next_id += 1;
+    let fw = connect().await?;
+    let res = apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
+    let how = match res.statuses.get(&new.id) {
+        Some(Status::Active(t)) => format!("active, {} on network {}", t.guest, t.network),
+        Some(Status::Waiting { network, mac }) => {
+            format!("waiting for the address of {mac} on network {network}")
+        }
+        Some(Status::Unresolvable(m)) => format!("inactive: {m}"),
+        Some(Status::Inactive(m)) => format!("inactive until it runs: {m}"),
+        None => "inactive".into(),
+    };
+    Ok(format!(
+        "forward {}: host {}{} → domain {} port {} ({how})",
+        new.id,
+        new.host_address.map_or(String::new(), |a| format!("{a} ")),
+        format_args!("{}/{}", new.proto, new.host_port),
+        new.domain,
+        new.guest_port
+    ))
+}
+
 /// Which forward `forward remove` means.
 #[derive(Debug, Clone)]
 pub enum Which {
@@ -352,6 +535,8 @@ pub enum Which {
     Id(u32),
     /// By the arguments it was added with.
     Spec(AddForward),
+    /// By the `--domain` arguments it was added with.
+    DomainSpec(AddDomainForward),
 }
 
 /// `forward remove`: takes a forward out of firewalld and iptables, then forgets it.
@@ -372,28 +557,41 @@ pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, Fo
                 && f.from_host == req.from_host
                 && f.hairpin == req.hairpin
         }),
+        Which::DomainSpec(_) => None,
     };
-    let Some(pos) = pos else {
-        return Err(ForwardError::Usage(match which {
-            Which::Id(id) => format!("there is no forward {id}; see virtzone forward list"),
-            Which::Spec(_) => {
-                "no forward matches these arguments; see virtzone forward list".into()
-            }
-        }));
+    let domain_pos = match &which {
+        Which::Id(id) => declared.domain_forwards.iter().position(|f| f.id == *id),
+        Which::DomainSpec(req) => {
+            let wanted = req.forward(0);
+            declared
+                .domain_forwards
+                .iter()
+                .position(|f| f.same_as(&wanted))
+        }
+        Which::Spec(_) => None,
     };
     let before = declared.clone();
-    let gone = declared.forwards.remove(pos);
+    let (id, gone, removed) = match (pos, domain_pos) {
+        (Some(pos), _) => {
+            let f = declared.forwards.remove(pos);
+            (f.id, vec![f], Vec::new())
+        }
+        (None, Some(pos)) => {
+            let f = declared.domain_forwards.remove(pos);
+            (f.id, Vec::new(), vec![f])
+        }
+        (None, None) => {
+            return Err(ForwardError::Usage(match which {
+                Which::Id(id) => format!("there is no forward {id}; see virtzone forward list"),
+                Which::Spec(_) | Which::DomainSpec(_) => {
+                    "no forward matches these arguments; see virtzone forward list".into()
+                }
+            }))
+        }
+    };
     let fw = connect().await?;
-    apply_and_record(
-        &fw,
-        state,
-        &declared,
-        std::slice::from_ref(&gone),
-        &before,
-        &networks,
-    )
-    .await?;
-    Ok(format!("forward {} removed", gone.id))
+    apply_and_record(&fw, state, &declared, &gone, &removed, &before, &networks).await?;
+    Ok(format!("forward {id} removed"))
 }
 
 /// `allow add` / `allow remove`.
@@ -441,7 +639,7 @@ pub async fn change_allow(
         }
         declared.allows.retain(|a| *a != allow);
     }
-    apply_and_record(&fw, state, &declared, &[], &before, &networks).await?;
+    apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
     Ok(if add {
         format!(
             "{} opened to network {}'s guests",
@@ -458,20 +656,76 @@ pub async fn change_allow(
 /// Re-applies everything declared (the daemon after ruleset changes, the hook after a network
 /// starts or stops). Does nothing, and asks nothing of firewalld, when nothing is declared.
 pub async fn reconcile(fw: &Firewalld, state: &StateDir) -> Result<usize, ForwardError> {
+    Ok(reconcile_checked(fw, state).await?.steps)
+}
+
+/// What one re-application did and found.
+#[derive(Debug, Clone, Default)]
+pub struct Reconciled {
+    /// Steps carried out.
+    pub steps: usize,
+    /// Whether a running domain's forward waits for its guest's lease (the daemon polls then).
+    pub waiting: bool,
+    /// Domain forwards that cannot be resolved, one sentence each (logged by the caller).
+    pub problems: Vec<String>,
+}
+
+/// [`reconcile`], also telling whether a domain forward waits and which cannot be resolved.
+pub async fn reconcile_checked(
+    fw: &Firewalld,
+    state: &StateDir,
+) -> Result<Reconciled, ForwardError> {
     let state = &store(state)?;
     // A first look without the lock, which would create the state directory: most hosts declare
     // nothing, and then nothing is touched.
     let declared = declared_in(state)?;
-    if declared.forwards.is_empty() && declared.allows.is_empty() {
-        return Ok(0);
+    let applied = !domains_in(state)?.applied.is_empty();
+    if declared.forwards.is_empty()
+        && declared.domain_forwards.is_empty()
+        && declared.allows.is_empty()
+        && !applied
+    {
+        return Ok(Reconciled::default());
     }
     let _lock = state.lock().await?;
     let declared = declared_in(state)?;
     if !fw.is_running().await? {
-        return Ok(0);
+        return Ok(Reconciled::default());
     }
     let networks = networks_in(state)?;
-    apply::converge(fw, &declared, &[], &networks).await
+    let (steps, res) = converge_all(fw, state, &declared, &[], &[], &networks).await?;
+    Ok(Reconciled {
+        steps,
+        waiting: res.waiting(),
+        problems: res
+            .statuses
+            .iter()
+            .filter_map(|(id, s)| match s {
+                Status::Unresolvable(m) => Some(format!("forward {id}: {m}")),
+                _ => None,
+            })
+            .collect(),
+    })
+}
+
+/// Refuses (exit 1) a forward whose host port another forward already claims.
+fn clash_check(declared: &Declared, new: &model::HostSide) -> Result<(), ForwardError> {
+    let plain = declared
+        .forwards
+        .iter()
+        .map(|f| (f.id, f.host_side(), f.guest.to_string()));
+    let by_domain = declared
+        .domain_forwards
+        .iter()
+        .map(|f| (f.id, f.host_side(), format!("domain {}", f.domain)));
+    if let Some((id, _, to)) = plain.chain(by_domain).find(|(_, h, _)| h.clashes_with(new)) {
+        return Err(ForwardError::Refused(format!(
+            "host port {}/{} is already forwarded by forward {id} (to {to}); remove it first \
+             (virtzone forward remove {id})",
+            new.proto, new.ports
+        )));
+    }
+    Ok(())
 }
 
 /// The network hook's part: records a network (the hookData the hook parsed) at `started begin`
@@ -508,5 +762,163 @@ pub async fn network_hook(fw: Option<&Firewalld>, net: &Network, started: bool) 
     .await;
     if let Err(e) = result {
         eprintln!("virtzone: warning: forwards of network {name}: {e}");
+    }
+}
+
+/// The qemu hook's part: records a domain's interfaces when it runs (`started`, `reconnect`) or
+/// marks it stopped (`stopped end`), then re-applies the forwards, so its domain forwards follow
+/// it. Never asks libvirt anything (the hook runs while libvirt holds the domain). Problems are
+/// warnings on stderr: a forward must never stop a domain.
+pub async fn domain_hook(fw: Option<&Firewalld>, dom: &Domain, running: bool) {
+    let name = dom.name.as_str();
+    let result = async {
+        let main = StateDir::locate(None)?;
+        let state = store_created(&main)?;
+        let concerned = {
+            let _lock = state.lock().await?;
+            let mut domains = domains_in(&state)?;
+            let record = if running {
+                DomainRecord::running(dom)
+            } else {
+                match domains.domains.get(name) {
+                    Some(old) => DomainRecord {
+                        running: false,
+                        ..old.clone()
+                    },
+                    None => DomainRecord {
+                        running: false,
+                        interfaces: Vec::new(),
+                    },
+                }
+            };
+            if domains.domains.get(name) != Some(&record) {
+                domains.domains.insert(name.to_string(), record);
+                state.write(DOMAINS_FILE, &domains)?;
+            }
+            declared_in(&state)?
+                .domain_forwards
+                .iter()
+                .any(|f| f.domain == name)
+        };
+        // Only a domain with forwards needs firewalld: every other start costs a file write.
+        if let (Some(fw), true) = (fw, concerned) {
+            let done = reconcile_checked(fw, &main).await?;
+            for p in done.problems {
+                eprintln!("virtzone: warning: {p}");
+            }
+        }
+        Ok::<(), ForwardError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        eprintln!("virtzone: warning: forwards of domain {name}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::Interface;
+    use network::Subnet;
+
+    fn req(domain: &str, network: Option<&str>) -> AddDomainForward {
+        AddDomainForward {
+            domain: domain.into(),
+            network: network.map(String::from),
+            ports: "tcp/8080:80".parse().unwrap(),
+            host_address: None,
+            from_host: false,
+            hairpin: false,
+            route_localnet: false,
+        }
+    }
+
+    fn world() -> (Networks, Domains) {
+        let mut networks = Networks::default();
+        for (name, bridge) in [("n1", "virbr1"), ("n2", "virbr2")] {
+            networks.networks.insert(
+                name.into(),
+                NetworkRecord {
+                    bridge: crate::names::BridgeName::new(bridge).unwrap(),
+                    forward: "nat".into(),
+                    subnets: vec!["192.0.2.0/24".parse::<Subnet>().unwrap()],
+                    host: vec![],
+                    active: true,
+                    hosts: vec![],
+                },
+            );
+        }
+        let iface = |n: &str| Interface {
+            network: n.into(),
+            mac: Some("52:54:00:00:00:01".into()),
+        };
+        let mut domains = Domains::default();
+        domains.domains.insert(
+            "two".into(),
+            DomainRecord {
+                running: true,
+                interfaces: vec![iface("n1"), iface("n2")],
+            },
+        );
+        domains.domains.insert(
+            "off".into(),
+            DomainRecord {
+                running: false,
+                interfaces: vec![iface("n1"), iface("n2")],
+            },
+        );
+        (networks, domains)
+    }
+
+    #[test]
+    fn domain_forwards_are_checked_at_add_time_only_while_the_domain_runs() {
+        let (networks, domains) = world();
+        let local = |_| true;
+        let usage = |r: Result<(), ForwardError>| matches!(r, Err(ForwardError::Usage(_)));
+        // Running with two interfaces: --network is needed, and must be one of them.
+        assert!(usage(validate_domain(
+            &req("two", None),
+            &networks,
+            &domains,
+            local
+        )));
+        assert!(validate_domain(&req("two", Some("n2")), &networks, &domains, local).is_ok());
+        assert!(usage(validate_domain(
+            &req("two", Some("nosuch")),
+            &networks,
+            &domains,
+            local
+        )));
+        // Stopped (or never seen): checked when it starts.
+        assert!(validate_domain(&req("off", None), &networks, &domains, local).is_ok());
+        assert!(validate_domain(&req("new", None), &networks, &domains, local).is_ok());
+        // The host side as for --guest forwards.
+        let mut r = req("off", None);
+        r.from_host = true;
+        assert!(usage(validate_domain(&r, &networks, &domains, local)));
+        r.host_address = Some("203.0.113.7".parse().unwrap());
+        assert!(usage(validate_domain(&r, &networks, &domains, |_| false)));
+    }
+
+    #[test]
+    fn version_1_files_are_read_and_newer_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path().join("s"));
+        std::fs::create_dir_all(state.path()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let v1 = r#"{"version":1,"next_id":2,"forwards":[{"id":1,"network":"n1",
+            "guest":"192.0.2.5","proto":"tcp","host_port":"80","guest_port":"80"}]}"#;
+        std::fs::write(state.path().join(FORWARDS_FILE), v1).unwrap();
+        std::fs::set_permissions(
+            state.path().join(FORWARDS_FILE),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let d = declared_in(&state).unwrap();
+        assert_eq!((d.version, d.forwards.len()), (FORMAT_VERSION, 1));
+        let v9 = v1.replace("\"version\":1", "\"version\":9");
+        std::fs::write(state.path().join(FORWARDS_FILE), v9).unwrap();
+        assert!(declared_in(&state).is_err());
     }
 }

@@ -194,15 +194,40 @@ fn is_false(b: &bool) -> bool {
     !b
 }
 
+/// What a forward claims on the host: protocol, ports and (optionally) one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostSide {
+    /// The protocol.
+    pub proto: Proto,
+    /// Ports on the host.
+    pub ports: Ports,
+    /// The host address, `None` for all.
+    pub address: Option<IpAddr>,
+}
+
+impl HostSide {
+    /// Whether two forwards claim the same host port (they cannot both exist).
+    pub fn clashes_with(&self, other: &HostSide) -> bool {
+        self.proto == other.proto
+            && self.ports.lo <= other.ports.hi
+            && other.ports.lo <= self.ports.hi
+            && (self.address.is_none() || other.address.is_none() || self.address == other.address)
+    }
+}
+
 impl Forward {
+    /// What it claims on the host.
+    pub fn host_side(&self) -> HostSide {
+        HostSide {
+            proto: self.proto,
+            ports: self.host_port,
+            address: self.host_address,
+        }
+    }
+
     /// Whether two forwards claim the same host port (they cannot both exist).
     pub fn clashes_with(&self, other: &Forward) -> bool {
-        self.proto == other.proto
-            && self.host_port.lo <= other.host_port.hi
-            && other.host_port.lo <= self.host_port.hi
-            && (self.host_address.is_none()
-                || other.host_address.is_none()
-                || self.host_address == other.host_address)
+        self.host_side().clashes_with(&other.host_side())
     }
 
     /// Whether it describes the same forward as `other`, ignoring ids.
@@ -213,6 +238,77 @@ impl Forward {
         } == Forward {
             id: 0,
             ..other.clone()
+        }
+    }
+
+    /// `tcp/8080:80` for messages and listings.
+    pub fn ports_text(&self) -> String {
+        format!("{}/{}:{}", self.proto, self.host_port, self.guest_port)
+    }
+}
+
+/// A forward to a libvirt domain by name (`forward add --domain`): its guest address is resolved
+/// while the domain runs, from the network's static DHCP hosts or dnsmasq's leases, and the forward
+/// is then planned exactly like a [`Forward`] to that address (see `forward::domain`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainForward {
+    /// Stable number, shared with [`Forward`]'s ids.
+    pub id: u32,
+    /// The libvirt domain.
+    pub domain: String,
+    /// Which of the domain's networks (`None`: its only interface on a network virtzone knows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The protocol.
+    pub proto: Proto,
+    /// Ports on the host.
+    pub host_port: Ports,
+    /// Ports on the guest.
+    pub guest_port: Ports,
+    /// Only connections to this host address are forwarded (`None`: every address of the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_address: Option<IpAddr>,
+    /// Also for connections the host itself opens to `host_address`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub from_host: bool,
+    /// Also for the guests of the forward's network reaching it through the host's address.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hairpin: bool,
+}
+
+impl DomainForward {
+    /// What it claims on the host.
+    pub fn host_side(&self) -> HostSide {
+        HostSide {
+            proto: self.proto,
+            ports: self.host_port,
+            address: self.host_address,
+        }
+    }
+
+    /// Whether it describes the same forward as `other`, ignoring ids.
+    pub fn same_as(&self, other: &DomainForward) -> bool {
+        DomainForward {
+            id: 0,
+            ..self.clone()
+        } == DomainForward {
+            id: 0,
+            ..other.clone()
+        }
+    }
+
+    /// The plain forward it is while the domain's interface on `network` has address `guest`.
+    pub fn resolved(&self, network: &str, guest: IpAddr) -> Forward {
+        Forward {
+            id: self.id,
+            network: network.to_string(),
+            guest,
+            proto: self.proto,
+            host_port: self.host_port,
+            guest_port: self.guest_port,
+            host_address: self.host_address,
+            from_host: self.from_host,
+            hairpin: self.hairpin,
         }
     }
 
@@ -281,8 +377,10 @@ pub struct Allow {
     pub opening: Opening,
 }
 
-/// The current format of [`Declared`]; a newer file is refused, not misread.
-pub const FORMAT_VERSION: u32 = 1;
+/// The current format of [`Declared`]; a newer file is refused, not misread. Version 2 added
+/// `domain_forwards` (a version-1 reader would drop them on its next write); version 1 files are
+/// read as version 2 without domain forwards.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Everything declared with `forward add` and `allow add` (the state file `forwards.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +392,9 @@ pub struct Declared {
     /// The forwards.
     #[serde(default)]
     pub forwards: Vec<Forward>,
+    /// The forwards to domains by name (format version 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domain_forwards: Vec<DomainForward>,
     /// The allows.
     #[serde(default)]
     pub allows: Vec<Allow>,
@@ -305,6 +406,7 @@ impl Default for Declared {
             version: FORMAT_VERSION,
             next_id: 1,
             forwards: Vec::new(),
+            domain_forwards: Vec::new(),
             allows: Vec::new(),
         }
     }

@@ -108,6 +108,19 @@ pub struct NetworkRecord {
     pub host: Vec<IpAddr>,
     /// Whether it is running (between `started` and `stopped`).
     pub active: bool,
+    /// Static DHCP hosts (`<ip><dhcp><host mac=… ip=…>`), which resolve `--domain` forwards before
+    /// any lease does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<StaticHost>,
+}
+
+/// A static DHCP host of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticHost {
+    /// Its MAC address, lower-case.
+    pub mac: String,
+    /// The address libvirt's dnsmasq always gives it.
+    pub ip: IpAddr,
 }
 
 /// All recorded networks, by name.
@@ -134,7 +147,23 @@ impl NetworkRecord {
         };
         let mut subnets = Vec::new();
         let mut host = Vec::new();
+        let mut hosts = Vec::new();
         for ip in &net.ips {
+            for h in ip.dhcp.iter().flat_map(|d| &d.host) {
+                // IPv6 hosts are named by `id` or `name`, not by MAC: nothing to match a domain by.
+                let (Some(mac), Some(addr)) = (&h.mac, &h.ip) else {
+                    continue;
+                };
+                let mac = mac.trim().to_ascii_lowercase();
+                if !crate::libvirt::domain::is_mac(&mac) {
+                    return Err(format!("network {}: bad DHCP host MAC {mac:?}", net.name));
+                }
+                let ip: IpAddr = addr
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("network {}: bad DHCP host address {addr:?}", net.name))?;
+                hosts.push(StaticHost { mac, ip });
+            }
             let Some(address) = &ip.address else { continue };
             let addr: IpAddr = address
                 .parse()
@@ -163,6 +192,7 @@ impl NetworkRecord {
             subnets,
             host,
             active: true,
+            hosts,
         }))
     }
 }
@@ -181,10 +211,19 @@ mod tests {
     fn reads_hook_data() {
         let xml = "<hookData><network><name>default</name><forward mode='nat'/>\
                    <bridge name='virbr0' stp='on'/>\
-                   <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp/></ip>\
+                   <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp>\
+                   <range start='192.0.2.100' end='192.0.2.199'/>\
+                   <host mac='52:54:00:AA:00:01' name='web' ip='192.0.2.10'/></dhcp></ip>\
                    <ip family='ipv6' address='2001:db8:5::1' prefix='64'/></network></hookData>";
         let rec = record_from_xml(xml).unwrap().unwrap();
         assert_eq!(rec.forward, "nat");
+        assert_eq!(
+            rec.hosts,
+            [StaticHost {
+                mac: "52:54:00:aa:00:01".into(),
+                ip: "192.0.2.10".parse().unwrap()
+            }]
+        );
         assert_eq!(rec.bridge.as_str(), "virbr0");
         assert_eq!(
             rec.subnets

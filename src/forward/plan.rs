@@ -275,24 +275,52 @@ impl Accept {
                     .join(","),
             ]),
         }
-        a.extend(
-            [
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "DNAT",
-                "-m",
-                "comment",
-                "--comment",
-                COMMENT,
-                "-j",
-                "ACCEPT",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
+        a.extend(dnat_only("ACCEPT"));
         a
     }
+}
+
+/// The end of each of virtzone's iptables rules: only DNATed connections, virtzone's comment, the
+/// target.
+fn dnat_only(target: &str) -> impl Iterator<Item = String> + '_ {
+    [
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "DNAT",
+        "-m",
+        "comment",
+        "--comment",
+        COMMENT,
+        "-j",
+        target,
+    ]
+    .into_iter()
+    .map(str::to_string)
+}
+
+/// A masquerade (arguments after `-A CHAIN`) of connections from `source` that were DNATed to
+/// forward `f`'s guest port, leaving by `bridge`: spelled as `iptables -S` prints it back.
+fn masquerade(source: &str, f: &Forward, bridge: &str) -> Vec<String> {
+    let p = f.proto.as_str();
+    [
+        "-s",
+        source,
+        "-d",
+        &format!("{}/32", f.guest),
+        "-o",
+        bridge,
+        "-p",
+        p,
+        "-m",
+        p,
+        "--dport",
+        &f.guest_port.iptables(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(dnat_only("MASQUERADE"))
+    .collect()
 }
 
 /// The masquerade rules (arguments after `-A VIRTZONE_HAIRPIN`) of `--hairpin` forwards to IPv4
@@ -311,34 +339,7 @@ pub fn hairpin_rules(declared: &Declared, networks: &Networks) -> Vec<Vec<String
             continue;
         }
         for subnet in rec.subnets.iter().filter(|s| s.addr.is_ipv4()) {
-            let p = f.proto.as_str();
-            let rule: Vec<String> = [
-                "-s",
-                &subnet.to_string(),
-                "-d",
-                &format!("{}/32", f.guest),
-                "-o",
-                rec.bridge.as_str(),
-                "-p",
-                p,
-                "-m",
-                p,
-                "--dport",
-                &f.guest_port.iptables(),
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "DNAT",
-                "-m",
-                "comment",
-                "--comment",
-                COMMENT,
-                "-j",
-                "MASQUERADE",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let rule = masquerade(&subnet.to_string(), f, rec.bridge.as_str());
             if !out.contains(&rule) {
                 out.push(rule);
             }
@@ -356,34 +357,7 @@ pub fn localnet_rules(declared: &Declared, networks: &Networks) -> Vec<Vec<Strin
         let Some(rec) = networks.networks.get(&f.network).filter(|r| r.active) else {
             continue;
         };
-        let p = f.proto.as_str();
-        let rule: Vec<String> = [
-            "-s",
-            "127.0.0.0/8",
-            "-d",
-            &format!("{}/32", f.guest),
-            "-o",
-            rec.bridge.as_str(),
-            "-p",
-            p,
-            "-m",
-            p,
-            "--dport",
-            &f.guest_port.iptables(),
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "DNAT",
-            "-m",
-            "comment",
-            "--comment",
-            COMMENT,
-            "-j",
-            "MASQUERADE",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let rule = masquerade("127.0.0.0/8", f, rec.bridge.as_str());
         if !out.contains(&rule) {
             out.push(rule);
         }
@@ -887,8 +861,11 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
                 }
             }
             want.ingress_zones.insert("ANY".into());
-            let untouched =
-                facts.forward_policy.permanent.is_none() && declared.forwards.is_empty();
+            // Domain forwards not resolved yet count too: the policy is created now, not by the
+            // qemu hook at the domain's start (a reload there would eat its time budget).
+            let untouched = facts.forward_policy.permanent.is_none()
+                && declared.forwards.is_empty()
+                && declared.domain_forwards.is_empty();
             if !untouched {
                 policy_steps(
                     FORWARD_POLICY,
@@ -923,7 +900,8 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
     }
 
     let from_host: Vec<&Forward> = declared.forwards.iter().filter(|f| f.from_host).collect();
-    if !(facts.from_host_policy.permanent.is_none() && from_host.is_empty()) {
+    let from_host_pending = declared.domain_forwards.iter().any(|f| f.from_host);
+    if !(facts.from_host_policy.permanent.is_none() && from_host.is_empty() && !from_host_pending) {
         if (facts.version.major, facts.version.minor) < (1, 1) {
             return Err(Refusal(
                 "--from-host needs firewalld 1.1 or later (forwards of host-originated connections); \
@@ -1060,6 +1038,7 @@ mod tests {
                 subnets: vec!["192.0.2.0/24".parse::<Subnet>().unwrap()],
                 host: vec!["192.0.2.1".parse().unwrap()],
                 active,
+                hosts: Vec::new(),
             },
         );
         n
@@ -1284,6 +1263,30 @@ mod tests {
             p.steps
         );
         assert_eq!(p.warnings[0].reason, WarningReason::KernelSettingReadOnly);
+    }
+
+    #[test]
+    fn a_domain_forward_not_resolved_yet_creates_the_policy_ahead_of_the_hook() {
+        use crate::forward::model::DomainForward;
+        let d = Declared {
+            domain_forwards: vec![DomainForward {
+                id: 1,
+                domain: "vm1".into(),
+                network: None,
+                proto: Proto::Tcp,
+                host_port: "8080".parse().unwrap(),
+                guest_port: "80".parse().unwrap(),
+                host_address: None,
+                from_host: false,
+                hairpin: false,
+            }],
+            ..Declared::default()
+        };
+        let steps = plan(&d, &[], &facts("2.3.1", LIBVIRT_ONLY)).unwrap().steps;
+        assert!(
+            matches!(&steps[..], [Step::AddOwnPolicy(p), Step::Reload] if p.name == FORWARD_POLICY),
+            "{steps:?}"
+        );
     }
 
     #[test]

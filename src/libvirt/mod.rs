@@ -1,6 +1,10 @@
 //! libvirt's side: its network XML and hookData, and the hook protocol's vocabulary.
 
+pub mod domain;
 pub mod firewall;
 pub mod network;
 
-pub use network::{parse_network_xml, ForwardMode, Network, NetworkXmlError};
+pub use domain::{parse_domain_xml, Domain, DomainInterface};
+pub use network::{
+    parse_network_xml, DhcpHost, ForwardMode, Network, NetworkDhcp, NetworkXmlError,
+};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::names::{BridgeName, NameError, ZoneName};
 
 /// The largest document accepted; libvirt's live network XML is a few KiB.
-const MAX_XML_BYTES: usize = 1 << 20;
+pub(crate) const MAX_XML_BYTES: usize = 1 << 20;
 
 /// How a network forwards guest traffic (libvirt's `<forward mode=…>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,6 +88,28 @@ pub struct NetworkIp {
     /// `prefix`.
     #[serde(rename = "@prefix", default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// `<dhcp>`: its static `<host>` entries resolve `--domain` forwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<NetworkDhcp>,
+}
+
+/// An `<ip>`'s `<dhcp>` element: only its static hosts matter to virtzone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkDhcp {
+    /// `<host mac=… ip=…>` entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host: Vec<DhcpHost>,
+}
+
+/// A static DHCP host of a network (`<host mac=… name=… ip=…>`), unvalidated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpHost {
+    /// `mac` (IPv4 hosts; IPv6 ones have `id` or `name` instead).
+    #[serde(rename = "@mac", default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// `ip`.
+    #[serde(rename = "@ip", default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 impl Network {
@@ -152,7 +174,7 @@ struct ForwardXml {
 }
 
 /// The name of the document's root element.
-fn root_element(xml: &str) -> Result<String, NetworkXmlError> {
+pub(crate) fn root_element(xml: &str) -> Result<String, NetworkXmlError> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_str(xml);
     loop {

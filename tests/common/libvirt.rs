@@ -31,6 +31,14 @@
 //! `hooks.log` ([`LibvirtLab::hook_runs`]). [`Hook::Virtzone`] is the project's shipped
 //! `libvirt/hooks/network.d/50-virtzone` with `/usr/bin/virtzone` replaced by this build's binary.
 //!
+//! # The qemu driver ([`LibvirtConfig::qemu`])
+//! For `--domain` forwards the lab can also load libvirt's qemu driver, still in the same private
+//! mount namespace: `qemu.conf` runs qemu as root with no security driver, no cgroup controllers,
+//! no per-domain mount namespace and plain log files (no virtlogd), and the shipped qemu hook
+//! (`libvirt/hooks/qemu.d/50-virtzone`, this build's binary) sits behind the same wrapper as the
+//! network hooks in `/etc/libvirt/hooks/qemu.d/`. Domains are TCG (`type='qemu'`); virsh reaches
+//! them with `qemu:///system?socket=…` ([`LibvirtLab::virsh_qemu`]).
+//!
 //! # libvirt 9.0.0 facts seen here (they shape what the tests can prove)
 //! - With firewalld running, libvirt itself binds a network's bridge with `changeZoneOfInterface`
 //!   after `start begin` and before `started begin`: NAT → `libvirt`, route → `libvirt-routed`
@@ -62,6 +70,9 @@ use super::{
 
 /// The hook the project ships, relative to the repository.
 pub const SHIPPED_HOOK: &str = "libvirt/hooks/network.d/50-virtzone";
+/// The qemu hook the project ships.
+pub const SHIPPED_QEMU_HOOK: &str = "libvirt/hooks/qemu.d/50-virtzone";
+const SHIPPED_QEMU_EXEC: &str = r#"exec /usr/bin/virtzone hook qemu "$@""#;
 /// The line of the shipped hook that the lab rewrites to run this build's binary.
 const SHIPPED_GUARD: &str = "[ -x /usr/bin/virtzone ] || exit 0";
 const SHIPPED_EXEC: &str = r#"exec /usr/bin/virtzone hook network "$@""#;
@@ -128,7 +139,16 @@ impl Hook {
 /// The shipped hook's text with `/usr/bin/virtzone` replaced by this build's binary. Panics when
 /// the shipped hook no longer has the one `exec` line the lab knows how to point elsewhere.
 pub fn virtzone_hook_body() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SHIPPED_HOOK);
+    shipped_body(SHIPPED_HOOK, SHIPPED_EXEC)
+}
+
+/// The shipped qemu hook's text, pointed at this build's binary like [`virtzone_hook_body`].
+pub fn virtzone_qemu_hook_body() -> String {
+    shipped_body(SHIPPED_QEMU_HOOK, SHIPPED_QEMU_EXEC)
+}
+
+fn shipped_body(hook: &str, exec: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(hook);
     let text = fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("libvirt lab: cannot read {}: {e}", path.display()));
     let execs: Vec<&str> = text
@@ -137,8 +157,8 @@ pub fn virtzone_hook_body() -> String {
         .collect();
     assert_eq!(
         execs,
-        [SHIPPED_GUARD, SHIPPED_EXEC],
-        "libvirt lab: {SHIPPED_HOOK} should consist of comments, `{SHIPPED_GUARD}` and `{SHIPPED_EXEC}`"
+        [SHIPPED_GUARD, exec],
+        "libvirt lab: {hook} should consist of comments, `{SHIPPED_GUARD}` and `{exec}`"
     );
     // The lab runs the body with sh behind its wrapper; a real libvirt executes the file itself.
     let mode = fs::metadata(&path)
@@ -146,7 +166,7 @@ pub fn virtzone_hook_body() -> String {
         .unwrap_or(0);
     assert!(
         text.starts_with("#!/bin/sh\n") && mode & 0o111 == 0o111,
-        "libvirt lab: {SHIPPED_HOOK} must be an executable `#!/bin/sh` script (mode {mode:o})"
+        "libvirt lab: {hook} must be an executable `#!/bin/sh` script (mode {mode:o})"
     );
     text.replace(
         "/usr/bin/virtzone",
@@ -161,6 +181,8 @@ pub struct LibvirtConfig {
     pub lab: LabConfig,
     /// Network hooks, installed before libvirtd starts.
     pub hooks: Vec<Hook>,
+    /// Also load the qemu driver, with the shipped qemu hook installed (see the module docs).
+    pub qemu: bool,
 }
 
 impl LibvirtConfig {
@@ -169,6 +191,7 @@ impl LibvirtConfig {
         LibvirtConfig {
             lab,
             hooks: vec![Hook::Virtzone],
+            qemu: false,
         }
     }
 }
@@ -221,7 +244,50 @@ impl LibvirtLab {
     /// answers. Panics with the logs when anything fails.
     pub fn start(cfg: LibvirtConfig) -> LibvirtLab {
         let lab = Lab::start(cfg.lab);
+        if cfg.qemu {
+            return Self::start_with_qemu(lab, &cfg.hooks);
+        }
         Self::start_in(lab, &cfg.hooks)
+    }
+
+    fn start_with_qemu(lab: Lab, hooks: &[Hook]) -> LibvirtLab {
+        let root = lab.dir().join("libvirt");
+        let socket = root.join("run/libvirt/libvirt-sock");
+        let vlab = LibvirtLab {
+            lab,
+            root,
+            socket,
+            libvirtd: Mutex::new(None),
+        };
+        vlab.prepare(hooks, true);
+        vlab.spawn_libvirtd();
+        vlab.wait_until_answering();
+        vlab
+    }
+
+    /// `virsh -c qemu:///system?socket=…` (the qemu driver; needs [`LibvirtConfig::qemu`]) with
+    /// `args`, whatever the exit status.
+    pub fn virsh_qemu(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--kill-after=5", &VIRSH_TIMEOUT_SECS.to_string(), "virsh"])
+            .arg("-c")
+            .arg(format!("qemu:///system?socket={}", self.socket.display()));
+        for (key, _) in std::env::vars_os() {
+            let key_text = key.to_string_lossy();
+            if key_text.starts_with("LIBVIRT_") || key_text.starts_with("VIRSH_") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.env("LC_ALL", "C")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("libvirt lab: cannot run virsh: {e}"))
+    }
+
+    /// The lab's private `/var/lib/libvirt` as seen from the host (dnsmasq's lease files are in
+    /// its `dnsmasq/`).
+    pub fn lib_dir(&self) -> PathBuf {
+        self.root.join("lib")
     }
 
     /// Starts libvirtd in an already running lab.
@@ -234,7 +300,7 @@ impl LibvirtLab {
             socket,
             libvirtd: Mutex::new(None),
         };
-        vlab.prepare(hooks);
+        vlab.prepare(hooks, false);
         vlab.spawn_libvirtd();
         vlab.wait_until_answering();
         vlab
@@ -416,6 +482,12 @@ impl LibvirtLab {
     /// Waits until the port forwards (libvirt's bridges run STP; a DHCP request sent before that
     /// is lost). Dropping the guest removes its namespace.
     pub fn plug_guest(&self, bridge: &str) -> Guest<'_> {
+        self.plug_guest_with_mac(bridge, None)
+    }
+
+    /// [`plug_guest`](Self::plug_guest) with `eth0` carrying `mac` (e.g. the MAC of a domain's
+    /// interface, so dnsmasq's lease for it is the domain's).
+    pub fn plug_guest_with_mac(&self, bridge: &str, mac: Option<&str>) -> Guest<'_> {
         // Named like a lab, so `remove_stale_labs` also removes it after a SIGKILLed run.
         let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
         let netns = format!("vzlab-{}-{n}", std::process::id());
@@ -431,10 +503,23 @@ impl LibvirtLab {
         };
         let lab_ns = self.lab.netns.as_str();
         let (g, p) = (guest.netns.as_str(), guest.port.as_str());
+        let plain: &[&str] = &[
+            "-n", lab_ns, "link", "add", p, "type", "veth", "peer", "name", "eth0", "netns", g,
+        ];
+        let with_mac: Vec<&str>;
+        let add = match mac {
+            Some(mac) => {
+                with_mac = [
+                    "-n", lab_ns, "link", "add", p, "type", "veth", "peer", "name", "eth0",
+                    "address", mac, "netns", g,
+                ]
+                .to_vec();
+                &with_mac[..]
+            }
+            None => plain,
+        };
         let steps: [&[&str]; 5] = [
-            &[
-                "-n", lab_ns, "link", "add", p, "type", "veth", "peer", "name", "eth0", "netns", g,
-            ],
+            add,
             &["-n", lab_ns, "link", "set", p, "master", bridge, "up"],
             &["-n", g, "link", "set", "lo", "up"],
             &["-n", g, "link", "set", "eth0", "up"],
@@ -538,7 +623,7 @@ impl LibvirtLab {
     }
 
     /// Private dirs, libvirtd.conf, the driver dir and the hooks with their wrappers.
-    fn prepare(&self, hooks: &[Hook]) {
+    fn prepare(&self, hooks: &[Hook], qemu: bool) {
         if !Path::new("/usr/sbin/libvirtd").is_file() {
             panic!(
                 "libvirt lab: /usr/sbin/libvirtd is missing: apt-get install libvirt-daemon-system \
@@ -568,11 +653,36 @@ impl LibvirtLab {
         }
 
         let driver = network_driver();
-        std::os::unix::fs::symlink(
-            &driver,
-            self.root.join("drivers").join(driver.file_name().unwrap()),
-        )
-        .unwrap_or_else(|e| panic!("libvirt lab: cannot link {}: {e}", driver.display()));
+        let mut drivers = vec![driver.clone()];
+        if qemu {
+            drivers.push(driver.with_file_name("libvirt_driver_qemu.so"));
+        }
+        for driver in drivers {
+            assert!(
+                driver.is_file(),
+                "libvirt lab: {} is missing (apt-get install libvirt-daemon-driver-qemu \
+                 qemu-system-x86)",
+                driver.display()
+            );
+            std::os::unix::fs::symlink(
+                &driver,
+                self.root.join("drivers").join(driver.file_name().unwrap()),
+            )
+            .unwrap_or_else(|e| panic!("libvirt lab: cannot link {}: {e}", driver.display()));
+        }
+        if qemu {
+            // qemu as root with nothing the lab's private namespace cannot give: no security
+            // driver, no cgroups, no per-domain /dev namespace, no virtlogd.
+            write(
+                &self.root.join("etc/qemu.conf"),
+                "user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\n\
+                 security_driver = \"none\"\ncgroup_controllers = [ ]\nnamespaces = [ ]\n\
+                 stdio_handler = \"file\"\nremember_owner = 0\n",
+            );
+            let body = self.root.join("hook-bodies").join("qemu.50-virtzone");
+            write(&body, &virtzone_qemu_hook_body());
+            self.install_wrapper("qemu.d", "50-virtzone", &body);
+        }
 
         let level = std::env::var("VIRTZONE_LAB_LIBVIRT_DEBUG")
             .ok()
@@ -608,6 +718,17 @@ impl LibvirtLab {
         );
         let body = self.root.join("hook-bodies").join(name);
         write(&body, &hook.body());
+        self.install_wrapper("network.d", name, &body);
+    }
+
+    /// Writes the wrapper (see the module docs) for hook `name` in `/etc/libvirt/hooks/DIR/`,
+    /// running `body`. Runs of qemu hooks are logged as `qemu.d/NAME`.
+    fn install_wrapper(&self, dir: &str, name: &str, body: &Path) {
+        let logged = if dir == "network.d" {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        };
         let data_dir = self.root.join("hookdata");
         let wrapper = format!(
             r#"#!/bin/sh
@@ -624,7 +745,7 @@ cat >"$data"
 /bin/sh {body} "$@" <"$data" 2>"$err"
 rc=$?
 cat "$err" >&2
-record=$(printf 'hook %s ran %s -> %s\n' {name} "$*" "$rc"; sed 's/^/| /' "$err")
+record=$(printf 'hook %s ran %s -> %s\n' {logged} "$*" "$rc"; sed 's/^/| /' "$err")
 printf '%s\n' "$record" >>{log}
 exit "$rc"
 "#,
@@ -634,7 +755,7 @@ exit "$rc"
             body = sh_quote(&body.to_string_lossy()),
             log = sh_quote(&self.root.join("hooks.log").to_string_lossy()),
         );
-        let path = self.root.join("etc/hooks/network.d").join(name);
+        let path = self.root.join("etc/hooks").join(dir).join(name);
         write(&path, &wrapper);
         set_mode(&path, 0o755);
     }
