@@ -8,7 +8,7 @@
 
 use crate::common;
 use crate::forwards::{
-    connect, errors_since, libvirt_rejects, log_len, serve, vz, vz_ok, wait, Daemon, HEAL, UP_HOST,
+    connect, errors_since, log_len, proven, serve, vz, vz_ok, wait, Daemon, HEAL, UP_HOST,
 };
 
 use std::path::Path;
@@ -141,8 +141,11 @@ fn domain_forward_follows_the_domain(release: Release, backend: Backend) {
         out.starts_with("forward 1:") && out.contains(&lease.ip),
         "{out}"
     );
-    let web_works =
-        || libvirt_rejects(&vlab, BRIDGE) && connect(&up, UP_HOST, 8080) == "ok web 198.51.100.2";
+    let web_works = || {
+        proven(&vlab, BRIDGE, || {
+            connect(&up, UP_HOST, 8080) == "ok web 198.51.100.2"
+        })
+    };
     wait("the domain forward working", HEAL, web_works);
     assert!(!connect(&up, UP_HOST, 8081).starts_with("ok"));
     let r = row(&vlab, 1);

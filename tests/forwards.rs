@@ -197,17 +197,32 @@ pub(crate) fn log_len(vlab: &LibvirtLab) -> usize {
 
 pub(crate) const UP_HOST: &str = "198.51.100.1";
 
-/// Whether libvirt's `LIBVIRT_FWI` holds its reject for `bridge` (read-only look at the lab's
-/// iptables).
-pub(crate) fn libvirt_rejects(vlab: &LibvirtLab, bridge: &str) -> bool {
+/// The nft handle of libvirt's reject for `bridge` in `LIBVIRT_FWI` (the lab's iptables is
+/// iptables-nft), `None` while it is not there.
+pub(crate) fn libvirt_reject(vlab: &LibvirtLab, bridge: &str) -> Option<String> {
     let out = vlab
-        .command("iptables")
-        .args(["-w", "-t", "filter", "-S", "LIBVIRT_FWI"])
+        .command("nft")
+        .args(["-a", "list", "chain", "ip", "filter", "LIBVIRT_FWI"])
         .output()
-        .expect("run iptables");
+        .expect("run nft");
     text(&out.stdout)
         .lines()
-        .any(|l| l.contains(&format!("-o {bridge} -j REJECT")))
+        .find(|l| l.contains(&format!("oifname \"{bridge}\"")) && l.contains(" reject"))
+        .and_then(|l| l.rsplit_once("# handle "))
+        .map(|(_, h)| h.trim().to_string())
+}
+
+/// Whether libvirt's `LIBVIRT_FWI` holds its reject for `bridge`.
+pub(crate) fn libvirt_rejects(vlab: &LibvirtLab, bridge: &str) -> bool {
+    libvirt_reject(vlab, bridge).is_some()
+}
+
+/// Whether `probe` succeeds while libvirt's reject for `bridge` is in place the whole time: the
+/// same rule (nft handle) before and after it. A connection made between a flush and libvirt's
+/// rebuild, when there is no reject at all, proves nothing, even if a reject was seen before it.
+pub(crate) fn proven(vlab: &LibvirtLab, bridge: &str, probe: impl FnOnce() -> bool) -> bool {
+    let before = libvirt_reject(vlab, bridge);
+    before.is_some() && probe() && libvirt_reject(vlab, bridge) == before
 }
 
 /// The whole life of a forward on one firewalld release and backend.
@@ -244,8 +259,9 @@ fn forward_survives_every_rebuild(release: Release, backend: Backend) {
     // Only a connection made while libvirt's reject is in place proves anything: between a flush
     // and libvirt's rebuild there is no reject at all.
     let works = || {
-        libvirt_rejects(&vlab, "virbr31")
-            && connect(&up, UP_HOST, 8080) == format!("ok guest-one {}", "198.51.100.2")
+        proven(&vlab, "virbr31", || {
+            connect(&up, UP_HOST, 8080) == format!("ok guest-one {}", "198.51.100.2")
+        })
     };
     wait("the forward working", HEAL, works);
     // A port nobody forwarded stays closed.
@@ -740,7 +756,9 @@ fn without_the_daemon_a_reload_leaves_libvirts_reject_in_front() {
     // The next virtzone run (here: the daemon's first check) puts it right.
     let _daemon = Daemon::start(&vlab);
     wait("the forward once the daemon runs", HEAL, || {
-        libvirt_rejects(&vlab, "virbr61") && connect(&up, UP_HOST, 8080).starts_with("ok guest-one")
+        proven(&vlab, "virbr61", || {
+            connect(&up, UP_HOST, 8080).starts_with("ok guest-one")
+        })
     });
 }
 
@@ -818,8 +836,9 @@ fn from_host_forward_serves_the_hosts_own_connections(release: Release, backend:
         connect_from_host(&vlab, UP_HOST, 8080) == format!("ok guest-one {UP_HOST}")
     });
     wait("the forward from upstream", HEAL, || {
-        libvirt_rejects(&vlab, "virbr81")
-            && connect(&up, UP_HOST, 8080) == "ok guest-one 198.51.100.2"
+        proven(&vlab, "virbr81", || {
+            connect(&up, UP_HOST, 8080) == "ok guest-one 198.51.100.2"
+        })
     });
     assert!(!connect_from_host(&vlab, "192.0.2.1", 8080).starts_with("ok"));
     let shown = vlab.firewall_cmd_ok(&["--info-policy=virtzone-from-host"]);
@@ -955,7 +974,7 @@ fn ipv6_forward_reaches_the_guest(release: Release, backend: Backend) {
     let out = vlab.firewall_cmd(&["--reload"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait("the IPv6 forward after a reload", HEAL, || {
-        libvirt_rejects(&vlab, "virbr91") && works()
+        proven(&vlab, "virbr91", works)
     });
     vz_ok(&vlab, &["forward", "remove", "1"]);
     wait("the IPv6 port closed", HEAL, || {
@@ -1052,7 +1071,7 @@ fn hairpin_forward_serves_a_second_guest(release: Release, backend: Backend) {
     let out = vlab.firewall_cmd(&["--reload"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait("the hairpin forward after a reload", HEAL, || {
-        libvirt_rejects(&vlab, "virbr95") && hairpin()
+        proven(&vlab, "virbr95", hairpin)
     });
 
     vz_ok(&vlab, &["forward", "remove", "2"]);
@@ -1212,7 +1231,9 @@ fn forward_follows_an_uplink_outside_the_default_zone_1_3_3() {
         ],
     );
     wait("the forward working through zone work", HEAL, || {
-        libvirt_rejects(&vlab, "virbr81") && connect(&up, UP_HOST, 8080).starts_with("ok guest-one")
+        proven(&vlab, "virbr81", || {
+            connect(&up, UP_HOST, 8080).starts_with("ok guest-one")
+        })
     });
     for zone in ["work", "public"] {
         for permanent in [false, true] {
