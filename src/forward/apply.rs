@@ -58,9 +58,16 @@ async fn policy_layers(
 
 /// The runtime and permanent entries of every zone firewalld has (read concurrently: about a
 /// dozen zones, two calls each).
-async fn zone_layers(fw: &Firewalld) -> Result<BTreeMap<String, Layers>, Error> {
+async fn zone_layers(
+    fw: &Firewalld,
+    only: Option<&BTreeSet<String>>,
+) -> Result<BTreeMap<String, Layers>, Error> {
     let (runtime, permanent) = tokio::try_join!(fw.zones(), fw.permanent_zones())?;
-    let names: BTreeSet<&String> = runtime.iter().chain(&permanent).collect();
+    let names: BTreeSet<&String> = runtime
+        .iter()
+        .chain(&permanent)
+        .filter(|z| only.is_none_or(|o| o.contains(*z)))
+        .collect();
     let layers = futures_util::future::try_join_all(names.iter().map(|&zone| async {
         let layers = both_layers(
             runtime.contains(zone).then(|| fw.zone_entries(zone)),
@@ -75,40 +82,77 @@ async fn zone_layers(fw: &Firewalld) -> Result<BTreeMap<String, Layers>, Error> 
     Ok(layers.into_iter().collect())
 }
 
+/// The default zone and the zones with bindings at this process's last read of every zone.
+///
+/// Forwards are entries of the uplink zones (before firewalld 2.2), taken out of zones no uplink is
+/// bound to any more; only a change of the bindings or the default zone can leave such entries
+/// behind. So a check reads every zone (two firewalld calls each, about a dozen zones) only when
+/// those changed since the last full read, or when forwards are removed, and otherwise just the
+/// default and the active zones: the daemon's check after each ruleset change stays short.
+static LAST_FULL_READ: std::sync::Mutex<Option<(String, BTreeSet<String>)>> =
+    std::sync::Mutex::new(None);
+
+/// Whether this check must read every zone (see [`LAST_FULL_READ`]); records it when so.
+fn full_zone_read(default_zone: &str, active: &BTreeSet<String>, removing: bool) -> bool {
+    let key = (default_zone.to_string(), active.clone());
+    let mut last = LAST_FULL_READ
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if removing || last.as_ref() != Some(&key) {
+        *last = Some(key);
+        true
+    } else {
+        false
+    }
+}
+
 /// `iptables -t filter -S` through firewalld; `None` when firewalld cannot run it.
 async fn iptables(fw: &Firewalld) -> Option<String> {
     fw.iptables_rules("filter").await
 }
 
-/// Gathers the facts for `declared` given the recorded networks.
+/// Gathers the facts for `declared` given the recorded networks; `removing`: forwards are being
+/// taken out (their entries are looked for in every zone).
 pub async fn facts(
     fw: &Firewalld,
     declared: &Declared,
     networks: Networks,
+    removing: bool,
 ) -> Result<Facts, Error> {
     let (version_text, default_zone, policies) =
         tokio::try_join!(fw.version_text(), fw.default_zone(), fw.policies())?;
     let version = parse_version(&version_text).map_err(|e| Error::Protocol(e.to_string()))?;
     let zone_shape = matches!(Shape::of(&version, &default_zone), Shape::Zone(_));
-    let (zones, active_zones) = if zone_shape {
-        tokio::try_join!(zone_layers(fw), async {
-            Ok(fw.active_zones().await?.into_keys().collect())
-        })?
-    } else {
-        Default::default()
+    let zone_facts = async {
+        if !zone_shape {
+            return Ok(Default::default());
+        }
+        let active: BTreeSet<String> = fw.active_zones().await?.into_keys().collect();
+        let only = if full_zone_read(&default_zone, &active, removing) {
+            None
+        } else {
+            let mut only = active.clone();
+            only.insert(default_zone.clone());
+            Some(only)
+        };
+        Ok((zone_layers(fw, only.as_ref()).await?, active))
     };
     let has_policies = policies.is_some();
-    let (forward_policy, allow_policy, from_host_policy) = match policies {
-        Some(runtime) => {
-            let permanent = fw.permanent_policies().await?.unwrap_or_default();
-            tokio::try_join!(
-                policy_layers(fw, FORWARD_POLICY, &runtime, &permanent),
-                policy_layers(fw, ALLOW_POLICY, &runtime, &permanent),
-                policy_layers(fw, FROM_HOST_POLICY, &runtime, &permanent),
-            )?
+    let policy_facts = async {
+        match &policies {
+            Some(runtime) => {
+                let permanent = fw.permanent_policies().await?.unwrap_or_default();
+                tokio::try_join!(
+                    policy_layers(fw, FORWARD_POLICY, runtime, &permanent),
+                    policy_layers(fw, ALLOW_POLICY, runtime, &permanent),
+                    policy_layers(fw, FROM_HOST_POLICY, runtime, &permanent),
+                )
+            }
+            None => Ok(Default::default()),
         }
-        None => Default::default(),
     };
+    let ((zones, active_zones), (forward_policy, allow_policy, from_host_policy)) =
+        tokio::try_join!(zone_facts, policy_facts)?;
     // The bridges of running networks: those a loopback forward may need `route_localnet` on,
     // and those it must be turned off on again.
     let route_localnet: BTreeMap<String, bool> = networks
@@ -125,14 +169,57 @@ pub async fn facts(
         .next()
         .is_some_and(|b| crate::host::sysctl_writable(&route_localnet_key(b)));
     let localnet = declared.forwards.iter().any(is_localnet);
-    let mut bridge_zones = BTreeMap::new();
-    if !declared.allows.is_empty() || zone_shape || declared.forwards.iter().any(is_localnet) {
-        for rec in networks.networks.values() {
-            if let Some(z) = fw.zone_of_interface(rec.bridge.as_str()).await? {
-                bridge_zones.insert(rec.bridge.to_string(), z);
-            }
+    let hairpin = declared.forwards.iter().any(|f| f.hairpin);
+    let need_bridge_zones = !declared.allows.is_empty() || zone_shape || localnet;
+    // The rest is independent reads (D-Bus calls, nft runs): all at once, so that a check costs
+    // about its slowest read rather than the sum (it runs after every ruleset change).
+    let bridge_zones = async {
+        if !need_bridge_zones {
+            return Ok(BTreeMap::new());
         }
-    }
+        let found = futures_util::future::try_join_all(networks.networks.values().map(|rec| {
+            let bridge = rec.bridge.to_string();
+            async move {
+                let zone = fw.zone_of_interface(&bridge).await?;
+                Ok::<_, Error>(zone.map(|z| (bridge, z)))
+            }
+        }))
+        .await?;
+        Ok::<_, Error>(found.into_iter().flatten().collect::<BTreeMap<_, _>>())
+    };
+    let iptables_nat = async {
+        let listing = fw.iptables_rules("nat").await;
+        if localnet || hairpin {
+            listing
+        } else {
+            // Nothing to plan there unless a chain of ours is left over.
+            listing.filter(|l| {
+                l.lines().any(|l| {
+                    l == format!("-N {HAIRPIN_CHAIN}") || l == format!("-N {LOCALNET_CHAIN}")
+                })
+            })
+        }
+    };
+    let guard_wanted = localnet || route_localnet.values().any(|&on| on);
+    let localnet_guard = async {
+        if guard_wanted {
+            tokio::task::spawn_blocking(crate::host::localnet_guard_present)
+                .await
+                .ok()
+                .flatten()
+        } else {
+            // Nothing could need it.
+            Some(false)
+        }
+    };
+    let (bridge_zones, libvirt_nft, libvirt_nft6, iptables, iptables_nat, localnet_guard) = tokio::join!(
+        bridge_zones,
+        libvirt_nft(super::nft::FAMILY),
+        libvirt_nft(super::nft::FAMILY6),
+        iptables(fw),
+        iptables_nat,
+        localnet_guard,
+    );
     Ok(Facts {
         version,
         default_zone,
@@ -143,29 +230,12 @@ pub async fn facts(
         from_host_policy,
         policies: has_policies,
         networks,
-        bridge_zones,
-        libvirt_nft: libvirt_nft(super::nft::FAMILY).await,
-        libvirt_nft6: libvirt_nft(super::nft::FAMILY6).await,
-        iptables: iptables(fw).await,
-        iptables_nat: if localnet || declared.forwards.iter().any(|f| f.hairpin) {
-            fw.iptables_rules("nat").await
-        } else {
-            // Nothing to plan there unless a chain of ours is left over.
-            fw.iptables_rules("nat").await.filter(|l| {
-                l.lines().any(|l| {
-                    l == format!("-N {HAIRPIN_CHAIN}") || l == format!("-N {LOCALNET_CHAIN}")
-                })
-            })
-        },
-        localnet_guard: if localnet || route_localnet.values().any(|&on| on) {
-            tokio::task::spawn_blocking(crate::host::localnet_guard_present)
-                .await
-                .ok()
-                .flatten()
-        } else {
-            // Nothing could need it: only a left-over guard is looked for, cheaply.
-            Some(false)
-        },
+        bridge_zones: bridge_zones?,
+        libvirt_nft,
+        libvirt_nft6,
+        iptables,
+        iptables_nat,
+        localnet_guard,
         route_localnet,
         sysctl_writable,
     })
@@ -190,7 +260,7 @@ pub async fn converge(
     let exec = Executor::new(&live);
     let mut total = 0;
     for _ in 0..ROUNDS {
-        let facts = facts(fw, declared, networks.clone()).await?;
+        let facts = facts(fw, declared, networks.clone(), !gone.is_empty()).await?;
         let plan = super::plan::plan(declared, gone, &facts)
             .map_err(|r| super::ForwardError::Refused(r.0))?;
         for w in &plan.warnings {
