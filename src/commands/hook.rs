@@ -279,17 +279,17 @@ async fn qemu(name: &str, op: &str, subop: &str) -> Result<ExitCode, Failure> {
             HOOK_BUDGET
         }
     };
-    let work = async {
-        let fw = match Firewalld::connect().await {
+    let connect = || async {
+        match Firewalld::connect().await {
             Ok(fw) => Some(fw),
             Err(firewalld::Error::NoBus(_)) => None,
             Err(e) => {
                 eprintln!("virtzone: warning: domain {name}'s forwards: {e}");
                 None
             }
-        };
-        crate::forward::domain_hook(fw.as_ref(), &domain, running).await;
+        }
     };
+    let work = crate::forward::domain_hook(&domain, running, connect);
     if tokio::time::timeout(budget, work).await.is_err() {
         eprintln!(
             "virtzone: warning: domain {name}'s forwards were not brought up to date within {} s; \

@@ -767,9 +767,13 @@ pub async fn network_hook(fw: Option<&Firewalld>, net: &Network, started: bool) 
 
 /// The qemu hook's part: records a domain's interfaces when it runs (`started`, `reconnect`) or
 /// marks it stopped (`stopped end`), then re-applies the forwards, so its domain forwards follow
-/// it. Never asks libvirt anything (the hook runs while libvirt holds the domain). Problems are
-/// warnings on stderr: a forward must never stop a domain.
-pub async fn domain_hook(fw: Option<&Firewalld>, dom: &Domain, running: bool) {
+/// it. Never asks libvirt anything (the hook runs while libvirt holds the domain). `connect` (to
+/// firewalld) is called only for a domain that has forwards. Problems are warnings on stderr: a
+/// forward must never stop a domain.
+pub async fn domain_hook<C>(dom: &Domain, running: bool, connect: impl FnOnce() -> C)
+where
+    C: std::future::Future<Output = Option<Firewalld>>,
+{
     let name = dom.name.as_str();
     let result = async {
         let main = StateDir::locate(None)?;
@@ -800,9 +804,13 @@ pub async fn domain_hook(fw: Option<&Firewalld>, dom: &Domain, running: bool) {
                 .iter()
                 .any(|f| f.domain == name)
         };
-        // Only a domain with forwards needs firewalld: every other start costs a file write.
-        if let (Some(fw), true) = (fw, concerned) {
-            let done = reconcile_checked(fw, &main).await?;
+        // Only a domain with forwards needs firewalld (and the bus): every other start costs a
+        // file write.
+        if !concerned {
+            return Ok(());
+        }
+        if let Some(fw) = connect().await {
+            let done = reconcile_checked(&fw, &main).await?;
             for p in done.problems {
                 eprintln!("virtzone: warning: {p}");
             }
