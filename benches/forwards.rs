@@ -14,72 +14,20 @@
 #[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/forward_probe.rs"]
+mod probe;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use probe::{ms, must, serve_guest_ports, Client, SERVER};
 
 use common::libvirt::{LibvirtConfig, LibvirtLab};
 use common::{Backend, LabConfig, Release};
 
 /// Reloads measured per forward count.
 const RUNS: usize = 5;
-
-const CLIENT: &str = r#"
-import socket, sys
-for line in sys.stdin:
-    host, port = line.split()
-    s = socket.socket()
-    s.settimeout(0.5)
-    try:
-        s.connect((host, int(port)))
-        print('ok', s.recv(100).decode().strip(), flush=True)
-    except OSError as e:
-        print('no', e, flush=True)
-    finally:
-        s.close()
-"#;
-
-const SERVER: &str = r#"
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('0.0.0.0', 80))
-s.listen(256)
-while True:
-    c, a = s.accept()
-    try:
-        c.sendall(b'guest\n')
-    except OSError:
-        pass
-    c.close()
-"#;
-
-struct Client {
-    _child: Child,
-    input: ChildStdin,
-    output: BufReader<ChildStdout>,
-}
-
-impl Client {
-    fn probe(&mut self, host: &str, port: u16) -> bool {
-        writeln!(self.input, "{host} {port}").expect("client input");
-        let mut line = String::new();
-        self.output.read_line(&mut line).expect("client output");
-        line.starts_with("ok guest")
-    }
-}
-
-fn must(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn libvirt_rejects(vlab: &LibvirtLab) -> bool {
     let out = vlab
@@ -88,10 +36,6 @@ fn libvirt_rejects(vlab: &LibvirtLab) -> bool {
         .output()
         .expect("iptables");
     String::from_utf8_lossy(&out.stdout).contains("-o virbr71 -j REJECT")
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1e3)
 }
 
 fn main() {
@@ -119,33 +63,9 @@ fn main() {
         .expect("server");
     // Distinct guest ports, as real forwards have, all served by the one server: the guest
     // redirects 10000-10999 to 80 in its own namespace.
-    must(guest.command("iptables").args([
-        "-t",
-        "nat",
-        "-A",
-        "PREROUTING",
-        "-p",
-        "tcp",
-        "--dport",
-        "10000:10999",
-        "-j",
-        "REDIRECT",
-        "--to-ports",
-        "80",
-    ]));
+    serve_guest_ports(guest.command("iptables"));
     let up = vlab.plug_upstream("vzup71", "198.51.100.1/24", "198.51.100.2/24");
-    let mut child = up
-        .command("/usr/bin/python3")
-        .args(["-c", CLIENT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("client");
-    let mut client = Client {
-        input: child.stdin.take().expect("stdin"),
-        output: BufReader::new(child.stdout.take().expect("stdout")),
-        _child: child,
-    };
+    let mut client = Client::spawn(up.command("/usr/bin/python3"));
     let log = std::fs::File::create(vlab.dir().join("daemon.log")).expect("log");
     let mut daemon = vlab
         .virtzone()

@@ -16,71 +16,19 @@
 #[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/forward_probe.rs"]
+mod probe;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use probe::{ms, must, serve_guest_ports, Client, SERVER};
 
 use common::sidroot::{SidOptions, SidSystem};
 
 /// Reloads measured per forward count.
 const RUNS: usize = 5;
 const BRIDGE: &str = "virbr12";
-
-const CLIENT: &str = r#"
-import socket, sys
-for line in sys.stdin:
-    host, port = line.split()
-    s = socket.socket()
-    s.settimeout(0.5)
-    try:
-        s.connect((host, int(port)))
-        print('ok', s.recv(100).decode().strip(), flush=True)
-    except OSError as e:
-        print('no', e, flush=True)
-    finally:
-        s.close()
-"#;
-
-const SERVER: &str = r#"
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('0.0.0.0', 80))
-s.listen(256)
-while True:
-    c, a = s.accept()
-    try:
-        c.sendall(b'guest\n')
-    except OSError:
-        pass
-    c.close()
-"#;
-
-struct Client {
-    child: Child,
-    input: ChildStdin,
-    output: BufReader<ChildStdout>,
-}
-
-impl Client {
-    fn probe(&mut self, host: &str, port: u16) -> bool {
-        writeln!(self.input, "{host} {port}").expect("client input");
-        let mut line = String::new();
-        self.output.read_line(&mut line).expect("client output");
-        line.starts_with("ok guest")
-    }
-}
-
-fn must(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn ip(args: &[&str]) {
     must(Command::new("ip").args(args));
@@ -122,10 +70,6 @@ fn accepts_in_front(listing: &str, count: usize) -> bool {
         .map(|(i, _)| i)
         .collect();
     ours.len() == count && ours.iter().all(|&i| i < reject)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1e3)
 }
 
 /// A network namespace of the host's, deleted on drop.
@@ -199,20 +143,7 @@ fn main() {
         .spawn()
         .expect("server");
     // Distinct guest ports, as real forwards have, all served by the one server.
-    must(guest.command("iptables").args([
-        "-t",
-        "nat",
-        "-A",
-        "PREROUTING",
-        "-p",
-        "tcp",
-        "--dport",
-        "10000:10999",
-        "-j",
-        "REDIRECT",
-        "--to-ports",
-        "80",
-    ]));
+    serve_guest_ports(guest.command("iptables"));
     let up = Ns(format!("{}-bu", sys.netns));
     ip(&["netns", "add", &up.0]);
     ip(&[
@@ -240,18 +171,7 @@ fn main() {
         "via",
         "198.51.100.1",
     ]);
-    let mut child = up
-        .command("/usr/bin/python3")
-        .args(["-c", CLIENT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("client");
-    let mut client = Client {
-        input: child.stdin.take().expect("stdin"),
-        output: BufReader::new(child.stdout.take().expect("stdout")),
-        child,
-    };
+    let mut client = Client::spawn(up.command("/usr/bin/python3"));
     sys.sh("virtzone serve >/var/log/virtzone-serve.log 2>&1 </dev/null &");
     let start = Instant::now();
     while !String::from_utf8_lossy(
@@ -393,8 +313,7 @@ fn main() {
             ms(reload[RUNS / 2])
         );
     }
-    let _ = client.child.kill();
-    let _ = client.child.wait();
+    drop(client);
     let _ = server.kill();
     let _ = server.wait();
 }
