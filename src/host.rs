@@ -94,43 +94,51 @@ pub fn localnet_guard_present() -> Option<bool> {
     Some(chain.contains("\"drop\"") && chain.contains("127.0.0.0"))
 }
 
-/// Puts the localnet guard in place (`present`) or takes it away, idempotently, in one nft
-/// transaction.
-pub fn set_localnet_guard(present: bool) -> std::io::Result<()> {
+/// The nft commands (JSON, `{"add": …}` …) that put the localnet guard in place (`present`) or
+/// take it away, idempotently; the executor runs them as one nft transaction.
+pub fn localnet_guard_commands(present: bool) -> Vec<serde_json::Value> {
     let table = serde_json::json!({"table": {"family": "inet", "name": LOCALNET_GUARD}});
-    let commands = if present {
-        serde_json::json!([
-            {"add": table},
-            {"add": {"chain": {"family": "inet", "table": LOCALNET_GUARD, "name": GUARD_CHAIN,
-                "type": "filter", "hook": "prerouting", "prio": -310, "policy": "accept"}}},
-            {"flush": {"chain": {"family": "inet", "table": LOCALNET_GUARD, "name": GUARD_CHAIN}}},
-            {"add": {"rule": {"family": "inet", "table": LOCALNET_GUARD, "chain": GUARD_CHAIN,
-                "comment": "virtzone: guests never reach the host's loopback (route_localnet)",
-                "expr": [
-                    {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "lo"}},
-                    {"match": {"op": "==",
-                        "left": {"payload": {"protocol": "ip", "field": "daddr"}},
-                        "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}},
-                    {"counter": null},
-                    {"drop": null}
-                ]}}}
-        ])
-    } else {
+    if !present {
         // Adding first makes the deletion succeed whether or not the table exists.
-        serde_json::json!([{"add": table}, {"delete": table}])
-    };
-    let payload = serde_json::json!({"nftables": commands}).to_string();
-    nftables::helper::apply_ruleset_raw(
-        &payload,
-        nftables::helper::DEFAULT_NFT,
-        std::iter::empty::<&str>(),
-    )
-    .map(|_| ())
-    .map_err(|e| std::io::Error::other(format!("nft: {e}")))
+        return vec![
+            serde_json::json!({"add": table}),
+            serde_json::json!({"delete": table}),
+        ];
+    }
+    vec![
+        serde_json::json!({"add": table}),
+        serde_json::json!({"add": {"chain": {"family": "inet", "table": LOCALNET_GUARD,
+            "name": GUARD_CHAIN, "type": "filter", "hook": "prerouting", "prio": -310,
+            "policy": "accept"}}}),
+        serde_json::json!({"flush": {"chain": {"family": "inet", "table": LOCALNET_GUARD,
+            "name": GUARD_CHAIN}}}),
+        serde_json::json!({"add": {"rule": {"family": "inet", "table": LOCALNET_GUARD,
+        "chain": GUARD_CHAIN,
+        "comment": "virtzone: guests never reach the host's loopback (route_localnet)",
+        "expr": [
+            {"match": {"op": "!=", "left": {"meta": {"key": "iifname"}}, "right": "lo"}},
+            {"match": {"op": "==",
+                "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}},
+            {"counter": null},
+            {"drop": null}
+        ]}}}),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_guard_commands_are_valid_nft_commands() {
+        // The executor parses them with the nftables crate's schema before nft runs.
+        for present in [true, false] {
+            for c in super::localnet_guard_commands(present) {
+                serde_json::from_value::<nftables::schema::NfCmd<'static>>(c.clone())
+                    .unwrap_or_else(|e| panic!("{c}: {e}"));
+            }
+        }
+    }
+
     #[test]
     fn finds_bridge_directories() {
         let dir = tempfile::tempdir().unwrap();

@@ -102,8 +102,6 @@ pub trait Mutations {
     async fn nft(&self, commands: &[serde_json::Value]) -> firewalld::Result<()>;
     /// Writes `/proc/sys/KEY` (not firewalld: see [`Step::Sysctl`]).
     async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()>;
-    /// Sets the localnet guard (not firewalld: see [`Step::LocalnetGuard`]).
-    async fn set_localnet_guard(&self, present: bool) -> firewalld::Result<()>;
 }
 
 /// A plan that failed part-way, after the executor rolled back what had succeeded.
@@ -258,7 +256,9 @@ impl<'m, M: Mutations> Executor<'m, M> {
                 m.nft(&cmds).await
             }
             Step::Sysctl { key, value, .. } => m.write_sysctl(key, value).await,
-            Step::LocalnetGuard { present } => m.set_localnet_guard(*present).await,
+            Step::LocalnetGuard { present } => {
+                m.nft(&crate::host::localnet_guard_commands(*present)).await
+            }
         }
     }
 
@@ -597,14 +597,6 @@ impl Mutations for Live<'_> {
 
     async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()> {
         crate::host::write_sysctl(key, value).map_err(|e| Error::Local(e.to_string()))
-    }
-
-    async fn set_localnet_guard(&self, present: bool) -> firewalld::Result<()> {
-        // nft is a child process: off the runtime's threads.
-        tokio::task::spawn_blocking(move || crate::host::set_localnet_guard(present))
-            .await
-            .map_err(|e| Error::Local(e.to_string()))?
-            .map_err(|e| Error::Local(e.to_string()))
     }
 }
 

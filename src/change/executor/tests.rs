@@ -152,9 +152,6 @@ impl Mutations for Fake {
     async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()> {
         self.record(format!("sysctl {key}={value}"))
     }
-    async fn set_localnet_guard(&self, present: bool) -> firewalld::Result<()> {
-        self.record(format!("localnet guard {present}"))
-    }
 }
 
 /// A policy's rich rules, joined, for the record.
