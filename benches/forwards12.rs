@@ -19,20 +19,16 @@ mod common;
 #[path = "support/forward_probe.rs"]
 mod probe;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use probe::{ms, must, serve_guest_ports, Client, SERVER};
+use probe::{ms, serve_guest_ports, Client, SERVER};
 
-use common::sidroot::{SidOptions, SidSystem};
+use common::sidroot::{ip, Node, SidOptions, SidSystem};
 
 /// Reloads measured per forward count.
 const RUNS: usize = 5;
 const BRIDGE: &str = "virbr12";
-
-fn ip(args: &[&str]) {
-    must(Command::new("ip").args(args));
-}
 
 /// `nft -a list chain ip libvirt_network guest_input`.
 fn guest_input(sys: &SidSystem) -> String {
@@ -72,24 +68,6 @@ fn accepts_in_front(listing: &str, count: usize) -> bool {
     ours.len() == count && ours.iter().all(|&i| i < reject)
 }
 
-/// A network namespace of the host's, deleted on drop.
-struct Ns(String);
-
-impl Ns {
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]);
-        c
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        common::kill_netns_processes(&self.0);
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 fn main() {
     let sys = SidSystem::start_opts(SidOptions {
         libvirt_backend: "nftables",
@@ -109,27 +87,36 @@ fn main() {
     ));
     // A guest with a static address in the DHCP range's subnet (the benchmark measures forwards,
     // not DHCP), routed through the bridge's address.
-    let guest = Ns(format!("{}-bg", sys.netns));
-    ip(&["netns", "add", &guest.0]);
+    let guest = Node::new(format!("{}-bg", sys.netns));
     ip(&[
-        "-n", &guest.0, "link", "add", "eth0", "type", "veth", "peer", "name", "vzbench", "netns",
+        "-n",
+        &guest.netns,
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vzbench",
+        "netns",
         &sys.netns,
     ]);
     sys.sh(&format!("ip link set vzbench master {BRIDGE} up"));
     ip(&[
         "-n",
-        &guest.0,
+        &guest.netns,
         "addr",
         "add",
         "192.0.2.50/24",
         "dev",
         "eth0",
     ]);
-    ip(&["-n", &guest.0, "link", "set", "eth0", "up"]);
-    ip(&["-n", &guest.0, "link", "set", "lo", "up"]);
+    ip(&["-n", &guest.netns, "link", "set", "eth0", "up"]);
+    ip(&["-n", &guest.netns, "link", "set", "lo", "up"]);
     ip(&[
         "-n",
-        &guest.0,
+        &guest.netns,
         "route",
         "add",
         "default",
@@ -144,33 +131,7 @@ fn main() {
         .expect("server");
     // Distinct guest ports, as real forwards have, all served by the one server.
     serve_guest_ports(guest.command("iptables"));
-    let up = Ns(format!("{}-bu", sys.netns));
-    ip(&["netns", "add", &up.0]);
-    ip(&[
-        "-n", &sys.netns, "link", "add", "vzup", "type", "veth", "peer", "name", "eth0", "netns",
-        &up.0,
-    ]);
-    ip(&[
-        "-n",
-        &sys.netns,
-        "addr",
-        "add",
-        "198.51.100.1/24",
-        "dev",
-        "vzup",
-    ]);
-    ip(&["-n", &sys.netns, "link", "set", "vzup", "up"]);
-    ip(&["-n", &up.0, "addr", "add", "198.51.100.2/24", "dev", "eth0"]);
-    ip(&["-n", &up.0, "link", "set", "eth0", "up"]);
-    ip(&[
-        "-n",
-        &up.0,
-        "route",
-        "add",
-        "default",
-        "via",
-        "198.51.100.1",
-    ]);
+    let up = sys.plug_upstream("vzup");
     let mut client = Client::spawn(up.command("/usr/bin/python3"));
     sys.sh("virtzone serve >/var/log/virtzone-serve.log 2>&1 </dev/null &");
     let start = Instant::now();

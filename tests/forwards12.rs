@@ -11,11 +11,11 @@ use crate::common;
 use crate::forwards::{CLIENT, SERVER};
 
 use std::fs;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::sidroot::{SidOptions, SidSystem};
-use common::{kill_netns_processes, text, Process};
+use common::sidroot::{ip, Node, SidOptions, SidSystem};
+use common::{text, Process};
 use serde_json::Value;
 
 /// How long a forward may take to work again after a rebuild.
@@ -35,42 +35,6 @@ fn net_xml() -> String {
          end='192.0.2.199'/></dhcp></ip>\n\
          <dnsmasq:options><dnsmasq:option value='no-ping'/></dnsmasq:options></network>\n"
     )
-}
-
-/// A network namespace of the host's (guest or upstream), deleted with its processes on drop.
-struct Node {
-    netns: String,
-}
-
-impl Node {
-    fn new(name: String) -> Node {
-        ip(&["netns", "add", &name]);
-        Node { netns: name }
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.netns, program])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-        c
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        kill_netns_processes(&self.netns);
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
 }
 
 fn wait(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
@@ -158,37 +122,6 @@ fn plug_guest_as(
         .trim()
         .to_string();
     (g, addr)
-}
-
-/// An upstream client: `UP_PEER`, routed through the system's `UP_HOST`.
-fn plug_upstream(sys: &SidSystem) -> Node {
-    let up = Node::new(format!("{}-u", sys.netns));
-    ip(&[
-        "-n", &sys.netns, "link", "add", "vzup12", "type", "veth", "peer", "name", "eth0", "netns",
-        &up.netns,
-    ]);
-    ip(&[
-        "-n",
-        &sys.netns,
-        "addr",
-        "add",
-        "198.51.100.1/24",
-        "dev",
-        "vzup12",
-    ]);
-    ip(&["-n", &sys.netns, "link", "set", "vzup12", "up"]);
-    ip(&[
-        "-n",
-        &up.netns,
-        "addr",
-        "add",
-        "198.51.100.2/24",
-        "dev",
-        "eth0",
-    ]);
-    ip(&["-n", &up.netns, "link", "set", "eth0", "up"]);
-    ip(&["-n", &up.netns, "route", "add", "default", "via", UP_HOST]);
-    up
 }
 
 fn vz(sys: &SidSystem, args: &[&str]) -> Output {
@@ -325,7 +258,7 @@ fn forward_life(opts: SidOptions) {
     let (guest, guest_ip) = plug_guest(&sys, dir.path());
     let _server = serve(&guest, 80, "guest-one");
     let _other = serve(&guest, 81, "not-forwarded");
-    let up = plug_upstream(&sys);
+    let up = sys.plug_upstream("vzup12");
     start_daemon(&sys);
     let errors_before = sys.firewalld_errors().len();
 
@@ -591,7 +524,7 @@ fn forwards12_ipv6_nat_libvirt_nftables() {
     };
     let _server = server(80, "guest-six");
     let _other = server(81, "not-forwarded");
-    let up = plug_upstream(&sys);
+    let up = sys.plug_upstream("vzup12");
     ip(&[
         "-n",
         &sys.netns,
@@ -689,7 +622,7 @@ fn forwards12_without_the_daemon_the_first_forward_outlives_libvirts_rebuild() {
     });
     let (guest, guest_ip) = plug_guest(&sys, dir.path());
     let _server = serve(&guest, 80, "guest-one");
-    let up = plug_upstream(&sys);
+    let up = sys.plug_upstream("vzup12");
     let before = reject_id(&sys, "nftables", "ip").unwrap();
     vz_ok(
         &sys,
@@ -743,7 +676,7 @@ fn forwards12_hairpin_libvirt_nftables() {
     let (g1, ip1) = plug_guest(&sys, dir.path());
     let (g2, _) = plug_guest_as(&sys, dir.path(), "h", "vzg12h");
     let _server = serve(&g1, 80, "guest-one");
-    let up = plug_upstream(&sys);
+    let up = sys.plug_upstream("vzup12");
     start_daemon(&sys);
     let errors_before = sys.firewalld_errors().len();
 

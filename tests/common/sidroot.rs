@@ -382,6 +382,69 @@ exec chroot "$M" /vz-init.sh"#,
     }
 }
 
+/// A network namespace of the host's beside the system (a guest or an upstream client), deleted
+/// with its processes on drop.
+pub struct Node {
+    /// Its name.
+    pub netns: String,
+}
+
+impl Node {
+    /// Creates namespace `name`.
+    pub fn new(name: String) -> Node {
+        ip(&["netns", "add", &name]);
+        Node { netns: name }
+    }
+
+    /// `program` inside the namespace, with a minimal environment.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns, program])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        super::kill_netns_processes(&self.netns);
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `ip ARGS`, which must succeed.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl SidSystem {
+    /// An upstream client: 198.51.100.2 in a namespace of its own, linked to the system by a veth
+    /// pair whose system end `link` has 198.51.100.1, routed through it.
+    pub fn plug_upstream(&self, link: &str) -> Node {
+        let up = Node::new(format!("{}-u", self.netns));
+        let (sys, peer) = (self.netns.as_str(), up.netns.as_str());
+        ip(&[
+            "-n", sys, "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", peer,
+        ]);
+        ip(&["-n", sys, "addr", "add", "198.51.100.1/24", "dev", link]);
+        ip(&["-n", sys, "link", "set", link, "up"]);
+        ip(&["-n", peer, "addr", "add", "198.51.100.2/24", "dev", "eth0"]);
+        ip(&["-n", peer, "link", "set", "eth0", "up"]);
+        ip(&["-n", peer, "route", "add", "default", "via", "198.51.100.1"]);
+        up
+    }
+}
+
 impl Drop for SidSystem {
     fn drop(&mut self) {
         // SIGKILL to PID 1 of the pid namespace ends every process in it; the mounts go with the
