@@ -46,8 +46,10 @@ step "firewalld reloads (which drops every runtime binding); the daemon puts it 
 reconciles() { busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" get-property org.virtzone.VirtZone1 \
     /org/virtzone/VirtZone1 org.virtzone.VirtZone1 ReconcileCount | cut -d' ' -f2; }
 before=$(reconciles)
+# A function, so that every poll reads the count again (an argument would be read once, before polling).
+reconciled_since_before() { test "$(reconciles)" -gt "$before"; }
 run firewall-cmd --reload
-until_true "the daemon's reconcile after the reload" test "$(reconciles)" -gt "$before"
+until_true "the daemon's reconcile after the reload" reconciled_since_before
 run firewall-cmd --get-zone-of-interface=virbr0
 run virtzone list
 
