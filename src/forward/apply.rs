@@ -7,11 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::model::Declared;
+use super::iptables::{HAIRPIN_CHAIN, LOCALNET_CHAIN};
+use super::model::{is_localnet, Declared};
 use super::network::Networks;
 use super::plan::{
-    is_localnet, route_localnet_key, Facts, Layers, Shape, ALLOW_POLICY, FORWARD_POLICY,
-    FROM_HOST_POLICY, HAIRPIN_CHAIN, LOCALNET_CHAIN,
+    route_localnet_key, Facts, Layers, Shape, ALLOW_POLICY, FORWARD_POLICY, FROM_HOST_POLICY,
 };
 use crate::change::executor::Live;
 use crate::change::{Executor, Step};
@@ -279,7 +279,7 @@ pub async fn converge(
             None
         };
         total += exec.run(&plan).await?.steps.len();
-        if reload && !super::plan::accepts(declared, networks).is_empty() {
+        if reload && !super::accept::accepts(declared, networks).is_empty() {
             wait_for_libvirt(fw, nft_before).await;
         }
     }

@@ -412,6 +412,12 @@ impl Default for Declared {
     }
 }
 
+/// Whether `f` forwards the host's loopback address (only the host's own connections, with
+/// `route_localnet` on the bridge; see docs/forwards.md).
+pub fn is_localnet(f: &Forward) -> bool {
+    f.host_address.is_some_and(|a| a.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
+use super::accept::{Accept, COMMENT};
 use super::model::{Ports, Proto};
-use super::plan::{Accept, COMMENT};
 use crate::change::{NftRule, Step};
 
 /// libvirt's table, in family `ip` and, for IPv6 networks, `ip6` (IPv6 is NATed, and rejected like

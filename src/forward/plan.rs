@@ -6,7 +6,9 @@ use std::net::IpAddr;
 
 use semver::Version;
 
-use super::model::{Declared, Forward, Opening, Ports, Proto};
+use super::accept::{accepts, accepts6, Accept};
+use super::iptables::{self, masquerade, split_line, CHAIN, HAIRPIN_CHAIN, LOCALNET_CHAIN};
+use super::model::{is_localnet, Declared, Forward, Opening};
 use super::network::Networks;
 use crate::change::{Plan, Step, Warning, WarningReason};
 use crate::firewalld::{Entries, ForwardPortEntry, OwnPolicy};
@@ -23,20 +25,6 @@ pub const ALLOW_POLICY: &str = "virtzone-allow";
 /// Both policies run before every zone (negative priority), so the libvirt zone's catch-all reject
 /// cannot win over an allow.
 pub const POLICY_PRIORITY: i32 = -100;
-/// virtzone's own chain in iptables' `filter` table, jumped to first from `FORWARD`, holding one
-/// accept per forward to a guest of a NAT network (libvirt's `LIBVIRT_FWI` rejects those packets).
-pub const CHAIN: &str = "VIRTZONE_FWD";
-/// virtzone's chain in iptables' `nat` table, jumped to first from `POSTROUTING`: for `--hairpin`
-/// forwards, a masquerade of DNATed connections from the network's own subnet back into it, so the
-/// guest's reply returns through the host (without `br_netfilter` it would go straight back over the
-/// bridge, from the wrong address).
-pub const HAIRPIN_CHAIN: &str = "VIRTZONE_HAIRPIN";
-/// The comment on each of those accepts.
-pub const COMMENT: &str = "virtzone-fwd";
-/// virtzone's chain in iptables' `nat` table, jumped to first from `POSTROUTING`: for forwards of
-/// the host's loopback address (`--route-localnet`), a masquerade of the host's connections from
-/// 127.0.0.0/8 to the guest, which could not answer 127.0.0.1 otherwise.
-pub const LOCALNET_CHAIN: &str = "VIRTZONE_LOCALNET";
 
 /// Where forwards live in firewalld.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,12 +137,6 @@ fn family(ip: IpAddr) -> &'static str {
     }
 }
 
-/// Whether `f` forwards the host's loopback address (only the host's own connections, with
-/// `route_localnet` on the bridge; see [`LOCALNET_POLICY`]).
-pub fn is_localnet(f: &Forward) -> bool {
-    f.host_address.is_some_and(|a| a.is_loopback())
-}
-
 /// The key of a bridge's `route_localnet` below `/proc/sys`.
 pub fn route_localnet_key(bridge: &str) -> String {
     format!("net/ipv4/conf/{bridge}/route_localnet")
@@ -233,96 +215,6 @@ pub fn uplink_zones(facts: &Facts) -> BTreeSet<String> {
         .collect()
 }
 
-/// An accept in [`CHAIN`] for forwards to one guest port set of a running NAT network. Forwards to
-/// the same guest and protocol share a rule (`multiport`, up to 15 port slots, a range counting
-/// two): each rule is one `iptables` run after every flush, so fewer rules heal faster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accept {
-    /// The guest (IPv4: libvirt NATs IPv4 only; its IPv6 subnets are routed and accepted).
-    pub guest: IpAddr,
-    /// The network's bridge.
-    pub bridge: String,
-    /// The protocol.
-    pub proto: Proto,
-    /// The guest's ports (at most 15 slots).
-    pub ports: Vec<Ports>,
-}
-
-/// `multiport` takes at most 15 ports, a range counting as two.
-const MULTIPORT_SLOTS: u32 = 15;
-
-impl Accept {
-    /// The rule's arguments after `-A CHAIN`, in the order `iptables -S` prints them.
-    pub fn args(&self) -> Vec<String> {
-        let p = self.proto.as_str().to_string();
-        let mut a: Vec<String> = vec![
-            "-d".into(),
-            format!("{}/32", self.guest),
-            "-o".into(),
-            self.bridge.clone(),
-            "-p".into(),
-            p.clone(),
-        ];
-        match &self.ports[..] {
-            [one] => a.extend(["-m".into(), p, "--dport".into(), one.iptables()]),
-            many => a.extend([
-                "-m".into(),
-                "multiport".into(),
-                "--dports".into(),
-                many.iter()
-                    .map(|x| x.iptables())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ]),
-        }
-        a.extend(dnat_only("ACCEPT"));
-        a
-    }
-}
-
-/// The end of each of virtzone's iptables rules: only DNATed connections, virtzone's comment, the
-/// target.
-fn dnat_only(target: &str) -> impl Iterator<Item = String> + '_ {
-    [
-        "-m",
-        "conntrack",
-        "--ctstate",
-        "DNAT",
-        "-m",
-        "comment",
-        "--comment",
-        COMMENT,
-        "-j",
-        target,
-    ]
-    .into_iter()
-    .map(str::to_string)
-}
-
-/// A masquerade (arguments after `-A CHAIN`) of connections from `source` that were DNATed to
-/// forward `f`'s guest port, leaving by `bridge`: spelled as `iptables -S` prints it back.
-fn masquerade(source: &str, f: &Forward, bridge: &str) -> Vec<String> {
-    let p = f.proto.as_str();
-    [
-        "-s",
-        source,
-        "-d",
-        &format!("{}/32", f.guest),
-        "-o",
-        bridge,
-        "-p",
-        p,
-        "-m",
-        p,
-        "--dport",
-        &f.guest_port.iptables(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(dnat_only("MASQUERADE"))
-    .collect()
-}
-
 /// The masquerade rules (arguments after `-A VIRTZONE_HAIRPIN`) of `--hairpin` forwards to IPv4
 /// guests of running NAT networks: one per forward and subnet of its network.
 pub fn hairpin_rules(declared: &Declared, networks: &Networks) -> Vec<Vec<String>> {
@@ -377,90 +269,6 @@ fn localnet_bridges(declared: &Declared, networks: &Networks) -> BTreeSet<String
         .collect()
 }
 
-/// The accepts the declared forwards need now: guests on running NAT networks, grouped by guest,
-/// bridge and protocol.
-pub fn accepts(declared: &Declared, networks: &Networks) -> Vec<Accept> {
-    grouped_accepts(declared, networks, true)
-}
-
-/// The accepts for IPv6 guests of running NAT networks whose bridge libvirt's nftables chain
-/// `guest_input` of `table ip6 libvirt_network` names (`bridges`): with `<nat ipv6='yes'>` libvirt
-/// rejects new connections there as for IPv4 (for a routed IPv6 subnet its own accept comes first
-/// and ours is merely redundant). libvirt's iptables backend never NATs IPv6, so nothing else needs
-/// an IPv6 accept.
-pub fn accepts6(
-    declared: &Declared,
-    networks: &Networks,
-    bridges: &BTreeSet<String>,
-) -> Vec<Accept> {
-    grouped_accepts(declared, networks, false)
-        .into_iter()
-        .filter(|a| bridges.contains(&a.bridge))
-        .collect()
-}
-
-fn grouped_accepts(declared: &Declared, networks: &Networks, v4: bool) -> Vec<Accept> {
-    let mut groups: BTreeMap<(IpAddr, String, Proto), BTreeSet<Ports>> = BTreeMap::new();
-    for f in declared
-        .forwards
-        .iter()
-        .filter(|f| f.guest.is_ipv4() == v4 && !is_localnet(f))
-    {
-        let Some(rec) = networks.networks.get(&f.network) else {
-            continue;
-        };
-        if rec.active && rec.forward == "nat" {
-            groups
-                .entry((f.guest, rec.bridge.to_string(), f.proto))
-                .or_default()
-                .insert(f.guest_port);
-        }
-    }
-    let mut out = Vec::new();
-    for ((guest, bridge, proto), ports) in groups {
-        let mut chunk: Vec<Ports> = Vec::new();
-        let mut slots = 0;
-        for p in ports {
-            let need = if p.lo == p.hi { 1 } else { 2 };
-            if slots + need > MULTIPORT_SLOTS {
-                out.push(Accept {
-                    guest,
-                    bridge: bridge.clone(),
-                    proto,
-                    ports: std::mem::take(&mut chunk),
-                });
-                slots = 0;
-            }
-            chunk.push(p);
-            slots += need;
-        }
-        if !chunk.is_empty() {
-            out.push(Accept {
-                guest,
-                bridge,
-                proto,
-                ports: chunk,
-            });
-        }
-    }
-    out
-}
-
-/// The bridges libvirt's iptables backend rejects in `LIBVIRT_FWI` (`-A LIBVIRT_FWI … -o BRIDGE
-/// … -j REJECT`), from `iptables -S`.
-pub fn iptables_bridges(listing: &str) -> BTreeSet<String> {
-    listing
-        .lines()
-        .map(split_line)
-        .filter(|l| l.len() > 2 && l[0] == "-A" && l[1] == "LIBVIRT_FWI")
-        .filter_map(|l| {
-            l.iter()
-                .position(|a| a == "-o")
-                .and_then(|i| l.get(i + 1).cloned())
-        })
-        .collect()
-}
-
 /// Splits `wanted` between libvirt's two firewall backends, decided per bridge from the live
 /// ruleset (never from libvirt's configuration files, which may have changed since the network
 /// started): an accept goes into libvirt's nftables chain `guest_input` when libvirt's rules there
@@ -479,7 +287,7 @@ pub fn split_by_backend(wanted: Vec<Accept>, facts: &Facts) -> (Vec<Accept>, Vec
     let ipt = facts
         .iptables
         .as_deref()
-        .map(iptables_bridges)
+        .map(iptables::bridges)
         .unwrap_or_default();
     let chain_exists = facts
         .iptables
@@ -497,115 +305,6 @@ pub fn split_by_backend(wanted: Vec<Accept>, facts: &Facts) -> (Vec<Accept>, Vec
         }
     }
     (to_ipt, to_nft)
-}
-
-/// Splits an `iptables -S` line into arguments (double quotes group, backslash escapes).
-pub fn split_line(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let (mut quoted, mut any) = (false, false);
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                    any = true;
-                }
-            }
-            '"' => {
-                quoted = !quoted;
-                any = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if any {
-                    out.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                any = true;
-            }
-        }
-    }
-    if any {
-        out.push(cur);
-    }
-    out
-}
-
-/// The iptables commands that make [`CHAIN`] hold exactly `wanted` and be the first jump of
-/// `FORWARD` (libvirt inserts its own jumps at the top when it rebuilds, so ours must be moved back
-/// in front of them: an accept behind `LIBVIRT_FWI`'s reject is worth nothing).
-pub fn iptables_steps(listing: &str, wanted: &[Accept]) -> (Vec<Step>, Vec<Step>) {
-    let wanted: Vec<Vec<String>> = wanted.iter().map(Accept::args).collect();
-    chain_steps("filter", listing, CHAIN, "FORWARD", &wanted)
-}
-
-/// The iptables commands that make `chain` of `table` hold exactly the rules `wanted` (arguments
-/// after `-A chain`) and be jumped to first from `parent`; when nothing is wanted, the chain goes.
-pub fn chain_steps(
-    table: &str,
-    listing: &str,
-    chain: &str,
-    parent: &str,
-    wanted_args: &[Vec<String>],
-) -> (Vec<Step>, Vec<Step>) {
-    let step = |args: Vec<String>| Step::Iptables {
-        table: table.to_string(),
-        args,
-    };
-    let to_args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let lines: Vec<Vec<String>> = listing.lines().map(split_line).collect();
-    let chain_exists = lines
-        .iter()
-        .any(|l| l.len() == 2 && l[0] == "-N" && l[1] == chain);
-    let ours: Vec<&Vec<String>> = lines
-        .iter()
-        .filter(|l| l.len() > 2 && l[0] == "-A" && l[1] == chain)
-        .collect();
-    let parents: Vec<&Vec<String>> = lines
-        .iter()
-        .filter(|l| l.len() > 2 && l[0] == "-A" && l[1] == parent)
-        .collect();
-    let is_jump = |l: &Vec<String>| l[2..] == ["-j".to_string(), chain.to_string()];
-    let jumps = parents.iter().filter(|l| is_jump(l)).count();
-    let jump_first = parents.first().is_some_and(|l| is_jump(l));
-
-    let (mut before, mut after) = (Vec::new(), Vec::new());
-    if !wanted_args.is_empty() {
-        if !chain_exists {
-            before.push(step(to_args(&["-N", chain])));
-        }
-        for args in wanted_args {
-            if !ours.iter().any(|l| l[2..] == args[..]) {
-                let mut a = to_args(&["-A", chain]);
-                a.extend(args.iter().cloned());
-                before.push(step(a));
-            }
-        }
-        if !jump_first || jumps != 1 {
-            for _ in 0..jumps {
-                before.push(step(to_args(&["-D", parent, "-j", chain])));
-            }
-            before.push(step(to_args(&["-I", parent, "1", "-j", chain])));
-        }
-    }
-    for l in &ours {
-        if !wanted_args.iter().any(|a| l[2..] == a[..]) {
-            let mut a = to_args(&["-D", chain]);
-            a.extend(l[2..].iter().cloned());
-            after.push(step(a));
-        }
-    }
-    if wanted_args.is_empty() && chain_exists {
-        for _ in 0..jumps {
-            after.push(step(to_args(&["-D", parent, "-j", chain])));
-        }
-        after.push(step(to_args(&["-X", chain])));
-    }
-    (before, after)
 }
 
 /// What the declared allows need in [`ALLOW_POLICY`].
@@ -692,7 +391,7 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
     let (wanted, nft_wanted) = split_by_backend(accepts(declared, &facts.networks), facts);
     let (mut before, mut after) =
         match &facts.iptables {
-            Some(listing) => iptables_steps(listing, &wanted),
+            Some(listing) => iptables::steps(listing, &wanted),
             None if wanted.is_empty() => (Vec::new(), Vec::new()),
             // Without the accept, libvirt's reject wins: better refused than silently dead.
             None => return Err(Refusal(
@@ -732,7 +431,9 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
         ));
     }
     let (nat_before, nat_after) = match &facts.iptables_nat {
-        Some(listing) => chain_steps("nat", listing, HAIRPIN_CHAIN, "POSTROUTING", &hairpins),
+        Some(listing) => {
+            iptables::chain_steps("nat", listing, HAIRPIN_CHAIN, "POSTROUTING", &hairpins)
+        }
         None if hairpins.is_empty() => (Vec::new(), Vec::new()),
         None => {
             return Err(Refusal(
@@ -745,7 +446,7 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
     steps.extend(nat_before);
     let localnet = localnet_rules(declared, &facts.networks);
     let (local_before, local_after) = match &facts.iptables_nat {
-        Some(listing) => chain_steps("nat", listing, LOCALNET_CHAIN, "POSTROUTING", &localnet),
+        Some(listing) => iptables::chain_steps("nat", listing, LOCALNET_CHAIN, "POSTROUTING", &localnet),
         None if localnet.is_empty() => (Vec::new(), Vec::new()),
         None => {
             return Err(Refusal(
@@ -1006,7 +707,7 @@ fn zone_entry_step(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forward::model::Allow;
+    use crate::forward::model::{Allow, Ports, Proto};
     use crate::forward::network::{NetworkRecord, Subnet};
     use crate::names::BridgeName;
 
@@ -1301,12 +1002,12 @@ mod tests {
             proto: Proto::Tcp,
             ports: vec![Ports { lo: 80, hi: 80 }],
         };
-        let rule_line = format!("-A VIRTZONE_FWD {}", rule.args().join(" "));
+        let rule_line = format!("-A VIRTZONE_FWD {}", iptables::accept_rule(&rule).join(" "));
         let behind = format!(
             "-N VIRTZONE_FWD\n-A FORWARD -j LIBVIRT_FWX\n-A FORWARD -j LIBVIRT_FWI\n\
              -A FORWARD -j VIRTZONE_FWD\n{rule_line}\n"
         );
-        let (before, after) = iptables_steps(&behind, &accepts(&d, &networks(true)));
+        let (before, after) = iptables::steps(&behind, &accepts(&d, &networks(true)));
         let text: Vec<String> = before
             .iter()
             .map(|s| match s {
@@ -1324,10 +1025,10 @@ mod tests {
             "-N VIRTZONE_FWD\n-A FORWARD -j VIRTZONE_FWD\n-A FORWARD -j LIBVIRT_FWI\n{}\n",
             rule_line.replace("virtzone-fwd", "\"virtzone-fwd\"")
         );
-        let (b, a) = iptables_steps(&good, &accepts(&d, &networks(true)));
+        let (b, a) = iptables::steps(&good, &accepts(&d, &networks(true)));
         assert!(b.is_empty() && a.is_empty(), "{b:?} {a:?}");
         // Network stopped: the accept goes, and so do jump and chain.
-        let (b, a) = iptables_steps(&good, &accepts(&d, &networks(false)));
+        let (b, a) = iptables::steps(&good, &accepts(&d, &networks(false)));
         assert!(b.is_empty());
         assert_eq!(a.len(), 3, "{a:?}");
         assert!(
@@ -1487,8 +1188,7 @@ mod tests {
                 ("192.0.2.6".to_string(), 2)
             ]
         );
-        assert!(a[2]
-            .args()
+        assert!(iptables::accept_rule(&a[2])
             .join(" ")
             .contains("-p tcp -m multiport --dports 80,2000:2010 -m conntrack"));
         assert!(accepts(&d, &networks(false)).is_empty());
