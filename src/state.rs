@@ -96,6 +96,9 @@ pub struct Config {
     pub state_directory: Option<PathBuf>,
     /// `HookTimeout=`: seconds the libvirt hook may take in all (1–300).
     pub hook_timeout: Option<Duration>,
+    /// `CommandTimeout=`: seconds a command waits for one answer of firewalld (1–300) before it says
+    /// firewalld did not answer.
+    pub command_timeout: Option<Duration>,
     /// `LeaseDirectory=`: where libvirt's dnsmasq keeps its `BRIDGE.status` lease files.
     pub lease_directory: Option<PathBuf>,
 }
@@ -123,16 +126,19 @@ impl Config {
                     }
                     config.state_directory = Some(PathBuf::from(value));
                 }
-                "HookTimeout" => {
+                key @ ("HookTimeout" | "CommandTimeout") => {
                     let secs = value
                         .trim()
                         .parse::<u64>()
                         .ok()
                         .filter(|s| (1..=300).contains(s))
-                        .ok_or_else(|| {
-                            format!("line {}: HookTimeout must be 1 to 300 seconds", n + 1)
-                        })?;
-                    config.hook_timeout = Some(Duration::from_secs(secs));
+                        .ok_or_else(|| format!("line {}: {key} must be 1 to 300 seconds", n + 1))?;
+                    let secs = Some(Duration::from_secs(secs));
+                    if key == "HookTimeout" {
+                        config.hook_timeout = secs;
+                    } else {
+                        config.command_timeout = secs;
+                    }
                 }
                 "LeaseDirectory" => {
                     let value = value.trim();
@@ -598,6 +604,7 @@ mod tests {
             Config {
                 state_directory: Some(PathBuf::from("/srv/vz")),
                 hook_timeout: None,
+                command_timeout: None,
                 lease_directory: None,
             }
         );
@@ -606,6 +613,13 @@ mod tests {
             Some(Duration::from_secs(3))
         );
         assert!(Config::parse("HookTimeout=0").is_err());
+        assert_eq!(
+            Config::parse("CommandTimeout=7").unwrap().command_timeout,
+            Some(Duration::from_secs(7))
+        );
+        assert!(Config::parse("CommandTimeout=301")
+            .unwrap_err()
+            .contains("CommandTimeout must be 1 to 300 seconds"));
         assert!(Config::parse("StateDirectory=relative").is_err());
         assert!(Config::parse("Frobnicate=1")
             .unwrap_err()

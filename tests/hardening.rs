@@ -377,6 +377,37 @@ fn a_state_directory_others_control_is_refused_with_nothing_changed() {
     assert_eq!(fs::metadata(&theirs).unwrap().uid(), 65534);
 }
 
+/// What virtzone can judge alone is judged before firewalld is asked: the planted state directory is
+/// refused (exit 2) the same way while firewalld hangs and while it is gone.
+#[test]
+fn a_bad_state_directory_is_refused_before_firewalld_is_asked() {
+    let mut lab = lab();
+    let (theirs, _) = hostile_state_dir(lab.dir());
+    let d = theirs.to_str().unwrap();
+    let refused = |lab: &Lab, when: &str| {
+        for args in [
+            ["attach", "vzbr0", "--state-dir", d],
+            ["detach", "vzbr0", "--state-dir", d],
+        ] {
+            let start = Instant::now();
+            let out = lab.run_virtzone(&args);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{when}: {args:?}: {err}");
+            assert!(err.contains("refusing state directory"), "{when}: {err}");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{when}: {args:?}"
+            );
+        }
+    };
+    {
+        let _stopped = Stopped::firewalld(&lab);
+        refused(&lab, "firewalld hangs");
+    }
+    lab.stop_firewalld();
+    refused(&lab, "firewalld is gone");
+}
+
 #[test]
 fn state_is_private_whoever_creates_it() {
     let lab = lab();
@@ -611,4 +642,62 @@ fn offline_install_never_skips_its_version_check_silently() {
         files.iter().any(|f| f.ends_with("zones/libvirt.xml")),
         "{files:?}"
     );
+}
+
+/// A firewalld that keeps its bus name but answers nothing (stopped with SIGSTOP) is said to be
+/// exactly that within the command budget (`CommandTimeout=`), not "refused the change", and the
+/// forward is neither recorded nor, once firewalld answers again, present in firewalld.
+#[test]
+fn forward_add_says_firewalld_did_not_answer_and_changes_nothing() {
+    let lab = lab();
+    let data = "<hookData><network><name>hung</name><forward mode='nat'/><bridge name='virbr77'/>\
+                <ip address='192.0.2.1' netmask='255.255.255.0'/></network></hookData>";
+    let mut cmd = lab.virtzone();
+    cmd.args(["hook", "network", "hung", "started", "begin", "-"]);
+    ok(&run_with_input(&mut cmd, data));
+    let config = lab.dir().join("command.conf");
+    fs::write(&config, "CommandTimeout=3\n").unwrap();
+    let forwards = lab.state_dir().join("forwards/forwards.json");
+    let declared = fs::read(&forwards).ok();
+    let zones_before = lab.firewall_cmd_ok(&["--list-all-zones"]);
+
+    let stopped = Stopped::firewalld(&lab);
+    let start = Instant::now();
+    let out = lab
+        .virtzone()
+        .env("VIRTZONE_CONFIG", &config)
+        .args([
+            "forward",
+            "add",
+            "--network",
+            "hung",
+            "--guest",
+            "192.0.2.10",
+        ])
+        .arg("tcp/8080:80")
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    drop(stopped);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("virtzone: cannot read firewalld's state: firewalld did not answer")
+            && err.contains("within 3 s"),
+        "{err}"
+    );
+    assert!(!err.contains("refused"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+
+    // firewalld, continued, answers the queued reads; nothing was asked of it beyond them.
+    assert_eq!(fs::read(&forwards).ok(), declared);
+    assert_eq!(lab.firewall_cmd_ok(&["--list-all-zones"]), zones_before);
+    let policies = lab.firewall_cmd(&["--list-all-policies"]);
+    assert!(
+        !text(&policies.stdout).contains("8080"),
+        "{}",
+        text(&policies.stdout)
+    );
+    assert!(!ok(&lab.run_virtzone(&["forward", "list"])).contains("8080"));
 }

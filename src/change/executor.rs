@@ -133,6 +133,16 @@ impl ExecError {
 
 impl fmt::Display for ExecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.error.is_no_answer() {
+            // Not a refusal: firewalld may still carry the call out once it answers again.
+            return write!(
+                f,
+                "{} while virtzone tried to {}; {}",
+                self.error,
+                self.step,
+                self.rollback_summary()
+            );
+        }
         match self.step {
             Step::Reload => write!(
                 f,

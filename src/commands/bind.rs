@@ -49,6 +49,13 @@ async fn daemon(plain: bool) -> Result<Option<VirtZone1Proxy<'static>>, Failure>
     Ok(Some(proxy))
 }
 
+/// The state directory, checked (owner, mode, no planted links) before anything asks firewalld.
+fn local_state(state_dir: Option<&Path>) -> Result<StateDir, Failure> {
+    let state = StateDir::locate(state_dir)?;
+    state.check()?;
+    Ok(state)
+}
+
 fn daemon_failure(e: &zbus::Error) -> Failure {
     match describe(e) {
         (true, m) => Failure::Usage(m),
@@ -65,11 +72,11 @@ pub async fn attach(req: &Attach, state_dir: Option<&Path>) -> Result<ExitCode, 
         out!("{message}");
         return Ok(ExitCode::SUCCESS);
     }
+    // What virtzone can judge alone comes first: a state directory it must refuse is refused
+    // whatever firewalld does (absent, hung or healthy).
+    let state = local_state(state_dir)?;
     let fw = firewalld_for("bind").await?;
-    out!(
-        "{}",
-        bind::attach(&fw, &StateDir::locate(state_dir)?, req).await?
-    );
+    out!("{}", bind::attach(&fw, &state, req).await?);
     if !req.permanent {
         eprintln!(
             "virtzone: note: this runtime binding does not survive a firewalld reload unless `virtzone serve` runs; \
@@ -94,10 +101,11 @@ pub async fn detach(
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let state = local_state(state_dir)?;
     let fw = firewalld_for("unbind").await?;
     out!(
         "{}",
-        bind::detach(&fw, &StateDir::locate(state_dir)?, bridge, permanent, force).await?
+        bind::detach(&fw, &state, bridge, permanent, force).await?
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -82,9 +82,8 @@ impl From<crate::forward::ForwardError> for Failure {
         match e {
             crate::forward::ForwardError::Usage(m) => Failure::Usage(m),
             crate::forward::ForwardError::Refused(m) => Failure::Refused(m),
-            crate::forward::ForwardError::Firewalld(e) => Failure::Refused(format!(
-                "firewalld refused the change, which was undone: {e}"
-            )),
+            e @ (crate::forward::ForwardError::Firewalld(_)
+            | crate::forward::ForwardError::Change(_)) => Failure::Refused(e.to_string()),
             crate::forward::ForwardError::State(e) => e.into(),
         }
     }
@@ -98,6 +97,16 @@ impl From<crate::firewalld::Error> for Failure {
 
 /// Runs a subcommand; `Ok` carries the exit status of a command that ran to a verdict.
 pub async fn run(command: Command) -> Result<ExitCode, Failure> {
+    if !matches!(command, Command::Serve { .. } | Command::Hook { .. }) {
+        // A person (or a playbook) waits: a firewalld that does not answer is said so within the
+        // command budget. The daemon keeps its long timeout; the hook has its own budget. A bad
+        // configuration file is reported by the command that needs it.
+        let budget = crate::state::Config::load()
+            .ok()
+            .and_then(|c| c.command_timeout)
+            .unwrap_or(crate::firewalld::COMMAND_CALL_TIMEOUT);
+        crate::firewalld::set_call_timeout(budget);
+    }
     match command {
         Command::Status { json, verify } => status::run(json, verify).await,
         Command::Check {

@@ -142,6 +142,19 @@ pub enum Error {
     /// firewalld answered something virtzone cannot understand.
     #[error("firewalld sent an unexpected answer: {0}")]
     Protocol(String),
+    /// firewalld owns its bus name but did not answer in time (stopped, hung, or busy for longer than
+    /// the call timeout).
+    #[error(
+        "firewalld did not answer {what} within {} s: it owns its bus name but does not respond \
+         (stopped, hung or overloaded); see `systemctl status firewalld`",
+        after.as_secs()
+    )]
+    NoAnswer {
+        /// The method or property that was asked.
+        what: String,
+        /// How long virtzone waited.
+        after: std::time::Duration,
+    },
     /// Any other D-Bus failure.
     #[error("D-Bus error: {0}")]
     Bus(zbus::Error),
@@ -167,8 +180,23 @@ impl Error {
             }
             zbus::Error::FDO(fdo) => Self::from_fdo(what, *fdo),
             zbus::Error::InterfaceNotFound => Self::NotSupported { what: what.into() },
+            zbus::Error::InputOutput(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Self::no_answer(what)
+            }
             other => Self::Bus(other),
         }
+    }
+
+    fn no_answer(what: &str) -> Self {
+        Self::NoAnswer {
+            what: what.into(),
+            after: super::call_timeout(),
+        }
+    }
+
+    /// Whether firewalld did not answer (rather than refusing).
+    pub fn is_no_answer(&self) -> bool {
+        matches!(self, Self::NoAnswer { .. })
     }
 
     fn from_error_name(what: &str, name: &str, detail: &str) -> Self {
@@ -200,6 +228,8 @@ impl Error {
                 Self::NotSupported { what: what.into() }
             }
             fdo::Error::AccessDenied(msg) => Self::NotAuthorized(msg),
+            // The bus gave up waiting for firewalld's reply.
+            fdo::Error::NoReply(_) | fdo::Error::TimedOut(_) => Self::no_answer(what),
             other => Self::Bus(zbus::Error::FDO(Box::new(other))),
         }
     }
@@ -281,5 +311,13 @@ mod tests {
         assert!(matches!(e, Error::NotSupported { .. }));
         let e = Error::from_fdo("getZones", fdo::Error::ServiceUnknown("no".into()));
         assert!(matches!(e, Error::NotRunning));
+        let e = Error::from_fdo("getZones", fdo::Error::NoReply("late".into()));
+        assert!(e.is_no_answer(), "{e:?}");
+        let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+        let e = Error::from_call("getZones", zbus::Error::InputOutput(timed_out.into()));
+        assert!(e.is_no_answer(), "{e:?}");
+        assert!(e
+            .to_string()
+            .starts_with("firewalld did not answer getZones within"));
     }
 }

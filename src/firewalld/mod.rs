@@ -23,9 +23,27 @@ use proxy::{
     RuntimeProxy, ZoneProxy, BUS_NAME,
 };
 
-/// How long one call may take. Before firewalld 2.4.0 the bus name appears before the rules are loaded
-/// and calls queue behind the load, which can take many seconds on a big ruleset.
+/// How long one call may take in the daemon. Before firewalld 2.4.0 the bus name appears before the
+/// rules are loaded and calls queue behind the load, which can take many seconds on a big ruleset.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long one call of a command may take unless `CommandTimeout=` says otherwise: a person waits at
+/// the prompt, and a firewalld that answers nothing for this long is stopped or hung, not loading.
+pub const COMMAND_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The call timeout of this process, set once by a command before it connects.
+static CALL_BUDGET: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// Sets how long each firewalld call of this process may take (the first setting wins). Without it,
+/// [`CALL_TIMEOUT`] applies.
+pub fn set_call_timeout(timeout: Duration) {
+    let _ = CALL_BUDGET.set(timeout);
+}
+
+/// How long each firewalld call of this process may take.
+pub fn call_timeout() -> Duration {
+    CALL_BUDGET.get().copied().unwrap_or(CALL_TIMEOUT)
+}
 
 /// Result of a firewalld call.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -54,7 +72,7 @@ impl Firewalld {
     /// report as a fact rather than a crash.
     pub async fn connect() -> Result<Self> {
         let conn = zbus::connection::Builder::system()
-            .method_timeout(CALL_TIMEOUT)
+            .method_timeout(call_timeout())
             .build()
             .await
             .map_err(|e| match e {

@@ -6,8 +6,10 @@
 //! with the shared `change::Executor`, [`watch`] lets the daemon re-apply
 //! after every rebuild of the ruleset. docs/forwards.md explains the design.
 
+pub mod accept;
 pub mod apply;
 pub mod domain;
+pub mod iptables;
 pub mod model;
 pub mod network;
 pub mod nft;
@@ -35,22 +37,25 @@ pub enum ForwardError {
     /// Refused: exit status 1, nothing changed.
     #[error("{0}")]
     Refused(String),
-    /// firewalld failed a call (what ran was undone).
-    #[error("{0}")]
+    /// Reading firewalld's state failed (nothing of this operation was changed by the read).
+    #[error("cannot read firewalld's state: {0}")]
     Firewalld(#[from] firewalld::Error),
+    /// A change failed; the executor's sentence says what failed and how the rollback went.
+    #[error("{0}")]
+    Change(crate::change::ExecError),
     /// The state directory failed.
     #[error("{0}")]
     State(#[from] StateError),
 }
 
 impl From<crate::change::ExecError> for ForwardError {
-    /// A plan the executor rolled back: firewalld's error is what the user reads (the message says
-    /// the change was undone); rollback failures are logged, as the executor collected them.
+    /// A plan the executor rolled back: its sentence (what failed, how the rollback went) is what the
+    /// user reads; each rollback failure is logged too.
     fn from(e: crate::change::ExecError) -> Self {
         for failure in &e.rollback_failures {
-            tracing::warn!("after firewalld refused to {}: {failure}", e.step);
+            tracing::warn!("after the failure to {}: {failure}", e.step);
         }
-        ForwardError::Firewalld(e.error)
+        ForwardError::Change(e)
     }
 }
 
