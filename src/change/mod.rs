@@ -512,6 +512,17 @@ pub enum Reason {
     ZoneInUse,
     /// A zone to remove is named by a policy that stays: firewalld would not start.
     ZoneReferenced,
+    /// iptables' tables cannot be read through firewalld's direct interface (forwards to NAT guests
+    /// need them).
+    IptablesUnreadable,
+    /// `nft` cannot run (the localnet guard needs it).
+    NftMissing,
+    /// firewalld's default zone cannot be read (forwards live there before firewalld 2.2).
+    DefaultZoneUnreadable,
+    /// A network lets no forwarded traffic reach its guests.
+    NetworkIsolated,
+    /// The host port is forwarded already.
+    HostPortTaken,
 }
 
 impl Reason {
@@ -527,6 +538,11 @@ impl Reason {
             Reason::FirewalldNotRunning => "firewalld-not-running",
             Reason::ZoneInUse => "zone-in-use",
             Reason::ZoneReferenced => "zone-referenced",
+            Reason::IptablesUnreadable => "iptables-unreadable",
+            Reason::NftMissing => "nft-missing",
+            Reason::DefaultZoneUnreadable => "default-zone-unreadable",
+            Reason::NetworkIsolated => "network-isolated",
+            Reason::HostPortTaken => "host-port-taken",
         }
     }
 }

@@ -81,7 +81,8 @@ impl From<crate::forward::ForwardError> for Failure {
     fn from(e: crate::forward::ForwardError) -> Self {
         match e {
             crate::forward::ForwardError::Usage(m) => Failure::Usage(m),
-            crate::forward::ForwardError::Refused(m) => Failure::Refused(m),
+            crate::forward::ForwardError::Refused(r) => Failure::Refused(r.message),
+            crate::forward::ForwardError::Failed(m) => Failure::Refused(m),
             e @ (crate::forward::ForwardError::Firewalld(_)
             | crate::forward::ForwardError::Change(_)) => Failure::Refused(e.to_string()),
             crate::forward::ForwardError::State(e) => e.into(),

@@ -261,8 +261,8 @@ pub async fn converge(
     let mut total = 0;
     for _ in 0..ROUNDS {
         let facts = facts(fw, declared, networks.clone(), !gone.is_empty()).await?;
-        let plan = super::plan::plan(declared, gone, &facts)
-            .map_err(|r| super::ForwardError::Refused(r.0))?;
+        let plan =
+            super::plan::plan(declared, gone, &facts).map_err(super::ForwardError::Refused)?;
         for w in &plan.warnings {
             tracing::warn!("{}", w.message);
         }

@@ -18,6 +18,7 @@ pub mod watch;
 
 use std::net::IpAddr;
 
+use crate::change::{Reason, Refusal};
 use crate::firewalld::{self, Firewalld};
 use crate::libvirt::{Domain, Network};
 use crate::state::{StateDir, StateError};
@@ -34,15 +35,18 @@ pub enum ForwardError {
     /// Bad input: exit status 2, nothing changed.
     #[error("{0}")]
     Usage(String),
-    /// Refused: exit status 1, nothing changed.
+    /// Refused, with a stable reason: exit status 1, nothing changed.
     #[error("{0}")]
-    Refused(String),
+    Refused(crate::change::Refusal),
+    /// Failed after firewalld was changed (the sentence says what was undone): exit status 1.
+    #[error("{0}")]
+    Failed(String),
     /// Reading firewalld's state failed (nothing of this operation was changed by the read).
     #[error("cannot read firewalld's state: {0}")]
     Firewalld(#[from] firewalld::Error),
     /// A change failed; the executor's sentence says what failed and how the rollback went.
     #[error("{0}")]
-    Change(crate::change::ExecError),
+    Change(Box<crate::change::ExecError>),
     /// The state directory failed.
     #[error("{0}")]
     State(#[from] StateError),
@@ -55,8 +59,13 @@ impl From<crate::change::ExecError> for ForwardError {
         for failure in &e.rollback_failures {
             tracing::warn!("after the failure to {}: {failure}", e.step);
         }
-        ForwardError::Change(e)
+        ForwardError::Change(Box::new(e))
     }
+}
+
+/// A typed refusal (exit status 1, nothing changed).
+fn refused(reason: Reason, message: impl Into<String>) -> ForwardError {
+    ForwardError::Refused(Refusal::new(reason, message))
 }
 
 /// The subdirectory of the state directory holding forwards' files, with a lock of its own: a
@@ -223,10 +232,10 @@ async fn apply_and_record(
         .cloned()
         .collect();
     match converge_all(fw, state, before, &added, &added_domain, networks).await {
-        Ok(_) => Err(ForwardError::Refused(format!(
+        Ok(_) => Err(ForwardError::Failed(format!(
             "{e}; the change to firewalld was undone"
         ))),
-        Err(undo) => Err(ForwardError::Refused(format!(
+        Err(undo) => Err(ForwardError::Failed(format!(
             "{e}; undoing the change to firewalld failed too ({undo}): run the command again once the \
              state directory is writable"
         ))),
@@ -271,7 +280,7 @@ pub fn validate(
         )));
     };
     if rec.forward == "none" {
-        return Err(ForwardError::Refused(format!(
+        return Err(refused(Reason::NetworkIsolated, format!(
             "network {} is isolated, so libvirt lets no forwarded traffic reach its guests; use a NAT or \
              routed network",
             req.network
@@ -360,8 +369,9 @@ fn check_host_side(
 async fn connect() -> Result<Firewalld, ForwardError> {
     let fw = Firewalld::connect().await?;
     if !fw.is_running().await? {
-        return Err(ForwardError::Refused(
-            "firewalld is not running; start it (systemctl start firewalld) and try again".into(),
+        return Err(refused(
+            Reason::FirewalldNotRunning,
+            "firewalld is not running; start it (systemctl start firewalld) and try again",
         ));
     }
     Ok(fw)
@@ -479,10 +489,13 @@ pub fn validate_domain(
             )));
         };
         if rec.forward == "none" {
-            return Err(ForwardError::Refused(format!(
+            return Err(refused(
+                Reason::NetworkIsolated,
+                format!(
                 "network {net} is isolated, so libvirt lets no forwarded traffic reach its guests; \
                  use a NAT or routed network"
-            )));
+            ),
+            ));
         }
     }
     check_host_side(req.host_address, req.from_host, req.route_localnet, local)?;
@@ -724,11 +737,14 @@ fn clash_check(declared: &Declared, new: &model::HostSide) -> Result<(), Forward
         .iter()
         .map(|f| (f.id, f.host_side(), format!("domain {}", f.domain)));
     if let Some((id, _, to)) = plain.chain(by_domain).find(|(_, h, _)| h.clashes_with(new)) {
-        return Err(ForwardError::Refused(format!(
-            "host port {}/{} is already forwarded by forward {id} (to {to}); remove it first \
+        return Err(refused(
+            Reason::HostPortTaken,
+            format!(
+                "host port {}/{} is already forwarded by forward {id} (to {to}); remove it first \
              (virtzone forward remove {id})",
-            new.proto, new.ports
-        )));
+                new.proto, new.ports
+            ),
+        ));
     }
     Ok(())
 }

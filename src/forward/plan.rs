@@ -10,7 +10,7 @@ use super::accept::{accepts, accepts6, Accept};
 use super::iptables::{self, masquerade, split_line, CHAIN, HAIRPIN_CHAIN, LOCALNET_CHAIN};
 use super::model::{is_localnet, Declared, Forward, Opening};
 use super::network::Networks;
-use crate::change::{Plan, Step, Warning, WarningReason};
+use crate::change::{Plan, Reason, Refusal, Step, Warning, WarningReason};
 use crate::firewalld::{Entries, ForwardPortEntry, OwnPolicy};
 
 /// The policy holding forwards on firewalld versions where an ANY→HOST policy may forward to
@@ -113,11 +113,6 @@ enum Layer {
 /// What the description of virtzone's policies tells admins.
 const POLICY_DESCRIPTION: &str =
     "Managed by virtzone (virtzone forward/allow); changes here are overwritten.";
-
-/// A refusal: the request cannot work on this firewalld (exit status 1).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Refusal(pub String);
 
 /// What virtzone puts in firewalld for one forward: a `forward-port`, or a rich rule when it is
 /// limited to one host address.
@@ -394,12 +389,12 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
             Some(listing) => iptables::steps(listing, &wanted),
             None if wanted.is_empty() => (Vec::new(), Vec::new()),
             // Without the accept, libvirt's reject wins: better refused than silently dead.
-            None => return Err(Refusal(
+            None => return Err(Refusal::new(
+                Reason::IptablesUnreadable,
                 "cannot read iptables' filter table through firewalld's direct interface, so the \
                  forward could not get past libvirt's reject for NAT networks; check that iptables \
                  is installed and firewalld's direct interface works (firewall-cmd --direct \
-                 --passthrough ipv4 -t filter -S)"
-                    .into(),
+                 --passthrough ipv4 -t filter -S)",
             )),
         };
     if let Some(chain) = &facts.libvirt_nft {
@@ -424,10 +419,9 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
             Shape::Zone(_)
         )
     {
-        return Err(Refusal(
+        return Err(Refusal::new(Reason::FirewalldTooOld,
             "--hairpin needs firewalld 2.2.0 (or 2.1.2, 2.0.4) or later: before that no firewalld object \
-             can forward the guests' own connections without editing the libvirt zone; leave it out"
-                .into(),
+             can forward the guests' own connections without editing the libvirt zone; leave it out",
         ));
     }
     let (nat_before, nat_after) = match &facts.iptables_nat {
@@ -436,10 +430,10 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
         }
         None if hairpins.is_empty() => (Vec::new(), Vec::new()),
         None => {
-            return Err(Refusal(
+            return Err(Refusal::new(
+                Reason::IptablesUnreadable,
                 "cannot read iptables' nat table through firewalld's direct interface, which \
-                 --hairpin needs; check firewall-cmd --direct --passthrough ipv4 -t nat -S"
-                    .into(),
+                 --hairpin needs; check firewall-cmd --direct --passthrough ipv4 -t nat -S",
             ))
         }
     };
@@ -449,10 +443,9 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
         Some(listing) => iptables::chain_steps("nat", listing, LOCALNET_CHAIN, "POSTROUTING", &localnet),
         None if localnet.is_empty() => (Vec::new(), Vec::new()),
         None => {
-            return Err(Refusal(
+            return Err(Refusal::new(Reason::IptablesUnreadable,
                 "cannot read iptables' nat table through firewalld's direct interface, which \
-                 forwards of a loopback address need; check firewall-cmd --direct --passthrough ipv4 -t nat -S"
-                    .into(),
+                 forwards of a loopback address need; check firewall-cmd --direct --passthrough ipv4 -t nat -S",
             ))
         }
     };
@@ -470,10 +463,10 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
         // The guard comes first: route_localnet is never on without it.
         Some(false) if any_localnet => steps.push(Step::LocalnetGuard { present: true }),
         None if any_localnet => {
-            return Err(Refusal(
+            return Err(Refusal::new(
+                Reason::NftMissing,
                 "cannot run nft, which guards the host's loopback addresses from guests while a \
-                 forward of a loopback address exists; install nftables"
-                    .into(),
+                 forward of a loopback address exists; install nftables",
             ))
         }
         _ => {}
@@ -529,7 +522,7 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
                     })
                 };
                 if have_of(&default_zone).is_none() {
-                    return Err(Refusal(format!(
+                    return Err(Refusal::new(Reason::DefaultZoneUnreadable, format!(
                         "firewalld's default zone {default_zone} cannot be read; check firewall-cmd --get-default-zone"
                     )));
                 }
@@ -584,10 +577,9 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
     let allow_untouched = facts.allow_policy.permanent.is_none() && declared.allows.is_empty();
     if !allow_untouched {
         if !facts.policies {
-            return Err(Refusal(
+            return Err(Refusal::new(Reason::FirewalldTooOld,
                 "this firewalld has no policies (they came with 0.9.0), which `virtzone allow` needs; \
-                 open the port in the network's zone instead (firewall-cmd --zone=libvirt --add-service=…)"
-                    .into(),
+                 open the port in the network's zone instead (firewall-cmd --zone=libvirt --add-service=…)",
             ));
         }
         policy_steps(
@@ -604,10 +596,9 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
     let from_host_pending = declared.domain_forwards.iter().any(|f| f.from_host);
     if !(facts.from_host_policy.permanent.is_none() && from_host.is_empty() && !from_host_pending) {
         if (facts.version.major, facts.version.minor) < (1, 1) {
-            return Err(Refusal(
+            return Err(Refusal::new(Reason::FirewalldTooOld,
                 "--from-host needs firewalld 1.1 or later (forwards of host-originated connections); \
-                 leave it out"
-                    .into(),
+                 leave it out",
             ));
         }
         let want = Entries {
@@ -1123,7 +1114,7 @@ mod tests {
             ["rule family=\"ipv4\" source address=\"192.0.2.0/24\" service name=\"nfs\" accept"]
         );
         f.policies = false;
-        assert!(plan(&d, &[], &f).unwrap_err().0.contains("0.9.0"));
+        assert!(plan(&d, &[], &f).unwrap_err().message.contains("0.9.0"));
     }
 
     #[test]
@@ -1156,7 +1147,7 @@ mod tests {
         );
         assert!(plan(&d, &[], &facts("1.0.3", ""))
             .unwrap_err()
-            .0
+            .message
             .contains("1.1"));
     }
 
@@ -1202,10 +1193,10 @@ mod tests {
         };
         let mut f = facts("1.3.3", "");
         f.iptables = None;
-        assert!(plan(&d, &[], &f)
-            .unwrap_err()
-            .0
-            .contains("direct interface"));
+        let refusal = plan(&d, &[], &f).unwrap_err();
+        assert_eq!(refusal.reason, Reason::IptablesUnreadable);
+        assert_eq!(refusal.reason.as_str(), "iptables-unreadable");
+        assert!(refusal.message.contains("direct interface"));
         f.networks = networks(false);
         assert!(plan(&d, &[], &f).is_ok());
     }
