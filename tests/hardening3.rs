@@ -437,28 +437,33 @@ fn s9_records_of_another_boot_or_domain_do_not_resolve() {
     );
 }
 
-/// S8 against the lab's real libvirtd: `virsh net-update … ip-dhcp-host --live` runs the network
-/// hook's `updated begin` with the new definition, and a running domain's forward follows the
-/// static host at once (before, the hook ignored `updated`: the forward kept waiting until the
-/// network's next start). No firewalld ERROR.
-#[test]
-fn s8_virsh_net_update_reaches_the_record() {
+/// The lab (firewalld 1.3.3 nftables, libvirt 9.0, the daemon's bus policy) running network
+/// `NET` with the shipped network hook, virtzone installed, leases read from `<lab>/leases`, and
+/// domain `web` started as the qemu hook records it (no qemu needed for the network's part) with
+/// forward 1 to it.
+fn network_lab() -> common::libvirt::LibvirtLab {
     use common::libvirt::{LibvirtConfig, LibvirtLab};
     use common::{Backend, LabConfig, Release};
-    let vlab = LibvirtLab::start(LibvirtConfig::new(LabConfig::new(
-        Release::Debian12,
-        Backend::Nftables,
-    )));
-    std::fs::write(vlab.dir().join("virtzone.conf"), "").unwrap();
+    let policy =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.virtzone.VirtZone1.conf");
+    let vlab = LibvirtLab::start(LibvirtConfig::new(LabConfig {
+        bus_policies: vec![policy],
+        ..LabConfig::new(Release::Debian12, Backend::Nftables)
+    }));
+    let leases = vlab.dir().join("leases");
+    std::fs::create_dir_all(&leases).unwrap();
+    std::fs::write(
+        vlab.dir().join("virtzone.conf"),
+        format!("LeaseDirectory={}\n", leases.display()),
+    )
+    .unwrap();
     crate::forwards::vz_ok(&vlab, &["install"]);
-    let errors_from = crate::forwards::log_len(&vlab);
     let xml = network(&[]);
     let xml = xml
         .trim_start_matches("<hookData>")
         .trim_end_matches("</hookData>");
     let net = vlab.define(xml);
     vlab.expect_ok(&vlab.net_start(&net), "net-start");
-    // The domain's start as the qemu hook records it (no qemu needed for the network's part).
     let out = common::run_with_input(
         vlab.virtzone()
             .args(["hook", "qemu", "web", "started", "begin", "-"]),
@@ -466,6 +471,17 @@ fn s8_virsh_net_update_reaches_the_record() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     crate::forwards::vz_ok(&vlab, &["forward", "add", "--domain", "web", "tcp/8080:80"]);
+    vlab
+}
+
+/// S8 against the lab's real libvirtd: `virsh net-update … ip-dhcp-host --live` runs the network
+/// hook's `updated begin` with the new definition, and a running domain's forward follows the
+/// static host at once (before, the hook ignored `updated`: the forward kept waiting until the
+/// network's next start). No firewalld ERROR.
+#[test]
+fn s8_virsh_net_update_reaches_the_record() {
+    let vlab = network_lab();
+    let errors_from = crate::forwards::log_len(&vlab);
     let state = || -> Value {
         let rows: Value = serde_json::from_str(&crate::forwards::vz_ok(
             &vlab,
@@ -504,4 +520,63 @@ fn s8_virsh_net_update_reaches_the_record() {
     });
     let errors = crate::forwards::errors_since(&vlab, errors_from);
     assert!(errors.is_empty(), "firewalld errors: {errors:?}");
+}
+
+/// S10: while a domain forward waits for its lease, the daemon checks (and reads the lease file)
+/// after 1.5 s, 3 s, 6 s, … instead of every 1.5 s forever; a lease file renamed into place (as
+/// libvirt's helper writes it) wakes it at once. Counts the daemon's opens of the status file with
+/// inotify over a fixed window.
+#[test]
+fn s10_a_waiting_forward_backs_off_and_a_lease_wakes_the_daemon() {
+    use rustix::fs::inotify;
+    let vlab = network_lab();
+    let status = vlab.dir().join("leases").join(format!("{BRIDGE}.status"));
+    std::fs::write(&status, "[]").unwrap();
+    let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
+    inotify::add_watch(&fd, &status, inotify::WatchFlags::OPEN).unwrap();
+    let _daemon = crate::forwards::Daemon::start(&vlab);
+    // The window: long enough for eleven polls at the old fixed 1.5 s.
+    let window = Duration::from_secs(17);
+    let start = Instant::now();
+    let mut opens = 0;
+    let mut buf = vec![0u8; 4096];
+    while start.elapsed() < window {
+        match rustix::io::read(&fd, &mut buf[..]) {
+            // Events on a file's own watch carry no name: 16 bytes each.
+            Ok(n) => opens += n / 16,
+            Err(rustix::io::Errno::AGAIN) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("inotify: {e}"),
+        }
+    }
+    eprintln!("measured: lease-file reads by the daemon in {window:?} of waiting: {opens}");
+    assert!(opens <= 7, "{opens} reads in {window:?}");
+    // The lease arrives: renamed into place, it wakes the daemon now, not after the pause.
+    let tmp = status.with_extension("new");
+    std::fs::write(
+        &tmp,
+        format!(
+            r#"[{{"ip-address":"192.0.2.100","mac-address":"{MAC}","expiry-time":{}}}]"#,
+            later(0)
+        ),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &status).unwrap();
+    let t = Instant::now();
+    // `applied` is the daemon's record of what it brought firewalld to (`forward list` resolves
+    // on its own, so it would not show the daemon's work).
+    crate::forwards::wait(
+        "the daemon applying the forward after the lease",
+        ANSWER,
+        || {
+            let d = std::fs::read_to_string(vlab.state_dir().join("forwards/domains.json"))
+                .unwrap_or_default();
+            serde_json::from_str::<Value>(&d)
+                .is_ok_and(|d| d["applied"]["1"]["guest"] == "192.0.2.100")
+        },
+    );
+    eprintln!(
+        "measured: lease renamed into place → forward active {:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
