@@ -438,10 +438,10 @@ fn s9_records_of_another_boot_or_domain_do_not_resolve() {
 }
 
 /// The lab (firewalld 1.3.3 nftables, libvirt 9.0, the daemon's bus policy) running network
-/// `NET` with the shipped network hook, virtzone installed, leases read from `<lab>/leases`, and
-/// domain `web` started as the qemu hook records it (no qemu needed for the network's part) with
-/// forward 1 to it.
-fn network_lab() -> common::libvirt::LibvirtLab {
+/// `NET` with the shipped network hook, virtzone installed, and domain `web` started as the qemu
+/// hook records it (no qemu needed for the network's part) with forward 1 to it. Leases are read
+/// from libvirt's own status files with `real_leases`, else from `<lab>/leases`.
+fn network_lab(real_leases: bool) -> common::libvirt::LibvirtLab {
     use common::libvirt::{LibvirtConfig, LibvirtLab};
     use common::{Backend, LabConfig, Release};
     let policy =
@@ -450,7 +450,11 @@ fn network_lab() -> common::libvirt::LibvirtLab {
         bus_policies: vec![policy],
         ..LabConfig::new(Release::Debian12, Backend::Nftables)
     }));
-    let leases = vlab.dir().join("leases");
+    let leases = if real_leases {
+        vlab.lib_dir().join("dnsmasq")
+    } else {
+        vlab.dir().join("leases")
+    };
     std::fs::create_dir_all(&leases).unwrap();
     std::fs::write(
         vlab.dir().join("virtzone.conf"),
@@ -480,7 +484,7 @@ fn network_lab() -> common::libvirt::LibvirtLab {
 /// network's next start). No firewalld ERROR.
 #[test]
 fn s8_virsh_net_update_reaches_the_record() {
-    let vlab = network_lab();
+    let vlab = network_lab(false);
     let errors_from = crate::forwards::log_len(&vlab);
     let state = || -> Value {
         let rows: Value = serde_json::from_str(&crate::forwards::vz_ok(
@@ -529,7 +533,7 @@ fn s8_virsh_net_update_reaches_the_record() {
 #[test]
 fn s10_a_waiting_forward_backs_off_and_a_lease_wakes_the_daemon() {
     use rustix::fs::inotify;
-    let vlab = network_lab();
+    let vlab = network_lab(false);
     let status = vlab.dir().join("leases").join(format!("{BRIDGE}.status"));
     std::fs::write(&status, "[]").unwrap();
     let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
@@ -579,4 +583,52 @@ fn s10_a_waiting_forward_backs_off_and_a_lease_wakes_the_daemon() {
         t.elapsed()
     );
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// S1 with real DHCP from the lab's libvirt dnsmasq: the domain's guest has its lease and the
+/// forward goes there; a second guest asking with the same MAC (`chaddr`) and a client-id of its
+/// own gets a second lease for that MAC, which made the forward follow it (the newest lease won).
+/// Now the forward is `ambiguous-address` and goes nowhere.
+#[test]
+fn s1_a_guest_asking_with_the_domains_mac_takes_no_forward() {
+    let vlab = network_lab(true);
+    let errors_from = crate::forwards::log_len(&vlab);
+    let first = || -> Value {
+        let rows: Value = serde_json::from_str(&crate::forwards::vz_ok(
+            &vlab,
+            &["forward", "list", "--json"],
+        ))
+        .unwrap();
+        rows[0].clone()
+    };
+    let victim = vlab.plug_guest_with_mac(BRIDGE, Some(MAC));
+    let lease = victim
+        .dhcp(5)
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    crate::forwards::wait("the forward to the victim's lease", ANSWER, || {
+        first()["guest"] == lease.ip.as_str()
+    });
+    let thief = vlab.plug_guest_with_mac(BRIDGE, Some(MAC));
+    let stolen = thief
+        .dhcp_with(5, &["-C", "-x", "0x3d:ff00000099"])
+        .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
+    assert_ne!(stolen.ip, lease.ip, "dnsmasq gave the same lease");
+    eprintln!(
+        "measured: victim {} and thief {} hold leases for {MAC}",
+        lease.ip, stolen.ip
+    );
+    crate::forwards::wait("the forward refusing both leases", ANSWER, || {
+        first()["state"] == "ambiguous-address"
+    });
+    let r = first();
+    assert_eq!(r["guest"], Value::Null, "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(stolen.ip.as_str()),
+        "{r}"
+    );
+    let errors = crate::forwards::errors_since(&vlab, errors_from);
+    assert!(errors.is_empty(), "firewalld errors: {errors:?}");
 }
