@@ -529,9 +529,10 @@ fn s8_virsh_net_update_reaches_the_record() {
 /// S10: while a domain forward waits for its lease, the daemon checks (and reads the lease file)
 /// after 1.5 s, 3 s, 6 s, … instead of every 1.5 s forever; a lease file renamed into place (as
 /// libvirt's helper writes it) wakes it at once. Counts the daemon's opens of the status file with
-/// inotify over a fixed window.
+/// inotify over a fixed window. Then S9 with the daemon: it keeps the UUID of the domain the forward
+/// was resolved for, and another domain of the same name does not get the forward.
 #[test]
-fn s10_a_waiting_forward_backs_off_and_a_lease_wakes_the_daemon() {
+fn s10_s9_the_daemon_backs_off_wakes_on_a_lease_and_keeps_the_domains_uuid() {
     use rustix::fs::inotify;
     let vlab = network_lab(false);
     let status = vlab.dir().join("leases").join(format!("{BRIDGE}.status"));
@@ -583,6 +584,35 @@ fn s10_a_waiting_forward_backs_off_and_a_lease_wakes_the_daemon() {
         t.elapsed()
     );
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // S9: the daemon recorded the domain's UUID with the forward; another domain named web (a
+    // later `virsh define` of the name) starting does not get it, and what was applied goes.
+    let domains = || -> Value {
+        let d = std::fs::read_to_string(vlab.state_dir().join("forwards/domains.json")).unwrap();
+        serde_json::from_str(&d).unwrap()
+    };
+    assert_eq!(domains()["uuids"]["1"], UUID_A, "{}", domains());
+    let out = common::run_with_input(
+        vlab.virtzone()
+            .args(["hook", "qemu", "web", "started", "begin", "-"]),
+        &domain("web", UUID_B, MAC),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    crate::forwards::wait("the forward taken out for another domain", ANSWER, || {
+        domains()["applied"].get("1").is_none()
+    });
+    let rows: Value = serde_json::from_str(&crate::forwards::vz_ok(
+        &vlab,
+        &["forward", "list", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(rows[0]["state"], "inactive", "{rows}");
+    assert!(
+        rows[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(UUID_B),
+        "{rows}"
+    );
 }
 
 /// S1 with real DHCP from the lab's libvirt dnsmasq: the domain's guest has its lease and the
