@@ -287,8 +287,9 @@ fn s3_the_hook_keeps_its_budget_while_the_lock_is_held() {
     assert!(took < Duration::from_millis(3500), "took {took:?}");
 }
 
-/// S3: a FIFO in place of the lease status file hangs neither `forward list` nor the hook: it is
-/// refused as not a regular file (the forward waits), and the command answers.
+/// S3: a FIFO in place of the lease status file hangs nothing: it is refused as not a regular
+/// file (the forward waits), and `forward list` answers. The hook and the daemon read leases
+/// through the same function (`observe`); before, its plain open blocked until a writer came.
 #[test]
 fn s3_a_fifo_as_lease_file_hangs_nothing() {
     let vz = world("HookTimeout=2\n");
