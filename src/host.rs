@@ -72,11 +72,7 @@ const GUARD_CHAIN: &str = "localnet";
 
 /// Whether the localnet guard is in place; `None` when nft cannot be run.
 pub fn localnet_guard_present() -> Option<bool> {
-    let listing = nftables::helper::get_current_ruleset_raw(
-        nftables::helper::DEFAULT_NFT,
-        ["list", "tables", "inet"],
-    )
-    .ok()?;
+    let listing = crate::external::nft_json(&["list", "tables", "inet"]).ok()?;
     let tables: serde_json::Value = serde_json::from_str(&listing).ok()?;
     let ours = tables["nftables"].as_array().is_some_and(|items| {
         items
@@ -86,11 +82,8 @@ pub fn localnet_guard_present() -> Option<bool> {
     if !ours {
         return Some(false);
     }
-    let chain = nftables::helper::get_current_ruleset_raw(
-        nftables::helper::DEFAULT_NFT,
-        ["list", "chain", "inet", LOCALNET_GUARD, GUARD_CHAIN],
-    )
-    .ok()?;
+    let chain =
+        crate::external::nft_json(&["list", "chain", "inet", LOCALNET_GUARD, GUARD_CHAIN]).ok()?;
     Some(chain.contains("\"drop\"") && chain.contains("127.0.0.0"))
 }
 

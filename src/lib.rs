@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod daemon;
 pub mod doctor;
+pub mod external;
 pub mod firewalld;
 pub mod forward;
 pub mod host;

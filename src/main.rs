@@ -53,7 +53,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::run(cli.command)) {
+    let result = runtime.block_on(commands::run(cli.command));
+    // The answer is in: whatever a timed-out task left running on a blocking thread (a stuck nft,
+    // a read that never ends) must not keep the process — and libvirt, waiting for its hook — any
+    // longer. Dropping the runtime would wait for those threads without limit.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => code,
         Err(failure) => {
             eprintln!("virtzone: {}", failure.message());

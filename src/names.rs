@@ -16,6 +16,21 @@ pub const MAX_ZONE_NAME: usize = 17;
 /// The longest policy name firewalld up to 2.3.x accepts.
 pub const MAX_POLICY_NAME: usize = 18;
 
+/// Whether `name` is a libvirt network or domain name virtzone accepts: 1–64 bytes of ASCII
+/// letters, digits and `-_.+`, not starting with `-` or `.`. libvirt's own rule is looser (no `/`);
+/// these are the names libvirt users write, and nothing else can end up in messages or state.
+pub fn is_libvirt_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_LIBVIRT_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+        && !name.starts_with(['-', '.'])
+}
+
+/// The longest libvirt network or domain name virtzone accepts.
+pub const MAX_LIBVIRT_NAME: usize = 64;
+
 /// A name that is not acceptable; the message says which name, why, and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {kind} name {shown}: {reason}")]

@@ -36,6 +36,9 @@ pub const CONFIG_FILE: &str = "/etc/virtzone/virtzone.conf";
 pub const CONFIG_ENV: &str = "VIRTZONE_CONFIG";
 /// A state file larger than this is not virtzone's: refused rather than read into memory.
 pub const MAX_STATE_FILE: u64 = 4 << 20;
+/// How often a held state lock is tried again: short against the lock holders' work (a state write,
+/// a firewalld call), so waiting adds little.
+const LOCK_RETRY: Duration = Duration::from_millis(20);
 /// The configuration file is a few lines; larger is refused.
 const MAX_CONFIG_FILE: u64 = 64 << 10;
 
@@ -369,7 +372,8 @@ impl StateDir {
     }
 
     /// Creates the directory if needed and takes its exclusive lock (waits for other holders, in this
-    /// process and in others).
+    /// process and in others). The wait never blocks a thread: a `tokio::time::timeout` around this
+    /// call bounds it.
     pub async fn lock(&self) -> Result<Lock, StateError> {
         let local = self.local.clone().lock_owned().await;
         let path = self.path.join("lock");
@@ -386,17 +390,19 @@ impl StateDir {
         )
         .map_err(|e| self.refuse_link(&path, "open", e))?;
         regular(&file).map_err(|e| self.refuse_link(&path, "open", e))?;
-        // Another process may hold it for a while: wait off the async thread.
-        let file = tokio::task::spawn_blocking(move || {
-            rustix::fs::flock(&file, FlockOperation::LockExclusive).map(|()| file)
-        })
-        .await
-        .map_err(|e| StateError::Io {
-            action: "lock",
-            path: path.clone(),
-            source: io::Error::other(e),
-        })?
-        .map_err(|e| Self::io("lock", &path)(e.into()))?;
+        // Another process may hold it for a while. Never a blocking flock, not even on a thread of
+        // its own: a caller's timeout (the hook's budget) could not end the wait, and the runtime's
+        // shutdown would wait for that thread. Try, and retry after a pause, so dropping this future
+        // ends the wait at once.
+        loop {
+            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) => {
+                    tokio::time::sleep(LOCK_RETRY).await
+                }
+                Err(e) => return Err(Self::io("lock", &path)(e.into())),
+            }
+        }
         Ok(Lock {
             _file: file,
             _local: local,
@@ -473,7 +479,7 @@ impl StateDir {
 }
 
 /// Refuses anything but a regular file (a FIFO would block a read forever, a device is not ours).
-fn regular(fd: &impl AsFd) -> Result<(), rustix::io::Errno> {
+pub(crate) fn regular(fd: &impl AsFd) -> Result<(), rustix::io::Errno> {
     let stat = rustix::fs::fstat(fd)?;
     if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile {
         Ok(())

@@ -397,33 +397,9 @@ fn shipped_qemu_hook_exits_0_without_virtzone_and_never_calls_libvirt() {
 /// and it records the domain without any libvirt connection (no libvirt runs here at all).
 #[test]
 fn qemu_hook_records_domains_and_never_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let run = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = Command::new(common::virtzone_binary())
-            .arg("hook")
-            .arg("qemu")
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("VIRTZONE_STATE_DIR", &state)
-            .env("VIRTZONE_CONFIG", dir.path().join("none.conf"))
-            // No bus at all: firewalld cannot be asked, the record is still written.
-            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    // No bus at all: firewalld cannot be asked, the record is still written.
+    let vz = common::offline::Offline::new("");
+    let run = |args: &[&str], stdin: &str| vz.hook_qemu(args, stdin);
     let xml = domain("web", MAC_LEASE);
     for (args, input) in [
         (&["web", "prepare", "begin", "-"][..], xml.as_str()),
@@ -448,10 +424,7 @@ fn qemu_hook_records_domains_and_never_fails() {
         );
         assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
     }
-    let domains: Value = serde_json::from_str(
-        &std::fs::read_to_string(state.join("forwards/domains.json")).unwrap(),
-    )
-    .unwrap();
+    let domains: Value = serde_json::from_str(&vz.read_store("domains.json").unwrap()).unwrap();
     assert_eq!(domains["domains"]["web"]["running"], true, "{domains}");
     assert_eq!(
         domains["domains"]["web"]["interfaces"][0]["mac"], MAC_LEASE,
@@ -460,9 +433,7 @@ fn qemu_hook_records_domains_and_never_fails() {
     assert!(domains["domains"].get("other").is_none(), "{domains}");
     let out = run(&["web", "stopped", "end", "-"], &xml);
     assert_eq!(out.status.code(), Some(0));
-    let domains: Value = serde_json::from_str(
-        &std::fs::read_to_string(state.join("forwards/domains.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(domains["domains"]["web"]["running"], false, "{domains}");
+    // No forward names it: a stopped domain is forgotten (issue #24, S4).
+    let domains: Value = serde_json::from_str(&vz.read_store("domains.json").unwrap()).unwrap();
+    assert!(domains["domains"].get("web").is_none(), "{domains}");
 }

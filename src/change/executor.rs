@@ -598,8 +598,9 @@ impl Mutations for Live<'_> {
                 })?;
             batch.add_cmd(cmd);
         }
-        let ruleset = batch.to_nftables();
-        tokio::task::spawn_blocking(move || nftables::helper::apply_ruleset(&ruleset))
+        let ruleset = serde_json::to_string(&batch.to_nftables())
+            .map_err(|e| Error::Local(format!("internal error: nft commands: {e}")))?;
+        tokio::task::spawn_blocking(move || crate::external::nft_apply(&ruleset))
             .await
             .map_err(|e| Error::Local(format!("nft did not finish: {e}")))?
             .map_err(|e| Error::Local(format!("nft failed: {e}")))

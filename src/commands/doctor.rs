@@ -221,10 +221,12 @@ async fn apply(action: &Action, state: Option<&StateDir>) -> Result<(), String> 
 
 /// Runs `iptables ARGS` (iptables-nft on current distributions, where Docker's chains live).
 fn iptables(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new("iptables")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run iptables: {e}"))?;
+    let out = crate::external::output_within(
+        std::process::Command::new("iptables").args(args),
+        None,
+        crate::external::COMMAND_TIMEOUT,
+    )
+    .map_err(|e| format!("cannot run iptables: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {

@@ -55,10 +55,12 @@ fn addr_type(a: IpAddr) -> AddrType {
 
 /// The interface the route to `addr` leaves by (`ip -j route get ADDR`).
 fn route_dev(addr: IpAddr) -> Option<String> {
-    let out = Command::new("ip")
-        .args(["-j", "route", "get", &addr.to_string()])
-        .output()
-        .ok()?;
+    let out = crate::external::output_within(
+        Command::new("ip").args(["-j", "route", "get", &addr.to_string()]),
+        None,
+        crate::external::COMMAND_TIMEOUT,
+    )
+    .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     v[0]["dev"].as_str().map(String::from)
 }

@@ -22,15 +22,9 @@ fn address(text: &str, what: &str) -> Result<IpAddr, Failure> {
         .map_err(|_| usage(format!("{what} {text:?} is not an IPv4 or IPv6 address")))
 }
 
-/// Whether `name` is a network or domain name virtzone accepts. libvirt's own rule is looser; these
-/// are the names libvirt users write, and nothing else can end up in messages or state.
+/// Whether `name` is a network or domain name virtzone accepts.
 fn plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
-        && !name.starts_with(['-', '.'])
+    crate::names::is_libvirt_name(name)
 }
 
 fn network_name(name: &str) -> Result<String, Failure> {
@@ -165,7 +159,8 @@ struct ForwardRow {
     from_host: bool,
     hairpin: bool,
     /// `active`, `inactive` (network or domain stopped or unknown, or a domain forward that cannot
-    /// be resolved) or `waiting-for-address` (the domain runs, its guest has no lease yet).
+    /// be resolved), `waiting-for-address` (the domain runs, its guest has no lease yet) or
+    /// `ambiguous-address` (the domain runs, but which address is its own is in doubt).
     state: &'static str,
     /// Why a domain forward is not active, null otherwise.
     reason: Option<String>,
@@ -217,10 +212,7 @@ fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
                 from_host: f.from_host,
                 hairpin: f.hairpin,
                 state: status.map_or("inactive", Status::word),
-                reason: match status {
-                    Some(Status::Inactive(m) | Status::Unresolvable(m)) => Some(m.clone()),
-                    _ => None,
-                },
+                reason: status.and_then(Status::reason).map(String::from),
             });
         }
         rows.sort_by_key(|r| r.id);

@@ -30,12 +30,15 @@ pub const HOOK_BUDGET: Duration = Duration::from_secs(15);
 enum Op {
     Start,
     Started,
+    /// `virsh net-update` changed the running network (e.g. its static DHCP hosts); hookData is
+    /// the new definition.
+    Updated,
     Stopped,
     Ignored,
 }
 
 /// Maps libvirt's OP SUBOP to what virtzone does. Operations virtzone has no business with (today's
-/// `port-created`, `updated`, …, and whatever a later libvirt adds) succeed silently, so they never fail a
+/// `port-created`, …, and whatever a later libvirt adds) succeed silently, so they never fail a
 /// network operation; only arguments that cannot be libvirt's are refused.
 fn op_of(op: &str, subop: &str) -> Result<Op, Failure> {
     let word =
@@ -48,6 +51,7 @@ fn op_of(op: &str, subop: &str) -> Result<Op, Failure> {
     Ok(match (op, subop) {
         ("start", "begin") => Op::Start,
         ("started", "begin") => Op::Started,
+        ("updated", "begin") => Op::Updated,
         ("stopped", "end") => Op::Stopped,
         _ => Op::Ignored,
     })
@@ -110,11 +114,15 @@ pub async fn run(
             Err(firewalld::Error::NoBus(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let result = act(op, &network, fw.as_ref()).await;
-        // Forwards follow the network's bridge and subnets: record them and re-apply
+        // An update changes no bridge and no zone: only the forwards' record of the network.
+        let result = match op {
+            Op::Updated => Ok(ExitCode::SUCCESS),
+            _ => act(op, &network, fw.as_ref()).await,
+        };
+        // Forwards follow the network's bridge, subnets and static hosts: record them and re-apply
         // (docs/forwards.md). Never fails the network operation.
-        if result.is_ok() && matches!(op, Op::Started | Op::Stopped) {
-            crate::forward::network_hook(fw.as_ref(), &network, op == Op::Started).await;
+        if result.is_ok() && matches!(op, Op::Started | Op::Updated | Op::Stopped) {
+            crate::forward::network_hook(fw.as_ref(), &network, op != Op::Stopped).await;
         }
         result
     };
@@ -291,9 +299,12 @@ async fn qemu(name: &str, op: &str, subop: &str) -> Result<ExitCode, Failure> {
     };
     let work = crate::forward::domain_hook(&domain, running, connect);
     if tokio::time::timeout(budget, work).await.is_err() {
+        // The lock waits and firewalld calls end with the future; the process ends without
+        // waiting for anything else (main), so libvirt gets its answer now.
         eprintln!(
-            "virtzone: warning: domain {name}'s forwards were not brought up to date within {} s; \
-             virtzone serve will do it",
+            "virtzone: warning: skipped domain {name}'s forwards: not done within the hook's {} s \
+             (HookTimeout=; another virtzone process holds the state lock, or firewalld does not \
+             answer); virtzone serve brings recorded forwards up to date",
             budget.as_secs()
         );
     }

@@ -20,10 +20,11 @@ fn offline_tier(root: Option<&Path>) -> (PathBuf, bool) {
 /// `None` when firewalld is not installed at all (the files then wait for whichever firewalld comes);
 /// a tool that exists but cannot say its version is a refusal, never a silently skipped check.
 fn installed_firewalld() -> Result<Option<(String, Capabilities)>, Failure> {
-    let out = match std::process::Command::new("firewall-offline-cmd")
-        .arg("--version")
-        .output()
-    {
+    let out = match crate::external::output_within(
+        std::process::Command::new("firewall-offline-cmd").arg("--version"),
+        None,
+        crate::external::COMMAND_TIMEOUT,
+    ) {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             eprintln!(

@@ -572,7 +572,11 @@ pub fn foreign_rules(json: &str, backend: Option<Backend>) -> (Vec<String>, Vec<
 fn legacy_rules() -> Vec<String> {
     let mut out = Vec::new();
     for tool in ["iptables-legacy-save", "ip6tables-legacy-save"] {
-        let Ok(o) = std::process::Command::new(tool).output() else {
+        let Ok(o) = crate::external::output_within(
+            &mut std::process::Command::new(tool),
+            None,
+            crate::external::COMMAND_TIMEOUT,
+        ) else {
             continue;
         };
         if !o.status.success() {

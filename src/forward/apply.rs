@@ -291,10 +291,7 @@ pub async fn converge(
 /// the iptables path is planned, as before libvirt had this backend).
 async fn libvirt_nft(family: &'static str) -> Option<super::nft::GuestInput> {
     let json = tokio::task::spawn_blocking(move || {
-        nftables::helper::get_current_ruleset_raw(
-            nftables::helper::DEFAULT_NFT,
-            ["list", "table", family, super::nft::TABLE],
-        )
+        crate::external::nft_json(&["list", "table", family, super::nft::TABLE])
     })
     .await
     .ok()?

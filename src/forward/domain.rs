@@ -1,21 +1,27 @@
 //! Forwards to libvirt domains by name (`forward add --domain`): what the qemu hook records about
 //! running domains, and the pure resolution of each domain forward to a guest address.
 //!
-//! The qemu hook records a domain's interfaces on virtual networks (MAC and network, from the XML
-//! libvirt passes on stdin) at `started`/`reconnect` and marks it stopped at `stopped end`
-//! (`domains.json`, next to `networks.json`). A running domain's forward resolves through the
-//! chosen interface's MAC: first the network's static DHCP `<host>` (recorded by the network hook),
-//! else dnsmasq's lease in `LEASE_DIR/BRIDGE.status`. A resolved forward is planned exactly like a
-//! `--guest` forward; an unresolved or stopped one is planned as absent, and what was applied for
-//! it before (`applied`) is taken out. Nothing here asks libvirt anything.
+//! The qemu hook records a running domain's interfaces on virtual networks (MAC and network, from
+//! the XML libvirt passes on stdin), its UUID and the boot it runs in at `started`/`reconnect`, and
+//! at `stopped end` marks it stopped, or forgets it when no forward names it (`domains.json`, next
+//! to `networks.json`). A running domain's forward resolves through the chosen interface's MAC:
+//! first the network's static DHCP `<host>` (recorded by the network hook), else dnsmasq's lease in
+//! `LEASE_DIR/BRIDGE.status` — refused while the MAC holds several unexpired leases, or while the
+//! kernel's neighbour table sees the address at another MAC (a guest can ask dnsmasq for a lease
+//! with any MAC). A resolved forward is planned exactly like a `--guest` forward; an unresolved or
+//! stopped one is planned as absent, and what was applied for it before (`applied`) is taken out.
+//! Nothing here asks libvirt anything.
 
-use std::collections::BTreeMap;
-use std::io::Read;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::model::{Declared, DomainForward, Forward};
 use super::network::{NetworkRecord, Networks};
@@ -28,8 +34,15 @@ pub const DOMAINS_FILE: &str = "domains.json";
 pub const DEFAULT_LEASE_DIR: &str = "/var/lib/libvirt/dnsmasq";
 /// Overrides `LeaseDirectory=` (as `VIRTZONE_STATE_DIR` overrides `StateDirectory=`).
 pub const LEASE_DIR_ENV: &str = "VIRTZONE_LEASE_DIR";
-/// A status file larger than this is not dnsmasq's.
-const MAX_STATUS_FILE: u64 = 4 << 20;
+/// A status file is read as a stream, keeping only the wanted MACs' leases; more than this is not
+/// read (a parse error, as for a file that is not dnsmasq's).
+const MAX_STATUS_STREAM: u64 = 64 << 20;
+/// At most this many leases of the wanted MACs are kept from one status file.
+const MAX_LEASES_KEPT: usize = 4096;
+/// The same status-file warning is logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(600);
+/// Where Linux tells the id of the running boot.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 /// One interface of a domain on a libvirt virtual network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,27 +57,48 @@ pub struct Interface {
 /// A domain as the qemu hook last saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainRecord {
-    /// Between `started` (or `reconnect`) and `stopped`.
+    /// Between `started` (or `reconnect`) and `stopped`, in the boot `boot`.
     pub running: bool,
+    /// Its UUID (lower-case), which tells a domain from a later one of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// The boot id at the time of recording: a record of an earlier boot is of a domain that
+    /// stopped with the host, whatever `running` says (no `stopped` hook runs in a crash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
     /// Its interfaces on virtual networks.
     #[serde(default)]
     pub interfaces: Vec<Interface>,
 }
 
 impl DomainRecord {
-    /// The record of a running domain parsed from the hook's XML.
-    pub fn running(domain: &Domain) -> DomainRecord {
+    /// The record of a running domain parsed from the hook's XML, in boot `boot`. Interfaces on
+    /// networks no forward could name are left out.
+    pub fn running(domain: &Domain, boot: Option<String>) -> DomainRecord {
         DomainRecord {
             running: true,
+            uuid: domain.uuid.clone(),
+            boot,
             interfaces: domain
                 .interfaces
                 .iter()
+                .filter(|i| crate::names::is_libvirt_name(&i.network))
                 .map(|i| Interface {
                     network: i.network.clone(),
                     mac: i.mac.clone(),
                 })
                 .collect(),
         }
+    }
+
+    /// Whether the domain runs now: recorded running, in this boot (`boot`: the running boot's id,
+    /// `None` if unknown; a record without one is from a virtzone that did not store it).
+    pub fn runs(&self, boot: Option<&str>) -> bool {
+        self.running
+            && match (self.boot.as_deref(), boot) {
+                (Some(then), Some(now)) => then == now,
+                _ => true,
+            }
     }
 }
 
@@ -90,10 +124,36 @@ pub struct Domains {
     /// or a changed address's entries can be taken out).
     #[serde(default)]
     pub applied: BTreeMap<u32, Target>,
+    /// Forward id → the UUID of the domain it was first resolved for: a later domain of the same
+    /// name (another UUID) does not get the forward (docs/forwards.md).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub uuids: BTreeMap<u32, String>,
 }
 
 fn one() -> u32 {
     1
+}
+
+impl Domains {
+    /// Forgets the domains no forward needs: those not running now (stopped, or recorded in an
+    /// earlier boot) that no domain forward of `declared` names. Records of running domains stay,
+    /// so a forward added while one runs resolves at once.
+    pub fn prune(&mut self, declared: &Declared, boot: Option<&str>) {
+        let named: BTreeSet<&str> = declared
+            .domain_forwards
+            .iter()
+            .map(|f| f.domain.as_str())
+            .collect();
+        self.domains
+            .retain(|name, rec| rec.runs(boot) || named.contains(name.as_str()));
+    }
+}
+
+/// The running boot's id; `None` where Linux does not tell it.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string(BOOT_ID).ok()?;
+    let id = id.trim();
+    (!id.is_empty() && id.len() <= 64).then(|| id.to_string())
 }
 
 /// A lease from dnsmasq's status file.
@@ -117,23 +177,136 @@ struct LeaseJson {
     expiry: Option<u64>,
 }
 
-/// Parses libvirt's `BRIDGE.status` (a JSON array of leases); entries without MAC or address (e.g.
-/// DHCPv6 ones) are skipped.
-pub fn parse_status(text: &str) -> Result<Vec<Lease>, String> {
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
+impl LeaseJson {
+    /// The lease, if it has a MAC and an address (DHCPv6 ones may not).
+    fn lease(self) -> Option<Lease> {
+        Some(Lease {
+            ip: self.ip?.trim().parse().ok()?,
+            mac: self.mac?.trim().to_ascii_lowercase(),
+            expiry: self.expiry.unwrap_or(0),
+        })
     }
-    let raw: Vec<LeaseJson> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+}
+
+/// The leases of a status file's array, one entry at a time, keeping those of `wanted` MACs
+/// (`None`: all) up to [`MAX_LEASES_KEPT`].
+struct Wanted<'a>(Option<&'a BTreeSet<String>>);
+
+impl<'de> Visitor<'de> for Wanted<'_> {
+    type Value = Vec<Lease>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON array of leases")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Lease>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(entry) = seq.next_element::<LeaseJson>()? {
+            let Some(lease) = entry.lease() else { continue };
+            if self.0.is_none_or(|w| w.contains(&lease.mac)) && out.len() < MAX_LEASES_KEPT {
+                out.push(lease);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Wanted<'_> {
+    type Value = Vec<Lease>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Lease>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+/// Parses libvirt's `BRIDGE.status` (a JSON array of leases) from `reader` as a stream, keeping
+/// the leases of the `wanted` MACs (`None`: all); entries without MAC or address (e.g. DHCPv6
+/// ones) are skipped. An empty file has no leases.
+pub fn parse_status_from(
+    reader: impl Read,
+    wanted: Option<&BTreeSet<String>>,
+) -> Result<Vec<Lease>, String> {
+    let mut reader = BufReader::new(reader.take(MAX_STATUS_STREAM + 1));
+    // Leading white space, and a file of nothing else (dnsmasq's helper creates it empty).
+    loop {
+        let buf = reader.fill_buf().map_err(|e| e.to_string())?;
+        if buf.is_empty() {
+            return Ok(Vec::new());
+        }
+        let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        let done = blank < buf.len();
+        reader.consume(blank);
+        if done {
+            break;
+        }
+    }
+    let mut de = serde_json::Deserializer::from_reader(&mut reader);
+    let leases = Wanted(wanted)
+        .deserialize(&mut de)
+        .and_then(|l| de.end().map(|()| l));
+    match leases {
+        // The cap cut the stream: say so rather than "EOF while parsing".
+        Err(_) if reader.get_ref().limit() == 0 => {
+            Err(format!("it is larger than {MAX_STATUS_STREAM} bytes"))
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+/// Parses libvirt's `BRIDGE.status` text, keeping every lease.
+pub fn parse_status(text: &str) -> Result<Vec<Lease>, String> {
+    parse_status_from(text.as_bytes(), None)
+}
+
+/// An entry of the kernel's neighbour table on a bridge, in a state that says the address is in
+/// use at that MAC now (`REACHABLE`, `DELAY`, `PROBE`, `PERMANENT`; a `STALE` entry can be of a
+/// guest long gone, since small tables are never collected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    /// The address.
+    pub ip: IpAddr,
+    /// Its MAC, lower-case.
+    pub mac: String,
+}
+
+#[derive(Deserialize)]
+struct NeighbourJson {
+    dst: Option<String>,
+    lladdr: Option<String>,
+    #[serde(default)]
+    state: Vec<String>,
+}
+
+/// Parses `ip -j neigh show dev BRIDGE`, keeping the entries that say the address is in use.
+pub fn parse_neighbours(json: &str) -> Result<Vec<Neighbour>, String> {
+    let raw: Vec<NeighbourJson> = serde_json::from_str(json).map_err(|e| e.to_string())?;
     Ok(raw
         .into_iter()
-        .filter_map(|l| {
-            Some(Lease {
-                ip: l.ip?.trim().parse().ok()?,
-                mac: l.mac?.trim().to_ascii_lowercase(),
-                expiry: l.expiry.unwrap_or(0),
+        .filter(|n| {
+            n.state
+                .iter()
+                .any(|s| matches!(s.as_str(), "REACHABLE" | "DELAY" | "PROBE" | "PERMANENT"))
+        })
+        .filter_map(|n| {
+            Some(Neighbour {
+                ip: n.dst?.parse().ok()?,
+                mac: n.lladdr?.to_ascii_lowercase(),
             })
         })
         .collect())
+}
+
+/// What resolution looks at besides the state files, gathered by [`observe`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Bridge → the leases of its status file (of the MACs forwards need).
+    pub leases: BTreeMap<String, Vec<Lease>>,
+    /// Bridge → its neighbour entries in use.
+    pub neighbours: BTreeMap<String, Vec<Neighbour>>,
+    /// Seconds since the epoch.
+    pub now: u64,
+    /// The running boot's id.
+    pub boot: Option<String>,
 }
 
 /// How a domain forward stands.
@@ -151,6 +324,9 @@ pub enum Status {
         /// Its MAC.
         mac: String,
     },
+    /// The domain runs but which address is its own is in doubt (several unexpired leases for its
+    /// MAC, or the address seen at another MAC): planned as absent, logged.
+    Ambiguous(String),
     /// The domain runs but the forward cannot be resolved (which interface, or versions): planned as
     /// absent, logged.
     Unresolvable(String),
@@ -163,6 +339,15 @@ impl Status {
             Status::Active(_) => "active",
             Status::Inactive(_) | Status::Unresolvable(_) => "inactive",
             Status::Waiting { .. } => "waiting-for-address",
+            Status::Ambiguous(_) => "ambiguous-address",
+        }
+    }
+
+    /// Why it is not active, when there is more to say than the word.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Status::Inactive(m) | Status::Unresolvable(m) | Status::Ambiguous(m) => Some(m),
+            Status::Active(_) | Status::Waiting { .. } => None,
         }
     }
 }
@@ -208,31 +393,98 @@ pub fn interface_for<'a>(
     }
 }
 
-/// The address of `mac` on network `rec`: its static host, else its newest unexpired lease (IPv4
-/// preferred) inside the network's subnets.
-fn address_of(mac: &str, rec: &NetworkRecord, leases: &[Lease], now: u64) -> Option<IpAddr> {
-    if let Some(h) = rec.hosts.iter().find(|h| h.mac == mac) {
-        return Some(h.ip);
-    }
-    leases
-        .iter()
-        .filter(|l| l.mac == mac && (l.expiry == 0 || l.expiry > now))
-        .filter(|l| rec.subnets.iter().any(|s| s.contains(l.ip)) && !rec.host.contains(&l.ip))
-        .max_by_key(|l| (l.ip.is_ipv4(), l.expiry))
-        .map(|l| l.ip)
+/// Why no address was found for a MAC.
+enum NoAddress {
+    /// No static host and no lease (yet).
+    Waiting,
+    /// An address was found, but it is in doubt.
+    Ambiguous(String),
+    /// The static host is unusable.
+    Unusable(String),
 }
 
-/// Resolves one domain forward. `leases`: bridge name → the leases of its status file.
+/// The address of `mac` on network `rec` (bridge neighbours `neigh`): its static host, else its
+/// only unexpired lease inside the network's subnets (IPv4 preferred); in doubt when the MAC holds
+/// several such leases of that IP version, or when the kernel sees the address at another MAC.
+fn address_of(
+    mac: &str,
+    network: &str,
+    rec: &NetworkRecord,
+    leases: &[Lease],
+    neigh: &[Neighbour],
+    now: u64,
+) -> Result<IpAddr, NoAddress> {
+    let guest = |ip: IpAddr| rec.subnets.iter().any(|s| s.contains(ip)) && !rec.host.contains(&ip);
+    let ip = if let Some(h) = rec.hosts.iter().find(|h| h.mac == mac) {
+        if !guest(h.ip) {
+            return Err(NoAddress::Unusable(format!(
+                "network {network}'s static DHCP host for {mac} has address {}, which is not a \
+                 guest address of the network's subnets, so virtzone does not use it; correct the \
+                 <host> entry (virsh net-update)",
+                h.ip
+            )));
+        }
+        h.ip
+    } else {
+        let mine: BTreeSet<IpAddr> = leases
+            .iter()
+            .filter(|l| l.mac == mac && (l.expiry == 0 || l.expiry > now) && guest(l.ip))
+            .map(|l| l.ip)
+            .collect();
+        let v4: Vec<&IpAddr> = mine.iter().filter(|ip| ip.is_ipv4()).collect();
+        let pick: Vec<&IpAddr> = if v4.is_empty() {
+            mine.iter().collect()
+        } else {
+            v4
+        };
+        match pick.as_slice() {
+            [] => return Err(NoAddress::Waiting),
+            [one] => **one,
+            several => {
+                let list: Vec<String> = several.iter().map(ToString::to_string).collect();
+                return Err(NoAddress::Ambiguous(format!(
+                    "{mac} holds {} unexpired leases on network {network} ({}), and a guest can \
+                     ask for a lease with any MAC, so virtzone cannot tell which address is the \
+                     domain's; give the domain a static DHCP host (docs/forwards.md)",
+                    several.len(),
+                    list.join(", ")
+                )));
+            }
+        }
+    };
+    if let Some(other) = neigh.iter().find(|n| n.ip == ip && n.mac != mac) {
+        return Err(NoAddress::Ambiguous(format!(
+            "the host sees {ip} at MAC {}, not at the domain's {mac}, on network {network}, so \
+             another guest uses the address",
+            other.mac
+        )));
+    }
+    Ok(ip)
+}
+
+/// Resolves one domain forward. `uuid`: the UUID of the domain it was first resolved for.
 pub fn resolve(
     f: &DomainForward,
     domains: &Domains,
     networks: &Networks,
-    leases: &BTreeMap<String, Vec<Lease>>,
-    now: u64,
+    seen: &Observed,
 ) -> Status {
-    let Some(rec) = domains.domains.get(&f.domain).filter(|r| r.running) else {
+    let Some(rec) = domains
+        .domains
+        .get(&f.domain)
+        .filter(|r| r.runs(seen.boot.as_deref()))
+    else {
         return Status::Inactive(format!("domain {} is not running", f.domain));
     };
+    if let (Some(then), Some(now)) = (domains.uuids.get(&f.id), &rec.uuid) {
+        if then != now {
+            return Status::Unresolvable(format!(
+                "domain {} is now another domain (UUID {now}) than the forward was made for \
+                 (UUID {then}); remove the forward and add it again to forward to the new one",
+                f.domain
+            ));
+        }
+    }
     let iface = match interface_for(f, rec, networks) {
         Ok(i) => i,
         Err(e) => return Status::Unresolvable(e),
@@ -252,24 +504,27 @@ pub fn resolve(
             f.domain, iface.network
         ));
     };
-    let empty = Vec::new();
-    let lease_list = leases.get(net.bridge.as_str()).unwrap_or(&empty);
-    match address_of(mac, net, lease_list, now) {
-        Some(ip) if f.host_address.is_some_and(|h| h.is_ipv4() != ip.is_ipv4()) => {
+    let bridge = net.bridge.as_str();
+    let leases = seen.leases.get(bridge).map_or(&[][..], Vec::as_slice);
+    let neigh = seen.neighbours.get(bridge).map_or(&[][..], Vec::as_slice);
+    match address_of(mac, &iface.network, net, leases, neigh, seen.now) {
+        Ok(ip) if f.host_address.is_some_and(|h| h.is_ipv4() != ip.is_ipv4()) => {
             Status::Unresolvable(format!(
                 "domain {}'s address {ip} and host address {} are of different IP versions",
                 f.domain,
                 f.host_address.map_or(String::new(), |h| h.to_string())
             ))
         }
-        Some(ip) => Status::Active(Target {
+        Ok(ip) => Status::Active(Target {
             network: iface.network.clone(),
             guest: ip,
         }),
-        None => Status::Waiting {
+        Err(NoAddress::Waiting) => Status::Waiting {
             network: iface.network.clone(),
             mac: mac.clone(),
         },
+        Err(NoAddress::Ambiguous(m)) => Status::Ambiguous(m),
+        Err(NoAddress::Unusable(m)) => Status::Unresolvable(m),
     }
 }
 
@@ -283,6 +538,8 @@ pub struct Resolution {
     pub gone: Vec<Forward>,
     /// Forward id → target now, to be stored as `applied` once applied.
     pub applied: BTreeMap<u32, Target>,
+    /// Forward id → the UUID of its domain, to be stored as `uuids`.
+    pub uuids: BTreeMap<u32, String>,
     /// Each domain forward's status, by id.
     pub statuses: BTreeMap<u32, Status>,
 }
@@ -292,7 +549,7 @@ impl Resolution {
     pub fn waiting(&self) -> bool {
         self.statuses
             .values()
-            .any(|s| matches!(s, Status::Waiting { .. }))
+            .any(|s| matches!(s, Status::Waiting { .. } | Status::Ambiguous(_)))
     }
 }
 
@@ -303,20 +560,32 @@ pub fn effective(
     removed: &[DomainForward],
     domains: &Domains,
     networks: &Networks,
-    leases: &BTreeMap<String, Vec<Lease>>,
-    now: u64,
+    seen: &Observed,
 ) -> Resolution {
     // The planner plans `forwards`; it looks at `domain_forwards` only to create virtzone's
     // policies ahead of a domain's first start (creating one means a reload, which has no place in
     // the qemu hook's budget).
     let mut plain = declared.clone();
     let mut applied = BTreeMap::new();
+    let mut uuids = BTreeMap::new();
     let mut statuses = BTreeMap::new();
     for f in &declared.domain_forwards {
-        let status = resolve(f, domains, networks, leases, now);
+        let status = resolve(f, domains, networks, seen);
         if let Status::Active(t) = &status {
             plain.forwards.push(f.resolved(&t.network, t.guest));
             applied.insert(f.id, t.clone());
+        }
+        // The first domain a forward meets is the one it keeps.
+        let running = domains
+            .domains
+            .get(&f.domain)
+            .filter(|r| r.runs(seen.boot.as_deref()));
+        if let Some(u) = domains
+            .uuids
+            .get(&f.id)
+            .or_else(|| running.and_then(|r| r.uuid.as_ref()))
+        {
+            uuids.insert(f.id, u.clone());
         }
         statuses.insert(f.id, status);
     }
@@ -338,6 +607,7 @@ pub fn effective(
         declared: plain,
         gone,
         applied,
+        uuids,
         statuses,
     }
 }
@@ -352,44 +622,100 @@ pub fn lease_dir() -> Result<PathBuf, StateError> {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_LEASE_DIR)))
 }
 
-/// Reads the status files of the bridges running domains' forwards may need. A missing or broken
-/// file counts as no leases (a broken one is reported on stderr: the forward then waits).
-pub fn read_leases(
+/// Logs `message` about `path` unless it was logged in the last [`WARN_EVERY`]: a broken status
+/// file is read at every check.
+fn warn_limited(path: &Path, message: &str) {
+    static LAST: Mutex<BTreeMap<PathBuf, Instant>> = Mutex::new(BTreeMap::new());
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let due = last.get(path).is_none_or(|at| at.elapsed() >= WARN_EVERY);
+    if due {
+        last.insert(path.to_path_buf(), Instant::now());
+        tracing::warn!("{}: {message}", path.display());
+    }
+}
+
+/// Reads one status file's leases of the `wanted` MACs. A missing file has none; anything but a
+/// regular file (a FIFO would block the reader for good) is refused.
+fn read_status_file(path: &Path, wanted: &BTreeSet<String>) -> Result<Vec<Lease>, String> {
+    use rustix::fs::{Mode, OFlags};
+    // Never through a symlink (the file decides which guest a forward reaches), never blocking.
+    let fd = match rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot open it: {e}")),
+    };
+    crate::state::regular(&fd).map_err(|_| "it is not a regular file".to_string())?;
+    parse_status_from(std::fs::File::from(fd), Some(wanted))
+        .map_err(|e| format!("not a dnsmasq lease status file: {e}"))
+}
+
+/// `ip -j neigh show dev BRIDGE`'s entries in use; none when `ip` cannot tell (the check is an
+/// extra: leases decide).
+fn read_neighbours(bridge: &str) -> Vec<Neighbour> {
+    let out = crate::external::output_within(
+        std::process::Command::new("ip").args(["-j", "neigh", "show", "dev", bridge]),
+        None,
+        crate::external::COMMAND_TIMEOUT,
+    );
+    match out {
+        Ok(o) if o.status.success() => {
+            parse_neighbours(&String::from_utf8_lossy(&o.stdout)).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Gathers what the running domains' forwards need: the leases of their MACs in the status files
+/// of their bridges, the bridges' neighbours, the time and the boot. A missing or broken status
+/// file counts as no leases (a broken one is logged, at most every ten minutes: the forward then
+/// waits).
+pub fn observe(
     dir: &Path,
     declared: &Declared,
     domains: &Domains,
     networks: &Networks,
-) -> BTreeMap<String, Vec<Lease>> {
-    let mut out = BTreeMap::new();
-    let wanted = declared
+) -> Observed {
+    let boot = boot_id();
+    let mut seen = Observed {
+        now: now(),
+        ..Observed::default()
+    };
+    let mut wanted: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let running = declared
         .domain_forwards
         .iter()
-        .filter_map(|f| domains.domains.get(&f.domain).filter(|r| r.running))
-        .flat_map(|r| &r.interfaces)
-        .filter_map(|i| networks.networks.get(&i.network));
-    for net in wanted {
-        let bridge = net.bridge.as_str();
-        if out.contains_key(bridge) {
+        .filter_map(|f| {
+            domains
+                .domains
+                .get(&f.domain)
+                .filter(|r| r.runs(boot.as_deref()))
+        })
+        .flat_map(|r| &r.interfaces);
+    for iface in running {
+        let (Some(net), Some(mac)) = (networks.networks.get(&iface.network), &iface.mac) else {
             continue;
-        }
-        let path = dir.join(format!("{bridge}.status"));
-        let mut text = String::new();
-        // Never through a symlink: the file decides which guest a forward reaches.
-        let leases = match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-            .and_then(|f| f.take(MAX_STATUS_FILE).read_to_string(&mut text))
-        {
-            Ok(_) => parse_status(&text).unwrap_or_else(|e| {
-                tracing::warn!("{}: not a dnsmasq lease status file: {e}", path.display());
-                Vec::new()
-            }),
-            Err(_) => Vec::new(),
         };
-        out.insert(bridge.to_string(), leases);
+        wanted
+            .entry(net.bridge.as_str())
+            .or_default()
+            .insert(mac.clone());
     }
-    out
+    for (bridge, macs) in wanted {
+        let path = dir.join(format!("{bridge}.status"));
+        let leases = read_status_file(&path, &macs).unwrap_or_else(|e| {
+            warn_limited(&path, &e);
+            Vec::new()
+        });
+        seen.leases.insert(bridge.to_string(), leases);
+        seen.neighbours
+            .insert(bridge.to_string(), read_neighbours(bridge));
+    }
+    seen.boot = boot;
+    seen
 }
 
 /// Seconds since the epoch (0 if the clock is before it).
@@ -455,6 +781,8 @@ mod tests {
             "one".into(),
             DomainRecord {
                 running: true,
+                uuid: None,
+                boot: None,
                 interfaces: vec![iface("n1", "52:54:00:00:00:01")],
             },
         );
@@ -462,6 +790,8 @@ mod tests {
             "two".into(),
             DomainRecord {
                 running: true,
+                uuid: None,
+                boot: None,
                 interfaces: vec![
                     iface("n1", "52:54:00:00:00:02"),
                     iface("n2", "52:54:00:00:00:03"),
@@ -469,6 +799,15 @@ mod tests {
             },
         );
         (domains, networks)
+    }
+
+    /// What resolution sees at time `now`, with the leases of [`leases`].
+    fn seen(now: u64) -> Observed {
+        Observed {
+            leases: leases(),
+            now,
+            ..Observed::default()
+        }
     }
 
     fn leases() -> BTreeMap<String, Vec<Lease>> {
@@ -485,10 +824,9 @@ mod tests {
     #[test]
     fn lease_then_static_host_then_waiting() {
         let (mut domains, networks) = world();
-        let l = leases();
         // The unexpired lease, not the expired one.
         assert_eq!(
-            resolve(&df(1, "one", None), &domains, &networks, &l, 1000),
+            resolve(&df(1, "one", None), &domains, &networks, &seen(1000)),
             Status::Active(Target {
                 network: "n1".into(),
                 guest: "192.0.2.150".parse().unwrap()
@@ -496,38 +834,38 @@ mod tests {
         );
         // A static host wins over leases; --network picks the interface.
         assert_eq!(
-            resolve(&df(2, "two", Some("n1")), &domains, &networks, &l, 1000),
+            resolve(&df(2, "two", Some("n1")), &domains, &networks, &seen(1000)),
             Status::Active(Target {
                 network: "n1".into(),
                 guest: "192.0.2.20".parse().unwrap()
             })
         );
         assert!(matches!(
-            resolve(&df(2, "two", Some("n2")), &domains, &networks, &l, 1000),
+            resolve(&df(2, "two", Some("n2")), &domains, &networks, &seen(1000)),
             Status::Active(Target { ref network, .. }) if network == "n2"
         ));
         // Several interfaces without --network, or none on the given one.
         assert!(matches!(
-            resolve(&df(3, "two", None), &domains, &networks, &l, 1000),
+            resolve(&df(3, "two", None), &domains, &networks, &seen(1000)),
             Status::Unresolvable(m) if m.contains("--network")
         ));
         assert!(matches!(
-            resolve(&df(3, "one", Some("n2")), &domains, &networks, &l, 1000),
+            resolve(&df(3, "one", Some("n2")), &domains, &networks, &seen(1000)),
             Status::Unresolvable(_)
         ));
         // Every lease expired: waiting.
         assert_eq!(
-            resolve(&df(1, "one", None), &domains, &networks, &l, 3000).word(),
+            resolve(&df(1, "one", None), &domains, &networks, &seen(3000)).word(),
             "waiting-for-address"
         );
         // Stopped or unknown: inactive.
         domains.domains.get_mut("one").unwrap().running = false;
         assert_eq!(
-            resolve(&df(1, "one", None), &domains, &networks, &l, 1000).word(),
+            resolve(&df(1, "one", None), &domains, &networks, &seen(1000)).word(),
             "inactive"
         );
         assert_eq!(
-            resolve(&df(1, "ghost", None), &domains, &networks, &l, 1000).word(),
+            resolve(&df(1, "ghost", None), &domains, &networks, &seen(1000)).word(),
             "inactive"
         );
     }
@@ -539,14 +877,14 @@ mod tests {
             domain_forwards: vec![df(4, "one", None)],
             ..Declared::default()
         };
-        let r = effective(&declared, &[], &domains, &networks, &leases(), 1000);
+        let r = effective(&declared, &[], &domains, &networks, &seen(1000));
         assert_eq!(r.declared.forwards.len(), 1);
         assert!(r.gone.is_empty());
         assert!(!r.waiting());
         domains.applied = r.applied.clone();
 
         domains.domains.get_mut("one").unwrap().running = false;
-        let r = effective(&declared, &[], &domains, &networks, &leases(), 1000);
+        let r = effective(&declared, &[], &domains, &networks, &seen(1000));
         assert!(r.declared.forwards.is_empty());
         assert_eq!(r.gone.len(), 1);
         assert_eq!(r.gone[0].guest.to_string(), "192.0.2.150");
@@ -559,12 +897,11 @@ mod tests {
             &declared.domain_forwards,
             &domains,
             &networks,
-            &leases(),
-            1000,
+            &seen(1000),
         );
         assert_eq!(r.gone.len(), 1);
         // Waiting for a lease.
-        let r = effective(&declared, &[], &domains, &networks, &BTreeMap::new(), 1000);
+        let r = effective(&declared, &[], &domains, &networks, &Observed::default());
         assert!(r.waiting());
     }
 
@@ -576,5 +913,160 @@ mod tests {
         let l = parse_status(r#"[{"ip-address":"192.0.2.5","mac-address":"52:54:00:AA:00:01"}]"#)
             .unwrap();
         assert_eq!((l[0].mac.as_str(), l[0].expiry), ("52:54:00:aa:00:01", 0));
+    }
+
+    #[test]
+    fn several_leases_or_another_neighbour_put_the_address_in_doubt() {
+        let (domains, networks) = world();
+        let lease = |ip: &str, expiry| Lease {
+            ip: ip.parse().unwrap(),
+            mac: "52:54:00:00:00:01".into(),
+            expiry,
+        };
+        let mut seen = Observed {
+            leases: BTreeMap::from([(
+                "virbr1".to_string(),
+                vec![lease("192.0.2.150", 2000), lease("192.0.2.160", 2500)],
+            )]),
+            now: 1000,
+            ..Observed::default()
+        };
+        let s = resolve(&df(1, "one", None), &domains, &networks, &seen);
+        assert_eq!(s.word(), "ambiguous-address", "{s:?}");
+        assert!(
+            s.reason().unwrap().contains("192.0.2.150, 192.0.2.160"),
+            "{s:?}"
+        );
+        // One expired: no doubt. A lease outside the subnets does not count either.
+        seen.now = 2100;
+        assert_eq!(
+            resolve(&df(1, "one", None), &domains, &networks, &seen).word(),
+            "active"
+        );
+        seen.now = 1000;
+        seen.leases.get_mut("virbr1").unwrap()[1] = lease("203.0.113.5", 2500);
+        assert_eq!(
+            resolve(&df(1, "one", None), &domains, &networks, &seen).word(),
+            "active"
+        );
+        // The kernel sees the address at another MAC.
+        seen.neighbours.insert(
+            "virbr1".into(),
+            vec![Neighbour {
+                ip: "192.0.2.150".parse().unwrap(),
+                mac: "52:54:00:00:00:99".into(),
+            }],
+        );
+        let s = resolve(&df(1, "one", None), &domains, &networks, &seen);
+        assert_eq!(s.word(), "ambiguous-address", "{s:?}");
+        // At the domain's own MAC: fine.
+        seen.neighbours.get_mut("virbr1").unwrap()[0].mac = "52:54:00:00:00:01".into();
+        assert_eq!(
+            resolve(&df(1, "one", None), &domains, &networks, &seen).word(),
+            "active"
+        );
+    }
+
+    #[test]
+    fn neighbour_entries_in_use_only() {
+        let json = r#"[{"dst":"192.0.2.5","dev":"virbr1","lladdr":"52:54:00:AA:00:01",
+            "state":["REACHABLE"]},{"dst":"192.0.2.6","lladdr":"52:54:00:aa:00:02",
+            "state":["STALE"]},{"dst":"192.0.2.7","state":["FAILED"]},
+            {"dst":"192.0.2.8","lladdr":"52:54:00:aa:00:08","state":["PERMANENT"]}]"#;
+        let n = parse_neighbours(json).unwrap();
+        assert_eq!(
+            n.iter().map(|n| n.mac.as_str()).collect::<Vec<_>>(),
+            ["52:54:00:aa:00:01", "52:54:00:aa:00:08"]
+        );
+        assert!(parse_neighbours("nonsense").is_err());
+    }
+
+    #[test]
+    fn a_static_host_outside_the_subnets_is_not_used() {
+        let (domains, mut networks) = world();
+        networks.networks.get_mut("n1").unwrap().hosts[0].ip = "203.0.113.20".parse().unwrap();
+        let s = resolve(&df(2, "two", Some("n1")), &domains, &networks, &seen(1000));
+        assert_eq!(s.word(), "inactive");
+        assert!(s.reason().unwrap().contains("203.0.113.20"), "{s:?}");
+    }
+
+    #[test]
+    fn records_of_another_boot_and_other_domains_of_the_name() {
+        let (mut domains, networks) = world();
+        let mut seen = seen(1000);
+        seen.boot = Some("b2".into());
+        let one = domains.domains.get_mut("one").unwrap();
+        one.boot = Some("b1".into());
+        one.uuid = Some("u1".into());
+        assert_eq!(
+            resolve(&df(1, "one", None), &domains, &networks, &seen).word(),
+            "inactive"
+        );
+        domains.domains.get_mut("one").unwrap().boot = Some("b2".into());
+        let declared = Declared {
+            domain_forwards: vec![df(1, "one", None)],
+            ..Declared::default()
+        };
+        let r = effective(&declared, &[], &domains, &networks, &seen);
+        assert_eq!(r.uuids, BTreeMap::from([(1, "u1".to_string())]));
+        domains.uuids = r.uuids;
+        domains.domains.get_mut("one").unwrap().uuid = Some("u2".into());
+        let r = effective(&declared, &[], &domains, &networks, &seen);
+        assert!(r.declared.forwards.is_empty());
+        assert!(r.statuses[&1].reason().unwrap().contains("u2"));
+        // The pin stays until the forward goes.
+        assert_eq!(r.uuids, BTreeMap::from([(1, "u1".to_string())]));
+        let r = effective(&Declared::default(), &[], &domains, &networks, &seen);
+        assert!(r.uuids.is_empty());
+    }
+
+    #[test]
+    fn prune_keeps_running_and_named_domains() {
+        let (mut domains, _) = world();
+        for r in domains.domains.values_mut() {
+            r.running = false;
+        }
+        domains.domains.get_mut("two").unwrap().running = true;
+        domains.domains.get_mut("two").unwrap().boot = Some("old".into());
+        let declared = Declared::default();
+        let mut kept = domains.clone();
+        kept.prune(&declared, Some("old"));
+        assert_eq!(kept.domains.keys().collect::<Vec<_>>(), ["two"]);
+        // Of an earlier boot: gone too, unless a forward names it.
+        let mut kept = domains.clone();
+        kept.prune(&declared, Some("new"));
+        assert!(kept.domains.is_empty());
+        let named = Declared {
+            domain_forwards: vec![df(1, "one", None)],
+            ..Declared::default()
+        };
+        domains.prune(&named, Some("new"));
+        assert_eq!(domains.domains.keys().collect::<Vec<_>>(), ["one"]);
+    }
+
+    #[test]
+    fn status_files_are_streamed_for_the_wanted_macs() {
+        // Larger than any cap a whole-file read had (4 MiB), the wanted lease last.
+        let mut text = String::from("[");
+        for i in 0..60_000u32 {
+            text.push_str(&format!(
+                r#"{{"ip-address":"10.{}.{}.{}","mac-address":"52:54:00:{:02x}:{:02x}:{:02x}","expiry-time":9,"hostname":"filler-{i}"}},"#,
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255,
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            ));
+        }
+        text.push_str(r#"{"ip-address":"192.0.2.5","mac-address":"52:54:00:AA:00:01"}]"#);
+        assert!(text.len() > 4 << 20, "{}", text.len());
+        let wanted = BTreeSet::from(["52:54:00:aa:00:01".to_string()]);
+        let l = parse_status_from(text.as_bytes(), Some(&wanted)).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].ip.to_string(), "192.0.2.5");
+        assert!(parse_status_from(&b"  \n "[..], None).unwrap().is_empty());
+        assert!(parse_status_from(&b"[] x"[..], None).is_err());
+        assert!(parse_status_from(&b"[{"[..], None).is_err());
     }
 }

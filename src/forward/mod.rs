@@ -140,8 +140,8 @@ pub fn domain_statuses(
         domains_in(&store)?,
         networks_in(&store)?,
     );
-    let leases = domain::read_leases(&domain::lease_dir()?, &declared, &domains, &networks);
-    Ok(domain::effective(&declared, &[], &domains, &networks, &leases, domain::now()).statuses)
+    let seen = domain::observe(&domain::lease_dir()?, &declared, &domains, &networks);
+    Ok(domain::effective(&declared, &[], &domains, &networks, &seen).statuses)
 }
 
 /// Resolves the domain forwards, then converges firewalld and iptables to the result (removing
@@ -157,20 +157,14 @@ async fn converge_all(
     networks: &Networks,
 ) -> Result<(usize, domain::Resolution), ForwardError> {
     let mut domains = domains_in(state)?;
-    let leases = domain::read_leases(&domain::lease_dir()?, declared, &domains, networks);
-    let res = domain::effective(
-        declared,
-        removed,
-        &domains,
-        networks,
-        &leases,
-        domain::now(),
-    );
+    let seen = domain::observe(&domain::lease_dir()?, declared, &domains, networks);
+    let res = domain::effective(declared, removed, &domains, networks, &seen);
     let mut all_gone = gone.to_vec();
     all_gone.extend(res.gone.iter().cloned());
     let steps = apply::converge(fw, &res.declared, &all_gone, networks).await?;
-    if domains.applied != res.applied {
+    if domains.applied != res.applied || domains.uuids != res.uuids {
         domains.applied = res.applied.clone();
+        domains.uuids = res.uuids.clone();
         // Not fatal: firewalld already holds the change, and the caller's own record write (or
         // its undo) decides the operation; a stale `applied` only costs a later removal.
         if let Err(e) = state.write(DOMAINS_FILE, &domains) {
@@ -499,7 +493,12 @@ pub fn validate_domain(
         }
     }
     check_host_side(req.host_address, req.from_host, req.route_localnet, local)?;
-    if let Some(rec) = domains.domains.get(&req.domain).filter(|r| r.running) {
+    let boot = domain::boot_id();
+    if let Some(rec) = domains
+        .domains
+        .get(&req.domain)
+        .filter(|r| r.runs(boot.as_deref()))
+    {
         domain::interface_for(&req.forward(0), rec, networks).map_err(ForwardError::Usage)?;
     }
     Ok(())
@@ -533,6 +532,7 @@ pub async fn add_domain_forward(
             format!("waiting for the address of {mac} on network {network}")
         }
         Some(Status::Unresolvable(m)) => format!("inactive: {m}"),
+        Some(Status::Ambiguous(m)) => format!("ambiguous address: {m}"),
         Some(Status::Inactive(m)) => format!("inactive until it runs: {m}"),
         None => "inactive".into(),
     };
@@ -719,7 +719,9 @@ pub async fn reconcile_checked(
             .statuses
             .iter()
             .filter_map(|(id, s)| match s {
-                Status::Unresolvable(m) => Some(format!("forward {id}: {m}")),
+                Status::Unresolvable(m) | Status::Ambiguous(m) => {
+                    Some(format!("forward {id}: {m}"))
+                }
                 _ => None,
             })
             .collect(),
@@ -796,34 +798,34 @@ where
     C: std::future::Future<Output = Option<Firewalld>>,
 {
     let name = dom.name.as_str();
+    // No forward can name a domain whose name virtzone does not accept (`forward add --domain`
+    // refuses it): nothing to record, and no unbounded name reaches the state.
+    if !crate::names::is_libvirt_name(name) {
+        return;
+    }
     let result = async {
         let main = StateDir::locate(None)?;
         let state = store_created(&main)?;
         let concerned = {
             let _lock = state.lock().await?;
             let mut domains = domains_in(&state)?;
-            let record = if running {
-                DomainRecord::running(dom)
-            } else {
-                match domains.domains.get(name) {
-                    Some(old) => DomainRecord {
-                        running: false,
-                        ..old.clone()
-                    },
-                    None => DomainRecord {
-                        running: false,
-                        interfaces: Vec::new(),
-                    },
-                }
-            };
-            if domains.domains.get(name) != Some(&record) {
-                domains.domains.insert(name.to_string(), record);
+            let declared = declared_in(&state)?;
+            let before = domains.clone();
+            let boot = domain::boot_id();
+            if running {
+                domains
+                    .domains
+                    .insert(name.to_string(), DomainRecord::running(dom, boot.clone()));
+            } else if let Some(rec) = domains.domains.get_mut(name) {
+                rec.running = false;
+            }
+            // Stopped domains no forward names (this one included) are forgotten: the file holds
+            // what forwards need, not every domain that ever ran.
+            domains.prune(&declared, boot.as_deref());
+            if domains != before {
                 state.write(DOMAINS_FILE, &domains)?;
             }
-            declared_in(&state)?
-                .domain_forwards
-                .iter()
-                .any(|f| f.domain == name)
+            declared.domain_forwards.iter().any(|f| f.domain == name)
         };
         // Only a domain with forwards needs firewalld (and the bus): every other start costs a
         // file write.
@@ -886,6 +888,8 @@ mod tests {
             "two".into(),
             DomainRecord {
                 running: true,
+                uuid: None,
+                boot: None,
                 interfaces: vec![iface("n1"), iface("n2")],
             },
         );
@@ -893,6 +897,8 @@ mod tests {
             "off".into(),
             DomainRecord {
                 running: false,
+                uuid: None,
+                boot: None,
                 interfaces: vec![iface("n1"), iface("n2")],
             },
         );

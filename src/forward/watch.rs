@@ -8,15 +8,25 @@
 //! whatever acts last, virtzone's check comes after it. Its own changes cause one more check, which
 //! finds everything in place. Events arriving during a check coalesce into one more check.
 //!
-//! Domain forwards add two triggers: the qemu hook's record of a started domain (inotify on the
+//! Domain forwards add triggers: the qemu hook's record of a started domain (inotify on the
 //! forwards' store, where it writes `domains.json`), and a guest's first DHCP lease, which changes
-//! no ruleset: while some running domain's forward waits for its address, the daemon also checks
-//! every [`LEASE_POLL`], and not at all otherwise.
+//! no ruleset (inotify on the lease directory, where libvirt's helper renames each status file into
+//! place). While some running domain's forward waits for its address (or its address is in doubt),
+//! the daemon also checks after [`LEASE_POLL`], doubling the pause after each check that changes
+//! nothing up to [`LEASE_POLL_MAX`], and back to the start after any lease-file change or hook
+//! write; not at all otherwise.
+//!
+//! One inotify instance serves all of it, read by one thread for the daemon's life. A watch that
+//! cannot be added (`ENOSPC`: the user's inotify watches ran out) is tried again at later checks, at
+//! most [`WATCH_TRIES`] times, never with a new instance or thread.
 
 use std::io;
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustix::fs::inotify::{self, WatchFlags};
 use rustix::net::netlink::{SocketAddrNetlink, NETFILTER};
 use rustix::net::{AddressFamily, RecvFlags, SocketType};
 use tokio::sync::mpsc;
@@ -28,38 +38,157 @@ use crate::state::StateDir;
 /// `NFNLGRP_NFTABLES` from `linux/netfilter/nfnetlink.h`.
 const NFNLGRP_NFTABLES: u32 = 7;
 
-/// How often the daemon looks for a lease while a domain forward waits for one.
+/// The first pause before looking for a lease again while a domain forward waits for one.
 pub const LEASE_POLL: Duration = Duration::from_millis(1500);
+/// The longest pause: a lease the lease-directory watch missed is still found within it.
+pub const LEASE_POLL_MAX: Duration = Duration::from_secs(60);
+/// How often adding one watch is tried before the daemon does without it.
+pub const WATCH_TRIES: u32 = 10;
 
-/// Watches the state directory `state` for the creation of the forwards' store, and the store
-/// `store` for state files renamed into place (every state write is a rename), sending into `tx`
-/// like [`ruleset_changes`]. Not `IN_CLOSE_WRITE`: taking the store's lock closes a writable file,
-/// so every check would trigger the next. Returns whether the store could be watched.
-fn watch_dirs(state: &Path, store: &Path, tx: mpsc::Sender<()>) -> io::Result<bool> {
-    use rustix::fs::inotify;
-    let fd = inotify::init(inotify::CreateFlags::CLOEXEC)?;
-    let _ = inotify::add_watch(&fd, state, inotify::WatchFlags::CREATE);
-    let all = inotify::add_watch(&fd, store, inotify::WatchFlags::MOVED_TO).is_ok();
-    std::thread::Builder::new()
-        .name("state-watch".into())
-        .spawn(move || {
-            let mut buf = vec![0u8; 4096];
-            loop {
-                match rustix::io::read(&fd, &mut buf[..]) {
-                    Ok(_) => {}
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => {
-                        warn!("stopped watching virtzone's state directory: {e}");
-                        return;
+/// The pauses between checks while a domain forward waits: [`LEASE_POLL`], doubling to
+/// [`LEASE_POLL_MAX`]; [`Backoff::reset`] after an event that may have brought the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: LEASE_POLL }
+    }
+}
+
+impl Backoff {
+    /// The pause to wait now; the next one is twice as long, up to the cap.
+    pub fn pause(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (now * 2).min(LEASE_POLL_MAX);
+        now
+    }
+
+    /// Back to the shortest pause.
+    pub fn reset(&mut self) {
+        self.next = LEASE_POLL;
+    }
+}
+
+/// One watched directory: what to watch for, and how often adding it was tried.
+#[derive(Debug)]
+struct Watched {
+    path: PathBuf,
+    flags: WatchFlags,
+    done: bool,
+    tries: u32,
+}
+
+/// The daemon's one inotify instance over the state directory (the store's creation), the store
+/// (state files renamed into place: every state write is a rename) and the lease directory (status
+/// files renamed or written), sending into `tx` like [`ruleset_changes`]. Not `IN_CLOSE_WRITE` on
+/// the store: taking its lock closes a writable file, so every check would trigger the next.
+pub struct DirWatch {
+    fd: Option<Arc<OwnedFd>>,
+    tx: mpsc::Sender<()>,
+    creates: u32,
+    dirs: Vec<Watched>,
+}
+
+impl DirWatch {
+    /// The watch of `state` (for the creation of `store`), `store` and `leases`; nothing is
+    /// added before [`DirWatch::ensure`].
+    pub fn new(state: &Path, store: &Path, leases: &Path, tx: mpsc::Sender<()>) -> DirWatch {
+        let dir = |path: &Path, flags| Watched {
+            path: path.to_path_buf(),
+            flags,
+            done: false,
+            tries: 0,
+        };
+        DirWatch {
+            fd: None,
+            tx,
+            creates: 0,
+            dirs: vec![
+                dir(state, WatchFlags::CREATE),
+                dir(store, WatchFlags::MOVED_TO),
+                dir(leases, WatchFlags::MOVED_TO | WatchFlags::CLOSE_WRITE),
+            ],
+        }
+    }
+
+    /// Whether every directory is watched.
+    pub fn complete(&self) -> bool {
+        self.dirs.iter().all(|d| d.done)
+    }
+
+    /// Creates the instance and its reader thread once, and adds the watches still missing, each
+    /// tried at most [`WATCH_TRIES`] times over the daemon's life (a directory that does not exist
+    /// yet costs no try).
+    pub fn ensure(&mut self) {
+        self.ensure_with(|fd, path, flags| inotify::add_watch(fd, path, flags).map(|_| ()))
+    }
+
+    /// [`DirWatch::ensure`] with `add` adding one watch (tests fail it).
+    fn ensure_with(
+        &mut self,
+        mut add: impl FnMut(&OwnedFd, &Path, WatchFlags) -> rustix::io::Result<()>,
+    ) {
+        if self.fd.is_none() && self.creates < WATCH_TRIES {
+            self.creates += 1;
+            match self.start() {
+                Ok(fd) => self.fd = Some(fd),
+                Err(e) if self.creates == WATCH_TRIES => warn!(
+                    "cannot watch virtzone's state and lease directories ({e}); domain starts reach \
+                     forwards through the hook only, leases through the periodic check"
+                ),
+                Err(_) => {}
+            }
+        }
+        let Some(fd) = &self.fd else { return };
+        for d in self
+            .dirs
+            .iter_mut()
+            .filter(|d| !d.done && d.tries < WATCH_TRIES)
+        {
+            if !d.path.is_dir() {
+                continue;
+            }
+            d.tries += 1;
+            match add(fd, &d.path, d.flags) {
+                Ok(()) => d.done = true,
+                Err(e) if d.tries == WATCH_TRIES => warn!(
+                    "cannot watch {} ({e}, tried {WATCH_TRIES} times); doing without",
+                    d.path.display()
+                ),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The instance and the one thread reading it for the daemon's life.
+    fn start(&self) -> io::Result<Arc<OwnedFd>> {
+        let fd = Arc::new(inotify::init(inotify::CreateFlags::CLOEXEC)?);
+        let reader = fd.clone();
+        let tx = self.tx.clone();
+        std::thread::Builder::new()
+            .name("state-watch".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    match rustix::io::read(&*reader, &mut buf[..]) {
+                        Ok(_) => {}
+                        Err(rustix::io::Errno::INTR) => continue,
+                        Err(e) => {
+                            warn!("stopped watching virtzone's state directory: {e}");
+                            return;
+                        }
+                    }
+                    match tx.try_send(()) {
+                        Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
+                        Err(mpsc::error::TrySendError::Closed(())) => return,
                     }
                 }
-                match tx.try_send(()) {
-                    Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
-                    Err(mpsc::error::TrySendError::Closed(())) => return,
-                }
-            }
-        })?;
-    Ok(all)
+            })?;
+        Ok(fd)
+    }
 }
 
 /// A receiver that yields once per burst of ruleset changes (capacity one: bursts coalesce). It
@@ -92,36 +221,28 @@ pub fn ruleset_changes() -> io::Result<mpsc::Receiver<()>> {
 }
 
 /// Keeps the declared forwards and allows applied: once at start, then after every burst of
-/// ruleset changes, every write of the forwards' state (the qemu hook's), and every [`LEASE_POLL`]
-/// while a domain forward waits for a lease. Runs until the watch ends; the daemon spawns it next to
-/// its binding reconcile.
+/// ruleset changes, every write of the forwards' state (the qemu hook's) or of a lease file, and
+/// after a [`Backoff`] pause while a domain forward waits for a lease. Runs until the watch ends;
+/// the daemon spawns it next to its binding reconcile.
 pub async fn run(fw: Firewalld, state: StateDir) {
-    let (tx, mut changes) = match ruleset_changes() {
-        Ok(rx) => {
-            let (tx, merged) = mpsc::channel(1);
-            forward_into(rx, tx.clone());
-            (tx, merged)
-        }
+    let mut changes = match ruleset_changes() {
+        Ok(rx) => rx,
         Err(e) => {
             warn!("cannot watch the netfilter ruleset ({e}); forwards are re-applied only by the CLI and the hook");
             return;
         }
     };
     let store = state.path().join(super::STORE_DIR);
-    let mut watching = false;
-    let mut first = true;
+    let leases = super::domain::lease_dir()
+        .unwrap_or_else(|_| PathBuf::from(super::domain::DEFAULT_LEASE_DIR));
+    let (poke_tx, mut pokes) = mpsc::channel(1);
+    let mut watch = DirWatch::new(state.path(), &store, &leases, poke_tx);
+    let mut backoff = Backoff::default();
     loop {
         // The store may appear later (the first `forward add` or hook run creates it): until then
-        // the state dir is watched for its creation, and the watch is set up again once it exists.
-        if first || (!watching && store.is_dir()) {
-            first = false;
-            watching = match watch_dirs(state.path(), &store, tx.clone()) {
-                Ok(all) => all,
-                Err(e) => {
-                    warn!("cannot watch {} ({e}); a domain's start reaches its forwards through the hook only", store.display());
-                    true
-                }
-            };
+        // the state dir is watched for its creation, and the store's watch is added once it exists.
+        if !watch.complete() {
+            watch.ensure();
         }
         let mut waiting = false;
         match super::reconcile_checked(&fw, &state).await {
@@ -140,25 +261,80 @@ pub async fn run(fw: Firewalld, state: StateDir) {
             }
             Err(e) => warn!("forwards: {e}"),
         }
-        if waiting {
-            tokio::select! {
-                got = changes.recv() => if got.is_none() { return },
-                () = tokio::time::sleep(LEASE_POLL) => {}
-            }
-        } else if changes.recv().await.is_none() {
-            return;
+        if !waiting {
+            backoff.reset();
+        }
+        let pause = backoff.pause();
+        tokio::select! {
+            got = changes.recv() => if got.is_none() { return },
+            got = pokes.recv() => if got.is_some() { backoff.reset() },
+            () = tokio::time::sleep(pause), if waiting => {}
         }
     }
 }
 
-/// Passes `rx`'s wake-ups on to `tx` (so several sources share one coalescing channel).
-fn forward_into(mut rx: mpsc::Receiver<()>, tx: mpsc::Sender<()>) {
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            match tx.try_send(()) {
-                Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
-                Err(mpsc::error::TrySendError::Closed(())) => return,
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_poll_backs_off_to_its_cap_and_resets() {
+        let mut b = Backoff::default();
+        let pauses: Vec<u64> = (0..9).map(|_| b.pause().as_millis() as u64).collect();
+        assert_eq!(
+            pauses,
+            [1500, 3000, 6000, 12000, 24000, 48000, 60000, 60000, 60000]
+        );
+        b.reset();
+        assert_eq!(b.pause(), LEASE_POLL);
+        // An hour of waiting costs a few dozen checks, not 2400.
+        let mut b = Backoff::default();
+        let (mut t, mut checks) = (Duration::ZERO, 0);
+        while t < Duration::from_secs(3600) {
+            t += b.pause();
+            checks += 1;
         }
-    });
+        assert!(checks < 70, "{checks}");
+    }
+
+    /// inotify instances open in this process.
+    fn inotify_instances() -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|l| l.to_string_lossy().contains("inotify"))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn watches_that_run_out_are_retried_on_one_instance_within_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, store, leases) = (
+            dir.path().to_path_buf(),
+            dir.path().join("forwards"),
+            dir.path().join("leases"),
+        );
+        std::fs::create_dir(&store).unwrap();
+        std::fs::create_dir(&leases).unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let before = inotify_instances();
+        let mut watch = DirWatch::new(&state, &store, &leases, tx);
+        let mut calls = 0;
+        // The user's watches ran out: every add fails with ENOSPC, at every check.
+        for _ in 0..100 {
+            watch.ensure_with(|_, _, _| {
+                calls += 1;
+                Err(rustix::io::Errno::NOSPC)
+            });
+        }
+        assert_eq!(inotify_instances(), before + 1);
+        assert_eq!(calls, 3 * WATCH_TRIES as usize);
+        assert!(!watch.complete());
+        // Real watches on the same instance.
+        let mut watch = DirWatch::new(&state, &store, &leases, mpsc::channel(1).0);
+        watch.ensure();
+        watch.ensure();
+        assert!(watch.complete());
+        assert_eq!(inotify_instances(), before + 2);
+    }
 }

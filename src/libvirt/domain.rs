@@ -11,6 +11,8 @@ use super::network::{root_element, NetworkXmlError, MAX_XML_BYTES};
 pub struct Domain {
     /// The domain's name.
     pub name: String,
+    /// Its `<uuid>`, lower-case (`None` if absent or not a UUID).
+    pub uuid: Option<String>,
     /// Its interfaces on libvirt virtual networks, in document order.
     pub interfaces: Vec<DomainInterface>,
 }
@@ -28,6 +30,8 @@ pub struct DomainInterface {
 #[derive(Deserialize)]
 struct DomainXml {
     name: String,
+    #[serde(default)]
+    uuid: Option<String>,
     #[serde(default)]
     devices: Option<DevicesXml>,
 }
@@ -65,6 +69,15 @@ pub fn is_mac(mac: &str) -> bool {
         && parts
             .iter()
             .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether `uuid` is a UUID as libvirt writes it (8-4-4-4-12 hex digits).
+fn is_uuid(uuid: &str) -> bool {
+    let parts: Vec<&str> = uuid.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Parses a `<domain>` document (the qemu hook's stdin, `virsh dumpxml`). Refuses what is too
@@ -109,7 +122,15 @@ pub fn parse_domain_xml(xml: &str) -> Result<Domain, NetworkXmlError> {
         };
         interfaces.push(DomainInterface { network, mac });
     }
-    Ok(Domain { name, interfaces })
+    let uuid = raw
+        .uuid
+        .map(|u| u.trim().to_ascii_lowercase())
+        .filter(|u| is_uuid(u));
+    Ok(Domain {
+        name,
+        uuid,
+        interfaces,
+    })
 }
 
 #[cfg(test)]
@@ -118,7 +139,8 @@ mod tests {
 
     #[test]
     fn reads_interfaces_on_networks_only() {
-        let xml = "<domain type='qemu' id='3'><name>web</name><memory>1</memory><devices>\
+        let xml = "<domain type='qemu' id='3'><name>web</name>\
+                   <uuid>8F1C7A2E-0000-4000-8000-00000000AB01</uuid><memory>1</memory><devices>\
                    <interface type='network'><mac address='52:54:00:AA:bb:01'/>\
                    <source network='default' portid='x' bridge='virbr0'/><target dev='vnet0'/></interface>\
                    <interface type='bridge'><mac address='52:54:00:aa:bb:02'/><source bridge='br0'/></interface>\
@@ -126,6 +148,10 @@ mod tests {
                    </devices></domain>";
         let d = parse_domain_xml(xml).unwrap();
         assert_eq!(d.name, "web");
+        assert_eq!(
+            d.uuid.as_deref(),
+            Some("8f1c7a2e-0000-4000-8000-00000000ab01")
+        );
         assert_eq!(
             d.interfaces,
             [
@@ -141,6 +167,7 @@ mod tests {
         );
         let none = parse_domain_xml("<domain><name>x</name></domain>").unwrap();
         assert!(none.interfaces.is_empty());
+        assert_eq!(none.uuid, None);
     }
 
     #[test]

@@ -50,12 +50,12 @@ pub fn detect() -> Option<LibvirtFirewall> {
         });
     }
     let ok = |args: &[&str]| {
-        std::process::Command::new("nft")
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        crate::external::output_within(
+            std::process::Command::new("nft").args(args),
+            None,
+            crate::external::COMMAND_TIMEOUT,
+        )
+        .is_ok_and(|o| o.status.success())
     };
     let backend = from_rules(
         ok(&["list", "table", "ip", "libvirt_network"]),

@@ -151,10 +151,12 @@ pub fn assemble(
 
 /// Runs a dump, returning its standard output.
 fn dump(program: &str, args: &[&str]) -> Result<String, VerifyError> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| VerifyError(format!("cannot run {program}: {e}")))?;
+    let out = crate::external::output_within(
+        Command::new(program).args(args),
+        None,
+        crate::external::COMMAND_TIMEOUT,
+    )
+    .map_err(|e| VerifyError(format!("cannot run {program}: {e}")))?;
     if !out.status.success() {
         return Err(VerifyError(format!(
             "{program} {} failed ({}): {}",
@@ -175,8 +177,7 @@ pub fn read_ruleset() -> Result<Ruleset, VerifyError> {
 
 /// `nft -j list ruleset` of this network namespace, as nft prints it.
 pub fn read_ruleset_json() -> Result<String, VerifyError> {
-    nftables::helper::get_current_ruleset_raw(nftables::helper::DEFAULT_NFT, ["list", "ruleset"])
-        .map_err(|e| VerifyError(e.to_string()))
+    crate::external::nft_json(&["list", "ruleset"]).map_err(VerifyError)
 }
 
 /// The evaluator's ruleset from nft's JSON, with `iptables-save`'s lines attached where

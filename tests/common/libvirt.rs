@@ -929,6 +929,11 @@ impl Guest<'_> {
     /// Asks for a DHCP lease with busybox `udhcpc` (`tries` discovers, one second apart, then it
     /// gives up): `Ok(lease)` once bound and configured, `Err(udhcpc's output)` otherwise.
     pub fn dhcp(&self, tries: u32) -> Result<Lease, String> {
+        self.dhcp_with(tries, &[])
+    }
+
+    /// [`Guest::dhcp`] with more `udhcpc` arguments (e.g. `-C -x 0x3d:HEX`: another client-id).
+    pub fn dhcp_with(&self, tries: u32, extra: &[&str]) -> Result<Lease, String> {
         let dir = self.vlab.root.join("guests").join(&self.netns);
         let script = dir.join("udhcpc.script");
         let lease_file = dir.join("lease");
@@ -940,6 +945,7 @@ impl Guest<'_> {
             .command("busybox")
             .args(["udhcpc", "-i", "eth0", "-f", "-q", "-n", "-T", "1", "-t"])
             .arg(tries.to_string())
+            .args(extra)
             .arg("-s")
             .arg(&script)
             .env("LAB_LEASE_FILE", &lease_file)

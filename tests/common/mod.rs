@@ -44,6 +44,7 @@
 pub mod booted;
 pub mod daemon;
 pub mod libvirt;
+pub mod offline;
 pub mod sidroot;
 pub mod topology;
 
