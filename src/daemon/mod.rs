@@ -24,6 +24,7 @@ use crate::change::executor::{Executor, Live};
 use crate::firewalld::proxy::{BUS_NAME as FIREWALLD, PATH as FIREWALLD_PATH};
 use crate::firewalld::snapshot::{Scope, Snapshot};
 use crate::firewalld::{Firewalld, State, CALL_TIMEOUT};
+use crate::forward::watch::{BindingReconciles, Reconciles};
 use crate::state::StateDir;
 use service::{Service, ServiceSignals};
 
@@ -100,6 +101,17 @@ pub(crate) struct Shared {
     pub stats: Mutex<Stats>,
     /// Wakes the reconcile loop; notifications arriving during a reconcile coalesce into one more.
     pub wake: Notify,
+    /// Reconciles asked for and done, for the forward watch to wait on (see
+    /// `forward::watch::BindingReconciles`).
+    pub reconciles: tokio::sync::watch::Sender<Reconciles>,
+}
+
+impl Shared {
+    /// Asks the reconcile loop for one more reconcile.
+    fn request_reconcile(&self) {
+        self.reconciles.send_modify(|r| r.requested += 1);
+        self.wake.notify_one();
+    }
 }
 
 /// Connects to the system bus with a call timeout.
@@ -126,6 +138,7 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
         state,
         stats: Mutex::new(Stats::default()),
         wake: Notify::new(),
+        reconciles: tokio::sync::watch::Sender::new(Reconciles::default()),
     });
     conn.object_server()
         .at(
@@ -179,8 +192,10 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
             match reloaded.next().await {
                 Some(Ok(_)) => {
                     info!("firewalld reloaded");
+                    // Before anything awaits: the forward watch looks for this right after
+                    // firewalld's next answer (see BindingReconciles::settle).
+                    events.request_reconcile();
                     events.read_cache.lock().await.clear();
-                    events.wake.notify_one();
                 }
                 Some(Err(e)) => {
                     let _ = tx
@@ -199,14 +214,16 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
     let tx = fatal_tx.clone();
     tokio::spawn(async move {
         while let Some(change) = owners.next().await {
-            events.read_cache.lock().await.clear();
             let appeared = change
                 .args()
                 .map(|a| a.new_owner().is_some())
                 .unwrap_or(false);
             if appeared {
+                events.request_reconcile();
+            }
+            events.read_cache.lock().await.clear();
+            if appeared {
                 info!("firewalld appeared on the bus");
-                events.wake.notify_one();
             } else {
                 warn!("firewalld left the bus; bindings are re-applied when it returns");
             }
@@ -244,19 +261,23 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
     };
     tokio::pin!(stop);
     // Forwards and allows (src/forward) keep themselves applied, triggered by ruleset changes.
+    shared.request_reconcile();
     tokio::spawn(crate::forward::watch::run(
         shared.fw.clone(),
         shared.state.clone(),
+        BindingReconciles::following(shared.reconciles.subscribe()),
     ));
-    shared.wake.notify_one();
     let outcome = loop {
         tokio::select! {
             outcome = &mut stop => break outcome,
             _ = shared.wake.notified() => {
+                // Requests up to here are served by this reconcile; later ones wake the loop again.
+                let serving = shared.reconciles.borrow().requested;
                 tokio::select! {
                     outcome = &mut stop => break outcome,
                     () = reconcile(&shared, &conn) => {}
                 }
+                shared.reconciles.send_modify(|r| r.done = r.done.max(serving));
             }
         }
     };

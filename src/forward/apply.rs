@@ -82,24 +82,35 @@ async fn zone_layers(
     Ok(layers.into_iter().collect())
 }
 
-/// The default zone and the zones with bindings at this process's last read of every zone.
+/// The zones that may hold forwards' zone entries at this process's last read of every zone.
 ///
 /// Forwards are entries of the uplink zones (before firewalld 2.2), taken out of zones no uplink is
-/// bound to any more; only a change of the bindings or the default zone can leave such entries
-/// behind. So a check reads every zone (two firewalld calls each, about a dozen zones) only when
-/// those changed since the last full read, or when forwards are removed, and otherwise just the
-/// default and the active zones: the daemon's check after each ruleset change stays short.
-static LAST_FULL_READ: std::sync::Mutex<Option<(String, BTreeSet<String>)>> =
-    std::sync::Mutex::new(None);
+/// bound to any more; only a change of the uplink zones (the default zone and the active zones but
+/// libvirt's own) can leave such entries behind. So a check reads every zone (three firewalld calls
+/// each, a dozen zones or more) only when those changed since the last full read, or when forwards
+/// are removed, and otherwise just them. Guests' zones are left out of the comparison: a firewalld
+/// reload drops the virtual networks' runtime bindings until the daemon puts them back, which
+/// changed the active zones twice per reload and cost two full reads (72 calls on 1.3.3).
+static LAST_FULL_READ: std::sync::Mutex<Option<BTreeSet<String>>> = std::sync::Mutex::new(None);
+
+/// The zones that may hold forwards' zone entries: the default zone and every active zone except
+/// libvirt's (whose interfaces are guests' bridges, see `plan::uplink_zones`).
+fn uplink_candidates(default_zone: &str, active: &BTreeSet<String>) -> BTreeSet<String> {
+    active
+        .iter()
+        .filter(|z| ![crate::LIBVIRT_ZONE, crate::LIBVIRT_ROUTED_ZONE].contains(&z.as_str()))
+        .cloned()
+        .chain([default_zone.to_string()])
+        .collect()
+}
 
 /// Whether this check must read every zone (see [`LAST_FULL_READ`]); records it when so.
-fn full_zone_read(default_zone: &str, active: &BTreeSet<String>, removing: bool) -> bool {
-    let key = (default_zone.to_string(), active.clone());
+fn full_zone_read(uplinks: &BTreeSet<String>, removing: bool) -> bool {
     let mut last = LAST_FULL_READ
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if removing || last.as_ref() != Some(&key) {
-        *last = Some(key);
+    if removing || last.as_ref() != Some(uplinks) {
+        *last = Some(uplinks.clone());
         true
     } else {
         false
@@ -128,13 +139,8 @@ pub async fn facts(
             return Ok(Default::default());
         }
         let active: BTreeSet<String> = fw.active_zones().await?.into_keys().collect();
-        let only = if full_zone_read(&default_zone, &active, removing) {
-            None
-        } else {
-            let mut only = active.clone();
-            only.insert(default_zone.clone());
-            Some(only)
-        };
+        let uplinks = uplink_candidates(&default_zone, &active);
+        let only = (!full_zone_read(&uplinks, removing)).then_some(uplinks);
         Ok((zone_layers(fw, only.as_ref()).await?, active))
     };
     let has_policies = policies.is_some();
@@ -247,13 +253,25 @@ const ROUNDS: usize = 3;
 /// How long to wait after a reload for libvirt to rebuild its chains (it does so on `Reloaded`).
 const LIBVIRT_REBUILD: Duration = Duration::from_secs(10);
 
+/// Whether a convergence gathers once more after its changes to see that nothing is left to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Gather, plan and execute until a plan is empty (commands and the hook, which nothing else
+    /// checks after them).
+    Regather,
+    /// Stop after one executed plan unless it reloaded firewalld: the daemon's ruleset watch sees
+    /// the changes and checks again anyway, so a second gather here would only double its calls.
+    ByTheWatch,
+}
+
 /// Brings firewalld and iptables to `declared` (removing `gone`'s entries): gather, plan, execute,
-/// until nothing is left to do. Returns the steps carried out.
+/// until nothing is left to do (see [`Verify`]). Returns the steps carried out.
 pub async fn converge(
     fw: &Firewalld,
     declared: &Declared,
     gone: &[super::model::Forward],
     networks: &Networks,
+    verify: Verify,
 ) -> Result<usize, super::ForwardError> {
     // The capabilities only choose how zones are added, which forwards never do.
     let live = Live::new(fw, None);
@@ -281,6 +299,9 @@ pub async fn converge(
         total += exec.run(&plan).await?.steps.len();
         if reload && !super::accept::accepts(declared, networks).is_empty() {
             wait_for_libvirt(fw, nft_before).await;
+        }
+        if !reload && verify == Verify::ByTheWatch {
+            return Ok(total);
         }
     }
     Ok(total)

@@ -155,13 +155,14 @@ async fn converge_all(
     gone: &[Forward],
     removed: &[DomainForward],
     networks: &Networks,
+    verify: apply::Verify,
 ) -> Result<(usize, domain::Resolution), ForwardError> {
     let mut domains = domains_in(state)?;
     let seen = domain::observe(&domain::lease_dir()?, declared, &domains, networks);
     let res = domain::effective(declared, removed, &domains, networks, &seen);
     let mut all_gone = gone.to_vec();
     all_gone.extend(res.gone.iter().cloned());
-    let steps = apply::converge(fw, &res.declared, &all_gone, networks).await?;
+    let steps = apply::converge(fw, &res.declared, &all_gone, networks, verify).await?;
     if domains.applied != res.applied || domains.uuids != res.uuids {
         domains.applied = res.applied.clone();
         domains.uuids = res.uuids.clone();
@@ -208,7 +209,7 @@ async fn apply_and_record(
     before: &Declared,
     networks: &Networks,
 ) -> Result<domain::Resolution, ForwardError> {
-    let (_, res) = converge_all(fw, state, declared, gone, removed, networks).await?;
+    let (_, res) = converge_all(fw, state, declared, gone, removed, networks, apply::Verify::Regather).await?;
     let Err(e) = state.write(FORWARDS_FILE, declared) else {
         return Ok(res);
     };
@@ -225,7 +226,7 @@ async fn apply_and_record(
         .filter(|f| !before.domain_forwards.iter().any(|b| b.id == f.id))
         .cloned()
         .collect();
-    match converge_all(fw, state, before, &added, &added_domain, networks).await {
+    match converge_all(fw, state, before, &added, &added_domain, networks, apply::Verify::Regather).await {
         Ok(_) => Err(ForwardError::Failed(format!(
             "{e}; the change to firewalld was undone"
         ))),
@@ -392,7 +393,7 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
     if let Some(same) = declared.forwards.iter().find(|f| f.same_as(&new)) {
         // Nothing to record; but whatever of it firewalld or libvirt lost is put back.
         let message = format!("forward {} exists already", same.id);
-        converge_all(&connect().await?, state, &declared, &[], &[], &networks).await?;
+        converge_all(&connect().await?, state, &declared, &[], &[], &networks, apply::Verify::Regather).await?;
         return Ok(message);
     }
     clash_check(&declared, &new.host_side())?;
@@ -517,7 +518,7 @@ pub async fn add_domain_forward(
     let new = req.forward(declared.next_id);
     if let Some(same) = declared.domain_forwards.iter().find(|f| f.same_as(&new)) {
         let message = format!("forward {} exists already", same.id);
-        converge_all(&connect().await?, state, &declared, &[], &[], &networks).await?;
+        converge_all(&connect().await?, state, &declared, &[], &[], &networks, apply::Verify::Regather).await?;
         return Ok(message);
     }
     clash_check(&declared, &new.host_side())?;
@@ -674,7 +675,9 @@ pub async fn change_allow(
 /// Re-applies everything declared (the daemon after ruleset changes, the hook after a network
 /// starts or stops). Does nothing, and asks nothing of firewalld, when nothing is declared.
 pub async fn reconcile(fw: &Firewalld, state: &StateDir) -> Result<usize, ForwardError> {
-    Ok(reconcile_checked(fw, state).await?.steps)
+    Ok(reconcile_checked(fw, state, apply::Verify::Regather)
+        .await?
+        .steps)
 }
 
 /// What one re-application did and found.
@@ -692,6 +695,7 @@ pub struct Reconciled {
 pub async fn reconcile_checked(
     fw: &Firewalld,
     state: &StateDir,
+    verify: apply::Verify,
 ) -> Result<Reconciled, ForwardError> {
     let state = &store(state)?;
     // A first look without the lock, which would create the state directory: most hosts declare
@@ -711,7 +715,7 @@ pub async fn reconcile_checked(
         return Ok(Reconciled::default());
     }
     let networks = networks_in(state)?;
-    let (steps, res) = converge_all(fw, state, &declared, &[], &[], &networks).await?;
+    let (steps, res) = converge_all(fw, state, &declared, &[], &[], &networks, verify).await?;
     Ok(Reconciled {
         steps,
         waiting: res.waiting(),
@@ -833,7 +837,7 @@ where
             return Ok(());
         }
         if let Some(fw) = connect().await {
-            let done = reconcile_checked(&fw, &main).await?;
+            let done = reconcile_checked(&fw, &main, apply::Verify::Regather).await?;
             for p in done.problems {
                 eprintln!("virtzone: warning: {p}");
             }

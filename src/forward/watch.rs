@@ -224,7 +224,7 @@ pub fn ruleset_changes() -> io::Result<mpsc::Receiver<()>> {
 /// ruleset changes, every write of the forwards' state (the qemu hook's) or of a lease file, and
 /// after a [`Backoff`] pause while a domain forward waits for a lease. Runs until the watch ends;
 /// the daemon spawns it next to its binding reconcile.
-pub async fn run(fw: Firewalld, state: StateDir) {
+pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles) {
     let mut changes = match ruleset_changes() {
         Ok(rx) => rx,
         Err(e) => {
@@ -245,7 +245,8 @@ pub async fn run(fw: Firewalld, state: StateDir) {
             watch.ensure();
         }
         let mut waiting = false;
-        match super::reconcile_checked(&fw, &state).await {
+        bindings.settle(&fw).await;
+        match super::reconcile_checked(&fw, &state, super::apply::Verify::ByTheWatch).await {
             Ok(done) => {
                 if done.steps > 0 {
                     info!("forwards: re-applied {} change(s)", done.steps);
@@ -270,6 +271,56 @@ pub async fn run(fw: Firewalld, state: StateDir) {
             got = pokes.recv() => if got.is_some() { backoff.reset() },
             () = tokio::time::sleep(pause), if waiting => {}
         }
+    }
+}
+
+/// How long a forward check waits for the daemon's binding reconcile before it goes ahead anyway.
+const BINDINGS_WAIT: Duration = Duration::from_secs(15);
+
+/// The daemon's binding reconciles as the forward watch sees them: how many were asked for (one per
+/// firewalld reload or new owner) and how many have finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconciles {
+    /// Reconciles asked for.
+    pub requested: u64,
+    /// The `requested` count the last finished reconcile started from.
+    pub done: u64,
+}
+
+impl Reconciles {
+    fn settled(&self) -> bool {
+        self.done >= self.requested
+    }
+}
+
+/// The forward watch's view of the daemon's binding reconciles (see [`BindingReconciles::settle`]).
+pub struct BindingReconciles(Option<tokio::sync::watch::Receiver<Reconciles>>);
+
+impl BindingReconciles {
+    /// Follows the reconciles published on `rx`.
+    pub fn following(rx: tokio::sync::watch::Receiver<Reconciles>) -> Self {
+        BindingReconciles(Some(rx))
+    }
+
+    /// No binding reconcile to wait for.
+    pub fn none() -> Self {
+        BindingReconciles(None)
+    }
+
+    /// One reaction to a firewalld reload or restart, not three: a forward check that started now,
+    /// while firewalld reloads, would read a firewall without the daemon's bindings, act on it, and
+    /// be followed by checks for the daemon's re-binding and for its own changes. So it first waits
+    /// for a pending binding reconcile; then makes one call to firewalld, which is answered only
+    /// after a reload in progress has ended and its `Reloaded` signal was sent on the same
+    /// connection; lets that signal's handler run; and waits again if it asked for a reconcile.
+    async fn settle(&mut self, fw: &Firewalld) {
+        let Some(rx) = &mut self.0 else { return };
+        let _ = tokio::time::timeout(BINDINGS_WAIT, rx.wait_for(Reconciles::settled)).await;
+        if fw.version_text().await.is_err() {
+            return;
+        }
+        tokio::task::yield_now().await;
+        let _ = tokio::time::timeout(BINDINGS_WAIT, rx.wait_for(Reconciles::settled)).await;
     }
 }
 
