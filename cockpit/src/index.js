@@ -40,6 +40,15 @@ function label(text, color) {
              h("span", { class: "pf-v5-c-label__content" }, text));
 }
 
+/** PatternFly 5 styles a table's parts only with their own classes. */
+function pfTable(table) {
+    for (const part of ["thead", "tbody", "tr", "th", "td"]) {
+        for (const el of table.querySelectorAll(part))
+            el.classList.add("pf-v5-c-table__" + part);
+    }
+    return table;
+}
+
 /** Replaces a table's rows; `empty` is the text of the one row shown when there are none. */
 function fillTable(table, rows, empty) {
     const body = table.tBodies[0];
@@ -47,6 +56,7 @@ function fillTable(table, rows, empty) {
     body.replaceChildren(...(rows.length
         ? rows
         : [h("tr", {}, h("td", { colspan: columns, class: "vz-empty" }, empty))]));
+    pfTable(table);
 }
 
 /** An inline PatternFly alert with virtzone's sentence. */
@@ -196,7 +206,8 @@ function renderDoctor(report, error) {
     }
     doctorChecks = report.checks;
     $("doctor-summary").textContent = report.problems || report.warnings
-        ? cockpit.format(_("$0 problems, $1 warnings"), report.problems, report.warnings)
+        ? cockpit.format(cockpit.ngettext("$0 problem", "$0 problems", report.problems), report.problems) + ", " +
+          cockpit.format(cockpit.ngettext("$0 warning", "$0 warnings", report.warnings), report.warnings)
         : _("No problems found.");
     const colors = { problem: "red", warning: "orange", ok: "green", skipped: "grey" };
     const words = { problem: _("problem"), warning: _("warning"), ok: _("ok"), skipped: _("skipped") };
@@ -258,10 +269,7 @@ function rule(by) {
 function renderExplain(path) {
     const colors = { accept: "green", drop: "red", reject: "red", unknown: "grey" };
     const v = path.verdict.verdict;
-    $("explain-result").replaceChildren(
-        h("p", { id: "explain-verdict", "data-verdict": v, "data-handle": path.by ? String(path.by.handle) : "" },
-          _("Verdict:"), " ", label(v, colors[v]), path.verdict.detail ? " " + path.verdict.detail : null),
-        h("p", { id: "explain-rule" }, _("Decided by:"), " ", h("code", {}, rule(path.by))),
+    const steps = pfTable(
         h("table", { class: "pf-v5-c-table pf-m-compact pf-m-grid-md", role: "grid", id: "explain-steps" },
           h("thead", {}, h("tr", {}, [_("Table"), _("Chain"), _("Hook"), _("Priority"), _("Verdict"), _("Rule"), _("Via")]
                   .map(t => h("th", {}, t)))),
@@ -273,6 +281,11 @@ function renderExplain(path) {
               h("td", {}, s.verdict.verdict),
               h("td", {}, s.by ? h("code", {}, s.by.text) : _("policy")),
               h("td", {}, (s.via || []).join(" → ")))))));
+    $("explain-result").replaceChildren(
+        h("p", { id: "explain-verdict", "data-verdict": v, "data-handle": path.by ? String(path.by.handle) : "" },
+          _("Verdict:"), " ", label(v, colors[v]), path.verdict.detail ? " " + path.verdict.detail : null),
+        h("p", { id: "explain-rule" }, _("Decided by:"), " ", h("code", {}, rule(path.by))),
+        steps);
 }
 
 async function explain(event) {
@@ -346,6 +359,8 @@ function visibility() {
 
 function init() {
     cockpit.translate();
+    for (const table of document.querySelectorAll("table"))
+        pfTable(table);
     const permission = cockpit.permission({ admin: true });
     permission.addEventListener("changed", () => {
         if (permission.allowed === false)
