@@ -103,19 +103,37 @@ fn installed_page_is_built_from_the_sources_in_the_tree() {
 }
 
 /// Starts `cockpit-ws` serving the installed page `page` inside the lab (killed when the returned
-/// process drops) and waits until it listens.
-fn start_cockpit_ws(vlab: &LibvirtLab, page: &Path) -> common::Process {
-    let dir = vlab.dir().join("cockpit");
+/// process drops) and waits until it listens. `libvirt` is a libvirt lab's root; `uid` runs it (and
+/// so the bridge) as that user (and group of the same number) instead of root.
+fn start_cockpit_ws(
+    lab: &Lab,
+    libvirt: Option<&Path>,
+    page: &Path,
+    uid: Option<u32>,
+) -> common::Process {
+    let dir = lab.dir().join("cockpit");
     let bin = dir.join("bin");
     fs::create_dir_all(&bin).unwrap();
     // The page runs `virtzone` from PATH, as it would find /usr/bin/virtzone.
     std::os::unix::fs::symlink(common::virtzone_binary(), bin.join("virtzone")).unwrap();
-    let mut script =
-        common::host_view_script(vlab, Some(&vlab.dir().join("libvirt")), &dir.join("etc"));
+    let mut script = common::host_view_script(lab, libvirt, &dir.join("etc"));
     let share = page.parent().unwrap();
+    let setpriv = uid.map_or(String::new(), |u| {
+        let home = dir.join("home");
+        fs::create_dir_all(&home).unwrap();
+        ok(&Command::new("chown")
+            .arg(format!("{u}:{u}"))
+            .arg(&home)
+            .output()
+            .unwrap());
+        format!(
+            "setpriv --reuid={u} --regid={u} --clear-groups env HOME='{}' ",
+            home.display()
+        )
+    });
     script.push_str(&format!(
         "mount -t overlay overlay -o lowerdir='{}':/usr/share/cockpit /usr/share/cockpit\n\
-         exec /usr/lib/cockpit/cockpit-ws --no-tls --address 127.0.0.1 --port {PORT} \
+         exec {setpriv}/usr/lib/cockpit/cockpit-ws --no-tls --address 127.0.0.1 --port {PORT} \
          --local-session=cockpit-bridge\n",
         share.display()
     ));
@@ -125,31 +143,39 @@ fn start_cockpit_ws(vlab: &LibvirtLab, page: &Path) -> common::Process {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let child = vlab
+    let child = lab
         .command("unshare")
         .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
         .arg(&script)
         .env("PATH", path)
         .env("LC_ALL", "C.UTF-8")
-        .env("VIRTZONE_STATE_DIR", vlab.state_dir())
-        .env("VIRTZONE_CONFIG", vlab.dir().join("virtzone.conf"))
+        .env("VIRTZONE_STATE_DIR", lab.state_dir())
+        .env("VIRTZONE_CONFIG", lab.dir().join("virtzone.conf"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .expect("start cockpit-ws");
     let ws = common::Process(child);
-    forwards::wait("cockpit-ws listening", Duration::from_secs(20), || {
-        vlab.command("/usr/bin/python3")
-            .args([
-                "-c",
-                "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)",
-                &PORT.to_string(),
-            ])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let start = Instant::now();
+    while !lab
+        .command("/usr/bin/python3")
+        .args([
+            "-c",
+            "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)",
+            &PORT.to_string(),
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "cockpit-ws does not listen within 20 s; its log:\n{}",
+            fs::read_to_string(dir.join("cockpit-ws.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     ws
 }
 
@@ -403,7 +429,7 @@ fn cockpit_page_drives_virtzone_1_3_3_nftables() {
     );
 
     let page = install_page(&vlab.dir().join("cockpit-dest"));
-    let _ws = start_cockpit_ws(&vlab, &page);
+    let _ws = start_cockpit_ws(&vlab, Some(&vlab.dir().join("libvirt")), &page, None);
     let mut b = Browser::start(&vlab);
     b.navigate(&format!(
         "http://127.0.0.1:{PORT}/cockpit/@localhost/virtzone/index.html"
@@ -634,4 +660,37 @@ fn cockpit_page_drives_virtzone_1_3_3_nftables() {
         "",
         "a successful change clears the error"
     );
+}
+
+/// Without administrative access (Cockpit's "Limited access": the bridge runs as a user whose
+/// superuser is off) the page says that it needs it, instead of failing command by command.
+#[test]
+fn without_administrative_access_the_page_says_so() {
+    let lab = Lab::start(common::LabConfig {
+        firewalld: false,
+        ..common::LabConfig::default()
+    });
+    let page = install_page(&lab.dir().join("cockpit-dest"));
+    // nobody (65534 on Debian)
+    let _ws = start_cockpit_ws(&lab, None, &page, Some(65534));
+    let mut b = Browser::start(&lab);
+    b.navigate(&format!(
+        "http://127.0.0.1:{PORT}/cockpit/@localhost/virtzone/index.html"
+    ));
+    b.wait("the page", "document.body?.dataset.ready === 'true'");
+    // The bridge's own answer: no superuser, which is what Cockpit's "Limited access" means.
+    let current = b.eval(
+        "new Promise(r => { const p = cockpit.dbus(null, {bus: 'internal'}).proxy('cockpit.Superuser', '/superuser'); p.wait(() => r(p.Current)) })",
+    );
+    assert_eq!(current, "none");
+    let shown = b.wait(
+        "the limited-access notice",
+        "(document.getElementById('limited-access') || {}).innerText",
+    );
+    assert!(
+        shown.as_str().unwrap().contains("administrative access"),
+        "{shown}"
+    );
+    // And it runs nothing that needs root: the tables stay empty rather than full of failures.
+    assert_eq!(b.eval("document.querySelectorAll('tbody tr').length"), 0);
 }

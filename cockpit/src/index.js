@@ -310,6 +310,8 @@ let again = false;
 
 /** Reads everything once; a refresh asked for while one runs follows it. */
 function refresh() {
+    if (limited)
+        return Promise.resolve();
     if (running) {
         again = true;
         return running;
@@ -366,6 +368,19 @@ function init() {
         if (permission.allowed === false)
             showLimited();
     });
+    // Cockpit's "Limited access" switch: the bridge's superuser is "none" then, and a root-only
+    // command would wait or fail, so the page says what it needs instead.
+    const superuser = cockpit.dbus(null, { bus: "internal" }).proxy("cockpit.Superuser", "/superuser");
+    const checkSuperuser = () => cockpit.user().then(user => {
+        if (user.id !== 0 && superuser.Current === "none")
+            showLimited();
+    });
+    superuser.addEventListener("changed", checkSuperuser);
+    // Poll only once the superuser state is known: without it every command would fail.
+    superuser.wait(() => checkSuperuser().then(() => {
+        cockpit.addEventListener("visibilitychange", visibility);
+        visibility();
+    }));
 
     $("forward-form").addEventListener("submit", event => {
         event.preventDefault();
@@ -393,8 +408,6 @@ function init() {
             closeFixDialog();
     });
 
-    cockpit.addEventListener("visibilitychange", visibility);
-    visibility();
     document.body.setAttribute("data-ready", "true");
 }
 
