@@ -12,6 +12,9 @@
 //! `/usr/share/cockpit/virtzone` through a read-only overlay. The page loads directly at
 //! `/cockpit/@localhost/virtzone/index.html`.
 //!
+//! `without_administrative_access_the_page_says_so` runs cockpit-ws and its bridge as nobody, whose
+//! bridge has no superuser (Cockpit's "Limited access").
+//!
 //! Needs root and `cockpit-ws cockpit-bridge chromium` besides the libvirt lab's packages
 //! (scripts/test.sh installs them), and node with `cockpit/node_modules` (`make cockpit`) for the
 //! build check.
@@ -409,7 +412,7 @@ fn snapshot(vlab: &LibvirtLab) -> (String, String, String, String) {
 
 /// The page against the real daemons: it lists the network with its bridge and zone; a forward added
 /// through its form is virtzone's and carries a real packet upstream → guest; removing it closes the
-/// port; a bad port shows virtzone's sentence and changes nothing; a lost binding shows up in doctor's
+/// port; an allow is added and removed; a bad port shows virtzone's sentence and changes nothing; a lost binding shows up in doctor's
 /// report and the safe fix applied from the page clears it; explain agrees with the CLI.
 #[test]
 fn cockpit_page_drives_virtzone_1_3_3_nftables() {
@@ -506,6 +509,25 @@ fn cockpit_page_drives_virtzone_1_3_3_nftables() {
         "the forward's state",
         "(document.querySelector('tr[data-host-port=\"8080\"] [data-state]') || {}).dataset?.state === 'active'",
     );
+
+    // An allow through its form, listed by virtzone, and removed again through the page.
+    submit(
+        &mut b,
+        "allow-form",
+        &[("allow-network", "web"), ("allow-what", "2049/tcp")],
+    );
+    b.wait(
+        "the new allow",
+        "document.querySelector('tr[data-allow=\"web 2049/tcp\"]')",
+    );
+    let allows: Value = serde_json::from_str(&vz_ok(&vlab, &["allow", "list", "--json"])).unwrap();
+    assert_eq!(allows, json!([{"network": "web", "what": "2049/tcp"}]));
+    b.eval("document.querySelector('tr[data-allow=\"web 2049/tcp\"] button').click(); true");
+    b.wait(
+        "the allow gone",
+        "document.querySelector('tr[data-allow]') === null",
+    );
+    assert_eq!(vz_ok(&vlab, &["allow", "list", "--json"]).trim(), "[]");
 
     // A bad port: virtzone's own sentence, and nothing changed anywhere.
     let before = snapshot(&vlab);

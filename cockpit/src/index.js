@@ -377,7 +377,7 @@ function init() {
     });
     superuser.addEventListener("changed", checkSuperuser);
     // Poll only once the superuser state is known: without it every command would fail.
-    superuser.wait(() => checkSuperuser().then(() => {
+    superuser.wait(() => Promise.resolve(checkSuperuser()).catch(() => {}).then(() => {
         cockpit.addEventListener("visibilitychange", visibility);
         visibility();
     }));
