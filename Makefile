@@ -7,6 +7,10 @@
 #   make uninstall            remove what install put there (zones and the hook only while unchanged)
 #   make verify-tree DESTDIR=/some/root   check an installed tree (unit, firewalld config)
 #   make clean                remove $(GEN_DIR)
+#   make cockpit              rebuild the Cockpit page's assets (cockpit/dist) from cockpit/src with the
+#                               locked toolchain (make cockpit-deps = npm ci, then esbuild)
+#   make install-cockpit      install the Cockpit page into $(DESTDIR)$(COCKPITDIR) (the package
+#                               virtzone-cockpit; not part of install)
 #
 # firewalld reads its stock configuration only from /usr/lib/firewalld, and systemd, D-Bus and
 # libvirt look in fixed places too: keep PREFIX=/usr (the default) for a working system. A
@@ -32,6 +36,10 @@ BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
 # Debian's zsh reads vendor-completions; other distributions' site-functions.
 ZSHCOMPDIR ?= $(if $(wildcard /etc/debian_version),$(DATADIR)/zsh/vendor-completions,$(DATADIR)/zsh/site-functions)
 FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
+# Cockpit finds its packages in $(DATADIR)/cockpit/NAME.
+COCKPITDIR ?= $(DATADIR)/cockpit/virtzone
+NPM ?= npm
+NODE ?= node
 # ZONES=no leaves the zone and policy files out, for distributions whose libvirt package already
 # ships /usr/lib/firewalld/zones/libvirt.xml and its policies (Debian 12, Fedora): two packages
 # cannot own one file.
@@ -56,7 +64,8 @@ SUBST := $(SED) -e 's|/usr/bin/virtzone|$(BINDIR)/virtzone|g'
 export CARGO_TARGET_DIR
 
 .PHONY: all build gen install install-files install-bin install-zones install-dbus install-systemd \
-	install-hook install-man install-completions install-docs uninstall verify-tree clean
+	install-hook install-man install-completions install-docs uninstall verify-tree clean \
+	cockpit cockpit-deps install-cockpit uninstall-cockpit
 
 all: build gen
 
@@ -134,6 +143,27 @@ install-completions:
 install-docs:
 	$(INSTALL) -d "$(DESTDIR)$(DOCDIR)"
 	$(INSTALL) -m 0644 README.md $(DOC_FILES) "$(DESTDIR)$(DOCDIR)/"
+
+# The Cockpit page. cockpit/dist is committed, so packages build without npm or a network; `make
+# cockpit` rebuilds it from cockpit/src with the toolchain locked in cockpit/package-lock.json, and
+# a test (tests/cockpit.rs) checks that the committed dist is exactly that build.
+COCKPIT_FILES := index.html index.js index.css manifest.json
+
+cockpit: cockpit-deps
+	cd cockpit && $(NODE) build.mjs
+
+cockpit-deps:
+	cd cockpit && $(NPM) ci --no-audit --no-fund
+
+install-cockpit:
+	@for f in $(COCKPIT_FILES); do \
+	    test -f "cockpit/dist/$$f" || { echo "no cockpit/dist/$$f: run make cockpit" >&2; exit 1; }; \
+	done
+	$(INSTALL) -d "$(DESTDIR)$(COCKPITDIR)"
+	$(INSTALL) -m 0644 $(addprefix cockpit/dist/,$(COCKPIT_FILES)) "$(DESTDIR)$(COCKPITDIR)/"
+
+uninstall-cockpit:
+	rm -rf "$(DESTDIR)$(COCKPITDIR)"
 
 # Removes exactly what install-files put there. Zones and the hook go only while their content is
 # still ours; the admin's /etc/firewalld is never touched. Run `firewall-cmd --reload` afterwards

@@ -9,6 +9,14 @@ cd "$(dirname "$0")/.."
 ensure_packages firewalld nftables dbus iproute2 iptables iputils-ping hyperfine systemd procps make \
     libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 libvirt-clients dnsmasq-base busybox zsh fish rpm man-db groff-base pkg-config \
     mmdebstrap debhelper util-linux
+# The Cockpit page's browser test (tests/cockpit.rs): Debian 12's cockpit 287 and headless Chromium.
+ensure_packages cockpit-ws cockpit-bridge chromium
+# Its build check rebuilds cockpit/dist into a temp dir with the locked toolchain (esbuild,
+# PatternFly) and compares it with the committed one: install only the toolchain here, never rebuild
+# cockpit/dist itself (that would hide a stale commit).
+command -v npm >/dev/null || ensure_packages nodejs npm
+echo "== the Cockpit page's toolchain (cockpit/node_modules, from cockpit/package-lock.json)"
+make -s cockpit-deps
 
 echo "== fetching firewalld 0.9.3, 2.3.1 and 2.5.2 (Debian 11, 13, sid) into the lab cache"
 scripts/fetch-firewalld.sh

@@ -26,29 +26,7 @@ fn etc_layer(lab: &Lab) -> PathBuf {
 
 /// Runs `virtzone doctor ARGS` as described above; `setup` is sh run inside the namespace first.
 fn doctor_in(lab: &Lab, libvirt: Option<&Path>, setup: &str, args: &[&str], input: &str) -> Output {
-    let layer = etc_layer(lab);
-    for d in ["upper", "work"] {
-        fs::create_dir_all(layer.join(d)).unwrap();
-    }
-    let q = |p: &Path| format!("'{}'", p.display());
-    let mut script = format!(
-        "set -e\n\
-         mount -t overlay overlay -o lowerdir=/etc,upperdir={up},workdir={work} /etc\n\
-         mount --bind {conf} /etc/firewalld\n\
-         mount --bind {default} /usr/lib/firewalld\n\
-         mount -t tmpfs tmpfs /run\n",
-        up = q(&layer.join("upper")),
-        work = q(&layer.join("work")),
-        conf = q(&lab.config_dir),
-        default = q(&lab.default_config_dir),
-    );
-    if let Some(root) = libvirt {
-        script.push_str(&format!(
-            "mount --bind {etc} /etc/libvirt\nmkdir -p /run/libvirt\nmount --bind {run} /run/libvirt\n",
-            etc = q(&root.join("etc")),
-            run = q(&root.join("run/libvirt")),
-        ));
-    }
+    let mut script = common::host_view_script(lab, libvirt, &etc_layer(lab));
     script.push_str(setup);
     script.push_str("\nexec \"$@\"\n");
     let mut cmd = lab.command("unshare");

@@ -88,6 +88,18 @@ fn install_into(root: &Path, gen: &Path, extra: &[(&str, &str)]) -> String {
     ok(&make("install-files", &vars), "make install-files")
 }
 
+/// `make install-cockpit` (the Cockpit page, package virtzone-cockpit) into `root`, as the packages'
+/// builds call it.
+fn install_cockpit_into(root: &Path) {
+    ok(
+        &make(
+            "install-cockpit",
+            &[("DESTDIR", root.to_str().unwrap()), ("PREFIX", "/usr")],
+        ),
+        "make install-cockpit",
+    );
+}
+
 /// The unit dir the Makefile picks for PREFIX=/usr on this host.
 fn default_unit_dir() -> String {
     let out = Command::new("pkg-config")
@@ -683,6 +695,7 @@ fn rpm_spec_parses_and_packages_exactly_what_make_installs() {
             ("ZSHCOMPDIR", "/usr/share/zsh/site-functions"),
         ],
     );
+    install_cockpit_into(&root);
     let mut tree = files(&root);
     // The spec's %install adds the preset that enables the service.
     tree.push((
@@ -707,9 +720,11 @@ fn rpm_spec_parses_and_packages_exactly_what_make_installs() {
         &[
             ("virtzone", entries("%files")),
             ("virtzone-zones", entries("%files zones")),
+            ("virtzone-cockpit", entries("%files cockpit")),
         ],
         "virtzone.spec",
     );
+    assert!(spec_section(&spec, "%install").contains("make install-cockpit "));
     let preset = fs::read_to_string(repo().join("packaging/rpm/50-virtzone.preset")).unwrap();
     assert!(preset.lines().any(|l| l == "enable virtzone.service"));
     // The service is enabled (through the preset), stopped before removal, restarted on upgrade.
@@ -734,11 +749,13 @@ fn debian_install_files_package_exactly_what_make_installs() {
             ("ZSHCOMPDIR", "/usr/share/zsh/vendor-completions"),
         ],
     );
+    install_cockpit_into(&root);
     let rules = fs::read_to_string(repo().join("packaging/debian/rules")).unwrap();
     assert!(
         rules.contains("SYSTEMDUNITDIR=/lib/systemd/system"),
         "{rules}"
     );
+    assert!(rules.contains("$(MAKE) install-cockpit "), "{rules}");
     let read = |pkg: &str| -> Vec<String> {
         fs::read_to_string(repo().join(format!("packaging/debian/{pkg}.install")))
             .unwrap()
@@ -752,12 +769,15 @@ fn debian_install_files_package_exactly_what_make_installs() {
         &[
             ("virtzone", read("virtzone")),
             ("virtzone-zones", read("virtzone-zones")),
+            ("virtzone-cockpit", read("virtzone-cockpit")),
         ],
         "debian/*.install",
     );
     let control = fs::read_to_string(repo().join("packaging/debian/control")).unwrap();
     assert!(
-        control.contains("Package: virtzone\n") && control.contains("Package: virtzone-zones\n")
+        control.contains("Package: virtzone\n")
+            && control.contains("Package: virtzone-zones\n")
+            && control.contains("Package: virtzone-cockpit\n")
     );
 }
 

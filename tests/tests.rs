@@ -7,6 +7,8 @@ mod common;
 
 mod bind;
 mod booted;
+// The Cockpit page in headless Chromium, served by cockpit-ws in a libvirt lab (issue #23).
+mod cockpit;
 mod daemon;
 mod demo;
 mod docs;

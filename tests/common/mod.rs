@@ -1022,6 +1022,39 @@ pub fn virtzone_binary() -> PathBuf {
         })
 }
 
+/// The start of an `sh` script that shows a process the lab as a host's fixed paths: run inside a
+/// private mount namespace in the lab's network namespace (`unshare --mount --propagation private`
+/// under [`Lab::command`]), it puts an overlay over /etc whose upper layer is `layer` (so writes land
+/// there, never in the host's /etc), binds the lab's firewalld config dirs over firewalld's, mounts a
+/// tmpfs /run and, with a libvirt lab's `root`, binds its /etc/libvirt and /run/libvirt. `doctor`
+/// reads exactly those paths; the Cockpit test serves its page from such a namespace.
+pub fn host_view_script(lab: &Lab, libvirt: Option<&Path>, layer: &Path) -> String {
+    for d in ["upper", "work"] {
+        fs::create_dir_all(layer.join(d))
+            .unwrap_or_else(|e| panic!("lab: cannot create {}: {e}", layer.join(d).display()));
+    }
+    let q = |p: &Path| format!("'{}'", p.display());
+    let mut script = format!(
+        "set -e\n\
+         mount -t overlay overlay -o lowerdir=/etc,upperdir={up},workdir={work} /etc\n\
+         mount --bind {conf} /etc/firewalld\n\
+         mount --bind {default} /usr/lib/firewalld\n\
+         mount -t tmpfs tmpfs /run\n",
+        up = q(&layer.join("upper")),
+        work = q(&layer.join("work")),
+        conf = q(&lab.config_dir),
+        default = q(&lab.default_config_dir),
+    );
+    if let Some(root) = libvirt {
+        script.push_str(&format!(
+            "mount --bind {etc} /etc/libvirt\nmkdir -p /run/libvirt\nmount --bind {run} /run/libvirt\n",
+            etc = q(&root.join("etc")),
+            run = q(&root.join("run/libvirt")),
+        ));
+    }
+    script
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         // Nothing here may panic: this also runs while a failed test unwinds.
