@@ -209,7 +209,16 @@ async fn apply_and_record(
     before: &Declared,
     networks: &Networks,
 ) -> Result<domain::Resolution, ForwardError> {
-    let (_, res) = converge_all(fw, state, declared, gone, removed, networks, apply::Verify::Regather).await?;
+    let (_, res) = converge_all(
+        fw,
+        state,
+        declared,
+        gone,
+        removed,
+        networks,
+        apply::Verify::Regather,
+    )
+    .await?;
     let Err(e) = state.write(FORWARDS_FILE, declared) else {
         return Ok(res);
     };
@@ -393,7 +402,16 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
     if let Some(same) = declared.forwards.iter().find(|f| f.same_as(&new)) {
         // Nothing to record; but whatever of it firewalld or libvirt lost is put back.
         let message = format!("forward {} exists already", same.id);
-        converge_all(&connect().await?, state, &declared, &[], &[], &networks, apply::Verify::Regather).await?;
+        converge_all(
+            &connect().await?,
+            state,
+            &declared,
+            &[],
+            &[],
+            &networks,
+            apply::Verify::Regather,
+        )
+        .await?;
         return Ok(message);
     }
     clash_check(&declared, &new.host_side())?;
@@ -518,7 +536,16 @@ pub async fn add_domain_forward(
     let new = req.forward(declared.next_id);
     if let Some(same) = declared.domain_forwards.iter().find(|f| f.same_as(&new)) {
         let message = format!("forward {} exists already", same.id);
-        converge_all(&connect().await?, state, &declared, &[], &[], &networks, apply::Verify::Regather).await?;
+        converge_all(
+            &connect().await?,
+            state,
+            &declared,
+            &[],
+            &[],
+            &networks,
+            apply::Verify::Regather,
+        )
+        .await?;
         return Ok(message);
     }
     clash_check(&declared, &new.host_side())?;
@@ -697,18 +724,12 @@ pub async fn reconcile_checked(
     state: &StateDir,
     verify: apply::Verify,
 ) -> Result<Reconciled, ForwardError> {
-    let state = &store(state)?;
     // A first look without the lock, which would create the state directory: most hosts declare
     // nothing, and then nothing is touched.
-    let declared = declared_in(state)?;
-    let applied = !domains_in(state)?.applied.is_empty();
-    if declared.forwards.is_empty()
-        && declared.domain_forwards.is_empty()
-        && declared.allows.is_empty()
-        && !applied
-    {
+    if !has_work(state)? {
         return Ok(Reconciled::default());
     }
+    let state = &store(state)?;
     let _lock = state.lock().await?;
     let declared = declared_in(state)?;
     if !fw.is_running().await? {
@@ -730,6 +751,18 @@ pub async fn reconcile_checked(
             })
             .collect(),
     })
+}
+
+/// Whether state directory `state` declares any forward or allow, or records applied domain
+/// forwards: otherwise a check has nothing to do and asks nothing of firewalld. Takes no lock and
+/// creates nothing.
+pub fn has_work(state: &StateDir) -> Result<bool, ForwardError> {
+    let state = &store(state)?;
+    let declared = declared_in(state)?;
+    Ok(!declared.forwards.is_empty()
+        || !declared.domain_forwards.is_empty()
+        || !declared.allows.is_empty()
+        || !domains_in(state)?.applied.is_empty())
 }
 
 /// Refuses (exit 1) a forward whose host port another forward already claims.

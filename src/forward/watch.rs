@@ -245,7 +245,10 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
             watch.ensure();
         }
         let mut waiting = false;
-        bindings.settle(&fw).await;
+        // Nothing declared: nothing to wait for, and no call to firewalld.
+        if super::has_work(&state).unwrap_or(true) {
+            bindings.settle(&fw).await;
+        }
         match super::reconcile_checked(&fw, &state, super::apply::Verify::ByTheWatch).await {
             Ok(done) => {
                 if done.steps > 0 {
