@@ -53,7 +53,7 @@ except OSError as e:
     print('refused', e.errno)
 "#;
 
-fn python() -> &'static str {
+pub(crate) fn python() -> &'static str {
     // Debian's python3, not whatever python is first on PATH.
     "/usr/bin/python3"
 }
@@ -122,7 +122,7 @@ pub(crate) fn vz_ok(vlab: &LibvirtLab, args: &[&str]) -> String {
 
 /// A NAT network with DHCP on `bridge`, `net` a /24 prefix like `"192.0.2"`. STP off and dnsmasq's
 /// `no-ping`, so a guest gets its lease at once (see libvirt_e2e.rs).
-fn nat_network(name: &str, bridge: &str, net: &str) -> String {
+pub(crate) fn nat_network(name: &str, bridge: &str, net: &str) -> String {
     format!(
         "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n\
          <name>{name}</name><forward mode='nat'/><bridge name='{bridge}' stp='off'/>\n\
@@ -169,7 +169,7 @@ impl Drop for Daemon {
     }
 }
 
-fn lab(release: Release, backend: Backend) -> LibvirtLab {
+pub(crate) fn lab(release: Release, backend: Backend) -> LibvirtLab {
     let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.virtzone.VirtZone1.conf");
     let cfg = LabConfig {
         bus_policies: vec![policy],
@@ -773,7 +773,7 @@ fn forward_survives_every_rebuild_2_3_1_iptables() {
 }
 
 /// One connection attempt from the host itself (the lab's namespace).
-fn connect_from_host(vlab: &LibvirtLab, addr: &str, port: u16) -> String {
+pub(crate) fn connect_from_host(vlab: &LibvirtLab, addr: &str, port: u16) -> String {
     let out = vlab
         .command(python())
         .args(["-c", CLIENT, addr, &port.to_string()])
@@ -1322,7 +1322,7 @@ fn forward_reaches_a_routed_networks_guest_2_5_2_nftables() {
 }
 
 /// `/proc/sys/net/ipv4/conf/BRIDGE/route_localnet` in the lab's namespace.
-fn route_localnet(vlab: &LibvirtLab, bridge: &str) -> String {
+pub(crate) fn route_localnet(vlab: &LibvirtLab, bridge: &str) -> String {
     let out = vlab
         .command("cat")
         .arg(format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"))
@@ -1331,7 +1331,7 @@ fn route_localnet(vlab: &LibvirtLab, bridge: &str) -> String {
     text(&out.stdout).trim().to_string()
 }
 
-fn set_route_localnet(vlab: &LibvirtLab, bridge: &str, value: &str) {
+pub(crate) fn set_route_localnet(vlab: &LibvirtLab, bridge: &str, value: &str) {
     let ok = vlab
         .command("sysctl")
         .args([
@@ -1342,6 +1342,36 @@ fn set_route_localnet(vlab: &LibvirtLab, bridge: &str, value: &str) {
         .status()
         .unwrap();
     assert!(ok.success());
+}
+
+/// Makes `guest` route 127.0.0.0/8 to the host at `host` (its own loopback address gone), as a
+/// hostile guest would.
+pub(crate) fn route_loopback_to_host(guest: &Guest<'_>, host: &str) {
+    for args in [
+        &["ip", "addr", "flush", "dev", "lo"][..],
+        &["sysctl", "-q", "-w", "net.ipv4.conf.eth0.route_localnet=1"],
+        &["ip", "route", "add", "127.0.0.0/8", "via", host, "dev", "eth0"],
+    ] {
+        let ok = guest.command(args[0]).args(&args[1..]).status().unwrap();
+        assert!(ok.success(), "{args:?}");
+    }
+}
+
+/// A host service bound to its loopback address only, on a port the libvirt zone opens to guests
+/// (DNS), answering with the banner `host-loopback`; waits until it answers the host.
+pub(crate) fn serve_loopback_only(vlab: &LibvirtLab) -> Process {
+    let server = Process(
+        vlab.command(python())
+            .args(["-c", SERVER, "127.0.0.1", "53", "host-loopback"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait("the host's loopback service", HEAL, || {
+        connect_from_host(vlab, "127.0.0.1", 53).starts_with("ok host-loopback")
+    });
+    server
 }
 
 /// A forward of the host's loopback address (`--host-address 127.0.0.1 --from-host`) is opt-in
@@ -1360,38 +1390,8 @@ fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
         .dhcp(5)
         .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
     let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
-    // A service of the host bound to its loopback address only, on a port the libvirt zone opens
-    // to guests (DNS).
-    let _loopback_only = Process(
-        vlab.command(python())
-            .args(["-c", SERVER, "127.0.0.1", "53", "host-loopback"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait("the host's loopback service", HEAL, || {
-        connect_from_host(&vlab, "127.0.0.1", 53).starts_with("ok host-loopback")
-    });
-    // The guest routes 127.0.0.0/8 to the host (its own loopback address gone), as a hostile guest
-    // would.
-    for args in [
-        &["ip", "addr", "flush", "dev", "lo"][..],
-        &["sysctl", "-q", "-w", "net.ipv4.conf.eth0.route_localnet=1"],
-        &[
-            "ip",
-            "route",
-            "add",
-            "127.0.0.0/8",
-            "via",
-            "192.0.2.1",
-            "dev",
-            "eth0",
-        ],
-    ] {
-        let ok = guest.command(args[0]).args(&args[1..]).status().unwrap();
-        assert!(ok.success(), "{args:?}");
-    }
+    let _loopback_only = serve_loopback_only(&vlab);
+    route_loopback_to_host(&guest, "192.0.2.1");
     let daemon = Daemon::start(&vlab);
     let errors_from = log_len(&vlab);
 

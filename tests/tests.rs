@@ -15,6 +15,8 @@ mod domain_forwards;
 mod forwards;
 mod forwards12;
 mod hardening;
+// Issue #24's host protection: the localnet guard after a wipe, Docker's chains, doctor's fixes.
+mod hardening_host;
 mod install;
 mod install_tree;
 mod lab_smoke;
