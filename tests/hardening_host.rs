@@ -214,3 +214,94 @@ fn guard_outlives_a_wipe_with_firewalld_stopped_1_3_3_nftables() {
 fn guard_outlives_a_wipe_with_firewalld_stopped_2_5_2_iptables() {
     guard_outlives_a_wipe_with_firewalld_stopped(Release::Sid, Backend::Iptables);
 }
+
+/// S7: the package's removal runs `virtzone forward purge`, which leaves nothing of virtzone's in
+/// firewalld — forwards (zone entries before 2.2, policy entries after), from-host DNATs, allows and
+/// virtzone's own policies, in both layers — nor in iptables. With firewalld stopped it changes
+/// nothing and names what remains.
+fn purge_leaves_nothing_of_virtzones_behind(release: Release, backend: Backend) {
+    let vlab = lab(release, backend);
+    let net = vlab.define(&nat_network("pg1", "virbr85", "192.0.2"));
+    vlab.expect_ok(&vlab.net_start(&net), "net-start pg1");
+    let errors_from = log_len(&vlab);
+    for args in [
+        &["forward", "add", "--network", "pg1", "--guest", "192.0.2.50", "tcp/8080:80"][..],
+        &[
+            "forward",
+            "add",
+            "--network",
+            "pg1",
+            "--guest",
+            "192.0.2.50",
+            "--host-address",
+            "192.0.2.1",
+            "--from-host",
+            "tcp/8081:81",
+        ],
+        &["allow", "add", "--network", "pg1", "9000/tcp"],
+    ] {
+        vz_ok(&vlab, args);
+    }
+    // Everything firewalld holds, in both layers.
+    let everything = || {
+        let mut all = String::new();
+        for permanent in [true, false] {
+            for what in ["--list-all-zones", "--list-all-policies"] {
+                let mut args = vec![what];
+                if permanent {
+                    args.insert(0, "--permanent");
+                }
+                all.push_str(&vlab.firewall_cmd_ok(&args));
+            }
+        }
+        all
+    };
+    let before = everything();
+    for ours in ["192.0.2.50", "virtzone-allow", "virtzone-from-host", "9000"] {
+        assert!(before.contains(ours), "{ours} missing before the purge:\n{before}");
+    }
+
+    // firewalld stopped: nothing changes, and the message names what remains.
+    vlab.stop_firewalld();
+    let out = crate::forwards::vz(&vlab, &["forward", "purge"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("2 forward(s) (ids 1, 2)") && said.contains("9000/tcp to network pg1"),
+        "{said}"
+    );
+    vlab.start_firewalld();
+    assert!(vz_ok(&vlab, &["forward", "list"]).contains("192.0.2.50"));
+
+    let said = vz_ok(&vlab, &["forward", "purge"]);
+    assert!(said.contains("removed from firewalld"), "{said}");
+    let after = everything();
+    for ours in ["192.0.2.50", "virtzone", "9000"] {
+        assert!(!after.contains(ours), "{ours} left after the purge:\n{after}");
+    }
+    let iptables = vlab.command("iptables-save").output().unwrap();
+    assert!(
+        !text(&iptables.stdout).contains("VIRTZONE"),
+        "{}",
+        text(&iptables.stdout)
+    );
+    assert!(vz_ok(&vlab, &["forward", "list"]).contains("no forwards"));
+    // Again: nothing left to do.
+    vz_ok(&vlab, &["forward", "purge"]);
+    assert_eq!(
+        errors_since(&vlab, errors_from),
+        Vec::<String>::new(),
+        "{}",
+        vlab.diagnostics()
+    );
+}
+
+#[test]
+fn purge_leaves_nothing_of_virtzones_behind_1_3_3_nftables() {
+    purge_leaves_nothing_of_virtzones_behind(Release::Debian12, Backend::Nftables);
+}
+
+#[test]
+fn purge_leaves_nothing_of_virtzones_behind_2_5_2_nftables() {
+    purge_leaves_nothing_of_virtzones_behind(Release::Sid, Backend::Nftables);
+}
