@@ -545,18 +545,87 @@ const DOCKER_20_10: &[&[&str]] = &[
     &["-N", "DOCKER-ISOLATION-STAGE-2"],
     &["-N", "DOCKER-USER"],
     &["-t", "nat", "-N", "DOCKER"],
-    &["-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"],
-    &["-t", "nat", "-A", "OUTPUT", "!", "-d", "127.0.0.0/8", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"],
-    &["-t", "nat", "-A", "POSTROUTING", "-s", "172.17.0.0/16", "!", "-o", "docker0", "-j", "MASQUERADE"],
+    &[
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-m",
+        "addrtype",
+        "--dst-type",
+        "LOCAL",
+        "-j",
+        "DOCKER",
+    ],
+    &[
+        "-t",
+        "nat",
+        "-A",
+        "OUTPUT",
+        "!",
+        "-d",
+        "127.0.0.0/8",
+        "-m",
+        "addrtype",
+        "--dst-type",
+        "LOCAL",
+        "-j",
+        "DOCKER",
+    ],
+    &[
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        "172.17.0.0/16",
+        "!",
+        "-o",
+        "docker0",
+        "-j",
+        "MASQUERADE",
+    ],
     &["-t", "nat", "-A", "DOCKER", "-i", "docker0", "-j", "RETURN"],
     &["-P", "FORWARD", "DROP"],
-    &["-A", "FORWARD", "-o", "docker0", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+    &[
+        "-A",
+        "FORWARD",
+        "-o",
+        "docker0",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "RELATED,ESTABLISHED",
+        "-j",
+        "ACCEPT",
+    ],
     &["-A", "FORWARD", "-o", "docker0", "-j", "DOCKER"],
-    &["-A", "FORWARD", "-i", "docker0", "!", "-o", "docker0", "-j", "ACCEPT"],
-    &["-A", "FORWARD", "-i", "docker0", "-o", "docker0", "-j", "ACCEPT"],
-    &["-A", "DOCKER-ISOLATION-STAGE-1", "-i", "docker0", "!", "-o", "docker0", "-j", "DOCKER-ISOLATION-STAGE-2"],
+    &[
+        "-A", "FORWARD", "-i", "docker0", "!", "-o", "docker0", "-j", "ACCEPT",
+    ],
+    &[
+        "-A", "FORWARD", "-i", "docker0", "-o", "docker0", "-j", "ACCEPT",
+    ],
+    &[
+        "-A",
+        "DOCKER-ISOLATION-STAGE-1",
+        "-i",
+        "docker0",
+        "!",
+        "-o",
+        "docker0",
+        "-j",
+        "DOCKER-ISOLATION-STAGE-2",
+    ],
     &["-A", "DOCKER-ISOLATION-STAGE-1", "-j", "RETURN"],
-    &["-A", "DOCKER-ISOLATION-STAGE-2", "-o", "docker0", "-j", "DROP"],
+    &[
+        "-A",
+        "DOCKER-ISOLATION-STAGE-2",
+        "-o",
+        "docker0",
+        "-j",
+        "DROP",
+    ],
     &["-A", "DOCKER-ISOLATION-STAGE-2", "-j", "RETURN"],
     &["-A", "DOCKER-USER", "-j", "RETURN"],
     &["-I", "FORWARD", "-j", "DOCKER-ISOLATION-STAGE-1"],
@@ -619,7 +688,9 @@ fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
         "-n C link set eth0 up",
         "-n C route add default via 172.17.0.1",
     ] {
-        let step = step.replace("LAB", &vlab.netns).replace(" C", &format!(" {container}"));
+        let step = step
+            .replace("LAB", &vlab.netns)
+            .replace(" C", &format!(" {container}"));
         let out = std::process::Command::new("ip")
             .args(step.split(' '))
             .output()
@@ -628,7 +699,15 @@ fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
     }
     let _unpublished = common::Process(
         std::process::Command::new("ip")
-            .args(["netns", "exec", &container, "python3", "-m", "http.server", "8000"])
+            .args([
+                "netns",
+                "exec",
+                &container,
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+            ])
             .args(["--bind", "172.17.0.2"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -797,7 +876,17 @@ fn bridged_guests_cross_firewalld_until_br_netfilter_is_off() {
         &["-N", "FO-vnet0"],
         &["-A", "FO-vnet0", "-j", "RETURN"],
         &["-N", "libvirt-out"],
-        &["-A", "libvirt-out", "-m", "physdev", "--physdev-is-bridged", "--physdev-out", "vnet0", "-g", "FO-vnet0"],
+        &[
+            "-A",
+            "libvirt-out",
+            "-m",
+            "physdev",
+            "--physdev-is-bridged",
+            "--physdev-out",
+            "vnet0",
+            "-g",
+            "FO-vnet0",
+        ],
     ];
     for args in nwfilter {
         ok(&lab.command("iptables").args(args).output().unwrap());
@@ -810,12 +899,21 @@ fn bridged_guests_cross_firewalld_until_br_netfilter_is_off() {
     let (code, v) = doctor_json(&lab, None, WITH_HOOK);
     assert_eq!(code, 1, "{v:#}");
     let c = check(&v, "br-netfilter");
-    assert_eq!((&c["status"], &c["fix"]["safe"]), (&"problem".into(), &false.into()), "{c:#}");
+    assert_eq!(
+        (&c["status"], &c["fix"]["safe"]),
+        (&"problem".into(), &false.into()),
+        "{c:#}"
+    );
     assert!(evidence(c).contains("--physdev-out vnet0"), "{c:#}");
     let out = doctor_in(&lab, None, WITH_HOOK, &["--fix", "--yes"], "");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert_eq!(
-        ok(&lab.command("sysctl").args(["-n", "net.bridge.bridge-nf-call-iptables"]).output().unwrap()).trim(),
+        ok(&lab
+            .command("sysctl")
+            .args(["-n", "net.bridge.bridge-nf-call-iptables"])
+            .output()
+            .unwrap())
+        .trim(),
         "1",
         "doctor --fix turned bridge filtering off under nwfilter's rules"
     );

@@ -1350,7 +1350,16 @@ pub(crate) fn route_loopback_to_host(guest: &Guest<'_>, host: &str) {
     for args in [
         &["ip", "addr", "flush", "dev", "lo"][..],
         &["sysctl", "-q", "-w", "net.ipv4.conf.eth0.route_localnet=1"],
-        &["ip", "route", "add", "127.0.0.0/8", "via", host, "dev", "eth0"],
+        &[
+            "ip",
+            "route",
+            "add",
+            "127.0.0.0/8",
+            "via",
+            host,
+            "dev",
+            "eth0",
+        ],
     ] {
         let ok = guest.command(args[0]).args(&args[1..]).status().unwrap();
         assert!(ok.success(), "{args:?}");

@@ -193,9 +193,11 @@ fn guard_outlives_a_wipe_with_firewalld_stopped(release: Release, backend: Backe
     }
     // firewalld comes back; the forward's own check then finds the guard in place.
     vlab.start_firewalld();
-    wait("the loopback forward after firewalld's return", HEAL, || {
-        connect_from_host(&vlab, "127.0.0.1", 8080) == "ok guest-one 192.0.2.1"
-    });
+    wait(
+        "the loopback forward after firewalld's return",
+        HEAL,
+        || connect_from_host(&vlab, "127.0.0.1", 8080) == "ok guest-one 192.0.2.1",
+    );
     assert!(guard_whole(&vlab), "{}", guard(&vlab));
     assert_eq!(
         errors_since(&vlab, errors_from),
@@ -225,7 +227,15 @@ fn purge_leaves_nothing_of_virtzones_behind(release: Release, backend: Backend) 
     vlab.expect_ok(&vlab.net_start(&net), "net-start pg1");
     let errors_from = log_len(&vlab);
     for args in [
-        &["forward", "add", "--network", "pg1", "--guest", "192.0.2.50", "tcp/8080:80"][..],
+        &[
+            "forward",
+            "add",
+            "--network",
+            "pg1",
+            "--guest",
+            "192.0.2.50",
+            "tcp/8080:80",
+        ][..],
         &[
             "forward",
             "add",
@@ -258,7 +268,10 @@ fn purge_leaves_nothing_of_virtzones_behind(release: Release, backend: Backend) 
     };
     let before = everything();
     for ours in ["192.0.2.50", "virtzone-allow", "virtzone-from-host", "9000"] {
-        assert!(before.contains(ours), "{ours} missing before the purge:\n{before}");
+        assert!(
+            before.contains(ours),
+            "{ours} missing before the purge:\n{before}"
+        );
     }
 
     // firewalld stopped: nothing changes, and the message names what remains.
@@ -277,7 +290,10 @@ fn purge_leaves_nothing_of_virtzones_behind(release: Release, backend: Backend) 
     assert!(said.contains("removed from firewalld"), "{said}");
     let after = everything();
     for ours in ["192.0.2.50", "virtzone", "9000"] {
-        assert!(!after.contains(ours), "{ours} left after the purge:\n{after}");
+        assert!(
+            !after.contains(ours),
+            "{ours} left after the purge:\n{after}"
+        );
     }
     let iptables = vlab.command("iptables-save").output().unwrap();
     assert!(

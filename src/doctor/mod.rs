@@ -599,7 +599,11 @@ fn forward_drop(f: &Facts) -> Check {
         } else {
             let command = docker_user
                 .iter()
-                .map(|(b, up)| docker_user_rules(b, up).map(|r| format!("iptables -I DOCKER-USER {}", r.join(" "))).join("; "))
+                .map(|(b, up)| {
+                    docker_user_rules(b, up)
+                        .map(|r| format!("iptables -I DOCKER-USER {}", r.join(" ")))
+                        .join("; ")
+                })
                 .collect::<Vec<_>>()
                 .join("; ");
             check.with_fix(command, Some(Action::AcceptInDockerUser(docker_user)))
@@ -807,7 +811,8 @@ fn br_netfilter(f: &Facts) -> Check {
 }
 
 /// The header of the sysctl.d file `doctor --fix` keeps br_netfilter off with.
-const SYSCTL_HEADER: &str = "# Written by virtzone doctor --fix: bridged guest traffic must not cross the IP firewall,\n\
+const SYSCTL_HEADER: &str =
+    "# Written by virtzone doctor --fix: bridged guest traffic must not cross the IP firewall,\n\
      # whose zones would drop it (docs/troubleshooting.md, br-netfilter).\n";
 
 /// The sysctl.d file after turning `keys` (dotted names) off: every line of `existing` kept but
@@ -1121,7 +1126,9 @@ fn mac(f: &Facts) -> Check {
             if enforcing
                 && boolean_on
                 && f.domain_forwards > 0
-                && m.hook_labels.iter().any(|(p, _)| p.starts_with("/etc/libvirt/hooks/qemu.d"))
+                && m.hook_labels
+                    .iter()
+                    .any(|(p, _)| p.starts_with("/etc/libvirt/hooks/qemu.d"))
             {
                 warnings.push((
                     "with SELinux enforcing, the modular virtqemud may not execute hooks even with                      virt_hooks_unconfined on (the boolean's rules name virtnetworkd): forwards to                      domains by name need the monolithic libvirtd or a local policy module"
@@ -1139,9 +1146,11 @@ fn mac(f: &Facts) -> Check {
         }
         if let Some(bin) = &m.hook_binary {
             evidence.push(format!("the network hook executes {}", bin.display()));
-            let dir_ok = bin
-                .parent()
-                .is_some_and(|d| APPARMOR_EXEC_DIRS.iter().any(|a| d == std::path::Path::new(a)));
+            let dir_ok = bin.parent().is_some_and(|d| {
+                APPARMOR_EXEC_DIRS
+                    .iter()
+                    .any(|a| d == std::path::Path::new(a))
+            });
             if enforced && !dir_ok {
                 warnings.push((
                     format!(

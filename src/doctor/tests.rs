@@ -397,7 +397,12 @@ fn mac_check_reads_selinux_and_apparmor() {
     const USR: &str = "/usr/bin/virtzone";
     let table: [(facts::MacFacts, Status, &str, &str); 10] = [
         // Neither SELinux nor AppArmor (this machine).
-        (mac_facts(None, None, None, None, USR), Status::Ok, "neither", ""),
+        (
+            mac_facts(None, None, None, None, USR),
+            Status::Ok,
+            "neither",
+            "",
+        ),
         // Enforcing, boolean off: the hooks exit 126.
         (
             mac_facts(Some("1"), Some("0 0"), LABELLED, None, USR),
@@ -624,7 +629,10 @@ fn the_sysctl_file_is_merged() {
     assert!(first.ends_with("net.bridge.bridge-nf-call-iptables = 0\n"));
     // A later fix for the other key keeps the first one, and an admin's own line.
     let edited = format!("{first}net.bridge.bridge-nf-call-arptables = 0\n");
-    let second = merge_sysctl_conf(Some(&edited), &["net.bridge.bridge-nf-call-ip6tables".into()]);
+    let second = merge_sysctl_conf(
+        Some(&edited),
+        &["net.bridge.bridge-nf-call-ip6tables".into()],
+    );
     for line in [
         "net.bridge.bridge-nf-call-iptables = 0",
         "net.bridge.bridge-nf-call-arptables = 0",

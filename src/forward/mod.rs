@@ -610,7 +610,9 @@ pub async fn purge(state: &StateDir) -> Result<String, ForwardError> {
     let remains = |e: ForwardError| {
         let what = declared_summary(&before);
         ForwardError::Refused(if what.is_empty() {
-            format!("{e}; virtzone's own policies may remain in firewalld's permanent configuration")
+            format!(
+                "{e}; virtzone's own policies may remain in firewalld's permanent configuration"
+            )
         } else {
             format!("{e}; these remain in firewalld's permanent configuration: {what}")
         })

@@ -959,7 +959,12 @@ pub fn purge_policies(facts: &Facts) -> Plan {
     let mut steps = Vec::new();
     for (name, default_ingress, egress, layers) in [
         (FORWARD_POLICY, "ANY", "HOST", &facts.forward_policy),
-        (ALLOW_POLICY, crate::LIBVIRT_ZONE, "HOST", &facts.allow_policy),
+        (
+            ALLOW_POLICY,
+            crate::LIBVIRT_ZONE,
+            "HOST",
+            &facts.allow_policy,
+        ),
         (FROM_HOST_POLICY, "HOST", "ANY", &facts.from_host_policy),
     ] {
         let Some(entries) = &layers.permanent else {
@@ -1293,8 +1298,12 @@ mod tests {
         assert!(off < steps.len() - 1);
         // Another interface keeps route_localnet on: the guard stays.
         facts.route_localnet_elsewhere = true;
-        let steps = plan(&Declared::default(), &[f.clone()], &facts).unwrap().steps;
-        assert!(steps.iter().any(|s| matches!(s, Step::Sysctl { value, .. } if value == "0")));
+        let steps = plan(&Declared::default(), &[f.clone()], &facts)
+            .unwrap()
+            .steps;
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::Sysctl { value, .. } if value == "0")));
         assert!(!steps.contains(&Step::LocalnetGuard { present: false }));
         facts.route_localnet_elsewhere = false;
         // Where kernel settings are read-only (the daemon's sandbox): a warning, no step, and the
@@ -1341,7 +1350,10 @@ mod tests {
         let Some(Step::AddOwnPolicy(p)) = steps[1].inverse() else {
             panic!("{:?}", steps[1].inverse());
         };
-        assert_eq!((p.ingress, p.egress), (vec!["HOST".to_string()], vec!["ANY".to_string()]));
+        assert_eq!(
+            (p.ingress, p.egress),
+            (vec!["HOST".to_string()], vec!["ANY".to_string()])
+        );
     }
 
     #[test]
