@@ -1401,10 +1401,10 @@ fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
     let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
     let _loopback_only = serve_loopback_only(&vlab);
     route_loopback_to_host(&guest, "192.0.2.1");
-    let daemon = Daemon::start(&vlab);
     let errors_from = log_len(&vlab);
 
-    // The risk: route_localnet on the bridge alone opens the host's loopback to the guests.
+    // The risk: route_localnet on the bridge alone opens the host's loopback to the guests. Shown
+    // before the daemon starts: it would put the guard in place at the next ruleset change.
     assert!(!connect(&guest, "127.0.0.1", 53).starts_with("ok"));
     set_route_localnet(&vlab, "virbr83", "1");
     assert_eq!(
@@ -1412,6 +1412,7 @@ fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
         format!("ok host-loopback {}", lease.ip)
     );
     set_route_localnet(&vlab, "virbr83", "0");
+    let daemon = Daemon::start(&vlab);
 
     let add = |extra: &[&str]| {
         let mut args = vec![
@@ -1474,7 +1475,7 @@ fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
     assert!(!connect(&guest, "127.0.0.1", 53).starts_with("ok"));
 
     // libvirt re-creates the bridge: the network hook sets route_localnet on the new one (the
-    // daemon is stopped, as under systemd, where it may not change kernel settings).
+    // daemon is stopped: the hook alone does it).
     drop(daemon);
     vlab.expect_ok(&vlab.net_destroy(&net), "net-destroy ln1");
     vlab.expect_ok(&vlab.net_start(&net), "net-start ln1 again");
