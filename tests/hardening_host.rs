@@ -1,6 +1,7 @@
 //! Issue #24's host-protection findings, against the real daemons: the localnet guard that must
-//! outlive a wipe of the ruleset whatever firewalld does (S2), and its drop of spoofed loopback
-//! sources (S11).
+//! outlive a wipe of the ruleset whatever firewalld does (S2), its drop of spoofed loopback
+//! sources (S11), and `forward purge`, which the package's removal runs (S7). The Docker (S5) and
+//! br_netfilter (S6) fixes are tested with doctor's other labs in tests/doctor.rs.
 //!
 //! Needs root and what tests/forwards.rs needs (real libvirtd 9.0, a guest namespace with a DHCP
 //! lease, `virtzone serve`).

@@ -15,7 +15,7 @@ mod domain_forwards;
 mod forwards;
 mod forwards12;
 mod hardening;
-// Issue #24's host protection: the localnet guard after a wipe, Docker's chains, doctor's fixes.
+// Issue #24's host protection: the localnet guard after a wipe of the ruleset, forward purge.
 mod hardening_host;
 mod install;
 mod install_tree;
