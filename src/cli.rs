@@ -291,6 +291,13 @@ pub enum ForwardAction {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Remove every forward and allow virtzone declared, and virtzone's own policies, from
+    /// firewalld (both layers) and iptables, and forget them: what the package's removal runs.
+    Purge {
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// List the forwards virtzone manages.
     List {
         /// Print JSON.

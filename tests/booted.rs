@@ -508,3 +508,105 @@ fn booted_lab_runs_the_services_and_tears_down_completely() {
     assert!(!mounts.contains("target/lab/boots"), "{mounts}");
     assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
 }
+
+/// Whether the localnet guard (both rules) is in the booted system's ruleset.
+fn guard_whole(b: &Booted) -> Option<()> {
+    let g = b.sh_out("nft list table inet virtzone 2>/dev/null");
+    (g.contains("ip daddr 127.0.0.0/8") && g.contains("ip saddr 127.0.0.0/8")).then_some(())
+}
+
+/// Issue #24, S2 and S7 as the package deploys virtzone: under the unit's sandbox the daemon reads
+/// `route_localnet` (no `ProcSubset=pid`), puts the localnet guard back after `nft flush ruleset`
+/// with firewalld stopped, and, when nft cannot run, turns the setting off (the unit's one writable
+/// `/proc/sys` path). Then the package's removal (not its reinstall) takes virtzone's forwards and
+/// allows out of firewalld's permanent configuration.
+#[test]
+fn the_unit_guards_route_localnet_and_removal_takes_forwards_out() {
+    let b = boot_with_virtzone();
+    let security = b.sh_out("systemd-analyze security --no-pager virtzone.service");
+    eprintln!(
+        "systemd-analyze security virtzone.service: {}",
+        security
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .unwrap_or("?")
+    );
+    // A bridge with route_localnet on, as a loopback forward leaves it; any ruleset change makes
+    // the daemon look.
+    b.sh_ok(
+        "ip link add vzb9 type bridge && ip link set vzb9 up \
+         && sysctl -qw net.ipv4.conf.vzb9.route_localnet=1 \
+         && nft add table inet vzpoke && nft delete table inet vzpoke",
+    );
+    b.wait_for("the guard in place", SETTLE, guard_whole);
+    b.sh_ok("systemctl stop firewalld && nft flush ruleset");
+    let start = Instant::now();
+    b.wait_for("the guard back after the wipe", SETTLE, guard_whole);
+    eprintln!(
+        "guard back {:?} after the wipe (firewalld stopped)",
+        start.elapsed()
+    );
+    assert_eq!(
+        b.sh_ok("cat /proc/sys/net/ipv4/conf/vzb9/route_localnet")
+            .trim(),
+        "1"
+    );
+    // nft unusable for the daemon: it turns route_localnet off itself.
+    b.sh_ok(
+        "mkdir -p /run/systemd/system/virtzone.service.d \
+         && printf '[Service]\\nEnvironment=PATH=/nonexistent\\n' > /run/systemd/system/virtzone.service.d/nonft.conf \
+         && systemctl daemon-reload && systemctl restart virtzone",
+    );
+    b.wait_ok("virtzone active", SETTLE, "systemctl is-active virtzone");
+    b.sh_ok("nft flush ruleset");
+    b.wait_for("route_localnet off", SETTLE, |b| {
+        (b.sh_ok("cat /proc/sys/net/ipv4/conf/vzb9/route_localnet")
+            .trim()
+            == "0")
+            .then_some(())
+    });
+    assert!(
+        journal(&b, "virtzone", None)
+            .iter()
+            .any(|e| message(e).contains("turning route_localnet off")),
+        "no word of it in the journal"
+    );
+    b.sh_ok(
+        "rm -r /run/systemd/system/virtzone.service.d && systemctl daemon-reload \
+         && systemctl start firewalld && systemctl restart virtzone",
+    );
+    b.wait_ok("virtzone active", SETTLE, "systemctl is-active virtzone");
+
+    // S7: a network the hook recorded, a forward and an allow in firewalld's permanent config.
+    b.sh_ok("systemctl restart libvirtd");
+    let xml = b.put("vznat.xml", NAT_XML);
+    b.sh_ok(&format!(
+        "virsh -q net-define {xml} && virsh -q net-start vznat"
+    ));
+    b.sh_ok(
+        "virtzone forward add --network vznat --guest 192.0.2.20 tcp/8080:80 \
+         && virtzone allow add --network vznat 9000/tcp",
+    );
+    let permanent = |b: &Booted| {
+        b.sh_ok("firewall-cmd --permanent --list-all-zones; firewall-cmd --permanent --list-all-policies")
+    };
+    let before = permanent(&b);
+    assert!(
+        before.contains("192.0.2.20") && before.contains("virtzone-allow"),
+        "{before}"
+    );
+    // A reinstall (prerm upgrade) keeps them.
+    let deb = b.copy_in(&virtzone_deb());
+    let out = b.sh_ok(&format!("apt-get install -y --reinstall {deb} 2>&1"));
+    assert!(out.contains("Unpacking virtzone"), "{out}");
+    assert!(permanent(&b).contains("192.0.2.20"));
+    let out = b.sh_ok("apt-get remove -y virtzone 2>&1");
+    assert!(out.contains("removed from firewalld"), "{out}");
+    let after = permanent(&b);
+    assert!(
+        !after.contains("192.0.2.20") && !after.contains("virtzone"),
+        "{after}"
+    );
+    let errors = firewalld_errors(&b);
+    assert!(errors.is_empty(), "firewalld errors: {errors:#?}");
+}

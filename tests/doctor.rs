@@ -496,16 +496,119 @@ fn a_hook_installed_after_libvirtd_started_is_not_run_yet() {
 
 /// A guest's HTTP request to the upstream server (2 s at most; Debian 12's busybox wget crashes).
 fn reaches_upstream(guest: &common::libvirt::Guest<'_>) -> bool {
+    reaches_http(guest, "198.51.100.2")
+}
+
+/// A guest's HTTP request to a server on `addr`, port 8000 (2 s at most).
+fn reaches_http(guest: &common::libvirt::Guest<'_>, addr: &str) -> bool {
     guest
         .command("python3")
         .args([
             "-c",
-            "import urllib.request; urllib.request.urlopen('http://198.51.100.2:8000/', timeout=2)",
+            &format!(
+                "import urllib.request; urllib.request.urlopen('http://{addr}:8000/', timeout=2)"
+            ),
         ])
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// The filter and nat rules docker.io 20.10 (Debian 12) creates at start for its default bridge
+/// `docker0` (172.17.0.0/16), as `iptables` arguments in the order it runs them: chains, the
+/// appended rules, then its jumps inserted at the top of FORWARD. No container publishes a port.
+const DOCKER_20_10: &[&[&str]] = &[
+    &["-N", "DOCKER"],
+    &["-N", "DOCKER-ISOLATION-STAGE-1"],
+    &["-N", "DOCKER-ISOLATION-STAGE-2"],
+    &["-N", "DOCKER-USER"],
+    &["-t", "nat", "-N", "DOCKER"],
+    &[
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-m",
+        "addrtype",
+        "--dst-type",
+        "LOCAL",
+        "-j",
+        "DOCKER",
+    ],
+    &[
+        "-t",
+        "nat",
+        "-A",
+        "OUTPUT",
+        "!",
+        "-d",
+        "127.0.0.0/8",
+        "-m",
+        "addrtype",
+        "--dst-type",
+        "LOCAL",
+        "-j",
+        "DOCKER",
+    ],
+    &[
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        "172.17.0.0/16",
+        "!",
+        "-o",
+        "docker0",
+        "-j",
+        "MASQUERADE",
+    ],
+    &["-t", "nat", "-A", "DOCKER", "-i", "docker0", "-j", "RETURN"],
+    &["-P", "FORWARD", "DROP"],
+    &[
+        "-A",
+        "FORWARD",
+        "-o",
+        "docker0",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "RELATED,ESTABLISHED",
+        "-j",
+        "ACCEPT",
+    ],
+    &["-A", "FORWARD", "-o", "docker0", "-j", "DOCKER"],
+    &[
+        "-A", "FORWARD", "-i", "docker0", "!", "-o", "docker0", "-j", "ACCEPT",
+    ],
+    &[
+        "-A", "FORWARD", "-i", "docker0", "-o", "docker0", "-j", "ACCEPT",
+    ],
+    &[
+        "-A",
+        "DOCKER-ISOLATION-STAGE-1",
+        "-i",
+        "docker0",
+        "!",
+        "-o",
+        "docker0",
+        "-j",
+        "DOCKER-ISOLATION-STAGE-2",
+    ],
+    &["-A", "DOCKER-ISOLATION-STAGE-1", "-j", "RETURN"],
+    &[
+        "-A",
+        "DOCKER-ISOLATION-STAGE-2",
+        "-o",
+        "docker0",
+        "-j",
+        "DROP",
+    ],
+    &["-A", "DOCKER-ISOLATION-STAGE-2", "-j", "RETURN"],
+    &["-A", "DOCKER-USER", "-j", "RETURN"],
+    &["-I", "FORWARD", "-j", "DOCKER-ISOLATION-STAGE-1"],
+    &["-I", "FORWARD", "-j", "DOCKER-USER"],
+];
 
 #[test]
 fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
@@ -548,22 +651,64 @@ fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
         Duration::from_secs(20),
         || reaches_upstream(&guest).then_some(()),
     );
+    // A Docker container on docker0 with an unpublished service (Docker's rules keep it from
+    // everything but its own published ports).
+    let container = format!("{}-c1", vlab.netns);
+    let _cleanup = NetnsGuard(vec![container.clone()]);
+    for step in [
+        "-n LAB link add docker0 type bridge",
+        "-n LAB addr add 172.17.0.1/16 dev docker0",
+        "-n LAB link set docker0 up",
+        "netns add C",
+        "-n LAB link add vethc1 type veth peer name eth0 netns C",
+        "-n LAB link set vethc1 master docker0 up",
+        "-n C addr add 172.17.0.2/16 dev eth0",
+        "-n C link set eth0 up",
+        "-n C route add default via 172.17.0.1",
+    ] {
+        let step = step
+            .replace("LAB", &vlab.netns)
+            .replace(" C", &format!(" {container}"));
+        let out = std::process::Command::new("ip")
+            .args(step.split(' '))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {step}: {}", text(&out.stderr));
+    }
+    let _unpublished = common::Process(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &container,
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+            ])
+            .args(["--bind", "172.17.0.2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    common::libvirt::wait_for(
+        "the guest reaching the container before Docker's rules",
+        Duration::from_secs(20),
+        || reaches_http(&guest, "172.17.0.2").then_some(()),
+    );
     let (code, v) = doctor_json(&vlab, Some(&root), "");
     assert_eq!((code, findings(&v)), (0, vec![]), "{v:#}");
     assert_eq!(check(&v, "forward-drop")["status"], "ok", "{v:#}");
-    // What Docker does at start: its DOCKER-USER chain first in FORWARD, and FORWARD's policy DROP.
-    for args in [
-        vec!["-N", "DOCKER-USER"],
-        vec!["-A", "DOCKER-USER", "-j", "RETURN"],
-        vec!["-I", "FORWARD", "-j", "DOCKER-USER"],
-        vec!["-P", "FORWARD", "DROP"],
-    ] {
-        ok(&vlab.command("iptables").args(&args).output().unwrap());
+    // What docker.io 20.10 does at start (not the real dockerd: its chains, made the same way).
+    for args in DOCKER_20_10 {
+        ok(&vlab.command("iptables").args(*args).output().unwrap());
     }
     assert!(
         !reaches_upstream(&guest),
         "Docker's policy must block the guest"
     );
+    assert!(!reaches_http(&guest, "172.17.0.2"));
     let (code, v) = doctor_json(&vlab, Some(&root), "");
     assert_eq!(code, 1, "{:#}", check(&v, "forward-drop"));
     // Docker's tables are also another firewall on the same hooks: a warning beside the problem.
@@ -583,10 +728,13 @@ fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
     );
     assert!(ev.contains("ip filter chain FORWARD (hook forward"), "{ev}");
     assert_eq!(c["fix"]["safe"], true);
-    assert!(c["fix"]["command"]
-        .as_str()
-        .unwrap()
-        .contains("iptables -I DOCKER-USER -i vzop0 -j ACCEPT"));
+    // Exactly the path the check proved dropped (issue #24, S5): the bridge to the uplink, and
+    // replies back; not the bridge's traffic as a whole.
+    assert_eq!(
+        c["fix"]["command"].as_str().unwrap(),
+        "iptables -I DOCKER-USER -i vzop0 -o vzup9 -j ACCEPT; iptables -I DOCKER-USER -i vzup9 -o \
+         vzop0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+    );
     let out = doctor_in(&vlab, Some(&root), "", &["--fix", "--yes", "--json"], "");
     assert_eq!(
         out.status.code(),
@@ -595,9 +743,21 @@ fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
         text(&out.stdout),
         text(&out.stderr)
     );
+    let fixed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let done = fixed["fixes"][0]["done"].as_str().unwrap_or_default();
+    assert!(
+        done.contains("new connections from vzop0 to vzup9 and their replies"),
+        "{fixed:#}"
+    );
     assert!(
         reaches_upstream(&guest),
         "the guest reaches upstream after the fix"
+    );
+    // Docker's containers stay closed to guests.
+    assert!(
+        !reaches_http(&guest, "172.17.0.2"),
+        "the fix opened Docker's container to the guest:\n{}",
+        ok(&vlab.command("iptables").args(["-S"]).output().unwrap())
     );
     // A second --fix adds nothing twice.
     let before = ok(&vlab
@@ -688,6 +848,70 @@ fn bridged_guests_cross_firewalld_until_br_netfilter_is_off() {
             .success()
     };
     let blocked_before = !pings();
+    // Issue #24, S6: libvirt's nwfilter relies on bridge filtering too (its physdev rules, as it
+    // writes them for a guest's vnet port): then turning br_netfilter off is not safe.
+    let nwfilter: [&[&str]; 4] = [
+        &["-N", "FO-vnet0"],
+        &["-A", "FO-vnet0", "-j", "RETURN"],
+        &["-N", "libvirt-out"],
+        &[
+            "-A",
+            "libvirt-out",
+            "-m",
+            "physdev",
+            "--physdev-is-bridged",
+            "--physdev-out",
+            "vnet0",
+            "-g",
+            "FO-vnet0",
+        ],
+    ];
+    for args in nwfilter {
+        ok(&lab.command("iptables").args(args).output().unwrap());
+    }
+    ok(&lab
+        .command("iptables")
+        .args(["-I", "FORWARD", "-j", "libvirt-out"])
+        .output()
+        .unwrap());
+    let (code, v) = doctor_json(&lab, None, WITH_HOOK);
+    assert_eq!(code, 1, "{v:#}");
+    let c = check(&v, "br-netfilter");
+    assert_eq!(
+        (&c["status"], &c["fix"]["safe"]),
+        (&"problem".into(), &false.into()),
+        "{c:#}"
+    );
+    assert!(evidence(c).contains("--physdev-out vnet0"), "{c:#}");
+    let out = doctor_in(&lab, None, WITH_HOOK, &["--fix", "--yes"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert_eq!(
+        ok(&lab
+            .command("sysctl")
+            .args(["-n", "net.bridge.bridge-nf-call-iptables"])
+            .output()
+            .unwrap())
+        .trim(),
+        "1",
+        "doctor --fix turned bridge filtering off under nwfilter's rules"
+    );
+    for args in [
+        &["-D", "FORWARD", "-j", "libvirt-out"][..],
+        &["-F", "libvirt-out"],
+        &["-X", "libvirt-out"],
+        &["-F", "FO-vnet0"],
+        &["-X", "FO-vnet0"],
+    ] {
+        ok(&lab.command("iptables").args(args).output().unwrap());
+    }
+    // An earlier fix's file, with an admin's line: merged, not rewritten.
+    let conf = etc_layer(&lab).join("upper/sysctl.d/90-virtzone-bridge.conf");
+    fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    fs::write(
+        &conf,
+        "net.bridge.bridge-nf-call-ip6tables = 0\nnet.bridge.bridge-nf-call-arptables = 0\n",
+    )
+    .unwrap();
     let (code, v) = doctor_json(&lab, None, WITH_HOOK);
     assert_eq!(code, 1, "{v:#}");
     assert_eq!(
@@ -697,6 +921,20 @@ fn bridged_guests_cross_firewalld_until_br_netfilter_is_off() {
     );
     let out = doctor_in(&lab, None, WITH_HOOK, &["--fix", "--yes"], "");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let mut lines: Vec<String> = fs::read_to_string(&conf)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "net.bridge.bridge-nf-call-arptables = 0",
+            "net.bridge.bridge-nf-call-ip6tables = 0",
+            "net.bridge.bridge-nf-call-iptables = 0"
+        ]
+    );
     common::libvirt::wait_for(
         "the guests reaching each other",
         Duration::from_secs(10),

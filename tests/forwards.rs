@@ -53,7 +53,7 @@ except OSError as e:
     print('refused', e.errno)
 "#;
 
-fn python() -> &'static str {
+pub(crate) fn python() -> &'static str {
     // Debian's python3, not whatever python is first on PATH.
     "/usr/bin/python3"
 }
@@ -773,7 +773,7 @@ fn forward_survives_every_rebuild_2_3_1_iptables() {
 }
 
 /// One connection attempt from the host itself (the lab's namespace).
-fn connect_from_host(vlab: &LibvirtLab, addr: &str, port: u16) -> String {
+pub(crate) fn connect_from_host(vlab: &LibvirtLab, addr: &str, port: u16) -> String {
     let out = vlab
         .command(python())
         .args(["-c", CLIENT, addr, &port.to_string()])
@@ -1322,7 +1322,7 @@ fn forward_reaches_a_routed_networks_guest_2_5_2_nftables() {
 }
 
 /// `/proc/sys/net/ipv4/conf/BRIDGE/route_localnet` in the lab's namespace.
-fn route_localnet(vlab: &LibvirtLab, bridge: &str) -> String {
+pub(crate) fn route_localnet(vlab: &LibvirtLab, bridge: &str) -> String {
     let out = vlab
         .command("cat")
         .arg(format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"))
@@ -1331,7 +1331,7 @@ fn route_localnet(vlab: &LibvirtLab, bridge: &str) -> String {
     text(&out.stdout).trim().to_string()
 }
 
-fn set_route_localnet(vlab: &LibvirtLab, bridge: &str, value: &str) {
+pub(crate) fn set_route_localnet(vlab: &LibvirtLab, bridge: &str, value: &str) {
     let ok = vlab
         .command("sysctl")
         .args([
@@ -1342,6 +1342,45 @@ fn set_route_localnet(vlab: &LibvirtLab, bridge: &str, value: &str) {
         .status()
         .unwrap();
     assert!(ok.success());
+}
+
+/// Makes `guest` route 127.0.0.0/8 to the host at `host` (its own loopback address gone), as a
+/// hostile guest would.
+pub(crate) fn route_loopback_to_host(guest: &Guest<'_>, host: &str) {
+    for args in [
+        &["ip", "addr", "flush", "dev", "lo"][..],
+        &["sysctl", "-q", "-w", "net.ipv4.conf.eth0.route_localnet=1"],
+        &[
+            "ip",
+            "route",
+            "add",
+            "127.0.0.0/8",
+            "via",
+            host,
+            "dev",
+            "eth0",
+        ],
+    ] {
+        let ok = guest.command(args[0]).args(&args[1..]).status().unwrap();
+        assert!(ok.success(), "{args:?}");
+    }
+}
+
+/// A host service bound to its loopback address only, on a port the libvirt zone opens to guests
+/// (DNS), answering with the banner `host-loopback`; waits until it answers the host.
+pub(crate) fn serve_loopback_only(vlab: &LibvirtLab) -> Process {
+    let server = Process(
+        vlab.command(python())
+            .args(["-c", SERVER, "127.0.0.1", "53", "host-loopback"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait("the host's loopback service", HEAL, || {
+        connect_from_host(vlab, "127.0.0.1", 53).starts_with("ok host-loopback")
+    });
+    server
 }
 
 /// A forward of the host's loopback address (`--host-address 127.0.0.1 --from-host`) is opt-in
@@ -1360,42 +1399,12 @@ fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
         .dhcp(5)
         .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
     let _server = serve(&guest, "0.0.0.0", 80, "guest-one");
-    // A service of the host bound to its loopback address only, on a port the libvirt zone opens
-    // to guests (DNS).
-    let _loopback_only = Process(
-        vlab.command(python())
-            .args(["-c", SERVER, "127.0.0.1", "53", "host-loopback"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait("the host's loopback service", HEAL, || {
-        connect_from_host(&vlab, "127.0.0.1", 53).starts_with("ok host-loopback")
-    });
-    // The guest routes 127.0.0.0/8 to the host (its own loopback address gone), as a hostile guest
-    // would.
-    for args in [
-        &["ip", "addr", "flush", "dev", "lo"][..],
-        &["sysctl", "-q", "-w", "net.ipv4.conf.eth0.route_localnet=1"],
-        &[
-            "ip",
-            "route",
-            "add",
-            "127.0.0.0/8",
-            "via",
-            "192.0.2.1",
-            "dev",
-            "eth0",
-        ],
-    ] {
-        let ok = guest.command(args[0]).args(&args[1..]).status().unwrap();
-        assert!(ok.success(), "{args:?}");
-    }
-    let daemon = Daemon::start(&vlab);
+    let _loopback_only = serve_loopback_only(&vlab);
+    route_loopback_to_host(&guest, "192.0.2.1");
     let errors_from = log_len(&vlab);
 
-    // The risk: route_localnet on the bridge alone opens the host's loopback to the guests.
+    // The risk: route_localnet on the bridge alone opens the host's loopback to the guests. Shown
+    // before the daemon starts: it would put the guard in place at the next ruleset change.
     assert!(!connect(&guest, "127.0.0.1", 53).starts_with("ok"));
     set_route_localnet(&vlab, "virbr83", "1");
     assert_eq!(
@@ -1403,6 +1412,7 @@ fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
         format!("ok host-loopback {}", lease.ip)
     );
     set_route_localnet(&vlab, "virbr83", "0");
+    let daemon = Daemon::start(&vlab);
 
     let add = |extra: &[&str]| {
         let mut args = vec![
@@ -1465,7 +1475,7 @@ fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
     assert!(!connect(&guest, "127.0.0.1", 53).starts_with("ok"));
 
     // libvirt re-creates the bridge: the network hook sets route_localnet on the new one (the
-    // daemon is stopped, as under systemd, where it may not change kernel settings).
+    // daemon is stopped: the hook alone does it).
     drop(daemon);
     vlab.expect_ok(&vlab.net_destroy(&net), "net-destroy ln1");
     vlab.expect_ok(&vlab.net_start(&net), "net-start ln1 again");

@@ -1068,3 +1068,85 @@ fn main_package_postinst_tells_about_the_libvirt_restart_once() {
     }
     assert!(offenders.is_empty(), "{offenders:?} write /etc/firewalld");
 }
+
+/// Issue #24, S7: the package's removal — and only its removal, not an upgrade — runs `virtzone
+/// forward purge`: the .deb's prerm with `remove` (not `upgrade`), the rpm's %preun with `$1` 0 (not
+/// 1). Run with a recording `virtzone` put over /usr/bin in a private mount namespace (an overlay,
+/// so the host's /usr/bin is never changed); a failing purge does not fail the removal.
+#[test]
+fn package_removal_purges_forwards_and_an_upgrade_does_not() {
+    let spec = parsed_spec();
+    let prerm = repo().join("packaging/debian/virtzone.prerm");
+    let preun = spec_section(&spec, "%preun");
+    let tmp = tempfile::tempdir().unwrap();
+    let (upper, work, record) = (
+        tmp.path().join("upper"),
+        tmp.path().join("work"),
+        tmp.path().join("calls"),
+    );
+    fs::create_dir_all(&upper).unwrap();
+    fs::create_dir_all(&work).unwrap();
+    let fake = upper.join("virtzone");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexit \"${{FAKE_EXIT:-0}}\"\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |script: &[String], fail: bool| -> (Output, String) {
+        let _ = fs::remove_file(&record);
+        let out = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+            .arg(format!(
+                "mount -t overlay overlay -o lowerdir=/usr/bin,upperdir='{}',workdir='{}' /usr/bin && exec \"$@\"",
+                upper.display(),
+                work.display()
+            ))
+            .arg("sh")
+            .args(script)
+            .env("FAKE_EXIT", if fail { "1" } else { "0" })
+            .output()
+            .unwrap();
+        (out, fs::read_to_string(&record).unwrap_or_default())
+    };
+    let deb = |arg: &str| vec!["/bin/sh".into(), prerm.display().to_string(), arg.into()];
+    let rpm = |count: &str| {
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            preun.clone(),
+            "scriptlet".into(),
+            count.into(),
+        ]
+    };
+    for (name, script, purges) in [
+        ("deb remove", deb("remove"), true),
+        ("deb upgrade", deb("upgrade"), false),
+        ("rpm erase", rpm("0"), true),
+        ("rpm upgrade", rpm("1"), false),
+    ] {
+        let (out, calls) = run(&script, false);
+        assert_eq!(
+            calls,
+            if purges { "forward purge\n" } else { "" },
+            "{name}: {}",
+            text(&out.stderr)
+        );
+        if purges {
+            // firewalld unreachable: the purge fails, the removal goes on and says so.
+            let (out, calls) = run(&script, true);
+            assert_eq!(calls, "forward purge\n", "{name}");
+            if name.starts_with("deb") {
+                assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+            }
+            assert!(
+                text(&out.stderr).contains("remain in firewalld's configuration"),
+                "{name}: {}",
+                text(&out.stderr)
+            );
+        }
+    }
+}

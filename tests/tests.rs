@@ -17,8 +17,10 @@ mod domain_forwards;
 mod forwards;
 mod forwards12;
 mod hardening;
-/// Issue #24's guest, hook and state findings (S1, S3, S4, S8, S9, S10, S12).
+// Issue #24's guest, hook and state findings (S1, S3, S4, S8, S9, S10, S12).
 mod hardening3;
+// Issue #24's host protection: the localnet guard after a wipe of the ruleset, forward purge.
+mod hardening_host;
 mod install;
 mod install_tree;
 mod lab_smoke;

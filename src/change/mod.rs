@@ -210,8 +210,8 @@ pub enum Step {
 }
 
 impl Step {
-    /// The step that undoes this one, `None` for [`Step::Reload`], [`Step::Iptables`] and the nft
-    /// steps.
+    /// The step that undoes this one, `None` for [`Step::Reload`], [`Step::Iptables`], the nft
+    /// steps and the localnet guard's addition.
     pub fn inverse(&self) -> Option<Step> {
         Some(match self {
             Step::ChangeZoneOfInterface {
@@ -313,7 +313,11 @@ impl Step {
                 value: previous.clone(),
                 previous: value.clone(),
             },
-            Step::LocalnetGuard { present } => Step::LocalnetGuard { present: !present },
+            // A rollback never takes the guard away: `route_localnet` may be on from before this
+            // plan (or for another interface), and the guard costs nothing without it. The next
+            // plan removes it once no interface has the setting on.
+            Step::LocalnetGuard { present: true } => return None,
+            Step::LocalnetGuard { present: false } => Step::LocalnetGuard { present: true },
             Step::Reload
             | Step::Iptables { .. }
             | Step::NftInsertRules { .. }
@@ -695,8 +699,13 @@ mod tests {
                 value: "1".into(),
                 previous: "0".into(),
             },
-            Step::LocalnetGuard { present: true },
         ];
+        // A rollback never takes the localnet guard away (route_localnet may be on from before).
+        assert_eq!(Step::LocalnetGuard { present: true }.inverse(), None);
+        assert_eq!(
+            Step::LocalnetGuard { present: false }.inverse(),
+            Some(Step::LocalnetGuard { present: true })
+        );
         for step in &forward_steps {
             // Exact: each inverse carries all its inverse needs, and stays in the same layer.
             let inverse = step.inverse().unwrap();

@@ -22,6 +22,8 @@ struct Applied {
     id: &'static str,
     command: String,
     applied: bool,
+    /// What it changed, when applied.
+    done: Option<String>,
     error: Option<String>,
 }
 
@@ -93,6 +95,7 @@ pub async fn run(
                 id: check.id,
                 command: f.command.clone(),
                 applied: false,
+                done: None,
                 error: Some("not confirmed".into()),
             });
             continue;
@@ -100,15 +103,20 @@ pub async fn run(
         let result = apply(action, state.as_ref()).await;
         if !json {
             match &result {
-                Ok(()) => out!("  applied"),
+                Ok(done) => out!("  applied: {done}"),
                 Err(e) => out!("  failed: {e}"),
             }
         }
+        let (done, error) = match result {
+            Ok(done) => (Some(done), None),
+            Err(e) => (None, Some(e)),
+        };
         applied.push(Applied {
             id: check.id,
             command: f.command.clone(),
-            applied: result.is_ok(),
-            error: result.err(),
+            applied: done.is_some(),
+            done,
+            error,
         });
     }
     // Every fix is judged by checking again, not by its own success.
@@ -146,15 +154,15 @@ fn confirm() -> Result<bool, Failure> {
     ))
 }
 
-/// Applies one safe fix.
-async fn apply(action: &Action, state: Option<&StateDir>) -> Result<(), String> {
+/// Applies one safe fix; says what it changed.
+async fn apply(action: &Action, state: Option<&StateDir>) -> Result<String, String> {
     match action {
         Action::Install => {
             let state = state.ok_or("virtzone's state directory is unusable")?;
             let fw = Firewalld::connect().await.map_err(|e| e.to_string())?;
             crate::install::live::install(&fw, state, true)
                 .await
-                .map(|_| ())
+                .map(|_| "installed the libvirt zones and policies".to_string())
                 .map_err(|e| e.to_string())
         }
         Action::Bind(bindings) => {
@@ -172,50 +180,77 @@ async fn apply(action: &Action, state: Option<&StateDir>) -> Result<(), String> 
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            Ok(())
+            Ok(format!(
+                "bound {}",
+                bindings
+                    .iter()
+                    .map(|(b, z, _)| format!("{b} to zone {z}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
         }
-        Action::AcceptInDockerUser(bridges) => {
-            for b in bridges {
-                BridgeName::new(b).map_err(|e| e.to_string())?;
-                for rule in [
-                    vec!["-i", b.as_str(), "-j", "ACCEPT"],
-                    vec![
-                        "-o",
-                        b.as_str(),
-                        "-m",
-                        "conntrack",
-                        "--ctstate",
-                        "RELATED,ESTABLISHED",
-                        "-j",
-                        "ACCEPT",
-                    ],
-                ] {
+        Action::AcceptInDockerUser(paths) => {
+            let mut opened = Vec::new();
+            for (bridge, uplink) in paths {
+                // Interface names, as the kernel allows them (both come from the host's own facts).
+                BridgeName::new(bridge).map_err(|e| e.to_string())?;
+                BridgeName::new(uplink).map_err(|e| e.to_string())?;
+                for rule in doctor::docker_user_rules(bridge, uplink) {
+                    let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
                     // -C first: a second --fix must not stack duplicates.
                     let present = iptables(&[&["-C", "DOCKER-USER"][..], &rule].concat()).is_ok();
                     if !present {
                         iptables(&[&["-I", "DOCKER-USER"][..], &rule].concat())?;
                     }
                 }
+                opened.push(format!(
+                    "new connections from {bridge} to {uplink} and their replies"
+                ));
             }
-            Ok(())
+            Ok(format!(
+                "opened in DOCKER-USER: {} (nothing else: guests still cannot reach Docker's containers)",
+                opened.join("; ")
+            ))
         }
         Action::DisableBridgeNetfilter(keys) => {
-            let mut conf = String::from(
-                "# Written by virtzone doctor --fix: bridged guest traffic must not cross the IP firewall,\n\
-                 # whose zones would drop it (docs/troubleshooting.md, br-netfilter).\n",
-            );
             for key in keys {
-                let path = format!("/proc/sys/{}", key.replace('.', "/"));
-                std::fs::write(&path, "0").map_err(|e| format!("cannot write {path}: {e}"))?;
-                let _ = writeln!(conf, "{key} = 0");
+                crate::host::write_sysctl(&key.replace('.', "/"), "0")
+                    .map_err(|e| format!("cannot turn {key} off: {e}"))?;
             }
+            // Merged, not rewritten: keys an earlier fix turned off stay off at the next boot.
+            let existing = read_nofollow(std::path::Path::new(SYSCTL_FILE))?;
+            let conf = doctor::merge_sysctl_conf(existing.as_deref(), keys);
             crate::state::write_atomically(
                 std::path::Path::new(SYSCTL_FILE),
                 conf.as_bytes(),
                 0o644,
             )
-            .map_err(|e| format!("cannot write {SYSCTL_FILE}: {e}"))
+            .map_err(|e| format!("cannot write {SYSCTL_FILE}: {e}"))?;
+            Ok(format!(
+                "turned {} off, now and in {SYSCTL_FILE}",
+                keys.join(", ")
+            ))
         }
+    }
+}
+
+/// A small file's text, `None` when it does not exist; opened without following a symlink.
+fn read_nofollow(path: &std::path::Path) -> Result<Option<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path);
+    let mut text = String::new();
+    match file {
+        Ok(f) => f
+            .take(1 << 20)
+            .read_to_string(&mut text)
+            .map(|_| Some(text))
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 

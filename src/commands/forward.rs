@@ -134,6 +134,10 @@ pub async fn forward(action: ForwardAction) -> Result<ExitCode, Failure> {
             let state = StateDir::locate(state_dir.as_deref())?;
             out!("{}", forward::remove_forward(&state, which).await?);
         }
+        ForwardAction::Purge { state_dir } => {
+            let state = StateDir::locate(state_dir.as_deref())?;
+            out!("{}", forward::purge(&state).await?);
+        }
         ForwardAction::List { json, state_dir } => {
             let state = StateDir::locate(state_dir.as_deref())?;
             list_forwards(&state, json)?;

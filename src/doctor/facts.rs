@@ -71,6 +71,24 @@ pub struct HookFacts {
     pub libvirtd_started: Option<SystemTime>,
 }
 
+/// What mandatory access control says about libvirt running virtzone's hooks (the `mac` check).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MacFacts {
+    /// `/sys/fs/selinux/enforce` (`1` enforcing, `0` permissive); `None` without SELinux.
+    pub selinux_enforce: Option<String>,
+    /// `/sys/fs/selinux/booleans/virt_hooks_unconfined` (`current pending`, e.g. `0 0`); `None`
+    /// when the policy has no such boolean (or SELinux is off).
+    pub virt_hooks_unconfined: Option<String>,
+    /// Each installed hook with its SELinux label (xattr `security.selinux`; `None` unlabelled or
+    /// unreadable).
+    pub hook_labels: Vec<(PathBuf, Option<String>)>,
+    /// The lines of `/sys/kernel/security/apparmor/profiles` naming libvirtd; `None` without
+    /// AppArmor (or when securityfs cannot be read).
+    pub apparmor_libvirtd: Option<Vec<String>>,
+    /// The program the network hook executes (its `exec PROGRAM hook` line).
+    pub hook_binary: Option<PathBuf>,
+}
+
 /// How long doctor waits for firewalld's answers in all: a hung firewalld is a finding, not a hang.
 pub const FIREWALLD_BUDGET: Duration = Duration::from_secs(10);
 
@@ -143,6 +161,8 @@ pub struct Facts {
     pub daemon_running: Option<bool>,
     /// Whether virtzone.service is enabled.
     pub daemon_enabled: bool,
+    /// SELinux and AppArmor as they concern the hooks.
+    pub mac: MacFacts,
 }
 
 impl Facts {
@@ -170,6 +190,7 @@ impl Facts {
             domain_forwards: 0,
             daemon_running: None,
             daemon_enabled: false,
+            mac: MacFacts::default(),
         }
     }
 }
@@ -277,6 +298,10 @@ pub async fn gather(state: Option<&StateDir>, only: &[String]) -> Result<Facts, 
         .map(|conf| strict_forward_ports(&conf));
     f.hook = hook_facts(Path::new(HOOK_PATH), &["libvirtd", "virtnetworkd"]);
     f.qemu_hook = hook_facts(Path::new(QEMU_HOOK_PATH), &["libvirtd", "virtqemud"]);
+    f.mac = mac_facts(
+        Path::new("/sys"),
+        &[Path::new(HOOK_PATH), Path::new(QEMU_HOOK_PATH)],
+    );
     f.domain_forwards = state
         .and_then(|s| crate::forward::read_declared(s).ok())
         .map_or(0, |d| d.domain_forwards.len());
@@ -603,6 +628,53 @@ pub fn strict_forward_ports(conf: &str) -> bool {
         .filter_map(|l| l.split_once('='))
         .rfind(|(k, _)| k.trim() == "StrictForwardPorts")
         .is_some_and(|(_, v)| matches!(v.trim().to_ascii_lowercase().as_str(), "yes" | "true"))
+}
+
+/// Reads [`MacFacts`] from `sys` (`/sys`), for the hooks at `hooks`.
+pub fn mac_facts(sys: &Path, hooks: &[&Path]) -> MacFacts {
+    let selinux = sys.join("fs/selinux");
+    let trimmed = |p: &Path| read_small(p).map(|v| v.trim().to_string());
+    let apparmor_libvirtd = read_small(&sys.join("kernel/security/apparmor/profiles")).map(|all| {
+        all.lines()
+            .filter(|l| {
+                let name = l.rsplit_once(" (").map_or(*l, |(n, _)| n);
+                name == "libvirtd" || name.ends_with("/libvirtd")
+            })
+            .map(String::from)
+            .collect()
+    });
+    MacFacts {
+        selinux_enforce: trimmed(&selinux.join("enforce")),
+        virt_hooks_unconfined: trimmed(&selinux.join("booleans/virt_hooks_unconfined")),
+        hook_labels: hooks
+            .iter()
+            .filter(|h| h.exists())
+            .map(|h| (h.to_path_buf(), selinux_label(h)))
+            .collect(),
+        apparmor_libvirtd,
+        hook_binary: hooks
+            .first()
+            .and_then(|h| read_small(h))
+            .and_then(|script| hook_program(&script)),
+    }
+}
+
+/// The xattr `security.selinux` of `path`, without its trailing NUL.
+fn selinux_label(path: &Path) -> Option<String> {
+    let mut buf = [0u8; 256];
+    let n = rustix::fs::getxattr(path, "security.selinux", &mut buf[..]).ok()?;
+    let label = String::from_utf8_lossy(&buf[..n.min(buf.len())]);
+    Some(label.trim_end_matches('\0').to_string())
+}
+
+/// The program a hook script hands over to: `exec PROGRAM hook …`.
+pub fn hook_program(script: &str) -> Option<PathBuf> {
+    script.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next()? == "exec").then_some(())?;
+        let program = words.next()?;
+        (words.next()? == "hook").then(|| PathBuf::from(program))
+    })
 }
 
 fn hook_facts(path: &Path, daemons: &[&str]) -> HookFacts {

@@ -66,8 +66,10 @@ pub enum Action {
     Bind(Vec<(String, String, String)>),
     /// Set these sysctls to 0 now and in `/etc/sysctl.d/`.
     DisableBridgeNetfilter(Vec<String>),
-    /// Accept these bridges' forwarded traffic in Docker's `DOCKER-USER` chain.
-    AcceptInDockerUser(Vec<String>),
+    /// Accept, in Docker's `DOCKER-USER` chain, exactly the path the check proved dropped: new
+    /// connections from each bridge to the uplink, and their replies back (bridge, uplink) — never
+    /// the bridge's traffic as a whole, which would open Docker's containers to guests.
+    AcceptInDockerUser(Vec<(String, String)>),
 }
 
 /// One check's result.
@@ -142,7 +144,7 @@ impl Report {
 }
 
 /// The check ids, in the order they run and print.
-pub const CHECK_IDS: [&str; 12] = [
+pub const CHECK_IDS: [&str; 13] = [
     "firewalld",
     "libvirt-zones",
     "stale-zone-copy",
@@ -154,6 +156,7 @@ pub const CHECK_IDS: [&str; 12] = [
     "foreign-firewall",
     "strict-forward-ports",
     "hook",
+    "mac",
     "daemon",
 ];
 
@@ -171,6 +174,7 @@ pub fn diagnose(f: &Facts) -> Report {
         foreign_firewall(f),
         strict_forward_ports(f),
         hook(f),
+        mac(f),
         daemon(f),
     ])
 }
@@ -575,7 +579,7 @@ fn forward_drop(f: &Facts) -> Check {
                         .iter()
                         .any(|c| c.family == "ip" && c.table == "filter" && c.name == "DOCKER-USER")
                 {
-                    docker_user.push(bridge.to_string());
+                    docker_user.push((bridge.to_string(), uplink.clone()));
                 }
             }
         }
@@ -595,11 +599,10 @@ fn forward_drop(f: &Facts) -> Check {
         } else {
             let command = docker_user
                 .iter()
-                .map(|b| {
-                    format!(
-                        "iptables -I DOCKER-USER -i {b} -j ACCEPT; \
-                         iptables -I DOCKER-USER -o {b} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
-                    )
+                .map(|(b, up)| {
+                    docker_user_rules(b, up)
+                        .map(|r| format!("iptables -I DOCKER-USER {}", r.join(" ")))
+                        .join("; ")
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
@@ -617,6 +620,27 @@ fn forward_drop(f: &Facts) -> Check {
         ID,
         "every table on the forward path accepts the guests' outbound traffic",
     )
+}
+
+/// The `DOCKER-USER` rules (arguments after the chain) that open what `forward-drop` proved
+/// dropped for `bridge`: new connections to `uplink`, and only replies back.
+pub fn docker_user_rules(bridge: &str, uplink: &str) -> [Vec<String>; 2] {
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    [
+        words(&["-i", bridge, "-o", uplink, "-j", "ACCEPT"]),
+        words(&[
+            "-i",
+            uplink,
+            "-o",
+            bridge,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ]),
+    ]
 }
 
 /// Whether a network's bridge sits in the zone libvirt's rules give it.
@@ -748,23 +772,135 @@ fn br_netfilter(f: &Facts) -> Check {
         .with_evidence(evidence);
     }
     let names: Vec<String> = on.iter().map(|k| k.replace('/', ".")).collect();
+    let command = format!(
+        "{}; and the same in /etc/sysctl.d/90-virtzone-bridge.conf",
+        names
+            .iter()
+            .map(|n| format!("sysctl -w {n}=0"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let users = bridge_filter_users(f);
+    if !users.is_empty() {
+        // Bridge filtering is host-wide: turning it off would silently disable their rules.
+        return Check::new(
+            ID,
+            Status::Problem,
+            "br_netfilter sends bridged guest traffic through firewalld's forward rules, whose zones              drop it; but other rules rely on bridge filtering, so turning it off is not safe and              doctor --fix leaves it on",
+        )
+        .with_evidence(
+            evidence
+                .into_iter()
+                .chain(users.into_iter().map(|u| format!("relies on bridge filtering: {u}")))
+                .collect(),
+        )
+        .with_fix(
+            format!(
+                "let the bridged guests' traffic through firewalld instead (e.g. firewall-cmd                  --permanent --zone=libvirt --add-interface=BRIDGE, or a policy for it), or, once                  those rules are not needed: {command}"
+            ),
+            None,
+        );
+    }
     Check::new(
         ID,
         Status::Problem,
         "br_netfilter sends bridged guest traffic through firewalld's forward rules, whose zones drop it",
     )
     .with_evidence(evidence)
-    .with_fix(
-        format!(
-            "{}; and the same in /etc/sysctl.d/90-virtzone-bridge.conf",
-            names
-                .iter()
-                .map(|n| format!("sysctl -w {n}=0"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-        Some(Action::DisableBridgeNetfilter(names)),
-    )
+    .with_fix(command, Some(Action::DisableBridgeNetfilter(names)))
+}
+
+/// The header of the sysctl.d file `doctor --fix` keeps br_netfilter off with.
+const SYSCTL_HEADER: &str =
+    "# Written by virtzone doctor --fix: bridged guest traffic must not cross the IP firewall,\n\
+     # whose zones would drop it (docs/troubleshooting.md, br-netfilter).\n";
+
+/// The sysctl.d file after turning `keys` (dotted names) off: every line of `existing` kept but
+/// those setting one of `keys` (in either spelling, `a.b` or `a/b`), then `KEY = 0` for each. A
+/// second fix for another key never loses the first one's line.
+pub fn merge_sysctl_conf(existing: Option<&str>, keys: &[String]) -> String {
+    let normal = |k: &str| k.trim().trim_start_matches('-').replace('/', ".");
+    let mut out = String::new();
+    match existing {
+        Some(text) => {
+            for line in text.lines() {
+                let key = line.split_once('=').map(|(k, _)| normal(k));
+                let ours = !line.trim_start().starts_with(['#', ';'])
+                    && key.is_some_and(|k| keys.iter().any(|want| normal(want) == k));
+                if !ours {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        None => out.push_str(SYSCTL_HEADER),
+    }
+    for key in keys {
+        out.push_str(&format!("{} = 0\n", normal(key)));
+    }
+    out
+}
+
+/// Rules of other software that rely on bridge filtering (br_netfilter passing bridged packets
+/// to the IP hooks), from the live ruleset: physdev matches (libvirt's
+/// nwfilter, Docker), nft's bridge-port meta keys, kube-proxy's chains, and drops of traffic
+/// inside one bridge (Docker's `icc=false`: `-i docker0 -o docker0 -j DROP`).
+pub fn bridge_filter_users(f: &Facts) -> Vec<String> {
+    let mut users = Vec::new();
+    let mut kube = false;
+    let judge = |line: &str| -> Option<&'static str> {
+        if line.contains("physdev") {
+            return Some("a physdev match (libvirt's nwfilter, Docker or another bridge filter)");
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let arg = |flag: &str| {
+            words
+                .windows(2)
+                .find(|w| w[0] == flag)
+                .map(|w| w[1].trim_matches('"'))
+        };
+        match (arg("-i").or(arg("iifname")), arg("-o").or(arg("oifname"))) {
+            (Some(i), Some(o))
+                if i == o && (line.contains("-j DROP") || line.contains("-j REJECT")) =>
+            {
+                Some("drops traffic inside one bridge (Docker's icc=false)")
+            }
+            _ => None,
+        }
+    };
+    if let Ok(rs) = &f.evaluable {
+        for c in &rs.chains {
+            if !matches!(c.family.as_str(), "ip" | "ip6" | "inet") {
+                continue;
+            }
+            kube |= c.name.starts_with("KUBE-");
+            for r in &c.rules {
+                let expr = serde_json::Value::from(r.expr.clone()).to_string();
+                let why = match &r.saved {
+                    Some(saved) => judge(saved),
+                    None if expr.contains("\"name\":\"physdev\"") => judge("physdev"),
+                    None => None,
+                }
+                .or_else(|| {
+                    ["ibrname", "obrname", "ibrport", "obrport"]
+                        .iter()
+                        .any(|k| expr.contains(&format!("\"key\":\"{k}\"")))
+                        .then_some("a bridge port match (meta ibrname/obrname)")
+                });
+                if let Some(why) = why {
+                    let rule = r.saved.clone().unwrap_or(expr);
+                    users.push(format!(
+                        "{} {} chain {}: {rule} ({why})",
+                        c.family, c.table, c.name
+                    ));
+                }
+            }
+        }
+    }
+    if kube {
+        users.push("kube-proxy's chains (KUBE-*): Kubernetes needs bridge filtering".into());
+    }
+    users
 }
 
 fn foreign_firewall(f: &Facts) -> Check {
@@ -917,6 +1053,147 @@ fn network_hook(f: &Facts) -> Check {
         (_, None) => Check::ok(ID, "the hook is installed (libvirtd is not running)"),
         _ => Check::ok(ID, "the hook is installed and libvirtd started after it"),
     }
+}
+
+/// The SELinux type of a label `user:role:type:level`.
+fn label_type(label: &str) -> Option<&str> {
+    label.split(':').nth(2)
+}
+
+/// The type Fedora's and RHEL's policy gives libvirt's hook scripts, the one its rules let the
+/// virt daemons execute.
+const HOOK_TYPE: &str = "virt_hook_t";
+
+/// Directories whose programs Debian's and Ubuntu's libvirtd AppArmor profile lets hooks execute
+/// (`/{usr/,}{s,}bin/* PUx`); a hook running anything elsewhere is denied under `enforce`.
+const APPARMOR_EXEC_DIRS: [&str; 4] = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"];
+
+/// Mandatory access control against libvirt running virtzone's hooks: with SELinux enforcing,
+/// libvirt's daemons run hooks only when `virt_hooks_unconfined` is on and the hook file has its
+/// label; under AppArmor, libvirtd's profile decides which programs a hook may execute.
+fn mac(f: &Facts) -> Check {
+    const ID: &str = "mac";
+    let m = &f.mac;
+    let mut evidence = Vec::new();
+    let mut problems: Vec<(String, String)> = Vec::new();
+    let mut warnings: Vec<(String, String)> = Vec::new();
+    match m.selinux_enforce.as_deref() {
+        None => {}
+        Some(mode) => {
+            let enforcing = mode == "1";
+            evidence.push(format!(
+                "SELinux is {} (/sys/fs/selinux/enforce = {mode})",
+                if enforcing { "enforcing" } else { "permissive" }
+            ));
+            let boolean_on = m
+                .virt_hooks_unconfined
+                .as_deref()
+                .and_then(|v| v.split_whitespace().next())
+                == Some("1");
+            evidence.push(match &m.virt_hooks_unconfined {
+                Some(v) => format!("virt_hooks_unconfined = {v} (current pending)"),
+                None => "the policy has no virt_hooks_unconfined boolean".into(),
+            });
+            for (path, label) in &m.hook_labels {
+                evidence.push(format!(
+                    "{} is labelled {}",
+                    path.display(),
+                    label.as_deref().unwrap_or("(nothing)")
+                ));
+            }
+            if enforcing && !boolean_on {
+                problems.push((
+                    "SELinux is enforcing and virt_hooks_unconfined is off: libvirt may not run                      virtzone's hooks (they exit 126 and networks do not start)"
+                        .into(),
+                    "setsebool -P virt_hooks_unconfined on".into(),
+                ));
+            }
+            let mislabelled: Vec<String> = m
+                .hook_labels
+                .iter()
+                .filter(|(_, l)| l.as_deref().and_then(label_type) != Some(HOOK_TYPE))
+                .map(|(p, _)| p.display().to_string())
+                .collect();
+            if enforcing && !mislabelled.is_empty() {
+                problems.push((
+                    format!(
+                        "the hook file {} is not labelled {HOOK_TYPE}, so libvirt's daemons may not                          execute it",
+                        mislabelled.join(", ")
+                    ),
+                    format!("restorecon -v {}", mislabelled.join(" ")),
+                ));
+            }
+            if enforcing
+                && boolean_on
+                && f.domain_forwards > 0
+                && m.hook_labels
+                    .iter()
+                    .any(|(p, _)| p.starts_with("/etc/libvirt/hooks/qemu.d"))
+            {
+                warnings.push((
+                    "with SELinux enforcing, the modular virtqemud may not execute hooks even with                      virt_hooks_unconfined on (the boolean's rules name virtnetworkd): forwards to                      domains by name need the monolithic libvirtd or a local policy module"
+                        .into(),
+                    "see docs/packaging.md, mandatory access control".into(),
+                ));
+            }
+        }
+    }
+    if let Some(lines) = &m.apparmor_libvirtd {
+        let enforced = lines.iter().any(|l| l.ends_with("(enforce)"));
+        evidence.extend(lines.iter().map(|l| format!("AppArmor profile {l}")));
+        if lines.is_empty() {
+            evidence.push("AppArmor has no libvirtd profile loaded".into());
+        }
+        if let Some(bin) = &m.hook_binary {
+            evidence.push(format!("the network hook executes {}", bin.display()));
+            let dir_ok = bin.parent().is_some_and(|d| {
+                APPARMOR_EXEC_DIRS
+                    .iter()
+                    .any(|a| d == std::path::Path::new(a))
+            });
+            if enforced && !dir_ok {
+                warnings.push((
+                    format!(
+                        "libvirtd's AppArmor profile is enforced, and it lets hooks execute programs                          in {} only: the hook's {} is likely denied",
+                        APPARMOR_EXEC_DIRS.join(", "),
+                        bin.display()
+                    ),
+                    "install virtzone as /usr/bin/virtzone (the package does), or allow the                      program in /etc/apparmor.d/local/usr.sbin.libvirtd"
+                        .into(),
+                ));
+            }
+        }
+    }
+    if m.selinux_enforce.is_none() && m.apparmor_libvirtd.is_none() {
+        return Check::ok(
+            ID,
+            "neither SELinux nor AppArmor is active: nothing confines libvirt's hooks",
+        );
+    }
+    let (status, found) = if !problems.is_empty() {
+        (Status::Problem, problems)
+    } else if !warnings.is_empty() {
+        (Status::Warning, warnings)
+    } else {
+        return Check::ok(
+            ID,
+            "mandatory access control lets libvirt run virtzone's hooks",
+        )
+        .with_evidence(evidence);
+    };
+    let summary = found
+        .iter()
+        .map(|(s, _)| s.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let fix = found
+        .iter()
+        .map(|(_, f)| f.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Check::new(ID, status, summary)
+        .with_evidence(evidence)
+        .with_fix(fix, None)
 }
 
 fn daemon(f: &Facts) -> Check {

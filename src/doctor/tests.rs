@@ -374,3 +374,279 @@ fn foreign_tables_are_those_of_other_firewalls() {
     assert_eq!(foreign.len(), 1, "{foreign:?}");
     assert!(dnat.is_empty());
 }
+
+fn mac_facts(
+    enforce: Option<&str>,
+    boolean: Option<&str>,
+    label: Option<&str>,
+    apparmor: Option<&[&str]>,
+    binary: &str,
+) -> facts::MacFacts {
+    facts::MacFacts {
+        selinux_enforce: enforce.map(String::from),
+        virt_hooks_unconfined: boolean.map(String::from),
+        hook_labels: vec![(PathBuf::from(facts::HOOK_PATH), label.map(String::from))],
+        apparmor_libvirtd: apparmor.map(|l| l.iter().map(|s| s.to_string()).collect()),
+        hook_binary: Some(PathBuf::from(binary)),
+    }
+}
+
+#[test]
+fn mac_check_reads_selinux_and_apparmor() {
+    const LABELLED: Option<&str> = Some("system_u:object_r:virt_hook_t:s0");
+    const USR: &str = "/usr/bin/virtzone";
+    let table: [(facts::MacFacts, Status, &str, &str); 10] = [
+        // Neither SELinux nor AppArmor (this machine).
+        (
+            mac_facts(None, None, None, None, USR),
+            Status::Ok,
+            "neither",
+            "",
+        ),
+        // Enforcing, boolean off: the hooks exit 126.
+        (
+            mac_facts(Some("1"), Some("0 0"), LABELLED, None, USR),
+            Status::Problem,
+            "virt_hooks_unconfined is off",
+            "setsebool -P virt_hooks_unconfined on",
+        ),
+        // The policy has no such boolean: as good as off.
+        (
+            mac_facts(Some("1"), None, LABELLED, None, USR),
+            Status::Problem,
+            "virt_hooks_unconfined is off",
+            "setsebool",
+        ),
+        // Switched on for the next boot only: the current value counts.
+        (
+            mac_facts(Some("1"), Some("0 1"), LABELLED, None, USR),
+            Status::Problem,
+            "virt_hooks_unconfined is off",
+            "setsebool",
+        ),
+        (
+            mac_facts(Some("1"), Some("1 1"), LABELLED, None, USR),
+            Status::Ok,
+            "lets libvirt run",
+            "",
+        ),
+        // A hook copied by hand keeps the label of where it came from.
+        (
+            mac_facts(
+                Some("1"),
+                Some("1 1"),
+                Some("unconfined_u:object_r:user_tmp_t:s0"),
+                None,
+                USR,
+            ),
+            Status::Problem,
+            "not labelled virt_hook_t",
+            "restorecon -v /etc/libvirt/hooks/network.d/50-virtzone",
+        ),
+        // Permissive: denials are only logged.
+        (
+            mac_facts(Some("0"), Some("0 0"), None, None, USR),
+            Status::Ok,
+            "lets libvirt run",
+            "",
+        ),
+        // AppArmor enforcing libvirtd's profile, hook program where the profile allows it.
+        (
+            mac_facts(None, None, None, Some(&["libvirtd (enforce)"]), USR),
+            Status::Ok,
+            "lets libvirt run",
+            "",
+        ),
+        (
+            mac_facts(
+                None,
+                None,
+                None,
+                Some(&["/usr/sbin/libvirtd (enforce)"]),
+                "/usr/local/bin/virtzone",
+            ),
+            Status::Warning,
+            "likely denied",
+            "/etc/apparmor.d/local/usr.sbin.libvirtd",
+        ),
+        // A profile in complain mode denies nothing.
+        (
+            mac_facts(
+                None,
+                None,
+                None,
+                Some(&["libvirtd (complain)"]),
+                "/usr/local/bin/virtzone",
+            ),
+            Status::Ok,
+            "lets libvirt run",
+            "",
+        ),
+    ];
+    for (mac, status, summary, fix) in table {
+        let f = Facts {
+            mac: mac.clone(),
+            ..Facts::empty()
+        };
+        let c = find(&diagnose(&f), "mac").clone();
+        assert_eq!(c.status, status, "{mac:?}: {}", c.summary);
+        assert!(c.summary.contains(summary), "{mac:?}: {}", c.summary);
+        let command = c.fix.as_ref().map_or("", |f| f.command.as_str());
+        assert!(command.contains(fix), "{mac:?}: {command}");
+        // Never applied by --fix: a policy change is the admin's decision.
+        assert!(c.fix.as_ref().is_none_or(|f| !f.safe));
+    }
+    // The qemu hook under the modular daemons, with domain forwards declared.
+    let mut f = Facts {
+        mac: mac_facts(Some("1"), Some("1 1"), LABELLED, None, USR),
+        domain_forwards: 1,
+        ..Facts::empty()
+    };
+    f.mac.hook_labels.push((
+        PathBuf::from(facts::QEMU_HOOK_PATH),
+        LABELLED.map(String::from),
+    ));
+    let c = find(&diagnose(&f), "mac").clone();
+    assert_eq!(c.status, Status::Warning, "{}", c.summary);
+    assert!(c.summary.contains("virtqemud"), "{}", c.summary);
+}
+
+#[test]
+fn mac_facts_are_read_from_sysfs_and_the_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = dir.path().join("sys");
+    std::fs::create_dir_all(sys.join("fs/selinux/booleans")).unwrap();
+    std::fs::create_dir_all(sys.join("kernel/security/apparmor")).unwrap();
+    std::fs::write(sys.join("fs/selinux/enforce"), "1").unwrap();
+    std::fs::write(sys.join("fs/selinux/booleans/virt_hooks_unconfined"), "0 0").unwrap();
+    std::fs::write(
+        sys.join("kernel/security/apparmor/profiles"),
+        "/usr/sbin/libvirtd (enforce)\nlibvirtd//qemu_bridge_helper (enforce)\nlsb_release (enforce)\n",
+    )
+    .unwrap();
+    let hook = dir.path().join("50-virtzone");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\n[ -x /usr/bin/virtzone ] || exit 0\nexec /usr/bin/virtzone hook network \"$@\"\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("absent");
+    let m = facts::mac_facts(&sys, &[&hook, &missing]);
+    assert_eq!(m.selinux_enforce.as_deref(), Some("1"));
+    assert_eq!(m.virt_hooks_unconfined.as_deref(), Some("0 0"));
+    assert_eq!(
+        m.apparmor_libvirtd,
+        Some(vec!["/usr/sbin/libvirtd (enforce)".to_string()])
+    );
+    assert_eq!(m.hook_binary, Some(PathBuf::from("/usr/bin/virtzone")));
+    // The missing hook is left out; this machine's files carry no SELinux label.
+    assert_eq!(m.hook_labels.len(), 1);
+    assert_eq!(m.hook_labels[0].0, hook);
+    // Nothing there: no SELinux, no AppArmor.
+    let m = facts::mac_facts(&dir.path().join("none"), &[&missing]);
+    assert_eq!((m.selinux_enforce, m.apparmor_libvirtd), (None, None));
+}
+
+/// S6 of issue #24: other users of bridge filtering make the br-netfilter fix unsafe.
+#[test]
+fn br_netfilter_fix_is_not_safe_while_others_rely_on_bridge_filtering() {
+    let base = |f: &mut Facts| {
+        f.sysctl
+            .insert("net/bridge/bridge-nf-call-iptables".into(), "1".into());
+        f.bridge_ports
+            .insert("br0".into(), vec!["eth1".into(), "vnet3".into()]);
+    };
+    let json = r#"{"nftables": [
+      {"table": {"family": "ip", "name": "filter"}},
+      {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "hook": "forward", "prio": 0, "type": "filter", "policy": "accept"}},
+      {"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 5, "expr": [{"xt": {"type": "match", "name": "physdev"}}, {"drop": null}]}}
+    ]}"#;
+    let saved = |line: &str| {
+        let mut rs = crate::verify::Ruleset::from_json(json).unwrap();
+        rs.attach_saved("ip", &format!("*filter\n{line}\nCOMMIT\n"));
+        rs
+    };
+    for (ruleset, user) in [
+        // libvirt's nwfilter (and anything else matching bridge ports).
+        (
+            saved("-A FORWARD -m physdev --physdev-in vnet0 -j DROP"),
+            Some("physdev"),
+        ),
+        // Without iptables-save's line, nft's compat match names physdev all the same.
+        (
+            crate::verify::Ruleset::from_json(json).unwrap(),
+            Some("physdev"),
+        ),
+        // Docker with icc=false.
+        (
+            saved("-A FORWARD -i docker0 -o docker0 -j DROP"),
+            Some("icc=false"),
+        ),
+        // Traffic between two bridges is routed, not bridged: no user.
+        (saved("-A FORWARD -i docker0 -o eth0 -j DROP"), None),
+    ] {
+        let mut f = Facts {
+            evaluable: Ok(ruleset),
+            ..Facts::empty()
+        };
+        base(&mut f);
+        let c = find(&diagnose(&f), "br-netfilter").clone();
+        assert_eq!(c.status, Status::Problem);
+        let fix = c.fix.unwrap();
+        match user {
+            Some(user) => {
+                assert!(!fix.safe, "{user}: {}", c.summary);
+                assert!(c.summary.contains("not safe"), "{}", c.summary);
+                assert!(
+                    c.evidence.iter().any(|e| e.contains(user)),
+                    "{:?}",
+                    c.evidence
+                );
+            }
+            None => assert!(fix.safe, "{:?}", c.evidence),
+        }
+    }
+    // kube-proxy's chains.
+    let kube = r#"{"nftables": [
+      {"table": {"family": "ip", "name": "filter"}},
+      {"chain": {"family": "ip", "table": "filter", "name": "KUBE-FORWARD"}}
+    ]}"#;
+    let mut f = Facts {
+        evaluable: Ok(crate::verify::Ruleset::from_json(kube).unwrap()),
+        ..Facts::empty()
+    };
+    base(&mut f);
+    let c = find(&diagnose(&f), "br-netfilter").clone();
+    assert!(!c.fix.unwrap().safe);
+    assert!(c.evidence.iter().any(|e| e.contains("kube-proxy")));
+}
+
+/// S6 of issue #24: the sysctl.d file is merged, never rewritten with only today's keys.
+#[test]
+fn the_sysctl_file_is_merged() {
+    let first = merge_sysctl_conf(None, &["net.bridge.bridge-nf-call-iptables".into()]);
+    assert!(first.starts_with("# Written by virtzone doctor --fix"));
+    assert!(first.ends_with("net.bridge.bridge-nf-call-iptables = 0\n"));
+    // A later fix for the other key keeps the first one, and an admin's own line.
+    let edited = format!("{first}net.bridge.bridge-nf-call-arptables = 0\n");
+    let second = merge_sysctl_conf(
+        Some(&edited),
+        &["net.bridge.bridge-nf-call-ip6tables".into()],
+    );
+    for line in [
+        "net.bridge.bridge-nf-call-iptables = 0",
+        "net.bridge.bridge-nf-call-arptables = 0",
+        "net.bridge.bridge-nf-call-ip6tables = 0",
+    ] {
+        assert_eq!(second.lines().filter(|l| *l == line).count(), 1, "{second}");
+    }
+    // The same key again (in the other spelling, or set to 1 by hand) is replaced, not doubled.
+    let again = merge_sysctl_conf(
+        Some("net/bridge/bridge-nf-call-iptables=1\n# net.bridge.bridge-nf-call-iptables = 1\n"),
+        &["net.bridge.bridge-nf-call-iptables".into()],
+    );
+    assert_eq!(
+        again,
+        "# net.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-iptables = 0\n"
+    );
+}

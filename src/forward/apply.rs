@@ -170,6 +170,9 @@ pub async fn facts(
             Some((r.bridge.to_string(), v == "1"))
         })
         .collect();
+    let route_localnet_elsewhere = crate::host::route_localnet_on()
+        .iter()
+        .any(|name| !route_localnet.contains_key(name));
     let sysctl_writable = route_localnet
         .keys()
         .next()
@@ -206,7 +209,8 @@ pub async fn facts(
             })
         }
     };
-    let guard_wanted = localnet || route_localnet.values().any(|&on| on);
+    let guard_wanted =
+        localnet || route_localnet_elsewhere || route_localnet.values().any(|&on| on);
     let localnet_guard = async {
         if guard_wanted {
             tokio::task::spawn_blocking(crate::host::localnet_guard_present)
@@ -243,6 +247,7 @@ pub async fn facts(
         iptables_nat,
         localnet_guard,
         route_localnet,
+        route_localnet_elsewhere,
         sysctl_writable,
     })
 }

@@ -4,11 +4,12 @@
 //! networks they refer to are recorded by the network hook (`networks.json`). [`plan`] turns those
 //! and firewalld's facts into a `change::Plan`, [`apply`] gathers the facts and applies the plan
 //! with the shared `change::Executor`, [`watch`] lets the daemon re-apply
-//! after every rebuild of the ruleset. docs/forwards.md explains the design.
+//! after every rebuild of the ruleset, and [`guard`] keeps the localnet guard in place on its own. docs/forwards.md explains the design.
 
 pub mod accept;
 pub mod apply;
 pub mod domain;
+pub mod guard;
 pub mod iptables;
 pub mod model;
 pub mod network;
@@ -638,6 +639,87 @@ pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, Fo
     let fw = connect().await?;
     apply_and_record(&fw, state, &declared, &gone, &removed, &before, &networks).await?;
     Ok(format!("forward {id} removed"))
+}
+
+/// `forward purge`: what the package's removal runs. Takes every forward (to guests and to
+/// domains) and every allow virtzone declared out of firewalld — both layers — and iptables, then
+/// virtzone's own policies, and forgets them; no record is left of what is no longer there. When
+/// firewalld cannot be asked, nothing is changed and the error names what remains.
+pub async fn purge(state: &StateDir) -> Result<String, ForwardError> {
+    let store = &store(state)?;
+    if !store.path().is_dir() {
+        return Ok("virtzone declared no forwards or allows; nothing to remove".into());
+    }
+    let _lock = store.lock().await?;
+    let before = declared_in(store)?;
+    let networks = networks_in(store)?;
+    let remains = |e: ForwardError| {
+        let what = declared_summary(&before);
+        ForwardError::Failed(if what.is_empty() {
+            format!(
+                "{e}; virtzone's own policies may remain in firewalld's permanent configuration"
+            )
+        } else {
+            format!("{e}; these remain in firewalld's permanent configuration: {what}")
+        })
+    };
+    let fw = connect().await.map_err(remains)?;
+    let declared = Declared {
+        next_id: before.next_id,
+        ..Declared::default()
+    };
+    apply_and_record(
+        &fw,
+        store,
+        &declared,
+        &before.forwards,
+        &before.domain_forwards,
+        &before,
+        &networks,
+    )
+    .await
+    .map_err(remains)?;
+    let facts = apply::facts(&fw, &declared, networks, true)
+        .await
+        .map_err(|e| remains(e.into()))?;
+    let live = crate::change::executor::Live::new(&fw, None);
+    crate::change::Executor::new(&live)
+        .run(&plan::purge_policies(&facts))
+        .await
+        .map_err(|e| remains(e.into()))?;
+    let what = declared_summary(&before);
+    Ok(if what.is_empty() {
+        "virtzone declared no forwards or allows; its own policies are gone from firewalld".into()
+    } else {
+        format!("removed from firewalld: {what}, and virtzone's own policies")
+    })
+}
+
+/// `N forward(s) (ids …), M allow(s)`, or empty when nothing is declared.
+fn declared_summary(d: &Declared) -> String {
+    let ids: Vec<String> = d
+        .forwards
+        .iter()
+        .map(|f| f.id)
+        .chain(d.domain_forwards.iter().map(|f| f.id))
+        .map(|id| id.to_string())
+        .collect();
+    let mut parts = Vec::new();
+    if !ids.is_empty() {
+        parts.push(format!("{} forward(s) (ids {})", ids.len(), ids.join(", ")));
+    }
+    if !d.allows.is_empty() {
+        parts.push(format!(
+            "{} allow(s) ({})",
+            d.allows.len(),
+            d.allows
+                .iter()
+                .map(|a| format!("{} to network {}", a.opening, a.network))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    parts.join(" and ")
 }
 
 /// `allow add` / `allow remove`.

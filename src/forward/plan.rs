@@ -97,6 +97,9 @@ pub struct Facts {
     pub localnet_guard: Option<bool>,
     /// bridge → its `route_localnet` (`true` for 1), for the bridges of running networks.
     pub route_localnet: BTreeMap<String, bool>,
+    /// Whether `route_localnet` is on for an interface other than those bridges (or `all`): the
+    /// guard stays while it is, as the daemon's guard watch ([`super::guard`]) would put it back.
+    pub route_localnet_elsewhere: bool,
     /// Whether this process may write kernel settings (not under `ProtectKernelTunables=`).
     pub sysctl_writable: bool,
 }
@@ -454,6 +457,7 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
     let any_localnet = declared.forwards.iter().any(is_localnet);
     // Needed while a loopback forward exists or a bridge keeps route_localnet on after this plan.
     let guard_needed = any_localnet
+        || facts.route_localnet_elsewhere
         || (!facts.sysctl_writable
             && facts
                 .route_localnet
@@ -640,6 +644,44 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
     Ok(plan_of(steps, warnings))
 }
 
+/// The package's removal, once nothing is declared any more (the forwards' and allows' entries
+/// already taken out): virtzone's own policies leave firewalld's permanent configuration too, each
+/// that exists, then a reload makes that live. Nothing of virtzone's is left behind.
+pub fn purge_policies(facts: &Facts) -> Plan {
+    let mut steps = Vec::new();
+    for (name, default_ingress, egress, layers) in [
+        (FORWARD_POLICY, "ANY", "HOST", &facts.forward_policy),
+        (
+            ALLOW_POLICY,
+            crate::LIBVIRT_ZONE,
+            "HOST",
+            &facts.allow_policy,
+        ),
+        (FROM_HOST_POLICY, "HOST", "ANY", &facts.from_host_policy),
+    ] {
+        let Some(entries) = &layers.permanent else {
+            continue;
+        };
+        let mut ingress: Vec<String> = entries.ingress_zones.iter().cloned().collect();
+        if ingress.is_empty() {
+            ingress.push(default_ingress.to_string());
+        }
+        steps.push(Step::RemoveOwnPolicy(OwnPolicy {
+            name: name.to_string(),
+            ingress,
+            egress: vec![egress.to_string()],
+            priority: POLICY_PRIORITY,
+            target: "CONTINUE".to_string(),
+            description: POLICY_DESCRIPTION.to_string(),
+            entries: entries.clone(),
+        }));
+    }
+    if !steps.is_empty() {
+        steps.push(Step::Reload);
+    }
+    plan_of(steps, Vec::new())
+}
+
 fn plan_of(steps: Vec<Step>, warnings: Vec<Warning>) -> Plan {
     Plan { steps, warnings }
 }
@@ -763,6 +805,7 @@ mod tests {
             libvirt_nft6: None,
             localnet_guard: Some(false),
             route_localnet: BTreeMap::from([("virbr1".into(), false)]),
+            route_localnet_elsewhere: false,
             sysctl_writable: true,
         }
     }
@@ -931,7 +974,9 @@ mod tests {
         // The forward goes: route_localnet off first, then the guard.
         facts.localnet_guard = Some(true);
         facts.route_localnet.insert("virbr1".into(), true);
-        let steps = plan(&Declared::default(), &[f], &facts).unwrap().steps;
+        let steps = plan(&Declared::default(), &[f.clone()], &facts)
+            .unwrap()
+            .steps;
         let off = steps
             .iter()
             .position(|s| matches!(s, Step::Sysctl { value, .. } if value == "0"))
@@ -943,6 +988,16 @@ mod tests {
             Some(steps.len() - 1)
         );
         assert!(off < steps.len() - 1);
+        // Another interface keeps route_localnet on: the guard stays.
+        facts.route_localnet_elsewhere = true;
+        let steps = plan(&Declared::default(), &[f.clone()], &facts)
+            .unwrap()
+            .steps;
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::Sysctl { value, .. } if value == "0")));
+        assert!(!steps.contains(&Step::LocalnetGuard { present: false }));
+        facts.route_localnet_elsewhere = false;
         // Where kernel settings are read-only (the daemon's sandbox): a warning, no step, and the
         // guard stays while route_localnet stays on.
         facts.sysctl_writable = false;
@@ -955,6 +1010,42 @@ mod tests {
             p.steps
         );
         assert_eq!(p.warnings[0].reason, WarningReason::KernelSettingReadOnly);
+    }
+
+    #[test]
+    fn purge_removes_virtzones_own_policies_then_reloads() {
+        let mut facts = facts("2.3.1", LIBVIRT_ONLY);
+        assert!(purge_policies(&facts).is_empty());
+        facts.forward_policy = Layers {
+            runtime: Some(Entries::default()),
+            permanent: Some(Entries {
+                ingress_zones: BTreeSet::from(["ANY".to_string()]),
+                ..Entries::default()
+            }),
+        };
+        facts.from_host_policy = Layers {
+            runtime: None,
+            permanent: Some(Entries::default()),
+        };
+        let steps = purge_policies(&facts).steps;
+        let names: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                format!("remove policy {FORWARD_POLICY}"),
+                format!("remove policy {FROM_HOST_POLICY}"),
+                "reload".to_string()
+            ]
+            .map(|s| s.to_string()),
+        );
+        // Undone, each comes back as it was (the rollback recreates it with its ingress zone).
+        let Some(Step::AddOwnPolicy(p)) = steps[1].inverse() else {
+            panic!("{:?}", steps[1].inverse());
+        };
+        assert_eq!(
+            (p.ingress, p.egress),
+            (vec!["HOST".to_string()], vec!["ANY".to_string()])
+        );
     }
 
     #[test]

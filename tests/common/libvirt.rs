@@ -561,12 +561,23 @@ impl LibvirtLab {
     /// Stops firewalld (SIGTERM, as `systemctl restart firewalld` does) and starts it again, waiting
     /// until it is RUNNING. Takes `&self`, so guests plugged into the lab may stay.
     pub fn restart_firewalld(&self) {
+        self.stop_firewalld();
+        self.start_firewalld();
+    }
+
+    /// Stops firewalld (SIGTERM, as `systemctl stop firewalld` does) and waits until its bus name
+    /// is released. Takes `&self`, like [`LibvirtLab::restart_firewalld`].
+    pub fn stop_firewalld(&self) {
         if let Some(child) = self.lab.firewalld_child().take() {
             terminate(child, TERM_GRACE);
         }
         wait_for("firewalld's bus name released", LIBVIRTD_DEADLINE, || {
             (!self.lab.name_has_owner(FIREWALLD_NAME)).then_some(())
         });
+    }
+
+    /// Starts firewalld after [`LibvirtLab::stop_firewalld`] and waits until it is RUNNING.
+    pub fn start_firewalld(&self) {
         self.lab.spawn_firewalld();
         self.lab.wait_for_state("RUNNING", LIBVIRTD_DEADLINE * 2);
     }

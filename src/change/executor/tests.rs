@@ -509,3 +509,34 @@ fn undo_of_a_created_policy_reloads_again() {
         ]
     );
 }
+
+/// S2 of issue #24: a plan that put the localnet guard back (after `nft flush ruleset` took it
+/// while a bridge kept `route_localnet` on) and then failed must leave the guard in place.
+#[test]
+fn a_rollback_never_removes_the_localnet_guard() {
+    let fake = Fake::failing(&["config.policy.update"]);
+    let plan = Plan {
+        steps: vec![
+            Step::LocalnetGuard { present: true },
+            Step::Sysctl {
+                key: "net/ipv4/conf/virbr0/route_localnet".into(),
+                value: "1".into(),
+                previous: "0".into(),
+            },
+            Step::SetPermanentPolicyEntries {
+                name: "virtzone-forward".into(),
+                entries: entries("rule"),
+                previous: Entries::default(),
+            },
+        ],
+        warnings: vec![],
+    };
+    let err = block_on(Executor::new(&fake).run(&plan)).unwrap_err();
+    assert!(err.rollback_failures.is_empty());
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert!(calls[0].starts_with("nft "), "{calls:?}");
+    // The sysctl goes back; the guard is not deleted.
+    assert_eq!(calls[3], "sysctl net/ipv4/conf/virbr0/route_localnet=0");
+    assert!(!calls.iter().any(|c| c.contains("\"delete\"")), "{calls:?}");
+}
