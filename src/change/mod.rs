@@ -207,6 +207,21 @@ pub enum Step {
         /// The value before, for the inverse.
         previous: String,
     },
+    /// Sets `connection.zone` of a NetworkManager profile (the owner of a bridge NetworkManager
+    /// manages: it re-sends that zone to firewalld on every activation, reload and restart). Not a
+    /// firewalld call, but the binding of the same plan.
+    SetConnectionZone {
+        /// The profile's uuid.
+        uuid: String,
+        /// The profile's name, for messages.
+        profile: String,
+        /// The zone wanted; empty: NetworkManager's default placement (firewalld's default zone).
+        zone: String,
+        /// The zone before, for the inverse.
+        previous: String,
+        /// Written to the profile's file (`--permanent`), or in memory only.
+        to_disk: bool,
+    },
 }
 
 impl Step {
@@ -314,6 +329,19 @@ impl Step {
                 previous: value.clone(),
             },
             Step::LocalnetGuard { present } => Step::LocalnetGuard { present: !present },
+            Step::SetConnectionZone {
+                uuid,
+                profile,
+                zone,
+                previous,
+                to_disk,
+            } => Step::SetConnectionZone {
+                uuid: uuid.clone(),
+                profile: profile.clone(),
+                zone: previous.clone(),
+                previous: zone.clone(),
+                to_disk: *to_disk,
+            },
             Step::Reload
             | Step::Iptables { .. }
             | Step::NftInsertRules { .. }
@@ -446,6 +474,23 @@ impl fmt::Display for Step {
                     "delete nftables table inet virtzone (the localnet guard)"
                 )
             }
+            Step::SetConnectionZone {
+                profile,
+                zone,
+                to_disk,
+                ..
+            } => {
+                let zone = if zone.is_empty() {
+                    "empty (the default zone)"
+                } else {
+                    zone
+                };
+                let place = if *to_disk { "" } else { " in memory" };
+                write!(
+                    f,
+                    "set connection.zone of NetworkManager profile {profile} to {zone}{place}"
+                )
+            }
         }
     }
 }
@@ -512,6 +557,9 @@ pub enum Reason {
     ZoneInUse,
     /// A zone to remove is named by a policy that stays: firewalld would not start.
     ZoneReferenced,
+    /// The NetworkManager profile that owns a bridge cannot hold the zone (volatile, or in memory
+    /// only while `--permanent` asks for disk).
+    NmProfileUnusable,
 }
 
 impl Reason {
@@ -527,6 +575,7 @@ impl Reason {
             Reason::FirewalldNotRunning => "firewalld-not-running",
             Reason::ZoneInUse => "zone-in-use",
             Reason::ZoneReferenced => "zone-referenced",
+            Reason::NmProfileUnusable => "nm-profile-unusable",
         }
     }
 }
@@ -680,6 +729,13 @@ mod tests {
                 previous: "0".into(),
             },
             Step::LocalnetGuard { present: true },
+            Step::SetConnectionZone {
+                uuid: "6f1c0d9e-0000-4000-8000-000000000001".into(),
+                profile: "br0".into(),
+                zone: "internal".into(),
+                previous: String::new(),
+                to_disk: false,
+            },
         ];
         for step in &forward_steps {
             // Exact: each inverse carries all its inverse needs, and stays in the same layer.

@@ -3,8 +3,11 @@
 //!
 //! firewalld (since 0.7.0) drops runtime interface bindings on every reload without saying so, and a
 //! restart drops all of them. The daemon re-applies what virtzone recorded at its own start, after every
-//! `Reloaded` signal and whenever firewalld's bus name gets a new owner. It is event driven: between
-//! events it sleeps in the kernel, with no timers.
+//! `Reloaded` signal and whenever firewalld's bus name gets a new owner. Bindings held by a
+//! NetworkManager profile are NetworkManager's to re-send after firewalld's reloads and restarts (the
+//! daemon does not race it); the daemon sets their in-memory `connection.zone` again when
+//! NetworkManager lost it, checked at its start and whenever NetworkManager's bus name gets a new
+//! owner. It is event driven: between events it sleeps in the kernel, with no timers.
 
 pub mod client;
 pub mod service;
@@ -151,6 +154,9 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
         .receive_name_owner_changed_with_args(&[(0, FIREWALLD)])
         .await?;
     let mut lost = dbus.receive_name_lost_with_args(&[(0, BUS_NAME)]).await?;
+    let mut nm_owners = dbus
+        .receive_name_owner_changed_with_args(&[(0, crate::networkmanager::proxy::BUS_NAME)])
+        .await?;
 
     // Without ALLOW_REPLACEMENT nobody can take the name from a running daemon, whatever the policy.
     let taken = conn
@@ -209,6 +215,21 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
                 events.wake.notify_one();
             } else {
                 warn!("firewalld left the bus; bindings are re-applied when it returns");
+            }
+        }
+        let _ = tx.send("the system bus connection closed".into()).await;
+    });
+    let events = shared.clone();
+    let tx = fatal_tx.clone();
+    tokio::spawn(async move {
+        while let Some(change) = nm_owners.next().await {
+            let appeared = change
+                .args()
+                .map(|a| a.new_owner().is_some())
+                .unwrap_or(false);
+            if appeared {
+                info!("NetworkManager appeared on the bus");
+                events.wake.notify_one();
             }
         }
         let _ = tx.send("the system bus connection closed".into()).await;
@@ -299,8 +320,49 @@ async fn wait_until_loaded(fw: &Firewalld) -> bool {
     }
 }
 
+/// The NetworkManager side of a reconcile: sets an in-memory `connection.zone` again where
+/// NetworkManager lost it; only reads when nothing was lost, and asks nothing without such bindings.
+async fn reconcile_networkmanager(shared: &Shared) {
+    let _lock = match shared.state.lock().await {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            return;
+        }
+    };
+    let desired: Bindings = match shared.state.read(BINDINGS_FILE) {
+        Ok(d) => d,
+        Err(e) => {
+            error!("{e}");
+            return;
+        }
+    };
+    if desired
+        .bindings
+        .values()
+        .all(|b| b.networkmanager.is_none())
+    {
+        return;
+    }
+    match crate::bind::reconcile_nm(&shared.fw, &desired).await {
+        Ok((plan, results)) => {
+            for warning in &plan.plan.warnings {
+                warn!("{}", warning.message);
+            }
+            for (step, result) in results {
+                match result {
+                    Ok(()) => info!("NetworkManager had lost virtzone's zone: {step}"),
+                    Err(e) => error!("cannot {step}: {e}"),
+                }
+            }
+        }
+        Err(e) => warn!("cannot read NetworkManager's profiles: {e}"),
+    }
+}
+
 /// One reconcile: read desired and actual bindings, send only the missing calls, publish the outcome.
 async fn reconcile(shared: &Shared, conn: &Connection) {
+    reconcile_networkmanager(shared).await;
     let fw = &shared.fw;
     match fw.is_running().await {
         Ok(true) => {}
