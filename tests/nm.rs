@@ -1,0 +1,148 @@
+//! Bridges NetworkManager manages (issue #20): in the booted Debian 12 system (tests/common/booted.rs)
+//! with real NetworkManager 1.42 beside firewalld 1.3.3, this tree's .deb installed and its daemon
+//! running. NetworkManager re-sends a managed device's `connection.zone` to firewalld on every
+//! activation, firewalld reload and restart, so virtzone binds such a bridge through that profile.
+
+use std::time::{Duration, Instant};
+
+use crate::booted::{bindings_json, boot_with_virtzone, firewalld_errors, zone_of, SETTLE};
+use crate::common::booted::Booted;
+
+/// How long a zone may take to settle after a disruption (NetworkManager re-sends it within a second;
+/// a restart of firewalld or NetworkManager takes a few on 2 shared cores).
+const BACK: Duration = Duration::from_secs(60);
+
+/// The profile's `connection.zone`, as nmcli prints it.
+fn profile_zone(b: &Booted, profile: &str) -> String {
+    b.sh_ok(&format!(
+        "nmcli -g connection.zone connection show {profile}"
+    ))
+    .trim()
+    .to_string()
+}
+
+/// Waits until firewalld has `iface` in `zone` (and says how long it took after `after`).
+fn wait_zone(b: &Booted, iface: &str, zone: &str, after: &str) {
+    let start = Instant::now();
+    b.wait_for(
+        &format!("{iface} in zone {zone} after {after}"),
+        BACK,
+        |b| (zone_of(b, iface) == zone).then_some(()),
+    );
+    eprintln!("{iface} in zone {zone} {:?} after {after}", start.elapsed());
+}
+
+/// The active connection's object path of a device: it changes when the device is reactivated.
+fn activation(b: &Booted, dev: &str) -> String {
+    b.sh_ok(&format!("nmcli -g GENERAL.CON-PATH device show {dev}"))
+        .trim()
+        .to_string()
+}
+
+/// The row of `virtzone list --json` for `bridge`.
+fn list_row(b: &Booted, bridge: &str) -> serde_json::Value {
+    let rows: serde_json::Value = serde_json::from_str(&b.sh_ok("virtzone list --json")).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["bridge"] == bridge)
+        .cloned()
+        .unwrap_or_else(|| panic!("no row for {bridge}: {rows}"))
+}
+
+/// The done-when of issue #20's first bullet, on an NM-managed `br0`.
+#[test]
+fn nm_managed_bridge_is_bound_through_its_profile_and_holds() {
+    let b = boot_with_virtzone();
+    b.wait_ok(
+        "NetworkManager active",
+        SETTLE,
+        "systemctl is-active NetworkManager",
+    );
+    b.sh_ok(
+        "nmcli connection add type bridge ifname br0 con-name br0 ipv4.method manual \
+         ipv4.addresses 203.0.113.1/24 ipv6.method disabled bridge.stp no && nmcli connection up br0",
+    );
+    // NetworkManager's default placement (connection.zone empty): the default zone.
+    wait_zone(&b, "br0", "public", "nmcli connection up br0");
+    assert_eq!(profile_zone(&b, "br0"), "");
+    let before = activation(&b, "br0");
+
+    // Not the admin's choice: no --force needed. Applied without reactivating the bridge.
+    let out = b.sh_ok("virtzone attach br0 --zone internal");
+    assert!(out.contains("NetworkManager profile br0"), "{out}");
+    wait_zone(&b, "br0", "internal", "virtzone attach");
+    assert_eq!(profile_zone(&b, "br0"), "internal");
+    assert_eq!(activation(&b, "br0"), before, "the attach reactivated br0");
+    let record = bindings_json(&b);
+    let nm = &record["bindings"]["br0"]["networkmanager"];
+    assert_eq!(nm["profile"], "br0", "{record}");
+    assert_eq!(nm["previous"], "", "{record}");
+    let row = list_row(&b, "br0");
+    assert_eq!(
+        (
+            &row["path"],
+            &row["profile"]["name"],
+            &row["agree"],
+            &row["state"]
+        ),
+        (
+            &serde_json::json!("networkmanager"),
+            &serde_json::json!("br0"),
+            &serde_json::json!(true),
+            &serde_json::json!("bound")
+        ),
+        "{row}"
+    );
+    assert_eq!(row["profile"]["uuid"], nm["uuid"]);
+
+    // Every event that used to put it back in the default zone.
+    for event in [
+        "firewall-cmd --reload",
+        "nmcli connection up br0",
+        "systemctl restart firewalld",
+        "systemctl restart NetworkManager",
+    ] {
+        b.sh_ok(event);
+        b.wait_ok("firewalld running", SETTLE, "firewall-cmd --state");
+        b.wait_ok(
+            "NetworkManager running",
+            SETTLE,
+            "nmcli -t general status >/dev/null",
+        );
+        wait_zone(&b, "br0", "internal", event);
+        assert_eq!(profile_zone(&b, "br0"), "internal", "after {event}");
+        assert_eq!(list_row(&b, "br0")["agree"], true, "after {event}");
+    }
+    // No fight: the daemon never saw it moved, and left NetworkManager's binding to NetworkManager.
+    let log = b.sh_ok("journalctl --no-pager -u virtzone -o cat");
+    assert!(!log.contains("someone moved it"), "{log}");
+
+    // Detach: back to the default zone, connection.zone cleared, the record gone.
+    let out = b.sh_ok("virtzone detach br0");
+    assert!(
+        out.contains("connection.zone of NetworkManager profile br0"),
+        "{out}"
+    );
+    wait_zone(&b, "br0", "public", "virtzone detach");
+    assert_eq!(profile_zone(&b, "br0"), "");
+    assert!(bindings_json(&b)["bindings"].get("br0").is_none());
+
+    // --permanent: written to the profile's file, so it holds when NetworkManager reloads it from disk.
+    b.sh_ok("virtzone attach br0 --zone internal --permanent");
+    wait_zone(&b, "br0", "internal", "virtzone attach --permanent");
+    let keyfile = b.sh_ok("grep -l '^zone=internal' /etc/NetworkManager/system-connections/*");
+    assert!(keyfile.contains("br0"), "{keyfile}");
+    b.sh_ok("nmcli connection reload && nmcli connection up br0");
+    wait_zone(&b, "br0", "internal", "nmcli connection reload");
+    b.sh_ok("virtzone detach br0 --permanent");
+    wait_zone(&b, "br0", "public", "virtzone detach --permanent");
+    assert_eq!(
+        b.sh_out("grep -c '^zone=' /etc/NetworkManager/system-connections/br0.nmconnection")
+            .trim(),
+        "0"
+    );
+
+    let errors = firewalld_errors(&b);
+    assert!(errors.is_empty(), "firewalld logged errors: {errors:?}");
+}
