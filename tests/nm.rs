@@ -95,6 +95,28 @@ fn nm_managed_bridge_is_bound_through_its_profile_and_holds() {
         "{row}"
     );
     assert_eq!(row["profile"]["uuid"], nm["uuid"]);
+    let status: serde_json::Value =
+        serde_json::from_str(&b.sh_ok("virtzone status --json")).unwrap();
+    let br0 = status["bridges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "br0")
+        .cloned()
+        .unwrap_or_else(|| panic!("no br0 in {status}"));
+    assert_eq!(
+        (
+            &br0["zone"],
+            &br0["networkmanager"]["profile"],
+            &br0["networkmanager"]["zone"]
+        ),
+        (
+            &serde_json::json!("internal"),
+            &serde_json::json!("br0"),
+            &serde_json::json!("internal")
+        ),
+        "{br0}"
+    );
 
     // Every event that used to put it back in the default zone.
     for event in [
@@ -117,6 +139,28 @@ fn nm_managed_bridge_is_bound_through_its_profile_and_holds() {
     // No fight: the daemon never saw it moved, and left NetworkManager's binding to NetworkManager.
     let log = b.sh_ok("journalctl --no-pager -u virtzone -o cat");
     assert!(!log.contains("someone moved it"), "{log}");
+
+    // A boot forgets NetworkManager's in-memory profile changes (kept under /run): the profile comes
+    // back from its file with connection.zone empty, and the daemon sets virtzone's zone again once
+    // NetworkManager's bus name has an owner again.
+    b.sh_ok(
+        "systemctl stop NetworkManager && rm -f /run/NetworkManager/system-connections/* \
+         && systemctl start NetworkManager",
+    );
+    b.wait_for("the daemon re-asserts the zone", BACK, |b| {
+        (profile_zone(b, "br0") == "internal").then_some(())
+    });
+    wait_zone(
+        &b,
+        "br0",
+        "internal",
+        "NetworkManager lost the in-memory zone",
+    );
+    let log = b.sh_ok("journalctl --no-pager -u virtzone -o cat");
+    assert!(
+        log.contains("NetworkManager had lost virtzone's zone"),
+        "{log}"
+    );
 
     // Detach: back to the default zone, connection.zone cleared, the record gone.
     let out = b.sh_ok("virtzone detach br0");
