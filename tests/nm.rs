@@ -50,9 +50,9 @@ fn list_row(b: &Booted, bridge: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no row for {bridge}: {rows}"))
 }
 
-/// The done-when of issue #20's first bullet, on an NM-managed `br0`.
-#[test]
-fn nm_managed_bridge_is_bound_through_its_profile_and_holds() {
+/// Boots with this tree's package and NetworkManager, and brings up an NM-managed bridge `br0`
+/// (203.0.113.1/24) in NetworkManager's default placement (connection.zone empty: the default zone).
+fn boot_with_nm_bridge() -> Booted {
     let b = boot_with_virtzone();
     b.wait_ok(
         "NetworkManager active",
@@ -63,8 +63,14 @@ fn nm_managed_bridge_is_bound_through_its_profile_and_holds() {
         "nmcli connection add type bridge ifname br0 con-name br0 ipv4.method manual \
          ipv4.addresses 203.0.113.1/24 ipv6.method disabled bridge.stp no && nmcli connection up br0",
     );
-    // NetworkManager's default placement (connection.zone empty): the default zone.
     wait_zone(&b, "br0", "public", "nmcli connection up br0");
+    b
+}
+
+/// The done-when of issue #20's first bullet, on an NM-managed `br0`.
+#[test]
+fn nm_managed_bridge_is_bound_through_its_profile_and_holds() {
+    let b = boot_with_nm_bridge();
     assert_eq!(profile_zone(&b, "br0"), "");
     let before = activation(&b, "br0");
 
@@ -187,6 +193,60 @@ fn nm_managed_bridge_is_bound_through_its_profile_and_holds() {
         "0"
     );
 
+    let errors = firewalld_errors(&b);
+    assert!(errors.is_empty(), "firewalld logged errors: {errors:?}");
+}
+
+/// Guests on the host bridge: two guest namespaces and a LAN namespace plugged into the NM-managed
+/// `br0` as ports reach each other (bridged), and reach the host through the zone virtzone bound
+/// (`internal`): a host port that zone does not open is rejected until the zone opens it.
+#[test]
+fn guests_on_an_nm_bridge_reach_each_other_the_lan_and_the_host_through_its_zone() {
+    let b = boot_with_nm_bridge();
+    b.sh_ok("virtzone attach br0 --zone internal");
+    wait_zone(&b, "br0", "internal", "virtzone attach");
+    for (ns, addr) in [
+        ("g1", "203.0.113.11"),
+        ("g2", "203.0.113.12"),
+        ("lan", "203.0.113.100"),
+    ] {
+        b.sh_ok(&format!(
+            "ip netns add {ns} && ip link add v{ns} type veth peer name eth0 netns {ns} \
+             && ip link set v{ns} master br0 up && ip -n {ns} addr add {addr}/24 dev eth0 \
+             && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up"
+        ));
+    }
+    for (from, to) in [
+        ("g1", "203.0.113.12"),
+        ("g2", "203.0.113.11"),
+        ("g1", "203.0.113.100"),
+        ("g2", "203.0.113.100"),
+        ("lan", "203.0.113.11"),
+        ("g1", "203.0.113.1"),
+    ] {
+        b.wait_ok(
+            &format!("{from} reaches {to}"),
+            BACK,
+            &format!("ip netns exec {from} ping -c1 -W1 {to} >/dev/null"),
+        );
+    }
+    // The host side is zone internal's: tcp/8080 is not open there, so it is rejected …
+    let connect = "ip netns exec g1 busybox nc -w 3 203.0.113.1 8080 </dev/null";
+    let listen = "setsid busybox nc -l -p 8080 </dev/null >/dev/null 2>&1 &";
+    b.sh_ok(listen);
+    b.wait_ok(
+        "a listener on tcp/8080",
+        SETTLE,
+        "ss -Htln 'sport = :8080' | grep -q .",
+    );
+    let refused = b.sh(connect);
+    assert!(
+        !refused.status.success(),
+        "tcp/8080 reached the host although zone internal does not open it"
+    );
+    // … until zone internal opens it (proving br0's traffic is that zone's).
+    b.sh_ok("firewall-cmd --zone=internal --add-port=8080/tcp");
+    b.wait_ok("g1 reaches the host's tcp/8080", BACK, connect);
     let errors = firewalld_errors(&b);
     assert!(errors.is_empty(), "firewalld logged errors: {errors:?}");
 }

@@ -219,7 +219,18 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
         }
         let _ = tx.send("the system bus connection closed".into()).await;
     });
+    // NetworkManager's side runs on its own, so a NetworkManager still starting (or hung) never
+    // delays firewalld's reconcile: at the daemon's start, and whenever NM's name gets an owner.
+    let nm_wake = Arc::new(Notify::new());
     let events = shared.clone();
+    let wake = nm_wake.clone();
+    tokio::spawn(async move {
+        loop {
+            wake.notified().await;
+            reconcile_networkmanager(&events).await;
+        }
+    });
+    let wake = nm_wake.clone();
     let tx = fatal_tx.clone();
     tokio::spawn(async move {
         while let Some(change) = nm_owners.next().await {
@@ -229,11 +240,12 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
                 .unwrap_or(false);
             if appeared {
                 info!("NetworkManager appeared on the bus");
-                events.wake.notify_one();
+                wake.notify_one();
             }
         }
         let _ = tx.send("the system bus connection closed".into()).await;
     });
+    nm_wake.notify_one();
     let tx = fatal_tx;
     tokio::spawn(async move {
         if lost.next().await.is_some() {
@@ -320,21 +332,48 @@ async fn wait_until_loaded(fw: &Firewalld) -> bool {
     }
 }
 
+/// How long a NetworkManager that just took its bus name may take to export its profiles (it owns
+/// the name before its `Settings` object answers).
+const NM_STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+
 /// The NetworkManager side of a reconcile: sets an in-memory `connection.zone` again where
 /// NetworkManager lost it; only reads when nothing was lost, and asks nothing without such bindings.
+/// While NetworkManager is still starting its calls fail: they are tried again, with growing pauses,
+/// until [`NM_STARTUP_DEADLINE`] (the state lock is not held during the pauses).
 async fn reconcile_networkmanager(shared: &Shared) {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match reconcile_networkmanager_once(shared).await {
+            Ok(()) => return,
+            Err(e) if start.elapsed() < NM_STARTUP_DEADLINE => {
+                info!("NetworkManager is not ready yet ({e}); trying again");
+            }
+            Err(e) => {
+                warn!("cannot read NetworkManager's profiles: {e}");
+                return;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn reconcile_networkmanager_once(
+    shared: &Shared,
+) -> Result<(), crate::networkmanager::Error> {
     let _lock = match shared.state.lock().await {
         Ok(l) => l,
         Err(e) => {
             error!("{e}");
-            return;
+            return Ok(());
         }
     };
     let desired: Bindings = match shared.state.read(BINDINGS_FILE) {
         Ok(d) => d,
         Err(e) => {
             error!("{e}");
-            return;
+            return Ok(());
         }
     };
     if desired
@@ -342,27 +381,23 @@ async fn reconcile_networkmanager(shared: &Shared) {
         .values()
         .all(|b| b.networkmanager.is_none())
     {
-        return;
+        return Ok(());
     }
-    match crate::bind::reconcile_nm(&shared.fw, &desired).await {
-        Ok((plan, results)) => {
-            for warning in &plan.plan.warnings {
-                warn!("{}", warning.message);
-            }
-            for (step, result) in results {
-                match result {
-                    Ok(()) => info!("NetworkManager had lost virtzone's zone: {step}"),
-                    Err(e) => error!("cannot {step}: {e}"),
-                }
-            }
+    let (plan, results) = crate::bind::reconcile_nm(&shared.fw, &desired).await?;
+    for warning in &plan.plan.warnings {
+        warn!("{}", warning.message);
+    }
+    for (step, result) in results {
+        match result {
+            Ok(()) => info!("NetworkManager had lost virtzone's zone: {step}"),
+            Err(e) => error!("cannot {step}: {e}"),
         }
-        Err(e) => warn!("cannot read NetworkManager's profiles: {e}"),
     }
+    Ok(())
 }
 
 /// One reconcile: read desired and actual bindings, send only the missing calls, publish the outcome.
 async fn reconcile(shared: &Shared, conn: &Connection) {
-    reconcile_networkmanager(shared).await;
     let fw = &shared.fw;
     match fw.is_running().await {
         Ok(true) => {}
