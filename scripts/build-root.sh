@@ -7,8 +7,10 @@
 #
 # The root is cached under target/lab/roots/bookworm-<key>, where <key> is a hash of this recipe, so
 # a changed recipe builds a new root and an unchanged one is reused. It is built in a temp dir beside
-# it and renamed into place only when complete: a half-built root is never used. Older roots of
-# other recipes are removed once the new one is in place.
+# it and renamed into place only when complete: a half-built root is never used. Every use touches
+# its `.complete` stamp; roots of other recipes unused for two days are removed once the new one is
+# in place (target/lab may be shared by several worktrees whose recipes differ: a root another tree
+# still boots must not vanish under it).
 #
 # The mirror is Debian's, read from this machine's apt configuration at run time
 # (/etc/apt/sources.list.d/debian.sources, first `URIs:` field); mmdebstrap keeps its own apt state,
@@ -23,8 +25,9 @@ suite=bookworm
 # What the booted system needs: an init and a bus; the firewall and libvirt as a distribution
 # installs them; netbase (/etc/protocols: without it firewalld dies at start with
 # "INVALID_PROTOCOL: esp"); iptables (libvirt 9's network driver); busybox (udhcpc for guests);
-# apt (the tests install the .deb with `apt-get install ./virtzone_*.deb`).
-packages=systemd,systemd-sysv,dbus,firewalld,nftables,iptables,iproute2,libvirt-daemon-system,libvirt-clients,dnsmasq-base,netbase,busybox,iputils-ping,procps,python3,apt
+# apt (the tests install the .deb with `apt-get install ./virtzone_*.deb`); network-manager (the
+# NM-managed host bridges of tests/nm.rs: NM owns their firewalld zone).
+packages=systemd,systemd-sysv,dbus,firewalld,nftables,iptables,iproute2,libvirt-daemon-system,libvirt-clients,dnsmasq-base,netbase,busybox,iputils-ping,procps,python3,apt,network-manager
 
 # Runs in the finished root ($1) before it is cached.
 customize=$(cat <<'CUSTOMIZE'
@@ -47,6 +50,7 @@ key=$(printf '%s\n%s\n%s\n' "$suite" "$packages" "$customize" | sha256sum | cut 
 roots=$repo/target/lab/roots
 root=$roots/$suite-$key
 if [ -f "$root/.complete" ]; then
+    touch "$root/.complete" 2>/dev/null || true
     echo "$root"
     exit 0
 fi
@@ -75,8 +79,9 @@ touch "$tmp/root/.complete"
 rm -rf "$root"
 mv "$tmp/root" "$root"
 echo "build-root: built $root in $((SECONDS - start)) s" >&2
-# Roots of older recipes: nobody boots them any more.
+# Roots of other recipes nobody booted for two days.
 for old in "$roots/$suite"-*; do
-    [ "$old" = "$root" ] || rm -rf "$old"
+    [ "$old" = "$root" ] && continue
+    if [ -z "$(find "$old/.complete" -mtime -2 2>/dev/null)" ]; then rm -rf "$old"; fi
 done
 echo "$root"

@@ -18,6 +18,7 @@ pub mod host;
 pub mod install;
 pub mod libvirt;
 pub mod names;
+pub mod networkmanager;
 pub mod precheck;
 pub mod state;
 pub mod status;

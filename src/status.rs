@@ -69,6 +69,21 @@ pub struct BridgeStatus {
     /// The zone firewalld has bound it to at runtime; `null` when unbound (then the default zone
     /// applies to its traffic).
     pub zone: Option<String>,
+    /// The NetworkManager profile that sends its zone to firewalld (NetworkManager manages it with
+    /// an active profile); `null`: only firewalld's own binding decides (no NetworkManager, or the
+    /// device is unmanaged or "connected (externally)").
+    pub networkmanager: Option<NmOwner>,
+}
+
+/// The NetworkManager profile owning a bridge's zone.
+#[derive(Debug, Clone, Serialize)]
+pub struct NmOwner {
+    /// `connection.id`.
+    pub profile: String,
+    /// `connection.uuid`.
+    pub uuid: String,
+    /// `connection.zone` (`""`: the default zone).
+    pub zone: String,
 }
 
 /// Everything `status` reads from firewalld beyond the pre-check's facts.
@@ -110,6 +125,7 @@ impl Status {
             .map(|b| BridgeStatus {
                 name: b.clone(),
                 zone: extra.interface_zones.get(b).cloned(),
+                networkmanager: None,
             })
             .collect();
         match facts {
@@ -215,9 +231,21 @@ impl Status {
             out.push_str("  (none)\n");
         }
         for b in &self.bridges {
+            let owner = match &b.networkmanager {
+                Some(nm) => format!(
+                    " (NetworkManager profile {}, connection.zone {})",
+                    nm.profile,
+                    if nm.zone.is_empty() {
+                        "empty"
+                    } else {
+                        &nm.zone
+                    }
+                ),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  {:<20} {}",
+                "  {:<20} {}{owner}",
                 b.name,
                 b.zone
                     .as_deref()
@@ -256,21 +284,41 @@ pub async fn libvirt_firewall() -> Option<crate::libvirt::firewall::LibvirtFirew
 
 /// Reads everything `status` shows, on one connection. A missing firewalld is a fact, not an error.
 pub async fn gather() -> firewalld::Result<Status> {
-    let (_, snap) = Firewalld::snapshot(&Scope::shipped()).await?;
+    let (fw, snap) = Firewalld::snapshot(&Scope::shipped()).await?;
     // An unusable state directory only hides where objects came from; status still reports the rest.
     let state = StateDir::locate(None).ok();
-    Ok(from_snapshot(
-        &snap,
-        state.as_ref(),
-        libvirt_firewall().await,
-    ))
+    let mut status = from_snapshot(&snap, state.as_ref(), libvirt_firewall().await);
+    if let Some(fw) = &fw {
+        add_owners(&mut status, fw.connection()).await;
+    }
+    Ok(status)
+}
+
+/// Names the NetworkManager profile of each bridge NetworkManager manages. Asks nothing more without
+/// NetworkManager; a bridge NetworkManager does not answer about keeps `null`.
+pub async fn add_owners(status: &mut Status, conn: &zbus::Connection) {
+    let nm = crate::networkmanager::NetworkManager::new(conn);
+    if !nm.is_running().await.unwrap_or(false) {
+        return;
+    }
+    for b in &mut status.bridges {
+        if let Ok(crate::networkmanager::Owner::NetworkManager(p)) = nm.owner(&b.name).await {
+            b.networkmanager = Some(NmOwner {
+                profile: p.id,
+                uuid: p.uuid,
+                zone: p.zone,
+            });
+        }
+    }
 }
 
 /// [`gather`] on an existing connection, reading virtzone's records from `state` (the daemon passes
 /// its own, so its `--state-dir` holds for `Status` too).
 pub async fn gather_on(fw: &Firewalld, state: Option<&StateDir>) -> firewalld::Result<Status> {
     let snap = Snapshot::gather(fw, &Scope::shipped()).await?;
-    Ok(from_snapshot(&snap, state, libvirt_firewall().await))
+    let mut status = from_snapshot(&snap, state, libvirt_firewall().await);
+    add_owners(&mut status, fw.connection()).await;
+    Ok(status)
 }
 
 /// The status of a snapshot gathered with [`Scope::shipped`].

@@ -17,7 +17,7 @@ use common::text;
 /// second; systemd's RestartSec=2s delays a restart after kill -9).
 const BACK: Duration = Duration::from_secs(60);
 /// How long a unit may take to settle.
-const SETTLE: Duration = Duration::from_secs(60);
+pub(crate) const SETTLE: Duration = Duration::from_secs(60);
 
 /// A NAT network with its own bridge: libvirt runs virtzone's hook when it starts.
 const NAT_XML: &str = "<network><name>vznat</name><forward mode='nat'/><bridge name='virbr7'/>\
@@ -25,7 +25,7 @@ const NAT_XML: &str = "<network><name>vznat</name><forward mode='nat'/><bridge n
 </dhcp></ip></network>";
 
 /// Installs packages (host paths) with apt, as an admin would; returns apt's output.
-fn apt_install(b: &Booted, debs: &[PathBuf]) -> String {
+pub(crate) fn apt_install(b: &Booted, debs: &[PathBuf]) -> String {
     // Paths with a slash make apt treat them as files (the booted system has no mirror: the
     // dependencies are in the root already).
     let args: Vec<String> = debs.iter().map(|d| b.copy_in(d)).collect();
@@ -33,19 +33,19 @@ fn apt_install(b: &Booted, debs: &[PathBuf]) -> String {
 }
 
 /// This tree's virtzone package.
-fn virtzone_deb() -> PathBuf {
+pub(crate) fn virtzone_deb() -> PathBuf {
     deb_named(debs(), "virtzone_")
 }
 
 /// Boots and installs this tree's package; returns the booted system.
-fn boot_with_virtzone() -> Booted {
+pub(crate) fn boot_with_virtzone() -> Booted {
     let b = Booted::boot();
     apt_install(&b, &[virtzone_deb()]);
     b.wait_ok("virtzone active", SETTLE, "systemctl is-active virtzone");
     b
 }
 
-fn zone_of(b: &Booted, iface: &str) -> String {
+pub(crate) fn zone_of(b: &Booted, iface: &str) -> String {
     text(
         &b.sh(&format!("firewall-cmd --get-zone-of-interface={iface}"))
             .stdout,
@@ -72,7 +72,7 @@ fn main_pid(b: &Booted) -> String {
 }
 
 /// virtzone's state file, parsed.
-fn bindings_json(b: &Booted) -> serde_json::Value {
+pub(crate) fn bindings_json(b: &Booted) -> serde_json::Value {
     serde_json::from_str(&b.sh_ok("cat /var/lib/virtzone/bindings.json")).unwrap()
 }
 
@@ -97,7 +97,7 @@ fn cursor(b: &Booted) -> String {
 }
 
 /// firewalld's ERROR lines (its log file and the journal).
-fn firewalld_errors(b: &Booted) -> Vec<String> {
+pub(crate) fn firewalld_errors(b: &Booted) -> Vec<String> {
     b.sh_out("cat /var/log/firewalld 2>/dev/null; journalctl --no-pager -u firewalld -o cat")
         .lines()
         .filter(|l| l.contains("ERROR"))

@@ -26,6 +26,8 @@ mod install_tree;
 mod lab_smoke;
 mod libvirt12;
 mod libvirt_e2e;
+// NetworkManager-managed host bridges in the booted system (issue #20).
+mod nm;
 mod packets;
 mod status_check;
 mod zone_model;

@@ -11,6 +11,7 @@ use crate::change::executor::Live;
 use crate::change::{ExecError, Executor, Refusal};
 use crate::firewalld::{self, Firewalld, Scope, Snapshot};
 use crate::names::{BridgeName, ZoneName};
+use crate::networkmanager::{self, NetworkManager, Owner, Profile};
 use crate::state::{StateDir, StateError};
 
 /// The state file holding the bindings virtzone was asked for.
@@ -27,6 +28,23 @@ pub struct Binding {
     /// The libvirt network whose bridge this is, when the hook bound it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The NetworkManager profile whose `connection.zone` holds the binding; absent: firewalld's
+    /// path (and in every record written before NetworkManager was understood).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networkmanager: Option<NmBinding>,
+}
+
+/// A binding held by a NetworkManager profile (see [`plan::plan_attach_nm`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NmBinding {
+    /// `connection.uuid`.
+    pub uuid: String,
+    /// `connection.id` when bound, for messages.
+    pub profile: String,
+    /// `connection.zone` before virtzone set it (empty: NetworkManager's default placement): what
+    /// detach restores.
+    #[serde(default)]
+    pub previous: String,
 }
 
 /// All bindings virtzone manages, by bridge. Names are validated when the file is read, so a
@@ -47,6 +65,9 @@ pub enum BindError {
     /// firewalld failed a call.
     #[error("{0}")]
     Firewalld(#[from] firewalld::Error),
+    /// NetworkManager failed a call.
+    #[error("{0}")]
+    NetworkManager(#[from] networkmanager::Error),
     /// The state directory failed.
     #[error("{0}")]
     State(#[from] StateError),
@@ -81,8 +102,9 @@ pub struct Attach {
     pub network: Option<String>,
 }
 
-/// Binds a bridge to a zone and records it: snapshot → [`plan::plan_attach`] → executor. Either all of
-/// it happens, or firewalld and the record stay as they were.
+/// Binds a bridge to a zone and records it: snapshot → [`plan::plan_attach`] (or
+/// [`plan::plan_attach_nm`] when NetworkManager owns the bridge's zone) → executor. Either all of it
+/// happens, or firewalld, NetworkManager and the record stay as they were.
 pub async fn attach(fw: &Firewalld, state: &StateDir, req: &Attach) -> Result<String, BindError> {
     let _lock = state.lock().await?;
     let mut bindings: Bindings = state.read(BINDINGS_FILE)?;
@@ -90,18 +112,28 @@ pub async fn attach(fw: &Firewalld, state: &StateDir, req: &Attach) -> Result<St
         permanent_interface: req.permanent.then(|| req.bridge.clone()),
         ..Scope::default()
     };
-    let snap = Snapshot::gather(fw, &scope).await?;
-    let recorded = bindings.bindings.get(&req.bridge).cloned();
-    let planned = plan::plan_attach(
-        &plan::AttachRequest {
-            bridge: &req.bridge,
-            zone: &req.zone,
-            permanent: req.permanent,
-            force: req.force,
+    let (snap, owner) = tokio::try_join!(
+        async { Snapshot::gather(fw, &scope).await.map_err(BindError::from) },
+        async {
+            NetworkManager::new(fw.connection())
+                .owner(req.bridge.as_str())
+                .await
+                .map_err(BindError::from)
         },
-        &snap,
-        recorded.as_ref(),
     )?;
+    let recorded = bindings.bindings.get(&req.bridge).cloned();
+    let request = plan::AttachRequest {
+        bridge: &req.bridge,
+        zone: &req.zone,
+        permanent: req.permanent,
+        force: req.force,
+    };
+    let planned = match &owner {
+        Owner::NetworkManager(profile) => {
+            plan::plan_attach_nm(&request, &snap, recorded.as_ref(), profile)?
+        }
+        Owner::Firewalld => plan::plan_attach(&request, &snap, recorded.as_ref())?,
+    };
     let live = Live::new(fw, snap.capabilities());
     let executor = Executor::new(&live);
     let applied = executor.run(&planned.plan).await?;
@@ -111,6 +143,7 @@ pub async fn attach(fw: &Firewalld, state: &StateDir, req: &Attach) -> Result<St
             zone: req.zone.clone(),
             permanent: planned.permanent,
             network: req.network.clone(),
+            networkmanager: planned.networkmanager.clone(),
         },
     );
     if let Err(e) = state.write(BINDINGS_FILE, &bindings) {
@@ -122,7 +155,8 @@ pub async fn attach(fw: &Firewalld, state: &StateDir, req: &Attach) -> Result<St
 }
 
 /// Unbinds a bridge virtzone bound (any bridge with `force`) and forgets it: snapshot →
-/// [`plan::plan_detach`] → executor.
+/// [`plan::plan_detach`] (or [`plan::plan_detach_nm`] for a binding held by a NetworkManager
+/// profile) → executor.
 pub async fn detach(
     fw: &Firewalld,
     state: &StateDir,
@@ -138,7 +172,18 @@ pub async fn detach(
     };
     let snap = Snapshot::gather(fw, &scope).await?;
     let recorded = bindings.bindings.get(bridge).cloned();
-    let planned = plan::plan_detach(bridge, permanent, force, &snap, recorded.as_ref())?;
+    let planned = match recorded
+        .as_ref()
+        .and_then(|b| b.networkmanager.as_ref().map(|n| (b, n)))
+    {
+        Some((binding, nm)) => {
+            let profile = NetworkManager::new(fw.connection())
+                .profile(&nm.uuid)
+                .await?;
+            plan::plan_detach_nm(bridge, force, binding, nm, profile.as_ref())
+        }
+        None => plan::plan_detach(bridge, permanent, force, &snap, recorded.as_ref())?,
+    };
     let live = Live::new(fw, snap.capabilities());
     let executor = Executor::new(&live);
     let applied = executor.run(&planned.plan).await?;
@@ -184,7 +229,65 @@ pub async fn reconcile(
     })
 }
 
-/// One row of `virtzone list`: what virtzone was asked for beside what firewalld has.
+/// The recorded NetworkManager profiles of `bindings`, by uuid, as they are now (`None`: gone, or
+/// NetworkManager not running). Asks nothing when no binding goes through NetworkManager.
+pub async fn profiles(
+    conn: &zbus::Connection,
+    bindings: &Bindings,
+) -> networkmanager::Result<BTreeMap<String, Option<Profile>>> {
+    let nm = NetworkManager::new(conn);
+    let mut out = BTreeMap::new();
+    for b in bindings.bindings.values() {
+        if let Some(n) = &b.networkmanager {
+            if !out.contains_key(&n.uuid) {
+                out.insert(n.uuid.clone(), nm.profile(&n.uuid).await?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The NetworkManager side of a reconcile: the recorded profiles → [`plan::plan_nm_reconcile`] →
+/// executor. For the daemon, on its start (a boot forgets in-memory profile changes) and whenever
+/// NetworkManager's bus name gets a new owner.
+pub async fn reconcile_nm(
+    fw: &Firewalld,
+    desired: &Bindings,
+) -> networkmanager::Result<(
+    plan::ReconcilePlan,
+    Vec<(crate::change::Step, firewalld::Result<()>)>,
+)> {
+    let profiles = profiles(fw.connection(), desired).await?;
+    let plan = plan::plan_nm_reconcile(desired, &profiles);
+    let live = Live::new(fw, None);
+    let results = Executor::new(&live).apply_each(&plan.plan.steps, 1).await;
+    Ok((plan, results))
+}
+
+/// Which path holds a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindPath {
+    /// firewalld's own interface binding (kept by the daemon across reloads).
+    Firewalld,
+    /// A NetworkManager profile's `connection.zone`.
+    NetworkManager,
+}
+
+/// The NetworkManager profile of a row.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileRow {
+    /// `connection.id` (as recorded when the profile is gone).
+    pub name: String,
+    /// `connection.uuid`.
+    pub uuid: String,
+    /// `connection.zone` now (`""`: the default zone; `null`: the profile is gone or NetworkManager
+    /// is not running).
+    pub zone: Option<String>,
+}
+
+/// One row of `virtzone list`: what virtzone was asked for beside what firewalld (and, for a
+/// binding held by a NetworkManager profile, NetworkManager) has.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     /// The bridge.
@@ -198,8 +301,15 @@ pub struct Row {
     /// The zone firewalld has it in now (`null`: unbound, or firewalld not running).
     pub actual: Option<String>,
     /// `bound` (as asked), `missing` (unbound: firewalld reloaded or restarted without the daemon
-    /// re-applying), `moved` (someone put it in another zone), `unknown` (firewalld not running).
+    /// re-applying), `moved` (someone put it in another zone, or changed the profile's
+    /// `connection.zone`), `unknown` (firewalld not running).
     pub state: RowState,
+    /// Which path holds it.
+    pub path: BindPath,
+    /// The NetworkManager profile holding it (`null` on firewalld's path).
+    pub profile: Option<ProfileRow>,
+    /// Whether virtzone's record, firewalld and (on NetworkManager's path) the profile all say `zone`.
+    pub agree: bool,
 }
 
 /// How a binding compares with firewalld.
@@ -216,19 +326,40 @@ pub enum RowState {
     Unknown,
 }
 
-/// Compares recorded bindings with firewalld's interface → zone map (pure).
-pub fn compare(bindings: &Bindings, actual: Option<&BTreeMap<String, String>>) -> Vec<Row> {
+/// Compares recorded bindings with firewalld's interface → zone map and the recorded NetworkManager
+/// profiles (from [`profiles`]) (pure).
+pub fn compare(
+    bindings: &Bindings,
+    actual: Option<&BTreeMap<String, String>>,
+    profiles: &BTreeMap<String, Option<Profile>>,
+) -> Vec<Row> {
     bindings
         .bindings
         .iter()
         .map(|(bridge, b)| {
             let now = actual.and_then(|a| a.get(bridge.as_str()).cloned());
-            let state = match (actual, &now) {
+            let profile = b.networkmanager.as_ref().map(|n| {
+                let current = profiles.get(&n.uuid).cloned().flatten();
+                ProfileRow {
+                    name: current
+                        .as_ref()
+                        .map_or_else(|| n.profile.clone(), |p| p.id.clone()),
+                    uuid: n.uuid.clone(),
+                    zone: current.map(|p| p.zone),
+                }
+            });
+            let profile_agrees = profile
+                .as_ref()
+                .is_none_or(|p| p.zone.as_deref() == Some(b.zone.as_str()));
+            let mut state = match (actual, &now) {
                 (None, _) => RowState::Unknown,
                 (Some(_), None) => RowState::Missing,
                 (Some(_), Some(z)) if z == b.zone.as_str() => RowState::Bound,
                 (Some(_), Some(_)) => RowState::Moved,
             };
+            if state == RowState::Bound && !profile_agrees {
+                state = RowState::Moved;
+            }
             Row {
                 bridge: bridge.clone(),
                 zone: b.zone.clone(),
@@ -236,6 +367,13 @@ pub fn compare(bindings: &Bindings, actual: Option<&BTreeMap<String, String>>) -
                 network: b.network.clone(),
                 actual: now,
                 state,
+                path: if profile.is_some() {
+                    BindPath::NetworkManager
+                } else {
+                    BindPath::Firewalld
+                },
+                profile,
+                agree: state == RowState::Bound,
             }
         })
         .collect()

@@ -3,6 +3,13 @@
 //!
 //! The admin's choice wins: a bridge that sits in a zone virtzone did not put it in is left alone
 //! unless the caller forces the change.
+//!
+//! Two paths hold a binding. A bridge NetworkManager manages with an active profile is bound through
+//! that profile's `connection.zone` (NetworkManager re-sends it to firewalld on every activation,
+//! reload and restart, undoing any other binding): an empty `connection.zone` is NetworkManager's
+//! default placement, not an admin's choice, so it may be set without `--force`; a zone someone set
+//! there is. Every other bridge (no NetworkManager, unmanaged, or "connected (externally)" like
+//! libvirt's `virbr*`) is bound over firewalld's API.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +17,9 @@ use crate::change::{Plan, Reason, Refusal, Step, Warning, WarningReason};
 use crate::firewalld::Snapshot;
 use crate::names::{BridgeName, ZoneName};
 
-use super::{Binding, Bindings};
+use crate::networkmanager::Profile;
+
+use super::{Binding, Bindings, NmBinding};
 
 /// What the binding of a bridge looks like now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +143,186 @@ pub struct AttachPlan {
     pub message: String,
     /// Whether the record says the binding is permanent too.
     pub permanent: bool,
+    /// The NetworkManager profile that holds the binding (`None`: firewalld's path).
+    pub networkmanager: Option<NmBinding>,
+}
+
+/// The refusal for a zone firewalld's permanent configuration lacks.
+fn not_permanent(zone: &ZoneName) -> Refusal {
+    Refusal::new(
+        Reason::ZoneMissing,
+        format!(
+            "zone {zone} is not in firewalld's permanent configuration, so it cannot hold a permanent \
+             binding; add it permanently first (virtzone install, or firewall-cmd --permanent --new-zone)"
+        ),
+    )
+}
+
+/// How a `connection.zone` reads in messages.
+fn zone_text(zone: &str) -> &str {
+    if zone.is_empty() {
+        "empty (the default zone)"
+    } else {
+        zone
+    }
+}
+
+/// Plans an attach of a bridge NetworkManager manages with the active `profile`: one
+/// [`Step::SetConnectionZone`] (to disk with `--permanent`, else in memory); NetworkManager applies it
+/// to firewalld itself. Volatile profiles, and in-memory-only ones with `--permanent`, are refused
+/// rather than changed in a way that vanishes or that writes them to disk.
+pub fn plan_attach_nm(
+    req: &AttachRequest<'_>,
+    snap: &Snapshot,
+    recorded: Option<&Binding>,
+    profile: &Profile,
+) -> Result<AttachPlan, Refusal> {
+    let Some(running) = snap.running() else {
+        return Err(not_running("bind"));
+    };
+    let (bridge, zone) = (req.bridge, req.zone);
+    let facts = Facts {
+        actual: None,
+        recorded: None,
+        zone_exists: running.zones.contains(zone.as_str()),
+    };
+    attach(bridge, zone, &facts, req.force)?;
+    if req.permanent && !snap.permanent_zones.contains(zone.as_str()) {
+        return Err(not_permanent(zone));
+    }
+    let id = &profile.id;
+    if profile.is_volatile() {
+        return Err(Refusal::new(
+            Reason::NmProfileUnusable,
+            format!(
+                "bridge {bridge} is managed by NetworkManager profile {id}, which is volatile (NetworkManager deletes it \
+                 when it goes down), so a zone set there would vanish with it; bring the bridge up with a saved \
+                 profile (nmcli connection add …) and attach again"
+            ),
+        ));
+    }
+    if req.permanent && profile.in_memory_only() {
+        return Err(Refusal::new(
+            Reason::NmProfileUnusable,
+            format!(
+                "bridge {bridge} is managed by NetworkManager profile {id}, which exists only in memory, and --permanent \
+                 would write it to disk; drop --permanent, or save the profile first"
+            ),
+        ));
+    }
+    // virtzone's own earlier binding through this very profile.
+    let ours = recorded
+        .and_then(|b| b.networkmanager.as_ref().map(|n| (b, n)))
+        .filter(|(_, n)| n.uuid == profile.uuid);
+    let set_by_us = ours.is_some_and(|(b, _)| b.zone.as_str() == profile.zone);
+    if profile.shared && profile.zone.is_empty() && !req.force {
+        return Err(Refusal::new(
+            Reason::AdminBinding,
+            format!(
+                "bridge {bridge} is shared by NetworkManager profile {id} (method shared), so NetworkManager keeps it \
+                 in its own zone nm-shared; pass --force to set its connection.zone to {zone} anyway"
+            ),
+        ));
+    }
+    let current = profile.zone.as_str();
+    if !(current.is_empty() || current == zone.as_str() || set_by_us || req.force) {
+        return Err(Refusal::new(
+            Reason::AdminBinding,
+            format!(
+                "bridge {bridge} is in zone {current} because NetworkManager profile {id} sets connection.zone={current}, \
+                 which virtzone did not set, so the admin's choice stands; pass --force to set it to {zone}"
+            ),
+        ));
+    }
+    let mut plan = Plan::default();
+    // An unsaved change (an earlier runtime attach) is written out too when --permanent asks.
+    let unsaved = profile.flags & crate::networkmanager::FLAG_UNSAVED != 0;
+    if current != zone.as_str() || (req.permanent && unsaved) {
+        plan.steps.push(Step::SetConnectionZone {
+            uuid: profile.uuid.clone(),
+            profile: id.clone(),
+            zone: zone.to_string(),
+            previous: current.to_string(),
+            to_disk: req.permanent,
+        });
+    }
+    let place = if req.permanent {
+        ""
+    } else {
+        ", in memory until NetworkManager reloads its profiles"
+    };
+    let message = if current == zone.as_str() && plan.is_empty() {
+        format!("bridge {bridge} is already in zone {zone} (NetworkManager profile {id})")
+    } else {
+        format!(
+            "bound bridge {bridge} to zone {zone} through NetworkManager profile {id} (connection.zone was {}{place})",
+            zone_text(current)
+        )
+    };
+    Ok(AttachPlan {
+        plan,
+        message,
+        permanent: req.permanent || ours.is_some_and(|(b, _)| b.permanent && &b.zone == zone),
+        networkmanager: Some(NmBinding {
+            uuid: profile.uuid.clone(),
+            profile: id.clone(),
+            // What detach restores: the zone before virtzone first set it.
+            previous: match ours {
+                Some((_, n)) if set_by_us => n.previous.clone(),
+                _ => current.to_string(),
+            },
+        }),
+    })
+}
+
+/// Plans the detach of a binding virtzone holds through NetworkManager profile `nm`: restore the
+/// `connection.zone` it found (in the place it wrote: disk when the binding is permanent), unless
+/// someone changed it since (then leave it, unless `force`). `profile` is the profile now (`None`:
+/// gone, or NetworkManager not running).
+pub fn plan_detach_nm(
+    bridge: &BridgeName,
+    force: bool,
+    recorded: &Binding,
+    nm: &NmBinding,
+    profile: Option<&Profile>,
+) -> DetachPlan {
+    let id = &nm.profile;
+    let Some(profile) = profile else {
+        return DetachPlan {
+            plan: Plan::default(),
+            message: format!(
+                "NetworkManager profile {id} of bridge {bridge} is gone (or NetworkManager is not running); forgot \
+                 virtzone's binding"
+            ),
+        };
+    };
+    if profile.zone != recorded.zone.as_str() && !force {
+        return DetachPlan {
+            plan: Plan::default(),
+            message: format!(
+                "connection.zone of NetworkManager profile {id} is {} now, set by someone else; left it there and \
+                 forgot virtzone's binding of bridge {bridge}",
+                zone_text(&profile.zone)
+            ),
+        };
+    }
+    let mut plan = Plan::default();
+    if profile.zone != nm.previous {
+        plan.steps.push(Step::SetConnectionZone {
+            uuid: profile.uuid.clone(),
+            profile: id.clone(),
+            zone: nm.previous.clone(),
+            previous: profile.zone.clone(),
+            to_disk: recorded.permanent,
+        });
+    }
+    DetachPlan {
+        plan,
+        message: format!(
+            "unbound bridge {bridge}: connection.zone of NetworkManager profile {id} is {} again",
+            zone_text(&nm.previous)
+        ),
+    }
 }
 
 /// Plans an attach from a snapshot (gathered with the bridge as
@@ -157,13 +346,7 @@ pub fn plan_attach(
     let mut plan = Plan::default();
     if req.permanent {
         if !snap.permanent_zones.contains(zone.as_str()) {
-            return Err(Refusal::new(
-                Reason::ZoneMissing,
-                format!(
-                    "zone {zone} is not in firewalld's permanent configuration, so it cannot hold a permanent \
-                     binding; add it permanently first (virtzone install, or firewall-cmd --permanent --new-zone)"
-                ),
-            ));
+            return Err(not_permanent(zone));
         }
         match snap.permanent_zone_of_interface.as_deref() {
             Some(z) if z == zone.as_str() => {}
@@ -213,6 +396,7 @@ pub fn plan_attach(
         plan,
         message,
         permanent: req.permanent || recorded.is_some_and(|b| b.permanent && &b.zone == zone),
+        networkmanager: None,
     })
 }
 
@@ -309,10 +493,15 @@ pub struct ReconcilePlan {
 }
 
 /// Plans a reconcile: the desired bindings against firewalld's runtime interface → zone map
-/// ([`Snapshot::interfaces`]).
+/// ([`Snapshot::interfaces`]). Bindings held by a NetworkManager profile are left to NetworkManager,
+/// which re-sends the profile's zone after every firewalld reload and restart itself: sending it too
+/// would race it (see [`plan_nm_reconcile`]).
 pub fn plan_reconcile(desired: &Bindings, actual: &BTreeMap<String, String>) -> ReconcilePlan {
     let mut out = ReconcilePlan::default();
     for (bridge, binding) in &desired.bindings {
+        if binding.networkmanager.is_some() {
+            continue;
+        }
         match actual.get(bridge.as_str()) {
             None => out.plan.steps.push(Step::ChangeZoneOfInterface {
                 zone: binding.zone.clone(),
@@ -331,6 +520,50 @@ pub fn plan_reconcile(desired: &Bindings, actual: &BTreeMap<String, String>) -> 
                 out.drift
                     .push((bridge.clone(), binding.zone.clone(), zone.clone()));
             }
+        }
+    }
+    out
+}
+
+/// Plans the NetworkManager side of a reconcile: `profiles` are the recorded profiles now, by uuid
+/// (`None`: gone, or NetworkManager not running). An in-memory `connection.zone` NetworkManager lost
+/// (a reboot, or its profiles reloaded from disk) is set again; a zone someone else set is reported
+/// and left alone, like firewalld's drift.
+pub fn plan_nm_reconcile(
+    desired: &Bindings,
+    profiles: &BTreeMap<String, Option<Profile>>,
+) -> ReconcilePlan {
+    let mut out = ReconcilePlan::default();
+    for (bridge, binding) in &desired.bindings {
+        let Some(nm) = &binding.networkmanager else {
+            continue;
+        };
+        let Some(Some(profile)) = profiles.get(&nm.uuid) else {
+            continue;
+        };
+        let (wanted, now) = (binding.zone.as_str(), profile.zone.as_str());
+        if now == wanted {
+            out.in_place += 1;
+        } else if now == nm.previous && !binding.permanent {
+            out.plan.steps.push(Step::SetConnectionZone {
+                uuid: nm.uuid.clone(),
+                profile: nm.profile.clone(),
+                zone: wanted.to_string(),
+                previous: now.to_string(),
+                to_disk: false,
+            });
+        } else {
+            out.plan.warnings.push(Warning {
+                reason: WarningReason::MovedByOthers,
+                message: format!(
+                    "bridge {bridge}: connection.zone of NetworkManager profile {} is {}, not {wanted}: someone changed \
+                     it; leaving it there",
+                    nm.profile,
+                    zone_text(now)
+                ),
+            });
+            out.drift
+                .push((bridge.clone(), binding.zone.clone(), now.to_string()));
         }
     }
     out
@@ -440,6 +673,7 @@ mod tests {
             zone: ZoneName::new(zone).unwrap(),
             permanent,
             network: None,
+            networkmanager: None,
         }
     }
 
@@ -572,6 +806,184 @@ mod tests {
             ["bind bridge virbr1 to zone libvirt-routed"]
         );
         assert_eq!(p.drift.len(), 1);
+        assert_eq!(p.plan.warnings[0].reason, WarningReason::MovedByOthers);
+    }
+    fn profile(zone: &str, flags: u32) -> Profile {
+        Profile {
+            uuid: "u-br0".into(),
+            id: "br0".into(),
+            zone: zone.into(),
+            flags,
+            filename: "/etc/NetworkManager/system-connections/br0.nmconnection".into(),
+            shared: false,
+        }
+    }
+
+    fn nm_rec(zone: &str, previous: &str, permanent: bool) -> Binding {
+        Binding {
+            networkmanager: Some(NmBinding {
+                uuid: "u-br0".into(),
+                profile: "br0".into(),
+                previous: previous.into(),
+            }),
+            ..rec(zone, permanent)
+        }
+    }
+
+    #[test]
+    fn attach_through_networkmanager() {
+        let br = BridgeName::new("br0").unwrap();
+        let z = ZoneName::new("internal").unwrap();
+        let req = |permanent, force| AttachRequest {
+            bridge: &br,
+            zone: &z,
+            permanent,
+            force,
+        };
+        // NetworkManager put it in the default zone: not an admin's choice, so no --force needed.
+        let snap = fake::running(
+            "1.3.3",
+            &["public", "internal", "dmz"],
+            &[("br0", "public")],
+        );
+        let p = plan_attach_nm(&req(false, false), &snap, None, &profile("", 0)).unwrap();
+        assert_eq!(
+            steps(&p.plan),
+            ["set connection.zone of NetworkManager profile br0 to internal in memory"]
+        );
+        assert_eq!(
+            p.networkmanager,
+            Some(NmBinding {
+                uuid: "u-br0".into(),
+                profile: "br0".into(),
+                previous: String::new()
+            })
+        );
+        assert!(
+            p.message.contains("through NetworkManager profile br0"),
+            "{}",
+            p.message
+        );
+        // --permanent writes the profile's file.
+        let p = plan_attach_nm(&req(true, false), &snap, None, &profile("", 0)).unwrap();
+        assert!(matches!(
+            &p.plan.steps[..],
+            [Step::SetConnectionZone { to_disk: true, .. }]
+        ));
+        assert!(p.permanent);
+        // A zone an admin set in the profile stands without --force; with it, detach restores it.
+        let r = plan_attach_nm(&req(false, false), &snap, None, &profile("dmz", 0)).unwrap_err();
+        assert_eq!(r.reason, Reason::AdminBinding);
+        assert!(r.message.contains("connection.zone=dmz"), "{r}");
+        let p = plan_attach_nm(&req(false, true), &snap, None, &profile("dmz", 0)).unwrap();
+        assert_eq!(p.networkmanager.unwrap().previous, "dmz");
+        // virtzone's own earlier zone may be changed, and keeps the original to restore.
+        let ours = nm_rec("dmz", "", false);
+        let p = plan_attach_nm(&req(false, false), &snap, Some(&ours), &profile("dmz", 0)).unwrap();
+        assert_eq!(p.networkmanager.unwrap().previous, "");
+        // Already there: nothing to send; a later --permanent writes an unsaved change out.
+        let p = plan_attach_nm(&req(false, false), &snap, None, &profile("internal", 0)).unwrap();
+        assert!(p.plan.is_empty());
+        let p = plan_attach_nm(
+            &req(true, false),
+            &snap,
+            Some(&nm_rec("internal", "", false)),
+            &profile("internal", crate::networkmanager::FLAG_UNSAVED),
+        )
+        .unwrap();
+        assert!(matches!(
+            &p.plan.steps[..],
+            [Step::SetConnectionZone { to_disk: true, .. }]
+        ));
+        // Volatile profiles are refused; in-memory-only ones only with --permanent.
+        let vol = profile("", crate::networkmanager::FLAG_VOLATILE);
+        let r = plan_attach_nm(&req(false, true), &snap, None, &vol).unwrap_err();
+        assert_eq!(r.reason, Reason::NmProfileUnusable);
+        let mut mem = profile("", crate::networkmanager::FLAG_UNSAVED);
+        mem.filename.clear();
+        assert!(plan_attach_nm(&req(false, false), &snap, None, &mem).is_ok());
+        let r = plan_attach_nm(&req(true, false), &snap, None, &mem).unwrap_err();
+        assert_eq!(r.reason, Reason::NmProfileUnusable);
+        // A shared connection sits in NetworkManager's nm-shared: refused without --force.
+        let mut shared = profile("", 0);
+        shared.shared = true;
+        let r = plan_attach_nm(&req(false, false), &snap, None, &shared).unwrap_err();
+        assert!(r.message.contains("nm-shared"), "{r}");
+        // The zone must exist, as on firewalld's path.
+        let snap = fake::running("1.3.3", &["public"], &[]);
+        let r = plan_attach_nm(&req(false, false), &snap, None, &profile("", 0)).unwrap_err();
+        assert_eq!(r.reason, Reason::ZoneMissing);
+    }
+
+    #[test]
+    fn detach_through_networkmanager() {
+        let br = BridgeName::new("br0").unwrap();
+        let ours = nm_rec("internal", "", false);
+        let nm = ours.networkmanager.clone().unwrap();
+        // Restores what virtzone found, in the place it wrote.
+        let p = plan_detach_nm(&br, false, &ours, &nm, Some(&profile("internal", 0)));
+        assert_eq!(
+            steps(&p.plan),
+            ["set connection.zone of NetworkManager profile br0 to empty (the default zone) in memory"]
+        );
+        let perm = nm_rec("internal", "dmz", true);
+        let p = plan_detach_nm(
+            &br,
+            false,
+            &perm,
+            perm.networkmanager.as_ref().unwrap(),
+            Some(&profile("internal", 0)),
+        );
+        assert!(
+            matches!(&p.plan.steps[..], [Step::SetConnectionZone { zone, to_disk: true, .. }] if zone == "dmz")
+        );
+        // Someone changed it since: left alone unless forced.
+        let p = plan_detach_nm(&br, false, &ours, &nm, Some(&profile("dmz", 0)));
+        assert!(p.plan.is_empty());
+        assert!(p.message.contains("set by someone else"), "{}", p.message);
+        assert_eq!(
+            plan_detach_nm(&br, true, &ours, &nm, Some(&profile("dmz", 0)))
+                .plan
+                .steps
+                .len(),
+            1
+        );
+        // Gone: only the record goes.
+        assert!(plan_detach_nm(&br, false, &ours, &nm, None).plan.is_empty());
+    }
+
+    #[test]
+    fn reconcile_leaves_networkmanager_bindings_to_networkmanager() {
+        let mut desired = Bindings::default();
+        desired.bindings.insert(
+            BridgeName::new("br0").unwrap(),
+            nm_rec("internal", "", false),
+        );
+        desired.bindings.insert(
+            BridgeName::new("br1").unwrap(),
+            nm_rec("internal", "", true),
+        );
+        // firewalld lost them (a reload): NetworkManager re-sends them itself, the daemon sends nothing.
+        let p = plan_reconcile(&desired, &BTreeMap::new());
+        assert!(p.plan.is_empty() && p.drift.is_empty());
+        // NetworkManager lost the in-memory zone (a boot): set it again; a permanent one that differs
+        // was changed by someone, and is left.
+        let mut back = profile("", 0);
+        back.uuid = "u-br0".into();
+        let profiles = BTreeMap::from([("u-br0".to_string(), Some(back))]);
+        let p = plan_nm_reconcile(&desired, &profiles);
+        assert_eq!(
+            steps(&p.plan),
+            ["set connection.zone of NetworkManager profile br0 to internal in memory",]
+        );
+        assert_eq!(p.drift.len(), 1);
+        let profiles = BTreeMap::from([("u-br0".to_string(), Some(profile("internal", 0)))]);
+        let p = plan_nm_reconcile(&desired, &profiles);
+        assert!(p.plan.is_empty());
+        assert_eq!(p.in_place, 2);
+        let profiles = BTreeMap::from([("u-br0".to_string(), Some(profile("dmz", 0)))]);
+        let p = plan_nm_reconcile(&desired, &profiles);
+        assert!(p.plan.is_empty());
         assert_eq!(p.plan.warnings[0].reason, WarningReason::MovedByOthers);
     }
 }

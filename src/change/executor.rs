@@ -102,6 +102,14 @@ pub trait Mutations {
     async fn nft(&self, commands: &[serde_json::Value]) -> firewalld::Result<()>;
     /// Writes `/proc/sys/KEY` (not firewalld: see [`Step::Sysctl`]).
     async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()>;
+    /// NetworkManager's `Settings.Connection.Update2` of profile `uuid` with only `connection.zone`
+    /// changed (not firewalld: see [`Step::SetConnectionZone`]).
+    async fn set_connection_zone(
+        &self,
+        uuid: &str,
+        zone: &str,
+        to_disk: bool,
+    ) -> firewalld::Result<()>;
 }
 
 /// A plan that failed part-way, after the executor rolled back what had succeeded.
@@ -150,7 +158,7 @@ impl fmt::Display for ExecError {
                 self.error,
                 self.rollback_summary()
             ),
-            Step::Sysctl { .. } | Step::LocalnetGuard { .. } => write!(
+            Step::Sysctl { .. } | Step::LocalnetGuard { .. } | Step::SetConnectionZone { .. } => write!(
                 f,
                 "could not {}: {}; {}",
                 self.step,
@@ -269,6 +277,12 @@ impl<'m, M: Mutations> Executor<'m, M> {
             Step::LocalnetGuard { present } => {
                 m.nft(&crate::host::localnet_guard_commands(*present)).await
             }
+            Step::SetConnectionZone {
+                uuid,
+                zone,
+                to_disk,
+                ..
+            } => m.set_connection_zone(uuid, zone, *to_disk).await,
         }
     }
 
@@ -608,6 +622,18 @@ impl Mutations for Live<'_> {
 
     async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()> {
         crate::host::write_sysctl(key, value).map_err(|e| Error::Local(e.to_string()))
+    }
+
+    async fn set_connection_zone(
+        &self,
+        uuid: &str,
+        zone: &str,
+        to_disk: bool,
+    ) -> firewalld::Result<()> {
+        crate::networkmanager::NetworkManager::new(self.fw.connection())
+            .set_zone(uuid, zone, to_disk)
+            .await
+            .map_err(|e| Error::Local(e.to_string()))
     }
 }
 

@@ -207,6 +207,21 @@ pub enum Step {
         /// The value before, for the inverse.
         previous: String,
     },
+    /// Sets `connection.zone` of a NetworkManager profile (the owner of a bridge NetworkManager
+    /// manages: it re-sends that zone to firewalld on every activation, reload and restart). Not a
+    /// firewalld call, but the binding of the same plan.
+    SetConnectionZone {
+        /// The profile's uuid.
+        uuid: String,
+        /// The profile's name, for messages.
+        profile: String,
+        /// The zone wanted; empty: NetworkManager's default placement (firewalld's default zone).
+        zone: String,
+        /// The zone before, for the inverse.
+        previous: String,
+        /// Written to the profile's file (`--permanent`), or in memory only.
+        to_disk: bool,
+    },
 }
 
 impl Step {
@@ -318,6 +333,19 @@ impl Step {
             // plan removes it once no interface has the setting on.
             Step::LocalnetGuard { present: true } => return None,
             Step::LocalnetGuard { present: false } => Step::LocalnetGuard { present: true },
+            Step::SetConnectionZone {
+                uuid,
+                profile,
+                zone,
+                previous,
+                to_disk,
+            } => Step::SetConnectionZone {
+                uuid: uuid.clone(),
+                profile: profile.clone(),
+                zone: previous.clone(),
+                previous: zone.clone(),
+                to_disk: *to_disk,
+            },
             Step::Reload
             | Step::Iptables { .. }
             | Step::NftInsertRules { .. }
@@ -450,6 +478,23 @@ impl fmt::Display for Step {
                     "delete nftables table inet virtzone (the localnet guard)"
                 )
             }
+            Step::SetConnectionZone {
+                profile,
+                zone,
+                to_disk,
+                ..
+            } => {
+                let zone = if zone.is_empty() {
+                    "empty (the default zone)"
+                } else {
+                    zone
+                };
+                let place = if *to_disk { "" } else { " in memory" };
+                write!(
+                    f,
+                    "set connection.zone of NetworkManager profile {profile} to {zone}{place}"
+                )
+            }
         }
     }
 }
@@ -527,6 +572,9 @@ pub enum Reason {
     NetworkIsolated,
     /// The host port is forwarded already.
     HostPortTaken,
+    /// The NetworkManager profile that owns a bridge cannot hold the zone (volatile, or in memory
+    /// only while `--permanent` asks for disk).
+    NmProfileUnusable,
 }
 
 impl Reason {
@@ -547,6 +595,7 @@ impl Reason {
             Reason::DefaultZoneUnreadable => "default-zone-unreadable",
             Reason::NetworkIsolated => "network-isolated",
             Reason::HostPortTaken => "host-port-taken",
+            Reason::NmProfileUnusable => "nm-profile-unusable",
         }
     }
 }
@@ -698,6 +747,13 @@ mod tests {
                 key: "net/ipv4/conf/virbr0/route_localnet".into(),
                 value: "1".into(),
                 previous: "0".into(),
+            },
+            Step::SetConnectionZone {
+                uuid: "6f1c0d9e-0000-4000-8000-000000000001".into(),
+                profile: "br0".into(),
+                zone: "internal".into(),
+                previous: String::new(),
+                to_disk: false,
             },
         ];
         // A rollback never takes the localnet guard away (route_localnet may be on from before).

@@ -112,11 +112,22 @@ pub async fn detach(
 
 pub async fn list(json: bool, state_dir: Option<&Path>) -> Result<ExitCode, Failure> {
     let bindings: Bindings = StateDir::locate(state_dir)?.read(BINDINGS_FILE)?;
-    let actual = match Firewalld::connect_running().await? {
-        Some(fw) => Some(fw.interface_zones().await?),
-        None => None,
+    let (actual, profiles) = match Firewalld::connect().await {
+        Ok(fw) => {
+            let actual = if fw.is_running().await? {
+                Some(fw.interface_zones().await?)
+            } else {
+                None
+            };
+            let profiles = bind::profiles(fw.connection(), &bindings)
+                .await
+                .map_err(|e| Failure::Refused(e.to_string()))?;
+            (actual, profiles)
+        }
+        Err(crate::firewalld::Error::NoBus(_)) => (None, Default::default()),
+        Err(e) => return Err(e.into()),
     };
-    let rows = bind::compare(&bindings, actual.as_ref());
+    let rows = bind::compare(&bindings, actual.as_ref(), &profiles);
     if json {
         print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
@@ -130,15 +141,32 @@ pub async fn list(json: bool, state_dir: Option<&Path>) -> Result<ExitCode, Fail
             RowState::Missing => {
                 "MISSING: not bound in firewalld (a reload or restart dropped it)".to_string()
             }
-            RowState::Moved => format!(
-                "MOVED: firewalld has it in zone {}",
-                r.actual.as_deref().unwrap_or("?")
-            ),
+            RowState::Moved => match &r.profile {
+                Some(p) if p.zone.as_deref() != Some(r.zone.as_str()) => format!(
+                    "MOVED: NetworkManager profile {} has connection.zone {}",
+                    p.name,
+                    p.zone
+                        .as_deref()
+                        .map_or("(profile gone)", |z| if z.is_empty() {
+                            "empty (the default zone)"
+                        } else {
+                            z
+                        })
+                ),
+                _ => format!(
+                    "MOVED: firewalld has it in zone {}",
+                    r.actual.as_deref().unwrap_or("?")
+                ),
+            },
             RowState::Unknown => "unknown: firewalld is not running".to_string(),
         };
         let permanent = if r.permanent { " (permanent)" } else { "" };
+        let via = match &r.profile {
+            Some(p) => format!(" via NetworkManager profile {} ({})", p.name, p.uuid),
+            None => String::new(),
+        };
         out!(
-            "{:<16} {:<18} {state}{permanent}",
+            "{:<16} {:<18} {state}{permanent}{via}",
             r.bridge.as_str(),
             r.zone.as_str()
         );

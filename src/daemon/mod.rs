@@ -3,8 +3,11 @@
 //!
 //! firewalld (since 0.7.0) drops runtime interface bindings on every reload without saying so, and a
 //! restart drops all of them. The daemon re-applies what virtzone recorded at its own start, after every
-//! `Reloaded` signal and whenever firewalld's bus name gets a new owner. It is event driven: between
-//! events it sleeps in the kernel, with no timers.
+//! `Reloaded` signal and whenever firewalld's bus name gets a new owner. Bindings held by a
+//! NetworkManager profile are NetworkManager's to re-send after firewalld's reloads and restarts (the
+//! daemon does not race it); the daemon sets their in-memory `connection.zone` again when
+//! NetworkManager lost it, checked at its start and whenever NetworkManager's bus name gets a new
+//! owner. It is event driven: between events it sleeps in the kernel, with no timers.
 
 pub mod client;
 pub mod service;
@@ -164,6 +167,9 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
         .receive_name_owner_changed_with_args(&[(0, FIREWALLD)])
         .await?;
     let mut lost = dbus.receive_name_lost_with_args(&[(0, BUS_NAME)]).await?;
+    let mut nm_owners = dbus
+        .receive_name_owner_changed_with_args(&[(0, crate::networkmanager::proxy::BUS_NAME)])
+        .await?;
 
     // Without ALLOW_REPLACEMENT nobody can take the name from a running daemon, whatever the policy.
     let taken = conn
@@ -230,6 +236,33 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
         }
         let _ = tx.send("the system bus connection closed".into()).await;
     });
+    // NetworkManager's side runs on its own, so a NetworkManager still starting (or hung) never
+    // delays firewalld's reconcile: at the daemon's start, and whenever NM's name gets an owner.
+    let nm_wake = Arc::new(Notify::new());
+    let events = shared.clone();
+    let wake = nm_wake.clone();
+    tokio::spawn(async move {
+        loop {
+            wake.notified().await;
+            reconcile_networkmanager(&events).await;
+        }
+    });
+    let wake = nm_wake.clone();
+    let tx = fatal_tx.clone();
+    tokio::spawn(async move {
+        while let Some(change) = nm_owners.next().await {
+            let appeared = change
+                .args()
+                .map(|a| a.new_owner().is_some())
+                .unwrap_or(false);
+            if appeared {
+                info!("NetworkManager appeared on the bus");
+                wake.notify_one();
+            }
+        }
+        let _ = tx.send("the system bus connection closed".into()).await;
+    });
+    nm_wake.notify_one();
     let tx = fatal_tx;
     tokio::spawn(async move {
         if lost.next().await.is_some() {
@@ -321,6 +354,70 @@ async fn wait_until_loaded(fw: &Firewalld) -> bool {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));
     }
+}
+
+/// How long a NetworkManager that just took its bus name may take to export its profiles (it owns
+/// the name before its `Settings` object answers).
+const NM_STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The NetworkManager side of a reconcile: sets an in-memory `connection.zone` again where
+/// NetworkManager lost it; only reads when nothing was lost, and asks nothing without such bindings.
+/// While NetworkManager is still starting its calls fail: they are tried again, with growing pauses,
+/// until [`NM_STARTUP_DEADLINE`] (the state lock is not held during the pauses).
+async fn reconcile_networkmanager(shared: &Shared) {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match reconcile_networkmanager_once(shared).await {
+            Ok(()) => return,
+            Err(e) if start.elapsed() < NM_STARTUP_DEADLINE => {
+                info!("NetworkManager is not ready yet ({e}); trying again");
+            }
+            Err(e) => {
+                warn!("cannot read NetworkManager's profiles: {e}");
+                return;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn reconcile_networkmanager_once(
+    shared: &Shared,
+) -> Result<(), crate::networkmanager::Error> {
+    let _lock = match shared.state.lock().await {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            return Ok(());
+        }
+    };
+    let desired: Bindings = match shared.state.read(BINDINGS_FILE) {
+        Ok(d) => d,
+        Err(e) => {
+            error!("{e}");
+            return Ok(());
+        }
+    };
+    if desired
+        .bindings
+        .values()
+        .all(|b| b.networkmanager.is_none())
+    {
+        return Ok(());
+    }
+    let (plan, results) = crate::bind::reconcile_nm(&shared.fw, &desired).await?;
+    for warning in &plan.plan.warnings {
+        warn!("{}", warning.message);
+    }
+    for (step, result) in results {
+        match result {
+            Ok(()) => info!("NetworkManager had lost virtzone's zone: {step}"),
+            Err(e) => error!("cannot {step}: {e}"),
+        }
+    }
+    Ok(())
 }
 
 /// One reconcile: read desired and actual bindings, send only the missing calls, publish the outcome.

@@ -43,6 +43,7 @@ impl From<bind::BindError> for ServiceError {
                 ServiceError::InvalidArgument(e.to_string())
             }
             bind::BindError::State(e) => ServiceError::Refused(e.to_string()),
+            bind::BindError::NetworkManager(e) => ServiceError::Refused(e.to_string()),
         }
     }
 }
@@ -244,7 +245,10 @@ impl Service {
             ),
             _ => None,
         };
-        Ok(bind::compare(&bindings, actual.as_ref())
+        let profiles = bind::profiles(self.shared.reader.connection(), &bindings)
+            .await
+            .map_err(|e| ServiceError::Refused(e.to_string()))?;
+        Ok(bind::compare(&bindings, actual.as_ref(), &profiles)
             .into_iter()
             .map(|r| {
                 let state = serde_json::to_value(r.state)

@@ -63,6 +63,7 @@ fn status(bridges: &[(&str, Option<&str>)]) -> crate::status::Status {
             .map(|(b, z)| BridgeStatus {
                 name: b.to_string(),
                 zone: z.map(String::from),
+                networkmanager: None,
             })
             .collect(),
         libvirt_firewall: None,
@@ -166,6 +167,7 @@ fn each_fault_is_one_problem_with_evidence() {
                     s.bridges.push(BridgeStatus {
                         name: "virbr1".into(),
                         zone: Some("libvirt-routed".into()),
+                        networkmanager: None,
                     });
                 }
             },
@@ -264,6 +266,7 @@ fn each_fault_is_one_problem_with_evidence() {
                         zone: ZoneName::libvirt(),
                         permanent: false,
                         network: None,
+                        networkmanager: None,
                     },
                 );
                 f.recorded = Some(b);

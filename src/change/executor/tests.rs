@@ -152,6 +152,15 @@ impl Mutations for Fake {
     async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()> {
         self.record(format!("sysctl {key}={value}"))
     }
+    async fn set_connection_zone(
+        &self,
+        uuid: &str,
+        zone: &str,
+        to_disk: bool,
+    ) -> firewalld::Result<()> {
+        let place = if to_disk { "disk" } else { "memory" };
+        self.record(format!("nm.Update2 {uuid} zone={zone} {place}"))
+    }
 }
 
 /// A policy's rich rules, joined, for the record.
@@ -539,4 +548,40 @@ fn a_rollback_never_removes_the_localnet_guard() {
     // The sysctl goes back; the guard is not deleted.
     assert_eq!(calls[3], "sysctl net/ipv4/conf/virbr0/route_localnet=0");
     assert!(!calls.iter().any(|c| c.contains("\"delete\"")), "{calls:?}");
+}
+
+#[test]
+fn a_profile_zone_is_set_through_networkmanager_and_restored_on_failure() {
+    let nm = Step::SetConnectionZone {
+        uuid: "u-1".into(),
+        profile: "br0".into(),
+        zone: "internal".into(),
+        previous: String::new(),
+        to_disk: true,
+    };
+    let plan = Plan {
+        steps: vec![nm, Step::AddZone(shipped_zone("libvirt"))],
+        warnings: vec![],
+    };
+    let fake = Fake::failing(&["addZone"]);
+    let err = block_on(Executor::new(&fake).run(&plan)).unwrap_err();
+    // The inverse writes the previous zone back, to the same place (disk).
+    assert_eq!(
+        fake.calls(),
+        [
+            "nm.Update2 u-1 zone=internal disk",
+            "addZone libvirt",
+            "nm.Update2 u-1 zone= disk",
+        ]
+    );
+    assert!(err.rollback_failures.is_empty());
+    // A failed profile update is said as what it is, not as firewalld's refusal.
+    let fake = Fake::failing(&["nm.Update2"]);
+    let err = block_on(Executor::new(&fake).run(&plan)).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "could not set connection.zone of NetworkManager profile br0 to internal:"
+        ),
+        "{err}"
+    );
 }
