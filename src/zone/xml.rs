@@ -1351,4 +1351,24 @@ mod tests {
             r#"rule family="ipv4" source NOT address="192.0.2.1" service name="ssh" accept"#
         );
     }
+
+    /// Found by `fuzz::zone_xml` and `fuzz::policy_xml`: element names with control characters
+    /// reached the message raw.
+    #[test]
+    fn errors_show_control_characters_escaped() {
+        let e = parse_zone("t", "<zon\u{85}e/>").unwrap_err().to_string();
+        assert_eq!(e, "zone 't', line 1: <zon\\u{85}e>: unexpected element");
+        let e = parse_policy(
+            "p",
+            "<policy target=\"ACCEPT\">\n<service\u{15}name=\"dns\"/></policy>",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "policy 'p', line 2: <service\\u{15}name=\"dns\">: unexpected element"
+        );
+        let e = parse_zone("a\nb", "<zone/>").unwrap_err().to_string();
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+    }
 }
