@@ -1371,4 +1371,23 @@ mod tests {
         let e = parse_zone("a\nb", "<zone/>").unwrap_err().to_string();
         assert!(!e.chars().any(char::is_control), "{e:?}");
     }
+
+    /// Found by `fuzz::policy_xml`: a rule's value with a control character parsed from XML, but
+    /// its text form (how virtzone sends rules to firewalld) lost it, so the policy failed to load
+    /// over D-Bus instead of being refused here.
+    #[test]
+    fn rule_values_with_control_characters_are_refused() {
+        let e = parse_policy(
+            "p",
+            "<policy target=\"DROP\"><rule><service name=\"\0\"/><accept/></rule></policy>",
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidRule, "{e}");
+        let e = parse_zone(
+            "z",
+            "<zone><rule family=\"ipv4\"><log prefix=\"a&#10;b\"/><accept/></rule></zone>",
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidRule, "{e}");
+    }
 }
