@@ -136,20 +136,16 @@ pub fn nft_ruleset() -> Vec<Vec<u8>> {
     for capture in files("tests/data/eval", ".json") {
         let v: serde_json::Value = serde_json::from_slice(&capture).expect("a capture parses");
         let items = v["nftables"].as_array().cloned().unwrap_or_default();
-        let tables: Vec<(String, String)> = items
-            .iter()
-            .filter_map(|i| i.get("table"))
-            .map(|t| (t["family"].to_string(), t["name"].to_string()))
-            .collect();
-        for (family, name) in tables {
+        let tables: Vec<&serde_json::Value> = items.iter().filter_map(|i| i.get("table")).collect();
+        for t in tables {
+            let (family, name) = (&t["family"], &t["name"]);
             let of_table = items
                 .iter()
                 .filter(|i| {
                     i.as_object()
                         .and_then(|o| o.values().next())
                         .is_some_and(|x| {
-                            x["family"].to_string() == family
-                                && (x["table"].to_string() == name || x["name"].to_string() == name)
+                            x["family"] == *family && (x["table"] == *name || x["name"] == *name)
                         })
                 })
                 .cloned()
