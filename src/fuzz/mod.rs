@@ -47,10 +47,30 @@ fn smoke(target: &str, seeds: Vec<Vec<u8>>, mutations: usize, property: fn(&[u8]
 #[cfg(not(fuzzing))]
 mod mutate;
 
+/// Writes each target's seeds into its libFuzzer corpus (`scripts/fuzz.sh` runs it first).
+#[test]
+#[ignore = "writes the fuzz corpora; run by scripts/fuzz.sh"]
+fn write_seed_corpora() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fuzz/__fuzz__");
+    for (target, seeds) in all_seeds() {
+        let corpus = dir.join(format!("fuzz__{target}/corpus"));
+        std::fs::create_dir_all(&corpus).expect("the corpus directory");
+        for (i, seed) in seeds.iter().enumerate() {
+            std::fs::write(corpus.join(format!("seed-{i}")), seed).expect("a seed file");
+        }
+    }
+}
+
 /// One `#[test]` per target: the smoke run outside fuzzing, then bolero's engine (random and file
 /// inputs under `cargo test`, libFuzzer under `cargo bolero test`).
 macro_rules! targets {
-    ($($(#[$doc:meta])* $name:ident: $mutations:expr;)*) => {$(
+    ($($(#[$doc:meta])* $name:ident: $mutations:expr;)*) => {
+        /// Every target's name and seeds.
+        fn all_seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+            vec![$((stringify!($name), seeds::$name())),*]
+        }
+
+        $(
         $(#[$doc])*
         #[test]
         fn $name() {
