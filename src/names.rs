@@ -82,6 +82,25 @@ fn check(kind: &'static str, name: &str, max: usize, allowed: &str) -> Result<()
     Ok(())
 }
 
+/// `text` with its control characters escaped (`\n`, `\u{1b}`), for messages that quote outside
+/// input: a refusal stays one line, and a file or a guest cannot send escape sequences to the
+/// admin's terminal or lines of its own to the journal.
+pub(crate) fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 fn allowed_list(allowed: &str) -> String {
     allowed
         .chars()
@@ -256,6 +275,12 @@ mod tests {
         }
         assert!(PolicyName::new("libvirt-routed-out").is_ok());
         assert!(PolicyName::new("libvirt-routed-outx").is_err());
+    }
+
+    #[test]
+    fn visible_escapes_control_characters_only() {
+        assert_eq!(visible("virbr0 é \u{202e}"), "virbr0 é \u{202e}");
+        assert_eq!(visible("a\nb\u{1b}[31m\u{85}"), "a\\nb\\u{1b}[31m\\u{85}");
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub enum StateError {
         source: io::Error,
     },
     /// The file exists but is not what virtzone writes.
-    #[error("{path} is corrupt ({reason}); move it away to start afresh")]
+    #[error("{path} is corrupt ({}); move it away to start afresh", crate::names::visible(.reason))]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -449,10 +449,7 @@ impl StateDir {
                 reason: format!("larger than {MAX_STATE_FILE} bytes"),
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })
+        parse_state(&path, &bytes)
     }
 
     /// Replaces `name` atomically with `value` (hold the [`Lock`] around read-modify-write).
@@ -476,6 +473,14 @@ impl StateDir {
             }
         })
     }
+}
+
+/// Parses the bytes of state file `path` (what [`StateDir::read`] does once it has them).
+pub(crate) fn parse_state<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, StateError> {
+    serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Refuses anything but a regular file (a FIFO would block a read forever, a device is not ours).
@@ -631,5 +636,21 @@ mod tests {
             .unwrap_err()
             .contains("unknown setting"));
         assert!(Config::parse("garbage").unwrap_err().contains("Key=value"));
+    }
+
+    /// Found by `fuzz::forwards_json`: serde quotes an unknown variant raw.
+    #[test]
+    fn corrupt_files_are_reported_in_one_line() {
+        let text = r#"{"version":1,"next_id":2,"forwards":[{"id":1,"network":"n1",
+            "guest":"192.0.2.5","proto":"\u001b[2J","host_port":"80","guest_port":"80"}]}"#;
+        let err =
+            parse_state::<crate::forward::model::Declared>(Path::new("/s/f.json"), text.as_bytes())
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.starts_with("/s/f.json is corrupt (unknown variant `\\u{1b}[2J`"),
+            "{err}"
+        );
+        assert!(!err.chars().any(char::is_control), "{err:?}");
     }
 }

@@ -188,4 +188,14 @@ mod tests {
         );
         assert!(parse_domain_xml(&huge).is_err());
     }
+
+    /// Found by `fuzz::domain_xml`: a control character of the document reached the message raw.
+    #[test]
+    fn malformed_documents_are_refused_in_one_line() {
+        let err = parse_domain_xml("<domain><name>x</name><\u{e}domain>")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\\u{e}domain"), "{err}");
+        assert!(!err.chars().any(char::is_control), "{err:?}");
+    }
 }

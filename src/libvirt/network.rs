@@ -129,7 +129,7 @@ impl Network {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetworkXmlError {
     /// Not well-formed, or not shaped like libvirt's network XML.
-    #[error("the network XML is malformed: {0}")]
+    #[error("the network XML is malformed: {}", crate::names::visible(.0))]
     Malformed(String),
     /// A bridge or zone name in it is invalid.
     #[error("the network XML names an {0}")]
@@ -363,5 +363,16 @@ mod tests {
             let err = parse(xml).unwrap_err().to_string();
             assert!(err.contains(want), "{xml:?}: {err}");
         }
+    }
+
+    /// Found by `fuzz::network_xml`: quick-xml's message quoted the document's newline raw.
+    #[test]
+    fn malformed_documents_are_refused_in_one_line() {
+        let err = parse("<network>\n  <name>rout</ilter\n  <forward mode='route'/>\n</network>\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("the network XML is malformed:"), "{err}");
+        assert!(err.contains("</ilter\\n  <forward"), "{err}");
+        assert!(!err.chars().any(char::is_control), "{err:?}");
     }
 }

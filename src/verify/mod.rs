@@ -271,7 +271,7 @@ pub fn libvirt_bridges(dir: &Path) -> BTreeSet<String> {
 }
 
 /// The `name` attributes of `<bridge>` elements.
-fn bridge_names(xml: &str) -> Vec<String> {
+pub(crate) fn bridge_names(xml: &str) -> Vec<String> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut out = Vec::new();

@@ -228,16 +228,20 @@ impl ZoneError {
 
 impl fmt::Display for ZoneError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names, elements and reasons quote the file: its control characters are shown escaped.
+        let shown = |s: &str| crate::names::visible(s).into_owned();
         match (&self.file, self.line) {
-            (Some(file), Some(line)) => write!(f, "{file}:{line}: ")?,
-            (Some(file), None) => write!(f, "{file}: ")?,
-            (None, Some(line)) => write!(f, "{} '{}', line {line}: ", self.kind, self.name)?,
-            (None, None) => write!(f, "{} '{}': ", self.kind, self.name)?,
+            (Some(file), Some(line)) => write!(f, "{}:{line}: ", shown(file))?,
+            (Some(file), None) => write!(f, "{}: ", shown(file))?,
+            (None, Some(line)) => {
+                write!(f, "{} '{}', line {line}: ", self.kind, shown(&self.name))?
+            }
+            (None, None) => write!(f, "{} '{}': ", self.kind, shown(&self.name))?,
         }
         if !self.element.is_empty() {
-            write!(f, "{}: ", self.element)?;
+            write!(f, "{}: ", shown(&self.element))?;
         }
-        f.write_str(&self.reason)
+        f.write_str(&shown(&self.reason))
     }
 }
 

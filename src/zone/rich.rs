@@ -359,6 +359,14 @@ impl RichRule {
     /// value checks 2.x makes when it builds the rule).
     pub fn check(&self) -> Check {
         use ErrorCode::*;
+        // firewalld reads rules over D-Bus (and from firewall-cmd) in their text form, which drops
+        // control characters: a value holding one (possible in XML) would mean something else there.
+        if self.to_string().chars().any(char::is_control) {
+            return rule_err(
+                InvalidRule,
+                "a value holds a control character, which firewalld's rule syntax drops",
+            );
+        }
         let addr_ok = |a: &str| match self.family {
             Some(Family::Ipv4) => is_ipv4_net(a),
             Some(Family::Ipv6) => is_ipv6_net(a),

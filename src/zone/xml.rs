@@ -1351,4 +1351,43 @@ mod tests {
             r#"rule family="ipv4" source NOT address="192.0.2.1" service name="ssh" accept"#
         );
     }
+
+    /// Found by `fuzz::zone_xml` and `fuzz::policy_xml`: element names with control characters
+    /// reached the message raw.
+    #[test]
+    fn errors_show_control_characters_escaped() {
+        let e = parse_zone("t", "<zon\u{85}e/>").unwrap_err().to_string();
+        assert_eq!(e, "zone 't', line 1: <zon\\u{85}e>: unexpected element");
+        let e = parse_policy(
+            "p",
+            "<policy target=\"ACCEPT\">\n<service\u{15}name=\"dns\"/></policy>",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "policy 'p', line 2: <service\\u{15}name=\"dns\">: unexpected element"
+        );
+        let e = parse_zone("a\nb", "<zone/>").unwrap_err().to_string();
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+    }
+
+    /// Found by `fuzz::policy_xml`: a rule's value with a control character parsed from XML, but
+    /// its text form (how virtzone sends rules to firewalld) lost it, so the policy failed to load
+    /// over D-Bus instead of being refused here.
+    #[test]
+    fn rule_values_with_control_characters_are_refused() {
+        let e = parse_policy(
+            "p",
+            "<policy target=\"DROP\"><rule><service name=\"\0\"/><accept/></rule></policy>",
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidRule, "{e}");
+        let e = parse_zone(
+            "z",
+            "<zone><rule family=\"ipv4\"><log prefix=\"a&#10;b\"/><accept/></rule></zone>",
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidRule, "{e}");
+    }
 }
