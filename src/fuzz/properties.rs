@@ -11,11 +11,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::bind::Bindings;
+use crate::forward::accept::{Accept, COMMENT};
 use crate::forward::domain::{parse_status, DomainRecord, Domains};
 use crate::forward::model::{Declared, FORMAT_VERSION};
 use crate::forward::network::{NetworkRecord, Networks};
 use crate::forward::nft::{self, GuestInput};
-use crate::forward::accept::{Accept, COMMENT};
 use crate::install::Installed;
 use crate::libvirt::{domain::is_mac, parse_domain_xml, parse_network_xml};
 use crate::names::{BridgeName, ZoneName};
