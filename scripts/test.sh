@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 ensure_packages firewalld nftables dbus iproute2 iptables iputils-ping hyperfine systemd procps make \
     libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 libvirt-clients dnsmasq-base busybox zsh fish rpm man-db groff-base pkg-config \
     mmdebstrap debhelper util-linux
+# A real Docker daemon inside a lab namespace (tests/common/docker.rs): doctor's fix for Docker's
+# FORWARD DROP is proven against its own chains. The package's service is not started (policy-rc.d).
+ensure_packages docker.io
 # The Cockpit page's browser test (tests/cockpit.rs): Debian 12's cockpit 287 and headless Chromium.
 ensure_packages cockpit-ws cockpit-bridge chromium
 # Its build check rebuilds cockpit/dist into a temp dir with the locked toolchain (esbuild,

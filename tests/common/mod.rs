@@ -43,6 +43,7 @@
 
 pub mod booted;
 pub mod daemon;
+pub mod docker;
 pub mod libvirt;
 pub mod offline;
 pub mod sidroot;
