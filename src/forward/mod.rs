@@ -14,6 +14,7 @@ pub mod model;
 pub mod network;
 pub mod nft;
 pub mod plan;
+pub mod request;
 pub mod watch;
 
 use std::net::IpAddr;
