@@ -523,6 +523,8 @@ pub enum Reason {
     NetworkIsolated,
     /// The host port is forwarded already.
     HostPortTaken,
+    /// The object is declared in a drop-in file: it is removed by removing the declaration.
+    DeclaredInFile,
 }
 
 impl Reason {
@@ -543,6 +545,7 @@ impl Reason {
             Reason::DefaultZoneUnreadable => "default-zone-unreadable",
             Reason::NetworkIsolated => "network-isolated",
             Reason::HostPortTaken => "host-port-taken",
+            Reason::DeclaredInFile => "declared-in-file",
         }
     }
 }

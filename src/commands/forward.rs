@@ -99,6 +99,13 @@ struct ForwardRow {
     state: &'static str,
     /// Why a domain forward is not active, null otherwise.
     reason: Option<String>,
+    /// The drop-in file declaring it, or `cli`.
+    source: String,
+}
+
+/// The `source` of a listed object: its drop-in file, or `cli`.
+fn source(file: Option<&str>) -> String {
+    file.unwrap_or("cli").to_string()
 }
 
 fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
@@ -124,6 +131,7 @@ fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
                 "inactive"
             },
             reason: None,
+            source: source(declared.forward_source(f.id)),
         })
         .collect();
     if !declared.domain_forwards.is_empty() {
@@ -148,6 +156,7 @@ fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
                 hairpin: f.hairpin,
                 state: status.map_or("inactive", Status::word),
                 reason: status.and_then(Status::reason).map(String::from),
+                source: source(declared.forward_source(f.id)),
             });
         }
         rows.sort_by_key(|r| r.id);
@@ -216,6 +225,8 @@ pub async fn allow(action: AllowAction) -> Result<ExitCode, Failure> {
 struct AllowRow {
     network: String,
     what: String,
+    /// The drop-in file declaring it, or `cli`.
+    source: String,
 }
 
 fn list_allows(state: &StateDir, json: bool) -> Result<(), Failure> {
@@ -226,6 +237,7 @@ fn list_allows(state: &StateDir, json: bool) -> Result<(), Failure> {
         .map(|a| AllowRow {
             network: a.network.clone(),
             what: a.opening.to_string(),
+            source: source(declared.allow_source(a)),
         })
         .collect();
     if json {

@@ -8,6 +8,7 @@ macro_rules! out {
     };
 }
 
+mod apply;
 mod bind;
 mod check;
 mod doctor;
@@ -190,6 +191,12 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
             yes,
         } => doctor::run(json, &network, fix, yes).await,
         Command::Forward { action } => forward::forward(action).await,
+        Command::Apply {
+            check,
+            diff,
+            json,
+            state_dir,
+        } => apply::run(check, diff, json, state_dir.as_deref()).await,
         Command::Allow { action } => forward::allow(action).await,
         Command::Uninstall {
             root,
