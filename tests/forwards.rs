@@ -122,7 +122,7 @@ pub(crate) fn vz_ok(vlab: &LibvirtLab, args: &[&str]) -> String {
 
 /// A NAT network with DHCP on `bridge`, `net` a /24 prefix like `"192.0.2"`. STP off and dnsmasq's
 /// `no-ping`, so a guest gets its lease at once (see libvirt_e2e.rs).
-fn nat_network(name: &str, bridge: &str, net: &str) -> String {
+pub(crate) fn nat_network(name: &str, bridge: &str, net: &str) -> String {
     format!(
         "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n\
          <name>{name}</name><forward mode='nat'/><bridge name='{bridge}' stp='off'/>\n\
@@ -169,7 +169,7 @@ impl Drop for Daemon {
     }
 }
 
-fn lab(release: Release, backend: Backend) -> LibvirtLab {
+pub(crate) fn lab(release: Release, backend: Backend) -> LibvirtLab {
     let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.virtzone.VirtZone1.conf");
     let cfg = LabConfig {
         bus_policies: vec![policy],

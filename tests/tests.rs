@@ -5,6 +5,8 @@
 
 mod common;
 
+/// Issue #22: desired state in drop-in files, `virtzone apply`, ownership, and the Ansible module.
+mod apply;
 mod bind;
 mod booted;
 mod daemon;

@@ -78,7 +78,10 @@ pub async fn run(
     } else if !outcome.changed() {
         out!("in sync");
     } else if check {
-        out!("{} changes pending; virtzone apply --diff shows them", outcome.changes.len());
+        out!(
+            "{} changes pending; virtzone apply --diff shows them",
+            outcome.changes.len()
+        );
     } else {
         out!("applied {} changes", outcome.changes.len());
     }

@@ -80,6 +80,43 @@ pub struct Declaration {
     pub origin: Origin,
     /// What it declares.
     pub object: Object,
+    /// The section's keys: key → (value, line).
+    pub keys: BTreeMap<String, (String, usize)>,
+}
+
+impl Declaration {
+    /// Where an error about this object points: the line of the key whose value the sentence
+    /// quotes (the CLI's sentences name the bad value), else the section header.
+    pub fn origin_of(&self, message: &str) -> Origin {
+        Origin {
+            file: self.origin.file.clone(),
+            line: line_of(&self.keys, message).unwrap_or(self.origin.line),
+        }
+    }
+}
+
+/// The line of the key of `keys` whose value `message` names first, if any; a `PROTO/PORT` value
+/// is also found by its port alone.
+fn line_of(keys: &Keys, message: &str) -> Option<usize> {
+    let words: Vec<&str> = message
+        .split(|c: char| c.is_whitespace() || "\"(),;".contains(c))
+        .filter(|w| !w.is_empty())
+        .collect();
+    // The first value the sentence names is what it is about ("guest address X is not … of
+    // network N" is about X).
+    let at = |v: &str| {
+        words.iter().position(|w| {
+            *w == v
+                || v.split(['/', ':'])
+                    .skip(1)
+                    .any(|p| !p.is_empty() && *w == p)
+        })
+    };
+    keys.values()
+        .filter(|(v, _)| !v.is_empty())
+        .filter_map(|(v, n)| at(v).map(|pos| (pos, *n)))
+        .min()
+        .map(|(_, n)| n)
 }
 
 /// A bad file: `FILE:LINE: sentence`.
@@ -252,18 +289,8 @@ fn section(
                 ));
             };
             // The sentence is the CLI's; the line is the key it is about where one is given.
-            let req = request(&spec, &port).map_err(|m| {
-                // The first quoted fragment of the sentence is (part of) the value it is about.
-                let quoted = m.split('"').nth(1).filter(|q| !q.is_empty());
-                let key = ["Port", "HostAddress", "Guest", "Domain", "Network"]
-                    .into_iter()
-                    .find(|k| {
-                        keys.get(*k)
-                            .is_some_and(|(v, _)| quoted.is_some_and(|q| v.contains(q)))
-                    })
-                    .or_else(|| m.contains("port").then_some("Port"));
-                err(file, key.map_or(line, at), m)
-            })?;
+            let req = request(&spec, &port)
+                .map_err(|m| err(file, line_of(&keys, &m).unwrap_or(line), m))?;
             Object::Forward(req)
         }
         "Allow" => {
@@ -325,6 +352,7 @@ fn section(
             line,
         },
         object,
+        keys,
     })
 }
 

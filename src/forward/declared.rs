@@ -31,7 +31,11 @@ impl Outcome {
     }
 }
 
-fn host_text(host_address: Option<IpAddr>, proto: impl std::fmt::Display, port: impl std::fmt::Display) -> String {
+fn host_text(
+    host_address: Option<IpAddr>,
+    proto: impl std::fmt::Display,
+    port: impl std::fmt::Display,
+) -> String {
     match host_address {
         Some(a) => format!("{proto}/{port} on {a}"),
         None => format!("{proto}/{port}"),
@@ -77,7 +81,7 @@ fn bad(d: &Declaration, e: ForwardError) -> ForwardError {
         ForwardError::Refused(r) => r.message,
         other => return other,
     };
-    ForwardError::Usage(format!("{}: {m}", d.origin))
+    ForwardError::Usage(format!("{}: {m}", d.origin_of(&m)))
 }
 
 /// The declared state the files and the CLI's record together ask for, from `before` (the
@@ -165,7 +169,11 @@ fn merged(
         .cloned()
         .collect();
     changes.extend(gone.iter().map(|f| format!("- {}", describe_forward(f))));
-    changes.extend(removed.iter().map(|f| format!("- {}", describe_domain_forward(f))));
+    changes.extend(
+        removed
+            .iter()
+            .map(|f| format!("- {}", describe_domain_forward(f))),
+    );
     changes.extend(
         before
             .allows
@@ -190,7 +198,11 @@ pub async fn apply_declared(
     } else {
         store_created(state)?
     };
-    let _lock = if check { None } else { Some(state.lock().await?) };
+    let _lock = if check {
+        None
+    } else {
+        Some(state.lock().await?)
+    };
     let before = declared_in(state)?;
     let networks = networks_in(state)?;
     let domains = domains_in(state)?;
@@ -203,11 +215,14 @@ pub async fn apply_declared(
                 validate_domain(r, &networks, &domains, is_local).map_err(|e| bad(d, e))?
             }
             Object::Allow(a) if !networks.networks.contains_key(&a.network) => {
-                return Err(ForwardError::Usage(format!(
-                    "{}: virtzone knows no libvirt network {:?}: start it with virtzone's network \
-                     hook installed (virsh net-start {1}), then try again",
-                    d.origin, a.network
-                )))
+                return Err(bad(
+                    d,
+                    ForwardError::Usage(format!(
+                        "virtzone knows no libvirt network {:?}: start it with virtzone's network \
+                         hook installed (virsh net-start {0}), then try again",
+                        a.network
+                    )),
+                ))
             }
             _ => {}
         }
@@ -234,10 +249,12 @@ pub async fn apply_declared(
         }) = &d.object
         {
             if !fw.services().await?.contains(name) {
-                return Err(ForwardError::Usage(format!(
-                    "{}: firewalld knows no service {name:?}; see firewall-cmd --get-services",
-                    d.origin
-                )));
+                return Err(bad(
+                    d,
+                    ForwardError::Usage(format!(
+                        "firewalld knows no service {name:?}; see firewall-cmd --get-services"
+                    )),
+                ));
             }
         }
     }
@@ -246,8 +263,10 @@ pub async fn apply_declared(
         let res = domain::effective(&next, &removed, &domains, &networks, &seen);
         let mut all_gone = gone.clone();
         all_gone.extend(res.gone.iter().cloned());
-        let facts = apply::facts(&fw, &res.declared, networks.clone(), !all_gone.is_empty()).await?;
-        let planned = plan::plan(&res.declared, &all_gone, &facts).map_err(ForwardError::Refused)?;
+        let facts =
+            apply::facts(&fw, &res.declared, networks.clone(), !all_gone.is_empty()).await?;
+        let planned =
+            plan::plan(&res.declared, &all_gone, &facts).map_err(ForwardError::Refused)?;
         let mut changes = changes;
         if changes.is_empty() && !planned.is_empty() {
             changes.push(format!(
@@ -269,4 +288,54 @@ pub async fn apply_declared(
         ));
     }
     Ok(Outcome { changes, steps })
+}
+
+/// The daemon's part: applies the drop-in files of `dirs` when they declare something else than
+/// the record holds. A bad file is logged (priority 3, with FILE:LINE) once per distinct error, and
+/// the record, the last good state, stays in force; `last_bad` remembers what was logged.
+pub async fn follow_files(
+    state: &StateDir,
+    dirs: &[std::path::PathBuf],
+    last_bad: &mut Option<String>,
+) {
+    let decls = match crate::declare::read(dirs).and_then(|f| crate::declare::declarations(&f)) {
+        Ok(d) => d,
+        Err(errors) => {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            let text = text.join("; ");
+            if last_bad.as_deref() != Some(text.as_str()) {
+                tracing::error!("drop-in files not applied, the last good state stays: {text}");
+                *last_bad = Some(text);
+            }
+            return;
+        }
+    };
+    // Most checks follow a ruleset change, not an edit: only a difference is applied here (the
+    // check after this converges firewalld either way).
+    let Ok(store) = store(state) else { return };
+    let Ok(before) = declared_in(&store) else {
+        return;
+    };
+    match merged(&before, &decls) {
+        Ok((next, ..)) if next == before => {
+            *last_bad = None;
+            return;
+        }
+        _ => {}
+    }
+    match apply_declared(state, &decls, false).await {
+        Ok(o) => {
+            *last_bad = None;
+            for c in &o.changes {
+                tracing::info!("drop-in files: {c}");
+            }
+        }
+        Err(e) => {
+            let text = e.to_string();
+            if last_bad.as_deref() != Some(text.as_str()) {
+                tracing::error!("drop-in files not applied, the last good state stays: {text}");
+                *last_bad = Some(text);
+            }
+        }
+    }
 }

@@ -597,9 +597,7 @@ pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, Fo
     if let Some((id, file)) = owner {
         return Err(refused(
             Reason::DeclaredInFile,
-            format!(
-                "forward {id} is declared in {file}: remove it there and run virtzone apply"
-            ),
+            format!("forward {id} is declared in {file}: remove it there and run virtzone apply"),
         ));
     }
     let before = declared.clone();
