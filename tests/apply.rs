@@ -397,6 +397,55 @@ fn drop_ins_converge_with_the_contracts_exit_codes_and_ownership() {
         // apply leaves the CLI's forward alone.
         assert_eq!(expect(&d, vlab, &["apply", "--check"], 0).trim(), "in sync");
 
+        // A [Bind]: bound through attach, owned by its file, unbound when the file goes.
+        let ip_ok =
+            |args: &[&str]| assert!(vlab.command("ip").args(args).status().unwrap().success());
+        ip_ok(&["link", "add", "vzb81", "type", "bridge"]);
+        ip_ok(&["link", "set", "vzb81", "up"]);
+        d.write(
+            vlab,
+            &format!("{ETC}/90-bind.conf"),
+            "[Bind]\nBridge=vzb81\nZone=libvirt\n",
+        );
+        assert_eq!(
+            expect(d, vlab, &["apply", "--check", "--diff"], 3).trim(),
+            "+ bind vzb81 → libvirt"
+        );
+        assert_eq!(
+            expect(d, vlab, &["apply", "--diff"], 0).trim(),
+            "+ bind vzb81 → libvirt"
+        );
+        assert_eq!(
+            vlab.firewall_cmd_ok(&["--get-zone-of-interface=vzb81"])
+                .trim(),
+            "libvirt"
+        );
+        let rows = json(&expect(d, vlab, &["list", "--json"], 0));
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["bridge"] == "vzb81")
+            .expect("vzb81 listed");
+        assert_eq!(row["source"], format!("{ETC}/90-bind.conf"));
+        let out = d.vz(vlab, &["detach", "vzb81"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains(&format!("{ETC}/90-bind.conf")),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(expect(d, vlab, &["apply", "--check"], 0).trim(), "in sync");
+        d.remove(vlab, &format!("{ETC}/90-bind.conf"));
+        assert_eq!(
+            expect(d, vlab, &["apply", "--diff"], 0).trim(),
+            "- bind vzb81 → libvirt"
+        );
+        assert!(!vlab
+            .firewall_cmd(&["--get-zone-of-interface=vzb81"])
+            .status
+            .success());
+
         // Removing the declarations removes the objects at the next apply; the vendor file is back in
         // force once /etc's override goes.
         d.remove(vlab, &format!("{ETC}/50-web.conf"));

@@ -475,6 +475,7 @@ fn reconcile_reapplies_lost_bindings_and_leaves_drift() {
                 zone: ZoneName::libvirt(),
                 permanent: false,
                 network: None,
+                source: None,
             },
         );
     }

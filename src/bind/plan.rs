@@ -440,6 +440,7 @@ mod tests {
             zone: ZoneName::new(zone).unwrap(),
             permanent,
             network: None,
+            source: None,
         }
     }
 

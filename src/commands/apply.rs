@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::{print_json, Failure};
-use crate::declare;
+use crate::declare::{self, BindDecl, Object};
 use crate::forward::declared::{apply_declared, Outcome};
 use crate::state::StateDir;
 
@@ -57,7 +57,29 @@ pub async fn run(
             return failed(json, failure, &errors);
         }
     };
-    let outcome: Outcome = match apply_declared(&state, &decls, check).await {
+    // Bindings first: the zone of a bridge decides where a forward's accepts go.
+    let binds: Vec<(String, BindDecl)> = decls
+        .iter()
+        .filter_map(|d| match &d.object {
+            Object::Bind(b) => Some((d.origin.file.clone(), b.clone())),
+            _ => None,
+        })
+        .collect();
+    let bound = async {
+        if binds.is_empty() && !crate::bind::any_declared(&state)? {
+            return Ok(Vec::new());
+        }
+        let fw = super::bind::firewalld_for("bind").await?;
+        Ok::<_, Failure>(crate::bind::apply_declared(&fw, &state, &binds, check).await?)
+    };
+    let mut bind_changes = match bound.await {
+        Ok(c) => c,
+        Err(failure) => {
+            let errors = [failure.message().to_string()];
+            return failed(json, failure, &errors);
+        }
+    };
+    let mut outcome: Outcome = match apply_declared(&state, &decls, check).await {
         Ok(o) => o,
         Err(e) => {
             let failure = Failure::from(e);
@@ -65,6 +87,8 @@ pub async fn run(
             return failed(json, failure, &errors);
         }
     };
+    bind_changes.append(&mut outcome.changes);
+    outcome.changes = bind_changes;
     if json {
         print_json(&Report {
             changed: outcome.changed(),

@@ -158,6 +158,7 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
                 permanent,
                 force,
                 network: None,
+                source: None,
             };
             bind::attach(&req, state_dir.as_deref()).await
         }

@@ -264,6 +264,7 @@ fn each_fault_is_one_problem_with_evidence() {
                         zone: ZoneName::libvirt(),
                         permanent: false,
                         network: None,
+                        source: None,
                     },
                 );
                 f.recorded = Some(b);
