@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests drive for real (firewalld, its backends, a private bus, namespaces).
 ensure_packages firewalld nftables dbus iproute2 iptables iputils-ping hyperfine systemd procps make \
     libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 libvirt-clients dnsmasq-base busybox zsh fish rpm man-db groff-base pkg-config \
-    mmdebstrap debhelper util-linux
+    mmdebstrap debhelper util-linux ansible-core
 
 echo "== fetching firewalld 0.9.3, 2.3.1 and 2.5.2 (Debian 11, 13, sid) into the lab cache"
 scripts/fetch-firewalld.sh
