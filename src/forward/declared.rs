@@ -84,13 +84,13 @@ fn bad(d: &Declaration, e: ForwardError) -> ForwardError {
     ForwardError::Usage(format!("{}: {m}", d.origin_of(&m)))
 }
 
+/// What [`merged`] returns: the new record, the removed forwards of both kinds, the change lines.
+type Merged = (Declared, Vec<Forward>, Vec<DomainForward>, Vec<String>);
+
 /// The declared state the files and the CLI's record together ask for, from `before` (the
 /// record): file objects keep their ids, objects of files no longer declaring them go.
 /// Returns the new record, the removed forwards of both kinds, and the changes as lines.
-fn merged(
-    before: &Declared,
-    decls: &[Declaration],
-) -> Result<(Declared, Vec<Forward>, Vec<DomainForward>, Vec<String>), ForwardError> {
+fn merged(before: &Declared, decls: &[Declaration]) -> Result<Merged, ForwardError> {
     let mut next = before.clone();
     let mut changes = Vec::new();
     // Start from the CLI's objects alone; each file object is then put back (same id) or added.
