@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests drive for real (firewalld, its backends, a private bus, namespaces).
 ensure_packages firewalld nftables dbus iproute2 iptables iputils-ping hyperfine systemd procps make \
     libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 libvirt-clients dnsmasq-base busybox zsh fish rpm man-db groff-base pkg-config \
-    mmdebstrap debhelper util-linux
+    mmdebstrap debhelper util-linux ansible-core
 # A real Docker daemon inside a lab namespace (tests/common/docker.rs): doctor's fix for Docker's
 # FORWARD DROP is proven against its own chains. The package's service is not started (policy-rc.d).
 ensure_packages docker.io

@@ -221,6 +221,30 @@ pub enum Command {
         #[command(subcommand)]
         action: AllowAction,
     },
+    /// Converge to the desired state declared in drop-in files and with the CLI.
+    ///
+    /// Reads `*.conf` in /usr/lib/virtzone/virtzone.d, /run/virtzone/virtzone.d and
+    /// /etc/virtzone/virtzone.d (systemd's drop-in rules: /etc overrides /run overrides /usr/lib, a
+    /// symlink to /dev/null masks, lexical order), with `[Forward]`, `[Allow]` and `[Bind]` sections,
+    /// and converges firewalld to them and to what the CLI added. Objects of a file belong to it: the
+    /// CLI does not remove them, removing the declaration does at the next apply. Exit status 0 in
+    /// sync or applied; with --check 3 when changes are pending (nothing is touched); 1 failed (what
+    /// was rolled back is said); 2 bad configuration (FILE:LINE, nothing applied).
+    Apply {
+        /// Change nothing: exit 3 when changes are pending, 0 when in sync.
+        #[arg(long)]
+        check: bool,
+        /// Print what would change (--check) or changed, one line each (`+ forward tcp/8080 → labnet
+        /// 192.0.2.100:80`).
+        #[arg(long)]
+        diff: bool,
+        /// Print `{"changed", "changes", "errors"}` (docs/json.md).
+        #[arg(long)]
+        json: bool,
+        /// virtzone's state directory (default $VIRTZONE_STATE_DIR or /var/lib/virtzone).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Run the daemon.
     ///
     /// Owns org.virtzone.VirtZone1 on the system bus and keeps the recorded bindings applied across

@@ -10,6 +10,7 @@ pub mod change;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
+pub mod declare;
 pub mod doctor;
 pub mod external;
 pub mod firewalld;

@@ -476,6 +476,7 @@ fn reconcile_reapplies_lost_bindings_and_leaves_drift() {
                 permanent: false,
                 network: None,
                 networkmanager: None,
+                source: None,
             },
         );
     }

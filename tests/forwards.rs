@@ -137,9 +137,14 @@ pub(crate) struct Daemon(Child);
 
 impl Daemon {
     pub(crate) fn start(vlab: &LibvirtLab) -> Daemon {
+        Daemon::start_as(vlab, vlab.virtzone())
+    }
+
+    /// [`Daemon::start`] with `virtzone` as the command to add `serve` to (e.g. in another mount
+    /// namespace); its log is `daemon.log` in the lab.
+    pub(crate) fn start_as(vlab: &LibvirtLab, mut virtzone: std::process::Command) -> Daemon {
         let log = std::fs::File::create(vlab.dir().join("daemon.log")).unwrap();
-        let child = vlab
-            .virtzone()
+        let child = virtzone
             .arg("serve")
             .stdout(Stdio::null())
             .stderr(log)

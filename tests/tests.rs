@@ -5,6 +5,8 @@
 
 mod common;
 
+/// Issue #22: desired state in drop-in files, `virtzone apply`, ownership, and the Ansible module.
+mod apply;
 mod bind;
 mod booted;
 // The Cockpit page in headless Chromium, served by cockpit-ws in a libvirt lab (issue #23).

@@ -32,6 +32,9 @@ pub struct Binding {
     /// path (and in every record written before NetworkManager was understood).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub networkmanager: Option<NmBinding>,
+    /// The drop-in file declaring it (`virtzone apply`), `None` for the CLI's and the hook's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A binding held by a NetworkManager profile (see [`plan::plan_attach_nm`]).
@@ -100,6 +103,8 @@ pub struct Attach {
     pub force: bool,
     /// The libvirt network, when the hook asks.
     pub network: Option<String>,
+    /// The drop-in file declaring it, when `virtzone apply` asks.
+    pub source: Option<String>,
 }
 
 /// Binds a bridge to a zone and records it: snapshot → [`plan::plan_attach`] (or
@@ -144,6 +149,11 @@ pub async fn attach(fw: &Firewalld, state: &StateDir, req: &Attach) -> Result<St
             permanent: planned.permanent,
             network: req.network.clone(),
             networkmanager: planned.networkmanager.clone(),
+            // A file's binding stays the file's, even when the CLI binds it again.
+            source: req
+                .source
+                .clone()
+                .or_else(|| recorded.as_ref().and_then(|r| r.source.clone())),
         },
     );
     if let Err(e) = state.write(BINDINGS_FILE, &bindings) {
@@ -164,8 +174,40 @@ pub async fn detach(
     permanent: bool,
     force: bool,
 ) -> Result<String, BindError> {
+    detach_owned(fw, state, bridge, permanent, force, false).await
+}
+
+/// [`detach`] of a binding a drop-in file declared (`virtzone apply`, once the declaration is
+/// gone); `detach` refuses those.
+pub async fn detach_declared(
+    fw: &Firewalld,
+    state: &StateDir,
+    bridge: &BridgeName,
+    permanent: bool,
+) -> Result<String, BindError> {
+    detach_owned(fw, state, bridge, permanent, false, true).await
+}
+
+async fn detach_owned(
+    fw: &Firewalld,
+    state: &StateDir,
+    bridge: &BridgeName,
+    permanent: bool,
+    force: bool,
+    declared: bool,
+) -> Result<String, BindError> {
     let _lock = state.lock().await?;
     let mut bindings: Bindings = state.read(BINDINGS_FILE)?;
+    if let Some(file) = bindings
+        .bindings
+        .get(bridge)
+        .and_then(|b| b.source.as_ref())
+        .filter(|_| !declared)
+    {
+        return Err(BindError::Refused(format!(
+            "bridge {bridge} is bound by {file}: remove its [Bind] section there and run virtzone apply"
+        )));
+    }
     let scope = Scope {
         permanent_interface: permanent.then(|| bridge.clone()),
         ..Scope::default()
@@ -300,6 +342,8 @@ pub struct Row {
     pub network: Option<String>,
     /// The zone firewalld has it in now (`null`: unbound, or firewalld not running).
     pub actual: Option<String>,
+    /// The drop-in file declaring it, or `cli` (the CLI, the hook, the D-Bus API).
+    pub source: String,
     /// `bound` (as asked), `missing` (unbound: firewalld reloaded or restarted without the daemon
     /// re-applying), `moved` (someone put it in another zone, or changed the profile's
     /// `connection.zone`), `unknown` (firewalld not running).
@@ -374,6 +418,7 @@ pub fn compare(
                 },
                 profile,
                 agree: state == RowState::Bound,
+                source: b.source.clone().unwrap_or_else(|| "cli".into()),
             }
         })
         .collect()
@@ -393,4 +438,59 @@ pub async fn forget(state: &StateDir, bridge: &BridgeName) -> Result<String, Bin
         return Ok(format!("forgot virtzone's binding of bridge {bridge}"));
     }
     Ok(format!("virtzone had no binding of bridge {bridge}"))
+}
+
+/// `virtzone apply`'s part for bindings: each `[Bind]` of `binds` (its file, its declaration)
+/// bound as declared through [`attach`] (recording the file as its `source`), each binding a file
+/// declared before and none does now taken out through [`detach_declared`]. With `check`, only
+/// says what would change. Returns the changes, one line each (`+ bind virbr1 → libvirt`).
+pub async fn apply_declared(
+    fw: &Firewalld,
+    state: &StateDir,
+    binds: &[(String, crate::declare::BindDecl)],
+    check: bool,
+) -> Result<Vec<String>, BindError> {
+    let bindings: Bindings = state.read(BINDINGS_FILE)?;
+    let actual = interface_zones(fw).await?;
+    let mut changes = Vec::new();
+    for (file, b) in binds {
+        let zone = b.zone.clone().unwrap_or_else(ZoneName::libvirt);
+        let recorded = bindings.bindings.get(&b.bridge);
+        let in_sync = recorded.is_some_and(|r| {
+            r.zone == zone && r.permanent == b.permanent && r.source.as_ref() == Some(file)
+        }) && actual.get(b.bridge.as_str()).map(String::as_str)
+            == Some(zone.as_str());
+        if in_sync {
+            continue;
+        }
+        changes.push(format!("+ bind {} → {zone}", b.bridge));
+        if !check {
+            let req = Attach {
+                bridge: b.bridge.clone(),
+                zone,
+                permanent: b.permanent,
+                force: false,
+                network: recorded.and_then(|r| r.network.clone()),
+                source: Some(file.clone()),
+            };
+            attach(fw, state, &req).await?;
+        }
+    }
+    for (bridge, rec) in &bindings.bindings {
+        if rec.source.is_none() || binds.iter().any(|(_, b)| &b.bridge == bridge) {
+            continue;
+        }
+        changes.push(format!("- bind {bridge} → {}", rec.zone));
+        if !check {
+            detach_declared(fw, state, bridge, rec.permanent).await?;
+        }
+    }
+    Ok(changes)
+}
+
+/// Whether any recorded binding came from a drop-in file (then `apply` must look at bindings even
+/// when no file declares one any more).
+pub fn any_declared(state: &StateDir) -> Result<bool, BindError> {
+    let bindings: Bindings = state.read(BINDINGS_FILE)?;
+    Ok(bindings.bindings.values().any(|b| b.source.is_some()))
 }

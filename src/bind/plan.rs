@@ -674,6 +674,7 @@ mod tests {
             permanent,
             network: None,
             networkmanager: None,
+            source: None,
         }
     }
 

@@ -575,6 +575,8 @@ pub enum Reason {
     /// The NetworkManager profile that owns a bridge cannot hold the zone (volatile, or in memory
     /// only while `--permanent` asks for disk).
     NmProfileUnusable,
+    /// The object is declared in a drop-in file: it is removed by removing the declaration.
+    DeclaredInFile,
 }
 
 impl Reason {
@@ -596,6 +598,7 @@ impl Reason {
             Reason::NetworkIsolated => "network-isolated",
             Reason::HostPortTaken => "host-port-taken",
             Reason::NmProfileUnusable => "nm-profile-unusable",
+            Reason::DeclaredInFile => "declared-in-file",
         }
     }
 }

@@ -175,6 +175,7 @@ async fn apply(action: &Action, state: Option<&StateDir>) -> Result<String, Stri
                     permanent: false,
                     force: false,
                     network: (!network.is_empty()).then(|| network.clone()),
+                    source: None,
                 };
                 bind::attach(&fw, state, &req)
                     .await

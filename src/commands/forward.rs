@@ -9,86 +9,21 @@ use serde::Serialize;
 use super::{print_json, Failure};
 use crate::cli::{AllowAction, ForwardAction, ForwardSpec};
 use crate::forward::domain::Status;
-use crate::forward::model::{Allow, Opening, PortMap};
-use crate::forward::{self, AddDomainForward, AddForward, Which};
+use crate::forward::model::{Allow, Opening};
+use crate::forward::request::Request;
+use crate::forward::{self, Which};
 use crate::state::StateDir;
 
 fn usage(m: impl Into<String>) -> Failure {
     Failure::Usage(m.into())
 }
 
-fn address(text: &str, what: &str) -> Result<IpAddr, Failure> {
-    text.parse()
-        .map_err(|_| usage(format!("{what} {text:?} is not an IPv4 or IPv6 address")))
-}
-
-/// Whether `name` is a network or domain name virtzone accepts.
-fn plain_name(name: &str) -> bool {
-    crate::names::is_libvirt_name(name)
-}
-
 fn network_name(name: &str) -> Result<String, Failure> {
-    if plain_name(name) {
-        Ok(name.to_string())
-    } else {
-        Err(usage(format!("{name:?} is not a libvirt network name")))
-    }
+    forward::request::network_name(name).map_err(usage)
 }
 
-fn domain_name(name: &str) -> Result<String, Failure> {
-    if plain_name(name) {
-        Ok(name.to_string())
-    } else {
-        Err(usage(format!(
-            "{name:?} is not a libvirt domain name virtzone accepts (letters, digits, -_.+, at most 64)"
-        )))
-    }
-}
-
-/// A `forward add`/`remove` request: to an address, or to a domain by name.
-enum Request {
-    Guest(AddForward),
-    Domain(AddDomainForward),
-}
-
-/// The request described by `spec` and `ports`.
 fn request(spec: &ForwardSpec, ports: &str) -> Result<Request, Failure> {
-    let ports: PortMap = ports.parse().map_err(usage)?;
-    let host_address = spec
-        .host_address
-        .as_deref()
-        .map(|a| address(a, "host address"))
-        .transpose()?;
-    if let Some(domain) = &spec.domain {
-        if spec.guest.is_some() {
-            return Err(usage(
-                "--domain and --guest exclude each other: the domain's address is resolved by virtzone",
-            ));
-        }
-        return Ok(Request::Domain(AddDomainForward {
-            domain: domain_name(domain)?,
-            network: spec.network.as_deref().map(network_name).transpose()?,
-            ports,
-            host_address,
-            from_host: spec.from_host,
-            hairpin: spec.hairpin,
-            route_localnet: spec.route_localnet,
-        }));
-    }
-    let (Some(network), Some(guest)) = (&spec.network, &spec.guest) else {
-        return Err(usage(
-            "a forward needs --network NET and --guest ADDR, or --domain DOMAIN",
-        ));
-    };
-    Ok(Request::Guest(AddForward {
-        network: network_name(network)?,
-        guest: address(guest, "guest address")?,
-        ports,
-        host_address,
-        from_host: spec.from_host,
-        hairpin: spec.hairpin,
-        route_localnet: spec.route_localnet,
-    }))
+    forward::request::request(spec, ports).map_err(usage)
 }
 
 /// `virtzone forward …`.
@@ -168,6 +103,13 @@ struct ForwardRow {
     state: &'static str,
     /// Why a domain forward is not active, null otherwise.
     reason: Option<String>,
+    /// The drop-in file declaring it, or `cli`.
+    source: String,
+}
+
+/// The `source` of a listed object: its drop-in file, or `cli`.
+fn source(file: Option<&str>) -> String {
+    file.unwrap_or("cli").to_string()
 }
 
 fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
@@ -193,6 +135,7 @@ fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
                 "inactive"
             },
             reason: None,
+            source: source(declared.forward_source(f.id)),
         })
         .collect();
     if !declared.domain_forwards.is_empty() {
@@ -217,6 +160,7 @@ fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
                 hairpin: f.hairpin,
                 state: status.map_or("inactive", Status::word),
                 reason: status.and_then(Status::reason).map(String::from),
+                source: source(declared.forward_source(f.id)),
             });
         }
         rows.sort_by_key(|r| r.id);
@@ -285,6 +229,8 @@ pub async fn allow(action: AllowAction) -> Result<ExitCode, Failure> {
 struct AllowRow {
     network: String,
     what: String,
+    /// The drop-in file declaring it, or `cli`.
+    source: String,
 }
 
 fn list_allows(state: &StateDir, json: bool) -> Result<(), Failure> {
@@ -295,6 +241,7 @@ fn list_allows(state: &StateDir, json: bool) -> Result<(), Failure> {
         .map(|a| AllowRow {
             network: a.network.clone(),
             what: a.opening.to_string(),
+            source: source(declared.allow_source(a)),
         })
         .collect();
     if json {

@@ -173,6 +173,7 @@ async fn act(op: Op, network: &Network, fw: Option<&Firewalld>) -> Result<ExitCo
         permanent: false,
         force: true,
         network: Some(network.name.clone()),
+        source: None,
     };
     let state = match StateDir::locate(None) {
         Ok(state) => state,

@@ -8,6 +8,7 @@ macro_rules! out {
     };
 }
 
+mod apply;
 mod bind;
 mod check;
 mod doctor;
@@ -157,6 +158,7 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
                 permanent,
                 force,
                 network: None,
+                source: None,
             };
             bind::attach(&req, state_dir.as_deref()).await
         }
@@ -190,6 +192,12 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
             yes,
         } => doctor::run(json, &network, fix, yes).await,
         Command::Forward { action } => forward::forward(action).await,
+        Command::Apply {
+            check,
+            diff,
+            json,
+            state_dir,
+        } => apply::run(check, diff, json, state_dir.as_deref()).await,
         Command::Allow { action } => forward::allow(action).await,
         Command::Uninstall {
             root,

@@ -137,6 +137,7 @@ impl Service {
             permanent: false,
             force: false,
             network: None,
+            source: None,
         };
         Ok(bind::attach(&self.shared.fw, &self.shared.state, &req).await?)
     }

@@ -267,6 +267,7 @@ fn each_fault_is_one_problem_with_evidence() {
                         permanent: false,
                         network: None,
                         networkmanager: None,
+                        source: None,
                     },
                 );
                 f.recorded = Some(b);

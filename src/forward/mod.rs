@@ -8,6 +8,7 @@
 
 pub mod accept;
 pub mod apply;
+pub mod declared;
 pub mod domain;
 pub mod guard;
 pub mod iptables;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod network;
 pub mod nft;
 pub mod plan;
+pub mod request;
 pub mod watch;
 
 use std::net::IpAddr;
@@ -209,8 +211,8 @@ async fn apply_and_record(
     removed: &[DomainForward],
     before: &Declared,
     networks: &Networks,
-) -> Result<domain::Resolution, ForwardError> {
-    let (_, res) = converge_all(
+) -> Result<(usize, domain::Resolution), ForwardError> {
+    let (steps, res) = converge_all(
         fw,
         state,
         declared,
@@ -221,7 +223,7 @@ async fn apply_and_record(
     )
     .await?;
     let Err(e) = state.write(FORWARDS_FILE, declared) else {
-        return Ok(res);
+        return Ok((steps, res));
     };
     // What this operation added is what the old declaration must take out again.
     let added: Vec<Forward> = declared
@@ -554,7 +556,7 @@ pub async fn add_domain_forward(
     declared.domain_forwards.push(new.clone());
     declared.next_id += 1;
     let fw = connect().await?;
-    let res = apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
+    let (_, res) = apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
     let how = match res.statuses.get(&new.id) {
         Some(Status::Active(t)) => format!("active, {} on network {}", t.guest, t.network),
         Some(Status::Waiting { network, mac }) => {
@@ -617,6 +619,16 @@ pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, Fo
         }
         Which::Spec(_) => None,
     };
+    let owner = pos
+        .map(|p| declared.forwards[p].id)
+        .or(domain_pos.map(|p| declared.domain_forwards[p].id))
+        .and_then(|id| declared.forward_source(id).map(|s| (id, s.to_string())));
+    if let Some((id, file)) = owner {
+        return Err(refused(
+            Reason::DeclaredInFile,
+            format!("forward {id} is declared in {file}: remove it there and run virtzone apply"),
+        ));
+    }
     let before = declared.clone();
     let (id, gone, removed) = match (pos, domain_pos) {
         (Some(pos), _) => {
@@ -764,6 +776,15 @@ pub async fn change_allow(
                 "{} is not open to network {} by virtzone; see virtzone allow list",
                 allow.opening, allow.network
             )));
+        }
+        if let Some(file) = declared.allow_source(&allow) {
+            return Err(refused(
+                Reason::DeclaredInFile,
+                format!(
+                    "{} for network {} is declared in {file}: remove it there and run virtzone apply",
+                    allow.opening, allow.network
+                ),
+            ));
         }
         declared.allows.retain(|a| *a != allow);
     }

@@ -398,6 +398,32 @@ pub struct Declared {
     /// The allows.
     #[serde(default)]
     pub allows: Vec<Allow>,
+    /// The drop-in file each declared object comes from ([`forward_key`], [`allow_key`] → path);
+    /// objects missing here were added with the CLI. Written by `virtzone apply` only.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sources: std::collections::BTreeMap<String, String>,
+}
+
+/// The key of forward `id` (either kind) in [`Declared::sources`].
+pub fn forward_key(id: u32) -> String {
+    format!("forward {id}")
+}
+
+/// The key of `allow` in [`Declared::sources`].
+pub fn allow_key(allow: &Allow) -> String {
+    format!("allow {} {}", allow.network, allow.opening)
+}
+
+impl Declared {
+    /// The drop-in file forward `id` comes from, `None` for the CLI's.
+    pub fn forward_source(&self, id: u32) -> Option<&str> {
+        self.sources.get(&forward_key(id)).map(String::as_str)
+    }
+
+    /// The drop-in file `allow` comes from, `None` for the CLI's.
+    pub fn allow_source(&self, allow: &Allow) -> Option<&str> {
+        self.sources.get(&allow_key(allow)).map(String::as_str)
+    }
 }
 
 impl Default for Declared {
@@ -408,6 +434,7 @@ impl Default for Declared {
             forwards: Vec::new(),
             domain_forwards: Vec::new(),
             allows: Vec::new(),
+            sources: Default::default(),
         }
     }
 }

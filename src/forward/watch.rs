@@ -16,6 +16,9 @@
 //! nothing up to [`LEASE_POLL_MAX`], and back to the start after any lease-file change or hook
 //! write; not at all otherwise.
 //!
+//! The drop-in directories of `virtzone apply` are watched too: their files are applied (a bad file
+//! is logged with FILE:LINE, and the last good state stays in force) before each check.
+//!
 //! One inotify instance serves all of it, read by one thread for the daemon's life. A watch that
 //! cannot be added (`ENOSPC`: the user's inotify watches ran out) is tried again at later checks, at
 //! most [`WATCH_TRIES`] times, never with a new instance or thread.
@@ -42,6 +45,8 @@ const NFNLGRP_NFTABLES: u32 = 7;
 pub const LEASE_POLL: Duration = Duration::from_millis(1500);
 /// The longest pause: a lease the lease-directory watch missed is still found within it.
 pub const LEASE_POLL_MAX: Duration = Duration::from_secs(60);
+/// How long after a directory event the daemon waits for the rest of its burst.
+pub const BURST: Duration = Duration::from_millis(150);
 /// How often adding one watch is tried before the daemon does without it.
 pub const WATCH_TRIES: u32 = 10;
 
@@ -112,6 +117,24 @@ impl DirWatch {
                 dir(leases, WatchFlags::MOVED_TO | WatchFlags::CLOSE_WRITE),
             ],
         }
+    }
+
+    /// Also watches the drop-in directories (`crate::declare`): a file written, renamed, linked
+    /// (a mask) or removed.
+    pub fn with_dropins(mut self, dirs: &[PathBuf]) -> DirWatch {
+        for d in dirs {
+            self.dirs.push(Watched {
+                path: d.clone(),
+                flags: WatchFlags::CLOSE_WRITE
+                    | WatchFlags::MOVED_TO
+                    | WatchFlags::MOVED_FROM
+                    | WatchFlags::CREATE
+                    | WatchFlags::DELETE,
+                done: false,
+                tries: 0,
+            });
+        }
+        self
     }
 
     /// Whether every directory is watched.
@@ -236,8 +259,10 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
     let leases = super::domain::lease_dir()
         .unwrap_or_else(|_| PathBuf::from(super::domain::DEFAULT_LEASE_DIR));
     let (poke_tx, mut pokes) = mpsc::channel(1);
-    let mut watch = DirWatch::new(state.path(), &store, &leases, poke_tx);
+    let dropins = crate::declare::dirs();
+    let mut watch = DirWatch::new(state.path(), &store, &leases, poke_tx).with_dropins(&dropins);
     let mut backoff = Backoff::default();
+    let mut last_bad = None;
     loop {
         // The store may appear later (the first `forward add` or hook run creates it): until then
         // the state dir is watched for its creation, and the store's watch is added once it exists.
@@ -245,6 +270,7 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
             watch.ensure();
         }
         let mut waiting = false;
+        super::declared::follow_files(&state, &dropins, &mut last_bad).await;
         // Nothing declared: nothing to wait for, and no call to firewalld.
         if super::has_work(&state).unwrap_or(true) {
             bindings.settle(&fw).await;
@@ -271,7 +297,13 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
         let pause = backoff.pause();
         tokio::select! {
             got = changes.recv() => if got.is_none() { return },
-            got = pokes.recv() => if got.is_some() { backoff.reset() },
+            got = pokes.recv() => if got.is_some() {
+                backoff.reset();
+                // A burst of edits (an editor's save, a configuration tool writing several files)
+                // is one apply: the events of the next moment join this one.
+                tokio::time::sleep(BURST).await;
+                while pokes.try_recv().is_ok() {}
+            },
             () = tokio::time::sleep(pause), if waiting => {}
         }
     }

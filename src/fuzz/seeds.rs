@@ -227,6 +227,7 @@ pub fn bindings_json() -> Vec<Vec<u8>> {
                 permanent,
                 network: network.map(String::from),
                 networkmanager: None,
+                source: None,
             },
         );
     }

@@ -1,0 +1,83 @@
+//! The validation of one forward's description, shared by `forward add`/`remove` (flags) and the
+//! `[Forward]` sections of drop-in files (keys): the same value is accepted or refused with the
+//! same sentence either way.
+
+use std::net::IpAddr;
+
+use super::model::PortMap;
+use super::{AddDomainForward, AddForward};
+use crate::cli::ForwardSpec;
+
+/// A forward to an address, or to a domain by name.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// `--network NET --guest ADDR`.
+    Guest(AddForward),
+    /// `--domain DOMAIN [--network NET]`.
+    Domain(AddDomainForward),
+}
+
+/// `text` as an address; `what` names it in the error.
+pub fn address(text: &str, what: &str) -> Result<IpAddr, String> {
+    text.parse()
+        .map_err(|_| format!("{what} {text:?} is not an IPv4 or IPv6 address"))
+}
+
+/// `name` when it is a libvirt network name virtzone accepts.
+pub fn network_name(name: &str) -> Result<String, String> {
+    if crate::names::is_libvirt_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!("{name:?} is not a libvirt network name"))
+    }
+}
+
+fn domain_name(name: &str) -> Result<String, String> {
+    if crate::names::is_libvirt_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{name:?} is not a libvirt domain name virtzone accepts (letters, digits, -_.+, at most 64)"
+        ))
+    }
+}
+
+/// The request described by `spec` and `ports` (the pure checks; those against the recorded
+/// networks are [`super::validate`] and [`super::validate_domain`]).
+pub fn request(spec: &ForwardSpec, ports: &str) -> Result<Request, String> {
+    let ports: PortMap = ports.parse()?;
+    let host_address = spec
+        .host_address
+        .as_deref()
+        .map(|a| address(a, "host address"))
+        .transpose()?;
+    if let Some(domain) = &spec.domain {
+        if spec.guest.is_some() {
+            return Err(
+                "--domain and --guest exclude each other: the domain's address is resolved by virtzone"
+                    .into(),
+            );
+        }
+        return Ok(Request::Domain(AddDomainForward {
+            domain: domain_name(domain)?,
+            network: spec.network.as_deref().map(network_name).transpose()?,
+            ports,
+            host_address,
+            from_host: spec.from_host,
+            hairpin: spec.hairpin,
+            route_localnet: spec.route_localnet,
+        }));
+    }
+    let (Some(network), Some(guest)) = (&spec.network, &spec.guest) else {
+        return Err("a forward needs --network NET and --guest ADDR, or --domain DOMAIN".into());
+    };
+    Ok(Request::Guest(AddForward {
+        network: network_name(network)?,
+        guest: address(guest, "guest address")?,
+        ports,
+        host_address,
+        from_host: spec.from_host,
+        hairpin: spec.hairpin,
+        route_localnet: spec.route_localnet,
+    }))
+}
