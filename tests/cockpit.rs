@@ -521,7 +521,11 @@ fn cockpit_page_drives_virtzone_1_3_3_nftables() {
         "document.querySelector('tr[data-allow=\"web 2049/tcp\"]')",
     );
     let allows: Value = serde_json::from_str(&vz_ok(&vlab, &["allow", "list", "--json"])).unwrap();
-    assert_eq!(allows, json!([{"network": "web", "what": "2049/tcp"}]));
+    // Added through the page is added through the CLI (not declared in a drop-in file).
+    assert_eq!(
+        allows,
+        json!([{"network": "web", "what": "2049/tcp", "source": "cli"}])
+    );
     b.eval("document.querySelector('tr[data-allow=\"web 2049/tcp\"] button').click(); true");
     b.wait(
         "the allow gone",

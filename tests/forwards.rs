@@ -517,7 +517,7 @@ fn allow_is_per_network(release: Release, backend: Backend) {
     let rows: Value = serde_json::from_str(&vz_ok(&vlab, &["allow", "list", "--json"])).unwrap();
     assert_eq!(
         rows,
-        serde_json::json!([{"network": "al1", "what": "9000/tcp"}])
+        serde_json::json!([{"network": "al1", "what": "9000/tcp", "source": "cli"}])
     );
 
     vz_ok(&vlab, &["allow", "remove", "--network", "al1", "9000/tcp"]);
