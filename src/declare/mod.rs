@@ -120,14 +120,25 @@ fn line_of(keys: &Keys, message: &str) -> Option<usize> {
 }
 
 /// A bad file: `FILE:LINE: sentence`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{origin}: {message}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeclError {
     /// Where.
     pub origin: Origin,
     /// What is wrong, one sentence.
     pub message: String,
 }
+
+impl std::fmt::Display for DeclError {
+    /// One line of visible text: the sentence quotes the file's values and its name, in which a
+    /// control character (an escape sequence, a newline) is shown escaped, never sent to the
+    /// terminal or the journal as such (found by the `dropin` fuzz target).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let whole = format!("{}: {}", self.origin, self.message);
+        f.write_str(&crate::names::visible(&whole))
+    }
+}
+
+impl std::error::Error for DeclError {}
 
 fn err(file: &str, line: usize, message: impl Into<String>) -> DeclError {
     DeclError {

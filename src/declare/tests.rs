@@ -138,3 +138,16 @@ fn two_files_forwarding_one_port_differently_is_an_error_naming_both() {
     let e = declarations(&[a, b]).unwrap_err();
     assert_eq!(e[0].to_string(), "/etc/virtzone/virtzone.d/b.conf:2: forwards the same host port differently than /usr/lib/virtzone/virtzone.d/a.conf:1");
 }
+
+/// Found by the `dropin` fuzz target: a value holding an escape sequence was quoted raw in the
+/// error, so a drop-in file could write to the admin's terminal and the journal.
+#[test]
+fn errors_show_control_characters_escaped() {
+    let e = parse("f.conf", "[Forward]\nHostAddress\u{1b}[31m=198.51.100.1\n").unwrap_err();
+    let shown = e.to_string();
+    assert!(!shown.chars().any(char::is_control), "{shown:?}");
+    assert!(
+        shown.starts_with("f.conf:2: unknown key HostAddress\\u{1b}[31m"),
+        "{shown}"
+    );
+}

@@ -117,4 +117,6 @@ targets! {
     networks_json: 10000;
     /// `/etc/virtzone/virtzone.conf` (`state`).
     config: 20000;
+    /// A drop-in file of `virtzone apply` (`declare`).
+    dropin: 20000;
 }

@@ -353,3 +353,27 @@ pub fn config(input: &[u8]) {
         }
     }
 }
+
+/// A drop-in file of `virtzone apply` (`declare`): a declaration or an error points at a line of
+/// the file, an error is one sentence, and validated names stay valid.
+pub fn dropin(input: &[u8]) {
+    let Some(conf) = text(input) else { return };
+    let lines = conf.lines().count();
+    match crate::declare::parse("50-fuzz.conf", conf) {
+        Err(e) => {
+            one_sentence(&e.to_string());
+            assert!(e.origin.line <= lines.max(1), "{e:?} in {lines} lines");
+        }
+        Ok(decls) => {
+            for d in &decls {
+                assert!((1..=lines).contains(&d.origin.line), "{:?}", d.origin);
+                if let crate::declare::Object::Bind(b) = &d.object {
+                    valid_bridge(&b.bridge);
+                }
+            }
+            if let Err(e) = crate::declare::dedupe(decls) {
+                one_sentence(&e.to_string());
+            }
+        }
+    }
+}

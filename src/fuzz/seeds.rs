@@ -322,3 +322,16 @@ pub fn config() -> Vec<Vec<u8>> {
         "",
     ])
 }
+
+pub fn dropin() -> Vec<Vec<u8>> {
+    strs(&[
+        "# /etc/virtzone/virtzone.d/50-web.conf\n[Forward]\nNetwork=labnet\nGuest=192.0.2.100\n\
+         Port=tcp/8080:80\n\n[Allow]\nNetwork=labnet\nService=nfs\n\n[Bind]\nBridge=br0\n\
+         Zone=internal\nPermanent=yes\n",
+        "[Forward]\nDomain=web\nPort=udp/5353\nHostAddress=198.51.100.1\nFromHost=no\nHairpin=yes\n",
+        "[Forward]\nNetwork=n\nGuest=192.0.2.5\nPort=tcp/1000-1010\n[Forward]\nNetwork=n\n\
+         Guest=192.0.2.6\nPort=tcp/1000\n",
+        "[Allow]\nNetwork=labnet\nPort=2049/tcp\n",
+        "",
+    ])
+}
