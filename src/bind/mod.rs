@@ -452,9 +452,24 @@ pub async fn apply_declared(
 ) -> Result<Vec<String>, BindError> {
     let bindings: Bindings = state.read(BINDINGS_FILE)?;
     let actual = interface_zones(fw).await?;
+    // A `[Bind]` without `Zone=` gets its network's zone, as libvirt would give it: firewalld's
+    // zones and policies are read only when such a declaration names a recorded network's bridge.
+    let networks = if binds.iter().any(|(_, b)| b.zone.is_none()) {
+        crate::forward::read_networks(state).map_err(|e| BindError::Refused(e.to_string()))?
+    } else {
+        Default::default()
+    };
+    let needs_facts = binds
+        .iter()
+        .any(|(_, b)| b.zone.is_none() && network_of(&networks, &b.bridge).is_some());
+    let snap = if needs_facts {
+        Some(Snapshot::gather(fw, &Scope::default()).await?)
+    } else {
+        None
+    };
     let mut changes = Vec::new();
     for (file, b) in binds {
-        let zone = b.zone.clone().unwrap_or_else(ZoneName::libvirt);
+        let zone = declared_zone(b, &networks, snap.as_ref().and_then(Snapshot::running));
         let recorded = bindings.bindings.get(&b.bridge);
         let in_sync = recorded.is_some_and(|r| {
             r.zone == zone && r.permanent == b.permanent && r.source.as_ref() == Some(file)
@@ -488,9 +503,102 @@ pub async fn apply_declared(
     Ok(changes)
 }
 
+/// The recorded libvirt network whose bridge is `bridge`.
+fn network_of<'a>(
+    networks: &'a crate::forward::network::Networks,
+    bridge: &BridgeName,
+) -> Option<&'a crate::forward::network::NetworkRecord> {
+    networks.networks.values().find(|n| &n.bridge == bridge)
+}
+
+/// The zone of a `[Bind]` (pure): its `Zone=`; else the zone libvirt gives the network whose
+/// bridge it is on this firewalld (`libvirt-routed` for a routed network where that zone and its
+/// policy exist, `libvirt` otherwise, see [`crate::precheck::default_zone`]); else `libvirt`, as
+/// `virtzone attach` without `--zone`.
+pub fn declared_zone(
+    decl: &crate::declare::BindDecl,
+    networks: &crate::forward::network::Networks,
+    running: Option<&firewalld::Running>,
+) -> ZoneName {
+    if let Some(zone) = &decl.zone {
+        return zone.clone();
+    }
+    network_of(networks, &decl.bridge)
+        .zip(running)
+        .and_then(|(net, fw)| {
+            crate::precheck::default_zone(
+                &crate::libvirt::ForwardMode::from_recorded(&net.forward),
+                fw,
+            )
+        })
+        .unwrap_or_else(ZoneName::libvirt)
+}
+
 /// Whether any recorded binding came from a drop-in file (then `apply` must look at bindings even
 /// when no file declares one any more).
 pub fn any_declared(state: &StateDir) -> Result<bool, BindError> {
     let bindings: Bindings = state.read(BINDINGS_FILE)?;
     Ok(bindings.bindings.values().any(|b| b.source.is_some()))
+}
+
+#[cfg(test)]
+mod declared_zone_tests {
+    use super::*;
+    use crate::declare::BindDecl;
+    use crate::forward::network::{NetworkRecord, Networks};
+
+    fn networks() -> Networks {
+        let mut n = Networks::default();
+        for (name, bridge, forward) in [("nat1", "virbr1", "nat"), ("routed", "virbr2", "route")] {
+            n.networks.insert(
+                name.into(),
+                NetworkRecord {
+                    bridge: BridgeName::new(bridge).unwrap(),
+                    forward: forward.into(),
+                    subnets: vec![],
+                    host: vec![],
+                    active: true,
+                    hosts: vec![],
+                },
+            );
+        }
+        n
+    }
+
+    fn decl(bridge: &str, zone: Option<&str>) -> BindDecl {
+        BindDecl {
+            bridge: BridgeName::new(bridge).unwrap(),
+            zone: zone.map(|z| ZoneName::new(z).unwrap()),
+            permanent: false,
+        }
+    }
+
+    /// A `[Bind]` without `Zone=` gets its network's zone as libvirt gives it (issue #22).
+    #[test]
+    fn a_bind_without_zone_gets_its_networks_zone() {
+        let snap = crate::firewalld::snapshot::fake::running(
+            "1.3.3",
+            &["public", "libvirt", "libvirt-routed"],
+            &[],
+        );
+        let mut fw = snap.running().unwrap().clone();
+        let n = networks();
+        let zone = |b: &str, z: Option<&str>, fw: &firewalld::Running| {
+            declared_zone(&decl(b, z), &n, Some(fw))
+                .as_str()
+                .to_string()
+        };
+        assert_eq!(zone("virbr1", None, &fw), "libvirt");
+        // Without the routed policy libvirt gives a routed network the libvirt zone.
+        assert_eq!(zone("virbr2", None, &fw), "libvirt");
+        fw.policies = Some(["libvirt-routed-out".to_string()].into());
+        assert_eq!(zone("virbr2", None, &fw), "libvirt-routed");
+        assert_eq!(zone("virbr2", Some("trusted"), &fw), "trusted");
+        // A bridge of no recorded network: attach's default.
+        assert_eq!(zone("br0", None, &fw), "libvirt");
+        assert_eq!(
+            declared_zone(&decl("virbr2", None), &n, None).as_str(),
+            "libvirt"
+        );
+    }
 }

@@ -40,6 +40,16 @@ impl ForwardMode {
         })
     }
 
+    /// The mode spelled as [`ForwardMode::as_str`] spells it (the forwards' network records keep
+    /// it so); an unknown spelling is `Unmanaged`.
+    pub fn from_recorded(text: &str) -> Self {
+        match text {
+            "none" => ForwardMode::None,
+            other => ForwardMode::from_attr(Some(other))
+                .unwrap_or_else(|_| ForwardMode::Unmanaged(other.to_string())),
+        }
+    }
+
     /// libvirt's spelling (`none` for an isolated network).
     pub fn as_str(&self) -> &str {
         match self {
