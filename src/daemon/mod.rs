@@ -7,7 +7,8 @@
 //! NetworkManager profile are NetworkManager's to re-send after firewalld's reloads and restarts (the
 //! daemon does not race it); the daemon sets their in-memory `connection.zone` again when
 //! NetworkManager lost it, checked at its start and whenever NetworkManager's bus name gets a new
-//! owner. It is event driven: between events it sleeps in the kernel, with no timers.
+//! owner. It is event driven: between events it sleeps in the kernel. Its only timer is the lease
+//! poll while a domain forward waits for its guest's address (`forward::watch`, backing off to 60 s).
 
 pub mod client;
 pub mod service;
