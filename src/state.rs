@@ -409,6 +409,26 @@ impl StateDir {
         })
     }
 
+    /// Whether another process holds this directory's lock now (a probe that takes and drops it at
+    /// once; creates nothing, follows no link): for saying why a wait ran out.
+    pub fn held_elsewhere(&self) -> bool {
+        let Ok(Some(dir)) = self.open(false) else {
+            return false;
+        };
+        let Ok(file) = rustix::fs::openat(
+            &dir,
+            "lock",
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return false;
+        };
+        matches!(
+            rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive),
+            Err(rustix::io::Errno::WOULDBLOCK)
+        )
+    }
+
     /// A symlink where a state file should be was planted: say so rather than "too many levels".
     fn refuse_link(&self, path: &Path, action: &'static str, e: rustix::io::Errno) -> StateError {
         if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NXIO {

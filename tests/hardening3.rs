@@ -663,3 +663,30 @@ fn s1_a_guest_asking_with_the_domains_mac_takes_no_forward() {
     let errors = crate::forwards::errors_since(&vlab, errors_from);
     assert!(errors.is_empty(), "firewalld errors: {errors:?}");
 }
+
+/// The network hook whose budget runs out while another process holds virtzone's state lock says
+/// so: it said "firewalld did not answer" although, as here, no firewalld was even asked.
+#[test]
+fn the_network_hook_names_the_held_lock_when_its_budget_runs_out() {
+    let vz = world("HookTimeout=2\n");
+    let data = format!(
+        "<hookData><network><name>{NET}</name><forward mode='nat'/><bridge name='{BRIDGE}'/>\
+         <ip address='192.0.2.1' netmask='255.255.255.0'/></network></hookData>"
+    );
+    // The lock files exist once virtzone took them.
+    let out = vz.hook_network(&[NET, "started", "begin", "-"], &data);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let _main = hold_lock(&vz.state().join("lock"));
+    let _store = hold_lock(&vz.store().join("lock"));
+    let t = Instant::now();
+    let out = vz.hook_network(&[NET, "started", "begin", "-"], &data);
+    let took = t.elapsed();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another process held virtzone's lock") && err.contains("budget of 2 s"),
+        "{err}"
+    );
+    assert!(!err.contains("firewalld did not answer"), "{err}");
+    assert!(took < Duration::from_millis(3500), "took {took:?}");
+}

@@ -128,11 +128,31 @@ pub async fn run(
     };
     match tokio::time::timeout(budget, work).await {
         Ok(result) => result,
-        Err(_) => Err(Failure::Refused(format!(
-            "firewalld did not answer within {} s, so virtzone cannot prepare network {name}'s bridge; \
-             check that firewalld runs (systemctl status firewalld) and try again",
-            budget.as_secs()
-        ))),
+        Err(_) => Err(Failure::Refused(out_of_budget(name, budget))),
+    }
+}
+
+/// Why the network hook's budget ran out: another process held virtzone's state lock all along
+/// (the budget bounds that wait too), or else firewalld did not answer.
+fn out_of_budget(name: &str, budget: Duration) -> String {
+    let secs = budget.as_secs();
+    let held = StateDir::locate(None).ok().and_then(|state| {
+        let store = StateDir::at(state.path().join(crate::forward::STORE_DIR));
+        [state, store]
+            .into_iter()
+            .find(StateDir::held_elsewhere)
+            .map(|d| d.path().join("lock"))
+    });
+    match held {
+        Some(lock) => format!(
+            "another process held virtzone's lock {} for the whole budget of {secs} s, so virtzone \
+             cannot prepare network {name}'s bridge; see what holds it (fuser -v {0}) and try again",
+            lock.display()
+        ),
+        None => format!(
+            "firewalld did not answer within {secs} s, so virtzone cannot prepare network {name}'s \
+             bridge; check that firewalld runs (systemctl status firewalld) and try again"
+        ),
     }
 }
 
