@@ -376,7 +376,7 @@ pub fn dedupe(decls: Vec<Declaration>) -> Result<Vec<Declaration>, DeclError> {
         for o in &out {
             match (&o.object, &d.object) {
                 (Object::Forward(a), Object::Forward(b)) => {
-                    if same_forward(a, b) {
+                    if a == b {
                         duplicate = true;
                     } else if host_side(a).clashes_with(&host_side(b)) {
                         return Err(clash(&d, o, "forwards the same host port differently"));
@@ -417,30 +417,6 @@ pub fn host_side(r: &Request) -> crate::forward::model::HostSide {
         proto: ports.proto,
         ports: ports.host,
         address,
-    }
-}
-
-fn same_forward(a: &Request, b: &Request) -> bool {
-    match (a, b) {
-        (Request::Guest(a), Request::Guest(b)) => {
-            a.network == b.network
-                && a.guest == b.guest
-                && a.ports == b.ports
-                && a.host_address == b.host_address
-                && a.from_host == b.from_host
-                && a.hairpin == b.hairpin
-                && a.route_localnet == b.route_localnet
-        }
-        (Request::Domain(a), Request::Domain(b)) => {
-            a.domain == b.domain
-                && a.network == b.network
-                && a.ports == b.ports
-                && a.host_address == b.host_address
-                && a.from_host == b.from_host
-                && a.hairpin == b.hairpin
-                && a.route_localnet == b.route_localnet
-        }
-        _ => false,
     }
 }
 

@@ -250,7 +250,7 @@ async fn apply_and_record(
 }
 
 /// A `forward add` request, as parsed from the command line.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddForward {
     /// The network.
     pub network: String,
@@ -384,6 +384,27 @@ async fn connect() -> Result<Firewalld, ForwardError> {
     Ok(fw)
 }
 
+/// Puts back whatever of `declared` firewalld or libvirt lost: a repeated `forward add` records
+/// nothing, but leaves the forward working.
+async fn put_back(
+    state: &StateDir,
+    declared: &Declared,
+    networks: &Networks,
+) -> Result<(), ForwardError> {
+    let fw = connect().await?;
+    converge_all(
+        &fw,
+        state,
+        declared,
+        &[],
+        &[],
+        networks,
+        apply::Verify::Regather,
+    )
+    .await?;
+    Ok(())
+}
+
 /// `forward add`: records and applies a forward. Returns the message to print.
 pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, ForwardError> {
     let state = &store_created(state)?;
@@ -405,16 +426,7 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
     if let Some(same) = declared.forwards.iter().find(|f| f.same_as(&new)) {
         // Nothing to record; but whatever of it firewalld or libvirt lost is put back.
         let message = format!("forward {} exists already", same.id);
-        converge_all(
-            &connect().await?,
-            state,
-            &declared,
-            &[],
-            &[],
-            &networks,
-            apply::Verify::Regather,
-        )
-        .await?;
+        put_back(state, &declared, &networks).await?;
         return Ok(message);
     }
     clash_check(&declared, &new.host_side())?;
@@ -453,7 +465,7 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
 }
 
 /// A `forward add --domain` request, as parsed from the command line.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddDomainForward {
     /// The libvirt domain.
     pub domain: String,
@@ -539,16 +551,7 @@ pub async fn add_domain_forward(
     let new = req.forward(declared.next_id);
     if let Some(same) = declared.domain_forwards.iter().find(|f| f.same_as(&new)) {
         let message = format!("forward {} exists already", same.id);
-        converge_all(
-            &connect().await?,
-            state,
-            &declared,
-            &[],
-            &[],
-            &networks,
-            apply::Verify::Regather,
-        )
-        .await?;
+        put_back(state, &declared, &networks).await?;
         return Ok(message);
     }
     clash_check(&declared, &new.host_side())?;
@@ -805,7 +808,7 @@ pub async fn change_allow(
 /// Re-applies everything declared (the daemon after ruleset changes, the hook after a network
 /// starts or stops). Does nothing, and asks nothing of firewalld, when nothing is declared.
 pub async fn reconcile(fw: &Firewalld, state: &StateDir) -> Result<usize, ForwardError> {
-    Ok(reconcile_checked(fw, state, apply::Verify::Regather)
+    Ok(reconcile_checked(fw, state, apply::Verify::Regather, None)
         .await?
         .steps)
 }
@@ -826,11 +829,17 @@ pub async fn reconcile_checked(
     fw: &Firewalld,
     state: &StateDir,
     verify: apply::Verify,
+    bindings: Option<&mut watch::BindingReconciles>,
 ) -> Result<Reconciled, ForwardError> {
     // A first look without the lock, which would create the state directory: most hosts declare
-    // nothing, and then nothing is touched.
+    // nothing, and then nothing is touched (nor waited for, nor asked of firewalld).
     if !has_work(state)? {
         return Ok(Reconciled::default());
+    }
+    // The daemon's check waits for its binding reconcile, before taking the store's lock (which
+    // `forward add` needs meanwhile).
+    if let Some(bindings) = bindings {
+        bindings.settle(fw).await;
     }
     let state = &store(state)?;
     let _lock = state.lock().await?;
@@ -859,7 +868,7 @@ pub async fn reconcile_checked(
 /// Whether state directory `state` declares any forward or allow, or records applied domain
 /// forwards: otherwise a check has nothing to do and asks nothing of firewalld. Takes no lock and
 /// creates nothing.
-pub fn has_work(state: &StateDir) -> Result<bool, ForwardError> {
+fn has_work(state: &StateDir) -> Result<bool, ForwardError> {
     let state = &store(state)?;
     let declared = declared_in(state)?;
     Ok(!declared.forwards.is_empty()
@@ -973,7 +982,7 @@ where
             return Ok(());
         }
         if let Some(fw) = connect().await {
-            let done = reconcile_checked(&fw, &main, apply::Verify::Regather).await?;
+            let done = reconcile_checked(&fw, &main, apply::Verify::Regather, None).await?;
             for p in done.problems {
                 eprintln!("virtzone: warning: {p}");
             }

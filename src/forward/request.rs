@@ -9,7 +9,7 @@ use super::{AddDomainForward, AddForward};
 use crate::cli::ForwardSpec;
 
 /// A forward to an address, or to a domain by name.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// `--network NET --guest ADDR`.
     Guest(AddForward),

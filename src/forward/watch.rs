@@ -271,11 +271,13 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
         }
         let mut waiting = false;
         super::declared::follow_files(&state, &dropins, &mut last_bad).await;
-        // Nothing declared: nothing to wait for, and no call to firewalld.
-        if super::has_work(&state).unwrap_or(true) {
-            bindings.settle(&fw).await;
-        }
-        match super::reconcile_checked(&fw, &state, super::apply::Verify::ByTheWatch).await {
+        let check = super::reconcile_checked(
+            &fw,
+            &state,
+            super::apply::Verify::ByTheWatch,
+            Some(&mut bindings),
+        );
+        match check.await {
             Ok(done) => {
                 if done.steps > 0 {
                     info!("forwards: re-applied {} change(s)", done.steps);
@@ -329,17 +331,12 @@ impl Reconciles {
 }
 
 /// The forward watch's view of the daemon's binding reconciles (see [`BindingReconciles::settle`]).
-pub struct BindingReconciles(Option<tokio::sync::watch::Receiver<Reconciles>>);
+pub struct BindingReconciles(tokio::sync::watch::Receiver<Reconciles>);
 
 impl BindingReconciles {
     /// Follows the reconciles published on `rx`.
     pub fn following(rx: tokio::sync::watch::Receiver<Reconciles>) -> Self {
-        BindingReconciles(Some(rx))
-    }
-
-    /// No binding reconcile to wait for.
-    pub fn none() -> Self {
-        BindingReconciles(None)
+        BindingReconciles(rx)
     }
 
     /// One reaction to a firewalld reload or restart, not three: a forward check that started now,
@@ -348,8 +345,8 @@ impl BindingReconciles {
     /// for a pending binding reconcile; then makes one call to firewalld, which is answered only
     /// after a reload in progress has ended and its `Reloaded` signal was sent on the same
     /// connection; lets that signal's handler run; and waits again if it asked for a reconcile.
-    async fn settle(&mut self, fw: &Firewalld) {
-        let Some(rx) = &mut self.0 else { return };
+    pub(super) async fn settle(&mut self, fw: &Firewalld) {
+        let rx = &mut self.0;
         let _ = tokio::time::timeout(BINDINGS_WAIT, rx.wait_for(Reconciles::settled)).await;
         if fw.version_text().await.is_err() {
             return;
