@@ -431,34 +431,12 @@ fn forward_survives_every_rebuild(release: Release, backend: Backend) {
     );
 }
 
-#[test]
-fn forward_survives_every_rebuild_1_3_3_nftables() {
-    forward_survives_every_rebuild(Release::Debian12, Backend::Nftables);
-}
-
-#[test]
-fn forward_survives_every_rebuild_1_3_3_iptables() {
-    forward_survives_every_rebuild(Release::Debian12, Backend::Iptables);
-}
-
-#[test]
-fn forward_survives_every_rebuild_2_3_1_nftables() {
-    forward_survives_every_rebuild(Release::Debian13, Backend::Nftables);
-}
-
-#[test]
-fn forward_survives_every_rebuild_2_5_2_nftables() {
-    forward_survives_every_rebuild(Release::Sid, Backend::Nftables);
-}
-
-#[test]
-fn forward_survives_every_rebuild_2_5_2_iptables() {
-    forward_survives_every_rebuild(Release::Sid, Backend::Iptables);
-}
-
-#[test]
-fn forward_survives_every_rebuild_0_9_3_nftables() {
-    forward_survives_every_rebuild(Release::Debian11, Backend::Nftables);
+crate::lab_matrix! {
+    forward_survives_every_rebuild:
+        _0_9_3_nftables, _1_3_3_nftables, _1_3_3_iptables, _2_3_1_nftables, _2_3_1_iptables,
+        _2_5_2_nftables, _2_5_2_iptables;
+    skip _0_9_3_iptables:
+        "not run, for time: other cells prove this release and this backend";
 }
 
 /// `allow`: a host service opened to one network's guests is reachable from that network's guest
@@ -532,24 +510,11 @@ fn allow_is_per_network(release: Release, backend: Backend) {
     );
 }
 
-#[test]
-fn allow_is_per_network_1_3_3_nftables() {
-    allow_is_per_network(Release::Debian12, Backend::Nftables);
-}
-
-#[test]
-fn allow_is_per_network_2_5_2_nftables() {
-    allow_is_per_network(Release::Sid, Backend::Nftables);
-}
-
-#[test]
-fn allow_is_per_network_0_9_3_iptables() {
-    allow_is_per_network(Release::Debian11, Backend::Iptables);
-}
-
-#[test]
-fn allow_is_per_network_2_3_1_nftables() {
-    allow_is_per_network(Release::Debian13, Backend::Nftables);
+crate::lab_matrix! {
+    allow_is_per_network:
+        _0_9_3_iptables, _1_3_3_nftables, _1_3_3_iptables, _2_3_1_nftables, _2_5_2_nftables;
+    skip _0_9_3_nftables, _2_3_1_iptables, _2_5_2_iptables:
+        "not run, for time: other cells prove this release and this backend";
 }
 
 /// Bad input: exit status 2, one sentence, and nothing changed (the state file is byte-identical).
@@ -767,16 +732,6 @@ fn without_the_daemon_a_reload_leaves_libvirts_reject_in_front() {
     });
 }
 
-#[test]
-fn allow_is_per_network_1_3_3_iptables() {
-    allow_is_per_network(Release::Debian12, Backend::Iptables);
-}
-
-#[test]
-fn forward_survives_every_rebuild_2_3_1_iptables() {
-    forward_survives_every_rebuild(Release::Debian13, Backend::Iptables);
-}
-
 /// One connection attempt from the host itself (the lab's namespace).
 pub(crate) fn connect_from_host(vlab: &LibvirtLab, addr: &str, port: u16) -> String {
     let out = vlab
@@ -868,25 +823,22 @@ fn from_host_forward_serves_the_hosts_own_connections(release: Release, backend:
     );
 }
 
+crate::lab_matrix! {
+    from_host_forward_serves_the_hosts_own_connections:
+        _1_3_3_nftables, _1_3_3_iptables, _2_5_2_nftables;
+    skip _0_9_3_nftables, _0_9_3_iptables:
+        "refused: no firewalld before 1.1 forwards the host's own connections (the refusal is \
+        checked in forward_survives_every_rebuild::_0_9_3_nftables)";
+    skip _2_3_1_nftables, _2_3_1_iptables:
+        "not run, for time: no cell proves this scenario on firewalld 2.3.1";
+    skip _2_5_2_iptables:
+        "not run, for time: other cells prove this release and this backend";
+}
+
 /// IPv6: a guest with an address from libvirt's router advertisements on a NAT network's IPv6
 /// subnet (libvirt routes IPv6, it does not NAT it), an upstream client connecting to the host's
 /// IPv6 address. firewalld's forward-port carries the IPv6 `to-addr`; libvirt's ip6tables accept
 /// the routed subnet, so no accept of virtzone's is needed.
-#[test]
-fn from_host_forward_serves_the_hosts_own_connections_1_3_3_nftables() {
-    from_host_forward_serves_the_hosts_own_connections(Release::Debian12, Backend::Nftables);
-}
-
-#[test]
-fn from_host_forward_serves_the_hosts_own_connections_1_3_3_iptables() {
-    from_host_forward_serves_the_hosts_own_connections(Release::Debian12, Backend::Iptables);
-}
-
-#[test]
-fn from_host_forward_serves_the_hosts_own_connections_2_5_2_nftables() {
-    from_host_forward_serves_the_hosts_own_connections(Release::Sid, Backend::Nftables);
-}
-
 fn ipv6_forward_reaches_the_guest(release: Release, backend: Backend) {
     let vlab = lab(release, backend);
     let xml = "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n\
@@ -993,26 +945,20 @@ fn ipv6_forward_reaches_the_guest(release: Release, backend: Backend) {
     );
 }
 
+crate::lab_matrix! {
+    ipv6_forward_reaches_the_guest:
+        _1_3_3_nftables, _2_3_1_iptables, _2_5_2_nftables;
+    skip _0_9_3_nftables, _0_9_3_iptables:
+        "not run, for time: no cell proves this scenario on firewalld 0.9.3";
+    skip _1_3_3_iptables, _2_3_1_nftables, _2_5_2_iptables:
+        "not run, for time: other cells prove this release and this backend";
+}
+
 /// `--hairpin` (firewalld ≥ 2.2): a second guest of the same network reaches the forward through
 /// the host's address. `br_netfilter` is switched off in the lab's namespace, so the proof does not
 /// lean on it (with it, replies on the bridge are un-DNATed by conntrack and hairpin works by
 /// accident). Without `--hairpin` the second guest's connection fails; with it, the guest sees the
 /// host's bridge address as the client (virtzone's masquerade), while upstream clients keep theirs.
-#[test]
-fn ipv6_forward_reaches_the_guest_1_3_3_nftables() {
-    ipv6_forward_reaches_the_guest(Release::Debian12, Backend::Nftables);
-}
-
-#[test]
-fn ipv6_forward_reaches_the_guest_2_5_2_nftables() {
-    ipv6_forward_reaches_the_guest(Release::Sid, Backend::Nftables);
-}
-
-#[test]
-fn ipv6_forward_reaches_the_guest_2_3_1_iptables() {
-    ipv6_forward_reaches_the_guest(Release::Debian13, Backend::Iptables);
-}
-
 fn hairpin_forward_serves_a_second_guest(release: Release, backend: Backend) {
     let vlab = lab(release, backend);
     let off = vlab
@@ -1101,19 +1047,14 @@ fn hairpin_forward_serves_a_second_guest(release: Release, backend: Backend) {
     );
 }
 
-#[test]
-fn hairpin_forward_serves_a_second_guest_2_3_1_nftables() {
-    hairpin_forward_serves_a_second_guest(Release::Debian13, Backend::Nftables);
-}
-
-#[test]
-fn hairpin_forward_serves_a_second_guest_2_5_2_nftables() {
-    hairpin_forward_serves_a_second_guest(Release::Sid, Backend::Nftables);
-}
-
-#[test]
-fn hairpin_forward_serves_a_second_guest_2_3_1_iptables() {
-    hairpin_forward_serves_a_second_guest(Release::Debian13, Backend::Iptables);
+crate::lab_matrix! {
+    hairpin_forward_serves_a_second_guest:
+        _2_3_1_nftables, _2_3_1_iptables, _2_5_2_nftables;
+    skip _0_9_3_nftables, _0_9_3_iptables, _1_3_3_nftables, _1_3_3_iptables:
+        "refused: --hairpin needs firewalld 2.2 (the refusal is checked on 1.3.3 in \
+        bad_input_changes_nothing)";
+    skip _2_5_2_iptables:
+        "not run, for time: other cells prove this release and this backend";
 }
 
 /// `virtzone ARGS` in a private mount namespace where the forwards' store is a full tmpfs holding
@@ -1316,14 +1257,19 @@ fn forward_reaches_a_routed_networks_guest(release: Release, backend: Backend) {
     });
 }
 
-#[test]
-fn forward_reaches_a_routed_networks_guest_1_3_3_nftables() {
-    forward_reaches_a_routed_networks_guest(Release::Debian12, Backend::Nftables);
-}
-
-#[test]
-fn forward_reaches_a_routed_networks_guest_2_5_2_nftables() {
-    forward_reaches_a_routed_networks_guest(Release::Sid, Backend::Nftables);
+crate::lab_matrix! {
+    forward_reaches_a_routed_networks_guest:
+        _1_3_3_nftables, _2_5_2_nftables;
+    skip _0_9_3_nftables:
+        "not run, for time: no cell proves this scenario on firewalld 0.9.3";
+    skip _0_9_3_iptables:
+        "not run, for time: no cell proves this scenario on firewalld 0.9.3 or with iptables";
+    skip _1_3_3_iptables, _2_5_2_iptables:
+        "not run, for time: no cell proves this scenario with the iptables backend";
+    skip _2_3_1_nftables:
+        "not run, for time: no cell proves this scenario on firewalld 2.3.1";
+    skip _2_3_1_iptables:
+        "not run, for time: no cell proves this scenario on firewalld 2.3.1 or with iptables";
 }
 
 /// `/proc/sys/net/ipv4/conf/BRIDGE/route_localnet` in the lab's namespace.
@@ -1518,18 +1464,13 @@ fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
     );
 }
 
-#[test]
-fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback_1_3_3_nftables() {
-    loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
-        Release::Debian12,
-        Backend::Nftables,
-    );
-}
-
-#[test]
-fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback_2_5_2_iptables() {
-    loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
-        Release::Sid,
-        Backend::Iptables,
-    );
+crate::lab_matrix! {
+    loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback:
+        _1_3_3_nftables, _2_5_2_iptables;
+    skip _0_9_3_nftables, _0_9_3_iptables:
+        "not run, for time: no cell proves this scenario on firewalld 0.9.3";
+    skip _1_3_3_iptables, _2_5_2_nftables:
+        "not run, for time: other cells prove this release and this backend";
+    skip _2_3_1_nftables, _2_3_1_iptables:
+        "not run, for time: no cell proves this scenario on firewalld 2.3.1";
 }

@@ -34,9 +34,8 @@ fn host_has_firewalld_table() -> bool {
 }
 
 /// Everything a plain lab must show, for one release and backend.
-fn check_lab(cfg: LabConfig) {
-    let (release, backend) = (cfg.release, cfg.backend);
-    let lab = Lab::start(cfg);
+fn lab_comes_up(release: Release, backend: Backend) {
+    let lab = Lab::start(LabConfig::new(release, backend));
     let ctx = format!("{release:?}/{}", backend.as_str());
 
     assert_eq!(lab.version(), release.version(), "{ctx}");
@@ -91,44 +90,10 @@ fn check_lab(cfg: LabConfig) {
     );
 }
 
-#[test]
-fn debian12_nftables() {
-    check_lab(LabConfig::new(Release::Debian12, Backend::Nftables));
-}
-
-#[test]
-fn debian12_iptables() {
-    check_lab(LabConfig::new(Release::Debian12, Backend::Iptables));
-}
-
-#[test]
-fn debian13_nftables() {
-    check_lab(LabConfig::new(Release::Debian13, Backend::Nftables));
-}
-
-#[test]
-fn debian13_iptables() {
-    check_lab(LabConfig::new(Release::Debian13, Backend::Iptables));
-}
-
-#[test]
-fn debian11_nftables() {
-    check_lab(LabConfig::new(Release::Debian11, Backend::Nftables));
-}
-
-#[test]
-fn debian11_iptables() {
-    check_lab(LabConfig::new(Release::Debian11, Backend::Iptables));
-}
-
-#[test]
-fn sid_nftables() {
-    check_lab(LabConfig::new(Release::Sid, Backend::Nftables));
-}
-
-#[test]
-fn sid_iptables() {
-    check_lab(LabConfig::new(Release::Sid, Backend::Iptables));
+crate::lab_matrix! {
+    lab_comes_up:
+        _0_9_3_nftables, _0_9_3_iptables, _1_3_3_nftables, _1_3_3_iptables, _2_3_1_nftables,
+        _2_3_1_iptables, _2_5_2_nftables, _2_5_2_iptables;
 }
 
 #[test]

@@ -45,6 +45,7 @@ pub mod booted;
 pub mod daemon;
 pub mod docker;
 pub mod libvirt;
+pub mod matrix;
 pub mod offline;
 pub mod sidroot;
 pub mod topology;
