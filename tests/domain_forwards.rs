@@ -7,9 +7,10 @@
 //! Needs root, what tests/forwards.rs needs, and `qemu-system-x86` (scripts/test.sh installs it).
 
 use crate::common;
-use crate::forwards::{
-    connect, errors_since, log_len, proven, serve, vz, vz_ok, wait, Daemon, HEAL, UP_HOST,
+use crate::common::forward::{
+    connect, errors_since, log_len, proven, serve, wait, Daemon, HEAL, UP_HOST,
 };
+use crate::common::vz::{vz, vz_ok};
 
 use std::path::Path;
 use std::process::{Command, Output};

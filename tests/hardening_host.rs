@@ -7,11 +7,11 @@
 //! lease, `virtzone serve`).
 
 use crate::common;
-use crate::forwards::{
+use crate::common::forward::{
     connect, connect_from_host, errors_since, lab, log_len, nat_network, python, route_localnet,
-    route_loopback_to_host, serve, serve_loopback_only, set_route_localnet, vz_ok, wait, Daemon,
-    HEAL,
+    route_loopback_to_host, serve, serve_loopback_only, set_route_localnet, wait, Daemon, HEAL,
 };
+use crate::common::vz::{vz, vz_ok};
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -278,7 +278,7 @@ fn purge_leaves_nothing_of_virtzones_behind(release: Release, backend: Backend) 
 
     // firewalld stopped: nothing changes, and the message names what remains.
     vlab.stop_firewalld();
-    let out = crate::forwards::vz(&vlab, &["forward", "purge"]);
+    let out = vz(&vlab, &["forward", "purge"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     let said = text(&out.stderr);
     assert!(

@@ -17,12 +17,9 @@ use crate::common;
 use std::process::{Output, Stdio};
 
 use common::libvirt::{Hook, LibvirtConfig, LibvirtLab};
-use common::{Backend, LabConfig, Release};
+use common::vz::vz_ok;
+use common::{text, Backend, LabConfig, Release};
 use serde_json::Value;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A network's XML: forward `mode` (`None`: isolated), its bridge, an optional `zone=`, and a /24
 /// from `net` (e.g. `"192.0.2"`) with a DHCP range, so libvirt runs dnsmasq for it.
@@ -49,20 +46,6 @@ fn start(backend: Backend) -> LibvirtLab {
 
 fn start_release(release: Release, backend: Backend) -> LibvirtLab {
     LibvirtLab::start(LibvirtConfig::new(LabConfig::new(release, backend)))
-}
-
-/// Runs virtzone (with the lab's state dir) and asserts success.
-fn vz_ok(vlab: &LibvirtLab, args: &[&str]) -> String {
-    let out = vlab.virtzone().args(args).output().expect("run virtzone");
-    assert!(
-        out.status.success(),
-        "virtzone {args:?}: exit {:?}\nstdout: {}\nstderr: {}{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr),
-        vlab.diagnostics()
-    );
-    text(&out.stdout)
 }
 
 /// `virtzone list --json`: the bindings virtzone recorded, each beside firewalld's actual zone.

@@ -17,11 +17,7 @@ use std::time::{Duration, Instant};
 use common::topology::{
     Outcome, Topology, BRIDGE, DNS_NAME, HOST_V4, HOST_V6, TFTP_FILE, UNLISTED_PORT, WEB_PORT,
 };
-use common::{both_releases_both_backends, Backend, Lab, LabConfig, Release};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{text, Backend, Lab, LabConfig, Release};
 
 /// Runs virtzone in the lab with a private state directory.
 fn vz(lab: &Lab, args: &[&str]) -> Output {
@@ -861,7 +857,7 @@ fn verify_reports_a_failed_firewalld() {
 
 #[test]
 fn verify_reports_a_missing_service_and_an_unbound_bridge() {
-    for cfg in both_releases_both_backends() {
+    for cfg in common::all_cells() {
         let what = format!("{:?}/{:?}", cfg.release, cfg.backend);
         let lab = Lab::start(cfg);
         assert!(vz(&lab, &["install"]).status.success(), "{what}");
