@@ -227,8 +227,7 @@ crate::lab_matrix! {
     forward_survives_every_rebuild:
         _0_9_3_nftables, _1_3_3_nftables, _1_3_3_iptables, _2_3_1_nftables, _2_3_1_iptables,
         _2_5_2_nftables, _2_5_2_iptables;
-    skip _0_9_3_iptables:
-        "not run, for time: other cells prove this release and this backend";
+    skip _0_9_3_iptables: "not run, for time";
 }
 
 /// `allow`: a host service opened to one network's guests is reachable from that network's guest
@@ -305,8 +304,7 @@ fn allow_is_per_network(release: Release, backend: Backend) {
 crate::lab_matrix! {
     allow_is_per_network:
         _0_9_3_iptables, _1_3_3_nftables, _1_3_3_iptables, _2_3_1_nftables, _2_5_2_nftables;
-    skip _0_9_3_nftables, _2_3_1_iptables, _2_5_2_iptables:
-        "not run, for time: other cells prove this release and this backend";
+    skip _0_9_3_nftables, _2_3_1_iptables, _2_5_2_iptables: "not run, for time";
 }
 
 /// Bad input: exit status 2, one sentence, and nothing changed (the state file is byte-identical).
@@ -611,10 +609,7 @@ crate::lab_matrix! {
     skip _0_9_3_nftables, _0_9_3_iptables:
         "refused: no firewalld before 1.1 forwards the host's own connections (the refusal is \
         checked in forward_survives_every_rebuild::_0_9_3_nftables)";
-    skip _2_3_1_nftables, _2_3_1_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 2.3.1";
-    skip _2_5_2_iptables:
-        "not run, for time: other cells prove this release and this backend";
+    skip _2_3_1_nftables, _2_3_1_iptables, _2_5_2_iptables: "not run, for time";
 }
 
 /// IPv6: a guest with an address from libvirt's router advertisements on a NAT network's IPv6
@@ -730,10 +725,8 @@ fn ipv6_forward_reaches_the_guest(release: Release, backend: Backend) {
 crate::lab_matrix! {
     ipv6_forward_reaches_the_guest:
         _1_3_3_nftables, _2_3_1_iptables, _2_5_2_nftables;
-    skip _0_9_3_nftables, _0_9_3_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 0.9.3";
-    skip _1_3_3_iptables, _2_3_1_nftables, _2_5_2_iptables:
-        "not run, for time: other cells prove this release and this backend";
+    skip _0_9_3_nftables, _0_9_3_iptables, _1_3_3_iptables, _2_3_1_nftables, _2_5_2_iptables:
+        "not run, for time";
 }
 
 /// `--hairpin` (firewalld ≥ 2.2): a second guest of the same network reaches the forward through
@@ -835,8 +828,7 @@ crate::lab_matrix! {
     skip _0_9_3_nftables, _0_9_3_iptables, _1_3_3_nftables, _1_3_3_iptables:
         "refused: --hairpin needs firewalld 2.2 (the refusal is checked on 1.3.3 in \
         bad_input_changes_nothing)";
-    skip _2_5_2_iptables:
-        "not run, for time: other cells prove this release and this backend";
+    skip _2_5_2_iptables: "not run, for time";
 }
 
 /// `virtzone ARGS` in a private mount namespace where the forwards' store is a full tmpfs holding
@@ -1042,16 +1034,8 @@ fn forward_reaches_a_routed_networks_guest(release: Release, backend: Backend) {
 crate::lab_matrix! {
     forward_reaches_a_routed_networks_guest:
         _1_3_3_nftables, _2_5_2_nftables;
-    skip _0_9_3_nftables:
-        "not run, for time: no cell proves this scenario on firewalld 0.9.3";
-    skip _0_9_3_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 0.9.3 or with iptables";
-    skip _1_3_3_iptables, _2_5_2_iptables:
-        "not run, for time: no cell proves this scenario with the iptables backend";
-    skip _2_3_1_nftables:
-        "not run, for time: no cell proves this scenario on firewalld 2.3.1";
-    skip _2_3_1_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 2.3.1 or with iptables";
+    skip _0_9_3_nftables, _0_9_3_iptables, _1_3_3_iptables, _2_3_1_nftables, _2_3_1_iptables,
+         _2_5_2_iptables: "not run, for time";
 }
 
 /// A forward of the host's loopback address (`--host-address 127.0.0.1 --from-host`) is opt-in
@@ -1187,10 +1171,6 @@ fn loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback(
 crate::lab_matrix! {
     loopback_forward_is_opt_in_and_keeps_guests_off_the_hosts_loopback:
         _1_3_3_nftables, _2_5_2_iptables;
-    skip _0_9_3_nftables, _0_9_3_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 0.9.3";
-    skip _1_3_3_iptables, _2_5_2_nftables:
-        "not run, for time: other cells prove this release and this backend";
-    skip _2_3_1_nftables, _2_3_1_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 2.3.1";
+    skip _0_9_3_nftables, _0_9_3_iptables, _1_3_3_iptables, _2_3_1_nftables, _2_3_1_iptables,
+         _2_5_2_nftables: "not run, for time";
 }

@@ -211,12 +211,8 @@ fn guard_outlives_a_wipe_with_firewalld_stopped(release: Release, backend: Backe
 crate::lab_matrix! {
     guard_outlives_a_wipe_with_firewalld_stopped:
         _1_3_3_nftables, _2_5_2_iptables;
-    skip _0_9_3_nftables, _0_9_3_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 0.9.3";
-    skip _1_3_3_iptables, _2_5_2_nftables:
-        "not run, for time: other cells prove this release and this backend";
-    skip _2_3_1_nftables, _2_3_1_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 2.3.1";
+    skip _0_9_3_nftables, _0_9_3_iptables, _1_3_3_iptables, _2_3_1_nftables, _2_3_1_iptables,
+         _2_5_2_nftables: "not run, for time";
 }
 
 /// S7: the package's removal runs `virtzone forward purge`, which leaves nothing of virtzone's in
@@ -317,14 +313,6 @@ fn purge_leaves_nothing_of_virtzones_behind(release: Release, backend: Backend) 
 crate::lab_matrix! {
     purge_leaves_nothing_of_virtzones_behind:
         _1_3_3_nftables, _2_5_2_nftables;
-    skip _0_9_3_nftables:
-        "not run, for time: no cell proves this scenario on firewalld 0.9.3";
-    skip _0_9_3_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 0.9.3 or with iptables";
-    skip _1_3_3_iptables, _2_5_2_iptables:
-        "not run, for time: no cell proves this scenario with the iptables backend";
-    skip _2_3_1_nftables:
-        "not run, for time: no cell proves this scenario on firewalld 2.3.1";
-    skip _2_3_1_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 2.3.1 or with iptables";
+    skip _0_9_3_nftables, _0_9_3_iptables, _1_3_3_iptables, _2_3_1_nftables, _2_3_1_iptables,
+         _2_5_2_iptables: "not run, for time";
 }

@@ -279,12 +279,8 @@ fn nat_network_is_bound_to_libvirt(release: Release, backend: Backend) {
 crate::lab_matrix! {
     nat_network_is_bound_to_libvirt:
         _1_3_3_nftables, _1_3_3_iptables;
-    skip _0_9_3_nftables, _0_9_3_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 0.9.3";
-    skip _2_3_1_nftables, _2_3_1_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 2.3.1";
-    skip _2_5_2_nftables, _2_5_2_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 2.5.2";
+    skip _0_9_3_nftables, _0_9_3_iptables, _2_3_1_nftables, _2_3_1_iptables, _2_5_2_nftables,
+         _2_5_2_iptables: "not run, for time";
 }
 
 /// A routed network's bridge ends in `libvirt-routed`, recorded by virtzone; a NAT network beside
@@ -339,12 +335,8 @@ fn routed_network_is_bound_to_libvirt_routed(release: Release, backend: Backend)
 crate::lab_matrix! {
     routed_network_is_bound_to_libvirt_routed:
         _1_3_3_nftables, _1_3_3_iptables, _2_3_1_nftables;
-    skip _0_9_3_nftables, _0_9_3_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 0.9.3";
-    skip _2_3_1_iptables:
-        "not run, for time: other cells prove this release and this backend";
-    skip _2_5_2_nftables, _2_5_2_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 2.5.2";
+    skip _0_9_3_nftables, _0_9_3_iptables, _2_3_1_iptables, _2_5_2_nftables, _2_5_2_iptables:
+        "not run, for time";
 }
 
 /// With virtzone's zones uninstalled on nftables, `virsh net-start` fails with virtzone's
@@ -557,10 +549,6 @@ fn guest_gets_dhcp_and_dns(release: Release, backend: Backend) {
 crate::lab_matrix! {
     guest_gets_dhcp_and_dns:
         _1_3_3_nftables, _1_3_3_iptables;
-    skip _0_9_3_nftables, _0_9_3_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 0.9.3";
-    skip _2_3_1_nftables, _2_3_1_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 2.3.1";
-    skip _2_5_2_nftables, _2_5_2_iptables:
-        "not run, for time: no cell proves this scenario on firewalld 2.5.2";
+    skip _0_9_3_nftables, _0_9_3_iptables, _2_3_1_nftables, _2_3_1_iptables, _2_5_2_nftables,
+         _2_5_2_iptables: "not run, for time";
 }
