@@ -451,14 +451,17 @@ enum Added {
     /// firewalld or libvirt lost put back.
     Exists(u32),
     /// Recorded and applied.
-    New {
-        /// The connection it was applied on.
-        fw: Firewalld,
-        /// The recorded networks.
-        networks: Networks,
-        /// How the domain forwards resolved.
-        res: domain::Resolution,
-    },
+    New(Box<Applied>),
+}
+
+/// A new forward recorded and applied: what its message needs.
+struct Applied {
+    /// The connection it was applied on.
+    fw: Firewalld,
+    /// The recorded networks.
+    networks: Networks,
+    /// How the domain forwards resolved.
+    res: domain::Resolution,
 }
 
 /// The part of `forward add` both kinds share, under the store's lock: `make` validates the
@@ -484,7 +487,7 @@ async fn add_declarable<F: Declarable>(
     declared.next_id += 1;
     let fw = connect().await?;
     let (_, res) = apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
-    Ok((new, Added::New { fw, networks, res }))
+    Ok((new, Added::New(Box::new(Applied { fw, networks, res }))))
 }
 
 /// `forward add`: records and applies a forward. Returns the message to print.
@@ -494,9 +497,9 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
         Ok(req.forward(id))
     })
     .await?;
-    let (fw, networks) = match added {
+    let Applied { fw, networks, .. } = match added {
         Added::Exists(id) => return Ok(format!("forward {id} exists already")),
-        Added::New { fw, networks, .. } => (fw, networks),
+        Added::New(applied) => *applied,
     };
     let nat_active = networks
         .networks
@@ -602,7 +605,7 @@ pub async fn add_domain_forward(
     .await?;
     let res = match added {
         Added::Exists(id) => return Ok(format!("forward {id} exists already")),
-        Added::New { res, .. } => res,
+        Added::New(applied) => applied.res,
     };
     let how = match res.statuses.get(&new.id) {
         Some(Status::Active(t)) => format!("active, {} on network {}", t.guest, t.network),

@@ -16,8 +16,8 @@
 //! makes the module `forward_survives_every_rebuild` with one `#[test] fn _1_3_3_nftables()` per
 //! cell (so `forwards::forward_survives_every_rebuild::_1_3_3_nftables`), which calls the scenario
 //! with `(Release::Debian12, Backend::Nftables)`, and one `#[ignore = "reason"]` test per skipped
-//! cell, so `cargo nextest list` shows the whole matrix and `--run-ignored` can still run a
-//! skipped cell by hand. A cell is `_<firewalld version>_<backend>`, or `_<firewalld version>` alone
+//! cell, so `cargo nextest list --run-ignored all` shows the whole matrix, and a skipped cell can
+//! still be run by hand. A cell is `_<firewalld version>_<backend>`, or `_<firewalld version>` alone
 //! for a scenario that takes only the release (it runs both backends itself). Every cell of the
 //! matrix must be listed exactly once, run or skipped: the build fails otherwise ([`complete`]).
 
