@@ -13,7 +13,7 @@ use common::libvirt::LibvirtLab;
 use common::{text, Backend, Release};
 use serde_json::Value;
 
-use crate::forwards::{
+use crate::common::forward::{
     connect, errors_since, lab, log_len, nat_network, proven, serve, wait, Daemon, HEAL, UP_HOST,
 };
 

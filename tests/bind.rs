@@ -5,7 +5,7 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::process::{Child, Output, Stdio};
 
-use common::{both_releases_both_backends, ok, run_with_input, text, Lab, LabConfig};
+use common::{ok, run_with_input, text, Lab, LabConfig};
 use serde_json::Value;
 
 /// The state file's bridge → zone map (it must parse: "an intact state file").
@@ -25,7 +25,7 @@ fn recorded(lab: &Lab) -> BTreeMap<String, String> {
 
 #[test]
 fn attach_detach_and_the_admins_choice() {
-    for cfg in both_releases_both_backends() {
+    for cfg in common::all_cells() {
         let what = format!("{:?}/{:?}", cfg.release, cfg.backend);
         let lab = Lab::start_installed(cfg);
         assert_eq!(

@@ -20,7 +20,8 @@
 //! build check.
 
 use crate::common;
-use crate::forwards::{self, connect, serve, vz, vz_ok, HEAL, UP_HOST};
+use crate::common::forward::{self, connect, serve, HEAL, UP_HOST};
+use crate::common::vz::{vz, vz_ok};
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -416,8 +417,8 @@ fn snapshot(vlab: &LibvirtLab) -> (String, String, String, String) {
 /// report and the safe fix applied from the page clears it; explain agrees with the CLI.
 #[test]
 fn cockpit_page_drives_virtzone_1_3_3_nftables() {
-    let vlab = forwards::lab(Release::Debian12, Backend::Nftables);
-    let net = vlab.define(&forwards::nat_network("web", "virbr41", "192.0.2"));
+    let vlab = forward::lab(Release::Debian12, Backend::Nftables);
+    let net = vlab.define(&forward::nat_network("web", "virbr41", "192.0.2"));
     vlab.expect_ok(&vlab.net_start(&net), "net-start web");
     let guest = vlab.plug_guest("virbr41");
     let lease = guest
@@ -500,8 +501,8 @@ fn cockpit_page_drives_virtzone_1_3_3_nftables() {
         "{list}"
     );
     let id = rows[0]["id"].as_u64().unwrap();
-    forwards::wait("the forward carrying a packet to the guest", HEAL, || {
-        forwards::proven(&vlab, "virbr41", || {
+    forward::wait("the forward carrying a packet to the guest", HEAL, || {
+        forward::proven(&vlab, "virbr41", || {
             connect(&up, UP_HOST, 8080) == "ok guest-web 198.51.100.2"
         })
     });
@@ -678,7 +679,7 @@ fn cockpit_page_drives_virtzone_1_3_3_nftables() {
         "document.querySelector('tr[data-host-port=\"8080\"]') === null",
     );
     assert_eq!(vz_ok(&vlab, &["forward", "list", "--json"]).trim(), "[]");
-    forwards::wait("the port closed", HEAL, || {
+    forward::wait("the port closed", HEAL, || {
         !connect(&up, UP_HOST, 8080).starts_with("ok")
     });
     assert_eq!(

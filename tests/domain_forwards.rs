@@ -7,9 +7,10 @@
 //! Needs root, what tests/forwards.rs needs, and `qemu-system-x86` (scripts/test.sh installs it).
 
 use crate::common;
-use crate::forwards::{
-    connect, errors_since, log_len, proven, serve, vz, vz_ok, wait, Daemon, HEAL, UP_HOST,
+use crate::common::forward::{
+    connect, errors_since, log_len, proven, serve, wait, Daemon, HEAL, UP_HOST,
 };
+use crate::common::vz::{vz, vz_ok};
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -337,24 +338,10 @@ fn domain_forward_follows_the_domain(release: Release, backend: Backend) {
     }
 }
 
-#[test]
-fn domain_forward_follows_the_domain_1_3_3_nftables() {
-    domain_forward_follows_the_domain(Release::Debian12, Backend::Nftables);
-}
-
-#[test]
-fn domain_forward_follows_the_domain_2_3_1_nftables() {
-    domain_forward_follows_the_domain(Release::Debian13, Backend::Nftables);
-}
-
-#[test]
-fn domain_forward_follows_the_domain_2_5_2_nftables() {
-    domain_forward_follows_the_domain(Release::Sid, Backend::Nftables);
-}
-
-#[test]
-fn domain_forward_follows_the_domain_1_3_3_iptables() {
-    domain_forward_follows_the_domain(Release::Debian12, Backend::Iptables);
+crate::lab_matrix! {
+    domain_forward_follows_the_domain:
+        _1_3_3_nftables, _1_3_3_iptables, _2_3_1_nftables, _2_5_2_nftables;
+    skip _0_9_3_nftables, _0_9_3_iptables, _2_3_1_iptables, _2_5_2_iptables: "not run, for time";
 }
 
 /// The shipped qemu hook: comments, a guard that exits 0 without virtzone, one exec of `virtzone hook

@@ -8,10 +8,11 @@
 //! Needs root and the root of `scripts/fetch-sid-root.sh`.
 
 use crate::common;
-use crate::forwards::{CLIENT, SERVER};
+use crate::common::forward::{CLIENT, SERVER};
+use crate::common::vz::vz_ok;
 
 use std::fs;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::sidroot::{ip, Node, SidOptions, SidSystem};
@@ -122,25 +123,6 @@ fn plug_guest_as(
         .trim()
         .to_string();
     (g, addr)
-}
-
-fn vz(sys: &SidSystem, args: &[&str]) -> Output {
-    let mut all = vec!["virtzone"];
-    all.extend(args);
-    sys.run(&all)
-}
-
-fn vz_ok(sys: &SidSystem, args: &[&str]) -> String {
-    let out = vz(sys, args);
-    assert!(
-        out.status.success(),
-        "virtzone {args:?}: exit {:?}\n{}{}{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr),
-        sys.diagnostics()
-    );
-    text(&out.stdout)
 }
 
 /// `nft list chain ip libvirt_network guest_input` (empty when absent).

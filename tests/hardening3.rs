@@ -246,7 +246,7 @@ fn hold_lock(path: &std::path::Path) -> Process {
         .spawn()
         .expect("flock");
     let holder = Process(child);
-    crate::forwards::wait("the lock held by another process", ANSWER, || {
+    crate::common::forward::wait("the lock held by another process", ANSWER, || {
         !Command::new("flock")
             .args(["-n", "-x"])
             .arg(path)
@@ -462,7 +462,7 @@ fn network_lab(real_leases: bool) -> common::libvirt::LibvirtLab {
         format!("LeaseDirectory={}\n", leases.display()),
     )
     .unwrap();
-    crate::forwards::vz_ok(&vlab, &["install"]);
+    crate::common::vz::vz_ok(&vlab, &["install"]);
     let xml = network(&[]);
     let xml = xml
         .trim_start_matches("<hookData>")
@@ -475,7 +475,7 @@ fn network_lab(real_leases: bool) -> common::libvirt::LibvirtLab {
         &domain("web", UUID_A, MAC),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    crate::forwards::vz_ok(&vlab, &["forward", "add", "--domain", "web", "tcp/8080:80"]);
+    crate::common::vz::vz_ok(&vlab, &["forward", "add", "--domain", "web", "tcp/8080:80"]);
     vlab
 }
 
@@ -486,9 +486,9 @@ fn network_lab(real_leases: bool) -> common::libvirt::LibvirtLab {
 #[test]
 fn s8_virsh_net_update_reaches_the_record() {
     let vlab = network_lab(false);
-    let errors_from = crate::forwards::log_len(&vlab);
+    let errors_from = crate::common::forward::log_len(&vlab);
     let state = || -> Value {
-        let rows: Value = serde_json::from_str(&crate::forwards::vz_ok(
+        let rows: Value = serde_json::from_str(&crate::common::vz::vz_ok(
             &vlab,
             &["forward", "list", "--json"],
         ))
@@ -509,7 +509,7 @@ fn s8_virsh_net_update_reaches_the_record() {
         vlab.expect_ok(&out, "virsh net-update");
     };
     update("add");
-    crate::forwards::wait("the static host through updated", ANSWER, || {
+    crate::common::forward::wait("the static host through updated", ANSWER, || {
         let r = state();
         r["state"] == "active" && r["guest"] == "192.0.2.61"
     });
@@ -520,10 +520,10 @@ fn s8_virsh_net_update_reaches_the_record() {
         vlab.diagnostics()
     );
     update("delete");
-    crate::forwards::wait("the static host's removal through updated", ANSWER, || {
+    crate::common::forward::wait("the static host's removal through updated", ANSWER, || {
         state()["state"] == "waiting-for-address"
     });
-    let errors = crate::forwards::errors_since(&vlab, errors_from);
+    let errors = crate::common::forward::errors_since(&vlab, errors_from);
     assert!(errors.is_empty(), "firewalld errors: {errors:?}");
 }
 
@@ -540,7 +540,7 @@ fn s10_s9_the_daemon_backs_off_wakes_on_a_lease_and_keeps_the_domains_uuid() {
     std::fs::write(&status, "[]").unwrap();
     let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
     inotify::add_watch(&fd, &status, inotify::WatchFlags::OPEN).unwrap();
-    let _daemon = crate::forwards::Daemon::start(&vlab);
+    let _daemon = crate::common::forward::Daemon::start(&vlab);
     // The window: long enough for eleven polls at the old fixed 1.5 s.
     let window = Duration::from_secs(17);
     let start = Instant::now();
@@ -570,7 +570,7 @@ fn s10_s9_the_daemon_backs_off_wakes_on_a_lease_and_keeps_the_domains_uuid() {
     let t = Instant::now();
     // `applied` is the daemon's record of what it brought firewalld to (`forward list` resolves
     // on its own, so it would not show the daemon's work).
-    crate::forwards::wait(
+    crate::common::forward::wait(
         "the daemon applying the forward after the lease",
         ANSWER,
         || {
@@ -598,10 +598,10 @@ fn s10_s9_the_daemon_backs_off_wakes_on_a_lease_and_keeps_the_domains_uuid() {
         &domain("web", UUID_B, MAC),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    crate::forwards::wait("the forward taken out for another domain", ANSWER, || {
+    crate::common::forward::wait("the forward taken out for another domain", ANSWER, || {
         domains()["applied"].get("1").is_none()
     });
-    let rows: Value = serde_json::from_str(&crate::forwards::vz_ok(
+    let rows: Value = serde_json::from_str(&crate::common::vz::vz_ok(
         &vlab,
         &["forward", "list", "--json"],
     ))
@@ -623,9 +623,9 @@ fn s10_s9_the_daemon_backs_off_wakes_on_a_lease_and_keeps_the_domains_uuid() {
 #[test]
 fn s1_a_guest_asking_with_the_domains_mac_takes_no_forward() {
     let vlab = network_lab(true);
-    let errors_from = crate::forwards::log_len(&vlab);
+    let errors_from = crate::common::forward::log_len(&vlab);
     let first = || -> Value {
-        let rows: Value = serde_json::from_str(&crate::forwards::vz_ok(
+        let rows: Value = serde_json::from_str(&crate::common::vz::vz_ok(
             &vlab,
             &["forward", "list", "--json"],
         ))
@@ -636,7 +636,7 @@ fn s1_a_guest_asking_with_the_domains_mac_takes_no_forward() {
     let lease = victim
         .dhcp(5)
         .unwrap_or_else(|e| panic!("DHCP failed: {e}{}", vlab.diagnostics()));
-    crate::forwards::wait("the forward to the victim's lease", ANSWER, || {
+    crate::common::forward::wait("the forward to the victim's lease", ANSWER, || {
         first()["guest"] == lease.ip.as_str()
     });
     let thief = vlab.plug_guest_with_mac(BRIDGE, Some(MAC));
@@ -648,7 +648,7 @@ fn s1_a_guest_asking_with_the_domains_mac_takes_no_forward() {
         "measured: victim {} and thief {} hold leases for {MAC}",
         lease.ip, stolen.ip
     );
-    crate::forwards::wait("the forward refusing both leases", ANSWER, || {
+    crate::common::forward::wait("the forward refusing both leases", ANSWER, || {
         first()["state"] == "ambiguous-address"
     });
     let r = first();
@@ -660,7 +660,7 @@ fn s1_a_guest_asking_with_the_domains_mac_takes_no_forward() {
             .contains(stolen.ip.as_str()),
         "{r}"
     );
-    let errors = crate::forwards::errors_since(&vlab, errors_from);
+    let errors = crate::common::forward::errors_since(&vlab, errors_from);
     assert!(errors.is_empty(), "firewalld errors: {errors:?}");
 }
 

@@ -7,11 +7,11 @@
 //! lease, `virtzone serve`).
 
 use crate::common;
-use crate::forwards::{
+use crate::common::forward::{
     connect, connect_from_host, errors_since, lab, log_len, nat_network, python, route_localnet,
-    route_loopback_to_host, serve, serve_loopback_only, set_route_localnet, vz_ok, wait, Daemon,
-    HEAL,
+    route_loopback_to_host, serve, serve_loopback_only, set_route_localnet, wait, Daemon, HEAL,
 };
+use crate::common::vz::{vz, vz_ok};
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -208,14 +208,11 @@ fn guard_outlives_a_wipe_with_firewalld_stopped(release: Release, backend: Backe
     );
 }
 
-#[test]
-fn guard_outlives_a_wipe_with_firewalld_stopped_1_3_3_nftables() {
-    guard_outlives_a_wipe_with_firewalld_stopped(Release::Debian12, Backend::Nftables);
-}
-
-#[test]
-fn guard_outlives_a_wipe_with_firewalld_stopped_2_5_2_iptables() {
-    guard_outlives_a_wipe_with_firewalld_stopped(Release::Sid, Backend::Iptables);
+crate::lab_matrix! {
+    guard_outlives_a_wipe_with_firewalld_stopped:
+        _1_3_3_nftables, _2_5_2_iptables;
+    skip _0_9_3_nftables, _0_9_3_iptables, _1_3_3_iptables, _2_3_1_nftables, _2_3_1_iptables,
+         _2_5_2_nftables: "not run, for time";
 }
 
 /// S7: the package's removal runs `virtzone forward purge`, which leaves nothing of virtzone's in
@@ -277,7 +274,7 @@ fn purge_leaves_nothing_of_virtzones_behind(release: Release, backend: Backend) 
 
     // firewalld stopped: nothing changes, and the message names what remains.
     vlab.stop_firewalld();
-    let out = crate::forwards::vz(&vlab, &["forward", "purge"]);
+    let out = vz(&vlab, &["forward", "purge"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     let said = text(&out.stderr);
     assert!(
@@ -313,12 +310,9 @@ fn purge_leaves_nothing_of_virtzones_behind(release: Release, backend: Backend) 
     );
 }
 
-#[test]
-fn purge_leaves_nothing_of_virtzones_behind_1_3_3_nftables() {
-    purge_leaves_nothing_of_virtzones_behind(Release::Debian12, Backend::Nftables);
-}
-
-#[test]
-fn purge_leaves_nothing_of_virtzones_behind_2_5_2_nftables() {
-    purge_leaves_nothing_of_virtzones_behind(Release::Sid, Backend::Nftables);
+crate::lab_matrix! {
+    purge_leaves_nothing_of_virtzones_behind:
+        _1_3_3_nftables, _2_5_2_nftables;
+    skip _0_9_3_nftables, _0_9_3_iptables, _1_3_3_iptables, _2_3_1_nftables, _2_3_1_iptables,
+         _2_5_2_iptables: "not run, for time";
 }

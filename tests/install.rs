@@ -1,10 +1,11 @@
-//! `virtzone install` / `uninstall` against real firewalld (1.3.3 and 2.3.1, both backends).
+//! `virtzone install` / `uninstall` against real firewalld: every release of the lab (0.9.3, 1.3.3,
+//! 2.3.1, 2.5.2) on both backends in the tests that loop over `all_cells`; the others name theirs.
 
 use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::{both_releases_both_backends, ok, text, Backend, Lab, LabConfig, Release};
+use common::{ok, text, Backend, Lab, LabConfig, Release};
 
 fn permanent_zones(lab: &Lab) -> Vec<String> {
     lab.firewall_cmd_ok(&["--permanent", "--get-zones"])
@@ -22,7 +23,7 @@ fn both_backends() -> Vec<LabConfig> {
 
 #[test]
 fn fresh_install_is_live_and_what_firewall_cmd_shows() {
-    for cfg in both_releases_both_backends() {
+    for cfg in common::all_cells() {
         let what = format!("{:?}/{:?}", cfg.release, cfg.backend);
         let lab = Lab::start(cfg);
         let out = ok(&lab.run_virtzone(&["install"]));
@@ -81,7 +82,7 @@ fn fresh_install_is_live_and_what_firewall_cmd_shows() {
 
 #[test]
 fn reinstall_changes_nothing_and_keeps_admin_changes() {
-    for cfg in both_releases_both_backends() {
+    for cfg in common::all_cells() {
         let what = format!("{:?}/{:?}", cfg.release, cfg.backend);
         let lab = Lab::start(cfg);
         ok(&lab.run_virtzone(&["install"]));
@@ -323,7 +324,7 @@ fn packaged_files_load_into_firewalld() {
             xml.to_string(),
         ));
     }
-    for cfg in both_releases_both_backends() {
+    for cfg in common::all_cells() {
         let lab = Lab::start(LabConfig {
             default_files: default_files.clone(),
             ..cfg

@@ -18,14 +18,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{Lab, LabConfig, Release};
+use common::{text, Lab, LabConfig, Release};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn ok(out: &Output, what: &str) -> String {
@@ -337,7 +333,7 @@ fn make_install_gives_a_complete_valid_tree() {
         text(&failed.stderr)
     );
 
-    // firewalld (both releases) loads the installed zones beside its stock configuration. The lab
+    // firewalld (1.3.3 and 2.3.1) loads the installed zones beside its stock configuration. The lab
     // provides that stock configuration without libvirt's own zone files.
     for release in [Release::Debian12, Release::Debian13] {
         let lab = Lab::start(LabConfig {

@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{
-    both_releases_both_backends, is_libvirt_zone_or_policy, Backend, Lab, LabConfig, Release,
-    FIREWALLD_NAME,
-};
+use common::{is_libvirt_zone_or_policy, Backend, Lab, LabConfig, Release, FIREWALLD_NAME};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -34,9 +31,8 @@ fn host_has_firewalld_table() -> bool {
 }
 
 /// Everything a plain lab must show, for one release and backend.
-fn check_lab(cfg: LabConfig) {
-    let (release, backend) = (cfg.release, cfg.backend);
-    let lab = Lab::start(cfg);
+fn lab_comes_up(release: Release, backend: Backend) {
+    let lab = Lab::start(LabConfig::new(release, backend));
     let ctx = format!("{release:?}/{}", backend.as_str());
 
     assert_eq!(lab.version(), release.version(), "{ctx}");
@@ -91,44 +87,10 @@ fn check_lab(cfg: LabConfig) {
     );
 }
 
-#[test]
-fn debian12_nftables() {
-    check_lab(LabConfig::new(Release::Debian12, Backend::Nftables));
-}
-
-#[test]
-fn debian12_iptables() {
-    check_lab(LabConfig::new(Release::Debian12, Backend::Iptables));
-}
-
-#[test]
-fn debian13_nftables() {
-    check_lab(LabConfig::new(Release::Debian13, Backend::Nftables));
-}
-
-#[test]
-fn debian13_iptables() {
-    check_lab(LabConfig::new(Release::Debian13, Backend::Iptables));
-}
-
-#[test]
-fn debian11_nftables() {
-    check_lab(LabConfig::new(Release::Debian11, Backend::Nftables));
-}
-
-#[test]
-fn debian11_iptables() {
-    check_lab(LabConfig::new(Release::Debian11, Backend::Iptables));
-}
-
-#[test]
-fn sid_nftables() {
-    check_lab(LabConfig::new(Release::Sid, Backend::Nftables));
-}
-
-#[test]
-fn sid_iptables() {
-    check_lab(LabConfig::new(Release::Sid, Backend::Iptables));
+crate::lab_matrix! {
+    lab_comes_up:
+        _0_9_3_nftables, _0_9_3_iptables, _1_3_3_nftables, _1_3_3_iptables, _2_3_1_nftables,
+        _2_3_1_iptables, _2_5_2_nftables, _2_5_2_iptables;
 }
 
 #[test]
@@ -145,17 +107,50 @@ fn all_cells_cover_every_release_and_backend() {
     }
 }
 
+/// `lab_matrix!`'s cell names and arguments are the lab's cells: `_1_3_3_nftables` is firewalld
+/// 1.3.3 with nftables, in the order of [`common::all_cells`].
 #[test]
-fn matrix_helper_covers_both_releases_and_backends() {
-    let all: Vec<_> = both_releases_both_backends()
+fn lab_matrix_cells_are_the_labs_cells() {
+    let named: Vec<(String, Release, Backend)> = common::all_cells()
         .into_iter()
-        .map(|c| (c.release, c.backend))
+        .map(|c| {
+            let name = format!(
+                "_{}_{}",
+                c.release.version().replace('.', "_"),
+                c.backend.as_str()
+            );
+            (name, c.release, c.backend)
+        })
         .collect();
-    let cells: Vec<_> = common::all_cells()
-        .into_iter()
-        .map(|c| (c.release, c.backend))
+    let cells = common::matrix::PAIR_CELLS.map(String::from);
+    assert_eq!(
+        named.iter().map(|n| &n.0).collect::<Vec<_>>(),
+        cells.iter().collect::<Vec<_>>()
+    );
+    let args = [
+        crate::lab_matrix!(@args _0_9_3_nftables),
+        crate::lab_matrix!(@args _0_9_3_iptables),
+        crate::lab_matrix!(@args _1_3_3_nftables),
+        crate::lab_matrix!(@args _1_3_3_iptables),
+        crate::lab_matrix!(@args _2_3_1_nftables),
+        crate::lab_matrix!(@args _2_3_1_iptables),
+        crate::lab_matrix!(@args _2_5_2_nftables),
+        crate::lab_matrix!(@args _2_5_2_iptables),
+    ];
+    let pairs: Vec<_> = named.iter().map(|n| (n.1, n.2)).collect();
+    assert_eq!(args.to_vec(), pairs);
+    let releases = [
+        crate::lab_matrix!(@args _0_9_3).0,
+        crate::lab_matrix!(@args _1_3_3).0,
+        crate::lab_matrix!(@args _2_3_1).0,
+        crate::lab_matrix!(@args _2_5_2).0,
+    ];
+    assert_eq!(releases, Release::ALL);
+    let names: Vec<String> = Release::ALL
+        .iter()
+        .map(|r| format!("_{}", r.version().replace('.', "_")))
         .collect();
-    assert_eq!(all, cells);
+    assert_eq!(names, common::matrix::RELEASE_CELLS.map(String::from));
 }
 
 #[test]

@@ -8,10 +8,7 @@ use crate::common;
 use std::process::{Command, Output};
 
 use common::sidroot::SidSystem;
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::text;
 
 const NET: &str = "<network>
   <name>n12</name>

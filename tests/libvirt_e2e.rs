@@ -17,12 +17,9 @@ use crate::common;
 use std::process::{Output, Stdio};
 
 use common::libvirt::{Hook, LibvirtConfig, LibvirtLab};
-use common::{Backend, LabConfig, Release};
+use common::vz::vz_ok;
+use common::{text, Backend, LabConfig, Release};
 use serde_json::Value;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A network's XML: forward `mode` (`None`: isolated), its bridge, an optional `zone=`, and a /24
 /// from `net` (e.g. `"192.0.2"`) with a DHCP range, so libvirt runs dnsmasq for it.
@@ -49,20 +46,6 @@ fn start(backend: Backend) -> LibvirtLab {
 
 fn start_release(release: Release, backend: Backend) -> LibvirtLab {
     LibvirtLab::start(LibvirtConfig::new(LabConfig::new(release, backend)))
-}
-
-/// Runs virtzone (with the lab's state dir) and asserts success.
-fn vz_ok(vlab: &LibvirtLab, args: &[&str]) -> String {
-    let out = vlab.virtzone().args(args).output().expect("run virtzone");
-    assert!(
-        out.status.success(),
-        "virtzone {args:?}: exit {:?}\nstdout: {}\nstderr: {}{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr),
-        vlab.diagnostics()
-    );
-    text(&out.stdout)
 }
 
 /// `virtzone list --json`: the bindings virtzone recorded, each beside firewalld's actual zone.
@@ -219,8 +202,8 @@ fn harness_runs_libvirtd_isolated_with_hooks() {
 
 /// A NAT network starts, its bridge is in `libvirt`, virtzone recorded the binding, and the stop
 /// unbinds it; real hookData replayed against the hook directly covers the other operations.
-fn nat_network_is_bound_to_libvirt(backend: Backend) {
-    let vlab = start(backend);
+fn nat_network_is_bound_to_libvirt(release: Release, backend: Backend) {
+    let vlab = start_release(release, backend);
     vz_ok(&vlab, &["install"]);
     let name = vlab.define(&network_xml("nat1", Some("nat"), "virbr1", None, "192.0.2"));
 
@@ -293,18 +276,17 @@ fn nat_network_is_bound_to_libvirt(backend: Backend) {
     );
 }
 
-#[test]
-fn nat_network_is_bound_to_libvirt_nftables() {
-    nat_network_is_bound_to_libvirt(Backend::Nftables);
-}
-
-#[test]
-fn nat_network_is_bound_to_libvirt_iptables() {
-    nat_network_is_bound_to_libvirt(Backend::Iptables);
+crate::lab_matrix! {
+    nat_network_is_bound_to_libvirt:
+        _1_3_3_nftables, _1_3_3_iptables;
+    skip _0_9_3_nftables, _0_9_3_iptables, _2_3_1_nftables, _2_3_1_iptables, _2_5_2_nftables,
+         _2_5_2_iptables: "not run, for time";
 }
 
 /// A routed network's bridge ends in `libvirt-routed`, recorded by virtzone; a NAT network beside
-/// it stays in `libvirt`.
+/// it stays in `libvirt`. The 2.3.1 cell: libvirt 9 against firewalld 2.3.1 (Debian 13's), which
+/// lists the default zone among the active zones and renders zones differently: the hook's choices
+/// are the same.
 fn routed_network_is_bound_to_libvirt_routed(release: Release, backend: Backend) {
     let vlab = start_release(release, backend);
     vz_ok(&vlab, &["install"]);
@@ -350,21 +332,11 @@ fn routed_network_is_bound_to_libvirt_routed(release: Release, backend: Backend)
     );
 }
 
-#[test]
-fn routed_network_is_bound_to_libvirt_routed_nftables() {
-    routed_network_is_bound_to_libvirt_routed(Release::Debian12, Backend::Nftables);
-}
-
-#[test]
-fn routed_network_is_bound_to_libvirt_routed_iptables() {
-    routed_network_is_bound_to_libvirt_routed(Release::Debian12, Backend::Iptables);
-}
-
-/// libvirt 9 against firewalld 2.3.1 (Debian 13's), which lists the default zone among the active
-/// zones and renders zones differently: the hook's choices are the same.
-#[test]
-fn routed_network_with_firewalld_2_3_1() {
-    routed_network_is_bound_to_libvirt_routed(Release::Debian13, Backend::Nftables);
+crate::lab_matrix! {
+    routed_network_is_bound_to_libvirt_routed:
+        _1_3_3_nftables, _1_3_3_iptables, _2_3_1_nftables;
+    skip _0_9_3_nftables, _0_9_3_iptables, _2_3_1_iptables, _2_5_2_nftables, _2_5_2_iptables:
+        "not run, for time";
 }
 
 /// With virtzone's zones uninstalled on nftables, `virsh net-start` fails with virtzone's
@@ -485,8 +457,8 @@ fn open_network_gets_its_requested_zone_from_virtzone_alone() {
 /// What it is all for: with virtzone's zones installed, a guest on a NAT network gets its DHCP
 /// lease and DNS answers from libvirt's dnsmasq and reaches its gateway, through firewalld (whose
 /// nftables backend drops bridge traffic that no zone accepts).
-fn guest_gets_dhcp_and_dns(backend: Backend) {
-    let vlab = start(backend);
+fn guest_gets_dhcp_and_dns(release: Release, backend: Backend) {
+    let vlab = start_release(release, backend);
     vz_ok(&vlab, &["install"]);
     // stp='off': with STP on, the kernel holds a new port 2 s listening + 2 s learning (its minimum
     // forward delay) before it forwards. dnsmasq's `no-ping`: by default it pings an address for
@@ -574,12 +546,9 @@ fn guest_gets_dhcp_and_dns(backend: Backend) {
     assert_eq!(code, Some(if again.is_ok() { 0 } else { 1 }), "{said}");
 }
 
-#[test]
-fn guest_gets_dhcp_and_dns_nftables() {
-    guest_gets_dhcp_and_dns(Backend::Nftables);
-}
-
-#[test]
-fn guest_gets_dhcp_and_dns_iptables() {
-    guest_gets_dhcp_and_dns(Backend::Iptables);
+crate::lab_matrix! {
+    guest_gets_dhcp_and_dns:
+        _1_3_3_nftables, _1_3_3_iptables;
+    skip _0_9_3_nftables, _0_9_3_iptables, _2_3_1_nftables, _2_3_1_iptables, _2_5_2_nftables,
+         _2_5_2_iptables: "not run, for time";
 }

@@ -17,11 +17,7 @@ use std::time::{Duration, Instant};
 use common::topology::{
     Outcome, Topology, BRIDGE, DNS_NAME, HOST_V4, HOST_V6, TFTP_FILE, UNLISTED_PORT, WEB_PORT,
 };
-use common::{both_releases_both_backends, Backend, Lab, LabConfig, Release};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{text, Backend, Lab, LabConfig, Release};
 
 /// Runs virtzone in the lab with a private state directory.
 fn vz(lab: &Lab, args: &[&str]) -> Output {
@@ -624,7 +620,7 @@ fn table(release: Release, checks: &[Check], columns: &[Column]) -> String {
 
 /// Runs the matrix for a release: both backends × both zone sources, in parallel (separate labs
 /// share nothing).
-fn packet_matrix(release: Release) {
+fn both_backends_both_zone_sources(release: Release) {
     let start = Instant::now();
     let checks = checks();
     let combos = [
@@ -709,24 +705,8 @@ fn packet_matrix(release: Release) {
     }
 }
 
-#[test]
-fn packets_debian12_both_backends_both_zone_sources() {
-    packet_matrix(Release::Debian12);
-}
-
-#[test]
-fn packets_debian13_both_backends_both_zone_sources() {
-    packet_matrix(Release::Debian13);
-}
-
-#[test]
-fn packets_debian11_both_backends_both_zone_sources() {
-    packet_matrix(Release::Debian11);
-}
-
-#[test]
-fn packets_sid_both_backends_both_zone_sources() {
-    packet_matrix(Release::Sid);
+crate::lab_matrix! {
+    both_backends_both_zone_sources: _0_9_3, _1_3_3, _2_3_1, _2_5_2;
 }
 
 // --- virtzone status --verify on live rulesets ---
@@ -877,7 +857,7 @@ fn verify_reports_a_failed_firewalld() {
 
 #[test]
 fn verify_reports_a_missing_service_and_an_unbound_bridge() {
-    for cfg in both_releases_both_backends() {
+    for cfg in common::all_cells() {
         let what = format!("{:?}/{:?}", cfg.release, cfg.backend);
         let lab = Lab::start(cfg);
         assert!(vz(&lab, &["install"]).status.success(), "{what}");
@@ -916,7 +896,8 @@ fn verify_reports_a_missing_service_and_an_unbound_bridge() {
 fn verify_reports_dispatch_removed_behind_firewalld() {
     let lab = Lab::start(LabConfig::new(Release::Debian12, Backend::Nftables));
     lab.allow_firewalld_errors(
-        "the test deletes firewalld's nftables rules behind its back, which firewalld then fails to update",
+        "the test deletes firewalld's nftables rules behind its back, which firewalld then fails \
+        to update",
     );
     assert!(vz(&lab, &["install"]).status.success());
     add_bridges(&lab);

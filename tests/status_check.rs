@@ -5,7 +5,7 @@ use crate::common;
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::{both_releases_both_backends, run_with_input, text, Backend, Lab, LabConfig, Release};
+use common::{run_with_input, text, Backend, Lab, LabConfig, Release};
 use serde_json::Value;
 
 fn output(cmd: &mut std::process::Command) -> Output {
@@ -53,7 +53,7 @@ const ROUTED: &str = "<hookData><network><name>r1</name><forward mode='route'/><
 
 #[test]
 fn no_zone_fails_on_nftables_and_warns_on_iptables() {
-    for cfg in both_releases_both_backends() {
+    for cfg in common::all_cells() {
         let (release, backend) = (cfg.release, cfg.backend);
         let lab = Lab::start(cfg);
         let status = status_json(&lab);
@@ -108,7 +108,7 @@ fn no_zone_fails_on_nftables_and_warns_on_iptables() {
 
 #[test]
 fn zones_present_pass_and_name_the_zone() {
-    for mut cfg in both_releases_both_backends() {
+    for mut cfg in common::all_cells() {
         cfg.files = shipped_files(true);
         let release = cfg.release;
         let lab = Lab::start(cfg);

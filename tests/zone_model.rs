@@ -2,7 +2,7 @@
 //! - every stock zone and policy of firewalld 1.3.3 (and 2.3.1, when unpacked) parses and round-trips
 //!   through XML and through the D-Bus settings dict;
 //! - `tests/data/zone/invalid/*.xml` are refused with the message in their `.expect` sidecar, and the
-//!   real `firewall-offline-cmd --check-config` of both releases gives the verdict recorded there;
+//!   real `firewall-offline-cmd --check-config` of 1.3.3 and 2.3.1 gives the verdict recorded there;
 //! - `tests/data/zone/valid/*.xml` parse, round-trip, and pass the real offline check;
 //! - the shipped zones and policies have libvirt's semantics and pass the real offline check (and a
 //!   broken copy fails it);

@@ -409,14 +409,9 @@ fn clash(d: &Declaration, o: &Declaration, what: &str) -> DeclError {
 
 /// The host side a forward request claims.
 pub fn host_side(r: &Request) -> crate::forward::model::HostSide {
-    let (ports, address) = match r {
-        Request::Guest(g) => (&g.ports, g.host_address),
-        Request::Domain(d) => (&d.ports, d.host_address),
-    };
-    crate::forward::model::HostSide {
-        proto: ports.proto,
-        ports: ports.host,
-        address,
+    match r {
+        Request::Guest(g) => g.rule.host_side(),
+        Request::Domain(d) => d.rule.host_side(),
     }
 }
 

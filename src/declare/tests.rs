@@ -45,15 +45,15 @@ fn every_section_parses_to_what_the_flags_would_give() {
         (
             g.network.as_str(),
             g.guest.to_string(),
-            g.ports.host.to_string(),
-            g.ports.guest.to_string()
+            g.rule.host_port.to_string(),
+            g.rule.guest_port.to_string()
         ),
         ("labnet", "192.0.2.100".into(), "8080".into(), "80".into())
     );
     let Object::Forward(Request::Domain(w)) = &d[1].object else {
         panic!()
     };
-    assert!(w.hairpin && w.domain == "web1" && w.network.is_none());
+    assert!(w.rule.hairpin && w.domain == "web1" && w.network.is_none());
     assert!(
         matches!(&d[2].object, Object::Allow(Allow { opening: Opening::Service(s), .. }) if s == "nfs")
     );

@@ -103,17 +103,7 @@ fn merged(before: &Declared, decls: &[Declaration]) -> Result<Merged, ForwardErr
         let file = d.origin.file.clone();
         match &d.object {
             Object::Forward(Request::Guest(r)) => {
-                let mut new = Forward {
-                    id: 0,
-                    network: r.network.clone(),
-                    guest: r.guest,
-                    proto: r.ports.proto,
-                    host_port: r.ports.host,
-                    guest_port: r.ports.guest,
-                    host_address: r.host_address,
-                    from_host: r.from_host,
-                    hairpin: r.hairpin,
-                };
+                let mut new = r.forward(0);
                 if let Some(old) = before.forwards.iter().find(|f| f.same_as(&new)) {
                     new.id = old.id;
                     // A CLI forward now declared in a file: adopted as it is.

@@ -728,7 +728,7 @@ pub fn now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forward::model::{Ports, Proto};
+    use crate::forward::model::{ForwardRule, Ports, Proto};
     use crate::forward::network::{StaticHost, Subnet};
     use crate::names::BridgeName;
 
@@ -737,12 +737,14 @@ mod tests {
             id,
             domain: domain.into(),
             network: network.map(String::from),
-            proto: Proto::Tcp,
-            host_port: Ports { lo: 8080, hi: 8080 },
-            guest_port: Ports { lo: 80, hi: 80 },
-            host_address: None,
-            from_host: false,
-            hairpin: false,
+            rule: ForwardRule {
+                proto: Proto::Tcp,
+                host_port: Ports { lo: 8080, hi: 8080 },
+                guest_port: Ports { lo: 80, hi: 80 },
+                host_address: None,
+                from_host: false,
+                hairpin: false,
+            },
         }
     }
 

@@ -26,7 +26,7 @@ use crate::firewalld::{self, Firewalld};
 use crate::libvirt::{Domain, Network};
 use crate::state::{StateDir, StateError};
 use domain::{DomainRecord, Domains, Status, DOMAINS_FILE};
-use model::{Allow, Declared, DomainForward, Forward, Opening, PortMap, FORMAT_VERSION};
+use model::{Allow, Declared, DomainForward, Forward, ForwardRule, Opening, FORMAT_VERSION};
 use network::{NetworkRecord, Networks, NETWORKS_FILE};
 
 /// The state file of declared forwards and allows.
@@ -256,16 +256,22 @@ pub struct AddForward {
     pub network: String,
     /// The guest.
     pub guest: IpAddr,
-    /// Protocol and ports.
-    pub ports: PortMap,
-    /// Only for connections to this host address.
-    pub host_address: Option<IpAddr>,
-    /// Also for connections the host itself opens (needs `host_address`).
-    pub from_host: bool,
-    /// Also for guests of the network reaching it through the host's address.
-    pub hairpin: bool,
-    /// The opt-in to `route_localnet` that a loopback `host_address` needs.
+    /// What to forward.
+    pub rule: ForwardRule,
+    /// The opt-in to `route_localnet` that a loopback host address needs.
     pub route_localnet: bool,
+}
+
+impl AddForward {
+    /// The forward it declares, numbered `id`.
+    fn forward(&self, id: u32) -> Forward {
+        Forward {
+            id,
+            network: self.network.clone(),
+            guest: self.guest,
+            rule: self.rule,
+        }
+    }
 }
 
 /// Whether `addr` is one of this host's addresses (binding to it succeeds only then).
@@ -306,7 +312,7 @@ pub fn validate(
             }
         )));
     }
-    if let Some(host) = req.host_address {
+    if let Some(host) = req.rule.host_address {
         if host.is_ipv4() != req.guest.is_ipv4() {
             return Err(ForwardError::Usage(format!(
                 "host address {host} and guest address {} are of different IP versions",
@@ -314,16 +320,16 @@ pub fn validate(
             )));
         }
     }
-    check_host_side(req.host_address, req.from_host, req.route_localnet, local)
+    check_host_side(&req.rule, req.route_localnet, local)
 }
 
 /// The checks of `--host-address`, `--from-host` and `--route-localnet` every forward gets.
 fn check_host_side(
-    host_address: Option<IpAddr>,
-    from_host: bool,
+    rule: &ForwardRule,
     route_localnet: bool,
     local: impl Fn(IpAddr) -> bool,
 ) -> Result<(), ForwardError> {
+    let (host_address, from_host) = (rule.host_address, rule.from_host);
     if route_localnet && host_address.is_none() {
         return Err(ForwardError::Usage(
             "--route-localnet is only for a loopback --host-address such as 127.0.0.1".into(),
@@ -405,36 +411,96 @@ async fn put_back(
     Ok(())
 }
 
-/// `forward add`: records and applies a forward. Returns the message to print.
-pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, ForwardError> {
+/// A forward of either kind, as `forward add` records it.
+trait Declarable: Clone + std::ops::Deref<Target = ForwardRule> {
+    /// Its id.
+    fn id(&self) -> u32;
+    /// Whether it describes the same forward as `other`, ignoring ids.
+    fn same(&self, other: &Self) -> bool;
+    /// The declared forwards of its kind.
+    fn all(declared: &mut Declared) -> &mut Vec<Self>;
+}
+
+impl Declarable for Forward {
+    fn id(&self) -> u32 {
+        self.id
+    }
+    fn same(&self, other: &Self) -> bool {
+        self.same_as(other)
+    }
+    fn all(declared: &mut Declared) -> &mut Vec<Self> {
+        &mut declared.forwards
+    }
+}
+
+impl Declarable for DomainForward {
+    fn id(&self) -> u32 {
+        self.id
+    }
+    fn same(&self, other: &Self) -> bool {
+        self.same_as(other)
+    }
+    fn all(declared: &mut Declared) -> &mut Vec<Self> {
+        &mut declared.domain_forwards
+    }
+}
+
+/// What [`add_declarable`] did.
+enum Added {
+    /// The same forward was declared already (numbered so): nothing recorded, whatever of it
+    /// firewalld or libvirt lost put back.
+    Exists(u32),
+    /// Recorded and applied.
+    New(Box<Applied>),
+}
+
+/// A new forward recorded and applied: what its message needs.
+struct Applied {
+    /// The connection it was applied on.
+    fw: Firewalld,
+    /// The recorded networks.
+    networks: Networks,
+    /// How the domain forwards resolved.
+    res: domain::Resolution,
+}
+
+/// The part of `forward add` both kinds share, under the store's lock: `make` validates the
+/// request against the store (recorded networks, for a domain its record too) and numbers the
+/// forward; an equal forward is only put back, a clash refused; then it is recorded and applied.
+async fn add_declarable<F: Declarable>(
+    state: &StateDir,
+    make: impl FnOnce(&StateDir, &Networks, u32) -> Result<F, ForwardError>,
+) -> Result<(F, Added), ForwardError> {
     let state = &store_created(state)?;
     let _lock = state.lock().await?;
     let mut declared = declared_in(state)?;
     let networks = networks_in(state)?;
-    validate(&req, &networks, is_local)?;
-    let new = Forward {
-        id: declared.next_id,
-        network: req.network.clone(),
-        guest: req.guest,
-        proto: req.ports.proto,
-        host_port: req.ports.host,
-        guest_port: req.ports.guest,
-        host_address: req.host_address,
-        from_host: req.from_host,
-        hairpin: req.hairpin,
-    };
-    if let Some(same) = declared.forwards.iter().find(|f| f.same_as(&new)) {
-        // Nothing to record; but whatever of it firewalld or libvirt lost is put back.
-        let message = format!("forward {} exists already", same.id);
+    let new = make(state, &networks, declared.next_id)?;
+    if let Some(same) = F::all(&mut declared).iter().find(|f| f.same(&new)) {
+        let id = same.id();
         put_back(state, &declared, &networks).await?;
-        return Ok(message);
+        return Ok((new, Added::Exists(id)));
     }
     clash_check(&declared, &new.host_side())?;
     let before = declared.clone();
-    declared.forwards.push(new.clone());
+    F::all(&mut declared).push(new.clone());
     declared.next_id += 1;
     let fw = connect().await?;
-    apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
+    let (_, res) = apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
+    Ok((new, Added::New(Box::new(Applied { fw, networks, res }))))
+}
+
+/// `forward add`: records and applies a forward. Returns the message to print.
+pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, ForwardError> {
+    let (new, added) = add_declarable(state, |_, networks, id| {
+        validate(&req, networks, is_local)?;
+        Ok(req.forward(id))
+    })
+    .await?;
+    let Applied { fw, networks, .. } = match added {
+        Added::Exists(id) => return Ok(format!("forward {id} exists already")),
+        Added::New(applied) => *applied,
+    };
     let nat_active = networks
         .networks
         .get(&new.network)
@@ -471,15 +537,9 @@ pub struct AddDomainForward {
     pub domain: String,
     /// Which of its networks (`None`: its only one virtzone knows).
     pub network: Option<String>,
-    /// Protocol and ports.
-    pub ports: PortMap,
-    /// Only for connections to this host address.
-    pub host_address: Option<IpAddr>,
-    /// Also for connections the host itself opens (needs `host_address`).
-    pub from_host: bool,
-    /// Also for guests of the network reaching it through the host's address.
-    pub hairpin: bool,
-    /// The opt-in to `route_localnet` that a loopback `host_address` needs.
+    /// What to forward.
+    pub rule: ForwardRule,
+    /// The opt-in to `route_localnet` that a loopback host address needs.
     pub route_localnet: bool,
 }
 
@@ -490,12 +550,7 @@ impl AddDomainForward {
             id,
             domain: self.domain.clone(),
             network: self.network.clone(),
-            proto: self.ports.proto,
-            host_port: self.ports.host,
-            guest_port: self.ports.guest,
-            host_address: self.host_address,
-            from_host: self.from_host,
-            hairpin: self.hairpin,
+            rule: self.rule,
         }
     }
 }
@@ -526,7 +581,7 @@ pub fn validate_domain(
             ));
         }
     }
-    check_host_side(req.host_address, req.from_host, req.route_localnet, local)?;
+    check_host_side(&req.rule, req.route_localnet, local)?;
     let boot = domain::boot_id();
     if let Some(rec) = domains
         .domains
@@ -543,23 +598,15 @@ pub async fn add_domain_forward(
     state: &StateDir,
     req: AddDomainForward,
 ) -> Result<String, ForwardError> {
-    let state = &store_created(state)?;
-    let _lock = state.lock().await?;
-    let mut declared = declared_in(state)?;
-    let networks = networks_in(state)?;
-    validate_domain(&req, &networks, &domains_in(state)?, is_local)?;
-    let new = req.forward(declared.next_id);
-    if let Some(same) = declared.domain_forwards.iter().find(|f| f.same_as(&new)) {
-        let message = format!("forward {} exists already", same.id);
-        put_back(state, &declared, &networks).await?;
-        return Ok(message);
-    }
-    clash_check(&declared, &new.host_side())?;
-    let before = declared.clone();
-    declared.domain_forwards.push(new.clone());
-    declared.next_id += 1;
-    let fw = connect().await?;
-    let (_, res) = apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
+    let (new, added) = add_declarable(state, |state, networks, id| {
+        validate_domain(&req, networks, &domains_in(state)?, is_local)?;
+        Ok(req.forward(id))
+    })
+    .await?;
+    let res = match added {
+        Added::Exists(id) => return Ok(format!("forward {id} exists already")),
+        Added::New(applied) => applied.res,
+    };
     let how = match res.statuses.get(&new.id) {
         Some(Status::Active(t)) => format!("active, {} on network {}", t.guest, t.network),
         Some(Status::Waiting { network, mac }) => {
@@ -599,16 +646,10 @@ pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, Fo
     let networks = networks_in(state)?;
     let pos = match &which {
         Which::Id(id) => declared.forwards.iter().position(|f| f.id == *id),
-        Which::Spec(req) => declared.forwards.iter().position(|f| {
-            f.network == req.network
-                && f.guest == req.guest
-                && f.proto == req.ports.proto
-                && f.host_port == req.ports.host
-                && f.guest_port == req.ports.guest
-                && f.host_address == req.host_address
-                && f.from_host == req.from_host
-                && f.hairpin == req.hairpin
-        }),
+        Which::Spec(req) => {
+            let wanted = req.forward(0);
+            declared.forwards.iter().position(|f| f.same_as(&wanted))
+        }
         Which::DomainSpec(_) => None,
     };
     let domain_pos = match &which {
@@ -1005,10 +1046,7 @@ mod tests {
         AddDomainForward {
             domain: domain.into(),
             network: network.map(String::from),
-            ports: "tcp/8080:80".parse().unwrap(),
-            host_address: None,
-            from_host: false,
-            hairpin: false,
+            rule: ForwardRule::new("tcp/8080:80".parse().unwrap(), None, false, false),
             route_localnet: false,
         }
     }
@@ -1078,9 +1116,9 @@ mod tests {
         assert!(validate_domain(&req("new", None), &networks, &domains, local).is_ok());
         // The host side as for --guest forwards.
         let mut r = req("off", None);
-        r.from_host = true;
+        r.rule.from_host = true;
         assert!(usage(validate_domain(&r, &networks, &domains, local)));
-        r.host_address = Some("203.0.113.7".parse().unwrap());
+        r.rule.host_address = Some("203.0.113.7".parse().unwrap());
         assert!(usage(validate_domain(&r, &networks, &domains, |_| false)));
     }
 

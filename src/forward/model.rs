@@ -164,15 +164,12 @@ impl FromStr for PortMap {
     }
 }
 
-/// A forward virtzone was asked for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Forward {
-    /// Stable number, shown by `list` and accepted by `remove`.
-    pub id: u32,
-    /// The libvirt network the guest is on.
-    pub network: String,
-    /// The guest's address.
-    pub guest: IpAddr,
+/// What a forward does, whatever it forwards to (a [`Forward`]'s guest address or a
+/// [`DomainForward`]'s domain): protocol, ports, host address, and whom it serves besides
+/// upstream clients. In the state file its fields sit beside the target's (`#[serde(flatten)]`),
+/// as they did before this type existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardRule {
     /// The protocol.
     pub proto: Proto,
     /// Ports on the host.
@@ -188,6 +185,68 @@ pub struct Forward {
     /// Also for the guests of the forward's network reaching it through the host's address.
     #[serde(default, skip_serializing_if = "is_false")]
     pub hairpin: bool,
+}
+
+impl ForwardRule {
+    /// The rule `forward add PROTO/HOST[:GUEST]` describes, with its host-side options.
+    pub fn new(
+        ports: PortMap,
+        host_address: Option<IpAddr>,
+        from_host: bool,
+        hairpin: bool,
+    ) -> Self {
+        ForwardRule {
+            proto: ports.proto,
+            host_port: ports.host,
+            guest_port: ports.guest,
+            host_address,
+            from_host,
+            hairpin,
+        }
+    }
+
+    /// What it claims on the host.
+    pub fn host_side(&self) -> HostSide {
+        HostSide {
+            proto: self.proto,
+            ports: self.host_port,
+            address: self.host_address,
+        }
+    }
+
+    /// `tcp/8080:80` for messages and listings.
+    pub fn ports_text(&self) -> String {
+        format!("{}/{}:{}", self.proto, self.host_port, self.guest_port)
+    }
+}
+
+/// A forward virtzone was asked for: a rule to a guest address on a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// Stable number, shown by `list` and accepted by `remove`.
+    pub id: u32,
+    /// The libvirt network the guest is on.
+    pub network: String,
+    /// The guest's address.
+    pub guest: IpAddr,
+    /// What it forwards.
+    #[serde(flatten)]
+    pub rule: ForwardRule,
+}
+
+/// A forward reads as its rule (`forward.proto`, `forward.host_port`): the planners, listings and
+/// checks read the rule's fields of both kinds of forward alike.
+impl std::ops::Deref for Forward {
+    type Target = ForwardRule;
+    fn deref(&self) -> &ForwardRule {
+        &self.rule
+    }
+}
+
+impl std::ops::DerefMut for Forward {
+    fn deref_mut(&mut self) -> &mut ForwardRule {
+        &mut self.rule
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -216,15 +275,6 @@ impl HostSide {
 }
 
 impl Forward {
-    /// What it claims on the host.
-    pub fn host_side(&self) -> HostSide {
-        HostSide {
-            proto: self.proto,
-            ports: self.host_port,
-            address: self.host_address,
-        }
-    }
-
     /// Whether two forwards claim the same host port (they cannot both exist).
     pub fn clashes_with(&self, other: &Forward) -> bool {
         self.host_side().clashes_with(&other.host_side())
@@ -240,11 +290,6 @@ impl Forward {
             ..other.clone()
         }
     }
-
-    /// `tcp/8080:80` for messages and listings.
-    pub fn ports_text(&self) -> String {
-        format!("{}/{}:{}", self.proto, self.host_port, self.guest_port)
-    }
 }
 
 /// A forward to a libvirt domain by name (`forward add --domain`): its guest address is resolved
@@ -259,33 +304,26 @@ pub struct DomainForward {
     /// Which of the domain's networks (`None`: its only interface on a network virtzone knows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
-    /// The protocol.
-    pub proto: Proto,
-    /// Ports on the host.
-    pub host_port: Ports,
-    /// Ports on the guest.
-    pub guest_port: Ports,
-    /// Only connections to this host address are forwarded (`None`: every address of the host).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_address: Option<IpAddr>,
-    /// Also for connections the host itself opens to `host_address`.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub from_host: bool,
-    /// Also for the guests of the forward's network reaching it through the host's address.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub hairpin: bool,
+    /// What it forwards.
+    #[serde(flatten)]
+    pub rule: ForwardRule,
+}
+
+/// Reads as its rule, like [`Forward`].
+impl std::ops::Deref for DomainForward {
+    type Target = ForwardRule;
+    fn deref(&self) -> &ForwardRule {
+        &self.rule
+    }
+}
+
+impl std::ops::DerefMut for DomainForward {
+    fn deref_mut(&mut self) -> &mut ForwardRule {
+        &mut self.rule
+    }
 }
 
 impl DomainForward {
-    /// What it claims on the host.
-    pub fn host_side(&self) -> HostSide {
-        HostSide {
-            proto: self.proto,
-            ports: self.host_port,
-            address: self.host_address,
-        }
-    }
-
     /// Whether it describes the same forward as `other`, ignoring ids.
     pub fn same_as(&self, other: &DomainForward) -> bool {
         DomainForward {
@@ -303,18 +341,8 @@ impl DomainForward {
             id: self.id,
             network: network.to_string(),
             guest,
-            proto: self.proto,
-            host_port: self.host_port,
-            guest_port: self.guest_port,
-            host_address: self.host_address,
-            from_host: self.from_host,
-            hairpin: self.hairpin,
+            rule: self.rule,
         }
-    }
-
-    /// `tcp/8080:80` for messages and listings.
-    pub fn ports_text(&self) -> String {
-        format!("{}/{}:{}", self.proto, self.host_port, self.guest_port)
     }
 }
 
@@ -500,12 +528,14 @@ mod tests {
             id,
             network: "n".into(),
             guest: "192.0.2.5".parse().unwrap(),
-            proto: Proto::Tcp,
-            host_port: Ports { lo, hi },
-            guest_port: Ports { lo, hi },
-            host_address: addr.map(|a| a.parse().unwrap()),
-            from_host: false,
-            hairpin: false,
+            rule: ForwardRule {
+                proto: Proto::Tcp,
+                host_port: Ports { lo, hi },
+                guest_port: Ports { lo, hi },
+                host_address: addr.map(|a| a.parse().unwrap()),
+                from_host: false,
+                hairpin: false,
+            },
         };
         assert!(f(1, 80, 90, None).clashes_with(&f(2, 90, 95, None)));
         assert!(!f(1, 80, 90, None).clashes_with(&f(2, 91, 95, None)));
@@ -530,5 +560,51 @@ mod tests {
         assert_eq!(d.allows.len(), 2);
         let again: Declared = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
         assert_eq!(again, d);
+    }
+
+    /// A `forwards.json` as written before [`ForwardRule`] existed (format version 2, every
+    /// optional field of both kinds of forward set once) loads into the rules and is written back
+    /// byte for byte: the rule's fields stay beside the target's.
+    #[test]
+    fn forwards_json_from_before_forward_rule_loads_and_is_written_the_same() {
+        let text = concat!(
+            r#"{"version":2,"next_id":4,"forwards":["#,
+            r#"{"id":1,"network":"default","guest":"192.0.2.5","proto":"tcp","host_port":"8080","#,
+            r#""guest_port":"80"},"#,
+            r#"{"id":2,"network":"default","guest":"192.0.2.6","proto":"udp","host_port":"5000-5010","#,
+            r#""guest_port":"6000-6010","host_address":"127.0.0.1","from_host":true,"hairpin":true}],"#,
+            r#""domain_forwards":[{"id":3,"domain":"web","network":"default","proto":"tcp","#,
+            r#""host_port":"8443","guest_port":"443","host_address":"198.51.100.1","from_host":true,"#,
+            r#""hairpin":true}],"allows":[]}"#
+        );
+        let d: Declared = serde_json::from_str(text).unwrap();
+        let loopback = &d.forwards[1];
+        assert_eq!(
+            loopback.rule,
+            ForwardRule {
+                proto: Proto::Udp,
+                host_port: Ports { lo: 5000, hi: 5010 },
+                guest_port: Ports { lo: 6000, hi: 6010 },
+                host_address: Some("127.0.0.1".parse().unwrap()),
+                from_host: true,
+                hairpin: true,
+            }
+        );
+        assert_eq!(
+            (loopback.id, loopback.guest.to_string()),
+            (2, "192.0.2.6".into())
+        );
+        assert_eq!(d.forwards[0].rule.host_address, None);
+        assert!(!d.forwards[0].from_host && !d.forwards[0].hairpin);
+        let web = &d.domain_forwards[0];
+        assert_eq!(
+            (web.domain.as_str(), web.network.as_deref()),
+            ("web", Some("default"))
+        );
+        assert_eq!(web.ports_text(), "tcp/8443:443");
+        assert!(web.from_host && web.hairpin);
+        assert_eq!(serde_json::to_string(&d).unwrap(), text);
+        let resolved = web.resolved("default", "192.0.2.7".parse().unwrap());
+        assert_eq!(resolved.rule, web.rule);
     }
 }

@@ -753,12 +753,14 @@ mod tests {
             id,
             network: "net1".into(),
             guest: guest.parse().unwrap(),
-            proto: Proto::Tcp,
-            host_port: Ports { lo: host, hi: host },
-            guest_port: Ports { lo: to, hi: to },
-            host_address: None,
-            from_host: false,
-            hairpin: false,
+            rule: crate::forward::model::ForwardRule {
+                proto: Proto::Tcp,
+                host_port: Ports { lo: host, hi: host },
+                guest_port: Ports { lo: to, hi: to },
+                host_address: None,
+                from_host: false,
+                hairpin: false,
+            },
         }
     }
 
@@ -1056,12 +1058,14 @@ mod tests {
                 id: 1,
                 domain: "vm1".into(),
                 network: None,
-                proto: Proto::Tcp,
-                host_port: "8080".parse().unwrap(),
-                guest_port: "80".parse().unwrap(),
-                host_address: None,
-                from_host: false,
-                hairpin: false,
+                rule: crate::forward::model::ForwardRule {
+                    proto: Proto::Tcp,
+                    host_port: "8080".parse().unwrap(),
+                    guest_port: "80".parse().unwrap(),
+                    host_address: None,
+                    from_host: false,
+                    hairpin: false,
+                },
             }],
             ..Declared::default()
         };

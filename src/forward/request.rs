@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::model::PortMap;
+use super::model::{ForwardRule, PortMap};
 use super::{AddDomainForward, AddForward};
 use crate::cli::ForwardSpec;
 
@@ -51,6 +51,7 @@ pub fn request(spec: &ForwardSpec, ports: &str) -> Result<Request, String> {
         .as_deref()
         .map(|a| address(a, "host address"))
         .transpose()?;
+    let rule = ForwardRule::new(ports, host_address, spec.from_host, spec.hairpin);
     if let Some(domain) = &spec.domain {
         if spec.guest.is_some() {
             return Err(
@@ -61,10 +62,7 @@ pub fn request(spec: &ForwardSpec, ports: &str) -> Result<Request, String> {
         return Ok(Request::Domain(AddDomainForward {
             domain: domain_name(domain)?,
             network: spec.network.as_deref().map(network_name).transpose()?,
-            ports,
-            host_address,
-            from_host: spec.from_host,
-            hairpin: spec.hairpin,
+            rule,
             route_localnet: spec.route_localnet,
         }));
     }
@@ -74,10 +72,7 @@ pub fn request(spec: &ForwardSpec, ports: &str) -> Result<Request, String> {
     Ok(Request::Guest(AddForward {
         network: network_name(network)?,
         guest: address(guest, "guest address")?,
-        ports,
-        host_address,
-        from_host: spec.from_host,
-        hairpin: spec.hairpin,
+        rule,
         route_localnet: spec.route_localnet,
     }))
 }

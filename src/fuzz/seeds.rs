@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::bind::{Binding, Bindings};
 use crate::forward::domain::{DomainRecord, Domains, Target};
-use crate::forward::model::{Allow, Declared, DomainForward, Forward, Opening};
+use crate::forward::model::{Allow, Declared, DomainForward, Forward, ForwardRule, Opening};
 use crate::forward::network::{NetworkRecord, Networks};
 use crate::install::Installed;
 use crate::libvirt::{parse_domain_xml, parse_network_xml};
@@ -265,23 +265,27 @@ pub fn forwards_json() -> Vec<Vec<u8>> {
         id: 1,
         network: "default".into(),
         guest: [192, 0, 2, 5].into(),
-        proto: "tcp".parse().expect("a protocol"),
-        host_port: "8000-8010".parse().expect("ports"),
-        guest_port: "9000-9010".parse().expect("ports"),
-        host_address: Some([198, 51, 100, 1].into()),
-        from_host: true,
-        hairpin: true,
+        rule: ForwardRule {
+            proto: "tcp".parse().expect("a protocol"),
+            host_port: "8000-8010".parse().expect("ports"),
+            guest_port: "9000-9010".parse().expect("ports"),
+            host_address: Some([198, 51, 100, 1].into()),
+            from_host: true,
+            hairpin: true,
+        },
     };
     let domain_forward = DomainForward {
         id: 2,
         domain: "web".into(),
         network: Some("default".into()),
-        proto: "udp".parse().expect("a protocol"),
-        host_port: "53".parse().expect("ports"),
-        guest_port: "53".parse().expect("ports"),
-        host_address: None,
-        from_host: false,
-        hairpin: false,
+        rule: ForwardRule {
+            proto: "udp".parse().expect("a protocol"),
+            host_port: "53".parse().expect("ports"),
+            guest_port: "53".parse().expect("ports"),
+            host_address: None,
+            from_host: false,
+            hairpin: false,
+        },
     };
     let allows = ["nfs", "2049/udp"].map(|o| Allow {
         network: "default".into(),

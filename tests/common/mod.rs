@@ -6,8 +6,8 @@
 //! - its own network namespace `vzlab-<pid>-<n>`, where firewalld, dbus-daemon and everything started
 //!   through [`Lab::command`] run,
 //! - its own `dbus-daemon` with a system-bus policy (see [`bus_config`]),
-//! - optionally its own firewalld (Debian 12's 1.3.3, or Debian 13's 2.3.1 unpacked by
-//!   `scripts/fetch-firewalld.sh`).
+//! - optionally its own firewalld ([`Release`]: Debian 12's 1.3.3, the host's; Debian 11's 0.9.3,
+//!   Debian 13's 2.3.1 and sid's 2.5.2 unpacked by `scripts/fetch-firewalld.sh`).
 //!
 //! The API is blocking (`std::process`), so plain `#[test]` functions can use it; tests that need
 //! async build their own tokio runtime. Needs root.
@@ -44,10 +44,13 @@
 pub mod booted;
 pub mod daemon;
 pub mod docker;
+pub mod forward;
 pub mod libvirt;
+pub mod matrix;
 pub mod offline;
 pub mod sidroot;
 pub mod topology;
+pub mod vz;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
@@ -199,16 +202,11 @@ impl LabConfig {
     }
 }
 
-/// Every release, each with nftables and iptables: the matrix most tests run (the name is from
-/// when there were two releases).
+/// [`all_cells`] under its name from when there were two releases; new code calls `all_cells`.
+/// Kept (unused here) for test files written in parallel against the old name.
+#[allow(dead_code)]
 pub fn both_releases_both_backends() -> Vec<LabConfig> {
-    let mut all = Vec::new();
-    for release in Release::ALL {
-        for backend in [Backend::Nftables, Backend::Iptables] {
-            all.push(LabConfig::new(release, backend));
-        }
-    }
-    all
+    all_cells()
 }
 
 /// The cache root holding Debian 13's firewalld (`VIRTZONE_LAB_CACHE`, else
