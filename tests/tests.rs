@@ -14,6 +14,8 @@ mod cockpit;
 mod daemon;
 mod demo;
 mod docs;
+// Issue #21: doctor --fix's accepts in Docker's DOCKER-USER as desired state, with a real dockerd.
+mod docker_state;
 mod doctor;
 mod domain_forwards;
 mod forwards;
