@@ -28,7 +28,10 @@ fn docker_user(scene: &ForwardDrop<'_>) -> String {
 
 #[test]
 fn docker_user_accepts_come_back_after_dockerd_recreates_its_chains_until_unfixed() {
-    let vlab = LibvirtLab::start(LibvirtConfig::new(LabConfig::default()));
+    let vlab = LibvirtLab::start(LibvirtConfig::new(LabConfig {
+        bus_policies: vec![common::daemon::policy()],
+        ..LabConfig::default()
+    }));
     let root = vlab.dir().join("libvirt");
     let mut scene = ForwardDrop::start(&vlab);
     assert!(

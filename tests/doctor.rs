@@ -11,12 +11,11 @@ use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::Duration;
 
 use common::libvirt::{LibvirtConfig, LibvirtLab};
-use common::{ok, run_with_input, text, Backend, Lab, LabConfig, Release};
+use common::{ok, text, Backend, Lab, LabConfig, Release};
 use serde_json::Value;
 
 use common::{doctor_etc_layer as etc_layer, doctor_in};

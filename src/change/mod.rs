@@ -821,6 +821,17 @@ mod tests {
                 previous: String::new(),
                 to_disk: false,
             },
+            Step::IptablesRule {
+                chain: "DOCKER-USER".into(),
+                rule: vec!["-i".into(), "virbr0".into(), "-j".into(), "ACCEPT".into()],
+                insert: true,
+            },
+            Step::WriteFile {
+                path: "/etc/sysctl.d/90-virtzone-bridge.conf".into(),
+                content: Some("new".into()),
+                previous: None,
+                mode: 0o644,
+            },
         ];
         // A rollback never takes the localnet guard away (route_localnet may be on from before).
         assert_eq!(Step::LocalnetGuard { present: true }.inverse(), None);

@@ -219,3 +219,40 @@ impl Mutations for Local {
         write_file(path, content, mode).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// A symlink planted where virtzone's file goes is replaced, never followed; removal takes the
+    /// file (or the link) itself, and a missing file is already removed.
+    #[test]
+    fn files_are_written_and_removed_without_following_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.path().join("sysctl.d/90-virtzone-bridge.conf");
+        std::fs::create_dir(dir.path().join("sysctl.d")).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        assert!(read_file(&path).is_err(), "a link is not read through");
+        block_on(write_file(&path, Some("a = 0\n"), 0o644)).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(read_file(&path).unwrap().as_deref(), Some("a = 0\n"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        block_on(write_file(&path, None, 0o644)).unwrap();
+        assert_eq!(read_file(&path).unwrap(), None);
+        block_on(write_file(&path, None, 0o644)).unwrap();
+        assert!(victim.exists());
+    }
+}
