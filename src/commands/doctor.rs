@@ -13,7 +13,7 @@ use crate::change::Executor;
 use crate::doctor::fix::{self, DockerAccepts, DockerPath, DOCKER_ACCEPTS_FILE, SYSCTL_FILE};
 use crate::doctor::{self, Action, Report, Status};
 use crate::firewalld::Firewalld;
-use crate::names::{BridgeName, ZoneName};
+use crate::names::{BridgeName, NetworkName, ZoneName};
 use crate::state::StateDir;
 
 /// A fix `--fix` tried.
@@ -69,20 +69,6 @@ fn render_kept(paths: &[DockerPath]) -> String {
     )
 }
 
-/// libvirt network names: what `virsh net-define` accepts, minus what cannot be a file name.
-fn check_network_name(name: &str) -> Result<(), Failure> {
-    if name.is_empty()
-        || name.len() > 255
-        || name.contains('/')
-        || name.chars().any(char::is_control)
-    {
-        return Err(Failure::Usage(format!(
-            "{name:?} is not a libvirt network name (1-255 characters, no '/' or control characters)"
-        )));
-    }
-    Ok(())
-}
-
 pub async fn run(
     json: bool,
     networks: &[String],
@@ -90,7 +76,8 @@ pub async fn run(
     yes: bool,
 ) -> Result<ExitCode, Failure> {
     for n in networks {
-        check_network_name(n)?;
+        // The one rule for network names virtzone is given (forwards, allows, drop-in files).
+        NetworkName::new(n).map_err(|e| Failure::Usage(e.to_string()))?;
     }
     // An unusable state directory only hides virtzone's records; the rest is still worth checking.
     let state = StateDir::locate(None).ok();
