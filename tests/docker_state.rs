@@ -69,10 +69,7 @@ fn docker_user_accepts_come_back_after_dockerd_recreates_its_chains_until_unfixe
             || scene.guest_reaches_upstream().then_some(()),
         );
         let listing = docker_user(&scene);
-        assert!(
-            listing.contains(OUT) && listing.contains(BACK),
-            "{listing}"
-        );
+        assert!(listing.contains(OUT) && listing.contains(BACK), "{listing}");
         // Once each: the daemon's own insertions (ruleset changes too) stack nothing.
         assert_eq!(listing.matches(OUT).count(), 1, "{listing}");
     }

@@ -58,10 +58,7 @@ fn kept(state: Option<&StateDir>) -> Vec<DockerPath> {
 
 /// The text line saying what earlier fixes keep applied.
 fn render_kept(paths: &[DockerPath]) -> String {
-    let shown: Vec<String> = paths
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let shown: Vec<String> = paths.iter().map(ToString::to_string).collect();
     format!(
         "\nkept by doctor --fix: accepts in DOCKER-USER for {} (the daemon re-applies them; \
          doctor --unfix forward-drop removes them)",
@@ -351,11 +348,7 @@ pub async fn unfix(json: bool, id: &str) -> Result<ExitCode, Failure> {
     } else if record.paths.is_empty() {
         out!("doctor --fix keeps no accepts in DOCKER-USER");
     } else {
-        let shown: Vec<String> = record
-            .paths
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let shown: Vec<String> = record.paths.iter().map(ToString::to_string).collect();
         out!(
             "removed from DOCKER-USER, and no longer re-applied: the accepts for {}",
             shown.join(", ")

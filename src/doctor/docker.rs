@@ -44,8 +44,7 @@ pub async fn check(state: &StateDir) -> bool {
         return false;
     }
     let paths = record.paths.clone();
-    let Ok(Some(facts)) =
-        tokio::task::spawn_blocking(move || fix::read_docker_user(&paths)).await
+    let Ok(Some(facts)) = tokio::task::spawn_blocking(move || fix::read_docker_user(&paths)).await
     else {
         warn!("DOCKER-USER accepts: iptables cannot list DOCKER-USER; checking again at the next ruleset change");
         return false;
@@ -56,11 +55,7 @@ pub async fn check(state: &StateDir) -> bool {
     }
     match Executor::new(&Local).run(&plan).await {
         Ok(_) => {
-            let shown: Vec<String> = record
-                .paths
-                .iter()
-                .map(ToString::to_string)
-                .collect();
+            let shown: Vec<String> = record.paths.iter().map(ToString::to_string).collect();
             info!(
                 "DOCKER-USER accepts: put back {} rule(s) of doctor --fix ({}) after Docker recreated its chain",
                 plan.steps.len(),

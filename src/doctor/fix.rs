@@ -236,7 +236,10 @@ mod tests {
         else {
             panic!("{plan:?}");
         };
-        assert!(content.as_deref().unwrap().starts_with(other), "{content:?}");
+        assert!(
+            content.as_deref().unwrap().starts_with(other),
+            "{content:?}"
+        );
         assert_eq!(previous.as_deref(), Some(other));
     }
 

@@ -146,9 +146,11 @@ impl<'a> ForwardDrop<'a> {
         sysctl("net.ipv4.ip_forward=1");
         let guest = vlab.plug_guest("vzop0");
         guest.dhcp(5).expect("lease");
-        wait_for("the guest reaching upstream", Duration::from_secs(20), || {
-            guest.reaches_http(UPSTREAM).then_some(())
-        });
+        wait_for(
+            "the guest reaching upstream",
+            Duration::from_secs(20),
+            || guest.reaches_http(UPSTREAM).then_some(()),
+        );
         sysctl("net.ipv4.ip_forward=0");
         let mut scene = ForwardDrop {
             guest,
@@ -169,7 +171,9 @@ impl<'a> ForwardDrop<'a> {
             "dockerd turns forwarding on"
         );
         assert!(
-            scene.iptables(&["-S", "FORWARD"]).contains("-P FORWARD DROP"),
+            scene
+                .iptables(&["-S", "FORWARD"])
+                .contains("-P FORWARD DROP"),
             "dockerd sets FORWARD's policy to DROP"
         );
         scene

@@ -117,7 +117,11 @@ pub fn read_file(path: &Path) -> Result<Option<String>, String> {
 }
 
 impl Mutations for Local {
-    async fn change_zone_of_interface(&self, _: &ZoneName, _: &BridgeName) -> firewalld::Result<()> {
+    async fn change_zone_of_interface(
+        &self,
+        _: &ZoneName,
+        _: &BridgeName,
+    ) -> firewalld::Result<()> {
         no_firewalld("changeZoneOfInterface")
     }
     async fn remove_interface(&self, _: &ZoneName, _: &BridgeName) -> firewalld::Result<()> {

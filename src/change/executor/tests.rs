@@ -654,9 +654,8 @@ fn local_steps_roll_back_through_their_inverses() {
     );
     // Said as what failed locally, not as firewalld's refusal.
     assert!(
-        err.to_string().starts_with(
-            "could not run iptables -I DOCKER-USER -i eth0 -o virbr0 -j ACCEPT: "
-        ),
+        err.to_string()
+            .starts_with("could not run iptables -I DOCKER-USER -i eth0 -o virbr0 -j ACCEPT: "),
         "{err}"
     );
 }
