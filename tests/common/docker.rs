@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::libvirt::{wait_for, Guest, LibvirtLab};
-use super::{ok, Process};
+use super::{ok, run_with_input, Process};
 
 /// How long dockerd may take to say "API listen on".
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -188,14 +188,17 @@ impl<'a> ForwardDrop<'a> {
         ));
     }
 
-    /// Stops dockerd and starts it again; with `reboot`, the IPv4 filter table is flushed in
-    /// between (rules and chains: what a reboot leaves of it), so that dockerd creates its chains,
-    /// `DOCKER-USER` too, from nothing, and FORWARD keeps its policy DROP.
+    /// Stops dockerd and starts it again; with `reboot`, the IPv4 filter table is emptied in
+    /// between, in one transaction (rules and chains: what a reboot leaves of it; FORWARD's policy
+    /// stays DROP, as dockerd set it at boot), so that dockerd creates its chains, `DOCKER-USER`
+    /// too, from nothing.
     pub fn restart_dockerd(&mut self, reboot: bool) {
         self.dockerd = None;
         if reboot {
-            self.iptables(&["-F"]);
-            self.iptables(&["-X"]);
+            ok(&run_with_input(
+                &mut self.vlab.command("iptables-restore"),
+                "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n",
+            ));
         }
         self.start_dockerd();
     }
