@@ -203,6 +203,10 @@ pub enum Command {
         /// With --fix: do not ask.
         #[arg(long, requires = "fix")]
         yes: bool,
+        /// Undo what --fix keeps applied for check ID: `forward-drop` removes the accepts it put in
+        /// Docker's DOCKER-USER chain, which the daemon otherwise re-applies.
+        #[arg(long, value_name = "ID", conflicts_with = "fix")]
+        unfix: Option<String>,
     },
     /// Forward ports of the host to a guest of a libvirt network (docs/forwards.md).
     ///

@@ -1,4 +1,4 @@
-//! Validated bridge and zone names.
+//! Validated bridge, zone, policy and network names.
 //!
 //! Names arrive from command lines, libvirt's hookData and D-Bus callers. They are checked here, before
 //! anything is sent to firewalld, and more strictly than firewalld checks them: firewalld accepts
@@ -20,12 +20,16 @@ pub const MAX_POLICY_NAME: usize = 18;
 /// letters, digits and `-_.+`, not starting with `-` or `.`. libvirt's own rule is looser (no `/`);
 /// these are the names libvirt users write, and nothing else can end up in messages or state.
 pub fn is_libvirt_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_LIBVIRT_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
-        && !name.starts_with(['-', '.'])
+    check_libvirt("network", name).is_ok()
+}
+
+/// The one rule of [`is_libvirt_name`], saying why a name breaks it.
+fn check_libvirt(kind: &'static str, name: &str) -> Result<(), NameError> {
+    check(kind, name, MAX_LIBVIRT_NAME, "-_.+")?;
+    if name.starts_with('.') {
+        return Err(refuse(kind, name, "it starts with '.'"));
+    }
+    Ok(())
 }
 
 /// The longest libvirt network or domain name virtzone accepts.
@@ -169,6 +173,11 @@ name_type!(
     /// A policy name firewalld would accept.
     PolicyName
 );
+name_type!(
+    /// A libvirt network name as virtzone accepts it from its users (command lines, drop-in files):
+    /// the one rule of [`is_libvirt_name`].
+    NetworkName
+);
 
 impl BridgeName {
     /// Validates an interface name: 1–15 bytes of ASCII letters, digits, `-`, `_` and `.`, not `.`
@@ -204,6 +213,15 @@ impl ZoneName {
     }
 }
 
+impl NetworkName {
+    /// Validates a network name: 1–64 bytes of ASCII letters, digits and `-_.+`, not starting with
+    /// `-` or `.`.
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        check_libvirt("network", name)?;
+        Ok(NetworkName(name.to_string()))
+    }
+}
+
 impl PolicyName {
     /// Validates a policy name: 1–18 ASCII letters, digits, `-` and `_`, not starting with `-`.
     pub fn new(name: &str) -> Result<Self, NameError> {
@@ -215,6 +233,33 @@ impl PolicyName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One rule for every network name virtzone is given (issue #19): doctor's `--network`,
+    /// forwards, allows and drop-in files all use [`NetworkName`].
+    #[test]
+    fn network_names_follow_the_one_rule() {
+        for name in ["default", "net-1.lab_2+x", "a"] {
+            assert_eq!(NetworkName::new(name).unwrap().as_str(), name);
+            assert!(is_libvirt_name(name));
+        }
+        let long = "n".repeat(MAX_LIBVIRT_NAME + 1);
+        for (name, why) in [
+            ("", "empty"),
+            ("../x", "'/'"),
+            (".hidden", "starts with '.'"),
+            ("-x", "starts with '-'"),
+            ("a b", "' '"),
+            ("a\nb", "'\\n'"),
+            (long.as_str(), "at most 64"),
+        ] {
+            let err = NetworkName::new(name).unwrap_err().to_string();
+            assert!(
+                err.starts_with("invalid network name") && err.contains(why),
+                "{name:?}: {err}"
+            );
+            assert!(!is_libvirt_name(name));
+        }
+    }
 
     #[test]
     fn good_bridge_names() {

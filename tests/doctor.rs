@@ -11,41 +11,14 @@ use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::Duration;
 
 use common::libvirt::{LibvirtConfig, LibvirtLab};
-use common::{ok, run_with_input, text, Backend, Lab, LabConfig, Release};
+use common::{ok, text, Backend, Lab, LabConfig, Release};
 use serde_json::Value;
 
-/// Where doctor's private /etc layer lives for this lab (kept across runs, like a real /etc).
-fn etc_layer(lab: &Lab) -> PathBuf {
-    lab.dir().join("doctor-etc")
-}
-
-/// Runs `virtzone doctor ARGS` as described above; `setup` is sh run inside the namespace first.
-fn doctor_in(lab: &Lab, libvirt: Option<&Path>, setup: &str, args: &[&str], input: &str) -> Output {
-    let mut script = common::host_view_script(lab, libvirt, &etc_layer(lab));
-    script.push_str(setup);
-    script.push_str("\nexec \"$@\"\n");
-    let mut cmd = lab.command("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "/bin/sh",
-        "-c",
-        &script,
-        "sh",
-    ])
-    .arg(common::virtzone_binary())
-    .arg("doctor")
-    .args(args)
-    .env("VIRTZONE_STATE_DIR", lab.state_dir())
-    .env("VIRTZONE_CONFIG", lab.dir().join("virtzone.conf"));
-    run_with_input(&mut cmd, input)
-}
+use common::{doctor_etc_layer as etc_layer, doctor_in};
 
 /// The hook as a package installs it, in doctor's /etc (for labs without libvirt).
 const WITH_HOOK: &str = "mkdir -p /etc/libvirt/hooks/network.d\n\
@@ -326,10 +299,9 @@ fn warnings_name_their_evidence() {
     assert_eq!(v["warnings"], 4);
 }
 
-#[test]
-fn bridged_guests_behind_br_netfilter_are_found_and_fixed() {
-    let lab = Lab::start_installed(LabConfig::default());
-    // A host bridge carrying a guest directly (libvirt names guest taps vnetN).
+/// A host bridge carrying a guest directly (libvirt names guest taps vnetN), with br_netfilter's
+/// `bridge-nf-call-iptables` on.
+fn bridged_guest_behind_br_netfilter(lab: &Lab) {
     for args in [
         "link add vzhb0 type bridge",
         "link set vzhb0 up",
@@ -343,6 +315,49 @@ fn bridged_guests_behind_br_netfilter_are_found_and_fixed() {
         .args(["-w", "net.bridge.bridge-nf-call-iptables=1"])
         .output()
         .unwrap());
+}
+
+/// br_netfilter's value now.
+fn bridge_nf_call_iptables(lab: &Lab) -> String {
+    ok(&lab
+        .command("sysctl")
+        .args(["-n", "net.bridge.bridge-nf-call-iptables"])
+        .output()
+        .unwrap())
+    .trim()
+    .to_string()
+}
+
+/// Issue #19: a fix is one plan through the executor. When its sysctl.d file cannot be written
+/// (here /etc/sysctl.d is a read-only mount), the sysctls it had turned off go back on: the host
+/// is left as it was, not half fixed until the next boot.
+#[test]
+fn a_fix_whose_file_cannot_be_written_changes_nothing() {
+    let lab = Lab::start_installed(LabConfig::default());
+    bridged_guest_behind_br_netfilter(&lab);
+    let blocked =
+        format!("{WITH_HOOK}mkdir -p /etc/sysctl.d\nmount -t tmpfs -o ro tmpfs /etc/sysctl.d\n");
+    let out = doctor_in(&lab, None, &blocked, &["--fix", "--yes"], "");
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}\n{}", text(&out.stderr));
+    assert!(
+        said.contains("failed: could not write /etc/sysctl.d/90-virtzone-bridge.conf")
+            && said.contains("removed what this run had added"),
+        "{said}"
+    );
+    assert_eq!(bridge_nf_call_iptables(&lab), "1", "{said}");
+    let ip6 = ok(&lab
+        .command("sysctl")
+        .args(["-n", "net.bridge.bridge-nf-call-ip6tables"])
+        .output()
+        .unwrap());
+    assert_eq!(ip6.trim(), "1", "{said}");
+}
+
+#[test]
+fn bridged_guests_behind_br_netfilter_are_found_and_fixed() {
+    let lab = Lab::start_installed(LabConfig::default());
+    bridged_guest_behind_br_netfilter(&lab);
     let (code, v) = doctor_json(&lab, None, WITH_HOOK);
     assert_eq!(code, 1);
     assert_eq!(
@@ -363,12 +378,7 @@ fn bridged_guests_behind_br_netfilter_are_found_and_fixed() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    let value = ok(&lab
-        .command("sysctl")
-        .args(["-n", "net.bridge.bridge-nf-call-iptables"])
-        .output()
-        .unwrap());
-    assert_eq!(value.trim(), "0");
+    assert_eq!(bridge_nf_call_iptables(&lab), "0");
     let kept =
         fs::read_to_string(etc_layer(&lab).join("upper/sysctl.d/90-virtzone-bridge.conf")).unwrap();
     assert!(
@@ -389,7 +399,7 @@ fn bridged_guests_behind_br_netfilter_are_found_and_fixed() {
 fn bad_input_and_a_hung_firewalld() {
     let lab = Lab::start_installed(LabConfig::default());
     for (args, want) in [
-        (vec!["--network", "../x"], "is not a libvirt network name"),
+        (vec!["--network", "../x"], "invalid network name \"../x\""),
         (
             vec!["--network", "nosuchnet"],
             "no running libvirt network is named \"nosuchnet\"",
@@ -494,26 +504,6 @@ fn a_hook_installed_after_libvirtd_started_is_not_run_yet() {
     assert!(evidence(check(&v, "hook")).contains("after libvirtd started"));
 }
 
-/// A guest's HTTP request to the upstream server (2 s at most; Debian 12's busybox wget crashes).
-fn reaches_upstream(guest: &common::libvirt::Guest<'_>) -> bool {
-    reaches_http(guest, "198.51.100.2")
-}
-
-/// A guest's HTTP request to a server on `addr`, port 8000 (2 s at most).
-fn reaches_http(guest: &common::libvirt::Guest<'_>, addr: &str) -> bool {
-    guest
-        .command("python3")
-        .args([
-            "-c",
-            &format!(
-                "import urllib.request; urllib.request.urlopen('http://{addr}:8000/', timeout=2)"
-            ),
-        ])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Whether the lab host itself (not a guest) gets an answer from an HTTP server on `addr`:8000.
 fn host_reaches_http(vlab: &LibvirtLab, addr: &str) -> bool {
     vlab.command("python3")
@@ -531,72 +521,11 @@ fn host_reaches_http(vlab: &LibvirtLab, addr: &str) -> bool {
 #[test]
 fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
     let vlab = LibvirtLab::start(LibvirtConfig::new(LabConfig::default()));
-    ok(&vlab.run_virtzone(&["install"]));
-    // An open network (libvirt adds no rules of its own): firewalld's zone is all that filters it.
-    vlab.expect_ok(
-        &vlab.net_create(
-            "<network><name>dopen</name><forward mode='open'/><bridge name='vzop0' zone='libvirt' stp='off'/>\
-             <ip address='192.0.2.1' netmask='255.255.255.0'><dhcp><range start='192.0.2.100' end='192.0.2.199'/></dhcp></ip></network>",
-        ),
-        "net-create",
-    );
     let root = vlab.dir().join("libvirt");
-    // An upstream host with a web server, and the lab's default route through it (doctor follows
-    // guest traffic to the default route's interface).
-    let up = vlab.plug_upstream("vzup9", "198.51.100.1/24", "198.51.100.2/24");
-    ok(&vlab
-        .command("ip")
-        .args(["route", "add", "default", "via", "198.51.100.2"])
-        .output()
-        .unwrap());
-    let _server = common::Process(
-        up.command("python3")
-            .args(["-m", "http.server", "8000", "--bind", "198.51.100.2"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    ok(&vlab
-        .command("sysctl")
-        .args(["-w", "net.ipv4.ip_forward=1"])
-        .output()
-        .unwrap());
-    let guest = vlab.plug_guest("vzop0");
-    guest.dhcp(5).expect("lease");
-    common::libvirt::wait_for(
-        "the guest reaching upstream",
-        Duration::from_secs(20),
-        || reaches_upstream(&guest).then_some(()),
-    );
-    // Docker arrives: the real dockerd (Debian 12's docker.io) in the lab's namespace makes its
-    // chains and docker0. It sets FORWARD's policy to DROP only when it turns forwarding on itself,
-    // as at boot when it starts before libvirt's networks: so forwarding is off when it starts.
-    ok(&vlab
-        .command("sysctl")
-        .args(["-w", "net.ipv4.ip_forward=0"])
-        .output()
-        .unwrap());
-    let _dockerd = common::docker::Dockerd::start(&vlab.netns, &vlab.dir().join("docker"));
-    assert_eq!(
-        ok(&vlab
-            .command("sysctl")
-            .args(["-n", "net.ipv4.ip_forward"])
-            .output()
-            .unwrap())
-        .trim(),
-        "1",
-        "dockerd turns forwarding on"
-    );
-    assert!(
-        ok(&vlab
-            .command("iptables")
-            .args(["-S", "FORWARD"])
-            .output()
-            .unwrap())
-        .contains("-P FORWARD DROP"),
-        "dockerd sets FORWARD's policy to DROP"
-    );
+    // Docker arrives in front of a guest that reached upstream: the real dockerd (Debian 12's
+    // docker.io) in the lab's namespace makes its chains and docker0, and FORWARD's policy DROP.
+    let scene = common::docker::ForwardDrop::start(&vlab);
+    let guest = &scene.guest;
     // A container on docker0 with an unpublished service (Docker's rules keep it from everything
     // but its own published ports). No image is needed: a namespace plugged in as dockerd's own
     // endpoints are.
@@ -644,10 +573,10 @@ fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
         || host_reaches_http(&vlab, "172.17.0.2").then_some(()),
     );
     assert!(
-        !reaches_upstream(&guest),
+        !guest.reaches_http(common::docker::UPSTREAM),
         "Docker's policy must block the guest"
     );
-    assert!(!reaches_http(&guest, "172.17.0.2"));
+    assert!(!guest.reaches_http("172.17.0.2"));
     let (code, v) = doctor_json(&vlab, Some(&root), "");
     assert_eq!(code, 1, "{:#}", check(&v, "forward-drop"));
     // Docker's tables are also another firewall on the same hooks: a warning beside the problem.
@@ -689,12 +618,12 @@ fn docker_s_forward_drop_is_found_by_evaluation_and_fixed_in_docker_user() {
         "{fixed:#}"
     );
     assert!(
-        reaches_upstream(&guest),
+        guest.reaches_http(common::docker::UPSTREAM),
         "the guest reaches upstream after the fix"
     );
     // Docker's containers stay closed to guests.
     assert!(
-        !reaches_http(&guest, "172.17.0.2"),
+        !guest.reaches_http("172.17.0.2"),
         "the fix opened Docker's container to the guest:\n{}",
         ok(&vlab.command("iptables").args(["-S"]).output().unwrap())
     );

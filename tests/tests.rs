@@ -20,6 +20,8 @@ mod daemon;
 mod demo;
 // Every command the documentation shows runs, in order, with the output shown.
 mod docs;
+// Issue #21: doctor --fix's accepts in Docker's DOCKER-USER as desired state, with a real dockerd.
+mod docker_state;
 // `virtzone doctor` finds (and `--fix` mends) one real fault each.
 mod doctor;
 // `forward add --domain` follows a real qemu domain through its hook and lease.

@@ -110,6 +110,16 @@ pub trait Mutations {
         zone: &str,
         to_disk: bool,
     ) -> firewalld::Result<()>;
+    /// `iptables -w 5 ARGS` run by virtzone itself (not firewalld: see [`Step::IptablesRule`]).
+    async fn iptables(&self, args: &[String]) -> firewalld::Result<()>;
+    /// Replaces `path` atomically with `content`, or removes it (`None`), never following a
+    /// symlink (not firewalld: see [`Step::WriteFile`]).
+    async fn write_file(
+        &self,
+        path: &std::path::Path,
+        content: Option<&str>,
+        mode: u32,
+    ) -> firewalld::Result<()>;
 }
 
 /// A plan that failed part-way, after the executor rolled back what had succeeded.
@@ -158,7 +168,11 @@ impl fmt::Display for ExecError {
                 self.error,
                 self.rollback_summary()
             ),
-            Step::Sysctl { .. } | Step::LocalnetGuard { .. } | Step::SetConnectionZone { .. } => write!(
+            Step::Sysctl { .. }
+            | Step::LocalnetGuard { .. }
+            | Step::SetConnectionZone { .. }
+            | Step::IptablesRule { .. }
+            | Step::WriteFile { .. } => write!(
                 f,
                 "could not {}: {}; {}",
                 self.step,
@@ -283,6 +297,22 @@ impl<'m, M: Mutations> Executor<'m, M> {
                 to_disk,
                 ..
             } => m.set_connection_zone(uuid, zone, *to_disk).await,
+            Step::IptablesRule {
+                chain,
+                rule,
+                insert,
+            } => {
+                let op = if *insert { "-I" } else { "-D" };
+                let mut args = vec![op.to_string(), chain.clone()];
+                args.extend(rule.iter().cloned());
+                m.iptables(&args).await
+            }
+            Step::WriteFile {
+                path,
+                content,
+                mode,
+                ..
+            } => m.write_file(path, content.as_deref(), *mode).await,
         }
     }
 
@@ -602,26 +632,11 @@ impl Mutations for Live<'_> {
     }
 
     async fn nft(&self, commands: &[serde_json::Value]) -> firewalld::Result<()> {
-        // Through the nftables crate's schema: a command it cannot represent is a bug here, said
-        // before nft runs.
-        let mut batch = nftables::batch::Batch::new();
-        for command in commands {
-            let cmd: nftables::schema::NfCmd<'static> = serde_json::from_value(command.clone())
-                .map_err(|e| {
-                    Error::Local(format!("internal error: bad nft command {command}: {e}"))
-                })?;
-            batch.add_cmd(cmd);
-        }
-        let ruleset = serde_json::to_string(&batch.to_nftables())
-            .map_err(|e| Error::Local(format!("internal error: nft commands: {e}")))?;
-        tokio::task::spawn_blocking(move || crate::external::nft_apply(&ruleset))
-            .await
-            .map_err(|e| Error::Local(format!("nft did not finish: {e}")))?
-            .map_err(|e| Error::Local(format!("nft failed: {e}")))
+        local::nft(commands).await
     }
 
     async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()> {
-        crate::host::write_sysctl(key, value).map_err(|e| Error::Local(e.to_string()))
+        local::write_sysctl(key, value)
     }
 
     async fn set_connection_zone(
@@ -634,6 +649,19 @@ impl Mutations for Live<'_> {
             .set_zone(uuid, zone, to_disk)
             .await
             .map_err(|e| Error::Local(e.to_string()))
+    }
+
+    async fn iptables(&self, args: &[String]) -> firewalld::Result<()> {
+        local::iptables(args).await
+    }
+
+    async fn write_file(
+        &self,
+        path: &std::path::Path,
+        content: Option<&str>,
+        mode: u32,
+    ) -> firewalld::Result<()> {
+        local::write_file(path, content, mode).await
     }
 }
 
@@ -701,6 +729,9 @@ fn zone_tuple(settings: &Settings) -> firewalld::Result<ZoneTuple> {
         get(settings, "icmp_block_inversion")?,
     ))
 }
+
+pub mod local;
+pub use local::Local;
 
 #[cfg(test)]
 mod tests;

@@ -222,6 +222,31 @@ pub enum Step {
         /// Written to the profile's file (`--permanent`), or in memory only.
         to_disk: bool,
     },
+    /// Inserts (at the top) or deletes one rule of a chain of the host's IPv4 filter table, by
+    /// running `iptables` itself: for the chains of a program that does not go through firewalld
+    /// (Docker's `DOCKER-USER`), which firewalld may not even be running beside. The inverse is the
+    /// other operation.
+    IptablesRule {
+        /// The chain.
+        chain: String,
+        /// The rule's arguments after the chain (`-i virbr0 -o eth0 -j ACCEPT`).
+        rule: Vec<String>,
+        /// Inserted (`-I`) or deleted (`-D`).
+        insert: bool,
+    },
+    /// Replaces a file (one of virtzone's own under /etc, e.g. a sysctl.d drop-in) atomically, or
+    /// removes it (`content` `None`), never following a symlink; `previous` is the content before
+    /// (`None`: there was no file), for the inverse.
+    WriteFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The content wanted; `None`: no file.
+        content: Option<String>,
+        /// The content before, for the inverse.
+        previous: Option<String>,
+        /// The file's mode when written.
+        mode: u32,
+    },
 }
 
 impl Step {
@@ -345,6 +370,26 @@ impl Step {
                 zone: previous.clone(),
                 previous: zone.clone(),
                 to_disk: *to_disk,
+            },
+            Step::IptablesRule {
+                chain,
+                rule,
+                insert,
+            } => Step::IptablesRule {
+                chain: chain.clone(),
+                rule: rule.clone(),
+                insert: !insert,
+            },
+            Step::WriteFile {
+                path,
+                content,
+                previous,
+                mode,
+            } => Step::WriteFile {
+                path: path.clone(),
+                content: previous.clone(),
+                previous: content.clone(),
+                mode: *mode,
             },
             Step::Reload
             | Step::Iptables { .. }
@@ -495,6 +540,24 @@ impl fmt::Display for Step {
                     "set connection.zone of NetworkManager profile {profile} to {zone}{place}"
                 )
             }
+            Step::IptablesRule {
+                chain,
+                rule,
+                insert,
+            } => {
+                let op = if *insert { "-I" } else { "-D" };
+                write!(f, "run iptables {op} {chain} {}", rule.join(" "))
+            }
+            Step::WriteFile {
+                path,
+                content: Some(_),
+                ..
+            } => write!(f, "write {}", path.display()),
+            Step::WriteFile {
+                path,
+                content: None,
+                ..
+            } => write!(f, "remove {}", path.display()),
         }
     }
 }
@@ -757,6 +820,17 @@ mod tests {
                 zone: "internal".into(),
                 previous: String::new(),
                 to_disk: false,
+            },
+            Step::IptablesRule {
+                chain: "DOCKER-USER".into(),
+                rule: vec!["-i".into(), "virbr0".into(), "-j".into(), "ACCEPT".into()],
+                insert: true,
+            },
+            Step::WriteFile {
+                path: "/etc/sysctl.d/90-virtzone-bridge.conf".into(),
+                content: Some("new".into()),
+                previous: None,
+                mode: 0o644,
             },
         ];
         // A rollback never takes the localnet guard away (route_localnet may be on from before).

@@ -8,13 +8,13 @@ use serde::Serialize;
 
 use super::{print_json, Failure};
 use crate::bind::{self, Attach};
+use crate::change::executor::{local, Local};
+use crate::change::Executor;
+use crate::doctor::fix::{self, DockerAccepts, DockerPath, DOCKER_ACCEPTS_FILE, SYSCTL_FILE};
 use crate::doctor::{self, Action, Report, Status};
 use crate::firewalld::Firewalld;
-use crate::names::{BridgeName, ZoneName};
+use crate::names::{BridgeName, NetworkName, ZoneName};
 use crate::state::StateDir;
-
-/// Where `--fix` keeps br_netfilter off across reboots.
-const SYSCTL_FILE: &str = "/etc/sysctl.d/90-virtzone-bridge.conf";
 
 /// A fix `--fix` tried.
 #[derive(Debug, Serialize)]
@@ -33,20 +33,37 @@ struct FixReport<'a> {
     fixes: &'a [Applied],
     #[serde(flatten)]
     after: &'a Report,
+    /// The accepts `--fix` keeps in `DOCKER-USER` (desired state; `--unfix forward-drop`).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    docker_user_accepts: &'a [DockerPath],
 }
 
-/// libvirt network names: what `virsh net-define` accepts, minus what cannot be a file name.
-fn check_network_name(name: &str) -> Result<(), Failure> {
-    if name.is_empty()
-        || name.len() > 255
-        || name.contains('/')
-        || name.chars().any(char::is_control)
-    {
-        return Err(Failure::Usage(format!(
-            "{name:?} is not a libvirt network name (1-255 characters, no '/' or control characters)"
-        )));
-    }
-    Ok(())
+/// `--json` without `--fix`: the report, and what earlier fixes keep applied.
+#[derive(Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    docker_user_accepts: &'a [DockerPath],
+}
+
+/// The accepts earlier fixes keep in `DOCKER-USER` (none when the state cannot be read: doctor
+/// reports what it can).
+fn kept(state: Option<&StateDir>) -> Vec<DockerPath> {
+    state
+        .and_then(|s| s.read::<DockerAccepts>(DOCKER_ACCEPTS_FILE).ok())
+        .map(|r| r.paths)
+        .unwrap_or_default()
+}
+
+/// The text line saying what earlier fixes keep applied.
+fn render_kept(paths: &[DockerPath]) -> String {
+    let shown: Vec<String> = paths.iter().map(ToString::to_string).collect();
+    format!(
+        "\nkept by doctor --fix: accepts in DOCKER-USER for {} (the daemon re-applies them; \
+         doctor --unfix forward-drop removes them)",
+        shown.join(", ")
+    )
 }
 
 pub async fn run(
@@ -56,7 +73,8 @@ pub async fn run(
     yes: bool,
 ) -> Result<ExitCode, Failure> {
     for n in networks {
-        check_network_name(n)?;
+        // The one rule for network names virtzone is given (forwards, allows, drop-in files).
+        NetworkName::new(n).map_err(|e| Failure::Usage(e.to_string()))?;
     }
     // An unusable state directory only hides virtzone's records; the rest is still worth checking.
     let state = StateDir::locate(None).ok();
@@ -67,10 +85,16 @@ pub async fn run(
     };
     let report = doctor::diagnose(&gather().await?);
     if !fix {
+        let kept = kept(state.as_ref());
         if json {
-            print_json(&report)?;
-        } else {
+            print_json(&Shown {
+                report: &report,
+                docker_user_accepts: &kept,
+            })?;
+        } else if kept.is_empty() {
             out!("{}", render(&report));
+        } else {
+            out!("{}{}", render(&report), render_kept(&kept));
         }
         return Ok(exit(&report));
     }
@@ -121,13 +145,17 @@ pub async fn run(
     }
     // Every fix is judged by checking again, not by its own success.
     let after = doctor::diagnose(&gather().await?);
+    let kept = kept(state.as_ref());
     if json {
         print_json(&FixReport {
             fixes: &applied,
             after: &after,
+            docker_user_accepts: &kept,
         })?;
-    } else {
+    } else if kept.is_empty() {
         out!("after the fixes:\n{}", render(&after));
+    } else {
+        out!("after the fixes:\n{}{}", render(&after), render_kept(&kept));
     }
     Ok(exit(&after))
 }
@@ -191,42 +219,32 @@ async fn apply(action: &Action, state: Option<&StateDir>) -> Result<String, Stri
             ))
         }
         Action::AcceptInDockerUser(paths) => {
-            let mut opened = Vec::new();
-            for (bridge, uplink) in paths {
-                // Interface names, as the kernel allows them (both come from the host's own facts).
-                BridgeName::new(bridge).map_err(|e| e.to_string())?;
-                BridgeName::new(uplink).map_err(|e| e.to_string())?;
-                for rule in doctor::docker_user_rules(bridge, uplink) {
-                    let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
-                    // -C first: a second --fix must not stack duplicates.
-                    let present = iptables(&[&["-C", "DOCKER-USER"][..], &rule].concat()).is_ok();
-                    if !present {
-                        iptables(&[&["-I", "DOCKER-USER"][..], &rule].concat())?;
-                    }
-                }
-                opened.push(format!(
-                    "new connections from {bridge} to {uplink} and their replies"
-                ));
-            }
+            let state = state.ok_or("virtzone's state directory is unusable")?;
+            let paths = docker_paths(paths)?;
+            accept_in_docker_user(state, &paths).await?;
+            let opened: Vec<String> = paths
+                .iter()
+                .map(|p| {
+                    format!(
+                        "new connections from {} to {} and their replies",
+                        p.bridge, p.uplink
+                    )
+                })
+                .collect();
             Ok(format!(
-                "opened in DOCKER-USER: {} (nothing else: guests still cannot reach Docker's containers)",
+                "opened in DOCKER-USER: {} (nothing else: guests still cannot reach Docker's containers); \
+                 kept there by the daemon until doctor --unfix forward-drop",
                 opened.join("; ")
             ))
         }
         Action::DisableBridgeNetfilter(keys) => {
-            for key in keys {
-                crate::host::write_sysctl(&key.replace('.', "/"), "0")
-                    .map_err(|e| format!("cannot turn {key} off: {e}"))?;
-            }
+            let existing = local::read_file(std::path::Path::new(SYSCTL_FILE))?;
             // Merged, not rewritten: keys an earlier fix turned off stay off at the next boot.
-            let existing = read_nofollow(std::path::Path::new(SYSCTL_FILE))?;
-            let conf = doctor::merge_sysctl_conf(existing.as_deref(), keys);
-            crate::state::write_atomically(
-                std::path::Path::new(SYSCTL_FILE),
-                conf.as_bytes(),
-                0o644,
-            )
-            .map_err(|e| format!("cannot write {SYSCTL_FILE}: {e}"))?;
+            let plan = fix::bridge_netfilter(keys, existing.as_deref());
+            Executor::new(&Local)
+                .run(&plan)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(format!(
                 "turned {} off, now and in {SYSCTL_FILE}",
                 keys.join(", ")
@@ -235,43 +253,108 @@ async fn apply(action: &Action, state: Option<&StateDir>) -> Result<String, Stri
     }
 }
 
-/// A small file's text, `None` when it does not exist; opened without following a symlink.
-fn read_nofollow(path: &std::path::Path) -> Result<Option<String>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path);
-    let mut text = String::new();
-    match file {
-        Ok(f) => f
-            .take(1 << 20)
-            .read_to_string(&mut text)
-            .map(|_| Some(text))
-            .map_err(|e| format!("cannot read {}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
+/// The check's (bridge, uplink) pairs, as interface names the kernel allows (both come from the
+/// host's own facts).
+fn docker_paths(pairs: &[(String, String)]) -> Result<Vec<DockerPath>, String> {
+    pairs
+        .iter()
+        .map(|(bridge, uplink)| {
+            BridgeName::new(bridge).map_err(|e| e.to_string())?;
+            BridgeName::new(uplink).map_err(|e| e.to_string())?;
+            Ok(DockerPath {
+                bridge: bridge.clone(),
+                uplink: uplink.clone(),
+            })
+        })
+        .collect()
 }
 
-/// Runs `iptables ARGS` (iptables-nft on current distributions, where Docker's chains live).
-fn iptables(args: &[&str]) -> Result<(), String> {
-    let out = crate::external::output_within(
-        std::process::Command::new("iptables").args(args),
-        None,
-        crate::external::COMMAND_TIMEOUT,
-    )
-    .map_err(|e| format!("cannot run iptables: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "iptables {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+/// Inserts the accepts of `paths` missing from `DOCKER-USER` and records them as desired state,
+/// under the state lock; a record that cannot be written undoes the inserts.
+async fn accept_in_docker_user(state: &StateDir, paths: &[DockerPath]) -> Result<(), String> {
+    let _lock = state.lock().await.map_err(|e| e.to_string())?;
+    let mut record: DockerAccepts = state.read(DOCKER_ACCEPTS_FILE).map_err(|e| e.to_string())?;
+    let facts = read_docker_user(paths).await?;
+    let exec = Executor::new(&Local);
+    let applied = exec
+        .run(&fix::docker_accepts(paths, &facts))
+        .await
+        .map_err(|e| e.to_string())?;
+    record.add(paths);
+    if let Err(e) = state.write(DOCKER_ACCEPTS_FILE, &record) {
+        let failures = exec.undo(applied).await;
+        return Err(if failures.is_empty() {
+            format!("{e}; removed the accepts this run had added")
+        } else {
+            format!("{e}; rolling back failed too: {}", failures.join("; "))
+        });
     }
+    Ok(())
+}
+
+/// `DOCKER-USER`'s facts for `paths`, or why iptables cannot give them.
+async fn read_docker_user(paths: &[DockerPath]) -> Result<fix::DockerUserFacts, String> {
+    let owned = paths.to_vec();
+    tokio::task::spawn_blocking(move || fix::read_docker_user(&owned))
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| "iptables cannot list Docker's DOCKER-USER chain".to_string())
+}
+
+/// What `--unfix` did, for `--json`.
+#[derive(Serialize)]
+struct Unfixed<'a> {
+    id: &'a str,
+    removed: &'a [DockerPath],
+}
+
+/// `virtzone doctor --unfix ID`: takes out what `--fix` keeps applied for check `ID` and forgets
+/// it. Only `forward-drop` keeps anything (its accepts in `DOCKER-USER`).
+pub async fn unfix(json: bool, id: &str) -> Result<ExitCode, Failure> {
+    if id != "forward-drop" {
+        return Err(Failure::Usage(format!(
+            "{id:?} keeps nothing applied: only forward-drop's accepts in DOCKER-USER can be undone"
+        )));
+    }
+    let state = StateDir::locate(None)?;
+    state.check()?;
+    let _lock = state.lock().await?;
+    let record: DockerAccepts = state.read(DOCKER_ACCEPTS_FILE)?;
+    if !record.paths.is_empty() {
+        let facts = read_docker_user(&record.paths)
+            .await
+            .map_err(Failure::Refused)?;
+        let exec = Executor::new(&Local);
+        let applied = exec
+            .run(&fix::docker_unaccepts(&record.paths, &facts))
+            .await
+            .map_err(|e| Failure::Refused(e.to_string()))?;
+        if let Err(e) = state.write(DOCKER_ACCEPTS_FILE, &DockerAccepts::default()) {
+            let failures = exec.undo(applied).await;
+            let undo = if failures.is_empty() {
+                "put the accepts back".to_string()
+            } else {
+                format!("rolling back failed too: {}", failures.join("; "))
+            };
+            return Err(Failure::Refused(format!("{e}; {undo}")));
+        }
+    }
+    if json {
+        print_json(&Unfixed {
+            id,
+            removed: &record.paths,
+        })?;
+    } else if record.paths.is_empty() {
+        out!("doctor --fix keeps no accepts in DOCKER-USER");
+    } else {
+        let shown: Vec<String> = record.paths.iter().map(ToString::to_string).collect();
+        out!(
+            "removed from DOCKER-USER, and no longer re-applied: the accepts for {}",
+            shown.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The text report: one line per check, then evidence and fix for problems and warnings.

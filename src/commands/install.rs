@@ -92,7 +92,8 @@ pub async fn install(
             &tier,
             package,
             target.as_ref().map(|(v, c)| (v.as_str(), *c)),
-        )?;
+        )
+        .await?;
         print_items(&items);
         out!(
             "wrote into {}; firewalld loads them when it starts or reloads",
@@ -123,7 +124,7 @@ pub async fn uninstall(
 ) -> Result<ExitCode, Failure> {
     let Some(fw) = live_target(root).await? else {
         let (tier, package) = offline_tier(root);
-        print_items(&files::uninstall(&tier, package)?);
+        print_items(&files::uninstall(&tier, package).await?);
         return Ok(ExitCode::SUCCESS);
     };
     let outcome = live::uninstall(&fw, &StateDir::locate(state_dir)?, force).await?;

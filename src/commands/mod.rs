@@ -190,7 +190,11 @@ pub async fn run(command: Command) -> Result<ExitCode, Failure> {
             network,
             fix,
             yes,
-        } => doctor::run(json, &network, fix, yes).await,
+            unfix,
+        } => match unfix {
+            Some(id) => doctor::unfix(json, &id).await,
+            None => doctor::run(json, &network, fix, yes).await,
+        },
         Command::Forward { action } => forward::forward(action).await,
         Command::Apply {
             check,

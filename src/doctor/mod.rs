@@ -6,7 +6,9 @@
 //! cannot reach makes it `skipped` too. The ids are stable (docs/json.md); new checks come with an id,
 //! evidence, a fix (or none) and a lab test.
 
+pub mod docker;
 pub mod facts;
+pub mod fix;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -25,11 +25,9 @@ pub fn address(text: &str, what: &str) -> Result<IpAddr, String> {
 
 /// `name` when it is a libvirt network name virtzone accepts.
 pub fn network_name(name: &str) -> Result<String, String> {
-    if crate::names::is_libvirt_name(name) {
-        Ok(name.to_string())
-    } else {
-        Err(format!("{name:?} is not a libvirt network name"))
-    }
+    crate::names::NetworkName::new(name)
+        .map(String::from)
+        .map_err(|e| e.to_string())
 }
 
 fn domain_name(name: &str) -> Result<String, String> {

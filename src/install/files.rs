@@ -4,12 +4,15 @@
 //!
 //! Which files are virtzone's is told by content: a file whose bytes are exactly what virtzone writes is
 //! virtzone's; any other file of the same name is someone else's and is never overwritten or removed.
+//! The files are written and removed as [`Step::WriteFile`]s through the one executor (without
+//! firewalld: [`Local`]), so a failure part-way undoes what the run had done.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::change::executor::Local;
+use crate::change::{Executor, Plan, Step};
 use crate::firewalld::Capabilities;
-use crate::state::write_atomically;
 use crate::zone;
 
 use super::plan::{self, Action, Existing, Item, Kind, Origin, Present};
@@ -69,29 +72,43 @@ pub fn inspect(tier: &Path, package_tier: bool) -> Result<Existing, InstallError
 
 /// Installs the shipped files into `tier`. `firewalld` is the target's version and capabilities when
 /// known (the version gates apply), `None` for packaging.
-pub fn install(
+pub async fn install(
     tier: &Path,
     package_tier: bool,
     firewalld: Option<(&str, Capabilities)>,
 ) -> Result<Vec<Item>, InstallError> {
     let existing = inspect(tier, package_tier)?;
     let items = plan::plan_install(firewalld, &existing)?;
-    let mut written: Vec<PathBuf> = Vec::new();
-    for item in items.iter().filter(|i| i.action == Action::Add) {
-        let path = object_path(tier, item.kind, &item.name);
-        let text = zone::shipped_text(item.kind, &item.name).unwrap_or_default();
-        if let Err(e) = write_atomically(&path, text.as_bytes(), 0o644) {
-            for p in &written {
-                let _ = fs::remove_file(p);
-            }
-            return Err(InstallError::Refused(format!(
-                "cannot write {}: {e}; removed the files this run had written",
-                path.display()
-            )));
-        }
-        written.push(path);
-    }
+    // Added only where no file of that name exists: there is nothing to put back.
+    let steps = items
+        .iter()
+        .filter(|i| i.action == Action::Add)
+        .map(|item| Step::WriteFile {
+            path: object_path(tier, item.kind, &item.name),
+            content: Some(
+                zone::shipped_text(item.kind, &item.name)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            previous: None,
+            mode: 0o644,
+        })
+        .collect();
+    apply(steps).await?;
     Ok(items)
+}
+
+/// Applies the file steps, all or none.
+async fn apply(steps: Vec<Step>) -> Result<(), InstallError> {
+    let plan = Plan {
+        steps,
+        warnings: Vec::new(),
+    };
+    Executor::new(&Local)
+        .run(&plan)
+        .await
+        .map(|_| ())
+        .map_err(|e| InstallError::Refused(e.to_string()))
 }
 
 /// The policies in `dirs` that name one of `zones` in an ingress or egress zone, as "policy P names zone
@@ -136,7 +153,7 @@ fn policy_dirs(tier: &Path, package_tier: bool) -> Vec<PathBuf> {
 
 /// Removes the shipped files from `tier` whose content is still exactly virtzone's. Refuses when a
 /// zone file to remove is named by a policy file that stays: firewalld would not start with that.
-pub fn uninstall(tier: &Path, package_tier: bool) -> Result<Vec<Item>, InstallError> {
+pub async fn uninstall(tier: &Path, package_tier: bool) -> Result<Vec<Item>, InstallError> {
     let existing = inspect(tier, package_tier)?;
     let items = plan::plan_uninstall(&existing, &Default::default(), false)?;
     let removed = |kind: Kind| -> Vec<&str> {
@@ -162,17 +179,43 @@ pub fn uninstall(tier: &Path, package_tier: bool) -> Result<Vec<Item>, InstallEr
             dependents.join("; ")
         )));
     }
-    for item in items.iter().filter(|i| i.action == Action::Remove) {
-        let path = object_path(tier, item.kind, &item.name);
-        fs::remove_file(&path)
-            .map_err(|e| InstallError::Refused(format!("cannot remove {}: {e}", path.display())))?;
-    }
+    // Removed only where the file is exactly virtzone's: its content is what a rollback writes back.
+    let steps = items
+        .iter()
+        .filter(|i| i.action == Action::Remove)
+        .map(|item| Step::WriteFile {
+            path: object_path(tier, item.kind, &item.name),
+            content: None,
+            previous: zone::shipped_text(item.kind, &item.name).map(str::to_string),
+            mode: 0o644,
+        })
+        .collect();
+    apply(steps).await?;
     Ok(items)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn install(
+        tier: &Path,
+        package_tier: bool,
+        firewalld: Option<(&str, Capabilities)>,
+    ) -> Result<Vec<Item>, InstallError> {
+        block_on(super::install(tier, package_tier, firewalld))
+    }
+
+    fn uninstall(tier: &Path, package_tier: bool) -> Result<Vec<Item>, InstallError> {
+        block_on(super::uninstall(tier, package_tier))
+    }
 
     #[test]
     fn install_keeps_foreign_files_and_uninstall_removes_only_ours() {

@@ -987,6 +987,23 @@ impl Guest<'_> {
     }
 }
 
+impl Guest<'_> {
+    /// Whether an HTTP request from the guest to a server on `addr`, port 8000, is answered (2 s at
+    /// most; Python's urllib, as Debian 12's busybox wget crashes).
+    pub fn reaches_http(&self, addr: &str) -> bool {
+        self.command("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import urllib.request; urllib.request.urlopen('http://{addr}:8000/', timeout=2)"
+                ),
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
 impl Drop for Guest<'_> {
     fn drop(&mut self) {
         kill_netns_processes(&self.netns);

@@ -1054,6 +1054,42 @@ pub fn host_view_script(lab: &Lab, libvirt: Option<&Path>, layer: &Path) -> Stri
     script
 }
 
+/// Where `doctor`'s private /etc layer lives for this lab (kept across runs, like a real /etc).
+pub fn doctor_etc_layer(lab: &Lab) -> PathBuf {
+    lab.dir().join("doctor-etc")
+}
+
+/// Runs `virtzone doctor ARGS` in a private mount namespace inside the lab's network namespace,
+/// seeing the host as [`host_view_script`] makes it (so `--fix` writes to /etc land in
+/// [`doctor_etc_layer`], never in the host's /etc); `setup` is sh run inside the namespace first.
+pub fn doctor_in(
+    lab: &Lab,
+    libvirt: Option<&Path>,
+    setup: &str,
+    args: &[&str],
+    input: &str,
+) -> Output {
+    let mut script = host_view_script(lab, libvirt, &doctor_etc_layer(lab));
+    script.push_str(setup);
+    script.push_str("\nexec \"$@\"\n");
+    let mut cmd = lab.command("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        &script,
+        "sh",
+    ])
+    .arg(virtzone_binary())
+    .arg("doctor")
+    .args(args)
+    .env("VIRTZONE_STATE_DIR", lab.state_dir())
+    .env("VIRTZONE_CONFIG", lab.dir().join("virtzone.conf"));
+    run_with_input(&mut cmd, input)
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         // Nothing here may panic: this also runs while a failed test unwinds.

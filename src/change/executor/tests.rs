@@ -161,6 +161,20 @@ impl Mutations for Fake {
         let place = if to_disk { "disk" } else { "memory" };
         self.record(format!("nm.Update2 {uuid} zone={zone} {place}"))
     }
+    async fn iptables(&self, args: &[String]) -> firewalld::Result<()> {
+        self.record(format!("iptables {}", args.join(" ")))
+    }
+    async fn write_file(
+        &self,
+        path: &std::path::Path,
+        content: Option<&str>,
+        mode: u32,
+    ) -> firewalld::Result<()> {
+        match content {
+            Some(text) => self.record(format!("write {} {mode:o} {text:?}", path.display())),
+            None => self.record(format!("remove {}", path.display())),
+        }
+    }
 }
 
 /// A policy's rich rules, joined, for the record.
@@ -584,4 +598,73 @@ fn a_profile_zone_is_set_through_networkmanager_and_restored_on_failure() {
         ),
         "{err}"
     );
+}
+
+/// `doctor --fix`'s local steps (issue #19): a failing step undoes the ones before it, newest
+/// first: the accepts inserted in `DOCKER-USER` are deleted, a sysctl goes back to its value, and
+/// a file virtzone created is removed again (one it replaced gets its old content back).
+#[test]
+fn local_steps_roll_back_through_their_inverses() {
+    let accept = |words: &str| Step::IptablesRule {
+        chain: "DOCKER-USER".into(),
+        rule: words.split(' ').map(String::from).collect(),
+        insert: true,
+    };
+    let plan = Plan {
+        steps: vec![
+            accept("-i virbr0 -o eth0 -j ACCEPT"),
+            Step::Sysctl {
+                key: "net/bridge/bridge-nf-call-iptables".into(),
+                value: "0".into(),
+                previous: "1".into(),
+            },
+            Step::WriteFile {
+                path: "/etc/sysctl.d/90-virtzone-bridge.conf".into(),
+                content: Some("a = 0\n".into()),
+                previous: None,
+                mode: 0o644,
+            },
+            Step::WriteFile {
+                path: "/etc/sysctl.d/91-other.conf".into(),
+                content: Some("new\n".into()),
+                previous: Some("old\n".into()),
+                mode: 0o644,
+            },
+            accept("-i eth0 -o virbr0 -j ACCEPT"),
+        ],
+        warnings: vec![],
+    };
+    let fake = Fake::failing(&["iptables -I DOCKER-USER -i eth0"]);
+    let err = block_on(Executor::new(&fake).run(&plan)).unwrap_err();
+    assert_eq!(err.undone, 4);
+    assert!(err.rollback_failures.is_empty());
+    assert_eq!(
+        fake.calls(),
+        [
+            "iptables -I DOCKER-USER -i virbr0 -o eth0 -j ACCEPT",
+            "sysctl net/bridge/bridge-nf-call-iptables=0",
+            "write /etc/sysctl.d/90-virtzone-bridge.conf 644 \"a = 0\\n\"",
+            "write /etc/sysctl.d/91-other.conf 644 \"new\\n\"",
+            "iptables -I DOCKER-USER -i eth0 -o virbr0 -j ACCEPT",
+            "write /etc/sysctl.d/91-other.conf 644 \"old\\n\"",
+            "remove /etc/sysctl.d/90-virtzone-bridge.conf",
+            "sysctl net/bridge/bridge-nf-call-iptables=1",
+            "iptables -D DOCKER-USER -i virbr0 -o eth0 -j ACCEPT",
+        ]
+    );
+    // Said as what failed locally, not as firewalld's refusal.
+    assert!(
+        err.to_string()
+            .starts_with("could not run iptables -I DOCKER-USER -i eth0 -o virbr0 -j ACCEPT: "),
+        "{err}"
+    );
+}
+
+/// [`Local`] carries out no firewalld call: a plan that needs firewalld fails before changing
+/// anything.
+#[test]
+fn the_local_executor_refuses_firewalld_calls() {
+    let err = block_on(Executor::new(&local::Local).run(&install_plan())).unwrap_err();
+    assert_eq!(err.undone, 0);
+    assert!(err.to_string().contains("needs firewalld"), "{err}");
 }
