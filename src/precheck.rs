@@ -164,7 +164,11 @@ pub fn decide(req: &Request<'_>, facts: &FirewalldFacts) -> Verdict {
     let net = &req.network.name;
     let bridge = req.bridge();
     if let ForwardMode::Unmanaged(mode) = &req.network.forward {
-        return Verdict::pass(Reason::UnmanagedBridge, None, bridged_message(req.network, mode));
+        return Verdict::pass(
+            Reason::UnmanagedBridge,
+            None,
+            bridged_message(req.network, mode),
+        );
     }
     let fw = match facts {
         FirewalldFacts::NotRunning { .. } => {
@@ -574,18 +578,35 @@ mod tests {
         let facts = FirewalldFacts::NotRunning { no_bus: false };
         let mut n = net(ForwardMode::Unmanaged("bridge".into()), None);
         n.bridge = Some(BridgeName::new("br0").unwrap());
-        let v = decide(&Request { network: &n, zone: None }, &facts);
+        let v = decide(
+            &Request {
+                network: &n,
+                zone: None,
+            },
+            &facts,
+        );
         assert!(v.ok && v.zone.is_none(), "{v:?}");
         assert!(v.message.contains("host bridge br0"), "{}", v.message);
-        assert!(v.message.contains("br0's own zone decides"), "{}", v.message);
+        assert!(
+            v.message.contains("br0's own zone decides"),
+            "{}",
+            v.message
+        );
         assert!(v.message.contains("br_netfilter"), "{}", v.message);
         let mut n = net(ForwardMode::Unmanaged("bridge".into()), None);
         n.forward_devs = vec!["eth0".into()];
-        let v = decide(&Request { network: &n, zone: None }, &facts);
+        let v = decide(
+            &Request {
+                network: &n,
+                zone: None,
+            },
+            &facts,
+        );
         assert!(v.ok && v.zone.is_none(), "{v:?}");
         assert!(
             v.message.contains("macvtap to eth0")
-                && v.message.contains("never crosses a host bridge or the host's netfilter bridge path"),
+                && v.message
+                    .contains("never crosses a host bridge or the host's netfilter bridge path"),
             "{}",
             v.message
         );

@@ -146,7 +146,9 @@ impl Network {
         };
         match (&self.bridge, mode.as_str()) {
             (Some(b), "bridge") => Some(Bridged::HostBridge(b)),
-            (None, "bridge" | "private" | "vepa" | "passthrough") if !self.forward_devs.is_empty() => {
+            (None, "bridge" | "private" | "vepa" | "passthrough")
+                if !self.forward_devs.is_empty() =>
+            {
                 Some(Bridged::Macvtap(&self.forward_devs))
             }
             _ => None,
@@ -350,8 +352,10 @@ mod tests {
 
     #[test]
     fn bridged_networks_name_their_host_bridge_or_macvtap_devices() {
-        let n = parse("<network><name>lan</name><forward mode='bridge'/><bridge name='br0'/></network>")
-            .unwrap();
+        let n = parse(
+            "<network><name>lan</name><forward mode='bridge'/><bridge name='br0'/></network>",
+        )
+        .unwrap();
         assert_eq!(
             n.bridged(),
             Some(Bridged::HostBridge(&BridgeName::new("br0").unwrap()))

@@ -424,7 +424,11 @@ impl Trace {
         format!(
             "{said}, whether or not {} match{} (outside the model, but either way the same)",
             self.regardless_of.join(" and "),
-            if self.regardless_of.len() == 1 { "es" } else { "" }
+            if self.regardless_of.len() == 1 {
+                "es"
+            } else {
+                ""
+            }
         )
     }
 }

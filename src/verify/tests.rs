@@ -398,23 +398,27 @@ fn iptables_saved_lines_give_compat_matches_meaning() {
 #[test]
 fn a_match_outside_the_model_that_cannot_change_the_verdict_is_tried_both_ways() {
     let physdev = r#"[{"xt":{"type":"match","name":"physdev"}},{"jump":{"target":"sub"}}]"#;
-    let rs = rs_of(&[
-        rule("in", 2, physdev),
-        rule("in", 3, r#"[{"reject":null}]"#),
-        rule("sub", 4, r#"[{"return":null}]"#),
-    ]
-    .join(","));
+    let rs = rs_of(
+        &[
+            rule("in", 2, physdev),
+            rule("in", 3, r#"[{"reject":null}]"#),
+            rule("sub", 4, r#"[{"return":null}]"#),
+        ]
+        .join(","),
+    );
     let t = evaluate(&rs, &ssh());
     assert_eq!(t.verdict, Verdict::Reject, "{t:?}");
     assert_eq!(t.by.as_ref().unwrap().handle, Some(3));
     assert_eq!(t.regardless_of.len(), 1, "{t:?}");
     assert!(t.describe().contains("whether or not"), "{}", t.describe());
     // When the chain it jumps to decides, the verdict depends on the match: unknown.
-    let rs = rs_of(&[
-        rule("in", 2, physdev),
-        rule("in", 3, r#"[{"reject":null}]"#),
-        rule("sub", 4, r#"[{"accept":null}]"#),
-    ]
-    .join(","));
+    let rs = rs_of(
+        &[
+            rule("in", 2, physdev),
+            rule("in", 3, r#"[{"reject":null}]"#),
+            rule("sub", 4, r#"[{"accept":null}]"#),
+        ]
+        .join(","),
+    );
     assert!(matches!(evaluate(&rs, &ssh()).verdict, Verdict::Unknown(_)));
 }
