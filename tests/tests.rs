@@ -8,7 +8,9 @@ mod common;
 /// Issue #22: desired state in drop-in files, `virtzone apply`, ownership, and the Ansible module.
 mod apply;
 mod bind;
+// Bridged guests on a host bridge: their zone and br_netfilter, with packets (issue #20).
 mod booted;
+mod bridged;
 // The Cockpit page in headless Chromium, served by cockpit-ws in a libvirt lab (issue #23).
 mod cockpit;
 mod daemon;
