@@ -148,11 +148,10 @@ fn matrix(release: Release) -> Vec<String> {
                 let got = topo.probe(from, &["tcp", &to, &WEB_PORT.to_string()]);
                 let (code, verdict, out) = explain(&lab, &(p.explain)(&topo));
                 let passed = matches!(got, Outcome::Ok(_));
-                let agreed = match (&got, code) {
-                    (Outcome::Ok(_), Some(0)) => true,
-                    (Outcome::Refused(_) | Outcome::Timeout, Some(1)) => true,
-                    _ => false,
-                };
+                let agreed = matches!(
+                    (&got, code),
+                    (Outcome::Ok(_), Some(0)) | (Outcome::Refused(_) | Outcome::Timeout, Some(1))
+                );
                 let cell = format!(
                     "forward {} br_netfilter {}: {}: {} | explain exit {code:?}, {verdict}",
                     if forward { "yes" } else { "no " },
