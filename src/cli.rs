@@ -49,7 +49,8 @@ pub enum Command {
         /// A guest's packet to the host: `tcp/22`, `udp/53`, `icmp`.
         #[arg(long, value_name = "PROTO/PORT", conflicts_with = "service")]
         to_host: Option<String>,
-        /// A guest's packet forwarded out (to --to ADDR, else the world).
+        /// A guest's packet forwarded out (to --to ADDR, else the world); bridged between the
+        /// bridge's ports when ADDR is on its link or the host has no address on it.
         #[arg(long, requires = "service")]
         forward: bool,
         /// Where the packet goes: with --forward the destination out in the world, with --to-host

@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::firewalld::{Backend, FirewalldFacts, Running, State};
+use crate::libvirt::network::Bridged;
 use crate::libvirt::{ForwardMode, Network};
 use crate::names::ZoneName;
 use crate::{LIBVIRT_ROUTED_OUT_POLICY, LIBVIRT_ROUTED_ZONE, LIBVIRT_ZONE};
@@ -132,6 +133,32 @@ pub fn egress_any_warning(version: &semver::Version, version_text: &str) -> Opti
     })
 }
 
+/// What a network without a libvirt bridge means for its guests' traffic (forward mode `bridge`
+/// on a host bridge, macvtap, hostdev).
+pub fn bridged_message(network: &Network, mode: &str) -> String {
+    let net = &network.name;
+    match network.bridged() {
+        Some(Bridged::HostBridge(br)) => format!(
+            "network {net} puts its guests on host bridge {br} (forward mode bridge): libvirt owns no \
+             bridge for it and virtzone changes no zone for it; {br}'s own zone decides its guests' \
+             traffic (guest to guest and to the LAN: that zone's intra-zone forwarding) whenever \
+             br_netfilter (net.bridge.bridge-nf-call-iptables) passes bridged frames to the IP \
+             firewall; `virtzone explain --bridge {br} --forward --to ADDR tcp/PORT` follows such a \
+             packet"
+        ),
+        Some(Bridged::Macvtap(devs)) => format!(
+            "network {net} attaches its guests by macvtap to {} (forward mode {mode}): their \
+             traffic never crosses a host bridge or the host's netfilter bridge path, so no zone \
+             and no br_netfilter setting applies to it (and guests cannot reach the host through \
+             the same device)",
+            devs.join(", ")
+        ),
+        None => format!(
+            "network {net} uses forward mode {mode}: libvirt owns no bridge for it, so no zone is needed"
+        ),
+    }
+}
+
 /// Decides whether guest networking will work for `req` on the firewalld described by `facts`.
 pub fn decide(req: &Request<'_>, facts: &FirewalldFacts) -> Verdict {
     let net = &req.network.name;
@@ -140,7 +167,7 @@ pub fn decide(req: &Request<'_>, facts: &FirewalldFacts) -> Verdict {
         return Verdict::pass(
             Reason::UnmanagedBridge,
             None,
-            format!("network {net} uses forward mode {mode}: libvirt owns no bridge for it, so no zone is needed"),
+            bridged_message(req.network, mode),
         );
     }
     let fw = match facts {
@@ -317,6 +344,7 @@ mod tests {
             zone: zone.map(|z| ZoneName::new(z).unwrap()),
             forward,
             ips: Vec::new(),
+            forward_devs: Vec::new(),
         }
     }
 
@@ -541,5 +569,46 @@ mod tests {
             &running("2.0.1", Nft, ALL, POLICIES),
         );
         assert!(v.warnings.is_empty(), "{v:?}");
+    }
+
+    /// Forward mode bridge on a host bridge names the bridge's zone and br_netfilter as what
+    /// decides; macvtap says its traffic never crosses the host's bridge path.
+    #[test]
+    fn bridged_networks_say_what_decides_their_guests_traffic() {
+        let facts = FirewalldFacts::NotRunning { no_bus: false };
+        let mut n = net(ForwardMode::Unmanaged("bridge".into()), None);
+        n.bridge = Some(BridgeName::new("br0").unwrap());
+        let v = decide(
+            &Request {
+                network: &n,
+                zone: None,
+            },
+            &facts,
+        );
+        assert!(v.ok && v.zone.is_none(), "{v:?}");
+        assert!(v.message.contains("host bridge br0"), "{}", v.message);
+        assert!(
+            v.message.contains("br0's own zone decides"),
+            "{}",
+            v.message
+        );
+        assert!(v.message.contains("br_netfilter"), "{}", v.message);
+        let mut n = net(ForwardMode::Unmanaged("bridge".into()), None);
+        n.forward_devs = vec!["eth0".into()];
+        let v = decide(
+            &Request {
+                network: &n,
+                zone: None,
+            },
+            &facts,
+        );
+        assert!(v.ok && v.zone.is_none(), "{v:?}");
+        assert!(
+            v.message.contains("macvtap to eth0")
+                && v.message
+                    .contains("never crosses a host bridge or the host's netfilter bridge path"),
+            "{}",
+            v.message
+        );
     }
 }

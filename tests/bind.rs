@@ -341,6 +341,67 @@ fn hook(lab: &Lab, name: &str, op: &str, subop: &str, data: &str) -> Output {
 const NAT: &str = "<hookData><network><name>default</name><forward mode='nat'/><bridge name='virbr0'/></network></hookData>";
 const ROUTED: &str = "<hookData><network><name>r1</name><forward mode='route'/><bridge name='virbr1'/></network></hookData>";
 
+const BRIDGED: &str = "<hookData><network><name>lan</name><forward mode='bridge'/><bridge name='vzhb0'/></network></hookData>";
+
+/// Issue #20: a network of forward mode bridge puts its guests on a host bridge libvirt does not own.
+/// The hook records the network but changes no host bridge's zone: the admin's binding stands (also
+/// when the network stops), and the log says so; macvtap is named as crossing no bridge.
+#[test]
+fn the_hook_leaves_a_host_bridge_of_a_bridged_network_alone() {
+    let lab = Lab::start_installed(LabConfig::default());
+    for args in ["link add vzhb0 type bridge", "link add vzhb1 type bridge"] {
+        ok(&lab.command("ip").args(args.split(' ')).output().unwrap());
+    }
+    ok(&lab.run_virtzone(&["attach", "vzhb0", "--zone", "internal"]));
+    let start = ok(&hook(&lab, "lan", "start", "begin", BRIDGED));
+    assert!(start.contains("host bridge vzhb0"), "{start}");
+    let started = ok(&hook(&lab, "lan", "started", "begin", BRIDGED));
+    assert!(
+        started.contains(
+            "network lan: guests on host bridge vzhb0, in zone internal; virtzone does not change \
+             the zone of a host bridge: vzhb0 is bound by its admin through virtzone to zone \
+             internal, which stands"
+        ),
+        "{started}"
+    );
+    let networks = std::fs::read_to_string(lab.dir().join("state/forwards/networks.json"))
+        .expect("the hook records the network");
+    let networks: Value = serde_json::from_str(&networks).unwrap();
+    assert_eq!(
+        networks["networks"]["lan"]["bridge"], "vzhb0",
+        "{networks:#}"
+    );
+    let stopped = ok(&hook(&lab, "lan", "stopped", "end", BRIDGED));
+    assert!(
+        stopped.contains("host bridge vzhb0 keeps its zone"),
+        "{stopped}"
+    );
+    assert_eq!(
+        lab.interface_zones(),
+        BTreeMap::from([("vzhb0".into(), "internal".into())])
+    );
+    assert_eq!(
+        recorded(&lab),
+        BTreeMap::from([("vzhb0".into(), "internal".into())])
+    );
+    // A host bridge nobody bound stays in no zone, and the log says how to bind it.
+    let other = BRIDGED.replace("vzhb0", "vzhb1").replace(">lan<", ">lan1<");
+    let started = ok(&hook(&lab, "lan1", "started", "begin", &other));
+    assert!(
+        started.contains("in no zone (firewalld's default zone applies)")
+            && started
+                .contains("not bound by virtzone (virtzone attach vzhb1 --zone ZONE binds it)"),
+        "{started}"
+    );
+    assert!(!lab.interface_zones().contains_key("vzhb1"));
+    let tap = "<hookData><network><name>tap</name><forward mode='bridge'><interface dev='eth0'/></forward></network></hookData>";
+    let started = ok(&hook(&lab, "tap", "started", "begin", tap));
+    assert!(
+        started.contains("guests attach by macvtap to eth0; their traffic never crosses the host's bridge netfilter path"),
+        "{started}"
+    );
+}
+
 #[test]
 fn hook_operations() {
     let lab = Lab::start(LabConfig::default());

@@ -250,3 +250,44 @@ fn guests_on_an_nm_bridge_reach_each_other_the_lan_and_the_host_through_its_zone
     let errors = firewalld_errors(&b);
     assert!(errors.is_empty(), "firewalld logged errors: {errors:?}");
 }
+
+/// `attach --permanent` on an NM-managed bridge survives a reboot of the booted system (the same
+/// root and /etc booted again): NetworkManager reads `connection.zone` from the profile's file and
+/// sends it to firewalld as it activates `br0`, before anyone asks virtzone.
+#[test]
+fn permanent_binding_of_an_nm_bridge_survives_a_reboot() {
+    let mut b = boot_with_nm_bridge();
+    b.sh_ok("virtzone attach br0 --zone internal --permanent");
+    wait_zone(&b, "br0", "internal", "virtzone attach --permanent");
+    let first = b.pid1();
+    b.reboot();
+    assert_ne!(b.pid1(), first, "the same system is still running");
+    b.wait_ok(
+        "NetworkManager active after the reboot",
+        SETTLE,
+        "systemctl is-active NetworkManager",
+    );
+    b.wait_ok(
+        "br0 activated after the reboot",
+        BACK,
+        "nmcli -g GENERAL.STATE device show br0 | grep -q '^100'",
+    );
+    wait_zone(&b, "br0", "internal", "a reboot");
+    assert_eq!(profile_zone(&b, "br0"), "internal");
+    assert_eq!(
+        b.sh_ok("nmcli -g connection.zone connection show br0")
+            .trim(),
+        "internal"
+    );
+    let row = list_row(&b, "br0");
+    assert_eq!(
+        (&row["path"], &row["agree"]),
+        (
+            &serde_json::json!("networkmanager"),
+            &serde_json::json!(true)
+        ),
+        "{row}"
+    );
+    let errors = firewalld_errors(&b);
+    assert!(errors.is_empty(), "firewalld logged errors: {errors:?}");
+}

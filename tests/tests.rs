@@ -12,6 +12,8 @@ mod apply;
 mod bind;
 // The .deb installed in a Debian 12 system booted with systemd: units, bus policy, hook.
 mod booted;
+// Bridged guests on a host bridge: their zone and br_netfilter, with packets (issue #20).
+mod bridged;
 // The Cockpit page in headless Chromium, served by cockpit-ws in a libvirt lab (issue #23).
 mod cockpit;
 // `virtzone serve` puts bindings back after reloads and restarts, under the shipped bus policy.

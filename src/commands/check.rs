@@ -39,6 +39,7 @@ pub(crate) fn read_network(
             zone: None,
             forward: ForwardMode::Nat,
             ips: Vec::new(),
+            forward_devs: Vec::new(),
         });
     };
     let mut xml = String::new();

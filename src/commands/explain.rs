@@ -91,6 +91,13 @@ pub async fn run(
             _ => false,
         };
         let e = all[usize::from(v6)];
+        // The host routes only what leaves the bridge's own subnets; a destination (or source) on
+        // the bridge's link, or any address when the host has none on the bridge (a host bridge
+        // carrying guests to the LAN), is bridged between ports: only br_netfilter shows it to
+        // the IP tables.
+        let own = addrs.iter().any(|(a, _)| a.is_ipv6() == v6);
+        let on_link = |a: IpAddr| !own || route_dev(a).as_deref() == Some(br.as_str());
+        let brnf = crate::verify::br_netfilter(v6);
         let packet = match direction {
             Direction::ToHost(at) => {
                 let mut p = probe::to_host(&br, &e, proto, port);
@@ -102,18 +109,26 @@ pub async fn run(
             }
             Direction::Forward(to) => {
                 let to = to.unwrap_or(e.upstream);
-                let out = route_dev(to)
-                    .filter(|d| *d != br)
-                    .or(host.uplink.clone())
-                    .unwrap_or_else(|| OTHER_IFACE.to_string());
-                probe::forward(&br, &out, &e, to, proto, port)
+                if on_link(to) {
+                    probe::across(&br, e.guest, to, proto, port, brnf)
+                } else {
+                    let out = route_dev(to)
+                        .filter(|d| *d != br)
+                        .or(host.uplink.clone())
+                        .unwrap_or_else(|| OTHER_IFACE.to_string());
+                    probe::forward(&br, &out, &e, to, proto, port)
+                }
             }
             Direction::From(from) => {
-                let inp = route_dev(from)
-                    .filter(|d| *d != br)
-                    .or(host.uplink.clone())
-                    .unwrap_or_else(|| OTHER_IFACE.to_string());
-                probe::inbound(&br, &inp, from, e.guest, proto, port)
+                if on_link(from) {
+                    probe::across(&br, from, e.guest, proto, port, brnf)
+                } else {
+                    let inp = route_dev(from)
+                        .filter(|d| *d != br)
+                        .or(host.uplink.clone())
+                        .unwrap_or_else(|| OTHER_IFACE.to_string());
+                    probe::inbound(&br, &inp, from, e.guest, proto, port)
+                }
             }
         };
         Ok(evaluate(&rs, &packet))
@@ -125,6 +140,27 @@ pub async fn run(
         print_json(&trace)?;
     } else {
         out!("packet: {}", trace.packet);
+        if trace.packet.bridged {
+            let v6 = trace.packet.saddr.is_ipv6();
+            let key = if v6 { "ip6tables" } else { "iptables" };
+            out!(
+                "  bridged between ports of {}, not routed by the host: {}",
+                trace.packet.iif,
+                if trace.packet.br_netfilter {
+                    format!(
+                        "br_netfilter is on (net.bridge.bridge-nf-call-{key} = 1), so the IP \
+                         tables' forward hook sees it, in and out of {}: the bridge's zone decides \
+                         (its intra-zone forwarding)",
+                        trace.packet.iif
+                    )
+                } else {
+                    format!(
+                        "br_netfilter is off (net.bridge.bridge-nf-call-{key} = 0), so only \
+                         bridge and netdev tables see it; no zone applies"
+                    )
+                }
+            );
+        }
         if trace.steps.is_empty() {
             out!("  no base chain of any table sees it");
         }

@@ -15,6 +15,7 @@ use crate::bind::{self, Attach, Bindings, BINDINGS_FILE};
 use crate::change::executor::{Executor, Live};
 use crate::change::{Plan, Step};
 use crate::firewalld::{self, Firewalld, FirewalldFacts};
+use crate::libvirt::network::Bridged;
 use crate::libvirt::{parse_domain_xml, parse_network_xml, Network, NetworkXmlError};
 use crate::names::BridgeName;
 use crate::precheck::{self, Request};
@@ -159,6 +160,15 @@ fn out_of_budget(name: &str, budget: Duration) -> String {
 /// The hook's work for `start`, `started` and `stopped` (`fw`: `None` without a system bus).
 async fn act(op: Op, network: &Network, fw: Option<&Firewalld>) -> Result<ExitCode, Failure> {
     if op == Op::Stopped {
+        // A host bridge outlives the network: the admin's binding of it (if any) stays.
+        if let Some(Bridged::HostBridge(br)) = network.bridged() {
+            out!(
+                "network {}: stopped; host bridge {br} keeps its zone (virtzone unbinds only the \
+                 bridges libvirt owns)",
+                network.name
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         return stopped(fw, network.bridge.clone()).await;
     }
     // `start` and `started`: the zone libvirt's rules give this network on this firewalld.
@@ -178,6 +188,10 @@ async fn act(op: Op, network: &Network, fw: Option<&Firewalld>) -> Result<ExitCo
     }
     if !verdict.ok {
         return Err(Failure::Refused(verdict.message));
+    }
+    if let Some(bridged) = network.bridged() {
+        out!("{}", bridged_note(network, bridged, fw).await);
+        return Ok(ExitCode::SUCCESS);
     }
     let (Some(zone), Some(bridge), FirewalldFacts::Running(_), Some(fw)) =
         (verdict.zone, network.bridge.clone(), facts, fw)
@@ -206,6 +220,44 @@ async fn act(op: Op, network: &Network, fw: Option<&Firewalld>) -> Result<ExitCo
         Err(e) => return Err(e.into()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The log line for a started network whose guests sit on a host bridge or on macvtap: virtzone
+/// records the network (its forwards' record) but moves no host bridge into a zone; the admin's
+/// binding (`virtzone attach`), if any, stands.
+async fn bridged_note(network: &Network, bridged: Bridged<'_>, fw: Option<&Firewalld>) -> String {
+    let net = &network.name;
+    let br = match bridged {
+        Bridged::Macvtap(devs) => {
+            return format!(
+                "network {net}: guests attach by macvtap to {}; their traffic never crosses the \
+                 host's bridge netfilter path, so virtzone has no zone to set",
+                devs.join(", ")
+            )
+        }
+        Bridged::HostBridge(br) => br,
+    };
+    let zone = match fw {
+        Some(fw) => match fw.zone_of_interface(br.as_str()).await {
+            Ok(Some(z)) => format!("zone {z}"),
+            Ok(None) => "no zone (firewalld's default zone applies)".to_string(),
+            Err(e) => format!("a zone firewalld did not tell ({e})"),
+        },
+        None => "no zone (there is no system bus)".to_string(),
+    };
+    let bound = StateDir::locate(None)
+        .ok()
+        .and_then(|s| s.read::<Bindings>(BINDINGS_FILE).ok())
+        .and_then(|b| b.bindings.get(br).map(|b| b.zone.to_string()));
+    let who = match bound {
+        Some(z) => format!("bound by its admin through virtzone to zone {z}, which stands"),
+        None => format!("not bound by virtzone (virtzone attach {br} --zone ZONE binds it)"),
+    };
+    format!(
+        "network {net}: guests on host bridge {br}, in {zone}; virtzone does not change the zone \
+         of a host bridge: {br} is {who}. That zone's intra-zone forwarding decides the guests' \
+         traffic when br_netfilter passes bridged frames to the IP firewall"
+    )
 }
 
 /// Binds the bridge at runtime without recording it, when the state directory cannot be used. libvirt

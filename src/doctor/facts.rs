@@ -1,5 +1,5 @@
 //! What `doctor` reads from the host: firewalld over D-Bus (one connection), libvirt's records of its
-//! running networks, sysctls, bridge ports, NetworkManager profiles, firewalld's and virtzone's files,
+//! running networks, sysctls, bridge ports, NetworkManager over D-Bus, firewalld's and virtzone's files,
 //! the live ruleset, the hook and the daemon. Every reader tolerates absence: a fact that cannot be
 //! read is `None`, which makes the checks that need it `skipped`, never guessed.
 
@@ -27,8 +27,6 @@ pub const QEMU_HOOK_PATH: &str = "/etc/libvirt/hooks/qemu.d/50-virtzone";
 /// firewalld's admin and package configuration tiers.
 const FIREWALLD_ETC: &str = "/etc/firewalld";
 const FIREWALLD_USR: &str = "/usr/lib/firewalld";
-/// NetworkManager's keyfile profiles.
-const NM_PROFILES: &str = "/etc/NetworkManager/system-connections";
 /// systemd's record that the unit is enabled.
 const UNIT_ENABLED: &str = "/etc/systemd/system/multi-user.target.wants/virtzone.service";
 /// Files larger than this are not what they should be and are not read.
@@ -128,8 +126,10 @@ pub struct Facts {
     pub recorded: Option<Bindings>,
     /// `/etc/firewalld` copies of libvirt's zones and policies; `None` when unreadable.
     pub zone_copies: Option<Vec<ZoneCopy>>,
-    /// NetworkManager profiles that set a zone: (file, interface-name, zone); `None` without NM.
-    pub nm_zones: Option<Vec<(String, String, String)>>,
+    /// Whether NetworkManager owns its name on the system bus; `None` when the bus could not be
+    /// asked. When it runs, each bridge's profile is in `status` (`BridgeStatus::networkmanager`),
+    /// read over D-Bus, never from keyfiles.
+    pub nm_running: Option<bool>,
     /// sysctls by their /proc/sys path (`net/ipv4/ip_forward`), those that could be read.
     pub sysctl: BTreeMap<String, String>,
     /// sysctl configuration lines that turn forwarding off: `FILE: LINE`.
@@ -174,7 +174,7 @@ impl Facts {
             networks: Vec::new(),
             recorded: None,
             zone_copies: None,
-            nm_zones: None,
+            nm_running: None,
             sysctl: BTreeMap::new(),
             sysctl_sources: Vec::new(),
             bridge_ports: BTreeMap::new(),
@@ -239,8 +239,20 @@ pub async fn gather(state: Option<&StateDir>, only: &[String]) -> Result<Facts, 
             Ok::<_, crate::firewalld::Error>((snap.firewalld, status))
         };
         match tokio::time::timeout(FIREWALLD_BUDGET, asked).await {
-            Ok(Ok((facts, status))) => {
+            Ok(Ok((facts, mut status))) => {
                 f.firewalld = Ok(facts);
+                // NetworkManager shares the bus: which profile sends each bridge's zone.
+                let nm = crate::networkmanager::NetworkManager::new(fw.connection());
+                f.nm_running = tokio::time::timeout(FIREWALLD_BUDGET, nm.is_running())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                if let (Some(true), Some(status)) = (f.nm_running, status.as_mut()) {
+                    let named = crate::status::add_owners(status, fw.connection());
+                    if tokio::time::timeout(FIREWALLD_BUDGET, named).await.is_err() {
+                        f.nm_running = None;
+                    }
+                }
                 f.status = status;
             }
             Ok(Err(e)) => f.firewalld = Err(e.into()),
@@ -259,7 +271,6 @@ pub async fn gather(state: Option<&StateDir>, only: &[String]) -> Result<Facts, 
         None => None,
     };
     f.zone_copies = zone_copies(Path::new(FIREWALLD_ETC), Path::new(FIREWALLD_USR));
-    f.nm_zones = nm_zones(Path::new(NM_PROFILES));
     for key in [
         "net/ipv4/ip_forward",
         "net/ipv6/conf/all/forwarding",
@@ -292,6 +303,14 @@ pub async fn gather(state: Option<&StateDir>, only: &[String]) -> Result<Facts, 
         if let Some(b) = &n.network.bridge {
             f.bridge_addresses
                 .insert(b.to_string(), crate::verify::addresses(b.as_str()));
+        }
+    }
+    // Bridges bound by hand (`virtzone attach`) are examined like the networks' bridges.
+    for b in f.recorded.iter().flat_map(|r| r.bindings.keys()) {
+        if f.bridge_ports.contains_key(b.as_str()) {
+            f.bridge_addresses
+                .entry(b.to_string())
+                .or_insert_with(|| crate::verify::addresses(b.as_str()));
         }
     }
     f.strict_forward_ports = read_small(&Path::new(FIREWALLD_ETC).join("firewalld.conf"))
@@ -393,37 +412,6 @@ pub fn zone_copies(etc: &Path, usr: &Path) -> Option<Vec<ZoneCopy>> {
             differences,
         });
     }
-    Some(out)
-}
-
-/// NetworkManager keyfiles that set `zone=` for an `interface-name=`: (file, interface, zone).
-pub fn nm_zones(dir: &Path) -> Option<Vec<(String, String, String)>> {
-    let entries = fs::read_dir(dir).ok()?;
-    let mut out = Vec::new();
-    for path in entries.flatten().map(|e| e.path()) {
-        let Some(text) = read_small(&path) else {
-            continue;
-        };
-        let (mut section, mut iface, mut zone) = (String::new(), None, None);
-        for line in text.lines().map(str::trim) {
-            if line.starts_with('[') {
-                section = line.to_string();
-                continue;
-            }
-            if section != "[connection]" {
-                continue;
-            }
-            match line.split_once('=') {
-                Some(("interface-name", v)) => iface = Some(v.trim().to_string()),
-                Some(("zone", v)) if !v.trim().is_empty() => zone = Some(v.trim().to_string()),
-                _ => {}
-            }
-        }
-        if let (Some(i), Some(z)) = (iface, zone) {
-            out.push((path.display().to_string(), i, z));
-        }
-    }
-    out.sort();
     Some(out)
 }
 

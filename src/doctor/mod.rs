@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::firewalld::{FirewalldFacts, State};
+use crate::libvirt::network::Bridged;
 use crate::libvirt::ForwardMode;
 use crate::precheck::{self, Request};
 
@@ -434,6 +435,32 @@ fn bridge_zones(f: &Facts) -> Check {
             }
         }
     }
+    // What decides the traffic of guests on host bridges: named, not judged here (forward-drop and
+    // br-netfilter evaluate it).
+    let mut info = Vec::new();
+    for n in &f.networks {
+        match n.network.bridged() {
+            Some(Bridged::HostBridge(br)) => info.push(format!(
+                "network {}: guests on host bridge {br} (forward mode bridge), {}; virtzone sets \
+                 no zone for it",
+                n.network.name,
+                bridge_words(f, br.as_str())
+            )),
+            Some(Bridged::Macvtap(devs)) => info.push(format!(
+                "network {}: guests on macvtap devices of {}: their traffic never crosses a host \
+                 bridge or its netfilter path, no zone applies",
+                n.network.name,
+                devs.join(", ")
+            )),
+            None => {}
+        }
+    }
+    for (br, zone) in bound_bridges(f) {
+        info.push(format!(
+            "bridge {br}: bound by virtzone to zone {zone}, {}",
+            bridge_words(f, br)
+        ));
+    }
     if evidence.is_empty() {
         return Check::ok(
             ID,
@@ -452,8 +479,10 @@ fn bridge_zones(f: &Facts) -> Check {
                 },
                 if f.networks.len() == 1 { "" } else { "s" },
             ),
-        );
+        )
+        .with_evidence(info);
     }
+    evidence.extend(info);
     let check = Check::new(
         ID,
         Status::Problem,
@@ -476,32 +505,134 @@ fn bridge_zones(f: &Facts) -> Check {
 
 fn nm_zone_override(f: &Facts) -> Check {
     const ID: &str = "nm-zone-override";
-    let Some(nm) = &f.nm_zones else {
-        return Check::skipped(ID, "NetworkManager's connection profiles are not present");
+    match f.nm_running {
+        None => {
+            return Check::skipped(
+                ID,
+                "the system bus could not be asked whether NetworkManager runs",
+            )
+        }
+        Some(false) => {
+            return Check::ok(
+                ID,
+                "NetworkManager is not on the system bus (nobody owns org.freedesktop.NetworkManager): \
+                 no profile sends a bridge's zone",
+            )
+        }
+        Some(true) => {}
+    }
+    let Some(status) = &f.status else {
+        return Check::skipped(ID, "the bridges' zones could not be read");
     };
-    let bridges: Vec<&str> = f
+    let libvirt: Vec<&str> = f
         .networks
         .iter()
+        .filter(|n| n.network.forward.has_libvirt_bridge())
         .filter_map(|n| n.network.bridge.as_ref().map(|b| b.as_str()))
         .collect();
-    let hits: Vec<String> = nm
-        .iter()
-        .filter(|(_, iface, _)| bridges.contains(&iface.as_str()))
-        .map(|(file, iface, zone)| format!("{file}: interface-name={iface} zone={zone}"))
-        .collect();
+    let mut evidence = Vec::new();
+    let mut hits = Vec::new();
+    for b in &status.bridges {
+        let Some(p) = &b.networkmanager else { continue };
+        let profile = nm_profile_words(p);
+        evidence.push(format!("bridge {}: {profile}", b.name));
+        let bound = f
+            .recorded
+            .as_ref()
+            .and_then(|r| r.bindings.iter().find(|(br, _)| br.as_str() == b.name));
+        if libvirt.contains(&b.name.as_str()) {
+            // libvirt's bridges are "connected (externally)": a profile managing one re-sends its
+            // own zone (or the default zone) over libvirt's on every firewalld reload.
+            hits.push(format!(
+                "libvirt bridge {} is managed by {profile}, which NetworkManager re-sends on every \
+                 firewalld reload, over libvirt's zone",
+                b.name
+            ));
+        } else if let Some((_, binding)) = bound {
+            let want = binding.zone.as_str();
+            if binding.networkmanager.is_none() {
+                hits.push(format!(
+                    "virtzone bound bridge {} to zone {want} over firewalld's API, but {profile} \
+                     manages it: NetworkManager puts it back on the next reload or activation; \
+                     virtzone attach {} --zone {want} binds it through the profile",
+                    b.name, b.name
+                ));
+            } else if p.zone != want {
+                hits.push(format!(
+                    "virtzone keeps bridge {} in zone {want}, but {profile} says otherwise",
+                    b.name
+                ));
+            }
+        }
+    }
     if hits.is_empty() {
         return Check::ok(
             ID,
-            "no NetworkManager profile sets a zone for a libvirt bridge",
-        );
+            "no NetworkManager profile overrides the zone of a libvirt bridge or of a bridge \
+             virtzone binds",
+        )
+        .with_evidence(evidence);
     }
     Check::new(
         ID,
         Status::Problem,
-        "NetworkManager puts a libvirt bridge into its own zone, overriding libvirt's",
+        "NetworkManager sends a zone of its own for a bridge whose zone libvirt or virtzone sets",
     )
-    .with_evidence(hits)
-    .with_fix("nmcli connection modify PROFILE connection.zone \"\"", None)
+    .with_evidence(hits.into_iter().chain(evidence).collect())
+    .with_fix(
+        "virtzone attach BRIDGE --zone ZONE (binds through the profile), or nmcli connection modify PROFILE connection.zone ZONE",
+        None,
+    )
+}
+
+/// "NetworkManager profile br0 (uuid …, connection.zone internal)".
+fn nm_profile_words(p: &crate::status::NmOwner) -> String {
+    let zone = if p.zone.is_empty() {
+        "connection.zone empty: the default zone".to_string()
+    } else {
+        format!("connection.zone {}", p.zone)
+    };
+    format!(
+        "NetworkManager profile {} (uuid {}, {zone})",
+        p.profile, p.uuid
+    )
+}
+
+/// How a bridge stands: its zone, and the NetworkManager profile that sends it when there is one.
+fn bridge_words(f: &Facts, bridge: &str) -> String {
+    let b = f
+        .status
+        .as_ref()
+        .and_then(|s| s.bridges.iter().find(|b| b.name == bridge));
+    let zone = match b.map(|b| b.zone.as_deref()) {
+        Some(Some(z)) => format!("in zone {z}"),
+        Some(None) => "in no zone (firewalld's default zone applies)".to_string(),
+        None => "in a zone firewalld did not tell".to_string(),
+    };
+    match (b.and_then(|b| b.networkmanager.as_ref()), f.nm_running) {
+        (Some(p), _) => format!("{zone}, {}", nm_profile_words(p)),
+        (None, Some(true)) => format!("{zone}, no NetworkManager profile sends its zone"),
+        _ => zone,
+    }
+}
+
+/// The bridges virtzone binds by hand (`virtzone attach`), not a running network's, that exist here.
+fn bound_bridges(f: &Facts) -> Vec<(&str, &str)> {
+    let Some(recorded) = &f.recorded else {
+        return Vec::new();
+    };
+    recorded
+        .bindings
+        .iter()
+        .filter(|(b, _)| {
+            f.bridge_ports.contains_key(b.as_str())
+                && !f
+                    .networks
+                    .iter()
+                    .any(|n| n.network.bridge.as_ref() == Some(*b))
+        })
+        .map(|(b, binding)| (b.as_str(), binding.zone.as_str()))
+        .collect()
 }
 
 /// Follows a guest's new outbound connection from each NAT or routed network through every table:
@@ -520,8 +651,16 @@ fn forward_drop(f: &Facts) -> Check {
             )
         })
         .collect();
-    if forwarding.is_empty() {
-        return Check::ok(ID, "no NAT, routed or open network runs");
+    // Bridges bound by hand that the host routes for (it has an address on them) are examined too.
+    let bound: Vec<(&str, &str)> = bound_bridges(f)
+        .into_iter()
+        .filter(|(b, _)| f.bridge_addresses.get(*b).is_some_and(|a| !a.is_empty()))
+        .collect();
+    if forwarding.is_empty() && bound.is_empty() {
+        return Check::ok(
+            ID,
+            "no NAT, routed or open network runs, and virtzone binds no other bridge the host routes for",
+        );
     }
     let rs = match &f.evaluable {
         Ok(rs) => rs,
@@ -536,19 +675,39 @@ fn forward_drop(f: &Facts) -> Check {
     let mut evidence = Vec::new();
     let mut unknown = Vec::new();
     let mut docker_user = Vec::new();
-    for n in forwarding {
-        let Some(bridge) = &n.network.bridge else {
-            continue;
-        };
-        let addrs = f
-            .bridge_addresses
-            .get(bridge.as_str())
-            .cloned()
-            .unwrap_or_default();
+    // (who, bridge, whether firewalld has it in the zone it should be in)
+    let mut targets: Vec<(String, &str, bool)> = forwarding
+        .iter()
+        .filter_map(|n| {
+            let bridge = n.network.bridge.as_ref()?;
+            Some((
+                format!("network {}", n.network.name),
+                bridge.as_str(),
+                in_expected_zone(f, n),
+            ))
+        })
+        .collect();
+    for (bridge, zone) in bound {
+        let have = f
+            .status
+            .as_ref()
+            .and_then(|s| s.bridges.iter().find(|b| b.name == bridge))
+            .and_then(|b| b.zone.as_deref());
+        targets.push((
+            format!(
+                "bridge {bridge} (bound by virtzone, {})",
+                bridge_words(f, bridge)
+            ),
+            bridge,
+            have == Some(zone),
+        ));
+    }
+    for (who, bridge, expected) in targets {
+        let addrs = f.bridge_addresses.get(bridge).cloned().unwrap_or_default();
         let Some(e) = ends(&addrs).into_iter().next() else {
             continue;
         };
-        let packet = probe::forward(bridge.as_str(), uplink, &e, e.upstream, Proto::Tcp, 443);
+        let packet = probe::forward(bridge, uplink, &e, e.upstream, Proto::Tcp, 443);
         let trace = evaluate(rs, &packet);
         match &trace.verdict {
             Verdict::Accept => {}
@@ -556,14 +715,10 @@ fn forward_drop(f: &Facts) -> Check {
             Verdict::Drop | Verdict::Reject => {
                 let by = trace.by.as_ref();
                 // firewalld's own verdict on a bridge outside its zone is bridge-zones' finding.
-                if by.is_some_and(|r| r.table == "firewalld") && !in_expected_zone(f, n) {
+                if by.is_some_and(|r| r.table == "firewalld") && !expected {
                     continue;
                 }
-                evidence.push(format!(
-                    "network {}: {packet} is {}",
-                    n.network.name,
-                    trace.describe()
-                ));
+                evidence.push(format!("{who}: {packet} is {}", trace.describe()));
                 for step in &trace.steps {
                     evidence.push(format!(
                         "  {} {} chain {} (hook {}, priority {}): {}",
@@ -754,6 +909,8 @@ fn br_netfilter(f: &Facts) -> Check {
             direct.push(bridge.clone());
         }
     }
+    // A bridge bound by hand carries its guests directly too.
+    direct.extend(bound_bridges(f).into_iter().map(|(b, _)| b.to_string()));
     direct.sort();
     direct.dedup();
     let evidence: Vec<String> = on
@@ -770,6 +927,19 @@ fn br_netfilter(f: &Facts) -> Check {
             ID,
             Status::Ok,
             "br_netfilter is on, but no bridge carries guests directly",
+        )
+        .with_evidence(evidence);
+    }
+    // What the IP tables do to the bridged guests' traffic, evaluated: the bridge's zone decides
+    // (its intra-zone forwarding). Only a proven accept everywhere makes br_netfilter harmless.
+    let (judged, all_accepted) = bridged_verdicts(f, &direct, &on);
+    let mut evidence = evidence;
+    evidence.extend(judged);
+    if all_accepted {
+        return Check::ok(
+            ID,
+            "br_netfilter is on, and the IP firewall accepts the bridged guests' traffic (the \
+             bridges' zones forward within themselves)",
         )
         .with_evidence(evidence);
     }
@@ -810,6 +980,38 @@ fn br_netfilter(f: &Facts) -> Check {
     )
     .with_evidence(evidence)
     .with_fix(command, Some(Action::DisableBridgeNetfilter(names)))
+}
+
+/// Guest-to-guest traffic across each of `bridges`, for each family whose br_netfilter key is
+/// `on`, through the live ruleset: one evidence line per packet, and whether every one is accepted
+/// (false when the ruleset could not be read or a verdict is unknown).
+fn bridged_verdicts(f: &Facts, bridges: &[String], on: &[&str]) -> (Vec<String>, bool) {
+    use crate::verify::check::{ends, probe};
+    use crate::verify::eval::{evaluate, Verdict};
+    let rs = match &f.evaluable {
+        Ok(rs) => rs,
+        Err(e) => return (vec![format!("the ruleset could not be read: {e}")], false),
+    };
+    let mut lines = Vec::new();
+    let mut all = true;
+    for br in bridges {
+        let addrs = f.bridge_addresses.get(br).cloned().unwrap_or_default();
+        for (v6, e) in ends(&addrs).iter().enumerate() {
+            let key = if v6 == 1 { "ip6tables" } else { "iptables" };
+            if !on.iter().any(|k| k.ends_with(key)) {
+                continue;
+            }
+            let t = evaluate(rs, &probe::bridged(br, e, 80, true));
+            all &= t.verdict == Verdict::Accept;
+            lines.push(format!(
+                "bridge {br} ({}): {} is {}",
+                bridge_words(f, br),
+                t.packet,
+                t.describe()
+            ));
+        }
+    }
+    (lines, all)
 }
 
 /// The header of the sysctl.d file `doctor --fix` keeps br_netfilter off with.

@@ -91,7 +91,7 @@ fn healthy() -> Facts {
     f.status = Some(status(&[("virbr0", Some("libvirt"))]));
     f.networks = vec![network(NAT)];
     f.zone_copies = Some(Vec::new());
-    f.nm_zones = Some(Vec::new());
+    f.nm_running = Some(false);
     f.sysctl.insert("net/ipv4/ip_forward".into(), "1".into());
     f.foreign_tables = Some(Vec::new());
     f.strict_forward_ports = Some(false);
@@ -217,11 +217,10 @@ fn each_fault_is_one_problem_with_evidence() {
         (
             "nm-zone-override",
             |f| {
-                f.nm_zones = Some(vec![(
-                    "/etc/NetworkManager/system-connections/virbr0.nmconnection".into(),
-                    "virbr0".into(),
-                    "trusted".into(),
-                )]);
+                f.nm_running = Some(true);
+                let mut st = status(&[("virbr0", Some("libvirt"))]);
+                st.bridges[0].networkmanager = Some(nm_owner("virbr0", "trusted"));
+                f.status = Some(st);
             },
             Status::Problem,
             Some(false),
@@ -322,28 +321,184 @@ fn strict_forward_ports_is_read_from_firewalld_conf() {
     assert!(!facts::strict_forward_ports(""));
 }
 
+fn nm_owner(profile: &str, zone: &str) -> crate::status::NmOwner {
+    crate::status::NmOwner {
+        profile: profile.into(),
+        uuid: format!("uuid-{profile}"),
+        zone: zone.into(),
+    }
+}
+
+/// nm-zone-override asks NetworkManager over D-Bus (the profiles in `status`): without it on the
+/// bus the check says so; a bridge virtzone bound over firewalld's API that a profile manages is a
+/// problem, one bound through the profile is fine while the profile agrees.
 #[test]
-fn nm_profiles_that_set_a_zone_are_found() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("virbr0.nmconnection"),
-        "[connection]\nid=virbr0\ninterface-name=virbr0\nzone=trusted\n[ipv4]\nmethod=disabled\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("eth0.nmconnection"),
-        "[connection]\ninterface-name=eth0\n",
-    )
-    .unwrap();
+fn nm_zone_override_reads_network_manager_over_the_bus() {
+    let mut f = healthy();
+    let c = find(&diagnose(&f), "nm-zone-override").clone();
+    assert_eq!(c.status, Status::Ok);
+    assert!(c.summary.contains("not on the system bus"), "{}", c.summary);
+    f.nm_running = None;
     assert_eq!(
-        facts::nm_zones(dir.path()).unwrap(),
-        vec![(
-            dir.path().join("virbr0.nmconnection").display().to_string(),
-            "virbr0".to_string(),
-            "trusted".to_string()
-        )]
+        find(&diagnose(&f), "nm-zone-override").status,
+        Status::Skipped
     );
-    assert!(facts::nm_zones(&dir.path().join("absent")).is_none());
+
+    f.nm_running = Some(true);
+    let mut st = status(&[("virbr0", Some("libvirt")), ("br0", Some("public"))]);
+    st.bridges[1].networkmanager = Some(nm_owner("br0", ""));
+    f.status = Some(st);
+    f.bridge_ports.insert("br0".into(), vec!["vnet0".into()]);
+    let mut bound = Binding {
+        zone: ZoneName::new("internal").unwrap(),
+        permanent: false,
+        network: None,
+        networkmanager: None,
+        source: None,
+    };
+    let mut b = Bindings::default();
+    b.bindings
+        .insert(BridgeName::new("br0").unwrap(), bound.clone());
+    f.recorded = Some(b);
+    let c = find(&diagnose(&f), "nm-zone-override").clone();
+    assert_eq!(c.status, Status::Problem, "{c:?}");
+    let ev = c.evidence.join("\n");
+    assert!(ev.contains("over firewalld's API"), "{ev}");
+    assert!(
+        ev.contains(
+            "NetworkManager profile br0 (uuid uuid-br0, connection.zone empty: the default zone)"
+        ),
+        "{ev}"
+    );
+    // Bound through the profile, which says the same zone: nothing to report.
+    bound.networkmanager = Some(crate::bind::NmBinding {
+        uuid: "uuid-br0".into(),
+        profile: "br0".into(),
+        previous: String::new(),
+    });
+    let mut st = status(&[("virbr0", Some("libvirt")), ("br0", Some("internal"))]);
+    st.bridges[1].networkmanager = Some(nm_owner("br0", "internal"));
+    f.status = Some(st);
+    let mut b = Bindings::default();
+    b.bindings.insert(BridgeName::new("br0").unwrap(), bound);
+    f.recorded = Some(b);
+    assert_eq!(find(&diagnose(&f), "nm-zone-override").status, Status::Ok);
+}
+
+/// A ruleset whose forward hook has one base chain (`ip filter FORWARD`) with `policy` and
+/// `rules` (nft JSON expressions, one array per rule).
+fn forward_ruleset(policy: &str, rules: &[&str]) -> crate::verify::Ruleset {
+    let mut items = vec![
+        r#"{"table": {"family": "ip", "name": "filter"}}"#.to_string(),
+        format!(
+            r#"{{"chain": {{"family": "ip", "table": "filter", "name": "FORWARD", "hook": "forward", "prio": 0, "type": "filter", "policy": "{policy}"}}}}"#
+        ),
+    ];
+    for (i, r) in rules.iter().enumerate() {
+        items.push(format!(
+            r#"{{"rule": {{"family": "ip", "table": "filter", "chain": "FORWARD", "handle": {}, "expr": {r}}}}}"#,
+            i + 2
+        ));
+    }
+    crate::verify::Ruleset::from_json(&format!(r#"{{"nftables": [{}]}}"#, items.join(","))).unwrap()
+}
+
+/// Issue #20: a bridge bound by hand behind a Docker-style `FORWARD DROP` is examined (before, doctor
+/// looked only at libvirt's running networks: "no NAT, routed or open network runs").
+#[test]
+fn forward_drop_examines_bridges_bound_by_hand() {
+    let mut f = healthy();
+    f.networks.clear();
+    f.status = Some(status(&[("br-lab", Some("libvirt"))]));
+    let mut b = Bindings::default();
+    b.bindings.insert(
+        BridgeName::new("br-lab").unwrap(),
+        Binding {
+            zone: ZoneName::libvirt(),
+            permanent: false,
+            network: None,
+            networkmanager: None,
+            source: None,
+        },
+    );
+    f.recorded = Some(b);
+    f.bridge_ports.insert("br-lab".into(), vec!["vzg1".into()]);
+    f.bridge_addresses
+        .insert("br-lab".into(), vec![("192.0.2.1".parse().unwrap(), 24)]);
+    f.uplink = Some("eth0".into());
+    f.evaluable = Ok(forward_ruleset("drop", &[]));
+    let c = find(&diagnose(&f), "forward-drop").clone();
+    assert_eq!(c.status, Status::Problem, "{c:?}");
+    let ev = c.evidence.join("\n");
+    assert!(
+        ev.contains("bridge br-lab (bound by virtzone, in zone libvirt)"),
+        "{ev}"
+    );
+    assert!(
+        ev.contains("policy drop of ip filter chain FORWARD"),
+        "{ev}"
+    );
+    let rs = forward_ruleset("accept", &[]);
+    f.evaluable = Ok(rs);
+    assert_eq!(find(&diagnose(&f), "forward-drop").status, Status::Ok);
+    // A bound bridge the host has no address on is not routed by the host: not probed here.
+    f.bridge_addresses.clear();
+    f.evaluable = Ok(forward_ruleset("drop", &[]));
+    let c = find(&diagnose(&f), "forward-drop").clone();
+    assert_eq!(c.status, Status::Ok, "{c:?}");
+}
+
+/// br-netfilter evaluates the bridged guests' traffic: accepted (a zone forwarding within itself)
+/// is fine; rejected is a problem naming the rule. bridge-zones names a host bridge's zone and
+/// profile, and says that macvtap traffic crosses no bridge.
+#[test]
+fn bridged_guests_are_judged_by_evaluation_and_their_bridge_named() {
+    let mut f = healthy();
+    f.networks.push(network(
+        "<network><name>lan</name><forward mode='bridge'/><bridge name='br0'/></network>",
+    ));
+    f.networks.push(network(
+        "<network><name>tap</name><forward mode='bridge'><interface dev='eth0'/></forward></network>",
+    ));
+    f.nm_running = Some(true);
+    let mut st = status(&[("virbr0", Some("libvirt")), ("br0", Some("internal"))]);
+    st.bridges[1].networkmanager = Some(nm_owner("br0", "internal"));
+    f.status = Some(st);
+    f.sysctl
+        .insert("net/bridge/bridge-nf-call-iptables".into(), "1".into());
+    f.bridge_ports
+        .insert("br0".into(), vec!["eth1".into(), "vnet3".into()]);
+    let accept = r#"[{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "br0"}}, {"accept": null}]"#;
+    f.evaluable = Ok(forward_ruleset("drop", &[accept]));
+    let r = diagnose(&f);
+    let c = find(&r, "br-netfilter");
+    assert_eq!(c.status, Status::Ok, "{c:?}");
+    assert!(
+        c.evidence
+            .iter()
+            .any(|e| e.contains("bridge br0 (in zone internal")
+                && e.contains("accepted by ip filter chain FORWARD handle 2")),
+        "{:?}",
+        c.evidence
+    );
+    let bz = find(&r, "bridge-zones");
+    let ev = bz.evidence.join("\n");
+    assert!(
+        ev.contains("network lan: guests on host bridge br0 (forward mode bridge), in zone internal, NetworkManager profile br0 (uuid uuid-br0, connection.zone internal)"),
+        "{ev}"
+    );
+    assert!(ev.contains("network tap: guests on macvtap devices of eth0: their traffic never crosses a host bridge"), "{ev}");
+    // The zone does not forward within itself: rejected, a problem that names the rule.
+    f.evaluable = Ok(forward_ruleset("accept", &[r#"[{"reject": null}]"#]));
+    let c = find(&diagnose(&f), "br-netfilter").clone();
+    assert_eq!(c.status, Status::Problem, "{c:?}");
+    assert!(
+        c.evidence
+            .iter()
+            .any(|e| e.contains("rejected by ip filter chain FORWARD handle 2")),
+        "{:?}",
+        c.evidence
+    );
 }
 
 #[test]
@@ -611,8 +766,11 @@ fn br_netfilter_fix_is_not_safe_while_others_rely_on_bridge_filtering() {
         }
     }
     // kube-proxy's chains.
+    // (With a forward hook that drops the bridged traffic: a ruleset that accepts it makes
+    // br_netfilter harmless, whoever else uses it.)
     let kube = r#"{"nftables": [
       {"table": {"family": "ip", "name": "filter"}},
+      {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "hook": "forward", "prio": 0, "type": "filter", "policy": "drop"}},
       {"chain": {"family": "ip", "table": "filter", "name": "KUBE-FORWARD"}}
     ]}"#;
     let mut f = Facts {

@@ -80,6 +80,21 @@ pub struct Network {
     pub forward: ForwardMode,
     /// Its `<ip>` elements, as libvirt wrote them (forwards derive the network's subnets from them).
     pub ips: Vec<NetworkIp>,
+    /// The host devices of `<forward><interface dev=…/></forward>`: a macvtap network's (bridge,
+    /// private, vepa, passthrough) uplinks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forward_devs: Vec<String>,
+}
+
+/// How a network of forward mode `bridge` (or a macvtap mode) attaches its guests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bridged<'a> {
+    /// Guests' taps are ports of this host bridge (`<forward mode='bridge'/><bridge name='br0'/>`):
+    /// the bridge's zone and br_netfilter decide their traffic.
+    HostBridge(&'a BridgeName),
+    /// Guests sit on macvtap devices of these host devices: their frames never cross a host
+    /// bridge, so neither a zone nor br_netfilter sees traffic between guests and the LAN.
+    Macvtap(&'a [String]),
 }
 
 /// One `<ip>` element of a network, unvalidated: only forwards need the values, and they say which
@@ -123,6 +138,23 @@ pub struct DhcpHost {
 }
 
 impl Network {
+    /// How the guests of a network without a libvirt bridge are attached; `None` for libvirt's own
+    /// bridges and for modes with no host device (`hostdev`).
+    pub fn bridged(&self) -> Option<Bridged<'_>> {
+        let ForwardMode::Unmanaged(mode) = &self.forward else {
+            return None;
+        };
+        match (&self.bridge, mode.as_str()) {
+            (Some(b), "bridge") => Some(Bridged::HostBridge(b)),
+            (None, "bridge" | "private" | "vepa" | "passthrough")
+                if !self.forward_devs.is_empty() =>
+            {
+                Some(Bridged::Macvtap(&self.forward_devs))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the network has an IPv6 address.
     pub fn has_ipv6(&self) -> bool {
         self.ips.iter().any(|ip| {
@@ -181,6 +213,14 @@ struct BridgeXml {
 struct ForwardXml {
     #[serde(rename = "@mode")]
     mode: Option<String>,
+    #[serde(default)]
+    interface: Vec<ForwardInterfaceXml>,
+}
+
+#[derive(Deserialize)]
+struct ForwardInterfaceXml {
+    #[serde(rename = "@dev")]
+    dev: Option<String>,
 }
 
 /// The name of the document's root element.
@@ -244,10 +284,18 @@ pub fn parse_network_xml(
             raw.name
         )));
     }
-    let forward = match raw.forward {
-        None => ForwardMode::None,
-        Some(f) => ForwardMode::from_attr(f.mode.as_deref().map(str::trim))
-            .map_err(NetworkXmlError::UnknownForwardMode)?,
+    let (forward, forward_devs) = match raw.forward {
+        None => (ForwardMode::None, Vec::new()),
+        Some(f) => (
+            ForwardMode::from_attr(f.mode.as_deref().map(str::trim))
+                .map_err(NetworkXmlError::UnknownForwardMode)?,
+            f.interface
+                .into_iter()
+                .filter_map(|i| i.dev)
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.is_empty() && !d.chars().any(char::is_control))
+                .collect(),
+        ),
     };
     let (bridge_attr, zone_attr) = match raw.bridge {
         Some(b) => (b.name, b.zone),
@@ -276,6 +324,7 @@ pub fn parse_network_xml(
         zone,
         forward,
         ips: raw.ip,
+        forward_devs,
     })
 }
 
@@ -299,6 +348,35 @@ mod tests {
         assert_eq!(n.bridge.unwrap().as_str(), "virbr0");
         assert_eq!(n.zone, None);
         assert_eq!(n.forward, ForwardMode::Nat);
+    }
+
+    #[test]
+    fn bridged_networks_name_their_host_bridge_or_macvtap_devices() {
+        let n = parse(
+            "<network><name>lan</name><forward mode='bridge'/><bridge name='br0'/></network>",
+        )
+        .unwrap();
+        assert_eq!(
+            n.bridged(),
+            Some(Bridged::HostBridge(&BridgeName::new("br0").unwrap()))
+        );
+        let n = parse(
+            "<network><name>tap</name><forward mode='bridge'><interface dev='eth0'/>\
+             <interface dev='eth1'/></forward></network>",
+        )
+        .unwrap();
+        assert_eq!(n.forward_devs, ["eth0", "eth1"]);
+        assert_eq!(
+            n.bridged(),
+            Some(Bridged::Macvtap(&["eth0".to_string(), "eth1".to_string()]))
+        );
+        for libvirt_owned in ["<forward mode='nat'/>", "<forward mode='route'/>", ""] {
+            let n = parse(&format!(
+                "<network><name>n</name>{libvirt_owned}<bridge name='virbr3'/></network>"
+            ))
+            .unwrap();
+            assert_eq!(n.bridged(), None);
+        }
     }
 
     #[test]

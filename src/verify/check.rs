@@ -250,6 +250,30 @@ pub mod probe {
         }
     }
 
+    /// `saddr` to `daddr`, both on `br`'s link: bridged between two of its ports (a guest to
+    /// another guest, or to the LAN behind a host bridge), never routed by the host.
+    pub fn across(
+        br: &str,
+        saddr: IpAddr,
+        daddr: IpAddr,
+        proto: Proto,
+        port: u16,
+        br_netfilter: bool,
+    ) -> Packet {
+        Packet {
+            iif: br.into(),
+            oif: None,
+            bridged: true,
+            br_netfilter,
+            saddr,
+            daddr,
+            daddr_type: AddrType::Unicast,
+            proto,
+            sport: 40000,
+            dport: port,
+        }
+    }
+
     /// Guest to guest across the bridge.
     pub fn bridged(br: &str, e: &Ends, port: u16, br_netfilter: bool) -> Packet {
         let other = match e.guest {

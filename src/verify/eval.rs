@@ -404,21 +404,91 @@ pub struct Trace {
     /// The rule that decided: the one that stopped it, or for an accepted packet the last rule
     /// that accepted it at its main hook (input or forward).
     pub by: Option<RuleRef>,
+    /// Rules whose match the model cannot evaluate, but whose outcome does not matter: the packet
+    /// meets the same verdict whether they match or not (e.g. libvirt nwfilter's `-m physdev`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regardless_of: Vec<String>,
 }
 
 impl Trace {
     /// "rejected by inet firewalld chain … handle 9 (`reject with icmpx admin-prohibited`)".
     pub fn describe(&self) -> String {
-        match (&self.verdict, &self.by) {
+        let said = match (&self.verdict, &self.by) {
             (Verdict::Unknown(why), _) => format!("of unknown fate: {why}"),
             (v, Some(by)) => format!("{} by {by}", v.word()),
             (v, None) => format!("{} (no base chain on its path)", v.word()),
+        };
+        if self.regardless_of.is_empty() {
+            return said;
         }
+        format!(
+            "{said}, whether or not {} match{} (outside the model, but either way the same)",
+            self.regardless_of.join(" and "),
+            if self.regardless_of.len() == 1 {
+                "es"
+            } else {
+                ""
+            }
+        )
     }
 }
 
 /// Follows `packet` through `rs`.
 pub fn evaluate(rs: &Ruleset, packet: &Packet) -> Trace {
+    evaluate_forking(rs, packet, &mut HashMap::new(), 0)
+}
+
+/// How many rules with matches outside the model are tried both ways (2^N evaluations at most).
+const MAX_FORKS: usize = 3;
+
+/// A rule, for assumptions about its matches: (family, table, chain, handle).
+type RuleKey = (String, String, String, u64);
+
+/// What the walk assumes and learns: assumed outcomes of rules whose matches the model cannot
+/// evaluate, and the first such rule met without an assumption.
+#[derive(Default)]
+struct Ctx {
+    assume: HashMap<RuleKey, bool>,
+    undecided: Option<(RuleKey, String)>,
+}
+
+/// [`evaluate`], trying a rule whose matches are outside the model both ways: when both give the
+/// same verdict, that verdict does not depend on it (evaluation, not a guess); otherwise unknown.
+fn evaluate_forking(
+    rs: &Ruleset,
+    packet: &Packet,
+    assume: &mut HashMap<RuleKey, bool>,
+    depth: usize,
+) -> Trace {
+    let mut ctx = Ctx {
+        assume: assume.clone(),
+        undecided: None,
+    };
+    let trace = evaluate_in(rs, packet, &mut ctx);
+    let (Verdict::Unknown(_), Some((key, text))) = (&trace.verdict, ctx.undecided) else {
+        return trace;
+    };
+    if depth >= MAX_FORKS {
+        return trace;
+    }
+    assume.insert(key.clone(), true);
+    let matched = evaluate_forking(rs, packet, assume, depth + 1);
+    assume.insert(key.clone(), false);
+    let mut missed = evaluate_forking(rs, packet, assume, depth + 1);
+    assume.remove(&key);
+    if matched.verdict != missed.verdict || matches!(missed.verdict, Verdict::Unknown(_)) {
+        return trace;
+    }
+    missed.regardless_of.insert(0, text);
+    for r in matched.regardless_of {
+        if !missed.regardless_of.contains(&r) {
+            missed.regardless_of.push(r);
+        }
+    }
+    missed
+}
+
+fn evaluate_in(rs: &Ruleset, packet: &Packet, ctx: &mut Ctx) -> Trace {
     let mut steps = Vec::new();
     for hook in packet.hooks() {
         let mut bases: Vec<(&Chain, &Base)> = rs
@@ -436,7 +506,7 @@ pub fn evaluate(rs: &Ruleset, packet: &Packet) -> Trace {
         // Stable: chains of equal priority keep listing order.
         bases.sort_by_key(|(_, b)| b.prio);
         for (chain, base) in bases {
-            let step = run_base(rs, chain, base, hook, packet);
+            let step = run_base(rs, chain, base, hook, packet, ctx);
             let stop = step.verdict != Verdict::Accept;
             steps.push(step);
             if stop {
@@ -446,6 +516,7 @@ pub fn evaluate(rs: &Ruleset, packet: &Packet) -> Trace {
                     verdict: last.as_ref().map_or(Verdict::Accept, |s| s.verdict.clone()),
                     by: last.and_then(|s| s.by),
                     steps,
+                    regardless_of: Vec::new(),
                 };
             }
         }
@@ -473,6 +544,7 @@ pub fn evaluate(rs: &Ruleset, packet: &Packet) -> Trace {
         steps,
         verdict: Verdict::Accept,
         by,
+        regardless_of: Vec::new(),
     }
 }
 
@@ -484,9 +556,16 @@ enum Outcome {
     Policy,
 }
 
-fn run_base(rs: &Ruleset, chain: &Chain, base: &Base, hook: &str, p: &Packet) -> Step {
+fn run_base(
+    rs: &Ruleset,
+    chain: &Chain,
+    base: &Base,
+    hook: &str,
+    p: &Packet,
+    ctx: &mut Ctx,
+) -> Step {
     let mut via = Vec::new();
-    let (verdict, by) = match walk(rs, chain, p, 0, &mut via) {
+    let (verdict, by) = match walk(rs, chain, p, 0, &mut via, ctx) {
         Outcome::Final(v, r) => (v, Some(r)),
         Outcome::Policy => {
             let v = if base.policy_accept {
@@ -537,7 +616,14 @@ enum Effect {
 }
 
 /// Walks a chain; a `Return`/end of chain gives `Policy` to the caller, which continues.
-fn walk(rs: &Ruleset, chain: &Chain, p: &Packet, depth: usize, via: &mut Vec<String>) -> Outcome {
+fn walk(
+    rs: &Ruleset,
+    chain: &Chain,
+    p: &Packet,
+    depth: usize,
+    via: &mut Vec<String>,
+    ctx: &mut Ctx,
+) -> Outcome {
     let mut current = chain;
     let mut depth = depth;
     'chain: loop {
@@ -552,7 +638,7 @@ fn walk(rs: &Ruleset, chain: &Chain, p: &Packet, depth: usize, via: &mut Vec<Str
                     .clone()
                     .unwrap_or_else(|| render_rule(&rule.expr)),
             };
-            let target = match apply(rs, current, rule, p) {
+            let target = match apply(rs, current, rule, p, ctx) {
                 Effect::Next => continue,
                 Effect::Accept => return Outcome::Final(Verdict::Accept, rref()),
                 Effect::Drop => return Outcome::Final(Verdict::Drop, rref()),
@@ -586,7 +672,7 @@ fn walk(rs: &Ruleset, chain: &Chain, p: &Packet, depth: usize, via: &mut Vec<Str
                 depth += 1;
                 continue 'chain;
             }
-            match walk(rs, next, p, depth + 1, via) {
+            match walk(rs, next, p, depth + 1, via, ctx) {
                 Outcome::Policy => continue,
                 done => return done,
             }
@@ -604,7 +690,7 @@ enum Tri {
 }
 
 /// Applies one rule: all matches, then its statements.
-fn apply(rs: &Ruleset, chain: &Chain, rule: &Rule, p: &Packet) -> Effect {
+fn apply(rs: &Ruleset, chain: &Chain, rule: &Rule, p: &Packet, ctx: &mut Ctx) -> Effect {
     let saved = rule.saved.as_deref().map(SavedRule::parse);
     let mut xt_match = 0;
     let mut unknown: Option<String> = None;
@@ -697,7 +783,34 @@ fn apply(rs: &Ruleset, chain: &Chain, rule: &Rule, p: &Packet) -> Effect {
     match (effect, unknown) {
         // A rule that decides nothing cannot change the packet's fate, whatever it matches.
         (Effect::Next, _) => Effect::Next,
-        (_, Some(why)) => Effect::Unknown(why),
+        (effect, Some(why)) => {
+            let key = (
+                chain.family.clone(),
+                chain.table.clone(),
+                chain.name.clone(),
+                rule.handle,
+            );
+            match ctx.assume.get(&key) {
+                Some(true) => effect,
+                Some(false) => Effect::Next,
+                None => {
+                    if ctx.undecided.is_none() {
+                        let text = rule
+                            .saved
+                            .clone()
+                            .unwrap_or_else(|| render_rule(&rule.expr));
+                        ctx.undecided = Some((
+                            key,
+                            format!(
+                                "{} {} chain {} handle {} (`{text}`)",
+                                chain.family, chain.table, chain.name, rule.handle
+                            ),
+                        ));
+                    }
+                    Effect::Unknown(why)
+                }
+            }
+        }
         (effect, None) => effect,
     }
 }

@@ -233,12 +233,20 @@ pub fn host_facts() -> HostFacts {
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v[0]["dev"].as_str().map(String::from));
-    let br_netfilter = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
-        .is_ok_and(|s| s.trim() == "1");
+    let br_netfilter = br_netfilter(false);
     HostFacts {
         uplink,
         br_netfilter,
     }
+}
+
+/// Whether br_netfilter passes bridged IPv4 (`net.bridge.bridge-nf-call-iptables`) or IPv6
+/// (`…-ip6tables`) frames to the IP hooks in this network namespace; off when the keys do not
+/// exist (br_netfilter not loaded).
+pub fn br_netfilter(v6: bool) -> bool {
+    let key = if v6 { "ip6tables" } else { "iptables" };
+    std::fs::read_to_string(format!("/proc/sys/net/bridge/bridge-nf-call-{key}"))
+        .is_ok_and(|s| s.trim() == "1")
 }
 
 /// Whether a bridge is libvirt's: named by a running network, or named like the bridges libvirt

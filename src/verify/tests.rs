@@ -391,3 +391,34 @@ fn iptables_saved_lines_give_compat_matches_meaning() {
     assert_eq!(t.by.unwrap().handle, Some(4));
     let _: IpAddr = p.saddr;
 }
+
+/// A match outside the model whose outcome cannot change the verdict (libvirt nwfilter's physdev
+/// jump into a chain that only returns) is tried both ways: the verdict is known. One that can
+/// change it stays unknown.
+#[test]
+fn a_match_outside_the_model_that_cannot_change_the_verdict_is_tried_both_ways() {
+    let physdev = r#"[{"xt":{"type":"match","name":"physdev"}},{"jump":{"target":"sub"}}]"#;
+    let rs = rs_of(
+        &[
+            rule("in", 2, physdev),
+            rule("in", 3, r#"[{"reject":null}]"#),
+            rule("sub", 4, r#"[{"return":null}]"#),
+        ]
+        .join(","),
+    );
+    let t = evaluate(&rs, &ssh());
+    assert_eq!(t.verdict, Verdict::Reject, "{t:?}");
+    assert_eq!(t.by.as_ref().unwrap().handle, Some(3));
+    assert_eq!(t.regardless_of.len(), 1, "{t:?}");
+    assert!(t.describe().contains("whether or not"), "{}", t.describe());
+    // When the chain it jumps to decides, the verdict depends on the match: unknown.
+    let rs = rs_of(
+        &[
+            rule("in", 2, physdev),
+            rule("in", 3, r#"[{"reject":null}]"#),
+            rule("sub", 4, r#"[{"accept":null}]"#),
+        ]
+        .join(","),
+    );
+    assert!(matches!(evaluate(&rs, &ssh()).verdict, Verdict::Unknown(_)));
+}

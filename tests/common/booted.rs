@@ -192,6 +192,15 @@ fn reap_stale_boots() {
 
 /// Ends a boot: every process (cgroup.kill, then PID 1), its cgroups, its dir.
 fn teardown(dir: &Path, unshare: Option<&mut Child>) {
+    halt(dir, unshare);
+    // The overlay was mounted in the boot's own mount namespace, gone with its last process: the
+    // dir holds only plain files now.
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// Stops a boot (PID 1, unshare, its cgroup) and keeps its dir: the overlay's upper layer is the
+/// system's disk for the next boot.
+fn halt(dir: &Path, unshare: Option<&mut Child>) {
     let id = dir.file_name().unwrap().to_string_lossy().to_string();
     if let Ok(pid1) = fs::read_to_string(dir.join("pid1")) {
         let mut it = pid1.split_whitespace();
@@ -213,9 +222,6 @@ fn teardown(dir: &Path, unshare: Option<&mut Child>) {
     }
     // Anything else of the boot (there should be nothing once its pid namespace is gone).
     kill_cgroup(&cgroup_of(&id));
-    // The overlay was mounted in the boot's own mount namespace, gone with its last process: the
-    // dir holds only plain files now.
-    let _ = fs::remove_dir_all(dir);
 }
 
 extern "C" {
@@ -241,7 +247,6 @@ impl Booted {
     /// Boots a fresh overlay of the cached root and waits until `systemctl is-system-running`
     /// says `running` (panics with the failed units when it says `degraded`).
     pub fn boot() -> Booted {
-        let lower = root().to_path_buf();
         fs::create_dir_all(boots_dir()).unwrap();
         reap_stale_boots();
         let id = format!(
@@ -256,7 +261,27 @@ impl Booted {
         }
         let me = std::process::id();
         fs::write(dir.join("owner"), format!("{me} {}", start_time(me))).unwrap();
-        let cg = cgroup_of(&id);
+        Booted::start(&dir, &id)
+    }
+
+    /// Stops the system (like a power cut: PID 1 killed) and boots the same disk (the overlay's
+    /// upper layer, the root's /etc and /var as the first boot left them) again, waiting for
+    /// `running` as [`Booted::boot`] does.
+    pub fn reboot(&mut self) {
+        halt(&self.dir, Some(&mut self.unshare));
+        let id = self.dir.file_name().unwrap().to_string_lossy().to_string();
+        let mut halted = Booted::start(&self.dir, &id);
+        std::mem::swap(self, &mut halted);
+        // `halted` holds the stopped boot now; dropping it must not remove the disk the new boot
+        // runs on (nothing exists under this name: its teardown finds nothing to do).
+        halted.dir = self.dir.join("halted");
+    }
+
+    /// Boots the overlay of boot dir `dir` (named `id`) and waits for `running`.
+    fn start(dir: &Path, id: &str) -> Booted {
+        let lower = root().to_path_buf();
+        let dir = dir.to_path_buf();
+        let cg = cgroup_of(id);
         fs::create_dir_all(&cg).unwrap();
 
         let script = r#"set -e

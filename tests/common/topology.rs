@@ -213,10 +213,20 @@ fn remove_stale() {
     }
 }
 
+/// A node of the lab's topology: namespace `<lab>-NAME`.
+fn node(lab: &Lab, name: &str, v4: &'static str, v6: &'static str) -> Node {
+    Node {
+        netns: format!("{}-{name}", lab.netns),
+        v4,
+        v6,
+    }
+}
+
 impl Topology {
-    /// Builds the topology around a running lab and starts its services; returns once every
-    /// bridge port forwards and every service answers.
-    pub fn build(lab: &Lab) -> Topology {
+    /// The topology's start: its directory and probe script, the host's sysctls, and the bridge
+    /// with the host's addresses; `upstream` is the node [`Topology::build`] routes to, or the LAN
+    /// [`Topology::build_bridged`] plugs into the bridge.
+    fn bridge(lab: &Lab, upstream: Node) -> Topology {
         remove_stale();
         let host = lab.netns.clone();
         let dir = lab.dir().join("topology");
@@ -224,23 +234,17 @@ impl Topology {
         fs::write(dir.join("probe.py"), PROBE_PY).unwrap_or_else(|e| panic!("topology: {e}"));
         fs::write(dir.join("tftp").join(TFTP_FILE.0), vec![b'v'; TFTP_FILE.1])
             .unwrap_or_else(|e| panic!("topology: {e}"));
-        let node = |name: &str, v4, v6| Node {
-            netns: format!("{host}-{name}"),
-            v4,
-            v6,
-        };
-        let mut topo = Topology {
+        let topo = Topology {
             guests: [
-                node("g1", "192.0.2.11", "2001:db8:1::11"),
-                node("g2", "192.0.2.12", "2001:db8:1::12"),
+                node(lab, "g1", "192.0.2.11", "2001:db8:1::11"),
+                node(lab, "g2", "192.0.2.12", "2001:db8:1::12"),
             ],
-            upstream: node("up", "198.51.100.2", "2001:db8:2::2"),
+            upstream,
             host_netns: host.clone(),
             dir,
             created: Vec::new(),
             children: Vec::new(),
         };
-
         // The host: forwarding on; no duplicate address detection (addresses usable at once);
         // no ICMP rate limit (rejects are ICMP errors, and checks send many in a row).
         sysctl(
@@ -287,6 +291,14 @@ impl Topology {
             "bridge address v6",
         );
 
+        topo
+    }
+
+    /// Builds the topology around a running lab and starts its services; returns once every
+    /// bridge port forwards and every service answers.
+    pub fn build(lab: &Lab) -> Topology {
+        let mut topo = Topology::bridge(lab, node(lab, "up", "198.51.100.2", "2001:db8:2::2"));
+        let host = topo.host_netns.clone();
         let guests = topo.guests.clone();
         for (i, g) in guests.iter().enumerate() {
             let port = format!("vzg{}", i + 1);
@@ -357,6 +369,32 @@ impl Topology {
             topo.serve(&node.netns, &web);
         }
         topo.start_dnsmasq(lab);
+        topo
+    }
+
+    /// A host bridge carrying guests to a LAN: the guests (as in [`Topology::build`]) and the LAN
+    /// node (`upstream`, `<lab>-up`, 192.0.2.50 and 2001:db8:1::50, port [`UPLINK`]) are all ports
+    /// of [`BRIDGE`], in one subnet with the host, so nothing between them is routed: only
+    /// br_netfilter shows their traffic to the IP firewall. Listeners: TCP [`WEB_PORT`] on every
+    /// node; no dnsmasq.
+    pub fn build_bridged(lab: &Lab) -> Topology {
+        let mut topo = Topology::bridge(lab, node(lab, "up", "192.0.2.50", "2001:db8:1::50"));
+        let guests = topo.guests.clone();
+        let lan = topo.upstream.clone();
+        for (i, g) in guests.iter().enumerate() {
+            topo.add_node(g, &format!("vzg{}", i + 1), Some(BRIDGE));
+        }
+        topo.add_node(&lan, UPLINK, Some(BRIDGE));
+        for port in ["vzg1", "vzg2", UPLINK] {
+            topo.wait_forwarding(port);
+        }
+        let web = [
+            format!("tcp:0.0.0.0:{WEB_PORT}"),
+            format!("tcp:[::]:{WEB_PORT}"),
+        ];
+        for node in guests.iter().chain([&lan]) {
+            topo.serve(&node.netns, &web);
+        }
         topo
     }
 
