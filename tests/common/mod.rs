@@ -46,6 +46,7 @@ pub mod daemon;
 pub mod docker;
 pub mod libvirt;
 pub mod offline;
+pub mod outage;
 pub mod sidroot;
 pub mod topology;
 
