@@ -7,8 +7,8 @@
 //! connections from upstream through a `virtzone forward` to the guest. Across `RELOADS`
 //! `firewall-cmd --reload`s and `RESTARTS` firewalld restarts, each event's longest run of failed
 //! probes is taken; the figures are their median and maximum per kind of event, first for
-//! "libvirt alone" (no `virtzone serve`, no forward), then with virtzone's daemon and the forward,
-//! in the same lab.
+//! "libvirt alone" (no `virtzone serve`, no forward, virtzone's NAT table taken away with
+//! `forward purge`), then with virtzone's daemon and the forward, in the same lab.
 //!
 //! Cells (environment knobs, comma separated):
 //! - `OUTAGE_LIBVIRT` = `9` (the host's libvirtd 9.0, iptables backend, firewalld 1.3.3 in the
@@ -129,15 +129,38 @@ fn measure(ops: &Ops, paths: &[&str], label: &str) -> Vec<(String, Figures)> {
     let probers = Probers::start(children);
     let mut events: Vec<(String, f64)> = vec![("start".into(), now())];
     std::thread::sleep(Duration::from_secs(1));
-    for i in 0..reloads {
-        events.push((format!("reload{}", i + 1), now()));
-        (ops.reload)();
+    // After each event: SETTLE seconds of probing, then until the guest's way out works again
+    // (libvirt's rebuild of many networks outlasts SETTLE; an event in the middle of it measures
+    // libvirt racing itself, not the event).
+    let healed = || {
+        let t = Instant::now();
+        while !(ops.guest)("/usr/bin/python3")
+            .args([
+                "-c",
+                &format!(
+                "import socket; socket.create_connection(('{PEER_UP}', {UP_PORT}), 0.5).recv(9)"
+            ),
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            if t.elapsed() > Duration::from_secs(60) {
+                println!("  {label}: the guest's way out did not come back within 60 s");
+                return;
+            }
+        }
+    };
+    for i in 0..reloads + restarts {
+        if i < reloads {
+            events.push((format!("reload{}", i + 1), now()));
+            (ops.reload)();
+        } else {
+            events.push((format!("restart{}", i - reloads + 1), now()));
+            (ops.restart)();
+        }
         std::thread::sleep(settle);
-    }
-    for i in 0..restarts {
-        events.push((format!("restart{}", i + 1), now()));
-        (ops.restart)();
-        std::thread::sleep(settle);
+        healed();
     }
     events.push(("end".into(), now()));
     let samples: Vec<Sample> = probers.stop();
@@ -248,6 +271,9 @@ fn libvirt9(backend: Backend, networks: usize) {
             .expect("upstream server"),
     );
     let daemon = std::cell::RefCell::new(None::<common::Process>);
+    // "libvirt alone": the hook put virtzone's NAT table in place at net-start; take it away
+    // (the daemon puts it back when it starts).
+    must(vlab.virtzone().args(["forward", "purge"]));
     let ops = Ops {
         guest: Box::new(|p| guest.command(p)),
         upstream: Box::new(|p| up.command(p)),
@@ -351,6 +377,7 @@ fn libvirt12(backend: &'static str, networks: usize) {
             .spawn()
             .expect("upstream server"),
     );
+    sys.sh("virtzone forward purge >/dev/null");
     let ops = Ops {
         guest: Box::new(|p| guest.command(p)),
         upstream: Box::new(|p| up.command(p)),

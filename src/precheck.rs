@@ -317,6 +317,7 @@ mod tests {
             zone: zone.map(|z| ZoneName::new(z).unwrap()),
             forward,
             ips: Vec::new(),
+            nat: None,
         }
     }
 

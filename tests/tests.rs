@@ -30,6 +30,8 @@ mod libvirt12;
 mod libvirt_e2e;
 // NetworkManager-managed host bridges in the booted system (issue #20).
 mod nm;
+// Issue #21: no outage of a guest's paths across firewalld reloads and restarts (own NAT table).
+mod outage;
 mod packets;
 mod status_check;
 mod zone_model;

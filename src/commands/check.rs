@@ -39,6 +39,7 @@ pub(crate) fn read_network(
             zone: None,
             forward: ForwardMode::Nat,
             ips: Vec::new(),
+            nat: None,
         });
     };
     let mut xml = String::new();

@@ -297,6 +297,11 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
     // The localnet guard first and on its own: it must come back after a wipe of the ruleset
     // whatever firewalld does (stopped, hung), so it never waits behind firewalld's answers.
     tokio::spawn(crate::forward::guard::run(shared.fw.clone()));
+    // virtzone's own NAT table likewise: only a wipe of the ruleset takes it away (issue #21).
+    tokio::spawn(crate::forward::nat::run(
+        shared.fw.clone(),
+        shared.state.clone(),
+    ));
     // Forwards and allows (src/forward) keep themselves applied, triggered by ruleset changes.
     shared.request_reconcile();
     tokio::spawn(crate::forward::watch::run(

@@ -760,6 +760,7 @@ mod tests {
                     ip: i.parse().unwrap(),
                 })
                 .collect(),
+            nat: None,
         }
     }
 

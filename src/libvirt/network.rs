@@ -80,6 +80,23 @@ pub struct Network {
     pub forward: ForwardMode,
     /// Its `<ip>` elements, as libvirt wrote them (forwards derive the network's subnets from them).
     pub ips: Vec<NetworkIp>,
+    /// How libvirt masquerades a NAT network (`<forward dev=…>` and `<nat>`); `None` for other
+    /// modes. virtzone's own NAT table copies it (src/forward/nat.rs).
+    pub nat: Option<ForwardNat>,
+}
+
+/// A NAT network's `<forward dev=…><nat ipv6=…><address start end/><port start end/></nat>`, as
+/// libvirt wrote it (unvalidated, like [`NetworkIp`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ForwardNat {
+    /// `<forward dev=…>`: libvirt NATs only out of this interface.
+    pub dev: Option<String>,
+    /// `<nat><address start end/>`: SNAT to these addresses instead of a masquerade.
+    pub address: Option<(String, String)>,
+    /// `<nat><port start end/>`: the source ports (libvirt's default 1024-65535 without it).
+    pub port: Option<(String, String)>,
+    /// `<nat ipv6='yes'>`: IPv6 is NATed too.
+    pub ipv6: bool,
 }
 
 /// One `<ip>` element of a network, unvalidated: only forwards need the values, and they say which
@@ -181,6 +198,34 @@ struct BridgeXml {
 struct ForwardXml {
     #[serde(rename = "@mode")]
     mode: Option<String>,
+    #[serde(rename = "@dev")]
+    dev: Option<String>,
+    nat: Option<NatXml>,
+}
+
+#[derive(Deserialize)]
+struct NatXml {
+    #[serde(rename = "@ipv6")]
+    ipv6: Option<String>,
+    address: Option<RangeXml>,
+    port: Option<RangeXml>,
+}
+
+#[derive(Deserialize)]
+struct RangeXml {
+    #[serde(rename = "@start")]
+    start: Option<String>,
+    #[serde(rename = "@end")]
+    end: Option<String>,
+}
+
+impl RangeXml {
+    fn pair(self) -> (String, String) {
+        (
+            self.start.unwrap_or_default().trim().to_string(),
+            self.end.unwrap_or_default().trim().to_string(),
+        )
+    }
 }
 
 /// The name of the document's root element.
@@ -244,10 +289,30 @@ pub fn parse_network_xml(
             raw.name
         )));
     }
-    let forward = match raw.forward {
-        None => ForwardMode::None,
-        Some(f) => ForwardMode::from_attr(f.mode.as_deref().map(str::trim))
-            .map_err(NetworkXmlError::UnknownForwardMode)?,
+    let (forward, nat) = match raw.forward {
+        None => (ForwardMode::None, None),
+        Some(f) => {
+            let mode = ForwardMode::from_attr(f.mode.as_deref().map(str::trim))
+                .map_err(NetworkXmlError::UnknownForwardMode)?;
+            let (ipv6, address, port) = match f.nat {
+                Some(n) => (
+                    n.ipv6.as_deref().is_some_and(|v| v.trim() == "yes"),
+                    n.address.map(RangeXml::pair),
+                    n.port.map(RangeXml::pair),
+                ),
+                None => (false, None, None),
+            };
+            let nat = (mode == ForwardMode::Nat).then(|| ForwardNat {
+                dev: f
+                    .dev
+                    .map(|d| d.trim().to_string())
+                    .filter(|d| !d.is_empty()),
+                address,
+                port,
+                ipv6,
+            });
+            (mode, nat)
+        }
     };
     let (bridge_attr, zone_attr) = match raw.bridge {
         Some(b) => (b.name, b.zone),
@@ -276,6 +341,7 @@ pub fn parse_network_xml(
         zone,
         forward,
         ips: raw.ip,
+        nat,
     })
 }
 
@@ -299,6 +365,36 @@ mod tests {
         assert_eq!(n.bridge.unwrap().as_str(), "virbr0");
         assert_eq!(n.zone, None);
         assert_eq!(n.forward, ForwardMode::Nat);
+        assert_eq!(
+            n.nat,
+            Some(ForwardNat {
+                port: Some(("1024".into(), "65535".into())),
+                ..ForwardNat::default()
+            })
+        );
+    }
+
+    #[test]
+    fn how_libvirt_nats() {
+        let n = parse(
+            "<network><name>n</name><forward mode='nat' dev='eth1'><nat ipv6='yes'>\
+             <address start='203.0.113.1' end='203.0.113.9'/></nat></forward>\
+             <bridge name='virbr9'/></network>",
+        )
+        .unwrap();
+        assert_eq!(
+            n.nat,
+            Some(ForwardNat {
+                dev: Some("eth1".into()),
+                address: Some(("203.0.113.1".into(), "203.0.113.9".into())),
+                port: None,
+                ipv6: true,
+            })
+        );
+        let routed = parse(
+            "<network><name>r</name><forward mode='route'/><bridge name='virbr9'/></network>",
+        );
+        assert_eq!(routed.unwrap().nat, None);
     }
 
     #[test]

@@ -73,7 +73,8 @@ for name, sent, ok in sorted(results, key=lambda r: r[1]):
     print(name, '%.3f' % sent, 1 if ok else 0)
 "#;
 
-/// The upstream server: answers every connection on `PORT` (its one argument) with `up`.
+/// The upstream server: answers every connection on `PORT` (its one argument) with `up` and the
+/// peer's address (after NAT: the host's upstream address).
 pub const UPSTREAM_SERVER: &str = r#"
 import socket, sys
 s = socket.socket()
@@ -83,7 +84,7 @@ s.listen(512)
 while True:
     c, a = s.accept()
     try:
-        c.sendall(b'up\n')
+        c.sendall(('up %s\n' % a[0]).encode())
     except OSError:
         pass
     c.close()
