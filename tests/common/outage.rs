@@ -235,3 +235,53 @@ pub fn describe(runs: &[DeadRun], events: &[(String, f64)]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Inserts a rule counting packets from `subnet` at the top of `INPUT`; `iptables` runs iptables
+/// in the namespace that receives them (upstream: a packet from a guest's subnet there left the
+/// host un-NATed).
+pub fn count_from(mut iptables: Command, subnet: &str) {
+    let out = iptables
+        .args(["-w", "-I", "INPUT", "-s", subnet])
+        .output()
+        .expect("iptables");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The packets counted by [`count_from`]'s rule.
+pub fn counted_from(mut iptables: Command, subnet: &str) -> u64 {
+    let out = iptables
+        .args(["-w", "-L", "INPUT", "-v", "-x", "-n"])
+        .output()
+        .expect("iptables");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(subnet))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The first reload (events `reloadN`, in order, each followed by the next event; `calls` the
+/// reload calls' durations) after which `path`'s longest dead run outlasted the reload call by
+/// more than two probes: `(event, run ms, call ms)`.
+pub fn reload_overrun(
+    samples: &[Sample],
+    path: &str,
+    events: &[(String, f64)],
+    calls: &[std::time::Duration],
+) -> Option<(String, f64, f64)> {
+    let runs = dead_runs(samples, path);
+    let reloads = events.windows(2).filter(|w| w[0].0.starts_with("reload"));
+    reloads.zip(calls).find_map(|(w, call)| {
+        let longest = runs
+            .iter()
+            .filter(|r| r.from >= w[0].1 - PERIOD && r.from < w[1].1)
+            .map(DeadRun::ms)
+            .fold(0.0, f64::max);
+        let call = call.as_secs_f64() * 1e3;
+        (longest > call + 2.0 * PERIOD * 1e3).then(|| (w[0].0.clone(), longest, call))
+    })
+}
