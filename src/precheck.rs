@@ -345,6 +345,7 @@ mod tests {
             forward,
             ips: Vec::new(),
             forward_devs: Vec::new(),
+            nat: None,
         }
     }
 

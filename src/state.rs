@@ -104,6 +104,9 @@ pub struct Config {
     pub command_timeout: Option<Duration>,
     /// `LeaseDirectory=`: where libvirt's dnsmasq keeps its `BRIDGE.status` lease files.
     pub lease_directory: Option<PathBuf>,
+    /// `OwnNat=yes|no`: whether virtzone carries the NAT networks' masquerade in its own nftables
+    /// table (src/forward/nat.rs; default yes).
+    pub own_nat: Option<bool>,
 }
 
 impl Config {
@@ -152,6 +155,13 @@ impl Config {
                         ));
                     }
                     config.lease_directory = Some(PathBuf::from(value));
+                }
+                "OwnNat" => {
+                    config.own_nat = Some(match value.trim() {
+                        "yes" => true,
+                        "no" => false,
+                        _ => return Err(format!("line {}: OwnNat must be yes or no", n + 1)),
+                    });
                 }
                 other => return Err(format!("line {}: unknown setting {other:?}", n + 1)),
             }
@@ -637,8 +647,12 @@ mod tests {
                 hook_timeout: None,
                 command_timeout: None,
                 lease_directory: None,
+                own_nat: None,
             }
         );
+        assert_eq!(Config::parse("OwnNat=no").unwrap().own_nat, Some(false));
+        assert_eq!(Config::parse("OwnNat = yes").unwrap().own_nat, Some(true));
+        assert!(Config::parse("OwnNat=off").is_err());
         assert_eq!(
             Config::parse("HookTimeout=3").unwrap().hook_timeout,
             Some(Duration::from_secs(3))

@@ -28,7 +28,7 @@ const PORT: &str = "vzg12f";
 const UP_HOST: &str = "198.51.100.1";
 const UP_PEER: &str = "198.51.100.2";
 
-fn net_xml() -> String {
+pub(crate) fn net_xml() -> String {
     format!(
         "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n\
          <name>n12</name><forward mode='nat'/><bridge name='{BRIDGE}' stp='off'/>\n\
@@ -59,7 +59,7 @@ fn connect(node: &Node, addr: &str, port: u16) -> String {
     text(&out.stdout).trim().to_string()
 }
 
-fn serve(node: &Node, port: u16, banner: &str) -> Process {
+pub(crate) fn serve(node: &Node, port: u16, banner: &str) -> Process {
     let child = node
         .command("/usr/bin/python3")
         .args(["-c", SERVER, "0.0.0.0", &port.to_string(), banner])
@@ -74,7 +74,7 @@ fn serve(node: &Node, port: u16, banner: &str) -> Process {
 }
 
 /// A guest on the system's bridge, its address from libvirt's dnsmasq. Returns it and its address.
-fn plug_guest(sys: &SidSystem, dir: &std::path::Path) -> (Node, String) {
+pub(crate) fn plug_guest(sys: &SidSystem, dir: &std::path::Path) -> (Node, String) {
     plug_guest_as(sys, dir, "g", PORT)
 }
 
@@ -193,7 +193,7 @@ fn through(sys: &SidSystem, backend: &str, family: &str, attempt: impl Fn() -> b
     attempt() && reject_id(sys, backend, family).as_ref() == Some(&before)
 }
 
-fn start_daemon(sys: &SidSystem) {
+pub(crate) fn start_daemon(sys: &SidSystem) {
     sys.sh("virtzone serve >/var/log/virtzone-serve.log 2>&1 </dev/null &");
     wait("virtzone serve owns its name", HEAL, || {
         text(

@@ -50,6 +50,8 @@ mod libvirt12;
 mod libvirt_e2e;
 // NetworkManager-managed host bridges in the booted system (issue #20).
 mod nm;
+// Issue #21: no outage of a guest's paths across firewalld reloads and restarts (own NAT table).
+mod outage;
 // Real packets reach what libvirt's zones promise and nothing else; `status --verify`.
 mod packets;
 // `virtzone status` and `check` report the real state of every release.

@@ -559,6 +559,7 @@ mod declared_zone_tests {
                     host: vec![],
                     active: true,
                     hosts: vec![],
+                    nat: None,
                 },
             );
         }

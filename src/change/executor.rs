@@ -291,6 +291,9 @@ impl<'m, M: Mutations> Executor<'m, M> {
             Step::LocalnetGuard { present } => {
                 m.nft(&crate::host::localnet_guard_commands(*present)).await
             }
+            Step::OwnNat { masquerades } => {
+                m.nft(&crate::forward::nat::commands(masquerades)).await
+            }
             Step::SetConnectionZone {
                 uuid,
                 zone,

@@ -189,6 +189,13 @@ pub enum Step {
         /// nft's handles of the rules.
         handles: Vec<u64>,
     },
+    /// Makes virtzone's own NAT table (`ip virtzone_nat`, [`crate::forward::nat`]) hold exactly
+    /// these networks' masquerades, in one nft transaction; none: the table goes. No inverse:
+    /// planned from the table's listing on every check.
+    OwnNat {
+        /// The masquerades wanted.
+        masquerades: Vec<crate::forward::nat::Masquerade>,
+    },
     /// Puts virtzone's localnet guard (see [`crate::host::LOCALNET_GUARD`]) in place or takes it
     /// away. Not firewalld either, and for the same reason in the same plan.
     LocalnetGuard {
@@ -394,7 +401,8 @@ impl Step {
             Step::Reload
             | Step::Iptables { .. }
             | Step::NftInsertRules { .. }
-            | Step::NftDeleteRules { .. } => return None,
+            | Step::NftDeleteRules { .. }
+            | Step::OwnNat { .. } => return None,
         })
     }
 
@@ -514,6 +522,17 @@ impl fmt::Display for Step {
                 )
             }
             Step::Sysctl { key, value, .. } => write!(f, "set /proc/sys/{key} to {value}"),
+            Step::OwnNat { masquerades } if masquerades.is_empty() => {
+                write!(f, "delete nftables table ip virtzone_nat (virtzone's NAT)")
+            }
+            Step::OwnNat { masquerades } => {
+                let nets: Vec<String> = masquerades.iter().map(|m| m.subnet.to_string()).collect();
+                write!(
+                    f,
+                    "set nftables table ip virtzone_nat to masquerade {}",
+                    nets.join(", ")
+                )
+            }
             Step::LocalnetGuard { present: true } => {
                 write!(f, "add nftables table inet virtzone (the localnet guard)")
             }

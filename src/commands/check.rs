@@ -40,6 +40,7 @@ pub(crate) fn read_network(
             forward: ForwardMode::Nat,
             ips: Vec::new(),
             forward_devs: Vec::new(),
+            nat: None,
         });
     };
     let mut xml = String::new();

@@ -299,6 +299,11 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
     tokio::spawn(crate::forward::guard::run(shared.fw.clone()));
     // Docker's chains likewise: the accepts doctor --fix put in DOCKER-USER, without firewalld.
     tokio::spawn(crate::doctor::docker::run(shared.state.clone()));
+    // virtzone's own NAT table likewise: only a wipe of the ruleset takes it away (issue #21).
+    tokio::spawn(crate::forward::nat::run(
+        shared.fw.clone(),
+        shared.state.clone(),
+    ));
     // Forwards and allows (src/forward) keep themselves applied, triggered by ruleset changes.
     shared.request_reconcile();
     tokio::spawn(crate::forward::watch::run(

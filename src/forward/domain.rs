@@ -762,6 +762,7 @@ mod tests {
                     ip: i.parse().unwrap(),
                 })
                 .collect(),
+            nat: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod guard;
 pub mod iptables;
 pub mod model;
+pub mod nat;
 pub mod network;
 pub mod nft;
 pub mod plan;
@@ -743,6 +744,16 @@ pub async fn purge(state: &StateDir) -> Result<String, ForwardError> {
         .run(&plan::purge_policies(&facts))
         .await
         .map_err(|e| remains(e.into()))?;
+    // virtzone's own NAT table goes too; libvirt's masquerade, still in place, takes over.
+    crate::change::Executor::new(&live)
+        .run(&crate::change::Plan {
+            steps: vec![crate::change::Step::OwnNat {
+                masquerades: Vec::new(),
+            }],
+            warnings: Vec::new(),
+        })
+        .await
+        .map_err(|e| remains(e.into()))?;
     let what = declared_summary(&before);
     Ok(if what.is_empty() {
         "virtzone declared no forwards or allows; its own policies are gone from firewalld".into()
@@ -968,6 +979,8 @@ pub async fn network_hook(fw: Option<&Firewalld>, net: &Network, started: bool) 
             state.write(NETWORKS_FILE, &networks)?;
         }
         if let Some(fw) = fw {
+            // The masquerade first: it is what every guest of the network needs.
+            nat::check_state(fw, &main).await;
             reconcile(fw, &main).await?;
         }
         Ok::<(), ForwardError>(())
@@ -1063,6 +1076,7 @@ mod tests {
                     host: vec![],
                     active: true,
                     hosts: vec![],
+                    nat: None,
                 },
             );
         }

@@ -112,6 +112,66 @@ pub struct NetworkRecord {
     /// any lease does.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<StaticHost>,
+    /// How libvirt masquerades it (NAT networks; `None` for other modes and in records of older
+    /// virtzone releases, which get no NAT table of virtzone's until the hook records them again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<NatRecord>,
+}
+
+/// A NAT network's masquerade, as libvirt applies it (`<forward dev>`, `<nat>`), validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatRecord {
+    /// `<forward dev=…>`: libvirt NATs only out of this interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    /// `<nat><address>`: libvirt SNATs to an address range rather than masquerading.
+    #[serde(default)]
+    pub address_range: bool,
+    /// The source ports of TCP and UDP (libvirt's default 1024-65535).
+    pub ports: (u16, u16),
+    /// `<nat ipv6='yes'>`.
+    #[serde(default)]
+    pub ipv6: bool,
+}
+
+impl NatRecord {
+    /// libvirt's port range when `<nat><port>` is absent.
+    pub const DEFAULT_PORTS: (u16, u16) = (1024, 65535);
+
+    /// Validates what the XML said.
+    fn of(name: &str, nat: &crate::libvirt::ForwardNat) -> Result<NatRecord, String> {
+        let dev = match &nat.dev {
+            Some(d) => Some(
+                BridgeName::new(d)
+                    .map_err(|e| format!("network {name}: bad forward dev: {e}"))?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let ports = match &nat.port {
+            None => Self::DEFAULT_PORTS,
+            Some((start, end)) => {
+                let parse = |p: &str| {
+                    p.parse::<u16>()
+                        .map_err(|_| format!("network {name}: bad NAT port {p:?}"))
+                };
+                match (parse(start)?, parse(end)?) {
+                    // libvirt treats an empty range as its default.
+                    (0, 0) => Self::DEFAULT_PORTS,
+                    (a, b) if a <= b => (a, b),
+                    (a, b) => {
+                        return Err(format!("network {name}: NAT ports {a}-{b} are reversed"))
+                    }
+                }
+            }
+        };
+        Ok(NatRecord {
+            dev,
+            address_range: nat.address.is_some(),
+            ports,
+            ipv6: nat.ipv6,
+        })
+    }
 }
 
 /// A static DHCP host of a network.
@@ -186,6 +246,11 @@ impl NetworkRecord {
             subnets.push(subnet);
             host.push(addr);
         }
+        let nat = net
+            .nat
+            .as_ref()
+            .map(|n| NatRecord::of(&net.name, n))
+            .transpose()?;
         Ok(Some(NetworkRecord {
             bridge,
             forward: net.forward.as_str().to_string(),
@@ -193,6 +258,7 @@ impl NetworkRecord {
             host,
             active: true,
             hosts,
+            nat,
         }))
     }
 }

@@ -775,6 +775,7 @@ mod tests {
                 host: vec!["192.0.2.1".parse().unwrap()],
                 active,
                 hosts: Vec::new(),
+                nat: None,
             },
         );
         n

@@ -6,5 +6,5 @@ pub mod network;
 
 pub use domain::{parse_domain_xml, Domain, DomainInterface};
 pub use network::{
-    parse_network_xml, DhcpHost, ForwardMode, Network, NetworkDhcp, NetworkXmlError,
+    parse_network_xml, DhcpHost, ForwardMode, ForwardNat, Network, NetworkDhcp, NetworkXmlError,
 };

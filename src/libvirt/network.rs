@@ -84,6 +84,9 @@ pub struct Network {
     /// private, vepa, passthrough) uplinks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forward_devs: Vec<String>,
+    /// How libvirt masquerades a NAT network (`<forward dev=…>` and `<nat>`); `None` for other
+    /// modes. virtzone's own NAT table copies it (src/forward/nat.rs).
+    pub nat: Option<ForwardNat>,
 }
 
 /// How a network of forward mode `bridge` (or a macvtap mode) attaches its guests.
@@ -95,6 +98,20 @@ pub enum Bridged<'a> {
     /// Guests sit on macvtap devices of these host devices: their frames never cross a host
     /// bridge, so neither a zone nor br_netfilter sees traffic between guests and the LAN.
     Macvtap(&'a [String]),
+}
+
+/// A NAT network's `<forward dev=…><nat ipv6=…><address start end/><port start end/></nat>`, as
+/// libvirt wrote it (unvalidated, like [`NetworkIp`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ForwardNat {
+    /// `<forward dev=…>`: libvirt NATs only out of this interface.
+    pub dev: Option<String>,
+    /// `<nat><address start end/>`: SNAT to these addresses instead of a masquerade.
+    pub address: Option<(String, String)>,
+    /// `<nat><port start end/>`: the source ports (libvirt's default 1024-65535 without it).
+    pub port: Option<(String, String)>,
+    /// `<nat ipv6='yes'>`: IPv6 is NATed too.
+    pub ipv6: bool,
 }
 
 /// One `<ip>` element of a network, unvalidated: only forwards need the values, and they say which
@@ -213,6 +230,9 @@ struct BridgeXml {
 struct ForwardXml {
     #[serde(rename = "@mode")]
     mode: Option<String>,
+    #[serde(rename = "@dev")]
+    dev: Option<String>,
+    nat: Option<NatXml>,
     #[serde(default)]
     interface: Vec<ForwardInterfaceXml>,
 }
@@ -221,6 +241,31 @@ struct ForwardXml {
 struct ForwardInterfaceXml {
     #[serde(rename = "@dev")]
     dev: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NatXml {
+    #[serde(rename = "@ipv6")]
+    ipv6: Option<String>,
+    address: Option<RangeXml>,
+    port: Option<RangeXml>,
+}
+
+#[derive(Deserialize)]
+struct RangeXml {
+    #[serde(rename = "@start")]
+    start: Option<String>,
+    #[serde(rename = "@end")]
+    end: Option<String>,
+}
+
+impl RangeXml {
+    fn pair(self) -> (String, String) {
+        (
+            self.start.unwrap_or_default().trim().to_string(),
+            self.end.unwrap_or_default().trim().to_string(),
+        )
+    }
 }
 
 /// The name of the document's root element.
@@ -284,18 +329,37 @@ pub fn parse_network_xml(
             raw.name
         )));
     }
-    let (forward, forward_devs) = match raw.forward {
-        None => (ForwardMode::None, Vec::new()),
-        Some(f) => (
-            ForwardMode::from_attr(f.mode.as_deref().map(str::trim))
-                .map_err(NetworkXmlError::UnknownForwardMode)?,
-            f.interface
+    let (forward, nat, forward_devs) = match raw.forward {
+        None => (ForwardMode::None, None, Vec::new()),
+        Some(f) => {
+            let mode = ForwardMode::from_attr(f.mode.as_deref().map(str::trim))
+                .map_err(NetworkXmlError::UnknownForwardMode)?;
+            let (ipv6, address, port) = match f.nat {
+                Some(n) => (
+                    n.ipv6.as_deref().is_some_and(|v| v.trim() == "yes"),
+                    n.address.map(RangeXml::pair),
+                    n.port.map(RangeXml::pair),
+                ),
+                None => (false, None, None),
+            };
+            let nat = (mode == ForwardMode::Nat).then(|| ForwardNat {
+                dev: f
+                    .dev
+                    .map(|d| d.trim().to_string())
+                    .filter(|d| !d.is_empty()),
+                address,
+                port,
+                ipv6,
+            });
+            let devs = f
+                .interface
                 .into_iter()
                 .filter_map(|i| i.dev)
                 .map(|d| d.trim().to_string())
                 .filter(|d| !d.is_empty() && !d.chars().any(char::is_control))
-                .collect(),
-        ),
+                .collect();
+            (mode, nat, devs)
+        }
     };
     let (bridge_attr, zone_attr) = match raw.bridge {
         Some(b) => (b.name, b.zone),
@@ -325,6 +389,7 @@ pub fn parse_network_xml(
         forward,
         ips: raw.ip,
         forward_devs,
+        nat,
     })
 }
 
@@ -348,6 +413,36 @@ mod tests {
         assert_eq!(n.bridge.unwrap().as_str(), "virbr0");
         assert_eq!(n.zone, None);
         assert_eq!(n.forward, ForwardMode::Nat);
+        assert_eq!(
+            n.nat,
+            Some(ForwardNat {
+                port: Some(("1024".into(), "65535".into())),
+                ..ForwardNat::default()
+            })
+        );
+    }
+
+    #[test]
+    fn how_libvirt_nats() {
+        let n = parse(
+            "<network><name>n</name><forward mode='nat' dev='eth1'><nat ipv6='yes'>\
+             <address start='203.0.113.1' end='203.0.113.9'/></nat></forward>\
+             <bridge name='virbr9'/></network>",
+        )
+        .unwrap();
+        assert_eq!(
+            n.nat,
+            Some(ForwardNat {
+                dev: Some("eth1".into()),
+                address: Some(("203.0.113.1".into(), "203.0.113.9".into())),
+                port: None,
+                ipv6: true,
+            })
+        );
+        let routed = parse(
+            "<network><name>r</name><forward mode='route'/><bridge name='virbr9'/></network>",
+        );
+        assert_eq!(routed.unwrap().nat, None);
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub mod forward;
 pub mod libvirt;
 pub mod matrix;
 pub mod offline;
+pub mod outage;
 pub mod sidroot;
 pub mod topology;
 pub mod vz;

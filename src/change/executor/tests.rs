@@ -668,3 +668,37 @@ fn the_local_executor_refuses_firewalld_calls() {
     assert_eq!(err.undone, 0);
     assert!(err.to_string().contains("needs firewalld"), "{err}");
 }
+
+/// Issue #21: virtzone's NAT table is changed through the executor, as one nft transaction that
+/// re-creates the table with the masquerade (or only deletes it); no rollback takes it away.
+#[test]
+fn the_own_nat_table_is_one_nft_transaction() {
+    let fake = Fake::default();
+    let m = crate::forward::nat::Masquerade {
+        subnet: "192.0.2.0/24".parse().unwrap(),
+        dev: None,
+        ports: (1024, 65535),
+    };
+    let plan = Plan {
+        steps: vec![
+            Step::OwnNat {
+                masquerades: vec![m],
+            },
+            Step::OwnNat {
+                masquerades: vec![],
+            },
+        ],
+        warnings: vec![],
+    };
+    block_on(Executor::new(&fake).run(&plan)).unwrap();
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[0].contains("virtzone_nat")
+            && calls[0].contains("\"masquerade\"")
+            && calls[0].contains("\"prio\":99"),
+        "{calls:?}"
+    );
+    assert!(!calls[1].contains("\"rule\""), "{calls:?}");
+    assert_eq!(plan.steps[0].inverse(), None);
+}
