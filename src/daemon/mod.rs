@@ -297,6 +297,8 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
     // The localnet guard first and on its own: it must come back after a wipe of the ruleset
     // whatever firewalld does (stopped, hung), so it never waits behind firewalld's answers.
     tokio::spawn(crate::forward::guard::run(shared.fw.clone()));
+    // A wiped ruleset (firewalld's and libvirt's rules gone) is healed by one firewalld reload.
+    tokio::spawn(crate::heal::run(shared.fw.clone(), shared.state.clone()));
     // Forwards and allows (src/forward) keep themselves applied, triggered by ruleset changes.
     shared.request_reconcile();
     tokio::spawn(crate::forward::watch::run(

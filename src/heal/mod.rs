@@ -1,0 +1,598 @@
+//! Healing after a wipe of the ruleset: `nft flush ruleset` (Debian's `nftables.service` on start and
+//! stop, scripts, well-meant advice), `iptables -F`.
+//!
+//! Such a wipe takes firewalld's table (or, on its iptables backend, its jumps), libvirt's rules and
+//! virtzone's own chains and guard away, and neither firewalld nor libvirt notices: guests lose
+//! upstream and every forward until someone reloads. The daemon compares what exists with what the
+//! running components must have ([`verdict`], pure) after every burst of ruleset changes, and when
+//! firewalld's or libvirt's part is gone it asks firewalld to reload, through the executor
+//! ([`Step::Reload`]). That restores everything in the right order: firewalld rebuilds its own rules,
+//! libvirt rebuilds its rules on firewalld's `Reloaded`, and virtzone's bindings and forwards follow
+//! (the binding reconcile on `Reloaded`, the forwards' watch after libvirt's rebuild). The localnet
+//! guard comes back on its own ([`crate::forward::guard`]), whatever firewalld does.
+//!
+//! Once per wipe ([`Healer`]): the ruleset must have been quiet for [`QUIET`] (a rebuild by firewalld
+//! or libvirt is a stream of changes, a wipe is one), no firewalld reload or new owner within
+//! [`AFTER_RELOAD`] (libvirt is rebuilding then), at most one heal per [`MIN_INTERVAL`], and after a
+//! heal nothing more until everything was seen in place again. The heal's own reload therefore never
+//! triggers another one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tracing::{info, warn};
+use zbus::{MatchRule, MessageStream};
+
+use crate::change::executor::Live;
+use crate::change::{Executor, Plan, Step};
+use crate::firewalld::proxy::{BUS_NAME as FIREWALLD, PATH as FIREWALLD_PATH};
+use crate::firewalld::{Backend, Firewalld, State};
+use crate::forward::network::Networks;
+use crate::state::StateDir;
+
+#[cfg(test)]
+mod tests;
+
+/// How long the ruleset must have been quiet before a missing piece counts as wiped.
+pub const QUIET: Duration = Duration::from_millis(500);
+/// How long after firewalld's `Reloaded` (or a new owner of its name) nothing counts as wiped:
+/// libvirt rebuilds its rules then, deleting them first.
+pub const AFTER_RELOAD: Duration = Duration::from_secs(2);
+/// The least time between two heals.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(30);
+/// How long after asking firewalld to reload a heal may take before the daemon says what is still
+/// missing (once) and waits for it to be seen in place again.
+pub const GIVE_UP: Duration = Duration::from_secs(15);
+/// How long one reading of the ruleset (a few nft listings) may take.
+const NFT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An `nft list tables` entry: family and name.
+pub type Table = (String, String);
+/// A base chain: family, table, chain.
+pub type Chain = (String, String, String);
+
+/// libvirt's firewall backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LibvirtBackend {
+    /// iptables chains (`LIBVIRT_*`, libvirt before 10.4 or configured so).
+    Iptables,
+    /// Its own nftables tables `ip`/`ip6 libvirt_network` (libvirt ≥ 10.4).
+    Nftables,
+}
+
+/// A running libvirt network that has firewall rules of libvirt's (NAT, routed, isolated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunningNetwork {
+    /// NAT (libvirt's masquerade in `nat`).
+    pub nat: bool,
+    /// It has an IPv4 subnet.
+    pub ipv4: bool,
+    /// It has an IPv6 subnet.
+    pub ipv6: bool,
+}
+
+/// What the verdict decides from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Facts {
+    /// firewalld's state and backend; `None` while it is not running.
+    pub firewalld: Option<(State, Backend)>,
+    /// The nftables tables that exist (iptables-nft's `ip filter`, `ip nat` among them).
+    pub tables: BTreeSet<Table>,
+    /// The jump targets in the base chains that were listed ([`BASE_CHAINS`] whose table exists; a
+    /// missing chain has none).
+    pub jumps: BTreeMap<Chain, BTreeSet<String>>,
+    /// libvirt's backend, when known.
+    pub libvirt: Option<LibvirtBackend>,
+    /// The running networks (from the network hook's records).
+    pub networks: Vec<RunningNetwork>,
+    /// Whether some interface has `route_localnet` on (then the localnet guard must exist).
+    pub localnet: bool,
+}
+
+/// The base chains whose jumps are read: where firewalld's iptables backend and libvirt's iptables
+/// rules hook in, and what `iptables -F` empties.
+pub const BASE_CHAINS: [(&str, &str, &str); 3] = [
+    ("ip", "filter", "INPUT"),
+    ("ip", "filter", "FORWARD"),
+    ("ip", "nat", "POSTROUTING"),
+];
+
+/// Something a running component must have and the ruleset lacks.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Missing {
+    /// firewalld's nftables table `inet firewalld`.
+    FirewalldTable,
+    /// firewalld's iptables jumps (`INPUT_*`) in `ip filter INPUT`.
+    FirewalldJumps,
+    /// libvirt's nftables table (`ip`/`ip6 libvirt_network`), by family.
+    LibvirtTable(&'static str),
+    /// libvirt's iptables jump to `target` in a base chain.
+    LibvirtJump {
+        /// `filter` or `nat`.
+        table: &'static str,
+        /// The base chain.
+        chain: &'static str,
+        /// libvirt's chain.
+        target: &'static str,
+    },
+    /// virtzone's localnet guard (table `inet virtzone`).
+    Guard,
+}
+
+impl Missing {
+    /// Whether a firewalld reload brings it back (firewalld's and libvirt's parts); virtzone's guard
+    /// comes back on its own.
+    pub fn needs_reload(&self) -> bool {
+        !matches!(self, Missing::Guard)
+    }
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::FirewalldTable => write!(f, "firewalld's table inet firewalld"),
+            Missing::FirewalldJumps => write!(f, "firewalld's jumps in ip filter INPUT"),
+            Missing::LibvirtTable(family) => {
+                write!(f, "libvirt's table {family} {}", crate::forward::nft::TABLE)
+            }
+            Missing::LibvirtJump {
+                table,
+                chain,
+                target,
+            } => write!(f, "libvirt's jump to {target} in ip {table} {chain}"),
+            Missing::Guard => write!(
+                f,
+                "virtzone's localnet guard (table inet {})",
+                crate::host::LOCALNET_GUARD
+            ),
+        }
+    }
+}
+
+/// What is missing: empty when everything the running components need is in place.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verdict {
+    /// The missing pieces: firewalld's, libvirt's (in the order its rules hook in), virtzone's.
+    pub missing: Vec<Missing>,
+}
+
+impl Verdict {
+    /// Whether a firewalld reload is called for.
+    pub fn wiped(&self) -> bool {
+        self.missing.iter().any(Missing::needs_reload)
+    }
+
+    /// The missing pieces, comma-separated.
+    pub fn list(&self) -> String {
+        self.missing
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Compares what exists with what the running components must have. firewalld counts only while it
+/// runs and has finished loading (`RUNNING`: not starting, not failed, not stopped); libvirt only
+/// while one of its networks with rules runs and its backend is known.
+pub fn verdict(f: &Facts) -> Verdict {
+    let has_table = |family: &str, name: &str| {
+        f.tables
+            .iter()
+            .any(|(fa, n)| fa.as_str() == family && n.as_str() == name)
+    };
+    let jumps = |table: &str, chain: &str| {
+        f.jumps
+            .iter()
+            .find(|((fa, t, c), _)| fa == "ip" && t == table && c == chain)
+            .map(|(_, j)| j)
+    };
+    let jumps_to = |table: &str, chain: &str, pred: &dyn Fn(&str) -> bool| {
+        jumps(table, chain).is_some_and(|j| j.iter().any(|t| pred(t)))
+    };
+    let mut missing = Vec::new();
+    match &f.firewalld {
+        Some((State::Running, Backend::Nftables)) => {
+            if !has_table("inet", "firewalld") {
+                missing.push(Missing::FirewalldTable);
+            }
+        }
+        Some((State::Running, Backend::Iptables)) => {
+            if !jumps_to("filter", "INPUT", &|t| t.starts_with("INPUT_")) {
+                missing.push(Missing::FirewalldJumps);
+            }
+        }
+        _ => {}
+    }
+    let ipv4 = f.networks.iter().any(|n| n.ipv4);
+    let ipv6 = f.networks.iter().any(|n| n.ipv6);
+    let nat = f.networks.iter().any(|n| n.nat && n.ipv4);
+    match f.libvirt {
+        _ if f.networks.is_empty() => {}
+        Some(LibvirtBackend::Nftables) => {
+            for (family, wanted) in [("ip", ipv4), ("ip6", ipv6)] {
+                if wanted && !has_table(family, crate::forward::nft::TABLE) {
+                    missing.push(Missing::LibvirtTable(family));
+                }
+            }
+        }
+        Some(LibvirtBackend::Iptables) if ipv4 => {
+            let mut wanted = vec![
+                ("filter", "INPUT", "LIBVIRT_INP"),
+                ("filter", "FORWARD", "LIBVIRT_FWX"),
+            ];
+            if nat {
+                wanted.push(("nat", "POSTROUTING", "LIBVIRT_PRT"));
+            }
+            for (table, chain, target) in wanted {
+                if !jumps_to(table, chain, &|t| t == target) {
+                    missing.push(Missing::LibvirtJump {
+                        table,
+                        chain,
+                        target,
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+    if f.localnet && !has_table("inet", crate::host::LOCALNET_GUARD) {
+        missing.push(Missing::Guard);
+    }
+    Verdict { missing }
+}
+
+/// libvirt's backend: its `network.conf` setting, else what its rules show, else what was seen
+/// before (a wipe takes the rules that showed it).
+pub fn libvirt_backend(
+    conf: Option<&str>,
+    tables: &BTreeSet<Table>,
+    jumps: &BTreeMap<Chain, BTreeSet<String>>,
+    before: Option<LibvirtBackend>,
+) -> Option<LibvirtBackend> {
+    match conf {
+        Some("nftables") => return Some(LibvirtBackend::Nftables),
+        Some("iptables") => return Some(LibvirtBackend::Iptables),
+        _ => {}
+    }
+    let nft = tables
+        .iter()
+        .any(|(_, name)| name == crate::forward::nft::TABLE);
+    let ipt = jumps
+        .values()
+        .any(|j| j.iter().any(|t| t.starts_with("LIBVIRT_")));
+    match (nft, ipt) {
+        (true, _) => Some(LibvirtBackend::Nftables),
+        (false, true) => Some(LibvirtBackend::Iptables),
+        (false, false) => before,
+    }
+}
+
+/// The running networks with libvirt rules among the network hook's records: active, and NAT,
+/// routed or isolated (an `open` network has no rules of libvirt's).
+pub fn running_networks(records: &Networks) -> Vec<RunningNetwork> {
+    records
+        .networks
+        .values()
+        .filter(|r| r.active && matches!(r.forward.as_str(), "nat" | "route" | "none"))
+        .map(|r| RunningNetwork {
+            nat: r.forward == "nat",
+            ipv4: r.subnets.iter().any(|s| s.addr.is_ipv4()),
+            ipv6: r.subnets.iter().any(|s| s.addr.is_ipv6()),
+        })
+        .collect()
+}
+
+/// What the daemon does after a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing (in place, or already reported).
+    Nothing,
+    /// Look again at this time (still settling, or rate-limited), unless an event comes first.
+    CheckAt(Instant),
+    /// Ask firewalld to reload: the ruleset was wiped.
+    Reload,
+    /// Everything is back, `took` after the wipe was first seen.
+    Healed {
+        /// From the first check that saw it missing.
+        took: Duration,
+    },
+    /// A heal did not bring everything back within [`GIVE_UP`]: say so, once.
+    StillMissing,
+    /// Wiped while firewalld does not run (or is not loaded): nothing to ask; say so, once.
+    CannotReload,
+}
+
+/// The heal's memory between checks: when the ruleset last changed, firewalld last reloaded, the
+/// wipe was first seen, the last heal was asked; whether a heal may fire (armed) again.
+#[derive(Debug, Clone)]
+pub struct Healer {
+    armed: bool,
+    last_change: Option<Instant>,
+    last_reload: Option<Instant>,
+    seen: Option<Instant>,
+    healing: Option<Instant>,
+    last_heal: Option<Instant>,
+}
+
+impl Default for Healer {
+    fn default() -> Self {
+        Healer {
+            armed: true,
+            last_change: None,
+            last_reload: None,
+            seen: None,
+            healing: None,
+            last_heal: None,
+        }
+    }
+}
+
+impl Healer {
+    /// The ruleset changed at `now`.
+    pub fn changed(&mut self, now: Instant) {
+        self.last_change = Some(now);
+    }
+
+    /// firewalld reloaded, or its name got a new owner, at `now`.
+    pub fn reloaded(&mut self, now: Instant) {
+        self.last_reload = Some(now);
+    }
+
+    /// Decides after a check whose verdict is `v`; `can_reload` says whether firewalld runs and has
+    /// loaded (someone to ask).
+    pub fn decide(&mut self, v: &Verdict, can_reload: bool, now: Instant) -> Action {
+        if !v.wiped() {
+            self.seen = None;
+            self.armed = true;
+            return match self.healing.take() {
+                Some(since) => Action::Healed {
+                    took: now.saturating_duration_since(since),
+                },
+                None => Action::Nothing,
+            };
+        }
+        let seen = *self.seen.get_or_insert(now);
+        if let Some(asked) = self.last_heal.filter(|_| self.healing.is_some()) {
+            let limit = asked + GIVE_UP;
+            if now < limit {
+                return Action::CheckAt(limit);
+            }
+            self.healing = None;
+            return Action::StillMissing;
+        }
+        if !self.armed {
+            return Action::Nothing;
+        }
+        let not_before = [
+            self.last_change.map(|t| t + QUIET),
+            self.last_reload.map(|t| t + AFTER_RELOAD),
+            self.last_heal.map(|t| t + MIN_INTERVAL),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        if let Some(t) = not_before.filter(|t| now < *t) {
+            return Action::CheckAt(t);
+        }
+        if !can_reload {
+            self.armed = false;
+            return Action::CannotReload;
+        }
+        self.armed = false;
+        self.healing = Some(seen);
+        self.last_heal = Some(now);
+        Action::Reload
+    }
+}
+
+/// Reads the ruleset: the tables, and the jumps of the [`BASE_CHAINS`] whose table exists.
+pub fn read_ruleset() -> Result<(BTreeSet<Table>, BTreeMap<Chain, BTreeSet<String>>), String> {
+    let tables = parse_tables(&crate::external::nft_json(&["list", "tables"])?)?;
+    let mut jumps = BTreeMap::new();
+    for (family, table, chain) in BASE_CHAINS {
+        if !tables.contains(&(family.to_string(), table.to_string())) {
+            continue;
+        }
+        // A chain that does not exist has no jumps.
+        let targets = crate::external::nft_json(&["list", "chain", family, table, chain])
+            .map(|json| parse_jumps(&json))
+            .unwrap_or_default();
+        jumps.insert((family.into(), table.into(), chain.into()), targets);
+    }
+    Ok((tables, jumps))
+}
+
+/// The tables of `nft -j list tables`.
+pub fn parse_tables(json: &str) -> Result<BTreeSet<Table>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("nft printed bad JSON: {e}"))?;
+    Ok(v["nftables"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| {
+                    let t = i.get("table")?;
+                    Some((t["family"].as_str()?.into(), t["name"].as_str()?.into()))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The jump (and goto) targets in the rules of `nft -j list chain …`.
+pub fn parse_jumps(json: &str) -> BTreeSet<String> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return BTreeSet::new();
+    };
+    let rules = v["nftables"].as_array().cloned().unwrap_or_default();
+    rules
+        .iter()
+        .filter_map(|i| i.get("rule")?.get("expr")?.as_array().cloned())
+        .flatten()
+        .filter_map(|e| {
+            e.get("jump")
+                .or_else(|| e.get("goto"))
+                .and_then(|j| j["target"].as_str())
+                .map(String::from)
+        })
+        .collect()
+}
+
+/// Reads the facts. firewalld is asked first: while it reloads it answers only afterwards, so the
+/// listing that follows never catches it half-way.
+async fn facts(fw: &Firewalld, state: &StateDir, before: Option<LibvirtBackend>) -> Option<Facts> {
+    let firewalld = match fw.is_running().await {
+        Ok(true) => match (fw.state().await, fw.backend().await) {
+            (Ok(s), Ok(b)) => Some((s, b)),
+            // Not answering (starting, leaving): nothing of its counts.
+            _ => None,
+        },
+        _ => None,
+    };
+    let listing = tokio::task::spawn_blocking(read_ruleset);
+    let (tables, jumps) = match tokio::time::timeout(NFT_TIMEOUT, listing).await {
+        Ok(Ok(Ok(r))) => r,
+        Ok(Ok(Err(e))) => {
+            warn!("heal: cannot read the ruleset: {e}");
+            return None;
+        }
+        _ => {
+            warn!("heal: nft did not answer within {NFT_TIMEOUT:?}");
+            return None;
+        }
+    };
+    let conf = std::fs::read_to_string(crate::libvirt::firewall::NETWORK_CONF)
+        .ok()
+        .as_deref()
+        .and_then(crate::libvirt::firewall::from_network_conf);
+    let libvirt = libvirt_backend(conf.as_deref(), &tables, &jumps, before);
+    let networks = crate::forward::read_networks(state)
+        .map(|n| running_networks(&n))
+        .unwrap_or_default();
+    Some(Facts {
+        firewalld,
+        tables,
+        jumps,
+        libvirt,
+        networks,
+        localnet: !crate::host::route_localnet_on().is_empty(),
+    })
+}
+
+/// Asks firewalld to reload, through the executor.
+async fn reload(fw: &Firewalld) -> Result<(), String> {
+    let live = Live::new(fw, None);
+    let plan = Plan {
+        steps: vec![Step::Reload],
+        warnings: Vec::new(),
+    };
+    Executor::new(&live)
+        .run(&plan)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Watches for wipes until the netlink watch or the bus ends; the daemon spawns it beside the
+/// localnet guard's watch.
+pub async fn run(fw: Firewalld, state: StateDir) {
+    let mut changes = match crate::forward::watch::ruleset_changes() {
+        Ok(rx) => rx,
+        Err(e) => {
+            warn!("cannot watch the netfilter ruleset ({e}); a wiped ruleset is not healed");
+            return;
+        }
+    };
+    let conn = fw.connection().clone();
+    let reloads = MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(FIREWALLD)
+        .interface(FIREWALLD)
+        .member("Reloaded")
+        .path(FIREWALLD_PATH)
+        .build();
+    let reloads = match reloads {
+        Ok(rule) => MessageStream::for_match_rule(rule, &conn, None).await,
+        Err(e) => Err(e),
+    };
+    let owners = match zbus::fdo::DBusProxy::new(&conn).await {
+        Ok(dbus) => dbus
+            .receive_name_owner_changed_with_args(&[(0, FIREWALLD)])
+            .await
+            .map_err(zbus::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    let (mut reloads, mut owners) = match (reloads, owners) {
+        (Ok(r), Ok(o)) => (r, o),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!("cannot watch firewalld's reloads ({e}); a wiped ruleset is not healed");
+            return;
+        }
+    };
+    let mut healer = Healer::default();
+    let mut backend = None;
+    let mut next: Option<Instant> = None;
+    loop {
+        let wake = next.map(tokio::time::Instant::from_std);
+        tokio::select! {
+            got = changes.recv() => match got {
+                Some(()) => healer.changed(Instant::now()),
+                None => return,
+            },
+            got = reloads.next() => match got {
+                Some(_) => { healer.reloaded(Instant::now()); continue }
+                None => return,
+            },
+            got = owners.next() => match got {
+                Some(_) => { healer.reloaded(Instant::now()); continue }
+                None => return,
+            },
+            () = async { if let Some(w) = wake { tokio::time::sleep_until(w).await } }, if wake.is_some() => {}
+        }
+        next = None;
+        let Some(f) = facts(&fw, &state, backend).await else {
+            continue;
+        };
+        backend = f.libvirt;
+        let v = verdict(&f);
+        // Signals that came while the facts were read (firewalld's answer waits for its reload's
+        // end, and its `Reloaded` comes before that answer) count before deciding.
+        while let Some(Some(_)) = futures_util::FutureExt::now_or_never(reloads.next()) {
+            healer.reloaded(Instant::now());
+        }
+        let can_reload = matches!(f.firewalld, Some((State::Running, _)));
+        match healer.decide(&v, can_reload, Instant::now()) {
+            Action::Nothing => {}
+            Action::CheckAt(t) => next = Some(t),
+            Action::Reload => {
+                warn!(
+                    "heal: the ruleset was wiped (missing {}); asking firewalld to reload",
+                    v.list()
+                );
+                if let Err(e) = reload(&fw).await {
+                    warn!("heal: firewalld's reload failed: {e}");
+                }
+                next = Some(Instant::now() + GIVE_UP);
+            }
+            Action::Healed { took } => info!(
+                "heal: everything is back, {} ms after the wipe was seen",
+                took.as_millis()
+            ),
+            Action::StillMissing => warn!(
+                "heal: still missing {} {} s after firewalld's reload; restart libvirtd (or the \
+                 network) to rebuild libvirt's rules",
+                v.list(),
+                GIVE_UP.as_secs()
+            ),
+            Action::CannotReload => warn!(
+                "heal: missing {}, and firewalld is not running: nothing to ask; start firewalld \
+                 or restart libvirtd",
+                v.list()
+            ),
+        }
+    }
+}
