@@ -21,13 +21,13 @@ use serde_json::Value;
 /// How long a forward may take to work again after a rebuild.
 const HEAL: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
-const BRIDGE: &str = "virbr12";
+pub(crate) const BRIDGE: &str = "virbr12";
 /// The guest's port on the system's side of its veth.
 const PORT: &str = "vzg12f";
-const UP_HOST: &str = "198.51.100.1";
-const UP_PEER: &str = "198.51.100.2";
+pub(crate) const UP_HOST: &str = "198.51.100.1";
+pub(crate) const UP_PEER: &str = "198.51.100.2";
 
-fn net_xml() -> String {
+pub(crate) fn net_xml() -> String {
     format!(
         "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>\n\
          <name>n12</name><forward mode='nat'/><bridge name='{BRIDGE}' stp='off'/>\n\
@@ -37,7 +37,7 @@ fn net_xml() -> String {
     )
 }
 
-fn wait(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
         assert!(
@@ -49,7 +49,7 @@ fn wait(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 /// One connection attempt from `node`: `ok <banner> <peer>`, `refused …` or `timeout`.
-fn connect(node: &Node, addr: &str, port: u16) -> String {
+pub(crate) fn connect(node: &Node, addr: &str, port: u16) -> String {
     let out = node
         .command("/usr/bin/python3")
         .args(["-c", CLIENT, addr, &port.to_string()])
@@ -58,7 +58,7 @@ fn connect(node: &Node, addr: &str, port: u16) -> String {
     text(&out.stdout).trim().to_string()
 }
 
-fn serve(node: &Node, port: u16, banner: &str) -> Process {
+pub(crate) fn serve(node: &Node, port: u16, banner: &str) -> Process {
     let child = node
         .command("/usr/bin/python3")
         .args(["-c", SERVER, "0.0.0.0", &port.to_string(), banner])
@@ -73,7 +73,7 @@ fn serve(node: &Node, port: u16, banner: &str) -> Process {
 }
 
 /// A guest on the system's bridge, its address from libvirt's dnsmasq. Returns it and its address.
-fn plug_guest(sys: &SidSystem, dir: &std::path::Path) -> (Node, String) {
+pub(crate) fn plug_guest(sys: &SidSystem, dir: &std::path::Path) -> (Node, String) {
     plug_guest_as(sys, dir, "g", PORT)
 }
 
@@ -130,7 +130,7 @@ fn vz(sys: &SidSystem, args: &[&str]) -> Output {
     sys.run(&all)
 }
 
-fn vz_ok(sys: &SidSystem, args: &[&str]) -> String {
+pub(crate) fn vz_ok(sys: &SidSystem, args: &[&str]) -> String {
     let out = vz(sys, args);
     assert!(
         out.status.success(),
@@ -162,7 +162,7 @@ fn guest_input_of(sys: &SidSystem, family: &str) -> String {
 }
 
 /// Whether libvirt's reject for the bridge is in place, in the backend it uses.
-fn libvirt_rejects(sys: &SidSystem, backend: &str) -> bool {
+pub(crate) fn libvirt_rejects(sys: &SidSystem, backend: &str) -> bool {
     reject_id(sys, backend, "ip").is_some()
 }
 
@@ -204,14 +204,19 @@ fn reject_id(sys: &SidSystem, backend: &str, family: &str) -> Option<String> {
 /// One connection through the forward that proves it: libvirt's reject for the bridge was in
 /// place, the same rule, before and after it (between a flush and libvirt's rebuild there is no
 /// reject, and a connection then proves nothing).
-fn through(sys: &SidSystem, backend: &str, family: &str, attempt: impl Fn() -> bool) -> bool {
+pub(crate) fn through(
+    sys: &SidSystem,
+    backend: &str,
+    family: &str,
+    attempt: impl Fn() -> bool,
+) -> bool {
     let Some(before) = reject_id(sys, backend, family) else {
         return false;
     };
     attempt() && reject_id(sys, backend, family).as_ref() == Some(&before)
 }
 
-fn start_daemon(sys: &SidSystem) {
+pub(crate) fn start_daemon(sys: &SidSystem) {
     sys.sh("virtzone serve >/var/log/virtzone-serve.log 2>&1 </dev/null &");
     wait("virtzone serve owns its name", HEAL, || {
         text(
@@ -230,7 +235,7 @@ fn start_daemon(sys: &SidSystem) {
     });
 }
 
-fn daemon_log(sys: &SidSystem) -> String {
+pub(crate) fn daemon_log(sys: &SidSystem) -> String {
     fs::read_to_string(sys.upper().join("var/log/virtzone-serve.log")).unwrap_or_default()
 }
 

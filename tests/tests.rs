@@ -23,6 +23,8 @@ mod hardening;
 mod hardening3;
 // Issue #24's host protection: the localnet guard after a wipe of the ruleset, forward purge.
 mod hardening_host;
+// Issue #21: the daemon heals a wiped ruleset (nft flush ruleset, iptables -F) with one reload.
+mod heal;
 mod install;
 mod install_tree;
 mod lab_smoke;

@@ -158,7 +158,10 @@ impl fmt::Display for ExecError {
                 self.error,
                 self.rollback_summary()
             ),
-            Step::Sysctl { .. } | Step::LocalnetGuard { .. } | Step::SetConnectionZone { .. } => write!(
+            Step::Sysctl { .. }
+            | Step::LocalnetGuard { .. }
+            | Step::SetConnectionZone { .. }
+            | Step::NftAddTable { .. } => write!(
                 f,
                 "could not {}: {}; {}",
                 self.step,
@@ -283,6 +286,10 @@ impl<'m, M: Mutations> Executor<'m, M> {
                 to_disk,
                 ..
             } => m.set_connection_zone(uuid, zone, *to_disk).await,
+            Step::NftAddTable { family, name } => {
+                m.nft(&[serde_json::json!({"add": {"table": {"family": family, "name": name}}})])
+                    .await
+            }
         }
     }
 

@@ -483,15 +483,28 @@ async fn facts(fw: &Firewalld, state: &StateDir, before: Option<LibvirtBackend>)
     })
 }
 
-/// Asks firewalld to reload, through the executor.
-async fn reload(fw: &Firewalld) -> Result<(), String> {
-    let live = Live::new(fw, None);
-    let plan = Plan {
-        steps: vec![Step::Reload],
+/// The heal: firewalld's reload, after an empty `inet firewalld` where the wipe took firewalld's
+/// table (its reload deletes the table first, and fails when there is none).
+pub fn plan(v: &Verdict) -> Plan {
+    let mut steps = Vec::new();
+    if v.missing.contains(&Missing::FirewalldTable) {
+        steps.push(Step::NftAddTable {
+            family: "inet".into(),
+            name: "firewalld".into(),
+        });
+    }
+    steps.push(Step::Reload);
+    Plan {
+        steps,
         warnings: Vec::new(),
-    };
+    }
+}
+
+/// Asks firewalld to reload, through the executor.
+async fn reload(fw: &Firewalld, v: &Verdict) -> Result<(), String> {
+    let live = Live::new(fw, None);
     Executor::new(&live)
-        .run(&plan)
+        .run(&plan(v))
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -573,7 +586,7 @@ pub async fn run(fw: Firewalld, state: StateDir) {
                     "heal: the ruleset was wiped (missing {}); asking firewalld to reload",
                     v.list()
                 );
-                if let Err(e) = reload(&fw).await {
+                if let Err(e) = reload(&fw, &v).await {
                     warn!("heal: firewalld's reload failed: {e}");
                 }
                 next = Some(Instant::now() + GIVE_UP);

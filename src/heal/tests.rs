@@ -332,3 +332,16 @@ fn firewalld_not_running_is_said_once() {
     assert_eq!(h.decide(&wiped(), false, t0), Action::CannotReload);
     assert_eq!(h.decide(&wiped(), false, t0 + ms(10)), Action::Nothing);
 }
+
+#[test]
+fn the_heal_gives_firewalld_a_table_to_delete() {
+    let table = Step::NftAddTable {
+        family: "inet".into(),
+        name: "firewalld".into(),
+    };
+    assert_eq!(plan(&wiped()).steps, [table, Step::Reload]);
+    let libvirt_only = Verdict {
+        missing: vec![Missing::LibvirtTable("ip")],
+    };
+    assert_eq!(plan(&libvirt_only).steps, [Step::Reload]);
+}
