@@ -48,6 +48,9 @@ pub const GIVE_UP: Duration = Duration::from_secs(15);
 /// How long one reading of the ruleset (a few nft listings) may take.
 const NFT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The chain of firewalld's nftables table whose presence shows its rules (every release since 0.6).
+pub const FIREWALLD_CHAIN: &str = "filter_INPUT";
+
 /// An `nft list tables` entry: family and name.
 pub type Table = (String, String);
 /// A base chain: family, table, chain.
@@ -80,8 +83,7 @@ pub struct Facts {
     pub firewalld: Option<(State, Backend)>,
     /// The nftables tables that exist (iptables-nft's `ip filter`, `ip nat` among them).
     pub tables: BTreeSet<Table>,
-    /// The jump targets in the base chains that were listed ([`BASE_CHAINS`] whose table exists; a
-    /// missing chain has none).
+    /// The chains of [`CHAINS`] that exist, with their jump targets (a missing chain has no entry).
     pub jumps: BTreeMap<Chain, BTreeSet<String>>,
     /// libvirt's backend, when known.
     pub libvirt: Option<LibvirtBackend>,
@@ -91,9 +93,12 @@ pub struct Facts {
     pub localnet: bool,
 }
 
-/// The base chains whose jumps are read: where firewalld's iptables backend and libvirt's iptables
-/// rules hook in, and what `iptables -F` empties.
-pub const BASE_CHAINS: [(&str, &str, &str); 3] = [
+/// The chains read: one of firewalld's nftables table (a wipe may leave the table itself behind:
+/// measured with firewalld 2.5.2, its table is back, empty, right after `nft flush ruleset`), and
+/// the base chains where firewalld's iptables backend and libvirt's iptables rules hook in, which
+/// `iptables -F` empties.
+pub const CHAINS: [(&str, &str, &str); 4] = [
+    ("inet", "firewalld", FIREWALLD_CHAIN),
     ("ip", "filter", "INPUT"),
     ("ip", "filter", "FORWARD"),
     ("ip", "nat", "POSTROUTING"),
@@ -102,7 +107,7 @@ pub const BASE_CHAINS: [(&str, &str, &str); 3] = [
 /// Something a running component must have and the ruleset lacks.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Missing {
-    /// firewalld's nftables table `inet firewalld`.
+    /// firewalld's nftables table `inet firewalld`, or its chains.
     FirewalldTable,
     /// firewalld's iptables jumps (`INPUT_*`) in `ip filter INPUT`.
     FirewalldJumps,
@@ -132,7 +137,12 @@ impl Missing {
 impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Missing::FirewalldTable => write!(f, "firewalld's table inet firewalld"),
+            Missing::FirewalldTable => {
+                write!(
+                    f,
+                    "firewalld's rules (table inet firewalld, chain {FIREWALLD_CHAIN})"
+                )
+            }
             Missing::FirewalldJumps => write!(f, "firewalld's jumps in ip filter INPUT"),
             Missing::LibvirtTable(family) => {
                 write!(f, "libvirt's table {family} {}", crate::forward::nft::TABLE)
@@ -195,7 +205,8 @@ pub fn verdict(f: &Facts) -> Verdict {
     let mut missing = Vec::new();
     match &f.firewalld {
         Some((State::Running, Backend::Nftables)) => {
-            if !has_table("inet", "firewalld") {
+            let chain = ("inet".into(), "firewalld".into(), FIREWALLD_CHAIN.into());
+            if !f.jumps.contains_key(&chain) {
                 missing.push(Missing::FirewalldTable);
             }
         }
@@ -388,19 +399,21 @@ impl Healer {
     }
 }
 
-/// Reads the ruleset: the tables, and the jumps of the [`BASE_CHAINS`] whose table exists.
+/// Reads the ruleset: the tables, and the chains of [`CHAINS`] whose table exists.
 pub fn read_ruleset() -> Result<(BTreeSet<Table>, BTreeMap<Chain, BTreeSet<String>>), String> {
     let tables = parse_tables(&crate::external::nft_json(&["list", "tables"])?)?;
     let mut jumps = BTreeMap::new();
-    for (family, table, chain) in BASE_CHAINS {
+    for (family, table, chain) in CHAINS {
         if !tables.contains(&(family.to_string(), table.to_string())) {
             continue;
         }
-        // A chain that does not exist has no jumps.
-        let targets = crate::external::nft_json(&["list", "chain", family, table, chain])
-            .map(|json| parse_jumps(&json))
-            .unwrap_or_default();
-        jumps.insert((family.into(), table.into(), chain.into()), targets);
+        // nft fails on a chain that does not exist: no entry.
+        if let Ok(json) = crate::external::nft_json(&["list", "chain", family, table, chain]) {
+            jumps.insert(
+                (family.into(), table.into(), chain.into()),
+                parse_jumps(&json),
+            );
+        }
     }
     Ok((tables, jumps))
 }

@@ -6,15 +6,23 @@ fn tables(list: &[(&str, &str)]) -> BTreeSet<Table> {
         .collect()
 }
 
+/// The chains listed: firewalld's `filter_INPUT`, and `ip` chains with their jumps.
 fn jumps(list: &[(&str, &str, &[&str])]) -> BTreeMap<Chain, BTreeSet<String>> {
-    list.iter()
+    let mut all: BTreeMap<Chain, BTreeSet<String>> = list
+        .iter()
         .map(|(t, c, targets)| {
             (
                 ("ip".into(), t.to_string(), c.to_string()),
                 targets.iter().map(|s| s.to_string()).collect(),
             )
         })
-        .collect()
+        .collect();
+    all.insert(firewalld_chain(), BTreeSet::new());
+    all
+}
+
+fn firewalld_chain() -> Chain {
+    ("inet".into(), "firewalld".into(), FIREWALLD_CHAIN.into())
 }
 
 const NAT: RunningNetwork = RunningNetwork {
@@ -48,7 +56,7 @@ fn libvirt12() -> Facts {
     Facts {
         firewalld: Some((State::Running, Backend::Nftables)),
         tables: tables(&[("inet", "firewalld"), ("ip", "libvirt_network")]),
-        jumps: BTreeMap::new(),
+        jumps: jumps(&[]),
         libvirt: Some(LibvirtBackend::Nftables),
         networks: vec![NAT],
         localnet: false,
@@ -76,16 +84,22 @@ fn nft_flush_ruleset_takes_everything() {
     assert!(v.wiped());
     assert_eq!(
         v.list(),
-        "firewalld's table inet firewalld, libvirt's jump to LIBVIRT_INP in ip filter INPUT, \
+        "firewalld's rules (table inet firewalld, chain filter_INPUT), libvirt's jump to LIBVIRT_INP in ip filter INPUT, \
          libvirt's jump to LIBVIRT_FWX in ip filter FORWARD, libvirt's jump to LIBVIRT_PRT in ip \
          nat POSTROUTING, virtzone's localnet guard (table inet virtzone)"
     );
     let mut f = libvirt12();
     f.tables.clear();
+    f.jumps.clear();
     assert_eq!(
         listed(&f),
-        "firewalld's table inet firewalld, libvirt's table ip libvirt_network"
+        "firewalld's rules (table inet firewalld, chain filter_INPUT), libvirt's table ip \
+         libvirt_network"
     );
+    // firewalld 2.5.2 puts its table back, empty, right after a flush: its chain tells.
+    let mut f = libvirt12();
+    f.jumps.clear();
+    assert_eq!(verdict(&f).missing, [Missing::FirewalldTable]);
 }
 
 #[test]
@@ -145,6 +159,7 @@ fn no_false_positives() {
     ] {
         let mut f = libvirt12();
         f.firewalld = fw.clone();
+        f.jumps.clear();
         f.tables
             .remove(&("inet".to_string(), "firewalld".to_string()));
         assert_eq!(verdict(&f), Verdict::default(), "{fw:?}");
@@ -152,7 +167,7 @@ fn no_false_positives() {
     // No running network with rules: nothing of libvirt's.
     let mut f = libvirt9();
     f.networks.clear();
-    f.jumps.clear();
+    f.jumps = jumps(&[]);
     assert_eq!(verdict(&f), Verdict::default());
     // libvirt's backend unknown (never seen, not configured): nothing expected.
     let mut f = libvirt12();
