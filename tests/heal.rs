@@ -84,6 +84,23 @@ fn within_budget(
     }
 }
 
+/// Shows the daemon's steps of the heal (with their timestamps) in the test's output.
+fn print_heal(log: &str) {
+    for l in log.lines().filter(|l| {
+        [
+            WIPED,
+            BACK,
+            RELOADED,
+            "forwards: re-applied",
+            "localnet guard",
+        ]
+        .iter()
+        .any(|w| l.contains(w))
+    }) {
+        eprintln!("  daemon: {l}");
+    }
+}
+
 /// Checks the daemon's log after a wipe: one heal, naming what was missing, and exactly one
 /// firewalld reload (the heal's).
 fn one_heal(log: &str, missing: &[&str]) {
@@ -176,6 +193,7 @@ fn heal_libvirt9(wipe: &[&str], missing: &[&str], then_reload: bool) {
         since(&daemon_log(&vlab), from).contains(BACK)
     });
     let log = daemon_log(&vlab);
+    print_heal(since(&log, from));
     one_heal(since(&log, from), missing);
 
     if then_reload {
@@ -197,6 +215,28 @@ fn heal_libvirt9(wipe: &[&str], missing: &[&str], then_reload: bool) {
             1,
             "{}",
             daemon_log(&vlab)
+        );
+        // A firewalld restart (its table goes with its stop) and a libvirtd restart (libvirt
+        // deletes and re-adds its rules): no heal either.
+        vlab.restart_firewalld();
+        wait(
+            "everything after a firewalld restart",
+            Duration::from_secs(30),
+            healed,
+        );
+        no_heal_for_a_while(
+            || since(&daemon_log(&vlab), from).to_string(),
+            "a firewalld restart",
+        );
+        vlab.restart_libvirtd();
+        wait(
+            "everything after a libvirtd restart",
+            Duration::from_secs(30),
+            healed,
+        );
+        no_heal_for_a_while(
+            || since(&daemon_log(&vlab), from).to_string(),
+            "a libvirtd restart",
         );
     }
     assert_eq!(
@@ -303,6 +343,7 @@ fn heal_libvirt12(wipe: &str, missing: &[&str], then_reload: bool) {
         since(&f12::daemon_log(&sys), from).contains(BACK)
     });
     let log = f12::daemon_log(&sys);
+    print_heal(since(&log, from));
     one_heal(since(&log, from), missing);
     if then_reload {
         // Someone else's reload: libvirt 12 deletes and re-creates its table, and nothing is healed.
