@@ -53,8 +53,10 @@ pub const FIREWALLD_CHAIN: &str = "filter_INPUT";
 
 /// An `nft list tables` entry: family and name.
 pub type Table = (String, String);
-/// A base chain: family, table, chain.
+/// A chain: family, table, chain.
 pub type Chain = (String, String, String);
+/// Chains that exist, with their jump (and goto) targets.
+pub type Jumps = BTreeMap<Chain, BTreeSet<String>>;
 
 /// libvirt's firewall backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +86,7 @@ pub struct Facts {
     /// The nftables tables that exist (iptables-nft's `ip filter`, `ip nat` among them).
     pub tables: BTreeSet<Table>,
     /// The chains of [`CHAINS`] that exist, with their jump targets (a missing chain has no entry).
-    pub jumps: BTreeMap<Chain, BTreeSet<String>>,
+    pub jumps: Jumps,
     /// libvirt's backend, when known.
     pub libvirt: Option<LibvirtBackend>,
     /// The running networks (from the network hook's records).
@@ -203,20 +205,17 @@ pub fn verdict(f: &Facts) -> Verdict {
         jumps(table, chain).is_some_and(|j| j.iter().any(|t| pred(t)))
     };
     let mut missing = Vec::new();
-    match &f.firewalld {
+    let firewalld_chain: Chain = ("inet".into(), "firewalld".into(), FIREWALLD_CHAIN.into());
+    missing.extend(match &f.firewalld {
         Some((State::Running, Backend::Nftables)) => {
-            let chain = ("inet".into(), "firewalld".into(), FIREWALLD_CHAIN.into());
-            if !f.jumps.contains_key(&chain) {
-                missing.push(Missing::FirewalldTable);
-            }
+            (!f.jumps.contains_key(&firewalld_chain)).then_some(Missing::FirewalldTable)
         }
         Some((State::Running, Backend::Iptables)) => {
-            if !jumps_to("filter", "INPUT", &|t| t.starts_with("INPUT_")) {
-                missing.push(Missing::FirewalldJumps);
-            }
+            (!jumps_to("filter", "INPUT", &|t| t.starts_with("INPUT_")))
+                .then_some(Missing::FirewalldJumps)
         }
-        _ => {}
-    }
+        _ => None,
+    });
     let ipv4 = f.networks.iter().any(|n| n.ipv4);
     let ipv6 = f.networks.iter().any(|n| n.ipv6);
     let nat = f.networks.iter().any(|n| n.nat && n.ipv4);
@@ -260,7 +259,7 @@ pub fn verdict(f: &Facts) -> Verdict {
 pub fn libvirt_backend(
     conf: Option<&str>,
     tables: &BTreeSet<Table>,
-    jumps: &BTreeMap<Chain, BTreeSet<String>>,
+    jumps: &Jumps,
     before: Option<LibvirtBackend>,
 ) -> Option<LibvirtBackend> {
     match conf {
@@ -400,7 +399,7 @@ impl Healer {
 }
 
 /// Reads the ruleset: the tables, and the chains of [`CHAINS`] whose table exists.
-pub fn read_ruleset() -> Result<(BTreeSet<Table>, BTreeMap<Chain, BTreeSet<String>>), String> {
+pub fn read_ruleset() -> Result<(BTreeSet<Table>, Jumps), String> {
     let tables = parse_tables(&crate::external::nft_json(&["list", "tables"])?)?;
     let mut jumps = BTreeMap::new();
     for (family, table, chain) in CHAINS {
@@ -546,11 +545,11 @@ pub async fn run(fw: Firewalld, state: StateDir) {
         Err(e) => Err(e),
     };
     let owners = match zbus::fdo::DBusProxy::new(&conn).await {
-        Ok(dbus) => dbus
-            .receive_name_owner_changed_with_args(&[(0, FIREWALLD)])
-            .await
-            .map_err(zbus::Error::from),
-        Err(e) => Err(e.into()),
+        Ok(dbus) => {
+            dbus.receive_name_owner_changed_with_args(&[(0, FIREWALLD)])
+                .await
+        }
+        Err(e) => Err(e),
     };
     let (mut reloads, mut owners) = match (reloads, owners) {
         (Ok(r), Ok(o)) => (r, o),
