@@ -36,7 +36,7 @@ use crate::state::StateDir;
 mod tests;
 
 /// How long the ruleset must have been quiet before a missing piece counts as wiped.
-pub const QUIET: Duration = Duration::from_millis(500);
+pub const QUIET: Duration = Duration::from_millis(300);
 /// How long after firewalld's `Reloaded` (or a new owner of its name) nothing counts as wiped:
 /// libvirt rebuilds its rules then, deleting them first.
 pub const AFTER_RELOAD: Duration = Duration::from_secs(2);
