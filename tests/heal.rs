@@ -124,8 +124,8 @@ fn one_heal(log: &str, missing: &[&str]) {
 /// a forward from upstream and a loopback forward (so the localnet guard exists); `wipe` runs;
 /// everything must work again within [`BUDGET`], after one heal; then (`then_reload`) a plain
 /// `firewall-cmd --reload` heals nothing.
-fn heal_libvirt9(wipe: &[&str], missing: &[&str], then_reload: bool) {
-    let vlab = lab(Release::Debian12, Backend::Nftables);
+fn heal_libvirt9(backend: Backend, wipe: &[&str], missing: &[&str], then_reload: bool) {
+    let vlab = lab(Release::Debian12, backend);
     let net = vlab.define(&nat_network("heal1", "virbr41", "192.0.2"));
     vlab.expect_ok(&vlab.net_start(&net), "net-start heal1");
     let guest = vlab.plug_guest("virbr41");
@@ -189,7 +189,7 @@ fn heal_libvirt9(wipe: &[&str], missing: &[&str], then_reload: bool) {
         )
     });
     eprintln!(
-        "wipe → healed: {} ms after `{}` (libvirt 9, firewalld 1.3.3 nftables)",
+        "wipe → healed: {} ms after `{}` (libvirt 9, firewalld 1.3.3 {backend:?})",
         took.as_millis(),
         wipe.join(" ")
     );
@@ -254,6 +254,7 @@ fn heal_libvirt9(wipe: &[&str], missing: &[&str], then_reload: bool) {
 #[test]
 fn heal_after_nft_flush_ruleset_libvirt9() {
     heal_libvirt9(
+        Backend::Nftables,
         &["nft", "flush", "ruleset"],
         &[
             "firewalld's rules (table inet firewalld",
@@ -267,8 +268,23 @@ fn heal_after_nft_flush_ruleset_libvirt9() {
 #[test]
 fn heal_after_iptables_f_libvirt9() {
     heal_libvirt9(
+        Backend::Nftables,
         &["iptables", "-w", "-F"],
         &["libvirt's jump to LIBVIRT_FWX in ip filter FORWARD"],
+        false,
+    );
+}
+
+/// firewalld's iptables backend: its jumps in `INPUT` are what shows its rules.
+#[test]
+fn heal_after_nft_flush_ruleset_libvirt9_firewalld_iptables() {
+    heal_libvirt9(
+        Backend::Iptables,
+        &["nft", "flush", "ruleset"],
+        &[
+            "firewalld's jumps in ip filter INPUT",
+            "libvirt's jump to LIBVIRT_FWX in ip filter FORWARD",
+        ],
         false,
     );
 }
