@@ -280,13 +280,15 @@ pub fn libvirt_backend(
     }
 }
 
-/// The running networks with libvirt rules among the network hook's records: active, and NAT,
-/// routed or isolated (an `open` network has no rules of libvirt's).
-pub fn running_networks(records: &Networks) -> Vec<RunningNetwork> {
+/// The running networks with libvirt rules among the network hook's records: active, their bridge
+/// among `bridges` (a record from before a reboot still says active while libvirt has not started
+/// the network yet), and NAT, routed or isolated (an `open` network has no rules of libvirt's).
+pub fn running_networks(records: &Networks, bridges: &[String]) -> Vec<RunningNetwork> {
     records
         .networks
         .values()
         .filter(|r| r.active && matches!(r.forward.as_str(), "nat" | "route" | "none"))
+        .filter(|r| bridges.iter().any(|b| b.as_str() == r.bridge.as_str()))
         .map(|r| RunningNetwork {
             nat: r.forward == "nat",
             ipv4: r.subnets.iter().any(|s| s.addr.is_ipv4()),
@@ -483,7 +485,7 @@ async fn facts(fw: &Firewalld, state: &StateDir, before: Option<LibvirtBackend>)
         .and_then(crate::libvirt::firewall::from_network_conf);
     let libvirt = libvirt_backend(conf.as_deref(), &tables, &jumps, before);
     let networks = crate::forward::read_networks(state)
-        .map(|n| running_networks(&n))
+        .map(|n| running_networks(&n, &crate::host::bridges().unwrap_or_default()))
         .unwrap_or_default();
     Some(Facts {
         firewalld,

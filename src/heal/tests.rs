@@ -360,3 +360,30 @@ fn the_heal_gives_firewalld_a_table_to_delete() {
     };
     assert_eq!(plan(&libvirt_only).steps, [Step::Reload]);
 }
+
+#[test]
+fn running_networks_are_active_with_a_bridge_and_rules() {
+    let json = r#"{"version": 1, "networks": {
+        "nat": {"bridge": "virbr1", "forward": "nat", "subnets": ["192.0.2.0/24"], "active": true},
+        "routed6": {"bridge": "virbr2", "forward": "route", "subnets": ["2001:db8::/64"], "active": true},
+        "open": {"bridge": "virbr3", "forward": "open", "subnets": ["198.51.100.0/24"], "active": true},
+        "stopped": {"bridge": "virbr4", "forward": "nat", "subnets": ["203.0.113.0/24"], "active": false},
+        "before-reboot": {"bridge": "virbr5", "forward": "nat", "subnets": ["203.0.113.0/24"], "active": true}
+    }}"#;
+    let records: Networks = serde_json::from_str(json).unwrap();
+    let bridges: Vec<String> = ["virbr1", "virbr2", "virbr3", "virbr4"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        running_networks(&records, &bridges),
+        [
+            NAT,
+            RunningNetwork {
+                nat: false,
+                ipv4: false,
+                ipv6: true
+            }
+        ]
+    );
+}
