@@ -24,9 +24,10 @@ use common::{text, Backend, Release};
 /// The goal from the wipe to everything working again (met in every run alone: 2.2–3.9 s).
 const BUDGET: Duration = Duration::from_secs(5);
 /// What the tests allow: the goal plus a margin for the shared 2-core machine running several labs
-/// at once, where firewalld's reload alone took up to 1.8 s and libvirt 9's rebuild of its
-/// masquerade as long again. A run over the goal says so in its output.
-const DEADLINE: Duration = Duration::from_secs(8);
+/// at once (measured at a load average of 20: firewalld's reload alone took 4 s, and the heal 5.7 s
+/// by the daemon's log). A run over the goal says so in its output; without the heal nothing comes
+/// back at all.
+const DEADLINE: Duration = Duration::from_secs(15);
 /// How long the daemon is watched for a heal that must not come (a reload by someone else: the
 /// daemon's pause after `Reloaded` is 2 s, its quiet time 0.3 s).
 const NO_HEAL_WINDOW: Duration = Duration::from_secs(5);
