@@ -458,7 +458,11 @@ pub fn parse_jumps(json: &str) -> BTreeSet<String> {
 
 /// Reads the facts. firewalld is asked first: while it reloads it answers only afterwards, so the
 /// listing that follows never catches it half-way.
-async fn facts(fw: &Firewalld, state: &StateDir, before: Option<LibvirtBackend>) -> Option<Facts> {
+async fn facts(
+    fw: &Firewalld,
+    state: &StateDir,
+    before: Option<LibvirtBackend>,
+) -> Result<Facts, String> {
     let firewalld = match fw.is_running().await {
         Ok(true) => match (fw.state().await, fw.backend().await) {
             (Ok(s), Ok(b)) => Some((s, b)),
@@ -470,14 +474,8 @@ async fn facts(fw: &Firewalld, state: &StateDir, before: Option<LibvirtBackend>)
     let listing = tokio::task::spawn_blocking(read_ruleset);
     let (tables, jumps) = match tokio::time::timeout(NFT_TIMEOUT, listing).await {
         Ok(Ok(Ok(r))) => r,
-        Ok(Ok(Err(e))) => {
-            warn!("heal: cannot read the ruleset: {e}");
-            return None;
-        }
-        _ => {
-            warn!("heal: nft did not answer within {NFT_TIMEOUT:?}");
-            return None;
-        }
+        Ok(Ok(Err(e))) => return Err(format!("cannot read the ruleset: {e}")),
+        _ => return Err(format!("nft did not answer within {NFT_TIMEOUT:?}")),
     };
     let conf = std::fs::read_to_string(crate::libvirt::firewall::NETWORK_CONF)
         .ok()
@@ -487,7 +485,7 @@ async fn facts(fw: &Firewalld, state: &StateDir, before: Option<LibvirtBackend>)
     let networks = crate::forward::read_networks(state)
         .map(|n| running_networks(&n, &crate::host::bridges().unwrap_or_default()))
         .unwrap_or_default();
-    Some(Facts {
+    Ok(Facts {
         firewalld,
         tables,
         jumps,
@@ -563,6 +561,7 @@ pub async fn run(fw: Firewalld, state: StateDir) {
     let mut healer = Healer::default();
     let mut backend = None;
     let mut next: Option<Instant> = None;
+    let mut nft_failed = false;
     loop {
         let wake = next.map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -581,9 +580,18 @@ pub async fn run(fw: Firewalld, state: StateDir) {
             () = async { if let Some(w) = wake { tokio::time::sleep_until(w).await } }, if wake.is_some() => {}
         }
         next = None;
-        let Some(f) = facts(&fw, &state, backend).await else {
-            continue;
+        let f = match facts(&fw, &state, backend).await {
+            Ok(f) => f,
+            // Said once until nft answers again: every ruleset change would repeat it.
+            Err(e) => {
+                if !nft_failed {
+                    warn!("heal: {e}; a wiped ruleset is not healed meanwhile");
+                }
+                nft_failed = true;
+                continue;
+            }
         };
+        nft_failed = false;
         backend = f.libvirt;
         let v = verdict(&f);
         // Signals that came while the facts were read (firewalld's answer waits for its reload's
