@@ -560,7 +560,8 @@ pub async fn run(fw: Firewalld, state: StateDir) {
     };
     let mut healer = Healer::default();
     let mut backend = None;
-    let mut next: Option<Instant> = None;
+    // One check at the start: a wipe while the daemon was away is healed too.
+    let mut next: Option<Instant> = Some(Instant::now());
     let mut nft_failed = false;
     loop {
         let wake = next.map(tokio::time::Instant::from_std);
@@ -599,6 +600,12 @@ pub async fn run(fw: Firewalld, state: StateDir) {
         while let Some(Some(_)) = futures_util::FutureExt::now_or_never(reloads.next()) {
             healer.reloaded(Instant::now());
         }
+        if matches!(f.firewalld, Some((State::Init, _))) {
+            // firewalld is loading (before 2.4.0 it owns its name first, and no signal marks the
+            // end): nothing of it counts yet, and nobody can be asked; look again shortly.
+            next = Some(Instant::now() + QUIET);
+            continue;
+        }
         let can_reload = matches!(f.firewalld, Some((State::Running, _)));
         match healer.decide(&v, can_reload, Instant::now()) {
             Action::Nothing => {}
@@ -624,8 +631,8 @@ pub async fn run(fw: Firewalld, state: StateDir) {
                 GIVE_UP.as_secs()
             ),
             Action::CannotReload => warn!(
-                "heal: missing {}, and firewalld is not running: nothing to ask; start firewalld \
-                 or restart libvirtd",
+                "heal: missing {}, and firewalld is not running (or failed to load): nothing to \
+                 ask; start firewalld or restart libvirtd",
                 v.list()
             ),
         }
