@@ -456,21 +456,24 @@ pub fn parse_jumps(json: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Reads the facts. firewalld is asked first: while it reloads it answers only afterwards, so the
-/// listing that follows never catches it half-way.
-async fn facts(
-    fw: &Firewalld,
-    state: &StateDir,
-    before: Option<LibvirtBackend>,
-) -> Result<Facts, String> {
-    let firewalld = match fw.is_running().await {
+/// firewalld's state and backend; `None` when it does not run or does not answer (starting,
+/// leaving: nothing of its counts then).
+async fn firewalld_side(fw: &Firewalld) -> Option<(State, Backend)> {
+    match fw.is_running().await {
         Ok(true) => match (fw.state().await, fw.backend().await) {
             (Ok(s), Ok(b)) => Some((s, b)),
-            // Not answering (starting, leaving): nothing of its counts.
             _ => None,
         },
         _ => None,
-    };
+    }
+}
+
+/// Reads the facts of the ruleset and the hook's records, with `firewalld` as given.
+async fn facts(
+    firewalld: Option<(State, Backend)>,
+    state: &StateDir,
+    before: Option<LibvirtBackend>,
+) -> Result<Facts, String> {
     let listing = tokio::task::spawn_blocking(read_ruleset);
     let (tables, jumps) = match tokio::time::timeout(NFT_TIMEOUT, listing).await {
         Ok(Ok(Ok(r))) => r,
@@ -493,6 +496,30 @@ async fn facts(
         networks,
         localnet: !crate::host::route_localnet_on().is_empty(),
     })
+}
+
+/// The facts of one check, asking firewalld only when needed: the ruleset is read first as if
+/// firewalld ran with the backend it had (`known`); only when that finds something missing (or the
+/// backend is not known yet) is firewalld asked, and the ruleset read again after its answer (which
+/// waits for a reload in progress to end, so the second reading never catches it half-way). An
+/// intact ruleset, the common case after every change, costs firewalld nothing.
+async fn check_facts(
+    fw: &Firewalld,
+    state: &StateDir,
+    known: &mut Option<Backend>,
+    before: Option<LibvirtBackend>,
+) -> Result<Facts, String> {
+    if let Some(b) = *known {
+        let f = facts(Some((State::Running, b)), state, before).await?;
+        if !verdict(&f).wiped() {
+            return Ok(f);
+        }
+    }
+    let side = firewalld_side(fw).await;
+    if let Some((_, b)) = side {
+        *known = Some(b);
+    }
+    facts(side, state, before).await
 }
 
 /// The heal: firewalld's reload, after an empty `inet firewalld` where the wipe took firewalld's
@@ -563,6 +590,8 @@ pub async fn run(fw: Firewalld, state: StateDir) {
     // One check at the start: a wipe while the daemon was away is healed too.
     let mut next: Option<Instant> = Some(Instant::now());
     let mut nft_failed = false;
+    // firewalld's backend as last answered; forgotten when its name changes owner.
+    let mut firewalld_backend = None;
     loop {
         let wake = next.map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -575,13 +604,13 @@ pub async fn run(fw: Firewalld, state: StateDir) {
                 None => return,
             },
             got = owners.next() => match got {
-                Some(_) => { healer.reloaded(Instant::now()); continue }
+                Some(_) => { healer.reloaded(Instant::now()); firewalld_backend = None; continue }
                 None => return,
             },
             () = async { if let Some(w) = wake { tokio::time::sleep_until(w).await } }, if wake.is_some() => {}
         }
         next = None;
-        let f = match facts(&fw, &state, backend).await {
+        let f = match check_facts(&fw, &state, &mut firewalld_backend, backend).await {
             Ok(f) => f,
             // Said once until nft answers again: every ruleset change would repeat it.
             Err(e) => {
