@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod external;
 pub mod firewalld;
 pub mod forward;
+pub mod heal;
 // Fuzz targets of the parsers of outside input (docs/fuzzing.md): unit tests, so crate-private
 // parsers stay private.
 #[cfg(test)]

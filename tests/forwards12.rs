@@ -22,11 +22,11 @@ use serde_json::Value;
 /// How long a forward may take to work again after a rebuild.
 const HEAL: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
-const BRIDGE: &str = "virbr12";
+pub(crate) const BRIDGE: &str = "virbr12";
 /// The guest's port on the system's side of its veth.
 const PORT: &str = "vzg12f";
-const UP_HOST: &str = "198.51.100.1";
-const UP_PEER: &str = "198.51.100.2";
+pub(crate) const UP_HOST: &str = "198.51.100.1";
+pub(crate) const UP_PEER: &str = "198.51.100.2";
 
 pub(crate) fn net_xml() -> String {
     format!(
@@ -38,7 +38,7 @@ pub(crate) fn net_xml() -> String {
     )
 }
 
-fn wait(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
         assert!(
@@ -50,7 +50,7 @@ fn wait(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 /// One connection attempt from `node`: `ok <banner> <peer>`, `refused …` or `timeout`.
-fn connect(node: &Node, addr: &str, port: u16) -> String {
+pub(crate) fn connect(node: &Node, addr: &str, port: u16) -> String {
     let out = node
         .command("/usr/bin/python3")
         .args(["-c", CLIENT, addr, &port.to_string()])
@@ -144,7 +144,7 @@ fn guest_input_of(sys: &SidSystem, family: &str) -> String {
 }
 
 /// Whether libvirt's reject for the bridge is in place, in the backend it uses.
-fn libvirt_rejects(sys: &SidSystem, backend: &str) -> bool {
+pub(crate) fn libvirt_rejects(sys: &SidSystem, backend: &str) -> bool {
     reject_id(sys, backend, "ip").is_some()
 }
 
@@ -186,7 +186,12 @@ fn reject_id(sys: &SidSystem, backend: &str, family: &str) -> Option<String> {
 /// One connection through the forward that proves it: libvirt's reject for the bridge was in
 /// place, the same rule, before and after it (between a flush and libvirt's rebuild there is no
 /// reject, and a connection then proves nothing).
-fn through(sys: &SidSystem, backend: &str, family: &str, attempt: impl Fn() -> bool) -> bool {
+pub(crate) fn through(
+    sys: &SidSystem,
+    backend: &str,
+    family: &str,
+    attempt: impl Fn() -> bool,
+) -> bool {
     let Some(before) = reject_id(sys, backend, family) else {
         return false;
     };
@@ -212,7 +217,7 @@ pub(crate) fn start_daemon(sys: &SidSystem) {
     });
 }
 
-fn daemon_log(sys: &SidSystem) -> String {
+pub(crate) fn daemon_log(sys: &SidSystem) -> String {
     fs::read_to_string(sys.upper().join("var/log/virtzone-serve.log")).unwrap_or_default()
 }
 

@@ -110,7 +110,7 @@ fn guard(vlab: &LibvirtLab) -> String {
     text(&out.stdout)
 }
 
-fn guard_whole(vlab: &LibvirtLab) -> bool {
+pub(crate) fn guard_whole(vlab: &LibvirtLab) -> bool {
     let g = guard(vlab);
     g.contains("iifname != \"lo\" ip daddr 127.0.0.0/8 counter packets")
         && g.contains("iifname != \"lo\" ip saddr 127.0.0.0/8 counter packets")

@@ -38,6 +38,8 @@ mod hardening;
 mod hardening3;
 // Issue #24's host protection: the localnet guard after a wipe of the ruleset, forward purge.
 mod hardening_host;
+// Issue #21: the daemon heals a wiped ruleset (nft flush ruleset, iptables -F) with one reload.
+mod heal;
 // `install` / `uninstall` of the zones and policies: live, idempotent, rolled back, refused.
 mod install;
 // `make install` and the packages: a complete, valid tree; scripts keep an admin's edits.

@@ -172,7 +172,8 @@ impl fmt::Display for ExecError {
             | Step::LocalnetGuard { .. }
             | Step::SetConnectionZone { .. }
             | Step::IptablesRule { .. }
-            | Step::WriteFile { .. } => write!(
+            | Step::WriteFile { .. }
+            | Step::NftAddTable { .. } => write!(
                 f,
                 "could not {}: {}; {}",
                 self.step,
@@ -316,6 +317,10 @@ impl<'m, M: Mutations> Executor<'m, M> {
                 mode,
                 ..
             } => m.write_file(path, content.as_deref(), *mode).await,
+            Step::NftAddTable { family, name } => {
+                m.nft(&[serde_json::json!({"add": {"table": {"family": family, "name": name}}})])
+                    .await
+            }
         }
     }
 

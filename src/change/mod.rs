@@ -254,6 +254,16 @@ pub enum Step {
         /// The file's mode when written.
         mode: u32,
     },
+    /// Adds an empty nftables table where none of that name exists (`nft add table` leaves an
+    /// existing one alone). After a wipe, firewalld's reload begins by deleting its table and fails
+    /// when the table is gone (measured with 1.3.3): the heal gives it one to delete. Not firewalld,
+    /// but the plan of its reload.
+    NftAddTable {
+        /// The table's family (`inet`).
+        family: String,
+        /// The table.
+        name: String,
+    },
 }
 
 impl Step {
@@ -402,7 +412,8 @@ impl Step {
             | Step::Iptables { .. }
             | Step::NftInsertRules { .. }
             | Step::NftDeleteRules { .. }
-            | Step::OwnNat { .. } => return None,
+            | Step::OwnNat { .. }
+            | Step::NftAddTable { .. } => return None,
         })
     }
 
@@ -541,6 +552,9 @@ impl fmt::Display for Step {
                     f,
                     "delete nftables table inet virtzone (the localnet guard)"
                 )
+            }
+            Step::NftAddTable { family, name } => {
+                write!(f, "add nftables table {family} {name} (empty)")
             }
             Step::SetConnectionZone {
                 profile,

@@ -304,6 +304,8 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
         shared.fw.clone(),
         shared.state.clone(),
     ));
+    // A wiped ruleset (firewalld's and libvirt's rules gone) is healed by one firewalld reload.
+    tokio::spawn(crate::heal::run(shared.fw.clone(), shared.state.clone()));
     // Forwards and allows (src/forward) keep themselves applied, triggered by ruleset changes.
     shared.request_reconcile();
     tokio::spawn(crate::forward::watch::run(
