@@ -310,7 +310,7 @@ mod tests {
 
     fn net(forward: ForwardMode, zone: Option<&str>) -> Network {
         Network {
-            name: "default".into(),
+            name: "default".parse().unwrap(),
             bridge: forward
                 .has_libvirt_bridge()
                 .then(|| BridgeName::new("virbr0").unwrap()),

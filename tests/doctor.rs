@@ -389,7 +389,7 @@ fn bridged_guests_behind_br_netfilter_are_found_and_fixed() {
 fn bad_input_and_a_hung_firewalld() {
     let lab = Lab::start_installed(LabConfig::default());
     for (args, want) in [
-        (vec!["--network", "../x"], "is not a libvirt network name"),
+        (vec!["--network", "../x"], "invalid network name \"../x\""),
         (
             vec!["--network", "nosuchnet"],
             "no running libvirt network is named \"nosuchnet\"",

@@ -10,7 +10,7 @@ use super::{print_json, Failure};
 use crate::bind::{self, Attach};
 use crate::doctor::{self, Action, Report, Status};
 use crate::firewalld::Firewalld;
-use crate::names::{BridgeName, ZoneName};
+use crate::names::{BridgeName, NetworkName, ZoneName};
 use crate::state::StateDir;
 
 /// Where `--fix` keeps br_netfilter off across reboots.
@@ -35,33 +35,20 @@ struct FixReport<'a> {
     after: &'a Report,
 }
 
-/// libvirt network names: what `virsh net-define` accepts, minus what cannot be a file name.
-fn check_network_name(name: &str) -> Result<(), Failure> {
-    if name.is_empty()
-        || name.len() > 255
-        || name.contains('/')
-        || name.chars().any(char::is_control)
-    {
-        return Err(Failure::Usage(format!(
-            "{name:?} is not a libvirt network name (1-255 characters, no '/' or control characters)"
-        )));
-    }
-    Ok(())
-}
-
 pub async fn run(
     json: bool,
     networks: &[String],
     fix: bool,
     yes: bool,
 ) -> Result<ExitCode, Failure> {
-    for n in networks {
-        check_network_name(n)?;
-    }
+    let networks = networks
+        .iter()
+        .map(|n| NetworkName::new(n).map_err(|e| Failure::Usage(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
     // An unusable state directory only hides virtzone's records; the rest is still worth checking.
     let state = StateDir::locate(None).ok();
     let gather = || async {
-        doctor::gather(state.as_ref(), networks)
+        doctor::gather(state.as_ref(), &networks)
             .await
             .map_err(|e| Failure::Usage(e.to_string()))
     };
@@ -174,7 +161,7 @@ async fn apply(action: &Action, state: Option<&StateDir>) -> Result<String, Stri
                     zone: ZoneName::new(zone).map_err(|e| e.to_string())?,
                     permanent: false,
                     force: false,
-                    network: (!network.is_empty()).then(|| network.clone()),
+                    network: NetworkName::new(network).ok(),
                     source: None,
                 };
                 bind::attach(&fw, state, &req)

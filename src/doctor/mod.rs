@@ -409,7 +409,11 @@ fn bridge_zones(f: &Facts) -> Check {
                     "network {}: bridge {bridge} is in no zone (the default zone applies), expected {want}",
                     n.network.name
                 ));
-                rebind.push((bridge.to_string(), want.to_string(), n.network.name.clone()));
+                rebind.push((
+                    bridge.to_string(),
+                    want.to_string(),
+                    n.network.name.to_string(),
+                ));
             }
         }
     }

@@ -12,6 +12,7 @@ use super::model::{is_localnet, Declared, Forward, Opening};
 use super::network::Networks;
 use crate::change::{Plan, Reason, Refusal, Step, Warning, WarningReason};
 use crate::firewalld::{Entries, ForwardPortEntry, OwnPolicy};
+use crate::libvirt::ForwardMode;
 
 /// The policy holding forwards on firewalld versions where an ANY→HOST policy may forward to
 /// another address (see [`Shape::of`]). Shown by `firewall-cmd --info-policy=virtzone-forward`.
@@ -225,7 +226,7 @@ pub fn hairpin_rules(declared: &Declared, networks: &Networks) -> Vec<Vec<String
         let Some(rec) = networks.networks.get(&f.network) else {
             continue;
         };
-        if !(rec.active && rec.forward == "nat") {
+        if !(rec.active && rec.forward == ForwardMode::Nat) {
             continue;
         }
         for subnet in rec.subnets.iter().filter(|s| s.addr.is_ipv4()) {
@@ -312,7 +313,7 @@ fn allow_entries(declared: &Declared, facts: &Facts) -> Entries {
         let Some(rec) = facts.networks.networks.get(&a.network) else {
             continue;
         };
-        if let Some(zone) = zone_of_network(facts, &a.network) {
+        if let Some(zone) = zone_of_network(facts, a.network.as_str()) {
             e.ingress_zones.insert(zone);
         }
         e.rich_rules.extend(allow_rules(&a.opening, &rec.subnets));
@@ -751,7 +752,7 @@ mod tests {
     fn fwd(id: u32, guest: &str, host: u16, to: u16) -> Forward {
         Forward {
             id,
-            network: "net1".into(),
+            network: "net1".parse().unwrap(),
             guest: guest.parse().unwrap(),
             rule: crate::forward::model::ForwardRule {
                 proto: Proto::Tcp,
@@ -767,10 +768,10 @@ mod tests {
     fn networks(active: bool) -> Networks {
         let mut n = Networks::default();
         n.networks.insert(
-            "net1".into(),
+            "net1".parse().unwrap(),
             NetworkRecord {
                 bridge: BridgeName::new("virbr1").unwrap(),
-                forward: "nat".into(),
+                forward: ForwardMode::Nat,
                 subnets: vec!["192.0.2.0/24".parse::<Subnet>().unwrap()],
                 host: vec!["192.0.2.1".parse().unwrap()],
                 active,
@@ -1184,7 +1185,7 @@ mod tests {
     fn allows_are_limited_to_the_network_subnets() {
         let d = Declared {
             allows: vec![Allow {
-                network: "net1".into(),
+                network: "net1".parse().unwrap(),
                 opening: Opening::Service("nfs".into()),
             }],
             ..Declared::default()
