@@ -222,12 +222,11 @@ fn firewalld(f: &Facts) -> Check {
         .with_evidence(evidence)
         .with_fix("journalctl -u firewalld; firewall-cmd --check-config", None);
     }
-    let v = &r.version;
     let routed = f
         .networks
         .iter()
         .any(|n| n.network.forward == ForwardMode::Route);
-    if v.major == 2 && v.minor == 0 && v.patch <= 1 && routed {
+    if r.capabilities.egress_any_misses_runtime_interfaces && routed {
         return Check::new(
             ID,
             Status::Problem,
@@ -933,7 +932,7 @@ fn strict_forward_ports(f: &Facts) -> Check {
     let Some(r) = running(f) else {
         return Check::skipped(ID, "firewalld is not running");
     };
-    if r.version.major < 2 || (r.version.major == 2 && r.version.minor < 3) {
+    if !r.capabilities.strict_forward_ports {
         return Check::ok(ID, "this firewalld has no StrictForwardPorts");
     }
     match f.strict_forward_ports {

@@ -38,13 +38,11 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// An ANY→HOST policy may hold a `forward-port` with `to-addr` from firewalld 2.2.0 (backported
-    /// to 2.0.4 and 2.1.2); 1.3.3 refuses it (`INVALID_FORWARD`, measured). Earlier versions keep
-    /// forwards in the default zone.
+    /// The policy where firewalld can hold it
+    /// ([`Capabilities::policy_forward_to_addr`](crate::firewalld::Capabilities)), else the default
+    /// zone.
     pub fn of(version: &Version, default_zone: &str) -> Shape {
-        let v = (version.major, version.minor, version.patch);
-        let policy = v >= (2, 1, 2) || ((2, 0, 4)..(2, 1, 0)).contains(&v);
-        if policy {
+        if crate::firewalld::Capabilities::of(version).policy_forward_to_addr {
             Shape::Policy
         } else {
             Shape::Zone(default_zone.to_string())
@@ -600,7 +598,7 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
     let from_host: Vec<&Forward> = declared.forwards.iter().filter(|f| f.from_host).collect();
     let from_host_pending = declared.domain_forwards.iter().any(|f| f.from_host);
     if !(facts.from_host_policy.permanent.is_none() && from_host.is_empty() && !from_host_pending) {
-        if (facts.version.major, facts.version.minor) < (1, 1) {
+        if !crate::firewalld::Capabilities::of(&facts.version).host_forward_ports {
             return Err(Refusal::new(Reason::FirewalldTooOld,
                 "--from-host needs firewalld 1.1 or later (forwards of host-originated connections); \
                  leave it out",
