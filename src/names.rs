@@ -112,9 +112,16 @@ fn allowed_list(allowed: &str) -> String {
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $ty(String);
+
+        /// Debug-formats as the quoted, escaped text (`"virbr0"`), as messages quote names.
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
 
         impl TryFrom<String> for $ty {
             type Error = NameError;
@@ -359,6 +366,8 @@ mod tests {
         assert_eq!(name, "default");
         assert_eq!(serde_json::to_string(&name).unwrap(), "\"default\"");
         assert!(serde_json::from_str::<NetworkName>("\"a/b\"").is_err());
+        // Messages quote names with `{:?}`.
+        assert_eq!(format!("{name:?}"), "\"default\"");
     }
 
     #[test]
