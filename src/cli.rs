@@ -177,7 +177,9 @@ pub enum Command {
     Hook {
         /// The hooked object: `network` or `qemu`.
         object: String,
-        /// The network's or domain's name.
+        /// The network's or domain's name. It may start with `-` (libvirt allows it): it is an
+        /// argument, never an option, or the hook would fail such a network's start.
+        #[arg(allow_hyphen_values = true)]
         name: String,
         /// The operation (`start`, `started`, `stopped`, …).
         op: String,

@@ -1,4 +1,4 @@
-//! Validated bridge, zone, policy and network names.
+//! Validated bridge, zone, policy and libvirt network names.
 //!
 //! Names arrive from command lines, libvirt's hookData and D-Bus callers. They are checked here, before
 //! anything is sent to firewalld, and more strictly than firewalld checks them: firewalld accepts
@@ -116,9 +116,16 @@ fn allowed_list(allowed: &str) -> String {
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $ty(String);
+
+        /// Debug-formats as the quoted, escaped text (`"virbr0"`), as messages quote names.
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
 
         impl TryFrom<String> for $ty {
             type Error = NameError;
@@ -142,7 +149,8 @@ macro_rules! name_type {
 
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                // `pad`, not `write_str`: tables align names with `{:<16}`.
+                f.pad(&self.0)
             }
         }
 
@@ -174,10 +182,93 @@ name_type!(
     PolicyName
 );
 name_type!(
-    /// A libvirt network name as virtzone accepts it from its users (command lines, drop-in files):
-    /// the one rule of [`is_libvirt_name`].
+    /// A libvirt network name virtzone carries: the one rule for network names from command lines,
+    /// libvirt's hookData, drop-in files, state files and D-Bus callers (see [`NetworkName::new`]).
     NetworkName
 );
+
+/// The longest libvirt network name virtzone carries: libvirt sets no limit, but it keeps every
+/// network in a file `NAME.xml` (so 251 bytes at most), and nft limits a comment to 128 bytes.
+pub const MAX_NETWORK_NAME: usize = 128;
+
+impl NetworkName {
+    /// Validates a libvirt network name. libvirt's own rule refuses only `/` (`virXMLCheckIllegalChars`
+    /// on `<name>`) and, when a network is defined, a newline; virtzone accepts every such name a
+    /// user may have — spaces, non-ASCII letters, `+`, `:`, `@` — and refuses only what cannot be
+    /// carried safely into file names, nft comments and log lines: an empty name, more than
+    /// [`MAX_NETWORK_NAME`] bytes, `.` and `..`, control characters and Unicode's invisible
+    /// direction controls (they forge or disguise log lines), `"` (it ends an nft comment), a
+    /// leading `-` (it reads as an option to `virsh` and every other tool) and white space at
+    /// either end (invisible in messages).
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        let refused = |reason: String| Err(refuse("network", name, reason));
+        if name.is_empty() {
+            return refused("it is empty".into());
+        }
+        if name.len() > MAX_NETWORK_NAME {
+            return refused(format!(
+                "it is {} bytes long, at most {MAX_NETWORK_NAME} are allowed",
+                name.len()
+            ));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|&c| c == '/' || c == '"' || c.is_control() || is_direction_control(c))
+        {
+            return refused(format!(
+                "{c:?} is not allowed (no '/', '\"', control or direction characters)"
+            ));
+        }
+        if name == "." || name == ".." {
+            return refused("it is a path component, not a network name".into());
+        }
+        if name.starts_with('-') {
+            return refused("it starts with '-'".into());
+        }
+        if name.trim() != name {
+            return refused("it starts or ends with white space".into());
+        }
+        Ok(NetworkName(name.to_string()))
+    }
+}
+
+/// A network name recorded by an earlier virtzone (its hook recorded any name libvirt gave it):
+/// one the rule of [`NetworkName::new`] refuses reads as no name, with a warning, rather than
+/// failing the whole record. For `#[serde(deserialize_with)]` on an `Option<NetworkName>`.
+pub fn recorded_network<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<NetworkName>, D::Error> {
+    let name: Option<String> = serde::Deserialize::deserialize(d)?;
+    Ok(name.and_then(|n| {
+        NetworkName::new(&n)
+            .map_err(|e| tracing::warn!("leaving out a recorded network name: {e}"))
+            .ok()
+    }))
+}
+
+/// Unicode's invisible bidirectional and zero-width controls (category Cf), which make a line
+/// display differently from what it says.
+fn is_direction_control(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+impl std::borrow::Borrow<str> for NetworkName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for NetworkName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for NetworkName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
 
 impl BridgeName {
     /// Validates an interface name: 1–15 bytes of ASCII letters, digits, `-`, `_` and `.`, not `.`
@@ -213,15 +304,6 @@ impl ZoneName {
     }
 }
 
-impl NetworkName {
-    /// Validates a network name: 1–64 bytes of ASCII letters, digits and `-_.+`, not starting with
-    /// `-` or `.`.
-    pub fn new(name: &str) -> Result<Self, NameError> {
-        check_libvirt("network", name)?;
-        Ok(NetworkName(name.to_string()))
-    }
-}
-
 impl PolicyName {
     /// Validates a policy name: 1–18 ASCII letters, digits, `-` and `_`, not starting with `-`.
     pub fn new(name: &str) -> Result<Self, NameError> {
@@ -234,31 +316,62 @@ impl PolicyName {
 mod tests {
     use super::*;
 
-    /// One rule for every network name virtzone is given (issue #19): doctor's `--network`,
-    /// forwards, allows and drop-in files all use [`NetworkName`].
+    /// The one network-name rule: everything libvirt accepts that a user may have, nothing that
+    /// would be unsafe in a file name, an nft comment or a log line.
     #[test]
-    fn network_names_follow_the_one_rule() {
-        for name in ["default", "net-1.lab_2+x", "a"] {
+    fn network_names() {
+        let longest = "n".repeat(MAX_NETWORK_NAME);
+        for name in [
+            "default",
+            "net-1.lab_2+x",
+            "a",
+            "My Network",
+            "r\u{e9}seau",
+            "lab:2@host",
+            "..x",
+            ".hidden",
+            "x-",
+            longest.as_str(),
+        ] {
             assert_eq!(NetworkName::new(name).unwrap().as_str(), name);
-            assert!(is_libvirt_name(name));
         }
-        let long = "n".repeat(MAX_LIBVIRT_NAME + 1);
+        let long = "n".repeat(MAX_NETWORK_NAME + 1);
         for (name, why) in [
             ("", "empty"),
+            ("a/b", "'/'"),
             ("../x", "'/'"),
-            (".hidden", "starts with '.'"),
-            ("-x", "starts with '-'"),
-            ("a b", "' '"),
+            (".", "path component"),
+            ("..", "path component"),
+            ("a\"b", "'\"'"),
             ("a\nb", "'\\n'"),
-            (long.as_str(), "at most 64"),
+            ("a\u{1b}[31m", "'\\u{1b}'"),
+            ("a\u{0}", "'\\0'"),
+            ("a\u{85}", "'\\u{85}'"),
+            ("\u{202e}lab", "'\\u{202e}'"),
+            ("la\u{200b}b", "'\\u{200b}'"),
+            ("-x", "starts with '-'"),
+            (" x", "white space"),
+            ("x ", "white space"),
+            (long.as_str(), "at most 128"),
         ] {
             let err = NetworkName::new(name).unwrap_err().to_string();
             assert!(
                 err.starts_with("invalid network name") && err.contains(why),
-                "{name:?}: {err}"
+                "{name:?}: {err} should mention {why}"
             );
-            assert!(!is_libvirt_name(name));
+            assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    /// State files keep network names as plain JSON strings, checked when they load.
+    #[test]
+    fn network_names_in_json() {
+        let name: NetworkName = serde_json::from_str("\"default\"").unwrap();
+        assert_eq!(name, "default");
+        assert_eq!(serde_json::to_string(&name).unwrap(), "\"default\"");
+        assert!(serde_json::from_str::<NetworkName>("\"a/b\"").is_err());
+        // Messages quote names with `{:?}`.
+        assert_eq!(format!("{name:?}"), "\"default\"");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::firewalld::{Backend, FirewalldFacts, Running, State};
+use crate::firewalld::{Backend, Capabilities, FirewalldFacts, Running, State};
 use crate::libvirt::network::Bridged;
 use crate::libvirt::{ForwardMode, Network};
 use crate::names::ZoneName;
@@ -120,10 +120,8 @@ pub fn default_zone(forward: &ForwardMode, fw: &Running) -> Option<ZoneName> {
 /// firewalld 2.0.0 and 2.0.1 do not apply policies whose egress zone is `ANY` to interfaces added at
 /// runtime (fixed in 2.0.2): a routed network's bridge, bound at runtime, loses policy
 /// `libvirt-routed-out`. The warning for such a version, if it is one.
-pub fn egress_any_warning(version: &semver::Version, version_text: &str) -> Option<String> {
-    let affected =
-        *version >= semver::Version::new(2, 0, 0) && *version < semver::Version::new(2, 0, 2);
-    affected.then(|| {
+pub fn egress_any_warning(caps: &Capabilities, version_text: &str) -> Option<String> {
+    caps.egress_any_misses_runtime_interfaces.then(|| {
         format!(
             "firewalld {version_text} does not apply policies whose egress zone is ANY to interfaces \
              added at runtime (fixed in 2.0.2): routed networks lose their outbound policy \
@@ -212,7 +210,7 @@ pub fn decide(req: &Request<'_>, facts: &FirewalldFacts) -> Verdict {
             if zone.as_str() == LIBVIRT_ROUTED_ZONE {
                 verdict
                     .warnings
-                    .extend(egress_any_warning(&fw.version, &fw.version_text));
+                    .extend(egress_any_warning(&fw.capabilities, &fw.version_text));
             }
             verdict
         } else {
@@ -248,7 +246,7 @@ pub fn decide(req: &Request<'_>, facts: &FirewalldFacts) -> Verdict {
         if zone.as_str() == LIBVIRT_ROUTED_ZONE {
             verdict
                 .warnings
-                .extend(egress_any_warning(&fw.version, &fw.version_text));
+                .extend(egress_any_warning(&fw.capabilities, &fw.version_text));
         }
         if req.network.forward == ForwardMode::Route && zone.as_str() == LIBVIRT_ZONE {
             verdict.warnings.push(format!(
@@ -268,8 +266,7 @@ pub fn decide(req: &Request<'_>, facts: &FirewalldFacts) -> Verdict {
 fn missing_zone(req: &Request<'_>, fw: &Running) -> Verdict {
     let net = &req.network.name;
     let bridge = req.bridge();
-    let nftables_era = fw.version >= semver::Version::new(0, 6, 0);
-    if fw.backend == Backend::Nftables && nftables_era {
+    if fw.backend == Backend::Nftables && fw.capabilities.nftables_backend {
         let way_out = if fw.capabilities.rule_priorities {
             "run `virtzone install` to add the zone, or set FirewallBackend=iptables in \
              /etc/firewalld/firewalld.conf and restart firewalld"
@@ -337,7 +334,7 @@ mod tests {
 
     fn net(forward: ForwardMode, zone: Option<&str>) -> Network {
         Network {
-            name: "default".into(),
+            name: "default".parse().unwrap(),
             bridge: forward
                 .has_libvirt_bridge()
                 .then(|| BridgeName::new("virbr0").unwrap()),

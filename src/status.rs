@@ -157,7 +157,7 @@ impl Status {
                 policies: objects(Kind::Policy, r.policies.as_ref(), &extra.permanent_policies),
                 bridges,
                 libvirt_firewall: extra.libvirt_firewall.clone(),
-                warnings: crate::precheck::egress_any_warning(&r.version, &r.version_text)
+                warnings: crate::precheck::egress_any_warning(&r.capabilities, &r.version_text)
                     .into_iter()
                     .collect(),
             },

@@ -50,6 +50,8 @@ mod lab_smoke;
 mod libvirt12;
 // libvirt 9's networks through the shipped hook: zones bound, recorded, unbound.
 mod libvirt_e2e;
+// One rule for libvirt network names at every boundary, offline (issue #19).
+mod names;
 // NetworkManager-managed host bridges in the booted system (issue #20).
 mod nm;
 // Issue #21: no outage of a guest's paths across firewalld reloads and restarts (own NAT table).

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::change::executor::Live;
 use crate::change::{ExecError, Executor, Refusal};
 use crate::firewalld::{self, Firewalld, Scope, Snapshot};
-use crate::names::{BridgeName, ZoneName};
+use crate::names::{BridgeName, NetworkName, ZoneName};
 use crate::networkmanager::{self, NetworkManager, Owner, Profile};
 use crate::state::{StateDir, StateError};
 
@@ -26,8 +26,12 @@ pub struct Binding {
     #[serde(default)]
     pub permanent: bool,
     /// The libvirt network whose bridge this is, when the hook bound it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::names::recorded_network"
+    )]
+    pub network: Option<NetworkName>,
     /// The NetworkManager profile whose `connection.zone` holds the binding; absent: firewalld's
     /// path (and in every record written before NetworkManager was understood).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,7 +106,7 @@ pub struct Attach {
     /// Move the bridge even out of a zone virtzone did not set.
     pub force: bool,
     /// The libvirt network, when the hook asks.
-    pub network: Option<String>,
+    pub network: Option<NetworkName>,
     /// The drop-in file declaring it, when `virtzone apply` asks.
     pub source: Option<String>,
 }
@@ -339,7 +343,7 @@ pub struct Row {
     /// Whether it is also bound permanently.
     pub permanent: bool,
     /// The libvirt network, when the hook bound it.
-    pub network: Option<String>,
+    pub network: Option<NetworkName>,
     /// The zone firewalld has it in now (`null`: unbound, or firewalld not running).
     pub actual: Option<String>,
     /// The drop-in file declaring it, or `cli` (the CLI, the hook, the D-Bus API).
@@ -525,12 +529,7 @@ pub fn declared_zone(
     }
     network_of(networks, &decl.bridge)
         .zip(running)
-        .and_then(|(net, fw)| {
-            crate::precheck::default_zone(
-                &crate::libvirt::ForwardMode::from_recorded(&net.forward),
-                fw,
-            )
-        })
+        .and_then(|(net, fw)| crate::precheck::default_zone(&net.forward, fw))
         .unwrap_or_else(ZoneName::libvirt)
 }
 
@@ -551,10 +550,10 @@ mod declared_zone_tests {
         let mut n = Networks::default();
         for (name, bridge, forward) in [("nat1", "virbr1", "nat"), ("routed", "virbr2", "route")] {
             n.networks.insert(
-                name.into(),
+                name.parse().unwrap(),
                 NetworkRecord {
                     bridge: BridgeName::new(bridge).unwrap(),
-                    forward: forward.into(),
+                    forward: crate::libvirt::ForwardMode::from_recorded(forward),
                     subnets: vec![],
                     host: vec![],
                     active: true,

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{print_json, Failure};
 use crate::libvirt::{parse_network_xml, ForwardMode, Network};
-use crate::names::{BridgeName, ZoneName};
+use crate::names::{BridgeName, NetworkName, ZoneName};
 use crate::precheck::{self, Request, Verdict};
 
 /// The JSON printed by `check --json`.
@@ -34,7 +34,8 @@ pub(crate) fn read_network(
         };
         // A bare bridge is checked as libvirt's default kind of network: NAT.
         return Ok(Network {
-            name: bridge.to_string(),
+            // Every bridge name is also a network name.
+            name: NetworkName::new(bridge.as_str()).map_err(|e| Failure::Usage(e.to_string()))?,
             bridge: Some(bridge.clone()),
             zone: None,
             forward: ForwardMode::Nat,
@@ -66,7 +67,7 @@ pub(crate) fn report(
 ) -> Result<ExitCode, Failure> {
     if json {
         print_json(&Report {
-            network: &network.name,
+            network: network.name.as_str(),
             bridge: network.bridge.as_ref().map(|b| b.as_str()),
             forward: network.forward.as_str(),
             verdict,

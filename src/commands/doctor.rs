@@ -72,14 +72,14 @@ pub async fn run(
     fix: bool,
     yes: bool,
 ) -> Result<ExitCode, Failure> {
-    for n in networks {
-        // The one rule for network names virtzone is given (forwards, allows, drop-in files).
-        NetworkName::new(n).map_err(|e| Failure::Usage(e.to_string()))?;
-    }
+    let networks = networks
+        .iter()
+        .map(|n| NetworkName::new(n).map_err(|e| Failure::Usage(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
     // An unusable state directory only hides virtzone's records; the rest is still worth checking.
     let state = StateDir::locate(None).ok();
     let gather = || async {
-        doctor::gather(state.as_ref(), networks)
+        doctor::gather(state.as_ref(), &networks)
             .await
             .map_err(|e| Failure::Usage(e.to_string()))
     };
@@ -202,7 +202,7 @@ async fn apply(action: &Action, state: Option<&StateDir>) -> Result<String, Stri
                     zone: ZoneName::new(zone).map_err(|e| e.to_string())?,
                     permanent: false,
                     force: false,
-                    network: (!network.is_empty()).then(|| network.clone()),
+                    network: NetworkName::new(network).ok(),
                     source: None,
                 };
                 bind::attach(&fw, state, &req)

@@ -12,13 +12,14 @@ use crate::forward::domain::Status;
 use crate::forward::model::{Allow, Opening};
 use crate::forward::request::Request;
 use crate::forward::{self, Which};
+use crate::names::NetworkName;
 use crate::state::StateDir;
 
 fn usage(m: impl Into<String>) -> Failure {
     Failure::Usage(m.into())
 }
 
-fn network_name(name: &str) -> Result<String, Failure> {
+fn network_name(name: &str) -> Result<NetworkName, Failure> {
     forward::request::network_name(name).map_err(usage)
 }
 
@@ -86,7 +87,7 @@ pub async fn forward(action: ForwardAction) -> Result<ExitCode, Failure> {
 struct ForwardRow {
     id: u32,
     /// The network (for a domain forward: the resolved one, else the one given, else null).
-    network: Option<String>,
+    network: Option<NetworkName>,
     /// The guest's address (for a domain forward: the resolved one, else null).
     guest: Option<IpAddr>,
     /// The libvirt domain of a `--domain` forward, null otherwise.
@@ -194,7 +195,7 @@ fn list_forwards(state: &StateDir, json: bool) -> Result<(), Failure> {
         out!(
             "{:<4} {:<16} {:<24} {:<18} {:<18} {}",
             r.id,
-            r.network.as_deref().unwrap_or("-"),
+            r.network.as_ref().map_or("-", NetworkName::as_str),
             guest,
             host,
             r.guest_port,
@@ -227,7 +228,7 @@ pub async fn allow(action: AllowAction) -> Result<ExitCode, Failure> {
 /// One row of `allow list --json`.
 #[derive(Serialize)]
 struct AllowRow {
-    network: String,
+    network: NetworkName,
     what: String,
     /// The drop-in file declaring it, or `cli`.
     source: String,

@@ -90,11 +90,16 @@ pub async fn run(
     }
     let network = match parse_network_xml(&xml, None) {
         Ok(n) => n,
-        // A later libvirt's forward mode, or a zone firewalld accepts but virtzone's stricter name
-        // rule does not: libvirt itself handles such networks, so virtzone stands aside rather than
-        // refusing a network that would work (docs/libvirt-hook.md).
-        Err(e @ (NetworkXmlError::UnknownForwardMode(_) | NetworkXmlError::Zone(_))) => {
-            eprintln!("virtzone: warning: {e}; leaving network {name} to libvirt");
+        // A later libvirt's forward mode, or a zone or network name libvirt (or firewalld) accepts
+        // but virtzone's stricter name rule does not: libvirt itself handles such networks, so
+        // virtzone stands aside rather than refusing a network that would work
+        // (docs/libvirt-hook.md).
+        Err(
+            e @ (NetworkXmlError::UnknownForwardMode(_)
+            | NetworkXmlError::Zone(_)
+            | NetworkXmlError::NetworkName(_)),
+        ) => {
+            eprintln!("virtzone: warning: {e}; leaving network {name:?} to libvirt");
             return Ok(ExitCode::SUCCESS);
         }
         Err(e) => return Err(Failure::Usage(format!("hookData: {e}"))),

@@ -14,6 +14,7 @@ use crate::bind::{Bindings, BINDINGS_FILE};
 use crate::firewalld::snapshot::{Scope, Snapshot};
 use crate::firewalld::{Backend, Firewalld, FirewalldFacts};
 use crate::libvirt::{parse_network_xml, Network};
+use crate::names::NetworkName;
 use crate::state::StateDir;
 use crate::status::Status;
 use crate::zone;
@@ -201,7 +202,10 @@ impl Facts {
 pub struct UnknownNetwork(pub String);
 
 /// Gathers the facts, restricted to the running libvirt networks named in `only` (all when empty).
-pub async fn gather(state: Option<&StateDir>, only: &[String]) -> Result<Facts, UnknownNetwork> {
+pub async fn gather(
+    state: Option<&StateDir>,
+    only: &[NetworkName],
+) -> Result<Facts, UnknownNetwork> {
     let mut f = Facts {
         networks: running_networks(Path::new(LIBVIRT_NETWORK_RUN_DIR)),
         ..Facts::empty()

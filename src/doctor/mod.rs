@@ -225,12 +225,11 @@ fn firewalld(f: &Facts) -> Check {
         .with_evidence(evidence)
         .with_fix("journalctl -u firewalld; firewall-cmd --check-config", None);
     }
-    let v = &r.version;
     let routed = f
         .networks
         .iter()
         .any(|n| n.network.forward == ForwardMode::Route);
-    if v.major == 2 && v.minor == 0 && v.patch <= 1 && routed {
+    if r.capabilities.egress_any_misses_runtime_interfaces && routed {
         return Check::new(
             ID,
             Status::Problem,
@@ -412,7 +411,11 @@ fn bridge_zones(f: &Facts) -> Check {
                     "network {}: bridge {bridge} is in no zone (the default zone applies), expected {want}",
                     n.network.name
                 ));
-                rebind.push((bridge.to_string(), want.to_string(), n.network.name.clone()));
+                rebind.push((
+                    bridge.to_string(),
+                    want.to_string(),
+                    n.network.name.to_string(),
+                ));
             }
         }
     }
@@ -1133,7 +1136,7 @@ fn strict_forward_ports(f: &Facts) -> Check {
     let Some(r) = running(f) else {
         return Check::skipped(ID, "firewalld is not running");
     };
-    if r.version.major < 2 || (r.version.major == 2 && r.version.minor < 3) {
+    if !r.capabilities.strict_forward_ports {
         return Check::ok(ID, "this firewalld has no StrictForwardPorts");
     }
     match f.strict_forward_ports {

@@ -50,18 +50,40 @@ pub struct Capabilities {
     pub zone_priorities: bool,
     /// `FlushAllOnReload` (0.7.0): a reload drops runtime-only interface bindings.
     pub flush_all_on_reload: bool,
+    /// The nftables backend (0.6.0): from here on firewalld's nftables drop cannot be overridden from
+    /// libvirt's own tables, so a bridge without a zone loses its guests' traffic.
+    pub nftables_backend: bool,
+    /// A policy whose ingress zone is `HOST` may hold a `forward-port` (1.1.0): it DNATs the host's
+    /// own connections (`forward add --from-host`).
+    pub host_forward_ports: bool,
+    /// An ANY→HOST policy may hold a `forward-port` with `to-addr` (2.2.0, backported to 2.0.4 and
+    /// 2.1.2; 1.3.3 refuses it with `INVALID_FORWARD`, measured): forwards live in virtzone's own
+    /// policy rather than the default zone, and `--hairpin` is possible.
+    pub policy_forward_to_addr: bool,
+    /// 2.0.0 and 2.0.1 do not apply policies whose egress zone is `ANY` to interfaces added at
+    /// runtime (fixed in 2.0.2): a routed network's bridge loses `libvirt-routed-out`. A defect, not
+    /// a capability: `true` means affected.
+    pub egress_any_misses_runtime_interfaces: bool,
+    /// `StrictForwardPorts` in firewalld.conf (2.3.0), which can block DNAT made outside firewalld.
+    pub strict_forward_ports: bool,
 }
 
 impl Capabilities {
     /// The capabilities of firewalld `version`.
     pub fn of(version: &Version) -> Self {
         let at_least = |major, minor| (version.major, version.minor) >= (major, minor);
+        let v = (version.major, version.minor, version.patch);
         Capabilities {
             rule_priorities: at_least(0, 7),
             policies: at_least(0, 9),
             dict_api: at_least(0, 9),
             zone_priorities: at_least(2, 0),
             flush_all_on_reload: at_least(0, 7),
+            nftables_backend: at_least(0, 6),
+            host_forward_ports: at_least(1, 1),
+            policy_forward_to_addr: v >= (2, 1, 2) || ((2, 0, 4)..(2, 1, 0)).contains(&v),
+            egress_any_misses_runtime_interfaces: ((2, 0, 0)..(2, 0, 2)).contains(&v),
+            strict_forward_ports: at_least(2, 3),
         }
     }
 }
@@ -119,5 +141,60 @@ mod tests {
         assert!(!caps("1.3.3").zone_priorities);
         assert!(caps("2.0.0").zone_priorities);
         assert!(caps("0.4.4.6") == caps("0.4.4"));
+    }
+
+    /// Each gate at the versions around its edges: the releases in the lab (0.9.3, 1.3.3, 2.3.1,
+    /// 2.5.2) and the ones named in firewalld's changelogs.
+    #[test]
+    fn version_gates() {
+        type Gate = fn(&Capabilities) -> bool;
+        let gates: [(&str, Gate, &[&str], &[&str]); 5] = [
+            (
+                "nftables_backend",
+                |c| c.nftables_backend,
+                &["0.6.0", "0.9.3", "2.5.2"],
+                &["0.4.4.6", "0.5.5"],
+            ),
+            (
+                "host_forward_ports",
+                |c| c.host_forward_ports,
+                &["1.1.0", "1.3.3", "2.0.0"],
+                &["0.9.3", "1.0.9"],
+            ),
+            (
+                "policy_forward_to_addr",
+                |c| c.policy_forward_to_addr,
+                &[
+                    "2.0.4", "2.0.9", "2.1.2", "2.2.0", "2.3.1", "2.5.2", "3.0.0",
+                ],
+                &["1.3.3", "2.0.0", "2.0.3", "2.1.0", "2.1.1"],
+            ),
+            (
+                "egress_any_misses_runtime_interfaces",
+                |c| c.egress_any_misses_runtime_interfaces,
+                &["2.0.0", "2.0.1"],
+                &["1.3.3", "2.0.2", "2.1.0", "2.5.2"],
+            ),
+            (
+                "strict_forward_ports",
+                |c| c.strict_forward_ports,
+                &["2.3.0", "2.3.1", "2.5.2"],
+                &["1.3.3", "2.2.9"],
+            ),
+        ];
+        for (name, gate, yes, no) in gates {
+            for v in yes {
+                assert!(
+                    gate(&Capabilities::of(&parse_version(v).unwrap())),
+                    "{name} {v}"
+                );
+            }
+            for v in no {
+                assert!(
+                    !gate(&Capabilities::of(&parse_version(v).unwrap())),
+                    "{name} {v}"
+                );
+            }
+        }
     }
 }

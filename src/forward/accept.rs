@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use super::model::{is_localnet, Declared, Ports, Proto};
 use super::network::Networks;
+use crate::libvirt::ForwardMode;
 
 /// The comment on each of virtzone's accepts (and its masquerades), in either backend.
 pub const COMMENT: &str = "virtzone-fwd";
@@ -63,7 +64,7 @@ fn grouped_accepts(declared: &Declared, networks: &Networks, v4: bool) -> Vec<Ac
         let Some(rec) = networks.networks.get(&f.network) else {
             continue;
         };
-        if rec.active && rec.forward == "nat" {
+        if rec.active && rec.forward == ForwardMode::Nat {
             groups
                 .entry((f.guest, rec.bridge.to_string(), f.proto))
                 .or_default()

@@ -26,6 +26,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::model::{Declared, DomainForward, Forward};
 use super::network::{NetworkRecord, Networks};
 use crate::libvirt::Domain;
+use crate::libvirt::ForwardMode;
+use crate::names::NetworkName;
 use crate::state::{Config, StateError};
 
 /// The state file of running-domain facts.
@@ -48,7 +50,7 @@ const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
     /// The network.
-    pub network: String,
+    pub network: NetworkName,
     /// Its MAC address, lower-case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
@@ -82,10 +84,11 @@ impl DomainRecord {
             interfaces: domain
                 .interfaces
                 .iter()
-                .filter(|i| crate::names::is_libvirt_name(&i.network))
-                .map(|i| Interface {
-                    network: i.network.clone(),
-                    mac: i.mac.clone(),
+                .filter_map(|i| {
+                    Some(Interface {
+                        network: NetworkName::new(&i.network).ok()?,
+                        mac: i.mac.clone(),
+                    })
                 })
                 .collect(),
         }
@@ -106,7 +109,7 @@ impl DomainRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     /// The network of the chosen interface.
-    pub network: String,
+    pub network: NetworkName,
     /// The guest's address.
     pub guest: IpAddr,
 }
@@ -320,7 +323,7 @@ pub enum Status {
     /// until dnsmasq hands out a lease.
     Waiting {
         /// The network of the chosen interface.
-        network: String,
+        network: NetworkName,
         /// Its MAC.
         mac: String,
     },
@@ -492,7 +495,7 @@ pub fn resolve(
     let Some(net) = networks.networks.get(&iface.network).filter(|n| n.active) else {
         return Status::Inactive(format!("network {} is not running", iface.network));
     };
-    if net.forward == "none" {
+    if net.forward == ForwardMode::None {
         return Status::Unresolvable(format!(
             "network {} is isolated, so libvirt lets no forwarded traffic reach domain {}",
             iface.network, f.domain
@@ -507,7 +510,7 @@ pub fn resolve(
     let bridge = net.bridge.as_str();
     let leases = seen.leases.get(bridge).map_or(&[][..], Vec::as_slice);
     let neigh = seen.neighbours.get(bridge).map_or(&[][..], Vec::as_slice);
-    match address_of(mac, &iface.network, net, leases, neigh, seen.now) {
+    match address_of(mac, iface.network.as_str(), net, leases, neigh, seen.now) {
         Ok(ip) if f.host_address.is_some_and(|h| h.is_ipv4() != ip.is_ipv4()) => {
             Status::Unresolvable(format!(
                 "domain {}'s address {ip} and host address {} are of different IP versions",
@@ -736,7 +739,7 @@ mod tests {
         DomainForward {
             id,
             domain: domain.into(),
-            network: network.map(String::from),
+            network: network.map(|n| n.parse().unwrap()),
             rule: ForwardRule {
                 proto: Proto::Tcp,
                 host_port: Ports { lo: 8080, hi: 8080 },
@@ -751,7 +754,7 @@ mod tests {
     fn net(bridge: &str, prefix: &str, hosts: &[(&str, &str)]) -> NetworkRecord {
         NetworkRecord {
             bridge: BridgeName::new(bridge).unwrap(),
-            forward: "nat".into(),
+            forward: ForwardMode::Nat,
             subnets: vec![format!("{prefix}.0/24").parse::<Subnet>().unwrap()],
             host: vec![format!("{prefix}.1").parse().unwrap()],
             active: true,
@@ -769,15 +772,15 @@ mod tests {
     fn world() -> (Domains, Networks) {
         let mut networks = Networks::default();
         networks.networks.insert(
-            "n1".into(),
+            "n1".parse().unwrap(),
             net("virbr1", "192.0.2", &[("52:54:00:00:00:02", "192.0.2.20")]),
         );
         networks
             .networks
-            .insert("n2".into(), net("virbr2", "198.51.100", &[]));
+            .insert("n2".parse().unwrap(), net("virbr2", "198.51.100", &[]));
         let mut domains = Domains::default();
         let iface = |n: &str, m: &str| Interface {
-            network: n.into(),
+            network: n.parse().unwrap(),
             mac: Some(m.into()),
         };
         domains.domains.insert(
@@ -831,7 +834,7 @@ mod tests {
         assert_eq!(
             resolve(&df(1, "one", None), &domains, &networks, &seen(1000)),
             Status::Active(Target {
-                network: "n1".into(),
+                network: "n1".parse().unwrap(),
                 guest: "192.0.2.150".parse().unwrap()
             })
         );
@@ -839,7 +842,7 @@ mod tests {
         assert_eq!(
             resolve(&df(2, "two", Some("n1")), &domains, &networks, &seen(1000)),
             Status::Active(Target {
-                network: "n1".into(),
+                network: "n1".parse().unwrap(),
                 guest: "192.0.2.20".parse().unwrap()
             })
         );

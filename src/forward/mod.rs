@@ -24,7 +24,8 @@ use std::net::IpAddr;
 
 use crate::change::{Reason, Refusal};
 use crate::firewalld::{self, Firewalld};
-use crate::libvirt::{Domain, Network};
+use crate::libvirt::{Domain, ForwardMode, Network};
+use crate::names::NetworkName;
 use crate::state::{StateDir, StateError};
 use domain::{DomainRecord, Domains, Status, DOMAINS_FILE};
 use model::{Allow, Declared, DomainForward, Forward, ForwardRule, Opening, FORMAT_VERSION};
@@ -254,7 +255,7 @@ async fn apply_and_record(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddForward {
     /// The network.
-    pub network: String,
+    pub network: NetworkName,
     /// The guest.
     pub guest: IpAddr,
     /// What to forward.
@@ -293,7 +294,7 @@ pub fn validate(
             req.network
         )));
     };
-    if rec.forward == "none" {
+    if rec.forward == ForwardMode::None {
         return Err(refused(Reason::NetworkIsolated, format!(
             "network {} is isolated, so libvirt lets no forwarded traffic reach its guests; use a NAT or \
              routed network",
@@ -505,7 +506,7 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
     let nat_active = networks
         .networks
         .get(&new.network)
-        .is_some_and(|n| n.active && n.forward == "nat");
+        .is_some_and(|n| n.active && n.forward == ForwardMode::Nat);
     let bridge = networks
         .networks
         .get(&new.network)
@@ -537,7 +538,7 @@ pub struct AddDomainForward {
     /// The libvirt domain.
     pub domain: String,
     /// Which of its networks (`None`: its only one virtzone knows).
-    pub network: Option<String>,
+    pub network: Option<NetworkName>,
     /// What to forward.
     pub rule: ForwardRule,
     /// The opt-in to `route_localnet` that a loopback host address needs.
@@ -572,7 +573,7 @@ pub fn validate_domain(
                  installed (virsh net-start {net}), then try again"
             )));
         };
-        if rec.forward == "none" {
+        if rec.forward == ForwardMode::None {
             return Err(refused(
                 Reason::NetworkIsolated,
                 format!(
@@ -966,7 +967,7 @@ pub async fn network_hook(fw: Option<&Firewalld>, net: &Network, started: bool) 
             if started {
                 match NetworkRecord::of(net) {
                     Ok(Some(rec)) => {
-                        networks.networks.insert(name.to_string(), rec);
+                        networks.networks.insert(net.name.clone(), rec);
                     }
                     Ok(_) => return Ok(()),
                     Err(e) => return Err(ForwardError::Usage(format!("hookData: {e}"))),
@@ -1058,7 +1059,7 @@ mod tests {
     fn req(domain: &str, network: Option<&str>) -> AddDomainForward {
         AddDomainForward {
             domain: domain.into(),
-            network: network.map(String::from),
+            network: network.map(|n| n.parse().unwrap()),
             rule: ForwardRule::new("tcp/8080:80".parse().unwrap(), None, false, false),
             route_localnet: false,
         }
@@ -1068,10 +1069,10 @@ mod tests {
         let mut networks = Networks::default();
         for (name, bridge) in [("n1", "virbr1"), ("n2", "virbr2")] {
             networks.networks.insert(
-                name.into(),
+                name.parse().unwrap(),
                 NetworkRecord {
                     bridge: crate::names::BridgeName::new(bridge).unwrap(),
-                    forward: "nat".into(),
+                    forward: ForwardMode::Nat,
                     subnets: vec!["192.0.2.0/24".parse::<Subnet>().unwrap()],
                     host: vec![],
                     active: true,
@@ -1081,7 +1082,7 @@ mod tests {
             );
         }
         let iface = |n: &str| Interface {
-            network: n.into(),
+            network: n.parse().unwrap(),
             mac: Some("52:54:00:00:00:01".into()),
         };
         let mut domains = Domains::default();

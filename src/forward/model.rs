@@ -7,6 +7,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::names::NetworkName;
+
 /// A transport protocol firewalld can forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -226,7 +228,7 @@ pub struct Forward {
     /// Stable number, shown by `list` and accepted by `remove`.
     pub id: u32,
     /// The libvirt network the guest is on.
-    pub network: String,
+    pub network: NetworkName,
     /// The guest's address.
     pub guest: IpAddr,
     /// What it forwards.
@@ -303,7 +305,7 @@ pub struct DomainForward {
     pub domain: String,
     /// Which of the domain's networks (`None`: its only interface on a network virtzone knows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
+    pub network: Option<NetworkName>,
     /// What it forwards.
     #[serde(flatten)]
     pub rule: ForwardRule,
@@ -336,10 +338,10 @@ impl DomainForward {
     }
 
     /// The plain forward it is while the domain's interface on `network` has address `guest`.
-    pub fn resolved(&self, network: &str, guest: IpAddr) -> Forward {
+    pub fn resolved(&self, network: &NetworkName, guest: IpAddr) -> Forward {
         Forward {
             id: self.id,
-            network: network.to_string(),
+            network: network.clone(),
             guest,
             rule: self.rule,
         }
@@ -399,7 +401,7 @@ impl fmt::Display for Opening {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Allow {
     /// The libvirt network.
-    pub network: String,
+    pub network: NetworkName,
     /// What is opened.
     #[serde(flatten)]
     pub opening: Opening,
@@ -526,7 +528,7 @@ mod tests {
     fn clashes() {
         let f = |id, lo, hi, addr: Option<&str>| Forward {
             id,
-            network: "n".into(),
+            network: "n".parse().unwrap(),
             guest: "192.0.2.5".parse().unwrap(),
             rule: ForwardRule {
                 proto: Proto::Tcp,
@@ -598,13 +600,16 @@ mod tests {
         assert!(!d.forwards[0].from_host && !d.forwards[0].hairpin);
         let web = &d.domain_forwards[0];
         assert_eq!(
-            (web.domain.as_str(), web.network.as_deref()),
+            (
+                web.domain.as_str(),
+                web.network.as_ref().map(NetworkName::as_str)
+            ),
             ("web", Some("default"))
         );
         assert_eq!(web.ports_text(), "tcp/8443:443");
         assert!(web.from_host && web.hairpin);
         assert_eq!(serde_json::to_string(&d).unwrap(), text);
-        let resolved = web.resolved("default", "192.0.2.7".parse().unwrap());
+        let resolved = web.resolved(&"default".parse().unwrap(), "192.0.2.7".parse().unwrap());
         assert_eq!(resolved.rule, web.rule);
     }
 }

@@ -64,7 +64,7 @@ pub fn wanted(networks: &Networks, enabled: bool) -> Vec<Masquerade> {
     let mut out: Vec<Masquerade> = networks
         .networks
         .values()
-        .filter(|r| r.active && r.forward == "nat")
+        .filter(|r| r.active && r.forward == crate::libvirt::ForwardMode::Nat)
         .flat_map(of_record)
         .collect();
     out.sort();
@@ -378,7 +378,11 @@ mod tests {
     fn record(subnets: &[&str], active: bool, nat: Option<NatRecord>) -> NetworkRecord {
         NetworkRecord {
             bridge: BridgeName::new("virbr1").unwrap(),
-            forward: if nat.is_some() { "nat" } else { "route" }.into(),
+            forward: if nat.is_some() {
+                crate::libvirt::ForwardMode::Nat
+            } else {
+                crate::libvirt::ForwardMode::Route
+            },
             subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(),
             host: vec![],
             active,
@@ -401,7 +405,7 @@ mod tests {
             version: 1,
             networks: records
                 .into_iter()
-                .map(|(n, r)| (n.to_string(), r))
+                .map(|(n, r)| (crate::names::NetworkName::new(n).unwrap(), r))
                 .collect(),
         }
     }

@@ -9,8 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::libvirt::Network;
-use crate::names::BridgeName;
+use crate::libvirt::{ForwardMode, Network};
+use crate::names::{BridgeName, NetworkName};
 
 /// The state file of network records.
 pub const NETWORKS_FILE: &str = "networks.json";
@@ -99,8 +99,10 @@ impl<'de> Deserialize<'de> for Subnet {
 pub struct NetworkRecord {
     /// Its bridge.
     pub bridge: BridgeName,
-    /// libvirt's forward mode (`nat`, `route`, `open`, `none`, …).
-    pub forward: String,
+    /// libvirt's forward mode, recorded as libvirt spells it (`nat`, `route`, `open`, `none`, …; a
+    /// spelling this virtzone does not know is kept as it is).
+    #[serde(with = "recorded_mode")]
+    pub forward: ForwardMode,
     /// Its subnets, with the host's address on the bridge kept apart in `host`.
     pub subnets: Vec<Subnet>,
     /// The host's own addresses on the bridge (never a forward's guest).
@@ -190,12 +192,45 @@ pub struct Networks {
     #[serde(default = "one")]
     pub version: u32,
     /// name → record.
-    #[serde(default)]
-    pub networks: BTreeMap<String, NetworkRecord>,
+    #[serde(default, deserialize_with = "valid_names")]
+    pub networks: BTreeMap<NetworkName, NetworkRecord>,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// The records whose names [`NetworkName`] accepts. The hook of virtzone before the one name rule
+/// recorded any name libvirt gave it; a name the rule now refuses is left out with a warning
+/// rather than failing the whole file (such a network is libvirt's alone now: the hook stands
+/// aside for it, and no forward can name it).
+fn valid_names<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<NetworkName, NetworkRecord>, D::Error> {
+    Ok(BTreeMap::<String, NetworkRecord>::deserialize(d)?
+        .into_iter()
+        .filter_map(|(name, rec)| match NetworkName::new(&name) {
+            Ok(name) => Some((name, rec)),
+            Err(e) => {
+                tracing::warn!("{NETWORKS_FILE}: leaving out a record: {e}");
+                None
+            }
+        })
+        .collect())
+}
+
+/// A [`ForwardMode`] as libvirt's word for it, the form `networks.json` has always had.
+mod recorded_mode {
+    use super::ForwardMode;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mode: &ForwardMode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(mode.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ForwardMode, D::Error> {
+        Ok(ForwardMode::from_recorded(&String::deserialize(d)?))
+    }
 }
 
 impl NetworkRecord {
@@ -249,11 +284,11 @@ impl NetworkRecord {
         let nat = net
             .nat
             .as_ref()
-            .map(|n| NatRecord::of(&net.name, n))
+            .map(|n| NatRecord::of(net.name.as_str(), n))
             .transpose()?;
         Ok(Some(NetworkRecord {
             bridge,
-            forward: net.forward.as_str().to_string(),
+            forward: net.forward.clone(),
             subnets,
             host,
             active: true,
@@ -282,7 +317,7 @@ mod tests {
                    <host mac='52:54:00:AA:00:01' name='web' ip='192.0.2.10'/></dhcp></ip>\
                    <ip family='ipv6' address='2001:db8:5::1' prefix='64'/></network></hookData>";
         let rec = record_from_xml(xml).unwrap().unwrap();
-        assert_eq!(rec.forward, "nat");
+        assert_eq!(rec.forward, ForwardMode::Nat);
         assert_eq!(
             rec.hosts,
             [StaticHost {
@@ -302,9 +337,56 @@ mod tests {
         assert!(!rec.subnets[0].contains("192.0.3.77".parse().unwrap()));
         assert!(!rec.subnets[0].contains("2001:db8:5::7".parse().unwrap()));
         let isolated = "<network><name>iso</name><bridge name='virbr9'/></network>";
-        assert_eq!(record_from_xml(isolated).unwrap().unwrap().forward, "none");
+        assert_eq!(
+            record_from_xml(isolated).unwrap().unwrap().forward,
+            ForwardMode::None
+        );
         let hostbridge = "<network><name>br</name><forward mode='bridge'/></network>";
         assert_eq!(record_from_xml(hostbridge).unwrap(), None);
         assert!(record_from_xml("<network><name>x</name><bridge name='a/b'/></network>").is_err());
+    }
+
+    /// `networks.json` as virtzone wrote it before `NetworkName` and `ForwardMode` in records: it
+    /// loads unchanged, a mode this virtzone does not know stays as it was, and a name the one
+    /// rule refuses (the old hook recorded any name without control characters) leaves out its
+    /// record only.
+    #[test]
+    fn loads_records_of_earlier_virtzone() {
+        let text = r#"{"version":1,"networks":{
+            "default":{"bridge":"virbr0","forward":"nat","subnets":["192.0.2.0/24"],
+                       "host":["192.0.2.1"],"active":true},
+            "routed":{"bridge":"virbr1","forward":"route","subnets":[],"active":false},
+            "iso":{"bridge":"virbr2","forward":"none","subnets":[],"active":true},
+            "My Lab":{"bridge":"virbr3","forward":"open","subnets":[],"active":true},
+            "later":{"bridge":"virbr4","forward":"warp","subnets":[],"active":true},
+            "-bad":{"bridge":"virbr5","forward":"nat","subnets":[],"active":true},
+            "say \"hi\"":{"bridge":"virbr6","forward":"nat","subnets":[],"active":true}}}"#;
+        let nets: Networks = serde_json::from_str(text).unwrap();
+        let modes: Vec<(&str, &ForwardMode)> = nets
+            .networks
+            .iter()
+            .map(|(name, rec)| (name.as_str(), &rec.forward))
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                ("My Lab", &ForwardMode::Open),
+                ("default", &ForwardMode::Nat),
+                ("iso", &ForwardMode::None),
+                ("later", &ForwardMode::Unmanaged("warp".into())),
+                ("routed", &ForwardMode::Route),
+            ]
+        );
+        assert_eq!(nets.networks["default"].bridge.as_str(), "virbr0");
+        // Written back in the same words.
+        let again = serde_json::to_string(&nets).unwrap();
+        for word in [
+            r#""forward":"warp""#,
+            r#""forward":"none""#,
+            r#""forward":"nat""#,
+        ] {
+            assert!(again.contains(word), "{again}");
+        }
+        assert_eq!(serde_json::from_str::<Networks>(&again).unwrap(), nets);
     }
 }

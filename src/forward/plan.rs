@@ -12,6 +12,7 @@ use super::model::{is_localnet, Declared, Forward, Opening};
 use super::network::Networks;
 use crate::change::{Plan, Reason, Refusal, Step, Warning, WarningReason};
 use crate::firewalld::{Entries, ForwardPortEntry, OwnPolicy};
+use crate::libvirt::ForwardMode;
 
 /// The policy holding forwards on firewalld versions where an ANY→HOST policy may forward to
 /// another address (see [`Shape::of`]). Shown by `firewall-cmd --info-policy=virtzone-forward`.
@@ -37,13 +38,11 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// An ANY→HOST policy may hold a `forward-port` with `to-addr` from firewalld 2.2.0 (backported
-    /// to 2.0.4 and 2.1.2); 1.3.3 refuses it (`INVALID_FORWARD`, measured). Earlier versions keep
-    /// forwards in the default zone.
+    /// The policy where firewalld can hold it
+    /// ([`Capabilities::policy_forward_to_addr`](crate::firewalld::Capabilities)), else the default
+    /// zone.
     pub fn of(version: &Version, default_zone: &str) -> Shape {
-        let v = (version.major, version.minor, version.patch);
-        let policy = v >= (2, 1, 2) || ((2, 0, 4)..(2, 1, 0)).contains(&v);
-        if policy {
+        if crate::firewalld::Capabilities::of(version).policy_forward_to_addr {
             Shape::Policy
         } else {
             Shape::Zone(default_zone.to_string())
@@ -225,7 +224,7 @@ pub fn hairpin_rules(declared: &Declared, networks: &Networks) -> Vec<Vec<String
         let Some(rec) = networks.networks.get(&f.network) else {
             continue;
         };
-        if !(rec.active && rec.forward == "nat") {
+        if !(rec.active && rec.forward == ForwardMode::Nat) {
             continue;
         }
         for subnet in rec.subnets.iter().filter(|s| s.addr.is_ipv4()) {
@@ -312,7 +311,7 @@ fn allow_entries(declared: &Declared, facts: &Facts) -> Entries {
         let Some(rec) = facts.networks.networks.get(&a.network) else {
             continue;
         };
-        if let Some(zone) = zone_of_network(facts, &a.network) {
+        if let Some(zone) = zone_of_network(facts, a.network.as_str()) {
             e.ingress_zones.insert(zone);
         }
         e.rich_rules.extend(allow_rules(&a.opening, &rec.subnets));
@@ -599,7 +598,7 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
     let from_host: Vec<&Forward> = declared.forwards.iter().filter(|f| f.from_host).collect();
     let from_host_pending = declared.domain_forwards.iter().any(|f| f.from_host);
     if !(facts.from_host_policy.permanent.is_none() && from_host.is_empty() && !from_host_pending) {
-        if (facts.version.major, facts.version.minor) < (1, 1) {
+        if !crate::firewalld::Capabilities::of(&facts.version).host_forward_ports {
             return Err(Refusal::new(Reason::FirewalldTooOld,
                 "--from-host needs firewalld 1.1 or later (forwards of host-originated connections); \
                  leave it out",
@@ -751,7 +750,7 @@ mod tests {
     fn fwd(id: u32, guest: &str, host: u16, to: u16) -> Forward {
         Forward {
             id,
-            network: "net1".into(),
+            network: "net1".parse().unwrap(),
             guest: guest.parse().unwrap(),
             rule: crate::forward::model::ForwardRule {
                 proto: Proto::Tcp,
@@ -767,10 +766,10 @@ mod tests {
     fn networks(active: bool) -> Networks {
         let mut n = Networks::default();
         n.networks.insert(
-            "net1".into(),
+            "net1".parse().unwrap(),
             NetworkRecord {
                 bridge: BridgeName::new("virbr1").unwrap(),
-                forward: "nat".into(),
+                forward: ForwardMode::Nat,
                 subnets: vec!["192.0.2.0/24".parse::<Subnet>().unwrap()],
                 host: vec!["192.0.2.1".parse().unwrap()],
                 active,
@@ -1185,7 +1184,7 @@ mod tests {
     fn allows_are_limited_to_the_network_subnets() {
         let d = Declared {
             allows: vec![Allow {
-                network: "net1".into(),
+                network: "net1".parse().unwrap(),
                 opening: Opening::Service("nfs".into()),
             }],
             ..Declared::default()

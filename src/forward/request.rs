@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use super::model::{ForwardRule, PortMap};
 use super::{AddDomainForward, AddForward};
 use crate::cli::ForwardSpec;
+use crate::names::NetworkName;
 
 /// A forward to an address, or to a domain by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,11 +24,9 @@ pub fn address(text: &str, what: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("{what} {text:?} is not an IPv4 or IPv6 address"))
 }
 
-/// `name` when it is a libvirt network name virtzone accepts.
-pub fn network_name(name: &str) -> Result<String, String> {
-    crate::names::NetworkName::new(name)
-        .map(String::from)
-        .map_err(|e| e.to_string())
+/// `name` as a libvirt network name virtzone accepts ([`NetworkName::new`]); `Err` is one sentence.
+pub fn network_name(name: &str) -> Result<NetworkName, String> {
+    NetworkName::new(name).map_err(|e| e.to_string())
 }
 
 fn domain_name(name: &str) -> Result<String, String> {

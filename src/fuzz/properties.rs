@@ -18,7 +18,7 @@ use crate::forward::network::{NetworkRecord, Networks};
 use crate::forward::nft::{self, GuestInput};
 use crate::install::Installed;
 use crate::libvirt::{domain::is_mac, parse_domain_xml, parse_network_xml};
-use crate::names::{BridgeName, ZoneName};
+use crate::names::{BridgeName, NetworkName, ZoneName};
 use crate::state::{parse_state, Config};
 use crate::verify::check::{check, ends, probe, BridgeFacts, HostFacts};
 use crate::verify::eval::{evaluate, Proto, Ruleset};
@@ -87,7 +87,7 @@ pub fn network_xml(input: &[u8]) {
         Err(e) => return one_sentence(&e.to_string()),
         Ok(net) => net,
     };
-    assert!(!net.name.is_empty() && !net.name.chars().any(char::is_control));
+    assert_eq!(NetworkName::new(net.name.as_str()).as_ref(), Ok(&net.name));
     net.bridge.iter().for_each(valid_bridge);
     net.zone.iter().for_each(valid_zone);
     assert!(net.bridge.is_some() || !net.forward.has_libvirt_bridge());

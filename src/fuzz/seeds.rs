@@ -10,7 +10,7 @@ use crate::forward::model::{Allow, Declared, DomainForward, Forward, ForwardRule
 use crate::forward::network::{NetworkRecord, Networks};
 use crate::install::Installed;
 use crate::libvirt::{parse_domain_xml, parse_network_xml};
-use crate::names::{BridgeName, ZoneName};
+use crate::names::{BridgeName, NetworkName, ZoneName};
 use crate::zone::{parse_policy, parse_zone, RichRule};
 
 /// The capture the `iptables_save` target attaches saved lines to: firewalld's iptables backend
@@ -225,7 +225,7 @@ pub fn bindings_json() -> Vec<Vec<u8>> {
             Binding {
                 zone: ZoneName::new(zone).expect("a valid name"),
                 permanent,
-                network: network.map(String::from),
+                network: network.map(|n| NetworkName::new(n).expect("a valid name")),
                 networkmanager: None,
                 source: None,
             },
@@ -253,7 +253,7 @@ pub fn domains_json() -> Vec<Vec<u8>> {
     d.applied.insert(
         3,
         Target {
-            network: "default".into(),
+            network: default_network(),
             guest: [192, 0, 2, 10].into(),
         },
     );
@@ -263,7 +263,7 @@ pub fn domains_json() -> Vec<Vec<u8>> {
 pub fn forwards_json() -> Vec<Vec<u8>> {
     let forward = Forward {
         id: 1,
-        network: "default".into(),
+        network: default_network(),
         guest: [192, 0, 2, 5].into(),
         rule: ForwardRule {
             proto: "tcp".parse().expect("a protocol"),
@@ -277,7 +277,7 @@ pub fn forwards_json() -> Vec<Vec<u8>> {
     let domain_forward = DomainForward {
         id: 2,
         domain: "web".into(),
-        network: Some("default".into()),
+        network: Some(default_network()),
         rule: ForwardRule {
             proto: "udp".parse().expect("a protocol"),
             host_port: "53".parse().expect("ports"),
@@ -288,7 +288,7 @@ pub fn forwards_json() -> Vec<Vec<u8>> {
         },
     };
     let allows = ["nfs", "2049/udp"].map(|o| Allow {
-        network: "default".into(),
+        network: default_network(),
         opening: Opening::parse(o).expect("an opening"),
     });
     let declared = Declared {
@@ -338,4 +338,9 @@ pub fn dropin() -> Vec<Vec<u8>> {
         "[Allow]\nNetwork=labnet\nPort=2049/tcp\n",
         "",
     ])
+}
+
+/// The network most seeds name.
+fn default_network() -> NetworkName {
+    NetworkName::new("default").expect("a valid name")
 }

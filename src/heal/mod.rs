@@ -30,6 +30,7 @@ use crate::change::{Executor, Plan, Step};
 use crate::firewalld::proxy::{BUS_NAME as FIREWALLD, PATH as FIREWALLD_PATH};
 use crate::firewalld::{Backend, Firewalld, State};
 use crate::forward::network::Networks;
+use crate::libvirt::ForwardMode;
 use crate::state::StateDir;
 
 #[cfg(test)]
@@ -287,10 +288,16 @@ pub fn running_networks(records: &Networks, bridges: &[String]) -> Vec<RunningNe
     records
         .networks
         .values()
-        .filter(|r| r.active && matches!(r.forward.as_str(), "nat" | "route" | "none"))
+        .filter(|r| {
+            r.active
+                && matches!(
+                    r.forward,
+                    ForwardMode::Nat | ForwardMode::Route | ForwardMode::None
+                )
+        })
         .filter(|r| bridges.iter().any(|b| b.as_str() == r.bridge.as_str()))
         .map(|r| RunningNetwork {
-            nat: r.forward == "nat",
+            nat: r.forward == ForwardMode::Nat,
             ipv4: r.subnets.iter().any(|s| s.addr.is_ipv4()),
             ipv6: r.subnets.iter().any(|s| s.addr.is_ipv6()),
         })

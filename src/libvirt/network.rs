@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::{BridgeName, NameError, ZoneName};
+use crate::names::{BridgeName, NameError, NetworkName, ZoneName};
 
 /// The largest document accepted; libvirt's live network XML is a few KiB.
 pub(crate) const MAX_XML_BYTES: usize = 1 << 20;
@@ -71,7 +71,7 @@ impl ForwardMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Network {
     /// The network's name.
-    pub name: String,
+    pub name: NetworkName,
     /// Its bridge (`<bridge name=…>`); always present for modes with a libvirt bridge.
     pub bridge: Option<BridgeName>,
     /// An explicitly requested zone (`<bridge zone=…>`).
@@ -202,6 +202,9 @@ pub enum NetworkXmlError {
     /// `<bridge zone=…>` names a zone virtzone's stricter name rule refuses (firewalld may accept it).
     #[error("the network XML requests an {0}")]
     Zone(NameError),
+    /// The network's name is one libvirt accepts but virtzone cannot carry ([`NetworkName::new`]).
+    #[error("the network XML has an {0}")]
+    NetworkName(NameError),
 }
 
 #[derive(Deserialize)]
@@ -322,13 +325,7 @@ pub fn parse_network_xml(
             )))
         }
     };
-    let name = raw.name.trim().to_string();
-    if name.is_empty() || name.chars().any(char::is_control) {
-        return Err(NetworkXmlError::Malformed(format!(
-            "the network name {:?} is empty or has control characters",
-            raw.name
-        )));
-    }
+    let name = NetworkName::new(raw.name.trim()).map_err(NetworkXmlError::NetworkName)?;
     let (forward, nat, forward_devs) = match raw.forward {
         None => (ForwardMode::None, None, Vec::new()),
         Some(f) => {
@@ -380,7 +377,7 @@ pub fn parse_network_xml(
         .transpose()
         .map_err(NetworkXmlError::Zone)?;
     if bridge.is_none() && forward.has_libvirt_bridge() {
-        return Err(NetworkXmlError::NoBridge(name));
+        return Err(NetworkXmlError::NoBridge(name.to_string()));
     }
     Ok(Network {
         name,

@@ -158,3 +158,91 @@ macro_rules! lab_matrix {
         }
     };
 }
+
+/// Every cell of the Debian sid system's matrix, as [`sid_matrix!`] names them: libvirt's firewall
+/// backend × firewalld's backend, without and with firewalld's `StrictForwardPorts=yes` (the one
+/// firewalld release there, 2.5.2, has it).
+pub const SID_CELLS: [&str; 8] = [
+    "libvirt_nftables_firewalld_nftables",
+    "libvirt_iptables_firewalld_nftables",
+    "libvirt_nftables_firewalld_iptables",
+    "libvirt_iptables_firewalld_iptables",
+    "strict_libvirt_nftables_firewalld_nftables",
+    "strict_libvirt_iptables_firewalld_nftables",
+    "strict_libvirt_nftables_firewalld_iptables",
+    "strict_libvirt_iptables_firewalld_iptables",
+];
+
+/// [`complete`] for the sid system's matrix: the cells run and skipped are all of [`SID_CELLS`],
+/// each exactly once.
+pub const fn complete_sid(names: &[&str], error: &str) {
+    if !covers(&SID_CELLS, names) {
+        panic!("{}", error);
+    }
+}
+
+/// [`lab_matrix!`]'s sibling for the Debian sid system (`common::sidroot`), whose one firewalld
+/// release runs with either libvirt firewall backend: one scenario `fn(SidOptions)`, one `#[test]`
+/// per cell of [`SID_CELLS`] and one `#[ignore = "reason"]` test per skipped cell, in a module
+/// named after the scenario (`forwards12::forward_life::strict_libvirt_nftables_firewalld_iptables`).
+///
+/// ```ignore
+/// sid_matrix! {
+///     forward_life: libvirt_nftables_firewalld_nftables, …;
+///     skip strict_libvirt_iptables_firewalld_iptables: "the reason, in one sentence";
+/// }
+/// ```
+#[macro_export]
+macro_rules! sid_matrix {
+    (@opts $libvirt:literal, $firewalld:literal, $strict:literal) => {
+        $crate::common::sidroot::SidOptions {
+            libvirt_backend: $libvirt,
+            firewalld_backend: $firewalld,
+            strict_forward_ports: $strict,
+        }
+    };
+    (@opts libvirt_nftables_firewalld_nftables) => { $crate::sid_matrix!(@opts "nftables", "nftables", false) };
+    (@opts libvirt_iptables_firewalld_nftables) => { $crate::sid_matrix!(@opts "iptables", "nftables", false) };
+    (@opts libvirt_nftables_firewalld_iptables) => { $crate::sid_matrix!(@opts "nftables", "iptables", false) };
+    (@opts libvirt_iptables_firewalld_iptables) => { $crate::sid_matrix!(@opts "iptables", "iptables", false) };
+    (@opts strict_libvirt_nftables_firewalld_nftables) => { $crate::sid_matrix!(@opts "nftables", "nftables", true) };
+    (@opts strict_libvirt_iptables_firewalld_nftables) => { $crate::sid_matrix!(@opts "iptables", "nftables", true) };
+    (@opts strict_libvirt_nftables_firewalld_iptables) => { $crate::sid_matrix!(@opts "nftables", "iptables", true) };
+    (@opts strict_libvirt_iptables_firewalld_iptables) => { $crate::sid_matrix!(@opts "iptables", "iptables", true) };
+    (@opts $other:ident) => {
+        compile_error!(concat!(
+            "sid_matrix!: unknown cell `", stringify!($other),
+            "` (cells are [strict_]libvirt_{nftables,iptables}_firewalld_{nftables,iptables})"
+        ))
+    };
+    (
+        $scenario:ident: $($cell:ident),+ $(,)?
+        $(; skip $($skipped:ident),+ : $reason:literal)* $(;)?
+    ) => {
+        #[doc = concat!("The cells `", stringify!($scenario), "` runs in, and those it skips.")]
+        mod $scenario {
+            const _: () = $crate::common::matrix::complete_sid(
+                &[$(stringify!($cell),)+ $($(stringify!($skipped),)+)*],
+                concat!(
+                    "sid_matrix! ", stringify!($scenario), ": list every cell of the sid matrix \
+                     exactly once, run or `skip …: \"reason\"` (all 8 of SID_CELLS)"
+                ),
+            );
+
+            $(
+                #[test]
+                fn $cell() {
+                    super::$scenario($crate::sid_matrix!(@opts $cell));
+                }
+            )+
+
+            $($(
+                #[test]
+                #[ignore = $reason]
+                fn $skipped() {
+                    super::$scenario($crate::sid_matrix!(@opts $skipped));
+                }
+            )+)*
+        }
+    };
+}
