@@ -293,7 +293,8 @@ impl<'m, M: Mutations> Executor<'m, M> {
                 m.nft(&crate::host::localnet_guard_commands(*present)).await
             }
             Step::OwnNat { masquerades } => {
-                m.nft(&crate::forward::nat::commands(masquerades)).await
+                m.nft(&crate::forward::masquerade::commands(masquerades))
+                    .await
             }
             Step::SetConnectionZone {
                 uuid,

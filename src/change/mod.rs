@@ -194,7 +194,7 @@ pub enum Step {
     /// planned from the table's listing on every check.
     OwnNat {
         /// The masquerades wanted.
-        masquerades: Vec<crate::forward::nat::Masquerade>,
+        masquerades: Vec<crate::forward::masquerade::Masquerade>,
     },
     /// Puts virtzone's localnet guard (see [`crate::host::LOCALNET_GUARD`]) in place or takes it
     /// away. Not firewalld either, and for the same reason in the same plan.

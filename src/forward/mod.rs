@@ -12,6 +12,7 @@ pub mod declared;
 pub mod domain;
 pub mod guard;
 pub mod iptables;
+pub mod masquerade;
 pub mod model;
 pub mod nat;
 pub mod network;

@@ -674,7 +674,7 @@ fn the_local_executor_refuses_firewalld_calls() {
 #[test]
 fn the_own_nat_table_is_one_nft_transaction() {
     let fake = Fake::default();
-    let m = crate::forward::nat::Masquerade {
+    let m = crate::forward::masquerade::Masquerade {
         subnet: "192.0.2.0/24".parse().unwrap(),
         dev: None,
         ports: (1024, 65535),
