@@ -159,13 +159,14 @@ async fn converge_all(
     removed: &[DomainForward],
     networks: &Networks,
     verify: apply::Verify,
+    memo: &mut apply::Memo,
 ) -> Result<(usize, domain::Resolution), ForwardError> {
     let mut domains = domains_in(state)?;
     let seen = domain::observe(&domain::lease_dir()?, declared, &domains, networks);
     let res = domain::effective(declared, removed, &domains, networks, &seen);
     let mut all_gone = gone.to_vec();
     all_gone.extend(res.gone.iter().cloned());
-    let steps = apply::converge(fw, &res.declared, &all_gone, networks, verify).await?;
+    let steps = apply::converge(fw, &res.declared, &all_gone, networks, verify, memo).await?;
     if domains.applied != res.applied || domains.uuids != res.uuids {
         domains.applied = res.applied.clone();
         domains.uuids = res.uuids.clone();
@@ -220,6 +221,7 @@ async fn apply_and_record(
         removed,
         networks,
         apply::Verify::Regather,
+        &mut apply::Memo::default(),
     )
     .await?;
     let Err(e) = state.write(FORWARDS_FILE, declared) else {
@@ -238,7 +240,18 @@ async fn apply_and_record(
         .filter(|f| !before.domain_forwards.iter().any(|b| b.id == f.id))
         .cloned()
         .collect();
-    match converge_all(fw, state, before, &added, &added_domain, networks, apply::Verify::Regather).await {
+    let mut memo = apply::Memo::default();
+    let undo = converge_all(
+        fw,
+        state,
+        before,
+        &added,
+        &added_domain,
+        networks,
+        apply::Verify::Regather,
+        &mut memo,
+    );
+    match undo.await {
         Ok(_) => Err(ForwardError::Failed(format!(
             "{e}; the change to firewalld was undone"
         ))),
@@ -400,6 +413,7 @@ async fn put_back(
         &[],
         networks,
         apply::Verify::Regather,
+        &mut apply::Memo::default(),
     )
     .await?;
     Ok(())
@@ -694,7 +708,7 @@ pub async fn purge(state: &StateDir) -> Result<String, ForwardError> {
     )
     .await
     .map_err(remains)?;
-    let facts = apply::facts(&fw, &declared, networks, true)
+    let facts = apply::facts(&fw, &declared, networks, true, &mut Default::default())
         .await
         .map_err(|e| remains(e.into()))?;
     let live = crate::change::executor::Live::new(&fw, None);
@@ -808,9 +822,12 @@ pub async fn change_allow(
 /// Re-applies everything declared (the daemon after ruleset changes, the hook after a network
 /// starts or stops). Does nothing, and asks nothing of firewalld, when nothing is declared.
 pub async fn reconcile(fw: &Firewalld, state: &StateDir) -> Result<usize, ForwardError> {
-    Ok(reconcile_checked(fw, state, apply::Verify::Regather, None)
-        .await?
-        .steps)
+    let mut memo = apply::Memo::default();
+    Ok(
+        reconcile_checked(fw, state, apply::Verify::Regather, None, &mut memo)
+            .await?
+            .steps,
+    )
 }
 
 /// What one re-application did and found.
@@ -825,11 +842,15 @@ pub struct Reconciled {
 }
 
 /// [`reconcile`], also telling whether a domain forward waits and which cannot be resolved.
+/// `memo`: the caller's record of its earlier checks ([`apply::Memo`]); with a ruleset basis in
+/// it (the check after the daemon's own ruleset-only changes) firewalld is not asked again whether
+/// it runs nor waited for: the check reads only the ruleset side.
 pub async fn reconcile_checked(
     fw: &Firewalld,
     state: &StateDir,
     verify: apply::Verify,
     bindings: Option<&mut watch::BindingReconciles>,
+    memo: &mut apply::Memo,
 ) -> Result<Reconciled, ForwardError> {
     // A first look without the lock, which would create the state directory: most hosts declare
     // nothing, and then nothing is touched (nor waited for, nor asked of firewalld).
@@ -838,17 +859,19 @@ pub async fn reconcile_checked(
     }
     // The daemon's check waits for its binding reconcile, before taking the store's lock (which
     // `forward add` needs meanwhile).
-    if let Some(bindings) = bindings {
+    let light = memo.has_ruleset_basis();
+    if let Some(bindings) = bindings.filter(|_| !light) {
         bindings.settle(fw).await;
     }
     let state = &store(state)?;
     let _lock = state.lock().await?;
     let declared = declared_in(state)?;
-    if !fw.is_running().await? {
+    if !light && !crate::change::Reads::is_running(fw).await? {
         return Ok(Reconciled::default());
     }
     let networks = networks_in(state)?;
-    let (steps, res) = converge_all(fw, state, &declared, &[], &[], &networks, verify).await?;
+    let (steps, res) =
+        converge_all(fw, state, &declared, &[], &[], &networks, verify, memo).await?;
     Ok(Reconciled {
         steps,
         waiting: res.waiting(),
@@ -982,7 +1005,9 @@ where
             return Ok(());
         }
         if let Some(fw) = connect().await {
-            let done = reconcile_checked(&fw, &main, apply::Verify::Regather, None).await?;
+            let mut memo = apply::Memo::default();
+            let check = reconcile_checked(&fw, &main, apply::Verify::Regather, None, &mut memo);
+            let done = check.await?;
             for p in done.problems {
                 eprintln!("virtzone: warning: {p}");
             }

@@ -6,7 +6,9 @@
 //! signal. Instead the daemon listens to nf_tables' own change notifications (netlink group
 //! `NFNLGRP_NFTABLES`, which also carries iptables-nft's changes) and re-checks after each burst:
 //! whatever acts last, virtzone's check comes after it. Its own changes cause one more check, which
-//! finds everything in place. Events arriving during a check coalesce into one more check.
+//! finds everything in place; when they touched only the ruleset (the accepts a reload dropped),
+//! that check reads only the ruleset side and reuses the rest of the gather before it (see
+//! `apply::Memo`). Events arriving during a check coalesce into one more check.
 //!
 //! Domain forwards add triggers: the qemu hook's record of a started domain (inotify on the
 //! forwards' store, where it writes `domains.json`), and a guest's first DHCP lease, which changes
@@ -263,6 +265,10 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
     let mut watch = DirWatch::new(state.path(), &store, &leases, poke_tx).with_dropins(&dropins);
     let mut backoff = Backoff::default();
     let mut last_bad = None;
+    // The watch's record of its checks (see `apply::Memo`), and the binding reconciles asked for
+    // when the last check started: a firewalld reload or restart since then means a full gather.
+    let mut memo = super::apply::Memo::default();
+    let mut requested = bindings.requested();
     loop {
         // The store may appear later (the first `forward add` or hook run creates it): until then
         // the state dir is watched for its creation, and the store's watch is added once it exists.
@@ -271,11 +277,16 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
         }
         let mut waiting = false;
         super::declared::follow_files(&state, &dropins, &mut last_bad).await;
+        if bindings.requested() != requested {
+            memo.forget_ruleset_basis();
+        }
+        requested = bindings.requested();
         let check = super::reconcile_checked(
             &fw,
             &state,
             super::apply::Verify::ByTheWatch,
             Some(&mut bindings),
+            &mut memo,
         );
         match check.await {
             Ok(done) => {
@@ -300,13 +311,15 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
         tokio::select! {
             got = changes.recv() => if got.is_none() { return },
             got = pokes.recv() => if got.is_some() {
+                // A state or lease file changed: not the ruleset, so a full check.
+                memo.forget_ruleset_basis();
                 backoff.reset();
                 // A burst of edits (an editor's save, a configuration tool writing several files)
                 // is one apply: the events of the next moment join this one.
                 tokio::time::sleep(BURST).await;
                 while pokes.try_recv().is_ok() {}
             },
-            () = tokio::time::sleep(pause), if waiting => {}
+            () = tokio::time::sleep(pause), if waiting => memo.forget_ruleset_basis(),
         }
     }
 }
@@ -337,6 +350,11 @@ impl BindingReconciles {
     /// Follows the reconciles published on `rx`.
     pub fn following(rx: tokio::sync::watch::Receiver<Reconciles>) -> Self {
         BindingReconciles(rx)
+    }
+
+    /// Binding reconciles asked for so far (one per firewalld reload or new owner).
+    pub fn requested(&self) -> u64 {
+        self.0.borrow().requested
     }
 
     /// One reaction to a firewalld reload or restart, not three: a forward check that started now,
