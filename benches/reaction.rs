@@ -7,7 +7,8 @@
 //! recorded through virtzone's network hook, so no libvirtd runs; every call the daemon makes is
 //! the daemon's own. firewalld's own time per call is the cost: it is single-threaded Python.
 //!
-//! Run as root: `cargo bench --bench reaction`.
+//! Run as root: `cargo bench --bench reaction` (or, a debug build, `cargo test --locked --bench
+//! reaction`; `REACTION_SMALL=1` measures the 5 + 1 cells only).
 
 // The test suite's lab; this program uses only part of it.
 #[allow(dead_code)]
@@ -186,6 +187,15 @@ fn measure(
     let _ = monitor.wait();
     let _ = Command::new("kill").arg(daemon.id().to_string()).status();
     let _ = daemon.wait();
+    // `REACTION_LOGS=DIR`: keep the daemon's log of each cell (run with `VIRTZONE_LOG=debug` to
+    // see each forward check).
+    if let Some(dir) = std::env::var_os("REACTION_LOGS") {
+        let name = format!("daemon-{}-{bindings}.log", release.version());
+        let _ = std::fs::copy(
+            cell.lab.dir().join("daemon.log"),
+            Path::new(&dir).join(name),
+        );
+    }
 
     let span = match (reaction.first(), reaction.last()) {
         (Some(a), Some(b)) => Duration::from_secs_f64((b.time - a.time).max(0.0)),
@@ -257,8 +267,13 @@ impl Seen {
 fn main() {
     println!("| firewalld | bindings | forwards | daemon's D-Bus calls after one reload | first→last call | calls by method |");
     println!("|---|---|---|---|---|---|");
+    // `REACTION_SMALL=1`: the 5 + 1 cells only (minutes less, for iterating on the figure).
+    let small = std::env::var_os("REACTION_SMALL").is_some();
     for release in [Release::Debian12, Release::Sid] {
         for (bindings, forwards) in [(5, 1), (200, 200)] {
+            if small && bindings > 5 {
+                continue;
+            }
             let (n, span, by_member) = measure(release, bindings, forwards);
             let members: BTreeSet<(usize, String)> =
                 by_member.into_iter().map(|(m, c)| (c, m)).collect();

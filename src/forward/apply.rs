@@ -94,6 +94,9 @@ pub struct Memo {
     /// changes made after it touched only the ruleset side ([`super::plan::ruleset_only`]): the next
     /// check, the one those changes' own ruleset events trigger, re-reads only that side.
     ruleset_basis: Option<(Facts, Declared)>,
+    /// The daemon's binding reconciles asked for when the last full gather started (see
+    /// `watch::BindingReconciles`): one more since means firewalld reloaded or restarted.
+    pub(super) reconciles: u64,
 }
 
 impl Memo {
@@ -343,6 +346,11 @@ pub async fn converge(
         };
         let plan =
             super::plan::plan(declared, gone, &facts).map_err(super::ForwardError::Refused)?;
+        tracing::debug!(
+            "forwards: {} check, {} step(s) planned",
+            if full { "full" } else { "ruleset-only" },
+            plan.steps.len()
+        );
         for w in &plan.warnings {
             tracing::warn!("{}", w.message);
         }

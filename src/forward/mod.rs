@@ -849,7 +849,7 @@ pub async fn reconcile_checked(
     fw: &Firewalld,
     state: &StateDir,
     verify: apply::Verify,
-    bindings: Option<&mut watch::BindingReconciles>,
+    daemon: Option<watch::Triggers<'_>>,
     memo: &mut apply::Memo,
 ) -> Result<Reconciled, ForwardError> {
     // A first look without the lock, which would create the state directory: most hosts declare
@@ -859,9 +859,21 @@ pub async fn reconcile_checked(
     }
     // The daemon's check waits for its binding reconcile, before taking the store's lock (which
     // `forward add` needs meanwhile).
-    let light = memo.has_ruleset_basis();
-    if let Some(bindings) = bindings.filter(|_| !light) {
-        bindings.settle(fw).await;
+    // A firewalld reload or restart since the last gather (a binding reconcile asked for) means a
+    // full gather.
+    let light = memo.has_ruleset_basis()
+        && daemon
+            .as_ref()
+            .is_none_or(|d| d.bindings.requested() == memo.reconciles);
+    if !light {
+        memo.forget_ruleset_basis();
+    }
+    if let Some(mut daemon) = daemon {
+        if !light {
+            daemon.bindings.settle(fw).await;
+            memo.reconciles = daemon.bindings.requested();
+        }
+        daemon.gathering();
     }
     let state = &store(state)?;
     let _lock = state.lock().await?;

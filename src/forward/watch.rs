@@ -265,10 +265,8 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
     let mut watch = DirWatch::new(state.path(), &store, &leases, poke_tx).with_dropins(&dropins);
     let mut backoff = Backoff::default();
     let mut last_bad = None;
-    // The watch's record of its checks (see `apply::Memo`), and the binding reconciles asked for
-    // when the last check started: a firewalld reload or restart since then means a full gather.
+    // The watch's record of its checks (see `apply::Memo`).
     let mut memo = super::apply::Memo::default();
-    let mut requested = bindings.requested();
     loop {
         // The store may appear later (the first `forward add` or hook run creates it): until then
         // the state dir is watched for its creation, and the store's watch is added once it exists.
@@ -277,15 +275,15 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
         }
         let mut waiting = false;
         super::declared::follow_files(&state, &dropins, &mut last_bad).await;
-        if bindings.requested() != requested {
-            memo.forget_ruleset_basis();
-        }
-        requested = bindings.requested();
+        let triggers = Triggers {
+            bindings: &mut bindings,
+            changes: &mut changes,
+        };
         let check = super::reconcile_checked(
             &fw,
             &state,
             super::apply::Verify::ByTheWatch,
-            Some(&mut bindings),
+            Some(triggers),
             &mut memo,
         );
         match check.await {
@@ -321,6 +319,24 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
             },
             () = tokio::time::sleep(pause), if waiting => memo.forget_ruleset_basis(),
         }
+    }
+}
+
+/// What the daemon's forward check waits for and looks past: the binding reconciles, and the ruleset
+/// events that arrived before its gather (which that gather sees anyway).
+pub struct Triggers<'a> {
+    /// The daemon's binding reconciles.
+    pub bindings: &'a mut BindingReconciles,
+    /// The ruleset watch's events ([`ruleset_changes`]).
+    pub changes: &'a mut mpsc::Receiver<()>,
+}
+
+impl Triggers<'_> {
+    /// Forgets the ruleset events so far: called right before a gather, which sees what they
+    /// announced (the binding reconcile's own changes, waited for in `settle`), so they need no
+    /// check of their own. Events after this point still trigger one.
+    pub(super) fn gathering(&mut self) {
+        while self.changes.try_recv().is_ok() {}
     }
 }
 
