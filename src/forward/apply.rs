@@ -90,10 +90,11 @@ async fn zone_layers(
 pub struct Memo {
     /// The uplink zones at the last read of every zone.
     full_read: LastFullRead,
-    /// The facts (and the declaration planned with them) of the last full gather, kept when the
-    /// changes made after it touched only the ruleset side ([`super::plan::ruleset_only`]): the next
-    /// check, the one those changes' own ruleset events trigger, re-reads only that side.
-    ruleset_basis: Option<(Facts, Declared)>,
+    /// The facts (and the declaration planned with them, and when) of the last full gather, kept
+    /// when the changes made after it touched only the ruleset side
+    /// ([`super::plan::ruleset_only`]): the next check, the one those changes' own ruleset events
+    /// trigger, re-reads only that side (within [`BASIS_FRESH`]).
+    ruleset_basis: Option<(Facts, Declared, Instant)>,
     /// The daemon's binding reconciles asked for when the last full gather started (see
     /// `watch::BindingReconciles`): one more since means firewalld reloaded or restarted.
     pub(super) reconciles: u64,
@@ -111,6 +112,11 @@ impl Memo {
         self.ruleset_basis = None;
     }
 }
+
+/// How long a kept gather may serve as the basis of a ruleset-only check: its own changes' events
+/// arrive within milliseconds; a later event (with iptables-legacy, whose changes nf_tables does
+/// not announce, the next one may come much later) gets a full gather.
+const BASIS_FRESH: Duration = Duration::from_secs(5);
 
 /// The ruleset side of the facts: what libvirt's rebuilds, other programs' rules and virtzone's own
 /// accepts change, and what a firewalld reload wipes.
@@ -324,13 +330,12 @@ pub async fn converge(
     let exec = Executor::new(&live);
     let mut total = 0;
     // Only for the first round, and only for the declaration and networks it was gathered with.
-    let mut basis = memo
-        .ruleset_basis
-        .take()
-        .filter(|(f, d)| gone.is_empty() && d == declared && f.networks == *networks);
+    let mut basis = memo.ruleset_basis.take().filter(|(f, d, at)| {
+        gone.is_empty() && d == declared && f.networks == *networks && at.elapsed() < BASIS_FRESH
+    });
     for _ in 0..ROUNDS {
         let (facts, full) = match basis.take() {
-            Some((basis, _)) => (refresh_ruleset(fw, basis, declared).await, false),
+            Some((basis, _, _)) => (refresh_ruleset(fw, basis, declared).await, false),
             None => {
                 let removing = !gone.is_empty();
                 let facts = facts(
@@ -374,7 +379,7 @@ pub async fn converge(
             // The watch's next check, which these changes' own ruleset events trigger, needs to
             // look at the ruleset only (at most once after a full gather).
             if full && super::plan::ruleset_only(&plan.steps) {
-                memo.ruleset_basis = Some((facts, declared.clone()));
+                memo.ruleset_basis = Some((facts, declared.clone(), Instant::now()));
             }
             return Ok(total);
         }

@@ -414,6 +414,26 @@ mod tests {
         assert!(checks < 70, "{checks}");
     }
 
+    #[test]
+    fn a_gather_looks_past_the_events_before_it_and_not_after() {
+        let (tx, mut changes) = mpsc::channel(1);
+        let reconciles = tokio::sync::watch::Sender::new(Reconciles::default());
+        let mut bindings = BindingReconciles::following(reconciles.subscribe());
+        reconciles.send_modify(|r| r.requested += 1);
+        assert_eq!(bindings.requested(), 1);
+        // The binding reconcile's changes, announced before the gather: no check of their own.
+        tx.try_send(()).unwrap();
+        Triggers {
+            bindings: &mut bindings,
+            changes: &mut changes,
+        }
+        .gathering();
+        assert!(changes.try_recv().is_err());
+        // A change during or after the gather still triggers the next check.
+        tx.try_send(()).unwrap();
+        assert!(changes.try_recv().is_ok());
+    }
+
     /// inotify instances open in this process.
     fn inotify_instances() -> usize {
         std::fs::read_dir("/proc/self/fd")
