@@ -53,24 +53,48 @@ struct Call {
     member: String,
 }
 
+/// `KEY=value` of one dbus-monitor header line.
+fn field(line: &str, key: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .map(|v| v.trim_end_matches(';').to_string())
+}
+
 /// The method calls in dbus-monitor's output.
 fn calls(monitor_log: &Path) -> Vec<Call> {
     let text = std::fs::read_to_string(monitor_log).unwrap_or_default();
     text.lines()
         .filter(|l| l.starts_with("method call "))
         .filter_map(|l| {
-            let field = |key: &str| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(key))
-                    .map(|v| v.trim_end_matches(';').to_string())
-            };
             Some(Call {
-                time: field("time=")?.parse().ok()?,
-                sender: field("sender=")?,
-                member: field("member=")?,
+                time: field(l, "time=")?.parse().ok()?,
+                sender: field(l, "sender=")?,
+                member: field(l, "member=")?,
             })
         })
         .collect()
+}
+
+/// How many method calls of `senders` have no reply (or error) yet: a reaction is not over while
+/// firewalld still works on the daemon's calls (under load it may take seconds to answer).
+fn unanswered(monitor_log: &Path, senders: &BTreeMap<String, bool>) -> usize {
+    let text = std::fs::read_to_string(monitor_log).unwrap_or_default();
+    let ours = |who: Option<String>| who.is_some_and(|w| senders.get(&w) == Some(&true));
+    let mut open = BTreeSet::new();
+    for l in text.lines() {
+        if l.starts_with("method call ") && ours(field(l, "sender=")) {
+            if let Some(serial) = field(l, "serial=") {
+                open.insert((field(l, "sender="), serial));
+            }
+        } else if (l.starts_with("method return ") || l.starts_with("error "))
+            && ours(field(l, "destination="))
+        {
+            if let Some(serial) = field(l, "reply_serial=") {
+                open.remove(&(field(l, "destination="), serial));
+            }
+        }
+    }
+    open.len()
 }
 
 struct Cell {
@@ -245,14 +269,14 @@ impl Seen {
             .collect()
     }
 
-    /// Waits until the daemon has sent nothing for [`QUIET`].
+    /// Waits until the daemon has sent nothing for [`QUIET`], every call of its answered.
     fn quiet(&mut self, cell: &Cell) {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut seen = usize::MAX;
         let mut since = Instant::now();
         loop {
             let n = self.daemon_calls(cell).len();
-            if n != seen {
+            if n != seen || unanswered(&self.log, &self.senders) > 0 {
                 seen = n;
                 since = Instant::now();
             } else if since.elapsed() >= QUIET {

@@ -84,10 +84,13 @@ async fn zone_layers(
     Ok(layers.into_iter().collect())
 }
 
-/// What one forward check leaves for the next one of the same process: the daemon's forward watch
-/// keeps one for its life, a command one per run (this replaces a process-global).
-#[derive(Debug, Default)]
+/// How a caller's forward checks run and what one leaves for the next one of the same process:
+/// the daemon's forward watch keeps one for its life ([`Memo::by_the_watch`]), a command one per
+/// run (`Memo::default()`: [`Verify::Regather`]). It replaces a process-global.
+#[derive(Debug)]
 pub struct Memo {
+    /// Whether a convergence gathers again after its changes.
+    verify: Verify,
     /// The uplink zones at the last read of every zone.
     full_read: LastFullRead,
     /// The facts (and the declaration planned with them, and when) of the last full gather, kept
@@ -100,7 +103,26 @@ pub struct Memo {
     pub(super) reconciles: u64,
 }
 
+impl Default for Memo {
+    fn default() -> Self {
+        Memo {
+            verify: Verify::Regather,
+            full_read: LastFullRead::default(),
+            ruleset_basis: None,
+            reconciles: 0,
+        }
+    }
+}
+
 impl Memo {
+    /// The daemon's forward watch's: [`Verify::ByTheWatch`].
+    pub fn by_the_watch() -> Self {
+        Memo {
+            verify: Verify::ByTheWatch,
+            ..Memo::default()
+        }
+    }
+
     /// Whether the next check may re-read the ruleset side only.
     pub fn has_ruleset_basis(&self) -> bool {
         self.ruleset_basis.is_some()
@@ -315,16 +337,16 @@ pub enum Verify {
 }
 
 /// Brings firewalld and iptables to `declared` (removing `gone`'s entries): gather, plan, execute,
-/// until nothing is left to do (see [`Verify`]). `memo` is the caller's (see [`Memo`]). Returns
+/// until nothing is left to do (see [`Verify`], in `memo`: the caller's [`Memo`]). Returns
 /// the steps carried out.
 pub async fn converge(
     fw: &Firewalld,
     declared: &Declared,
     gone: &[super::model::Forward],
     networks: &Networks,
-    verify: Verify,
     memo: &mut Memo,
 ) -> Result<usize, super::ForwardError> {
+    let verify = memo.verify;
     // The capabilities only choose how zones are added, which forwards never do.
     let live = Live::new(fw, None);
     let exec = Executor::new(&live);

@@ -158,7 +158,6 @@ async fn converge_all(
     gone: &[Forward],
     removed: &[DomainForward],
     networks: &Networks,
-    verify: apply::Verify,
     memo: &mut apply::Memo,
 ) -> Result<(usize, domain::Resolution), ForwardError> {
     let mut domains = domains_in(state)?;
@@ -166,7 +165,7 @@ async fn converge_all(
     let res = domain::effective(declared, removed, &domains, networks, &seen);
     let mut all_gone = gone.to_vec();
     all_gone.extend(res.gone.iter().cloned());
-    let steps = apply::converge(fw, &res.declared, &all_gone, networks, verify, memo).await?;
+    let steps = apply::converge(fw, &res.declared, &all_gone, networks, memo).await?;
     if domains.applied != res.applied || domains.uuids != res.uuids {
         domains.applied = res.applied.clone();
         domains.uuids = res.uuids.clone();
@@ -220,7 +219,6 @@ async fn apply_and_record(
         gone,
         removed,
         networks,
-        apply::Verify::Regather,
         &mut apply::Memo::default(),
     )
     .await?;
@@ -248,7 +246,6 @@ async fn apply_and_record(
         &added,
         &added_domain,
         networks,
-        apply::Verify::Regather,
         &mut memo,
     );
     match undo.await {
@@ -412,7 +409,6 @@ async fn put_back(
         &[],
         &[],
         networks,
-        apply::Verify::Regather,
         &mut apply::Memo::default(),
     )
     .await?;
@@ -823,11 +819,7 @@ pub async fn change_allow(
 /// starts or stops). Does nothing, and asks nothing of firewalld, when nothing is declared.
 pub async fn reconcile(fw: &Firewalld, state: &StateDir) -> Result<usize, ForwardError> {
     let mut memo = apply::Memo::default();
-    Ok(
-        reconcile_checked(fw, state, apply::Verify::Regather, None, &mut memo)
-            .await?
-            .steps,
-    )
+    Ok(reconcile_checked(fw, state, None, &mut memo).await?.steps)
 }
 
 /// What one re-application did and found.
@@ -848,7 +840,6 @@ pub struct Reconciled {
 pub async fn reconcile_checked(
     fw: &Firewalld,
     state: &StateDir,
-    verify: apply::Verify,
     daemon: Option<watch::Triggers<'_>>,
     memo: &mut apply::Memo,
 ) -> Result<Reconciled, ForwardError> {
@@ -882,8 +873,7 @@ pub async fn reconcile_checked(
         return Ok(Reconciled::default());
     }
     let networks = networks_in(state)?;
-    let (steps, res) =
-        converge_all(fw, state, &declared, &[], &[], &networks, verify, memo).await?;
+    let (steps, res) = converge_all(fw, state, &declared, &[], &[], &networks, memo).await?;
     Ok(Reconciled {
         steps,
         waiting: res.waiting(),
@@ -1018,7 +1008,7 @@ where
         }
         if let Some(fw) = connect().await {
             let mut memo = apply::Memo::default();
-            let check = reconcile_checked(&fw, &main, apply::Verify::Regather, None, &mut memo);
+            let check = reconcile_checked(&fw, &main, None, &mut memo);
             let done = check.await?;
             for p in done.problems {
                 eprintln!("virtzone: warning: {p}");

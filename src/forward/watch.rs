@@ -266,7 +266,7 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
     let mut backoff = Backoff::default();
     let mut last_bad = None;
     // The watch's record of its checks (see `apply::Memo`).
-    let mut memo = super::apply::Memo::default();
+    let mut memo = super::apply::Memo::by_the_watch();
     loop {
         // The store may appear later (the first `forward add` or hook run creates it): until then
         // the state dir is watched for its creation, and the store's watch is added once it exists.
@@ -279,13 +279,7 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
             bindings: &mut bindings,
             changes: &mut changes,
         };
-        let check = super::reconcile_checked(
-            &fw,
-            &state,
-            super::apply::Verify::ByTheWatch,
-            Some(triggers),
-            &mut memo,
-        );
+        let check = super::reconcile_checked(&fw, &state, Some(triggers), &mut memo);
         match check.await {
             Ok(done) => {
                 if done.steps > 0 {
