@@ -216,18 +216,50 @@ impl DirWatch {
     }
 }
 
-/// A receiver that yields once per burst of ruleset changes (capacity one: bursts coalesce). It
-/// ends when the socket fails.
-pub fn ruleset_changes() -> io::Result<mpsc::Receiver<()>> {
+/// The ruleset watch: yields once per burst of ruleset changes (capacity one: bursts coalesce),
+/// and ends when the socket fails.
+pub struct RulesetChanges {
+    rx: mpsc::Receiver<()>,
+    /// The netlink socket the reader thread reads (`None` in unit tests).
+    socket: Option<Arc<OwnedFd>>,
+}
+
+impl RulesetChanges {
+    /// The next burst; `None` once the watch ended.
+    pub async fn recv(&mut self) -> Option<()> {
+        self.rx.recv().await
+    }
+
+    /// Forgets the changes announced so far: those the reader passed on, and those still queued in
+    /// the socket (read here without waiting, and dropped).
+    fn forget_so_far(&mut self) {
+        if let Some(socket) = &self.socket {
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match rustix::net::recv(&**socket, &mut buf[..], RecvFlags::DONTWAIT) {
+                    Ok(_) | Err(rustix::io::Errno::NOBUFS) | Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        while self.rx.try_recv().is_ok() {}
+    }
+}
+
+/// Starts the ruleset watch: nf_tables' change notifications (netlink group `NFNLGRP_NFTABLES`),
+/// read by one thread for the daemon's life.
+pub fn ruleset_changes() -> io::Result<RulesetChanges> {
     let fd = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, Some(NETFILTER))?;
     rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 1 << (NFNLGRP_NFTABLES - 1)))?;
+    let fd = Arc::new(fd);
+    let socket = fd.clone();
     let (tx, rx) = mpsc::channel(1);
     std::thread::Builder::new()
         .name("nft-watch".into())
         .spawn(move || {
             let mut buf = vec![0u8; 1 << 16];
             loop {
-                match rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty()) {
+                match rustix::net::recv(&*fd, &mut buf[..], RecvFlags::empty()) {
                     // ENOBUFS: the burst overflowed the socket; something changed all the same.
                     Ok(_) | Err(rustix::io::Errno::NOBUFS) => {}
                     Err(rustix::io::Errno::INTR) => continue,
@@ -242,7 +274,10 @@ pub fn ruleset_changes() -> io::Result<mpsc::Receiver<()>> {
                 }
             }
         })?;
-    Ok(rx)
+    Ok(RulesetChanges {
+        rx,
+        socket: Some(socket),
+    })
 }
 
 /// Keeps the declared forwards and allows applied: once at start, then after every burst of
@@ -322,7 +357,7 @@ pub struct Triggers<'a> {
     /// The daemon's binding reconciles.
     pub bindings: &'a mut BindingReconciles,
     /// The ruleset watch's events ([`ruleset_changes`]).
-    pub changes: &'a mut mpsc::Receiver<()>,
+    pub changes: &'a mut RulesetChanges,
 }
 
 impl Triggers<'_> {
@@ -330,7 +365,7 @@ impl Triggers<'_> {
     /// announced (the binding reconcile's own changes, waited for in `settle`), so they need no
     /// check of their own. Events after this point still trigger one.
     pub(super) fn gathering(&mut self) {
-        while self.changes.try_recv().is_ok() {}
+        self.changes.forget_so_far();
     }
 }
 
@@ -410,7 +445,8 @@ mod tests {
 
     #[test]
     fn a_gather_looks_past_the_events_before_it_and_not_after() {
-        let (tx, mut changes) = mpsc::channel(1);
+        let (tx, rx) = mpsc::channel(1);
+        let mut changes = RulesetChanges { rx, socket: None };
         let reconciles = tokio::sync::watch::Sender::new(Reconciles::default());
         let mut bindings = BindingReconciles::following(reconciles.subscribe());
         reconciles.send_modify(|r| r.requested += 1);
@@ -422,10 +458,10 @@ mod tests {
             changes: &mut changes,
         }
         .gathering();
-        assert!(changes.try_recv().is_err());
+        assert!(changes.rx.try_recv().is_err());
         // A change during or after the gather still triggers the next check.
         tx.try_send(()).unwrap();
-        assert!(changes.try_recv().is_ok());
+        assert!(changes.rx.try_recv().is_ok());
     }
 
     /// inotify instances open in this process.
