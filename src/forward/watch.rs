@@ -28,6 +28,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -222,6 +223,8 @@ pub struct RulesetChanges {
     rx: mpsc::Receiver<()>,
     /// The netlink socket the reader thread reads (`None` in unit tests).
     socket: Option<Arc<OwnedFd>>,
+    /// Whether the reader thread holds a notification it has not passed on yet.
+    in_hand: Arc<AtomicBool>,
 }
 
 impl RulesetChanges {
@@ -242,6 +245,14 @@ impl RulesetChanges {
                 }
             }
         }
+        // In the middle of a large burst the reader holds one notification most of the time: let
+        // it pass that on (a bounded wait: its next step is a channel send).
+        for _ in 0..1000 {
+            if !self.in_hand.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::yield_now();
+        }
         while self.rx.try_recv().is_ok() {}
     }
 }
@@ -253,22 +264,31 @@ pub fn ruleset_changes() -> io::Result<RulesetChanges> {
     rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 1 << (NFNLGRP_NFTABLES - 1)))?;
     let fd = Arc::new(fd);
     let socket = fd.clone();
+    let in_hand = Arc::new(AtomicBool::new(false));
+    let holding = in_hand.clone();
     let (tx, rx) = mpsc::channel(1);
     std::thread::Builder::new()
         .name("nft-watch".into())
         .spawn(move || {
             let mut buf = vec![0u8; 1 << 16];
             loop {
-                match rustix::net::recv(&*fd, &mut buf[..], RecvFlags::empty()) {
+                let got = rustix::net::recv(&*fd, &mut buf[..], RecvFlags::empty());
+                holding.store(true, Ordering::SeqCst);
+                match got {
                     // ENOBUFS: the burst overflowed the socket; something changed all the same.
                     Ok(_) | Err(rustix::io::Errno::NOBUFS) => {}
-                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(rustix::io::Errno::INTR) => {
+                        holding.store(false, Ordering::SeqCst);
+                        continue;
+                    }
                     Err(e) => {
                         warn!("stopped watching the netfilter ruleset: {e}");
                         return;
                     }
                 }
-                match tx.try_send(()) {
+                let sent = tx.try_send(());
+                holding.store(false, Ordering::SeqCst);
+                match sent {
                     Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
                     Err(mpsc::error::TrySendError::Closed(())) => return,
                 }
@@ -277,6 +297,7 @@ pub fn ruleset_changes() -> io::Result<RulesetChanges> {
     Ok(RulesetChanges {
         rx,
         socket: Some(socket),
+        in_hand,
     })
 }
 
@@ -446,7 +467,11 @@ mod tests {
     #[test]
     fn a_gather_looks_past_the_events_before_it_and_not_after() {
         let (tx, rx) = mpsc::channel(1);
-        let mut changes = RulesetChanges { rx, socket: None };
+        let mut changes = RulesetChanges {
+            rx,
+            socket: None,
+            in_hand: Arc::new(AtomicBool::new(false)),
+        };
         let reconciles = tokio::sync::watch::Sender::new(Reconciles::default());
         let mut bindings = BindingReconciles::following(reconciles.subscribe());
         reconciles.send_modify(|r| r.requested += 1);
