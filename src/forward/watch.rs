@@ -238,12 +238,10 @@ impl RulesetChanges {
     fn forget_so_far(&mut self) {
         if let Some(socket) = &self.socket {
             let mut buf = vec![0u8; 1 << 16];
-            loop {
-                match rustix::net::recv(&**socket, &mut buf[..], RecvFlags::DONTWAIT) {
-                    Ok(_) | Err(rustix::io::Errno::NOBUFS) | Err(rustix::io::Errno::INTR) => {}
-                    Err(_) => break,
-                }
-            }
+            // Until EAGAIN (nothing queued) or another error.
+            while let Ok(_) | Err(rustix::io::Errno::NOBUFS | rustix::io::Errno::INTR) =
+                rustix::net::recv(&**socket, &mut buf[..], RecvFlags::DONTWAIT)
+            {}
         }
         // In the middle of a large burst the reader holds one notification most of the time: let
         // it pass that on (a bounded wait: its next step is a channel send).
