@@ -7,7 +7,8 @@
 //! recorded through virtzone's network hook, so no libvirtd runs; every call the daemon makes is
 //! the daemon's own. firewalld's own time per call is the cost: it is single-threaded Python.
 //!
-//! Run as root: `cargo bench --bench reaction`.
+//! Run as root: `cargo bench --bench reaction` (or, a debug build, `cargo test --locked --bench
+//! reaction`; `REACTION_SMALL=1` measures the 5 + 1 cells only).
 
 // The test suite's lab; this program uses only part of it.
 #[allow(dead_code)]
@@ -52,24 +53,48 @@ struct Call {
     member: String,
 }
 
+/// `KEY=value` of one dbus-monitor header line.
+fn field(line: &str, key: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .map(|v| v.trim_end_matches(';').to_string())
+}
+
 /// The method calls in dbus-monitor's output.
 fn calls(monitor_log: &Path) -> Vec<Call> {
     let text = std::fs::read_to_string(monitor_log).unwrap_or_default();
     text.lines()
         .filter(|l| l.starts_with("method call "))
         .filter_map(|l| {
-            let field = |key: &str| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(key))
-                    .map(|v| v.trim_end_matches(';').to_string())
-            };
             Some(Call {
-                time: field("time=")?.parse().ok()?,
-                sender: field("sender=")?,
-                member: field("member=")?,
+                time: field(l, "time=")?.parse().ok()?,
+                sender: field(l, "sender=")?,
+                member: field(l, "member=")?,
             })
         })
         .collect()
+}
+
+/// How many method calls of `senders` have no reply (or error) yet: a reaction is not over while
+/// firewalld still works on the daemon's calls (under load it may take seconds to answer).
+fn unanswered(monitor_log: &Path, senders: &BTreeMap<String, bool>) -> usize {
+    let text = std::fs::read_to_string(monitor_log).unwrap_or_default();
+    let ours = |who: Option<String>| who.is_some_and(|w| senders.get(&w) == Some(&true));
+    let mut open = BTreeSet::new();
+    for l in text.lines() {
+        if l.starts_with("method call ") && ours(field(l, "sender=")) {
+            if let Some(serial) = field(l, "serial=") {
+                open.insert((field(l, "sender="), serial));
+            }
+        } else if (l.starts_with("method return ") || l.starts_with("error "))
+            && ours(field(l, "destination="))
+        {
+            if let Some(serial) = field(l, "reply_serial=") {
+                open.remove(&(field(l, "destination="), serial));
+            }
+        }
+    }
+    open.len()
 }
 
 struct Cell {
@@ -186,6 +211,15 @@ fn measure(
     let _ = monitor.wait();
     let _ = Command::new("kill").arg(daemon.id().to_string()).status();
     let _ = daemon.wait();
+    // `REACTION_LOGS=DIR`: keep the daemon's log of each cell (run with `VIRTZONE_LOG=debug` to
+    // see each forward check).
+    if let Some(dir) = std::env::var_os("REACTION_LOGS") {
+        let name = format!("daemon-{}-{bindings}.log", release.version());
+        let _ = std::fs::copy(
+            cell.lab.dir().join("daemon.log"),
+            Path::new(&dir).join(name),
+        );
+    }
 
     let span = match (reaction.first(), reaction.last()) {
         (Some(a), Some(b)) => Duration::from_secs_f64((b.time - a.time).max(0.0)),
@@ -235,14 +269,14 @@ impl Seen {
             .collect()
     }
 
-    /// Waits until the daemon has sent nothing for [`QUIET`].
+    /// Waits until the daemon has sent nothing for [`QUIET`], every call of its answered.
     fn quiet(&mut self, cell: &Cell) {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut seen = usize::MAX;
         let mut since = Instant::now();
         loop {
             let n = self.daemon_calls(cell).len();
-            if n != seen {
+            if n != seen || unanswered(&self.log, &self.senders) > 0 {
                 seen = n;
                 since = Instant::now();
             } else if since.elapsed() >= QUIET {
@@ -257,8 +291,13 @@ impl Seen {
 fn main() {
     println!("| firewalld | bindings | forwards | daemon's D-Bus calls after one reload | first→last call | calls by method |");
     println!("|---|---|---|---|---|---|");
+    // `REACTION_SMALL=1`: the 5 + 1 cells only (minutes less, for iterating on the figure).
+    let small = std::env::var_os("REACTION_SMALL").is_some();
     for release in [Release::Debian12, Release::Sid] {
         for (bindings, forwards) in [(5, 1), (200, 200)] {
+            if small && bindings > 5 {
+                continue;
+            }
             let (n, span, by_member) = measure(release, bindings, forwards);
             let members: BTreeSet<(usize, String)> =
                 by_member.into_iter().map(|(m, c)| (c, m)).collect();

@@ -249,25 +249,60 @@ pub struct Reconciled {
     pub snapshot: Snapshot,
     /// The plan: the lost bindings to re-apply, the drift it leaves alone.
     pub plan: plan::ReconcilePlan,
-    /// Each re-applied binding with firewalld's answer (failures are not rolled back: the bindings
-    /// are independent, and the next reconcile tries again).
+    /// Each re-applied binding with firewalld's last answer (failures are not rolled back: the
+    /// bindings are independent, and the next reconcile tries again).
     pub results: Vec<(crate::change::Step, firewalld::Result<()>)>,
 }
 
+/// Passes over the missing bindings in one reconcile: a call that failed (a transient error) gets
+/// another chance, after a pause, before the daemon goes back to waiting for events.
+const PASSES: usize = 3;
+/// Pause before the second and third pass: a firewalld still settling after a reload gets time,
+/// instead of three failures in a row within milliseconds.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// One reconcile of the `desired` bindings against firewalld: snapshot → [`plan::plan_reconcile`] →
-/// executor, with at most `in_flight` calls pipelined. For the daemon, on its start, on firewalld's
-/// `Reloaded` signal and on a new owner of firewalld's bus name.
+/// executor, with at most `in_flight` calls pipelined, and a failed call tried again in up to
+/// [`PASSES`] passes. The daemon's, on its start, on firewalld's `Reloaded` signal and on a new owner
+/// of firewalld's bus name.
 pub async fn reconcile(
     fw: &Firewalld,
     desired: &Bindings,
     in_flight: usize,
 ) -> firewalld::Result<Reconciled> {
     let snapshot = Snapshot::gather(fw, &Scope::default()).await?;
+    if snapshot.running().is_none() {
+        // Nothing to compare with: the next owner of firewalld's name is the next event.
+        return Ok(Reconciled {
+            snapshot,
+            plan: plan::ReconcilePlan::default(),
+            results: Vec::new(),
+        });
+    }
     let plan = plan::plan_reconcile(desired, &snapshot.interfaces);
     let live = Live::new(fw, snapshot.capabilities());
-    let results = Executor::new(&live)
-        .apply_each(&plan.plan.steps, in_flight)
-        .await;
+    let executor = Executor::new(&live);
+    let mut missing = plan.plan.steps.clone();
+    let mut results = Vec::new();
+    for pass in 1..=PASSES {
+        if missing.is_empty() {
+            break;
+        }
+        if pass > 1 {
+            tokio::time::sleep(RETRY_PAUSE * (pass as u32 - 1)).await;
+        }
+        let done = executor.apply_each(&missing, in_flight).await;
+        missing.clear();
+        for (step, result) in done {
+            match result {
+                Err(e) if pass < PASSES => {
+                    tracing::warn!("cannot {step} yet ({e}); trying again");
+                    missing.push(step);
+                }
+                result => results.push((step, result)),
+            }
+        }
+    }
     Ok(Reconciled {
         snapshot,
         plan,

@@ -6,6 +6,7 @@
 //! reason name (for JSON and scripts) and the one sentence people read.
 
 pub mod executor;
+pub mod reads;
 
 use std::fmt;
 
@@ -16,6 +17,7 @@ use crate::names::{BridgeName, ZoneName};
 use crate::zone::{Policy, Zone};
 
 pub use executor::{ExecError, Executor, Mutations};
+pub use reads::Reads;
 
 /// One change to firewalld (or, for the nft steps, to libvirt's nftables table). Every step but
 /// [`Step::Reload`], [`Step::Iptables`] and the nft steps has an inverse

@@ -22,11 +22,8 @@ use tracing::{error, info, warn};
 use zbus::fdo::{DBusProxy, RequestNameFlags, RequestNameReply};
 use zbus::{Connection, MatchRule, MessageStream};
 
-use crate::bind::plan::plan_reconcile;
 use crate::bind::{Bindings, BINDINGS_FILE};
-use crate::change::executor::{Executor, Live};
 use crate::firewalld::proxy::{BUS_NAME as FIREWALLD, PATH as FIREWALLD_PATH};
-use crate::firewalld::snapshot::{Scope, Snapshot};
 use crate::firewalld::{Firewalld, State, CALL_TIMEOUT};
 use crate::forward::watch::{BindingReconciles, Reconciles};
 use crate::state::StateDir;
@@ -41,13 +38,6 @@ pub const PATH: &str = "/org/virtzone/VirtZone1";
 /// (dbus-daemon's `max_replies_per_connection`) and refuses the rest; staying well below leaves room for
 /// `Attach` and `Detach` on the same connection, while still keeping firewalld busy without gaps.
 const IN_FLIGHT: usize = 32;
-/// Passes over the missing bindings in one reconcile: a call that failed (a transient error) gets
-/// another chance, after a pause, before the daemon goes back to waiting for events.
-const PASSES: usize = 3;
-/// Pause before the second and third pass: a firewalld still settling after a reload gets time,
-/// instead of three failures in a row within milliseconds.
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
-
 /// How long a freshly started firewalld may stay in INIT before a reconcile gives up (it is retried at
 /// the next event).
 const INIT_DEADLINE: Duration = Duration::from_secs(120);
@@ -464,47 +454,31 @@ async fn reconcile(shared: &Shared, conn: &Connection) {
             return;
         }
     };
-    // snapshot → plan → executor, as every change to firewalld goes.
-    let snap = match Snapshot::gather(fw, &Scope::default()).await {
-        Ok(s) => s,
+    // snapshot → plan → executor, as every change to firewalld goes (`bind::reconcile`).
+    let done = match crate::bind::reconcile(fw, &desired, IN_FLIGHT).await {
+        Ok(done) => done,
         Err(e) => {
             error!("cannot read firewalld's bindings: {e}");
             return;
         }
     };
-    let Some((version, backend)) = snap
+    let Some((version, backend)) = done
+        .snapshot
         .running()
         .map(|r| (r.version_text.clone(), r.backend.as_str().to_string()))
     else {
         info!("firewalld is not running; waiting for it");
         return;
     };
-    let plan = plan_reconcile(&desired, &snap.interfaces);
+    let plan = &done.plan;
     for warning in &plan.plan.warnings {
         warn!("{}", warning.message);
     }
-    let live = Live::new(fw, snap.capabilities());
-    let executor = Executor::new(&live);
-    let mut missing = plan.plan.steps.clone();
     let mut applied = 0u32;
-    for pass in 1..=PASSES {
-        if missing.is_empty() {
-            break;
-        }
-        if pass > 1 {
-            tokio::time::sleep(RETRY_PAUSE * (pass as u32 - 1)).await;
-        }
-        let results = executor.apply_each(&missing, IN_FLIGHT).await;
-        missing.clear();
-        for (step, result) in results {
-            match result {
-                Ok(()) => applied += 1,
-                Err(e) if pass < PASSES => {
-                    warn!("cannot {step} yet ({e}); trying again");
-                    missing.push(step);
-                }
-                Err(e) => error!("cannot {step}: {e}"),
-            }
+    for (step, result) in &done.results {
+        match result {
+            Ok(()) => applied += 1,
+            Err(e) => error!("cannot {step}: {e}"),
         }
     }
     let count = {

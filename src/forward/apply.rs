@@ -1,19 +1,21 @@
-//! The effects of forwards and allows: gathering [`Facts`] through the typed client
-//! ([`Firewalld`]'s reads, iptables' listing through firewalld's direct interface), and converging:
-//! plan, then apply the [`change::Plan`](crate::change::Plan) with the shared
-//! [`change::Executor`](crate::change::Executor) over [`Live`], the only code that changes
-//! firewalld (and iptables through it).
+//! The effects of forwards and allows: gathering [`Facts`] through the read side of the seam
+//! ([`Reads`]: firewalld's reads, iptables' listing through firewalld's direct interface, nft and
+//! `/proc/sys`), and converging: plan, then apply the [`change::Plan`](crate::change::Plan) with the
+//! shared [`change::Executor`](crate::change::Executor) over [`Live`], the only code that changes
+//! firewalld (and iptables through it). What to read is the planner's decision
+//! ([`ReadScope`], [`LastFullRead`]); this module only reads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use super::iptables::{HAIRPIN_CHAIN, LOCALNET_CHAIN};
-use super::model::{is_localnet, Declared};
+use super::model::Declared;
 use super::network::Networks;
 use super::plan::{
-    route_localnet_key, Facts, Layers, Shape, ALLOW_POLICY, FORWARD_POLICY, FROM_HOST_POLICY,
+    route_localnet_key, uplink_candidates, Facts, LastFullRead, Layers, ReadScope, ALLOW_POLICY,
+    FORWARD_POLICY, FROM_HOST_POLICY,
 };
 use crate::change::executor::Live;
+use crate::change::reads::Reads;
 use crate::change::{Executor, Step};
 use crate::firewalld::{parse_version, Entries, Error, Firewalld};
 
@@ -42,7 +44,7 @@ async fn both_layers(
 
 /// The runtime and permanent entries of policy `name`, where it exists.
 async fn policy_layers(
-    fw: &Firewalld,
+    fw: &impl Reads,
     name: &str,
     runtime: &BTreeSet<String>,
     permanent: &BTreeSet<String>,
@@ -56,10 +58,10 @@ async fn policy_layers(
     .await
 }
 
-/// The runtime and permanent entries of every zone firewalld has (read concurrently: about a
-/// dozen zones, two calls each).
+/// The runtime and permanent entries of every zone firewalld has, or of `only` (read
+/// concurrently: about a dozen zones, two calls each).
 async fn zone_layers(
-    fw: &Firewalld,
+    fw: &impl Reads,
     only: Option<&BTreeSet<String>>,
 ) -> Result<BTreeMap<String, Layers>, Error> {
     let (runtime, permanent) = tokio::try_join!(fw.zones(), fw.permanent_zones())?;
@@ -82,65 +84,156 @@ async fn zone_layers(
     Ok(layers.into_iter().collect())
 }
 
-/// The zones that may hold forwards' zone entries at this process's last read of every zone.
-///
-/// Forwards are entries of the uplink zones (before firewalld 2.2), taken out of zones no uplink is
-/// bound to any more; only a change of the uplink zones (the default zone and the active zones but
-/// libvirt's own) can leave such entries behind. So a check reads every zone (three firewalld calls
-/// each, a dozen zones or more) only when those changed since the last full read, or when forwards
-/// are removed, and otherwise just them. Guests' zones are left out of the comparison: a firewalld
-/// reload drops the virtual networks' runtime bindings until the daemon puts them back, which
-/// changed the active zones twice per reload and cost two full reads (72 calls on 1.3.3).
-static LAST_FULL_READ: std::sync::Mutex<Option<BTreeSet<String>>> = std::sync::Mutex::new(None);
-
-/// The zones that may hold forwards' zone entries: the default zone and every active zone except
-/// libvirt's (whose interfaces are guests' bridges, see `plan::uplink_zones`).
-fn uplink_candidates(default_zone: &str, active: &BTreeSet<String>) -> BTreeSet<String> {
-    active
-        .iter()
-        .filter(|z| ![crate::LIBVIRT_ZONE, crate::LIBVIRT_ROUTED_ZONE].contains(&z.as_str()))
-        .cloned()
-        .chain([default_zone.to_string()])
-        .collect()
+/// How a caller's forward checks run and what one leaves for the next one of the same process:
+/// the daemon's forward watch keeps one for its life ([`Memo::by_the_watch`]), a command one per
+/// run (`Memo::default()`: [`Verify::Regather`]). It replaces a process-global.
+#[derive(Debug)]
+pub struct Memo {
+    /// Whether a convergence gathers again after its changes.
+    verify: Verify,
+    /// The uplink zones at the last read of every zone.
+    full_read: LastFullRead,
+    /// The facts (and the declaration planned with them, and when) of the last full gather, kept
+    /// when the changes made after it touched only the ruleset side
+    /// ([`super::plan::ruleset_only`]): the next check, the one those changes' own ruleset events
+    /// trigger, re-reads only that side (within [`BASIS_FRESH`]).
+    ruleset_basis: Option<(Facts, Declared, Instant)>,
+    /// The daemon's binding reconciles asked for when the last full gather started (see
+    /// `watch::BindingReconciles`): one more since means firewalld reloaded or restarted.
+    pub(super) reconciles: u64,
 }
 
-/// Whether this check must read every zone (see [`LAST_FULL_READ`]); records it when so.
-fn full_zone_read(uplinks: &BTreeSet<String>, removing: bool) -> bool {
-    let mut last = LAST_FULL_READ
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if removing || last.as_ref() != Some(uplinks) {
-        *last = Some(uplinks.clone());
-        true
-    } else {
-        false
+impl Default for Memo {
+    fn default() -> Self {
+        Memo {
+            verify: Verify::Regather,
+            full_read: LastFullRead::default(),
+            ruleset_basis: None,
+            reconciles: 0,
+        }
     }
 }
 
-/// `iptables -t filter -S` through firewalld; `None` when firewalld cannot run it.
-async fn iptables(fw: &Firewalld) -> Option<String> {
-    fw.iptables_rules("filter").await
+impl Memo {
+    /// The daemon's forward watch's: [`Verify::ByTheWatch`].
+    pub fn by_the_watch() -> Self {
+        Memo {
+            verify: Verify::ByTheWatch,
+            ..Memo::default()
+        }
+    }
+
+    /// Whether the next check may re-read the ruleset side only.
+    pub fn has_ruleset_basis(&self) -> bool {
+        self.ruleset_basis.is_some()
+    }
+
+    /// The next check gathers in full (something other than a ruleset change woke it, or firewalld
+    /// reloaded or restarted since the last check).
+    pub fn forget_ruleset_basis(&mut self) {
+        self.ruleset_basis = None;
+    }
+}
+
+/// How long a kept gather may serve as the basis of a ruleset-only check: its own changes' events
+/// arrive within milliseconds; a later event (with iptables-legacy, whose changes nf_tables does
+/// not announce, the next one may come much later) gets a full gather.
+const BASIS_FRESH: Duration = Duration::from_secs(5);
+
+/// The ruleset side of the facts: what libvirt's rebuilds, other programs' rules and virtzone's own
+/// accepts change, and what a firewalld reload wipes.
+struct RulesetSide {
+    iptables: Option<String>,
+    iptables_nat: Option<String>,
+    libvirt_nft: Option<super::nft::GuestInput>,
+    libvirt_nft6: Option<super::nft::GuestInput>,
+    localnet_guard: Option<bool>,
+    route_localnet: BTreeMap<String, bool>,
+    route_localnet_elsewhere: bool,
+    sysctl_writable: bool,
+}
+
+/// Reads the ruleset side for `networks` within `scope`; `nat`: read iptables' nat table.
+async fn ruleset_side(
+    fw: &impl Reads,
+    networks: &Networks,
+    scope: &ReadScope,
+    nat: bool,
+) -> RulesetSide {
+    // The bridges of running networks: those a loopback forward may need `route_localnet` on,
+    // and those it must be turned off on again.
+    let route_localnet: BTreeMap<String, bool> = networks
+        .networks
+        .values()
+        .filter(|r| r.active)
+        .filter_map(|r| {
+            let v = fw.sysctl(&route_localnet_key(r.bridge.as_str()))?;
+            Some((r.bridge.to_string(), v == "1"))
+        })
+        .collect();
+    let route_localnet_elsewhere = fw
+        .route_localnet_on()
+        .iter()
+        .any(|name| !route_localnet.contains_key(name));
+    let sysctl_writable = route_localnet
+        .keys()
+        .next()
+        .is_some_and(|b| fw.sysctl_writable(&route_localnet_key(b)));
+    let guard_wanted = scope.guard(&route_localnet, route_localnet_elsewhere);
+    let iptables_nat = async {
+        if nat {
+            fw.iptables_rules("nat").await
+        } else {
+            None
+        }
+    };
+    let localnet_guard = async {
+        if guard_wanted {
+            fw.localnet_guard_present().await
+        } else {
+            // Nothing could need it.
+            Some(false)
+        }
+    };
+    let (libvirt_nft, libvirt_nft6, iptables, iptables_nat, localnet_guard) = tokio::join!(
+        libvirt_nft(fw, super::nft::FAMILY),
+        libvirt_nft(fw, super::nft::FAMILY6),
+        fw.iptables_rules("filter"),
+        iptables_nat,
+        localnet_guard,
+    );
+    RulesetSide {
+        iptables,
+        iptables_nat,
+        libvirt_nft,
+        libvirt_nft6,
+        localnet_guard,
+        route_localnet,
+        route_localnet_elsewhere,
+        sysctl_writable,
+    }
 }
 
 /// Gathers the facts for `declared` given the recorded networks; `removing`: forwards are being
-/// taken out (their entries are looked for in every zone).
+/// taken out (their entries are looked for in every zone); `last`: the caller's record of its last
+/// full read of the zones.
 pub async fn facts(
-    fw: &Firewalld,
+    fw: &impl Reads,
     declared: &Declared,
     networks: Networks,
     removing: bool,
+    last: &mut LastFullRead,
 ) -> Result<Facts, Error> {
     let (version_text, default_zone, policies) =
         tokio::try_join!(fw.version_text(), fw.default_zone(), fw.policies())?;
     let version = parse_version(&version_text).map_err(|e| Error::Protocol(e.to_string()))?;
-    let zone_shape = matches!(Shape::of(&version, &default_zone), Shape::Zone(_));
+    let scope = ReadScope::of(declared, &version, &default_zone);
     let zone_facts = async {
-        if !zone_shape {
+        if !scope.zones {
             return Ok(Default::default());
         }
-        let active: BTreeSet<String> = fw.active_zones().await?.into_keys().collect();
-        let uplinks = uplink_candidates(&default_zone, &active);
-        let only = (!full_zone_read(&uplinks, removing)).then_some(uplinks);
+        let active = fw.active_zones().await?;
+        let only = last.zones_to_read(uplink_candidates(&default_zone, &active), removing);
         Ok((zone_layers(fw, only.as_ref()).await?, active))
     };
     let has_policies = policies.is_some();
@@ -159,31 +252,10 @@ pub async fn facts(
     };
     let ((zones, active_zones), (forward_policy, allow_policy, from_host_policy)) =
         tokio::try_join!(zone_facts, policy_facts)?;
-    // The bridges of running networks: those a loopback forward may need `route_localnet` on,
-    // and those it must be turned off on again.
-    let route_localnet: BTreeMap<String, bool> = networks
-        .networks
-        .values()
-        .filter(|r| r.active)
-        .filter_map(|r| {
-            let v = crate::host::read_sysctl(&route_localnet_key(r.bridge.as_str()))?;
-            Some((r.bridge.to_string(), v == "1"))
-        })
-        .collect();
-    let route_localnet_elsewhere = crate::host::route_localnet_on()
-        .iter()
-        .any(|name| !route_localnet.contains_key(name));
-    let sysctl_writable = route_localnet
-        .keys()
-        .next()
-        .is_some_and(|b| crate::host::sysctl_writable(&route_localnet_key(b)));
-    let localnet = declared.forwards.iter().any(is_localnet);
-    let hairpin = declared.forwards.iter().any(|f| f.hairpin);
-    let need_bridge_zones = !declared.allows.is_empty() || zone_shape || localnet;
     // The rest is independent reads (D-Bus calls, nft runs): all at once, so that a check costs
     // about its slowest read rather than the sum (it runs after every ruleset change).
     let bridge_zones = async {
-        if !need_bridge_zones {
+        if !scope.bridge_zones {
             return Ok(BTreeMap::new());
         }
         let found = futures_util::future::try_join_all(networks.networks.values().map(|rec| {
@@ -196,40 +268,8 @@ pub async fn facts(
         .await?;
         Ok::<_, Error>(found.into_iter().flatten().collect::<BTreeMap<_, _>>())
     };
-    let iptables_nat = async {
-        let listing = fw.iptables_rules("nat").await;
-        if localnet || hairpin {
-            listing
-        } else {
-            // Nothing to plan there unless a chain of ours is left over.
-            listing.filter(|l| {
-                l.lines().any(|l| {
-                    l == format!("-N {HAIRPIN_CHAIN}") || l == format!("-N {LOCALNET_CHAIN}")
-                })
-            })
-        }
-    };
-    let guard_wanted =
-        localnet || route_localnet_elsewhere || route_localnet.values().any(|&on| on);
-    let localnet_guard = async {
-        if guard_wanted {
-            tokio::task::spawn_blocking(crate::host::localnet_guard_present)
-                .await
-                .ok()
-                .flatten()
-        } else {
-            // Nothing could need it.
-            Some(false)
-        }
-    };
-    let (bridge_zones, libvirt_nft, libvirt_nft6, iptables, iptables_nat, localnet_guard) = tokio::join!(
-        bridge_zones,
-        libvirt_nft(super::nft::FAMILY),
-        libvirt_nft(super::nft::FAMILY6),
-        iptables(fw),
-        iptables_nat,
-        localnet_guard,
-    );
+    let (bridge_zones, side) =
+        tokio::join!(bridge_zones, ruleset_side(fw, &networks, &scope, true));
     Ok(Facts {
         version,
         default_zone,
@@ -241,15 +281,42 @@ pub async fn facts(
         policies: has_policies,
         networks,
         bridge_zones: bridge_zones?,
-        libvirt_nft,
-        libvirt_nft6,
-        iptables,
-        iptables_nat,
-        localnet_guard,
-        route_localnet,
-        route_localnet_elsewhere,
-        sysctl_writable,
+        libvirt_nft: side.libvirt_nft,
+        libvirt_nft6: side.libvirt_nft6,
+        iptables: side.iptables,
+        iptables_nat: side.iptables_nat,
+        localnet_guard: side.localnet_guard,
+        route_localnet: side.route_localnet,
+        route_localnet_elsewhere: side.route_localnet_elsewhere,
+        sysctl_writable: side.sysctl_writable,
     })
+}
+
+/// `basis` (a full gather's facts) with its ruleset side read again: the check after virtzone's
+/// own ruleset-only changes, which firewalld's side cannot have seen change. iptables' nat table is
+/// read only where the planner would look at it.
+async fn refresh_ruleset(fw: &impl Reads, basis: Facts, declared: &Declared) -> Facts {
+    let scope = ReadScope::of(declared, &basis.version, &basis.default_zone);
+    let nat = scope.localnet
+        || scope.hairpin
+        || basis.iptables_nat.as_deref().is_some_and(|l| {
+            l.lines().any(|l| {
+                l == format!("-N {}", super::iptables::HAIRPIN_CHAIN)
+                    || l == format!("-N {}", super::iptables::LOCALNET_CHAIN)
+            })
+        });
+    let side = ruleset_side(fw, &basis.networks, &scope, nat).await;
+    Facts {
+        libvirt_nft: side.libvirt_nft,
+        libvirt_nft6: side.libvirt_nft6,
+        iptables: side.iptables,
+        iptables_nat: side.iptables_nat,
+        localnet_guard: side.localnet_guard,
+        route_localnet: side.route_localnet,
+        route_localnet_elsewhere: side.route_localnet_elsewhere,
+        sysctl_writable: side.sysctl_writable,
+        ..basis
+    }
 }
 
 /// How many plan/execute rounds one convergence may take: a round ending in a reload is followed
@@ -270,22 +337,47 @@ pub enum Verify {
 }
 
 /// Brings firewalld and iptables to `declared` (removing `gone`'s entries): gather, plan, execute,
-/// until nothing is left to do (see [`Verify`]). Returns the steps carried out.
+/// until nothing is left to do (see [`Verify`], in `memo`: the caller's [`Memo`]). Returns
+/// the steps carried out.
 pub async fn converge(
     fw: &Firewalld,
     declared: &Declared,
     gone: &[super::model::Forward],
     networks: &Networks,
-    verify: Verify,
+    memo: &mut Memo,
 ) -> Result<usize, super::ForwardError> {
+    let verify = memo.verify;
     // The capabilities only choose how zones are added, which forwards never do.
     let live = Live::new(fw, None);
     let exec = Executor::new(&live);
     let mut total = 0;
+    // Only for the first round, and only for the declaration and networks it was gathered with.
+    let mut basis = memo.ruleset_basis.take().filter(|(f, d, at)| {
+        gone.is_empty() && d == declared && f.networks == *networks && at.elapsed() < BASIS_FRESH
+    });
     for _ in 0..ROUNDS {
-        let facts = facts(fw, declared, networks.clone(), !gone.is_empty()).await?;
+        let (facts, full) = match basis.take() {
+            Some((basis, _, _)) => (refresh_ruleset(fw, basis, declared).await, false),
+            None => {
+                let removing = !gone.is_empty();
+                let facts = facts(
+                    fw,
+                    declared,
+                    networks.clone(),
+                    removing,
+                    &mut memo.full_read,
+                )
+                .await?;
+                (facts, true)
+            }
+        };
         let plan =
             super::plan::plan(declared, gone, &facts).map_err(super::ForwardError::Refused)?;
+        tracing::debug!(
+            "forwards: {} check, {} step(s) planned",
+            if full { "full" } else { "ruleset-only" },
+            plan.steps.len()
+        );
         for w in &plan.warnings {
             tracing::warn!("{}", w.message);
         }
@@ -297,7 +389,7 @@ pub async fn converge(
         let reload = plan.steps.contains(&Step::Reload);
         // libvirt's nftables rules before the reload, to see its rebuild after it.
         let nft_before = if reload {
-            libvirt_nft(super::nft::FAMILY).await
+            libvirt_nft(fw, super::nft::FAMILY).await
         } else {
             None
         };
@@ -306,6 +398,11 @@ pub async fn converge(
             wait_for_libvirt(fw, nft_before).await;
         }
         if !reload && verify == Verify::ByTheWatch {
+            // The watch's next check, which these changes' own ruleset events trigger, needs to
+            // look at the ruleset only (at most once after a full gather).
+            if full && super::plan::ruleset_only(&plan.steps) {
+                memo.ruleset_basis = Some((facts, declared.clone(), Instant::now()));
+            }
             return Ok(total);
         }
     }
@@ -315,13 +412,8 @@ pub async fn converge(
 /// `nft -j list table FAMILY libvirt_network` (libvirt's nftables firewall backend), parsed;
 /// `None` when the table does not exist, nft is missing, or its answer does not parse (then only
 /// the iptables path is planned, as before libvirt had this backend).
-async fn libvirt_nft(family: &'static str) -> Option<super::nft::GuestInput> {
-    let json = tokio::task::spawn_blocking(move || {
-        crate::external::nft_json(&["list", "table", family, super::nft::TABLE])
-    })
-    .await
-    .ok()?
-    .ok()?;
+async fn libvirt_nft(fw: &impl Reads, family: &'static str) -> Option<super::nft::GuestInput> {
+    let json = fw.nft_table(family, super::nft::TABLE).await?;
     match super::nft::GuestInput::parse(&json, family) {
         Ok(chain) => Some(chain),
         Err(e) => {
@@ -331,16 +423,21 @@ async fn libvirt_nft(family: &'static str) -> Option<super::nft::GuestInput> {
     }
 }
 
-/// Whether libvirt keeps rules for `bridge` with either firewall backend: its iptables chain
-/// `LIBVIRT_FWI` exists, or its nftables chain `guest_input` names the bridge.
-pub async fn libvirt_rules_present(fw: &Firewalld, bridge: &str) -> bool {
-    if iptables(fw)
+/// Whether libvirt's iptables backend has its chains in place (`LIBVIRT_FWI` in the filter table).
+async fn libvirt_iptables_present(fw: &impl Reads) -> bool {
+    fw.iptables_rules("filter")
         .await
         .is_some_and(|l| l.lines().any(|l| l == "-N LIBVIRT_FWI"))
-    {
+}
+
+/// The libvirt-backend fact per bridge: whether libvirt keeps rules for `bridge` with either
+/// firewall backend — its iptables chain `LIBVIRT_FWI` exists, or its nftables chain
+/// `guest_input` names the bridge.
+pub async fn libvirt_rules_present(fw: &impl Reads, bridge: &str) -> bool {
+    if libvirt_iptables_present(fw).await {
         return true;
     }
-    libvirt_nft(super::nft::FAMILY)
+    libvirt_nft(fw, super::nft::FAMILY)
         .await
         .is_some_and(|c| c.bridges().contains(bridge))
 }
@@ -350,23 +447,116 @@ pub async fn libvirt_rules_present(fw: &Firewalld, bridge: &str) -> bool {
 /// flush) or buried behind its reject (nftables: libvirt re-inserts its rules at the top of
 /// `guest_input` on `Reloaded`; `nft_before` is that chain before the reload). The daemon re-checks
 /// on every ruleset change anyway; this keeps the CLI alone from racing libvirt.
-async fn wait_for_libvirt(fw: &Firewalld, nft_before: Option<super::nft::GuestInput>) {
+async fn wait_for_libvirt(fw: &impl Reads, nft_before: Option<super::nft::GuestInput>) {
     let start = Instant::now();
     let nft_before = nft_before.filter(|c| !c.bridges().is_empty());
     while start.elapsed() < LIBVIRT_REBUILD {
         if let Some(before) = &nft_before {
-            if libvirt_nft(super::nft::FAMILY)
+            if libvirt_nft(fw, super::nft::FAMILY)
                 .await
                 .is_some_and(|now| now.rebuilt_since(before))
             {
                 return;
             }
-        } else if iptables(fw)
-            .await
-            .is_some_and(|l| l.lines().any(|l| l == "-N LIBVIRT_FWI"))
-        {
+        } else if libvirt_iptables_present(fw).await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::reads::fake::Recorded;
+
+    /// firewalld 1.3.3 (forwards are zone entries) with five zones, `eth0` in `public` and the
+    /// network's bridge in `libvirt`.
+    fn firewalld_1_3_3() -> Recorded {
+        let zones: BTreeMap<String, Entries> = ["block", "dmz", "libvirt", "public", "work"]
+            .into_iter()
+            .map(|z| (z.to_string(), Entries::default()))
+            .collect();
+        let policies: BTreeMap<String, Entries> =
+            [("allow-host-ipv6".to_string(), Entries::default())].into();
+        Recorded {
+            version: Some("1.3.3".into()),
+            default_zone: "public".into(),
+            zones: zones.clone(),
+            permanent_zones: zones,
+            policies: Some(policies.clone()),
+            permanent_policies: Some(policies),
+            interfaces: [
+                ("eth0".to_string(), "public".to_string()),
+                ("virbr1".to_string(), "libvirt".to_string()),
+            ]
+            .into(),
+            iptables: [("filter".to_string(), "-P FORWARD ACCEPT\n".to_string())].into(),
+            ..Recorded::default()
+        }
+    }
+
+    fn count(calls: &[String], prefix: &str) -> usize {
+        calls.iter().filter(|c| c.starts_with(prefix)).count()
+    }
+
+    #[tokio::test]
+    async fn a_gather_reads_every_zone_once_per_owner_and_then_only_the_uplinks() {
+        let fw = firewalld_1_3_3();
+        let d = Declared::default();
+        let mut daemon = LastFullRead::default();
+        let f = facts(&fw, &d, Networks::default(), false, &mut daemon)
+            .await
+            .unwrap();
+        assert_eq!(f.zones.len(), 5);
+        assert_eq!(count(&fw.take_calls(), "getZoneSettings2"), 5);
+        // The same owner's next check: the uplink zone only.
+        let f = facts(&fw, &d, Networks::default(), false, &mut daemon)
+            .await
+            .unwrap();
+        assert_eq!(f.zones.keys().collect::<Vec<_>>(), ["public"]);
+        assert_eq!(count(&fw.take_calls(), "getZoneSettings2"), 1);
+        // A second owner in the same process is not misled by the first one's reads (a
+        // process-global record made it skip zones it never read).
+        let mut command = LastFullRead::default();
+        facts(&fw, &d, Networks::default(), false, &mut command)
+            .await
+            .unwrap();
+        assert_eq!(count(&fw.take_calls(), "getZoneSettings2"), 5);
+    }
+
+    #[tokio::test]
+    async fn the_check_after_own_ruleset_changes_reads_the_ruleset_only() {
+        let fw = firewalld_1_3_3();
+        let d = Declared::default();
+        let basis = facts(&fw, &d, Networks::default(), false, &mut Default::default())
+            .await
+            .unwrap();
+        let full = fw.take_calls();
+        assert!(count(&full, "getZone") > 5, "{full:?}");
+        let fresh = "-P FORWARD ACCEPT\n-N VIRTZONE_FWD\n";
+        let fw = Recorded {
+            iptables: [("filter".to_string(), fresh.to_string())].into(),
+            ..firewalld_1_3_3()
+        };
+        let light = refresh_ruleset(&fw, basis.clone(), &d).await;
+        assert_eq!(light.iptables.as_deref(), Some(fresh));
+        assert_eq!(light.zones, basis.zones);
+        // One firewalld call (the filter listing), no nat listing nobody plans with, no version,
+        // zones, policies or interfaces; libvirt's nft tables are host reads.
+        let calls = fw.take_calls();
+        let dbus: Vec<&String> = calls.iter().filter(|c| !c.starts_with("nft")).collect();
+        assert_eq!(dbus, ["passthrough -t filter -S"], "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn libvirt_rules_present_answers_from_either_backend_through_the_reads() {
+        let mut fw = firewalld_1_3_3();
+        assert!(!libvirt_rules_present(&fw, "virbr1").await);
+        fw.iptables.insert(
+            "filter".into(),
+            "-P FORWARD ACCEPT\n-N LIBVIRT_FWI\n".into(),
+        );
+        assert!(libvirt_rules_present(&fw, "virbr1").await);
     }
 }

@@ -253,8 +253,15 @@ pub async fn apply_declared(
         let res = domain::effective(&next, &removed, &domains, &networks, &seen);
         let mut all_gone = gone.clone();
         all_gone.extend(res.gone.iter().cloned());
-        let facts =
-            apply::facts(&fw, &res.declared, networks.clone(), !all_gone.is_empty()).await?;
+        let removing = !all_gone.is_empty();
+        let facts = apply::facts(
+            &fw,
+            &res.declared,
+            networks.clone(),
+            removing,
+            &mut Default::default(),
+        )
+        .await?;
         let planned =
             plan::plan(&res.declared, &all_gone, &facts).map_err(ForwardError::Refused)?;
         let mut changes = changes;

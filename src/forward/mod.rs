@@ -161,14 +161,14 @@ async fn converge_all(
     gone: &[Forward],
     removed: &[DomainForward],
     networks: &Networks,
-    verify: apply::Verify,
+    memo: &mut apply::Memo,
 ) -> Result<(usize, domain::Resolution), ForwardError> {
     let mut domains = domains_in(state)?;
     let seen = domain::observe(&domain::lease_dir()?, declared, &domains, networks);
     let res = domain::effective(declared, removed, &domains, networks, &seen);
     let mut all_gone = gone.to_vec();
     all_gone.extend(res.gone.iter().cloned());
-    let steps = apply::converge(fw, &res.declared, &all_gone, networks, verify).await?;
+    let steps = apply::converge(fw, &res.declared, &all_gone, networks, memo).await?;
     if domains.applied != res.applied || domains.uuids != res.uuids {
         domains.applied = res.applied.clone();
         domains.uuids = res.uuids.clone();
@@ -222,7 +222,7 @@ async fn apply_and_record(
         gone,
         removed,
         networks,
-        apply::Verify::Regather,
+        &mut apply::Memo::default(),
     )
     .await?;
     let Err(e) = state.write(FORWARDS_FILE, declared) else {
@@ -241,7 +241,17 @@ async fn apply_and_record(
         .filter(|f| !before.domain_forwards.iter().any(|b| b.id == f.id))
         .cloned()
         .collect();
-    match converge_all(fw, state, before, &added, &added_domain, networks, apply::Verify::Regather).await {
+    let mut memo = apply::Memo::default();
+    let undo = converge_all(
+        fw,
+        state,
+        before,
+        &added,
+        &added_domain,
+        networks,
+        &mut memo,
+    );
+    match undo.await {
         Ok(_) => Err(ForwardError::Failed(format!(
             "{e}; the change to firewalld was undone"
         ))),
@@ -408,7 +418,7 @@ async fn put_back(
         &[],
         &[],
         networks,
-        apply::Verify::Regather,
+        &mut apply::Memo::default(),
     )
     .await?;
     Ok(())
@@ -738,7 +748,7 @@ pub async fn purge(state: &StateDir) -> Result<String, ForwardError> {
     )
     .await
     .map_err(remains)?;
-    let facts = apply::facts(&fw, &declared, networks, true)
+    let facts = apply::facts(&fw, &declared, networks, true, &mut Default::default())
         .await
         .map_err(|e| remains(e.into()))?;
     let live = crate::change::executor::Live::new(&fw, None);
@@ -862,9 +872,8 @@ pub async fn change_allow(
 /// Re-applies everything declared (the daemon after ruleset changes, the hook after a network
 /// starts or stops). Does nothing, and asks nothing of firewalld, when nothing is declared.
 pub async fn reconcile(fw: &Firewalld, state: &StateDir) -> Result<usize, ForwardError> {
-    Ok(reconcile_checked(fw, state, apply::Verify::Regather, None)
-        .await?
-        .steps)
+    let mut memo = apply::Memo::default();
+    Ok(reconcile_checked(fw, state, None, &mut memo).await?.steps)
 }
 
 /// What one re-application did and found.
@@ -879,11 +888,14 @@ pub struct Reconciled {
 }
 
 /// [`reconcile`], also telling whether a domain forward waits and which cannot be resolved.
+/// `memo`: the caller's record of its earlier checks ([`apply::Memo`]); with a ruleset basis in
+/// it (the check after the daemon's own ruleset-only changes) firewalld is not asked again whether
+/// it runs nor waited for: the check reads only the ruleset side.
 pub async fn reconcile_checked(
     fw: &Firewalld,
     state: &StateDir,
-    verify: apply::Verify,
-    bindings: Option<&mut watch::BindingReconciles>,
+    daemon: Option<watch::Triggers<'_>>,
+    memo: &mut apply::Memo,
 ) -> Result<Reconciled, ForwardError> {
     // A first look without the lock, which would create the state directory: most hosts declare
     // nothing, and then nothing is touched (nor waited for, nor asked of firewalld).
@@ -892,17 +904,30 @@ pub async fn reconcile_checked(
     }
     // The daemon's check waits for its binding reconcile, before taking the store's lock (which
     // `forward add` needs meanwhile).
-    if let Some(bindings) = bindings {
-        bindings.settle(fw).await;
+    // A firewalld reload or restart since the last gather (a binding reconcile asked for) means a
+    // full gather.
+    let light = memo.has_ruleset_basis()
+        && daemon
+            .as_ref()
+            .is_none_or(|d| d.bindings.requested() == memo.reconciles);
+    if !light {
+        memo.forget_ruleset_basis();
+    }
+    if let Some(mut daemon) = daemon {
+        if !light {
+            daemon.bindings.settle(fw).await;
+            memo.reconciles = daemon.bindings.requested();
+        }
+        daemon.gathering();
     }
     let state = &store(state)?;
     let _lock = state.lock().await?;
     let declared = declared_in(state)?;
-    if !fw.is_running().await? {
+    if !light && !crate::change::Reads::is_running(fw).await? {
         return Ok(Reconciled::default());
     }
     let networks = networks_in(state)?;
-    let (steps, res) = converge_all(fw, state, &declared, &[], &[], &networks, verify).await?;
+    let (steps, res) = converge_all(fw, state, &declared, &[], &[], &networks, memo).await?;
     Ok(Reconciled {
         steps,
         waiting: res.waiting(),
@@ -1038,7 +1063,9 @@ where
             return Ok(());
         }
         if let Some(fw) = connect().await {
-            let done = reconcile_checked(&fw, &main, apply::Verify::Regather, None).await?;
+            let mut memo = apply::Memo::default();
+            let check = reconcile_checked(&fw, &main, None, &mut memo);
+            let done = check.await?;
             for p in done.problems {
                 eprintln!("virtzone: warning: {p}");
             }

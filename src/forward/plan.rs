@@ -85,7 +85,8 @@ pub struct Facts {
     pub bridge_zones: BTreeMap<String, String>,
     /// `iptables -t filter -S` (IPv4), `None` when it could not be read.
     pub iptables: Option<String>,
-    /// `iptables -t nat -S` (IPv4), read only when hairpin forwards exist or our chain is there.
+    /// `iptables -t nat -S` (IPv4), as read (the planner looks at it only when hairpin or loopback
+    /// forwards exist or a chain of ours is there).
     pub iptables_nat: Option<String>,
     /// libvirt's `guest_input` chain of `table ip libvirt_network` (its nftables firewall
     /// backend), `None` when that table does not exist or cannot be read.
@@ -210,6 +211,111 @@ pub fn uplink_zones(facts: &Facts) -> BTreeSet<String> {
         .cloned()
         .chain([facts.default_zone.clone()])
         .collect()
+}
+
+/// What a forward check reads beyond firewalld's version, default zone and policy names: decided
+/// here from those and the declaration, so that the reader (`apply::facts`) only reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadScope {
+    /// Forwards are zone entries ([`Shape::Zone`]): the zones' entries and the active zones.
+    pub zones: bool,
+    /// The runtime zone of every recorded network's bridge.
+    pub bridge_zones: bool,
+    /// A forward of the host's loopback address is declared.
+    pub localnet: bool,
+    /// A `--hairpin` forward is declared.
+    pub hairpin: bool,
+}
+
+impl ReadScope {
+    /// The scope for `declared` on firewalld `version` with default zone `default_zone`.
+    pub fn of(declared: &Declared, version: &Version, default_zone: &str) -> ReadScope {
+        let zones = matches!(Shape::of(version, default_zone), Shape::Zone(_));
+        let localnet = declared.forwards.iter().any(is_localnet);
+        ReadScope {
+            zones,
+            bridge_zones: !declared.allows.is_empty() || zones || localnet,
+            localnet,
+            hairpin: declared.forwards.iter().any(|f| f.hairpin),
+        }
+    }
+
+    /// Whether the localnet guard's presence matters: a loopback forward exists, or
+    /// `route_localnet` is on somewhere (the guard must stay while it is).
+    pub fn guard(&self, route_localnet: &BTreeMap<String, bool>, elsewhere: bool) -> bool {
+        self.localnet || elsewhere || route_localnet.values().any(|&on| on)
+    }
+}
+
+/// The zones that may hold forwards' zone entries: the default zone and every active zone except
+/// libvirt's (whose interfaces are guests' bridges, see [`uplink_zones`]).
+pub fn uplink_candidates(default_zone: &str, active: &BTreeSet<String>) -> BTreeSet<String> {
+    active
+        .iter()
+        .filter(|z| ![crate::LIBVIRT_ZONE, crate::LIBVIRT_ROUTED_ZONE].contains(&z.as_str()))
+        .cloned()
+        .chain([default_zone.to_string()])
+        .collect()
+}
+
+/// The uplink candidates at the last read of every zone, kept by whoever runs the checks (the
+/// daemon's forward watch for its life, a command for its run) and passed in.
+///
+/// Forwards are entries of the uplink zones (before firewalld 2.2), taken out of zones no uplink is
+/// bound to any more; only a change of the uplink zones (the default zone and the active zones but
+/// libvirt's own) can leave such entries behind. So a check reads every zone (three firewalld calls
+/// each, a dozen zones or more) only when those changed since the last full read, or when forwards
+/// are removed, and otherwise just them. Guests' zones are left out of the comparison: a firewalld
+/// reload drops the virtual networks' runtime bindings until the daemon puts them back, which
+/// changed the active zones twice per reload and cost two full reads (72 calls on 1.3.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastFullRead(Option<BTreeSet<String>>);
+
+impl LastFullRead {
+    /// Whether this check must read every zone (`None`) or only `uplinks` (`Some`); records a
+    /// full read.
+    pub fn zones_to_read(
+        &mut self,
+        uplinks: BTreeSet<String>,
+        removing: bool,
+    ) -> Option<BTreeSet<String>> {
+        if removing || self.0.as_ref() != Some(&uplinks) {
+            self.0 = Some(uplinks);
+            None
+        } else {
+            Some(uplinks)
+        }
+    }
+}
+
+/// `iptables -t nat -S` as the planner looks at it: without hairpin or loopback forwards there is
+/// nothing to plan there unless a chain of ours is left over.
+fn nat_listing<'a>(listing: Option<&'a str>, declared: &Declared) -> Option<&'a str> {
+    let needed = declared
+        .forwards
+        .iter()
+        .any(|f| f.hairpin || is_localnet(f));
+    listing.filter(|l| {
+        needed
+            || l.lines()
+                .any(|l| l == format!("-N {HAIRPIN_CHAIN}") || l == format!("-N {LOCALNET_CHAIN}"))
+    })
+}
+
+/// Whether `steps` change only the ruleset side of the facts (iptables, libvirt's nftables table,
+/// the localnet guard, kernel settings), never firewalld's zones or policies: after such a plan,
+/// what the gather read of firewalld still holds.
+pub fn ruleset_only(steps: &[Step]) -> bool {
+    steps.iter().all(|s| {
+        matches!(
+            s,
+            Step::Iptables { .. }
+                | Step::NftInsertRules { .. }
+                | Step::NftDeleteRules { .. }
+                | Step::LocalnetGuard { .. }
+                | Step::Sysctl { .. }
+        )
+    })
 }
 
 /// The masquerade rules (arguments after `-A VIRTZONE_HAIRPIN`) of `--hairpin` forwards to IPv4
@@ -426,7 +532,8 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
              can forward the guests' own connections without editing the libvirt zone; leave it out",
         ));
     }
-    let (nat_before, nat_after) = match &facts.iptables_nat {
+    let nat = nat_listing(facts.iptables_nat.as_deref(), declared);
+    let (nat_before, nat_after) = match nat {
         Some(listing) => {
             iptables::chain_steps("nat", listing, HAIRPIN_CHAIN, "POSTROUTING", &hairpins)
         }
@@ -441,7 +548,7 @@ pub fn plan(declared: &Declared, gone: &[Forward], facts: &Facts) -> Result<Plan
     };
     steps.extend(nat_before);
     let localnet = localnet_rules(declared, &facts.networks);
-    let (local_before, local_after) = match &facts.iptables_nat {
+    let (local_before, local_after) = match nat {
         Some(listing) => iptables::chain_steps("nat", listing, LOCALNET_CHAIN, "POSTROUTING", &localnet),
         None if localnet.is_empty() => (Vec::new(), Vec::new()),
         None => {
@@ -814,6 +921,77 @@ mod tests {
 
     const LIBVIRT_ONLY: &str = "-P FORWARD ACCEPT\n-N LIBVIRT_FWI\n-A FORWARD -j LIBVIRT_FWX\n\
                                 -A FORWARD -j LIBVIRT_FWI\n-A FORWARD -j LIBVIRT_FWO\n";
+
+    #[test]
+    fn the_nat_listing_is_planned_only_for_hairpin_loopback_or_our_left_over_chain() {
+        // Nothing declared any more (a plan that adds a policy reloads, and defers the rest).
+        let d = Declared::default();
+        let nat_steps = |listing: &str| {
+            let mut f = facts("2.3.1", LIBVIRT_ONLY);
+            f.iptables_nat = Some(listing.into());
+            plan(&d, &[], &f)
+                .unwrap()
+                .steps
+                .into_iter()
+                .filter(|s| matches!(s, Step::Iptables { table, .. } if table == "nat"))
+                .count()
+        };
+        // Other programs' nat rules: nothing to plan (the reader no longer filters the listing).
+        assert_eq!(nat_steps("-P POSTROUTING ACCEPT\n-N LIBVIRT_PRT\n"), 0);
+        // A chain of ours left over without hairpin forwards: taken out.
+        let left_over = format!(
+            "-P POSTROUTING ACCEPT\n-N {HAIRPIN_CHAIN}\n-A POSTROUTING -j {HAIRPIN_CHAIN}\n"
+        );
+        assert!(nat_steps(&left_over) > 0);
+    }
+
+    #[test]
+    fn only_ruleset_steps_keep_the_gather_for_the_next_check() {
+        let ipt = Step::Iptables {
+            table: "filter".into(),
+            args: vec!["-N".into(), "VIRTZONE_FWD".into()],
+        };
+        assert!(ruleset_only(&[
+            ipt.clone(),
+            Step::LocalnetGuard { present: true }
+        ]));
+        assert!(!ruleset_only(&[ipt, Step::Reload]));
+        let d = Declared {
+            forwards: vec![fwd(1, "192.0.2.5", 8080, 80)],
+            ..Declared::default()
+        };
+        // The first forward on 1.3.3 adds zone entries too: the next check gathers in full.
+        let steps = plan(&d, &[], &facts("1.3.3", LIBVIRT_ONLY)).unwrap().steps;
+        assert!(!ruleset_only(&steps));
+    }
+
+    #[test]
+    fn a_full_zone_read_is_owned_by_its_caller_and_repeated_when_uplinks_change() {
+        let uplinks = |z: &[&str]| z.iter().map(|z| z.to_string()).collect::<BTreeSet<_>>();
+        let mut daemon = LastFullRead::default();
+        assert_eq!(daemon.zones_to_read(uplinks(&["public"]), false), None);
+        assert_eq!(
+            daemon.zones_to_read(uplinks(&["public"]), false),
+            Some(uplinks(&["public"]))
+        );
+        // Another caller (a command in the same process, a test) has read nothing yet.
+        let mut other = LastFullRead::default();
+        assert_eq!(other.zones_to_read(uplinks(&["public"]), false), None);
+        assert_eq!(
+            daemon.zones_to_read(uplinks(&["public", "work"]), false),
+            None
+        );
+        assert_eq!(
+            daemon.zones_to_read(uplinks(&["public", "work"]), true),
+            None
+        );
+        // libvirt's zones are never uplinks.
+        let active = uplinks(&["libvirt", "work"]);
+        assert_eq!(
+            uplink_candidates("public", &active),
+            uplinks(&["public", "work"])
+        );
+    }
 
     #[test]
     fn shape_follows_the_measured_versions() {

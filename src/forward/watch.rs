@@ -6,7 +6,9 @@
 //! signal. Instead the daemon listens to nf_tables' own change notifications (netlink group
 //! `NFNLGRP_NFTABLES`, which also carries iptables-nft's changes) and re-checks after each burst:
 //! whatever acts last, virtzone's check comes after it. Its own changes cause one more check, which
-//! finds everything in place. Events arriving during a check coalesce into one more check.
+//! finds everything in place; when they touched only the ruleset (the accepts a reload dropped),
+//! that check reads only the ruleset side and reuses the rest of the gather before it (see
+//! `apply::Memo`). Events arriving during a check coalesce into one more check.
 //!
 //! Domain forwards add triggers: the qemu hook's record of a started domain (inotify on the
 //! forwards' store, where it writes `domains.json`), and a guest's first DHCP lease, which changes
@@ -26,6 +28,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,33 +217,86 @@ impl DirWatch {
     }
 }
 
-/// A receiver that yields once per burst of ruleset changes (capacity one: bursts coalesce). It
-/// ends when the socket fails.
-pub fn ruleset_changes() -> io::Result<mpsc::Receiver<()>> {
+/// The ruleset watch: yields once per burst of ruleset changes (capacity one: bursts coalesce),
+/// and ends when the socket fails.
+pub struct RulesetChanges {
+    rx: mpsc::Receiver<()>,
+    /// The netlink socket the reader thread reads (`None` in unit tests).
+    socket: Option<Arc<OwnedFd>>,
+    /// Whether the reader thread holds a notification it has not passed on yet.
+    in_hand: Arc<AtomicBool>,
+}
+
+impl RulesetChanges {
+    /// The next burst; `None` once the watch ended.
+    pub async fn recv(&mut self) -> Option<()> {
+        self.rx.recv().await
+    }
+
+    /// Forgets the changes announced so far: those the reader passed on, and those still queued in
+    /// the socket (read here without waiting, and dropped).
+    fn forget_so_far(&mut self) {
+        if let Some(socket) = &self.socket {
+            let mut buf = vec![0u8; 1 << 16];
+            // Until EAGAIN (nothing queued) or another error.
+            while let Ok(_) | Err(rustix::io::Errno::NOBUFS | rustix::io::Errno::INTR) =
+                rustix::net::recv(&**socket, &mut buf[..], RecvFlags::DONTWAIT)
+            {}
+        }
+        // In the middle of a large burst the reader holds one notification most of the time: let
+        // it pass that on (a bounded wait: its next step is a channel send).
+        for _ in 0..1000 {
+            if !self.in_hand.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        while self.rx.try_recv().is_ok() {}
+    }
+}
+
+/// Starts the ruleset watch: nf_tables' change notifications (netlink group `NFNLGRP_NFTABLES`),
+/// read by one thread for the daemon's life.
+pub fn ruleset_changes() -> io::Result<RulesetChanges> {
     let fd = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, Some(NETFILTER))?;
     rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 1 << (NFNLGRP_NFTABLES - 1)))?;
+    let fd = Arc::new(fd);
+    let socket = fd.clone();
+    let in_hand = Arc::new(AtomicBool::new(false));
+    let holding = in_hand.clone();
     let (tx, rx) = mpsc::channel(1);
     std::thread::Builder::new()
         .name("nft-watch".into())
         .spawn(move || {
             let mut buf = vec![0u8; 1 << 16];
             loop {
-                match rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty()) {
+                let got = rustix::net::recv(&*fd, &mut buf[..], RecvFlags::empty());
+                holding.store(true, Ordering::SeqCst);
+                match got {
                     // ENOBUFS: the burst overflowed the socket; something changed all the same.
                     Ok(_) | Err(rustix::io::Errno::NOBUFS) => {}
-                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(rustix::io::Errno::INTR) => {
+                        holding.store(false, Ordering::SeqCst);
+                        continue;
+                    }
                     Err(e) => {
                         warn!("stopped watching the netfilter ruleset: {e}");
                         return;
                     }
                 }
-                match tx.try_send(()) {
+                let sent = tx.try_send(());
+                holding.store(false, Ordering::SeqCst);
+                match sent {
                     Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
                     Err(mpsc::error::TrySendError::Closed(())) => return,
                 }
             }
         })?;
-    Ok(rx)
+    Ok(RulesetChanges {
+        rx,
+        socket: Some(socket),
+        in_hand,
+    })
 }
 
 /// Keeps the declared forwards and allows applied: once at start, then after every burst of
@@ -263,6 +319,8 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
     let mut watch = DirWatch::new(state.path(), &store, &leases, poke_tx).with_dropins(&dropins);
     let mut backoff = Backoff::default();
     let mut last_bad = None;
+    // The watch's record of its checks (see `apply::Memo`).
+    let mut memo = super::apply::Memo::by_the_watch();
     loop {
         // The store may appear later (the first `forward add` or hook run creates it): until then
         // the state dir is watched for its creation, and the store's watch is added once it exists.
@@ -271,12 +329,11 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
         }
         let mut waiting = false;
         super::declared::follow_files(&state, &dropins, &mut last_bad).await;
-        let check = super::reconcile_checked(
-            &fw,
-            &state,
-            super::apply::Verify::ByTheWatch,
-            Some(&mut bindings),
-        );
+        let triggers = Triggers {
+            bindings: &mut bindings,
+            changes: &mut changes,
+        };
+        let check = super::reconcile_checked(&fw, &state, Some(triggers), &mut memo);
         match check.await {
             Ok(done) => {
                 if done.steps > 0 {
@@ -300,14 +357,34 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
         tokio::select! {
             got = changes.recv() => if got.is_none() { return },
             got = pokes.recv() => if got.is_some() {
+                // A state or lease file changed: not the ruleset, so a full check.
+                memo.forget_ruleset_basis();
                 backoff.reset();
                 // A burst of edits (an editor's save, a configuration tool writing several files)
                 // is one apply: the events of the next moment join this one.
                 tokio::time::sleep(BURST).await;
                 while pokes.try_recv().is_ok() {}
             },
-            () = tokio::time::sleep(pause), if waiting => {}
+            () = tokio::time::sleep(pause), if waiting => memo.forget_ruleset_basis(),
         }
+    }
+}
+
+/// What the daemon's forward check waits for and looks past: the binding reconciles, and the ruleset
+/// events that arrived before its gather (which that gather sees anyway).
+pub struct Triggers<'a> {
+    /// The daemon's binding reconciles.
+    pub bindings: &'a mut BindingReconciles,
+    /// The ruleset watch's events ([`ruleset_changes`]).
+    pub changes: &'a mut RulesetChanges,
+}
+
+impl Triggers<'_> {
+    /// Forgets the ruleset events so far: called right before a gather, which sees what they
+    /// announced (the binding reconcile's own changes, waited for in `settle`), so they need no
+    /// check of their own. Events after this point still trigger one.
+    pub(super) fn gathering(&mut self) {
+        self.changes.forget_so_far();
     }
 }
 
@@ -337,6 +414,11 @@ impl BindingReconciles {
     /// Follows the reconciles published on `rx`.
     pub fn following(rx: tokio::sync::watch::Receiver<Reconciles>) -> Self {
         BindingReconciles(rx)
+    }
+
+    /// Binding reconciles asked for so far (one per firewalld reload or new owner).
+    pub fn requested(&self) -> u64 {
+        self.0.borrow().requested
     }
 
     /// One reaction to a firewalld reload or restart, not three: a forward check that started now,
@@ -378,6 +460,31 @@ mod tests {
             checks += 1;
         }
         assert!(checks < 70, "{checks}");
+    }
+
+    #[test]
+    fn a_gather_looks_past_the_events_before_it_and_not_after() {
+        let (tx, rx) = mpsc::channel(1);
+        let mut changes = RulesetChanges {
+            rx,
+            socket: None,
+            in_hand: Arc::new(AtomicBool::new(false)),
+        };
+        let reconciles = tokio::sync::watch::Sender::new(Reconciles::default());
+        let mut bindings = BindingReconciles::following(reconciles.subscribe());
+        reconciles.send_modify(|r| r.requested += 1);
+        assert_eq!(bindings.requested(), 1);
+        // The binding reconcile's changes, announced before the gather: no check of their own.
+        tx.try_send(()).unwrap();
+        Triggers {
+            bindings: &mut bindings,
+            changes: &mut changes,
+        }
+        .gathering();
+        assert!(changes.rx.try_recv().is_err());
+        // A change during or after the gather still triggers the next check.
+        tx.try_send(()).unwrap();
+        assert!(changes.rx.try_recv().is_ok());
     }
 
     /// inotify instances open in this process.

@@ -1,0 +1,291 @@
+//! The read side of the seam, the mirror of [`Mutations`](super::Mutations): firewalld's reads and
+//! the host's (nft listings, kernel settings), one method per read, so that a gather and the
+//! orchestration around it can be tested against a recording fake ([`fake::Recorded`]) without
+//! root or a bus. Planners never read; they get what a [`Reads`] gathered.
+//!
+//! The live implementation is [`Firewalld`] itself (firewalld's calls on its connection, the host's
+//! reads as external commands and `/proc/sys`). "Is firewalld running" is [`Reads::is_running`];
+//! the libvirt-backend fact per bridge is `forward::apply::libvirt_rules_present`, over these
+//! reads (it parses libvirt's tables, which is the forwards' business).
+
+use std::collections::BTreeSet;
+
+use crate::firewalld::{self, Entries, Firewalld};
+
+/// The reads of a gather, one method per firewalld call or host read.
+// Implemented inside the crate only (the live client, test fakes); callers are generic, not `dyn`.
+#[allow(async_fn_in_trait)]
+pub trait Reads {
+    /// Whether anybody owns firewalld's bus name (`NameHasOwner`; never activates firewalld).
+    async fn is_running(&self) -> firewalld::Result<bool>;
+    /// firewalld's `version` property, verbatim.
+    async fn version_text(&self) -> firewalld::Result<String>;
+    /// `getDefaultZone`.
+    async fn default_zone(&self) -> firewalld::Result<String>;
+    /// Runtime zone names.
+    async fn zones(&self) -> firewalld::Result<BTreeSet<String>>;
+    /// Permanent zone names.
+    async fn permanent_zones(&self) -> firewalld::Result<BTreeSet<String>>;
+    /// Runtime policy names; `None` before firewalld 0.9.0 (no policies).
+    async fn policies(&self) -> firewalld::Result<Option<BTreeSet<String>>>;
+    /// Permanent policy names; `None` before firewalld 0.9.0.
+    async fn permanent_policies(&self) -> firewalld::Result<Option<BTreeSet<String>>>;
+    /// The zones with interfaces or sources bound at runtime.
+    async fn active_zones(&self) -> firewalld::Result<BTreeSet<String>>;
+    /// A runtime zone's entries.
+    async fn zone_entries(&self, zone: &str) -> firewalld::Result<Entries>;
+    /// A permanent zone's entries.
+    async fn permanent_zone_entries(&self, zone: &str) -> firewalld::Result<Entries>;
+    /// A runtime policy's entries.
+    async fn policy_entries(&self, policy: &str) -> firewalld::Result<Entries>;
+    /// A permanent policy's entries.
+    async fn permanent_policy_entries(&self, policy: &str) -> firewalld::Result<Entries>;
+    /// The runtime zone of `interface`, `None` when it is in none.
+    async fn zone_of_interface(&self, interface: &str) -> firewalld::Result<Option<String>>;
+    /// `iptables -t TABLE -S` (IPv4) through firewalld's direct interface; `None` when firewalld
+    /// cannot run it.
+    async fn iptables_rules(&self, table: &str) -> Option<String>;
+    /// `nft -j list table FAMILY TABLE`; `None` when the table does not exist or nft cannot run.
+    async fn nft_table(&self, family: &'static str, table: &'static str) -> Option<String>;
+    /// Whether virtzone's localnet guard is in place; `None` when nft cannot run.
+    async fn localnet_guard_present(&self) -> Option<bool>;
+    /// `/proc/sys/KEY`, trimmed; `None` when it cannot be read.
+    fn sysctl(&self, key: &str) -> Option<String>;
+    /// Whether `/proc/sys/KEY` may be written.
+    fn sysctl_writable(&self, key: &str) -> bool;
+    /// The interfaces (and `all`) whose `route_localnet` is on.
+    fn route_localnet_on(&self) -> Vec<String>;
+}
+
+impl Reads for Firewalld {
+    async fn is_running(&self) -> firewalld::Result<bool> {
+        Firewalld::is_running(self).await
+    }
+    async fn version_text(&self) -> firewalld::Result<String> {
+        Firewalld::version_text(self).await
+    }
+    async fn default_zone(&self) -> firewalld::Result<String> {
+        Firewalld::default_zone(self).await
+    }
+    async fn zones(&self) -> firewalld::Result<BTreeSet<String>> {
+        Firewalld::zones(self).await
+    }
+    async fn permanent_zones(&self) -> firewalld::Result<BTreeSet<String>> {
+        Firewalld::permanent_zones(self).await
+    }
+    async fn policies(&self) -> firewalld::Result<Option<BTreeSet<String>>> {
+        Firewalld::policies(self).await
+    }
+    async fn permanent_policies(&self) -> firewalld::Result<Option<BTreeSet<String>>> {
+        Firewalld::permanent_policies(self).await
+    }
+    async fn active_zones(&self) -> firewalld::Result<BTreeSet<String>> {
+        Ok(Firewalld::active_zones(self).await?.into_keys().collect())
+    }
+    async fn zone_entries(&self, zone: &str) -> firewalld::Result<Entries> {
+        Firewalld::zone_entries(self, zone).await
+    }
+    async fn permanent_zone_entries(&self, zone: &str) -> firewalld::Result<Entries> {
+        Firewalld::permanent_zone_entries(self, zone).await
+    }
+    async fn policy_entries(&self, policy: &str) -> firewalld::Result<Entries> {
+        Firewalld::policy_entries(self, policy).await
+    }
+    async fn permanent_policy_entries(&self, policy: &str) -> firewalld::Result<Entries> {
+        Firewalld::permanent_policy_entries(self, policy).await
+    }
+    async fn zone_of_interface(&self, interface: &str) -> firewalld::Result<Option<String>> {
+        Firewalld::zone_of_interface(self, interface).await
+    }
+    async fn iptables_rules(&self, table: &str) -> Option<String> {
+        Firewalld::iptables_rules(self, table).await
+    }
+    async fn nft_table(&self, family: &'static str, table: &'static str) -> Option<String> {
+        tokio::task::spawn_blocking(move || {
+            crate::external::nft_json(&["list", "table", family, table])
+        })
+        .await
+        .ok()?
+        .ok()
+    }
+    async fn localnet_guard_present(&self) -> Option<bool> {
+        tokio::task::spawn_blocking(crate::host::localnet_guard_present)
+            .await
+            .ok()
+            .flatten()
+    }
+    fn sysctl(&self, key: &str) -> Option<String> {
+        crate::host::read_sysctl(key)
+    }
+    fn sysctl_writable(&self, key: &str) -> bool {
+        crate::host::sysctl_writable(key)
+    }
+    fn route_localnet_on(&self) -> Vec<String> {
+        crate::host::route_localnet_on()
+    }
+}
+
+/// A recording fake of [`Reads`] for unit tests of gathers and orchestration (no root, no bus).
+#[cfg(test)]
+pub mod fake {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+
+    use crate::firewalld::{self, Entries, Error};
+
+    /// A firewalld and host that answer from these fields; every read is recorded in `calls`
+    /// (firewalld's by its D-Bus method name, as `dbus-monitor` shows them, host reads as `nft`,
+    /// `sysctl`).
+    #[derive(Debug, Default)]
+    pub struct Recorded {
+        /// `None`: nobody owns firewalld's name.
+        pub version: Option<String>,
+        /// The default zone.
+        pub default_zone: String,
+        /// Runtime zones and their entries.
+        pub zones: BTreeMap<String, Entries>,
+        /// Permanent zones and their entries.
+        pub permanent_zones: BTreeMap<String, Entries>,
+        /// Runtime policies (`None`: before 0.9.0).
+        pub policies: Option<BTreeMap<String, Entries>>,
+        /// Permanent policies.
+        pub permanent_policies: Option<BTreeMap<String, Entries>>,
+        /// interface → runtime zone.
+        pub interfaces: BTreeMap<String, String>,
+        /// `iptables -t TABLE -S` by table.
+        pub iptables: BTreeMap<String, String>,
+        /// `nft -j list table FAMILY TABLE` by family.
+        pub nft: BTreeMap<String, String>,
+        /// `/proc/sys` by key.
+        pub sysctls: BTreeMap<String, String>,
+        /// The reads made, in order.
+        pub calls: Mutex<Vec<String>>,
+    }
+
+    impl Recorded {
+        fn record(&self, call: impl Into<String>) {
+            self.calls
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(call.into());
+        }
+
+        /// The reads made so far, and forgets them.
+        pub fn take_calls(&self) -> Vec<String> {
+            std::mem::take(
+                &mut *self
+                    .calls
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            )
+        }
+
+        fn running(&self) -> firewalld::Result<()> {
+            match self.version {
+                Some(_) => Ok(()),
+                None => Err(Error::NotRunning),
+            }
+        }
+    }
+
+    fn entries_of(
+        map: Option<&BTreeMap<String, Entries>>,
+        name: &str,
+    ) -> firewalld::Result<Entries> {
+        map.and_then(|m| m.get(name))
+            .cloned()
+            .ok_or_else(|| Error::Protocol(format!("INVALID_ZONE: {name}")))
+    }
+
+    impl super::Reads for Recorded {
+        async fn is_running(&self) -> firewalld::Result<bool> {
+            self.record("NameHasOwner");
+            Ok(self.version.is_some())
+        }
+        async fn version_text(&self) -> firewalld::Result<String> {
+            self.record("Get version");
+            self.running()?;
+            Ok(self.version.clone().unwrap_or_default())
+        }
+        async fn default_zone(&self) -> firewalld::Result<String> {
+            self.record("getDefaultZone");
+            self.running()?;
+            Ok(self.default_zone.clone())
+        }
+        async fn zones(&self) -> firewalld::Result<BTreeSet<String>> {
+            self.record("getZones");
+            self.running()?;
+            Ok(self.zones.keys().cloned().collect())
+        }
+        async fn permanent_zones(&self) -> firewalld::Result<BTreeSet<String>> {
+            self.record("getZoneNames");
+            self.running()?;
+            Ok(self.permanent_zones.keys().cloned().collect())
+        }
+        async fn policies(&self) -> firewalld::Result<Option<BTreeSet<String>>> {
+            self.record("getPolicies");
+            self.running()?;
+            Ok(self.policies.as_ref().map(|p| p.keys().cloned().collect()))
+        }
+        async fn permanent_policies(&self) -> firewalld::Result<Option<BTreeSet<String>>> {
+            self.record("getPolicyNames");
+            self.running()?;
+            Ok(self
+                .permanent_policies
+                .as_ref()
+                .map(|p| p.keys().cloned().collect()))
+        }
+        async fn active_zones(&self) -> firewalld::Result<BTreeSet<String>> {
+            self.record("getActiveZones");
+            self.running()?;
+            Ok(self.interfaces.values().cloned().collect())
+        }
+        async fn zone_entries(&self, zone: &str) -> firewalld::Result<Entries> {
+            self.record(format!("getZoneSettings2 {zone}"));
+            entries_of(Some(&self.zones), zone)
+        }
+        async fn permanent_zone_entries(&self, zone: &str) -> firewalld::Result<Entries> {
+            self.record(format!("getZoneByName+getSettings2 {zone}"));
+            entries_of(Some(&self.permanent_zones), zone)
+        }
+        async fn policy_entries(&self, policy: &str) -> firewalld::Result<Entries> {
+            self.record(format!("getPolicySettings {policy}"));
+            entries_of(self.policies.as_ref(), policy)
+        }
+        async fn permanent_policy_entries(&self, policy: &str) -> firewalld::Result<Entries> {
+            self.record(format!("getPolicyByName+getSettings {policy}"));
+            entries_of(self.permanent_policies.as_ref(), policy)
+        }
+        async fn zone_of_interface(&self, interface: &str) -> firewalld::Result<Option<String>> {
+            self.record(format!("getZoneOfInterface {interface}"));
+            self.running()?;
+            Ok(self.interfaces.get(interface).cloned())
+        }
+        async fn iptables_rules(&self, table: &str) -> Option<String> {
+            self.record(format!("passthrough -t {table} -S"));
+            self.iptables.get(table).cloned()
+        }
+        async fn nft_table(&self, family: &'static str, table: &'static str) -> Option<String> {
+            self.record(format!("nft list table {family} {table}"));
+            self.nft.get(family).cloned()
+        }
+        async fn localnet_guard_present(&self) -> Option<bool> {
+            self.record("nft list tables inet");
+            Some(false)
+        }
+        fn sysctl(&self, key: &str) -> Option<String> {
+            self.record(format!("sysctl {key}"));
+            self.sysctls.get(key).cloned()
+        }
+        fn sysctl_writable(&self, _key: &str) -> bool {
+            true
+        }
+        fn route_localnet_on(&self) -> Vec<String> {
+            self.sysctls
+                .iter()
+                .filter(|(k, v)| k.ends_with("/route_localnet") && v.as_str() == "1")
+                .filter_map(|(k, _)| k.split('/').nth(3).map(str::to_string))
+                .collect()
+        }
+    }
+}
