@@ -65,8 +65,21 @@ fn attach_all(lab: &Lab, want: &BTreeMap<String, String>) {
     let children: Vec<Child> = want
         .iter()
         .map(|(b, z)| {
+            // busctl's own 25 s default is about the machine, not the daemon: fifty attaches in
+            // four labs at once queue behind one state lock each, and a loaded CI machine takes
+            // longer than that. Waiting longer asserts the same thing: every call succeeds.
             lab.busctl()
-                .args(["call", NAME, PATH, NAME, "Attach", "ss", b, z])
+                .args([
+                    "--timeout=120",
+                    "call",
+                    NAME,
+                    PATH,
+                    NAME,
+                    "Attach",
+                    "ss",
+                    b,
+                    z,
+                ])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()

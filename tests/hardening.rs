@@ -483,7 +483,7 @@ fn the_hook_stands_aside_for_what_is_not_about_guest_networking() {
             assert_eq!(out.status.code(), Some(0), "{op} {data}: {}", text(&out.stderr));
             let err = text(&out.stderr);
             assert!(
-                err.contains("warning") && err.contains(warning) && err.contains("leaving network default to libvirt"),
+                err.contains("warning") && err.contains(warning) && err.contains("leaving network \"default\" to libvirt"),
                 "{err}"
             );
         }

@@ -533,6 +533,9 @@ pub fn foreign_rules(json: &str, backend: Option<Backend>) -> (Vec<String>, Vec<
         if table == "firewalld"
             || table == "libvirt_network"
             || (fam == "inet" && table == crate::host::LOCALNET_GUARD)
+            // virtzone's own NAT table (issue #21) carries libvirt's masquerade, not a firewall.
+            || (fam == crate::forward::masquerade::FAMILY
+                && table == crate::forward::masquerade::TABLE)
         {
             continue;
         }

@@ -517,6 +517,8 @@ fn foreign_tables_are_those_of_other_firewalls() {
       {"rule": {"family": "ip", "table": "filter", "chain": "VIRTZONE_FWD", "expr": [{"accept": null}]}},
       {"chain": {"family": "inet", "table": "virtzone", "name": "localnet", "hook": "prerouting", "policy": "accept"}},
       {"rule": {"family": "inet", "table": "virtzone", "chain": "localnet", "expr": [{"drop": null}]}},
+      {"chain": {"family": "ip", "table": "virtzone_nat", "name": "postrouting", "hook": "postrouting", "policy": "accept"}},
+      {"rule": {"family": "ip", "table": "virtzone_nat", "chain": "postrouting", "expr": [{"masquerade": null}]}},
       {"chain": {"family": "ip", "table": "nat", "name": "PREROUTING", "hook": "prerouting"}},
       {"rule": {"family": "ip", "table": "nat", "chain": "PREROUTING", "expr": [{"dnat": {"addr": "192.0.2.10"}}]}}
     ]}"#;
