@@ -230,10 +230,7 @@ fn forward_life(opts: SidOptions) {
     let dir = tempfile::tempdir().unwrap();
     vz_ok(&sys, &["install"]);
     sys.start_libvirtd();
-    sys.sh(&format!(
-        "cat >/root/n12.xml <<'EOF'\n{}\nEOF\nvirsh -c network:///system net-define /root/n12.xml && virsh -c network:///system net-start n12",
-        net_xml()
-    ));
+    sys.start_network_n12(&net_xml());
     if libvirt_backend == "nftables" {
         // The shim let exactly the checksum filter pass as a no-op; libvirt ran tc from PATH.
         let tc = fs::read_to_string(sys.upper().join("var/log/tc-shim.log")).unwrap();
@@ -425,9 +422,7 @@ fn forwards12_ipv6_nat_libvirt_nftables() {
             "</ip>\n",
             "</ip>\n<ip family='ipv6' address='2001:db8:12::1' prefix='64'/>\n",
         );
-    sys.sh(&format!(
-        "cat >/root/n12.xml <<'EOF'\n{xml}\nEOF\nvirsh -c network:///system net-define /root/n12.xml && virsh -c network:///system net-start n12"
-    ));
+    sys.start_network_n12(&xml);
     let rejects6 = || {
         guest_input_of(&sys, "ip6")
             .lines()
@@ -558,10 +553,7 @@ fn forwards12_without_the_daemon_the_first_forward_outlives_libvirts_rebuild() {
     let dir = tempfile::tempdir().unwrap();
     vz_ok(&sys, &["install"]);
     sys.start_libvirtd();
-    sys.sh(&format!(
-        "cat >/root/n12.xml <<'EOF'\n{}\nEOF\nvirsh -c network:///system net-define /root/n12.xml && virsh -c network:///system net-start n12",
-        net_xml()
-    ));
+    sys.start_network_n12(&net_xml());
     wait("libvirt's reject", HEAL, || {
         libvirt_rejects(&sys, "nftables")
     });
@@ -611,10 +603,7 @@ fn forwards12_hairpin_libvirt_nftables() {
     let dir = tempfile::tempdir().unwrap();
     vz_ok(&sys, &["install"]);
     sys.start_libvirtd();
-    sys.sh(&format!(
-        "cat >/root/n12.xml <<'EOF'\n{}\nEOF\nvirsh -c network:///system net-define /root/n12.xml && virsh -c network:///system net-start n12",
-        net_xml()
-    ));
+    sys.start_network_n12(&net_xml());
     wait("libvirt's reject", HEAL, || {
         libvirt_rejects(&sys, "nftables")
     });

@@ -302,10 +302,7 @@ fn heal_libvirt12(wipe: &str, missing: &[&str], then_reload: bool) {
     let dir = tempfile::tempdir().unwrap();
     vz_ok(&sys, &["install"]);
     sys.start_libvirtd();
-    sys.sh(&format!(
-        "cat >/root/n12.xml <<'EOF'\n{}\nEOF\nvirsh -c network:///system net-define /root/n12.xml && virsh -c network:///system net-start n12",
-        f12::net_xml()
-    ));
+    sys.start_network_n12(&f12::net_xml());
     let (guest, guest_ip) = f12::plug_guest(&sys, dir.path());
     let _server = f12::serve(&guest, 80, "guest-one");
     let up = sys.plug_upstream("vzup12");

@@ -127,9 +127,7 @@ fn nat_network(sys: SidSystem) {
     assert!(out.contains("zone libvirt: already present"), "{out}");
 
     sys.start_libvirtd();
-    sys.sh(&format!(
-        "cat >/root/n12.xml <<'EOF'\n{NET}\nEOF\nvirsh -c network:///system net-define /root/n12.xml && virsh -c network:///system net-start n12"
-    ));
+    sys.start_network_n12(NET);
     assert_eq!(
         sys.sh("firewall-cmd --get-zone-of-interface=virbr12")
             .trim(),

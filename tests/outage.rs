@@ -305,10 +305,7 @@ fn libvirt12_reloads_and_a_restart_keep_new_connections_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     sys.sh("virtzone install >/dev/null");
     sys.start_libvirtd();
-    sys.sh(&format!(
-        "cat >/root/n12.xml <<'EOF'\n{}\nEOF\nvirsh -c network:///system net-define /root/n12.xml && virsh -c network:///system net-start n12",
-        net_xml()
-    ));
+    sys.start_network_n12(&net_xml());
     let (guest, _ip) = plug_guest(&sys, dir.path());
     let _server = serve12(&guest, 80, "guest");
     let up = sys.plug_upstream("vzup12o");

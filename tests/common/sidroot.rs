@@ -290,6 +290,14 @@ exec chroot "$M" /vz-init.sh"#,
         self.command(args).output().unwrap()
     }
 
+    /// Defines and starts the libvirt network `n12` from `xml` (its `<name>` must be `n12`), as an
+    /// admin would with `virsh net-define` and `net-start`.
+    pub fn start_network_n12(&self, xml: &str) -> String {
+        self.sh(&format!(
+            "cat >/root/n12.xml <<'EOF'\n{xml}\nEOF\nvirsh -c network:///system net-define /root/n12.xml && virsh -c network:///system net-start n12"
+        ))
+    }
+
     /// Runs `sh -c script` inside, asserting success; returns stdout.
     pub fn sh(&self, script: &str) -> String {
         let out = self.run(&["/bin/sh", "-c", script]);
