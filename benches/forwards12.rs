@@ -133,28 +133,7 @@ fn main() {
     serve_guest_ports(guest.command("iptables"));
     let up = sys.plug_upstream("vzup");
     let mut client = Client::spawn(up.command("/usr/bin/python3"));
-    sys.sh("virtzone serve >/var/log/virtzone-serve.log 2>&1 </dev/null &");
-    let start = Instant::now();
-    while !String::from_utf8_lossy(
-        &sys.run(&[
-            "dbus-send",
-            "--system",
-            "--print-reply",
-            "--dest=org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus.NameHasOwner",
-            "string:org.virtzone.VirtZone1",
-        ])
-        .stdout,
-    )
-    .contains("boolean true")
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    sys.start_virtzone_daemon();
 
     let host = "198.51.100.1";
     let mut declared = 0u16;

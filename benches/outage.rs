@@ -389,22 +389,7 @@ fn libvirt12(backend: &'static str, networks: usize) {
             sys.start_firewalld();
         }),
         with_virtzone: Box::new(|| {
-            sys.sh("virtzone serve >/var/log/virtzone-serve.log 2>&1 </dev/null &");
-            sys.wait_for("virtzone's daemon", || {
-                String::from_utf8_lossy(
-                    &sys.run(&[
-                        "dbus-send",
-                        "--system",
-                        "--print-reply",
-                        "--dest=org.freedesktop.DBus",
-                        "/org/freedesktop/DBus",
-                        "org.freedesktop.DBus.NameHasOwner",
-                        "string:org.virtzone.VirtZone1",
-                    ])
-                    .stdout,
-                )
-                .contains("boolean true")
-            });
+            sys.start_virtzone_daemon();
             sys.sh(&format!(
                 "virtzone forward add --network bench --guest 192.0.2.50 tcp/{FWD_PORT}:80"
             ));

@@ -198,25 +198,6 @@ pub(crate) fn through(
     attempt() && reject_id(sys, backend, family).as_ref() == Some(&before)
 }
 
-pub(crate) fn start_daemon(sys: &SidSystem) {
-    sys.sh("virtzone serve >/var/log/virtzone-serve.log 2>&1 </dev/null &");
-    wait("virtzone serve owns its name", HEAL, || {
-        text(
-            &sys.run(&[
-                "dbus-send",
-                "--system",
-                "--print-reply",
-                "--dest=org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus.NameHasOwner",
-                "string:org.virtzone.VirtZone1",
-            ])
-            .stdout,
-        )
-        .contains("boolean true")
-    });
-}
-
 pub(crate) fn daemon_log(sys: &SidSystem) -> String {
     fs::read_to_string(sys.upper().join("var/log/virtzone-serve.log")).unwrap_or_default()
 }
@@ -243,7 +224,7 @@ fn forward_life(opts: SidOptions) {
     let _server = serve(&guest, 80, "guest-one");
     let _other = serve(&guest, 81, "not-forwarded");
     let up = sys.plug_upstream("vzup12");
-    start_daemon(&sys);
+    sys.start_virtzone_daemon();
     let errors_before = sys.firewalld_errors().len();
 
     assert!(!connect(&up, UP_HOST, 8080).starts_with("ok"));
@@ -495,7 +476,7 @@ fn forwards12_ipv6_nat_libvirt_nftables() {
         "via",
         "2001:db8:99::1",
     ]);
-    start_daemon(&sys);
+    sys.start_virtzone_daemon();
     let errors_before = sys.firewalld_errors().len();
 
     assert!(!connect(&up, "2001:db8:99::1", 8080).starts_with("ok"));
@@ -611,7 +592,7 @@ fn forwards12_hairpin_libvirt_nftables() {
     let (g2, _) = plug_guest_as(&sys, dir.path(), "h", "vzg12h");
     let _server = serve(&g1, 80, "guest-one");
     let up = sys.plug_upstream("vzup12");
-    start_daemon(&sys);
+    sys.start_virtzone_daemon();
     let errors_before = sys.firewalld_errors().len();
 
     vz_ok(

@@ -309,7 +309,7 @@ fn heal_libvirt12(wipe: &str, missing: &[&str], then_reload: bool) {
     // The server's own readiness probe connects over the upstream's loopback.
     common::sidroot::ip(&["-n", &up.netns, "link", "set", "lo", "up"]);
     let _up_server = f12::serve(&up, UP_PORT, "upstream");
-    f12::start_daemon(&sys);
+    sys.start_virtzone_daemon();
     let errors_before = sys.firewalld_errors().len();
     vz_ok(
         &sys,

@@ -297,7 +297,7 @@ fn own_nat_is_the_only_nat_and_goes_with_the_network() {
 /// `ReloadPolicy`, default DROP, is the same window).
 #[test]
 fn libvirt12_reloads_and_a_restart_keep_new_connections_out() {
-    use crate::forwards12::{net_xml, plug_guest, serve as serve12, start_daemon};
+    use crate::forwards12::{net_xml, plug_guest, serve as serve12};
     let sys = SidSystem::start_opts(SidOptions {
         libvirt_backend: "nftables",
         ..SidOptions::default()
@@ -317,7 +317,7 @@ fn libvirt12_reloads_and_a_restart_keep_new_connections_out() {
             .spawn()
             .expect("upstream server"),
     );
-    start_daemon(&sys);
+    sys.start_virtzone_daemon();
     let table = || {
         sys.run(&["nft", "list", "table", "ip", "virtzone_nat"])
             .status

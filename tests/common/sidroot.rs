@@ -290,6 +290,33 @@ exec chroot "$M" /vz-init.sh"#,
         self.command(args).output().unwrap()
     }
 
+    /// Starts `virtzone serve` inside (its log in `/var/log/virtzone-serve.log`) and waits, at most
+    /// 30 s, until it owns its bus name.
+    pub fn start_virtzone_daemon(&self) {
+        self.sh("virtzone serve >/var/log/virtzone-serve.log 2>&1 </dev/null &");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.run(&[
+                "dbus-send",
+                "--system",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                "string:org.virtzone.VirtZone1",
+            ]);
+            if String::from_utf8_lossy(&out.stdout).contains("boolean true") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sid system: virtzone serve did not own its name within 30 s{}",
+                self.diagnostics()
+            );
+            thread::sleep(POLL);
+        }
+    }
+
     /// Defines and starts the libvirt network `n12` from `xml` (its `<name>` must be `n12`), as an
     /// admin would with `virsh net-define` and `net-start`.
     pub fn start_network_n12(&self, xml: &str) -> String {
