@@ -6,7 +6,7 @@
 //! connection out works only when NATed. Probes every 20 ms (tests/common/outage.rs).
 
 use crate::common;
-use crate::common::forward::{lab, nat_network, serve, wait, Daemon};
+use crate::common::forward::{connect, lab, nat_network, serve, wait, Daemon};
 use crate::common::vz::vz_ok;
 
 use std::time::Duration;
@@ -17,7 +17,7 @@ use common::sidroot::{ip, SidOptions, SidSystem};
 use common::{text, Backend, Process, Release};
 
 const BRIDGE: &str = "virbr93";
-const UP_PORT: &str = "7000";
+const UP_PORT: u16 = 7000;
 const FWD_PORT: &str = "8080";
 const HOST_UP: &str = "198.51.100.1";
 const PEER_UP: &str = "198.51.100.2";
@@ -49,7 +49,7 @@ fn setup(vlab: &LibvirtLab) -> Setup<'_> {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let up_server = Process(
         up.command("/usr/bin/python3")
-            .args(["-c", UPSTREAM_SERVER, UP_PORT])
+            .args(["-c", UPSTREAM_SERVER, &UP_PORT.to_string()])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("upstream server"),
@@ -64,21 +64,10 @@ fn setup(vlab: &LibvirtLab) -> Setup<'_> {
 }
 
 impl Setup<'_> {
-    /// One new connection from the guest upstream: the upstream's answer (`up <peer>`), or the
-    /// failure.
+    /// One new connection from the guest upstream: `ok` and the upstream's answer (`ok up <peer>`),
+    /// or the failure.
     fn out(&self) -> String {
-        let out = self
-            .guest
-            .command("/usr/bin/python3")
-            .args([
-                "-c",
-                &format!(
-                    "import socket\ntry:\n print(socket.create_connection(('{PEER_UP}', {UP_PORT}), 1).recv(99).decode().strip())\nexcept OSError as e:\n print('failed', e)"
-                ),
-            ])
-            .output()
-            .expect("python");
-        text(&out.stdout).trim().to_string()
+        connect(&self.guest, PEER_UP, UP_PORT)
     }
 
     fn nft_table(&self) -> Option<String> {
@@ -158,7 +147,9 @@ fn reloads_and_a_restart_keep_new_connections_out() {
         ],
     );
     wait("virtzone's NAT table", SETTLE, || s.nft_table().is_some());
-    wait("the guest's way out", SETTLE, || s.out().starts_with("up "));
+    wait("the guest's way out", SETTLE, || {
+        s.out().starts_with("ok up ")
+    });
     let probers = Probers::start(vec![
         prober(
             s.guest.command("/usr/bin/python3"),
@@ -260,12 +251,14 @@ fn own_nat_is_the_only_nat_and_goes_with_the_network() {
     ] {
         assert!(table.contains(rule), "{rule:?} missing:\n{table}");
     }
-    wait("the guest's way out", SETTLE, || s.out().starts_with("up "));
+    wait("the guest's way out", SETTLE, || {
+        s.out().starts_with("ok up ")
+    });
     let (libvirt_before, own_before) = (s.libvirt_masquerade_packets(), s.own_masquerade_packets());
     for _ in 0..5 {
         assert_eq!(
             s.out(),
-            format!("up {HOST_UP}"),
+            format!("ok up {HOST_UP}"),
             "NATed to the host's address"
         );
     }
@@ -312,7 +305,7 @@ fn libvirt12_reloads_and_a_restart_keep_new_connections_out() {
     ip(&["-n", &up.netns, "route", "del", "default"]);
     let _up_server = Process(
         up.command("/usr/bin/python3")
-            .args(["-c", UPSTREAM_SERVER, UP_PORT])
+            .args(["-c", UPSTREAM_SERVER, &UP_PORT.to_string()])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("upstream server"),
@@ -324,21 +317,9 @@ fn libvirt12_reloads_and_a_restart_keep_new_connections_out() {
             .success()
     };
     wait("virtzone's NAT table", SETTLE, table);
-    let out_once = || {
-        let out = guest
-            .command("/usr/bin/python3")
-            .args([
-                "-c",
-                &format!(
-                    "import socket\ntry:\n print(socket.create_connection(('{PEER_UP}', {UP_PORT}), 1).recv(99).decode().strip())\nexcept OSError as e:\n print('failed', e)"
-                ),
-            ])
-            .output()
-            .expect("python");
-        text(&out.stdout).trim().to_string()
-    };
+    let out_once = || crate::forwards12::connect(&guest, PEER_UP, UP_PORT);
     wait("the guest's way out", SETTLE, || {
-        out_once() == format!("up {HOST_UP}")
+        out_once() == format!("ok up {HOST_UP}")
     });
     outage::count_from(up.command("iptables"), "192.0.2.0/24");
     let probers = Probers::start(vec![prober(
@@ -363,7 +344,7 @@ fn libvirt12_reloads_and_a_restart_keep_new_connections_out() {
             reload_calls.push(t.elapsed());
         }
         wait("the guest's way out after the event", SETTLE, || {
-            out_once().starts_with("up ")
+            out_once().starts_with("ok up ")
         });
         std::thread::sleep(Duration::from_millis(1000));
     }
