@@ -345,7 +345,7 @@ pub async fn converge(
     gone: &[super::model::Forward],
     networks: &Networks,
     memo: &mut Memo,
-) -> Result<usize, super::ForwardError> {
+) -> Result<usize, super::error::ForwardError> {
     let verify = memo.verify;
     // The capabilities only choose how zones are added, which forwards never do.
     let live = Live::new(fw, None);
@@ -371,8 +371,8 @@ pub async fn converge(
                 (facts, true)
             }
         };
-        let plan =
-            super::plan::plan(declared, gone, &facts).map_err(super::ForwardError::Refused)?;
+        let plan = super::plan::plan(declared, gone, &facts)
+            .map_err(super::error::ForwardError::Refused)?;
         tracing::debug!(
             "forwards: {} check, {} step(s) planned",
             if full { "full" } else { "ruleset-only" },

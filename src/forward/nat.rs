@@ -162,12 +162,14 @@ pub fn enabled() -> bool {
 
 /// What the table should hold for the networks recorded in `state` (the desired virtzone-own
 /// NAT state; the heal-after-wipe code asks for it too).
-pub fn desired(state: &crate::state::StateDir) -> Result<Vec<Masquerade>, super::ForwardError> {
-    let store = super::store(state)?;
+pub fn desired(
+    state: &crate::state::StateDir,
+) -> Result<Vec<Masquerade>, super::error::ForwardError> {
+    let store = super::store::store(state)?;
     if !store.path().is_dir() {
         return Ok(Vec::new());
     }
-    Ok(wanted(&super::networks_in(&store)?, enabled()))
+    Ok(wanted(&super::store::networks_in(&store)?, enabled()))
 }
 
 /// One check: reads the table, plans, applies through the executor. Returns whether anything was
@@ -230,7 +232,7 @@ pub async fn check_state(fw: &Firewalld, state: &crate::state::StateDir) -> bool
 /// The daemon's part: checks at start, then after every burst of ruleset changes (a wipe of the
 /// ruleset takes the table away; nothing else does), until the netlink watch ends.
 pub async fn run(fw: Firewalld, state: crate::state::StateDir) {
-    let mut changes = match super::watch::ruleset_changes() {
+    let mut changes = match super::triggers::ruleset_changes() {
         Ok(rx) => rx,
         Err(e) => {
             tracing::warn!(
