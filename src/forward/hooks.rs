@@ -2,12 +2,12 @@
 //! domain's interfaces, and both re-apply the forwards that follow them. Problems are warnings: a
 //! forward must never stop a network or a domain.
 
-use super::apply;
 use super::domain::{self, DomainRecord, DOMAINS_FILE};
 use super::error::ForwardError;
 use super::nat;
 use super::network::{NetworkRecord, NETWORKS_FILE};
 use super::reconcile::{reconcile, reconcile_checked};
+use super::runner::Memo;
 use super::store::{declared_in, domains_in, networks_in, store_created};
 use crate::firewalld::Firewalld;
 use crate::libvirt::{Domain, Network};
@@ -97,7 +97,7 @@ where
             return Ok(());
         }
         if let Some(fw) = connect().await {
-            let mut memo = apply::Memo::default();
+            let mut memo = Memo::default();
             let check = reconcile_checked(&fw, &main, None, &mut memo);
             let done = check.await?;
             for p in done.problems {

@@ -29,6 +29,7 @@ pub mod ops;
 pub mod plan;
 pub mod reconcile;
 pub mod request;
+pub mod runner;
 pub mod store;
 pub mod triggers;
 pub mod validate;

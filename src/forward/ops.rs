@@ -13,8 +13,9 @@ use super::reconcile::{apply_and_record, connect, put_back};
 use super::request::{AddDomainForward, AddForward};
 use super::store::{declared_in, domains_in, networks_in, store, store_created};
 use super::validate::{clash_check, is_local, validate, validate_domain};
+use crate::change::converge::Seam;
+use crate::change::reads::Reads;
 use crate::change::Reason;
-use crate::firewalld::Firewalld;
 use crate::libvirt::ForwardMode;
 use crate::state::StateDir;
 
@@ -53,18 +54,18 @@ impl Declarable for DomainForward {
 }
 
 /// What [`add_declarable`] did.
-enum Added {
+enum Added<S> {
     /// The same forward was declared already (numbered so): nothing recorded, whatever of it
     /// firewalld or libvirt lost put back.
     Exists(u32),
     /// Recorded and applied.
-    New(Box<Applied>),
+    New(Box<Applied<S>>),
 }
 
 /// A new forward recorded and applied: what its message needs.
-struct Applied {
+struct Applied<S> {
     /// The connection it was applied on.
-    fw: Firewalld,
+    seam: S,
     /// The recorded networks.
     networks: Networks,
     /// How the domain forwards resolved.
@@ -74,10 +75,11 @@ struct Applied {
 /// The part of `forward add` both kinds share, under the store's lock: `make` validates the
 /// request against the store (recorded networks, for a domain its record too) and numbers the
 /// forward; an equal forward is only put back, a clash refused; then it is recorded and applied.
-async fn add_declarable<F: Declarable>(
+async fn add_declarable<F: Declarable, S: Seam>(
     state: &StateDir,
     make: impl FnOnce(&StateDir, &Networks, u32) -> Result<F, ForwardError>,
-) -> Result<(F, Added), ForwardError> {
+    connect: impl AsyncFnOnce() -> Result<S, ForwardError>,
+) -> Result<(F, Added<S>), ForwardError> {
     let state = &store_created(state)?;
     let _lock = state.lock().await?;
     let mut declared = declared_in(state)?;
@@ -85,26 +87,42 @@ async fn add_declarable<F: Declarable>(
     let new = make(state, &networks, declared.next_id)?;
     if let Some(same) = F::all(&mut declared).iter().find(|f| f.same(&new)) {
         let id = same.id();
-        put_back(state, &declared, &networks).await?;
+        put_back(&connect().await?, state, &declared, &networks).await?;
         return Ok((new, Added::Exists(id)));
     }
     clash_check(&declared, &new.host_side())?;
     let before = declared.clone();
     F::all(&mut declared).push(new.clone());
     declared.next_id += 1;
-    let fw = connect().await?;
-    let (_, res) = apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
-    Ok((new, Added::New(Box::new(Applied { fw, networks, res }))))
+    let seam = connect().await?;
+    let (_, res) = apply_and_record(&seam, state, &declared, &[], &[], &before, &networks).await?;
+    Ok((
+        new,
+        Added::New(Box::new(Applied {
+            seam,
+            networks,
+            res,
+        })),
+    ))
 }
 
 /// `forward add`: records and applies a forward. Returns the message to print.
 pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, ForwardError> {
-    let (new, added) = add_declarable(state, |_, networks, id| {
+    add_forward_on(state, req, connect).await
+}
+
+/// [`add_forward`] on the seam `connect` gives once the request is judged.
+pub async fn add_forward_on<S: Seam>(
+    state: &StateDir,
+    req: AddForward,
+    connect: impl AsyncFnOnce() -> Result<S, ForwardError>,
+) -> Result<String, ForwardError> {
+    let make = |_: &StateDir, networks: &Networks, id| {
         validate(&req, networks, is_local)?;
         Ok(req.forward(id))
-    })
-    .await?;
-    let Applied { fw, networks, .. } = match added {
+    };
+    let (new, added) = add_declarable(state, make, connect).await?;
+    let Applied { seam, networks, .. } = match added {
         Added::Exists(id) => return Ok(format!("forward {id} exists already")),
         Added::New(applied) => *applied,
     };
@@ -117,7 +135,10 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
         .get(&new.network)
         .map(|n| n.bridge.to_string())
         .unwrap_or_default();
-    if nat_active && new.guest.is_ipv4() && !apply::libvirt_rules_present(&fw, &bridge).await {
+    if nat_active
+        && new.guest.is_ipv4()
+        && !apply::libvirt_rules_present(seam.reads(), &bridge).await
+    {
         eprintln!(
             "virtzone: warning: neither libvirt's iptables chain LIBVIRT_FWI nor its nftables chain \
              guest_input (table ip libvirt_network) holds rules for bridge {bridge} although network {} \
@@ -142,11 +163,11 @@ pub async fn add_domain_forward(
     state: &StateDir,
     req: AddDomainForward,
 ) -> Result<String, ForwardError> {
-    let (new, added) = add_declarable(state, |state, networks, id| {
+    let make = |state: &StateDir, networks: &Networks, id| {
         validate_domain(&req, networks, &domains_in(state)?, is_local)?;
         Ok(req.forward(id))
-    })
-    .await?;
+    };
+    let (new, added) = add_declarable(state, make, connect).await?;
     let res = match added {
         Added::Exists(id) => return Ok(format!("forward {id} exists already")),
         Added::New(applied) => applied.res,
@@ -237,7 +258,8 @@ pub async fn remove_forward(state: &StateDir, which: Which) -> Result<String, Fo
         }
     };
     let fw = connect().await?;
-    apply_and_record(&fw, state, &declared, &gone, &removed, &before, &networks).await?;
+    let applied = apply_and_record(&fw, state, &declared, &gone, &removed, &before, &networks);
+    applied.await?;
     Ok(format!("forward {id} removed"))
 }
 
@@ -282,7 +304,7 @@ pub async fn purge(state: &StateDir) -> Result<String, ForwardError> {
     let facts = apply::facts(&fw, &declared, networks, true, &mut Default::default())
         .await
         .map_err(|e| remains(e.into()))?;
-    let live = crate::change::executor::Live::new(&fw, None);
+    let live = fw.mutations(None);
     crate::change::Executor::new(&live)
         .run(&plan::purge_policies(&facts))
         .await
@@ -338,6 +360,16 @@ pub async fn change_allow(
     allow: Allow,
     add: bool,
 ) -> Result<String, ForwardError> {
+    change_allow_on(state, allow, add, connect).await
+}
+
+/// [`change_allow`] on the seam `connect` gives once the request is judged.
+pub async fn change_allow_on<S: Seam>(
+    state: &StateDir,
+    allow: Allow,
+    add: bool,
+    connect: impl AsyncFnOnce() -> Result<S, ForwardError>,
+) -> Result<String, ForwardError> {
     let state = &store_created(state)?;
     let _lock = state.lock().await?;
     let mut declared = declared_in(state)?;
@@ -351,7 +383,7 @@ pub async fn change_allow(
     }
     let present = declared.allows.contains(&allow);
     let before = declared.clone();
-    let fw = connect().await?;
+    let seam = connect().await?;
     if add {
         if present {
             return Ok(format!(
@@ -360,7 +392,7 @@ pub async fn change_allow(
             ));
         }
         if let Opening::Service(name) = &allow.opening {
-            if !fw.services().await?.contains(name) {
+            if !seam.reads().services().await?.contains(name) {
                 return Err(ForwardError::Usage(format!(
                     "firewalld knows no service {name:?}; see firewall-cmd --get-services"
                 )));
@@ -386,7 +418,8 @@ pub async fn change_allow(
         }
         declared.allows.retain(|a| *a != allow);
     }
-    apply_and_record(&fw, state, &declared, &[], &[], &before, &networks).await?;
+    let applied = apply_and_record(&seam, state, &declared, &[], &[], &before, &networks);
+    applied.await?;
     Ok(if add {
         format!(
             "{} opened to network {}'s guests",
@@ -399,3 +432,6 @@ pub async fn change_allow(
         )
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,41 +2,58 @@
 //! every change of forwards takes ([`apply_and_record`] for the commands, [`reconcile`] and
 //! [`reconcile_checked`] for the hooks and the daemon), domain forwards resolved on the way.
 
-use super::apply;
 use super::domain::{self, Status, DOMAINS_FILE};
 use super::error::{refused, ForwardError};
 use super::model::{Declared, DomainForward, Forward};
 use super::network::Networks;
-use super::store::{declared_in, domains_in, has_work, networks_in, store, FORWARDS_FILE};
+use super::runner::{Forwards, Memo};
+use super::store::{declared_in, domains_in, has_work, networks_in, store};
 use super::triggers::Triggers;
+use crate::change::converge::{converge_loaded, Seam};
+use crate::change::reads::Reads;
 use crate::change::Reason;
 use crate::firewalld::Firewalld;
 use crate::state::StateDir;
 
-/// Resolves the domain forwards, then converges firewalld and iptables to the result (removing
-/// `gone`'s and `removed`'s entries and those of domain forwards no longer resolved), and records
-/// what was applied for them. Every change of forwards goes through here, so a domain forward is
-/// never dropped by a plan made without it.
-pub(super) async fn converge_all(
-    fw: &Firewalld,
+/// Resolves the domain forwards, then converges firewalld and iptables to the result through the
+/// one runner (removing `gone`'s and `removed`'s entries and those of domain forwards no longer
+/// resolved), and records what was applied for them. With `before` (the declaration on disk),
+/// `declared` is recorded too, and should that fail firewalld is brought back to `before`
+/// ([`Forwards::recording`]). Every change of forwards goes through here, so a domain forward is
+/// never dropped by a plan made without it. The caller holds the store's lock.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn converge_all<S: Seam>(
+    seam: &S,
     state: &StateDir,
     declared: &Declared,
     gone: &[Forward],
     removed: &[DomainForward],
+    before: Option<&Declared>,
     networks: &Networks,
-    memo: &mut apply::Memo,
+    memo: &mut Memo,
 ) -> Result<(usize, domain::Resolution), ForwardError> {
     let mut domains = domains_in(state)?;
     let seen = domain::observe(&domain::lease_dir()?, declared, &domains, networks);
     let res = domain::effective(declared, removed, &domains, networks, &seen);
     let mut all_gone = gone.to_vec();
     all_gone.extend(res.gone.iter().cloned());
-    let steps = apply::converge(fw, &res.declared, &all_gone, networks, memo).await?;
-    if domains.applied != res.applied || domains.uuids != res.uuids {
-        domains.applied = res.applied.clone();
-        domains.uuids = res.uuids.clone();
-        // Not fatal: firewalld already holds the change, and the caller's own record write (or
-        // its undo) decides the operation; a stale `applied` only costs a later removal.
+    let changed = domains.applied != res.applied || domains.uuids != res.uuids;
+    domains.applied = res.applied.clone();
+    domains.uuids = res.uuids.clone();
+    let forwards = Forwards::new(res.declared.clone(), all_gone, networks.clone(), memo);
+    let (forwards, on_disk) = match before {
+        Some(before) => (
+            forwards.recording(declared.clone(), before, domains.clone(), seen),
+            before.clone(),
+        ),
+        None => (forwards, declared.clone()),
+    };
+    let steps = converge_loaded(seam, state, &forwards, on_disk)
+        .await?
+        .steps;
+    if changed {
+        // Not fatal: firewalld already holds the change, and the declaration's record (or its
+        // undo) decides the operation; a stale `applied` only costs a later removal.
         if let Err(e) = state.write(DOMAINS_FILE, &domains) {
             tracing::warn!("forwards: cannot record the applied domain forwards: {e}");
         }
@@ -45,11 +62,11 @@ pub(super) async fn converge_all(
 }
 
 /// Applies `declared` (taking `gone`'s and `removed`'s entries out, domain forwards resolved) and
-/// then records it. When the record cannot be written, firewalld is brought back to `before`, the
+/// records it. When the record cannot be written, firewalld is brought back to `before`, the
 /// declaration still on disk: an operation completes or leaves nothing behind, and firewalld never
 /// holds a forward the state file does not know (the daemon could never remove it).
-pub(super) async fn apply_and_record(
-    fw: &Firewalld,
+pub(super) async fn apply_and_record<S: Seam>(
+    seam: &S,
     state: &StateDir,
     declared: &Declared,
     gone: &[Forward],
@@ -57,51 +74,18 @@ pub(super) async fn apply_and_record(
     before: &Declared,
     networks: &Networks,
 ) -> Result<(usize, domain::Resolution), ForwardError> {
-    let (steps, res) = converge_all(
-        fw,
+    let mut memo = Memo::default();
+    let converged = converge_all(
+        seam,
         state,
         declared,
         gone,
         removed,
-        networks,
-        &mut apply::Memo::default(),
-    )
-    .await?;
-    let Err(e) = state.write(FORWARDS_FILE, declared) else {
-        return Ok((steps, res));
-    };
-    // What this operation added is what the old declaration must take out again.
-    let added: Vec<Forward> = declared
-        .forwards
-        .iter()
-        .filter(|f| !before.forwards.iter().any(|b| b.id == f.id))
-        .cloned()
-        .collect();
-    let added_domain: Vec<DomainForward> = declared
-        .domain_forwards
-        .iter()
-        .filter(|f| !before.domain_forwards.iter().any(|b| b.id == f.id))
-        .cloned()
-        .collect();
-    let mut memo = apply::Memo::default();
-    let undo = converge_all(
-        fw,
-        state,
-        before,
-        &added,
-        &added_domain,
+        Some(before),
         networks,
         &mut memo,
     );
-    match undo.await {
-        Ok(_) => Err(ForwardError::Failed(format!(
-            "{e}; the change to firewalld was undone"
-        ))),
-        Err(undo) => Err(ForwardError::Failed(format!(
-            "{e}; undoing the change to firewalld failed too ({undo}): run the command again once the \
-             state directory is writable"
-        ))),
-    }
+    converged.await
 }
 
 /// Connects to firewalld, failing clearly when it does not run.
@@ -118,30 +102,23 @@ pub(super) async fn connect() -> Result<Firewalld, ForwardError> {
 
 /// Puts back whatever of `declared` firewalld or libvirt lost: a repeated `forward add` records
 /// nothing, but leaves the forward working.
-pub(super) async fn put_back(
+pub(super) async fn put_back<S: Seam>(
+    seam: &S,
     state: &StateDir,
     declared: &Declared,
     networks: &Networks,
 ) -> Result<(), ForwardError> {
-    let fw = connect().await?;
-    converge_all(
-        &fw,
-        state,
-        declared,
-        &[],
-        &[],
-        networks,
-        &mut apply::Memo::default(),
-    )
-    .await?;
+    let mut memo = Memo::default();
+    let converged = converge_all(seam, state, declared, &[], &[], None, networks, &mut memo);
+    converged.await?;
     Ok(())
 }
 
 /// Re-applies everything declared (the daemon after ruleset changes, the hook after a network
 /// starts or stops). Does nothing, and asks nothing of firewalld, when nothing is declared.
-pub async fn reconcile(fw: &Firewalld, state: &StateDir) -> Result<usize, ForwardError> {
-    let mut memo = apply::Memo::default();
-    Ok(reconcile_checked(fw, state, None, &mut memo).await?.steps)
+pub async fn reconcile<S: Seam>(seam: &S, state: &StateDir) -> Result<usize, ForwardError> {
+    let mut memo = Memo::default();
+    Ok(reconcile_checked(seam, state, None, &mut memo).await?.steps)
 }
 
 /// What one re-application did and found.
@@ -156,14 +133,14 @@ pub struct Reconciled {
 }
 
 /// [`reconcile`], also telling whether a domain forward waits and which cannot be resolved.
-/// `memo`: the caller's record of its earlier checks ([`apply::Memo`]); with a ruleset basis in
+/// `memo`: the caller's record of its earlier checks ([`Memo`]); with a ruleset basis in
 /// it (the check after the daemon's own ruleset-only changes) firewalld is not asked again whether
 /// it runs nor waited for: the check reads only the ruleset side.
-pub async fn reconcile_checked(
-    fw: &Firewalld,
+pub async fn reconcile_checked<S: Seam>(
+    seam: &S,
     state: &StateDir,
     daemon: Option<Triggers<'_>>,
-    memo: &mut apply::Memo,
+    memo: &mut Memo,
 ) -> Result<Reconciled, ForwardError> {
     // A first look without the lock, which would create the state directory: most hosts declare
     // nothing, and then nothing is touched (nor waited for, nor asked of firewalld).
@@ -183,7 +160,7 @@ pub async fn reconcile_checked(
     }
     if let Some(mut daemon) = daemon {
         if !light {
-            daemon.bindings.settle(fw).await;
+            daemon.bindings.settle(seam.reads()).await;
             memo.reconciles = daemon.bindings.requested();
         }
         daemon.gathering();
@@ -191,11 +168,12 @@ pub async fn reconcile_checked(
     let state = &store(state)?;
     let _lock = state.lock().await?;
     let declared = declared_in(state)?;
-    if !light && !crate::change::Reads::is_running(fw).await? {
+    if !light && !seam.reads().is_running().await? {
         return Ok(Reconciled::default());
     }
     let networks = networks_in(state)?;
-    let (steps, res) = converge_all(fw, state, &declared, &[], &[], &networks, memo).await?;
+    let converged = converge_all(seam, state, &declared, &[], &[], None, &networks, memo);
+    let (steps, res) = converged.await?;
     Ok(Reconciled {
         steps,
         waiting: res.waiting(),

@@ -14,8 +14,6 @@ use rustix::net::{AddressFamily, RecvFlags, SocketType};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::firewalld::Firewalld;
-
 /// `NFNLGRP_NFTABLES` from `linux/netfilter/nfnetlink.h`.
 const NFNLGRP_NFTABLES: u32 = 7;
 
@@ -158,7 +156,7 @@ impl BindingReconciles {
     /// for a pending binding reconcile; then makes one call to firewalld, which is answered only
     /// after a reload in progress has ended and its `Reloaded` signal was sent on the same
     /// connection; lets that signal's handler run; and waits again if it asked for a reconcile.
-    pub(super) async fn settle(&mut self, fw: &Firewalld) {
+    pub(super) async fn settle(&mut self, fw: &impl crate::change::reads::Reads) {
         let rx = &mut self.0;
         let _ = tokio::time::timeout(BINDINGS_WAIT, rx.wait_for(Reconciles::settled)).await;
         if fw.version_text().await.is_err() {

@@ -8,7 +8,7 @@
 //! whatever acts last, virtzone's check comes after it. Its own changes cause one more check, which
 //! finds everything in place; when they touched only the ruleset (the accepts a reload dropped),
 //! that check reads only the ruleset side and reuses the rest of the gather before it (see
-//! `apply::Memo`). Events arriving during a check coalesce into one more check.
+//! `runner::Memo`). Events arriving during a check coalesce into one more check.
 //!
 //! Domain forwards add triggers: the qemu hook's record of a started domain (inotify on the
 //! forwards' store, where it writes `domains.json`), and a guest's first DHCP lease, which changes
@@ -232,8 +232,8 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
     let mut watch = DirWatch::new(state.path(), &store, &leases, poke_tx).with_dropins(&dropins);
     let mut backoff = Backoff::default();
     let mut last_bad = None;
-    // The watch's record of its checks (see `apply::Memo`).
-    let mut memo = super::apply::Memo::by_the_watch();
+    // The watch's record of its checks (see `runner::Memo`).
+    let mut memo = super::runner::Memo::by_the_watch();
     loop {
         // The store may appear later (the first `forward add` or hook run creates it): until then
         // the state dir is watched for its creation, and the store's watch is added once it exists.
