@@ -1,6 +1,6 @@
 //! The gather of forwards and allows: [`Facts`] through the read side of the seam ([`Reads`]:
 //! firewalld's reads, iptables' listing through firewalld's direct interface, nft and `/proc/sys`),
-//! in full ([`facts`]) or the ruleset side over an earlier gather ([`refresh_ruleset`]), and the
+//! in full ([`facts`]) or the ruleset side over an earlier gather (`refresh_ruleset`), and the
 //! wait for libvirt's rebuild after a reload. What to read is the planner's decision
 //! ([`ReadScope`], [`LastFullRead`]); this module only reads. The convergence itself is the one
 //! runner's ([`super::runner`]).

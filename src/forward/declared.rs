@@ -1,6 +1,6 @@
 //! `virtzone apply`'s part for forwards and allows: the drop-in files' declarations
 //! ([`crate::declare`]) merged with what the CLI added, each object recording its `source`, then
-//! converged through the same [`super::reconcile::apply_and_record`] every CLI change goes through. With
+//! converged through the same `reconcile::apply_and_record` every CLI change goes through. With
 //! `check`, the same plan is made and nothing is touched.
 
 use std::net::IpAddr;

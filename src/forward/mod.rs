@@ -2,13 +2,15 @@
 //!
 //! Declared forwards and allows are desired state in the state directory (`forwards.json`); the
 //! networks they refer to are recorded by the network hook (`networks.json`). [`plan`] turns those
-//! and firewalld's facts into a `change::Plan`, [`apply`] gathers the facts and applies the plan
-//! with the shared `change::Executor`, [`watch`] lets the daemon re-apply
-//! after every rebuild of the ruleset, and [`guard`] keeps the localnet guard in place on its own. docs/forwards.md explains the design.
+//! and firewalld's facts into a `change::Plan`, [`apply`] gathers the facts, [`runner`] makes them
+//! a `Domain` of the one runner (`change::converge`), which applies the plan with the shared
+//! `change::Executor` and records it; [`watch`] lets the daemon re-apply after every rebuild of the
+//! ruleset, and [`guard`] keeps the localnet guard in place on its own. docs/forwards.md explains
+//! the design.
 //!
 //! The operations are split by job: the state files ([`store`]), the checks before anything is
-//! recorded ([`validate`]), the commands' operations ([`ops`]), the one converge-and-record path
-//! they, the hooks and the daemon share ([`reconcile`]), the hooks' part ([`hooks`]), the daemon's
+//! recorded ([`validate`](mod@validate)), the commands' operations ([`ops`]), the one converge-and-record path
+//! they, the hooks and the daemon share ([`reconcile`](mod@reconcile)), the hooks' part ([`hooks`]), the daemon's
 //! triggers ([`triggers`]) and the error they all return ([`error`], a leaf). This file only
 //! declares the modules and re-exports what callers name as `crate::forward::…`; no child uses it.
 

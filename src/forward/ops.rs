@@ -1,7 +1,7 @@
 //! The commands' operations on forwards and allows: `forward add` (to a guest address or a domain),
 //! `forward remove`, `forward purge`, `allow add`/`remove`. Each takes the store's lock, checks the
-//! request ([`super::validate`]), converges firewalld and records the result
-//! ([`super::reconcile::apply_and_record`]).
+//! request ([`validate`](mod@super::validate)), converges firewalld and records the result
+//! (`reconcile::apply_and_record`).
 
 use super::apply;
 use super::domain::{self, Status};

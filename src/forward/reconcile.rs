@@ -1,5 +1,5 @@
 //! Converging firewalld (and iptables, nftables) to the declared forwards and allows: the one path
-//! every change of forwards takes ([`apply_and_record`] for the commands, [`reconcile`] and
+//! every change of forwards takes (`apply_and_record` for the commands, [`reconcile`] and
 //! [`reconcile_checked`] for the hooks and the daemon), domain forwards resolved on the way.
 
 use super::domain::{self, Status, DOMAINS_FILE};

@@ -295,7 +295,7 @@ impl Domain for Forwards<'_> {
     }
 
     /// After a reload: libvirt's rebuild, so the accepts are planned after it rather than wiped or
-    /// buried behind its reject ([`apply::wait_for_libvirt`]; `facts` holds libvirt's nftables
+    /// buried behind its reject (`apply::wait_for_libvirt`; `facts` holds libvirt's nftables
     /// chain as it was before the reload).
     async fn settle(&self, reads: &impl Reads, gathered: &Gathered, plan: &Plan) {
         if Self::reloads(plan) && !super::accept::accepts(&self.target, &self.networks).is_empty() {

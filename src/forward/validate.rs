@@ -1,7 +1,7 @@
 //! The checks of a forward before anything is recorded: `forward add`'s request against the
 //! recorded networks (and, for `--domain`, the running domain), the host side every forward shares,
 //! and a host port another forward already claims. Pure, apart from asking the kernel whether an
-//! address is this host's ([`is_local`]).
+//! address is this host's (`is_local`).
 
 use std::net::IpAddr;
 
