@@ -434,4 +434,4 @@ pub async fn change_allow_on<S: Seam>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -189,3 +189,6 @@ pub async fn reconcile_checked<S: Seam>(
             .collect(),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -136,7 +136,7 @@ impl Reconciles {
     }
 }
 
-/// The forward watch's view of the daemon's binding reconciles (see [`BindingReconciles::settle`]).
+/// The forward watch's view of the daemon's binding reconciles (see `BindingReconciles::settle`).
 pub struct BindingReconciles(tokio::sync::watch::Receiver<Reconciles>);
 
 impl BindingReconciles {

@@ -15,7 +15,7 @@ use crate::forward::store::{FORWARDS_FILE, STORE_DIR};
 
 /// firewalld 1.3.3 (forwards are zone entries) with `eth0` in `public` and the network's bridge
 /// in `libvirt`; libvirt's iptables backend in place.
-fn firewalld_1_3_3() -> Recorded {
+pub(in crate::forward) fn firewalld_1_3_3() -> Recorded {
     let zones: BTreeMap<String, Entries> = ["libvirt", "public"]
         .into_iter()
         .map(|z| (z.to_string(), Entries::default()))
@@ -43,7 +43,7 @@ fn firewalld_1_3_3() -> Recorded {
 }
 
 /// A state directory whose forwards' store records NAT network `n1` (virbr1, 192.0.2.0/24).
-fn state_with_network() -> (tempfile::TempDir, StateDir) {
+pub(in crate::forward) fn state_with_network() -> (tempfile::TempDir, StateDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state");
     std::fs::create_dir(&path).unwrap();
@@ -67,7 +67,7 @@ fn state_with_network() -> (tempfile::TempDir, StateDir) {
     (dir, StateDir::at(path))
 }
 
-fn add_request() -> AddForward {
+pub(in crate::forward) fn add_request() -> AddForward {
     AddForward {
         network: "n1".parse().unwrap(),
         guest: "192.0.2.5".parse().unwrap(),
@@ -80,7 +80,7 @@ fn recorded(state: &StateDir) -> Declared {
     crate::forward::store::read_declared(state).unwrap()
 }
 
-fn count(calls: &[String], prefix: &str) -> usize {
+pub(in crate::forward) fn count(calls: &[String], prefix: &str) -> usize {
     calls.iter().filter(|c| c.starts_with(prefix)).count()
 }
 
