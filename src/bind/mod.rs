@@ -12,13 +12,12 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::change::converge::{converge, Decision, Domain, Seam};
-use crate::change::executor::Live;
 use crate::change::reads::Reads;
 use crate::change::snapshot::{Scope, Snapshot};
 use crate::change::{ExecError, Executor, Refusal};
 use crate::firewalld::{self, Capabilities, Firewalld};
 use crate::names::{BridgeName, NetworkName, ZoneName};
-use crate::networkmanager::{self, NetworkManager, Owner, Profile};
+use crate::networkmanager::{self, Owner, Profile};
 use crate::state::{StateDir, StateError};
 
 /// Why a bind operation did not complete.
@@ -326,11 +325,11 @@ const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 /// [`PASSES`] passes. The daemon's, on its start, on firewalld's `Reloaded` signal and on a new owner
 /// of firewalld's bus name.
 pub async fn reconcile(
-    fw: &Firewalld,
+    seam: &impl Seam,
     desired: &Bindings,
     in_flight: usize,
 ) -> firewalld::Result<Reconciled> {
-    let snapshot = Snapshot::gather(fw, &Scope::default()).await?;
+    let snapshot = Snapshot::gather(seam.reads(), &Scope::default()).await?;
     if snapshot.running().is_none() {
         // Nothing to compare with: the next owner of firewalld's name is the next event.
         return Ok(Reconciled {
@@ -340,8 +339,8 @@ pub async fn reconcile(
         });
     }
     let plan = plan::plan_reconcile(desired, &snapshot.interfaces);
-    let live = Live::new(fw, snapshot.capabilities());
-    let executor = Executor::new(&live);
+    let mutations = seam.mutations(snapshot.capabilities());
+    let executor = Executor::new(&mutations);
     let mut missing = plan.plan.steps.clone();
     let mut results = Vec::new();
     for pass in 1..=PASSES {
@@ -373,15 +372,14 @@ pub async fn reconcile(
 /// The recorded NetworkManager profiles of `bindings`, by uuid, as they are now (`None`: gone, or
 /// NetworkManager not running). Asks nothing when no binding goes through NetworkManager.
 pub async fn profiles(
-    conn: &zbus::Connection,
+    reads: &impl Reads,
     bindings: &Bindings,
 ) -> networkmanager::Result<BTreeMap<String, Option<Profile>>> {
-    let nm = NetworkManager::new(conn);
     let mut out = BTreeMap::new();
     for b in bindings.bindings.values() {
         if let Some(n) = &b.networkmanager {
             if !out.contains_key(&n.uuid) {
-                out.insert(n.uuid.clone(), nm.profile(&n.uuid).await?);
+                out.insert(n.uuid.clone(), reads.profile(&n.uuid).await?);
             }
         }
     }
@@ -392,16 +390,18 @@ pub async fn profiles(
 /// executor. For the daemon, on its start (a boot forgets in-memory profile changes) and whenever
 /// NetworkManager's bus name gets a new owner.
 pub async fn reconcile_nm(
-    fw: &Firewalld,
+    seam: &impl Seam,
     desired: &Bindings,
 ) -> networkmanager::Result<(
     plan::ReconcilePlan,
     Vec<(crate::change::Step, firewalld::Result<()>)>,
 )> {
-    let profiles = profiles(fw.connection(), desired).await?;
+    let profiles = profiles(seam.reads(), desired).await?;
     let plan = plan::plan_nm_reconcile(desired, &profiles);
-    let live = Live::new(fw, None);
-    let results = Executor::new(&live).apply_each(&plan.plan.steps, 1).await;
+    let mutations = seam.mutations(None);
+    let results = Executor::new(&mutations)
+        .apply_each(&plan.plan.steps, 1)
+        .await;
     Ok((plan, results))
 }
 
