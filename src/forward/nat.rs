@@ -221,10 +221,16 @@ const SHAPE_ZONE: u8 = 1;
 const SHAPE_POLICY: u8 = 2;
 
 /// Whether firewalld holds forwards in virtzone's policy (firewalld >= 2.2), from its version when
-/// it answers, else from its last answer (`false` before any).
+/// it runs, else from its last answer (`false` before any). Asked only when firewalld owns its bus
+/// name: a call to a stopped firewalld could activate it.
 async fn forwards_in_policy(fw: &Firewalld) -> bool {
-    let answer = tokio::time::timeout(NFT_TIMEOUT, fw.version_text()).await;
-    if let Ok(Ok(text)) = answer {
+    let ask = async {
+        match fw.is_running().await {
+            Ok(true) => fw.version_text().await.ok(),
+            _ => None,
+        }
+    };
+    if let Ok(Some(text)) = tokio::time::timeout(NFT_TIMEOUT, ask).await {
         if let Ok(v) = crate::firewalld::parse_version(&text) {
             let policy = crate::firewalld::Capabilities::of(&v).policy_forward_to_addr;
             SHAPE.store(
