@@ -34,11 +34,10 @@
 //! puts the table back after `nft flush ruleset`), `forward purge` removes it, and
 //! `OwnNat=no` in virtzone.conf turns it off (the table goes at the next check).
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::masquerade::{
     wanted_comments, Dnat, Masquerade, CHAIN, DNAT_CHAIN, DNAT_PRIORITY, FAMILY, PRIORITY, TABLE,
