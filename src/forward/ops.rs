@@ -9,7 +9,7 @@ use super::error::{refused, ForwardError};
 use super::model::{Allow, Declared, DomainForward, Forward, ForwardRule, Opening};
 use super::network::Networks;
 use super::plan;
-use super::reconcile::{apply_and_record, connect, put_back};
+use super::reconcile::{apply_and_record, connect, put_back, AfterRecord};
 use super::request::{AddDomainForward, AddForward};
 use super::store::{declared_in, domains_in, networks_in, store, store_created};
 use super::validate::{clash_check, is_local, validate, validate_domain};
@@ -75,7 +75,7 @@ struct Applied<S> {
 /// The part of `forward add` both kinds share, under the store's lock: `make` validates the
 /// request against the store (recorded networks, for a domain its record too) and numbers the
 /// forward; an equal forward is only put back, a clash refused; then it is recorded and applied.
-async fn add_declarable<F: Declarable, S: Seam>(
+async fn add_declarable<F: Declarable, S: Seam + AfterRecord>(
     state: &StateDir,
     make: impl FnOnce(&StateDir, &Networks, u32) -> Result<F, ForwardError>,
     connect: impl AsyncFnOnce() -> Result<S, ForwardError>,
@@ -112,7 +112,7 @@ pub async fn add_forward(state: &StateDir, req: AddForward) -> Result<String, Fo
 }
 
 /// [`add_forward`] on the seam `connect` gives once the request is judged.
-pub async fn add_forward_on<S: Seam>(
+pub async fn add_forward_on<S: Seam + AfterRecord>(
     state: &StateDir,
     req: AddForward,
     connect: impl AsyncFnOnce() -> Result<S, ForwardError>,
@@ -314,6 +314,7 @@ pub async fn purge(state: &StateDir) -> Result<String, ForwardError> {
         .run(&crate::change::Plan {
             steps: vec![crate::change::Step::OwnNat {
                 masquerades: Vec::new(),
+                dnats: Vec::new(),
             }],
             warnings: Vec::new(),
         })
@@ -364,7 +365,7 @@ pub async fn change_allow(
 }
 
 /// [`change_allow`] on the seam `connect` gives once the request is judged.
-pub async fn change_allow_on<S: Seam>(
+pub async fn change_allow_on<S: Seam + AfterRecord>(
     state: &StateDir,
     allow: Allow,
     add: bool,

@@ -65,7 +65,7 @@ pub(super) async fn converge_all<S: Seam>(
 /// records it. When the record cannot be written, firewalld is brought back to `before`, the
 /// declaration still on disk: an operation completes or leaves nothing behind, and firewalld never
 /// holds a forward the state file does not know (the daemon could never remove it).
-pub(super) async fn apply_and_record<S: Seam>(
+pub(super) async fn apply_and_record<S: Seam + AfterRecord>(
     seam: &S,
     state: &StateDir,
     declared: &Declared,
@@ -85,7 +85,30 @@ pub(super) async fn apply_and_record<S: Seam>(
         networks,
         &mut memo,
     );
-    converged.await
+    let done = converged.await?;
+    seam.after_record(state).await;
+    Ok(done)
+}
+
+/// What follows a recorded change of forwards, where it runs: on the live host virtzone's own NAT
+/// table, which carries the plain forwards' DNATs (issue #21), is checked against the new record
+/// (`nat::check_store`); the unit tests' fakes have no such table.
+#[allow(async_fn_in_trait)]
+pub trait AfterRecord {
+    /// Runs once `store` (the forwards' store) holds the new record.
+    async fn after_record(&self, store: &StateDir);
+}
+
+impl AfterRecord for Firewalld {
+    async fn after_record(&self, store: &StateDir) {
+        super::nat::check_store(self, store).await;
+    }
+}
+
+impl<T: AfterRecord> AfterRecord for &T {
+    async fn after_record(&self, store: &StateDir) {
+        (**self).after_record(store).await;
+    }
 }
 
 /// Connects to firewalld, failing clearly when it does not run.

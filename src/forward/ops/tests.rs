@@ -42,6 +42,11 @@ pub(in crate::forward) fn firewalld_1_3_3() -> Recorded {
     }
 }
 
+/// The fakes have no NAT table of virtzone's to check after a record.
+impl crate::forward::reconcile::AfterRecord for FakeSeam {
+    async fn after_record(&self, _store: &StateDir) {}
+}
+
 /// A state directory whose forwards' store records NAT network `n1` (virbr1, 192.0.2.0/24).
 pub(in crate::forward) fn state_with_network() -> (tempfile::TempDir, StateDir) {
     let dir = tempfile::tempdir().unwrap();
