@@ -9,7 +9,7 @@
 //! ([`Local`](super::executor::local::Local)), or the recording fakes of the unit tests — so the
 //! orchestration itself is tested without root or a bus.
 
-use crate::change::executor::{ExecError, Executor, Live};
+use crate::change::executor::{Applied, ExecError, Executor, Live};
 use crate::change::mutations::Mutations;
 use crate::change::reads::Reads;
 use crate::change::step::{Plan, Step};
@@ -38,6 +38,21 @@ impl Seam for Firewalld {
     }
     fn mutations(&self, caps: Option<Capabilities>) -> Live<'_> {
         Live::new(self, caps)
+    }
+}
+
+/// A borrowed seam is a seam: a unit test keeps its fakes to look at what was read and changed.
+impl<T: Seam> Seam for &T {
+    type Reads = T::Reads;
+    type Mutations<'a>
+        = T::Mutations<'a>
+    where
+        Self: 'a;
+    fn reads(&self) -> &T::Reads {
+        (**self).reads()
+    }
+    fn mutations(&self, caps: Option<Capabilities>) -> T::Mutations<'_> {
+        (**self).mutations(caps)
     }
 }
 
@@ -107,6 +122,26 @@ pub trait Domain {
     /// Runs after a round's plan was applied, before the next gather (e.g. waiting for libvirt's
     /// rebuild after a reload).
     async fn settle(&self, _reads: &impl Reads, _facts: &Self::Facts, _plan: &Plan) {}
+    /// Runs after each round's plan was applied (an empty one too), before the record is written:
+    /// what the domain keeps of the round for later (e.g. a gather the next check can build on).
+    fn executed(&self, _facts: &Self::Facts, _plan: &Plan) {}
+    /// Undoes a round whose record could not be written (`error`), the record on disk still
+    /// `before`, and returns the error the caller gets. Default: the executor's inverses of the
+    /// round's steps, newest first, each failure logged. A domain with steps that have no inverse
+    /// (iptables commands, nftables rules) re-plans back to `before` instead.
+    async fn undo<M: Mutations>(
+        &self,
+        _reads: &impl Reads,
+        executor: &Executor<'_, M>,
+        applied: Applied,
+        _before: &Self::Record,
+        error: Self::Error,
+    ) -> Self::Error {
+        for failure in executor.undo(applied).await {
+            tracing::warn!("after failing to write the record: {failure}");
+        }
+        error
+    }
 }
 
 /// What one convergence did.
@@ -153,12 +188,13 @@ pub async fn converge_loaded<S: Seam, D: Domain>(
             .await
             .map_err(|e| domain.failed(e))?;
         steps += applied.steps.len();
+        domain.executed(&facts, &decision.plan);
         if let Some(next) = decision.record {
             if let Err(e) = domain.store(state, &next) {
                 // Without the record the change would be unmanaged: undo it.
-                for failure in executor.undo(applied).await {
-                    tracing::warn!("after failing to write the record: {failure}");
-                }
+                let e = domain
+                    .undo(seam.reads(), &executor, applied, &record, e)
+                    .await;
                 return Err(e);
             }
             record = next;

@@ -30,6 +30,8 @@ pub trait Reads {
     async fn default_zone(&self) -> firewalld::Result<String>;
     /// Runtime zone names.
     async fn zones(&self) -> firewalld::Result<BTreeSet<String>>;
+    /// The services firewalld knows (`listServices`).
+    async fn services(&self) -> firewalld::Result<BTreeSet<String>>;
     /// Permanent zone names.
     async fn permanent_zones(&self) -> firewalld::Result<BTreeSet<String>>;
     /// Runtime policy names; `None` before firewalld 0.9.0 (no policies).
@@ -100,6 +102,9 @@ impl Reads for Firewalld {
     }
     async fn zones(&self) -> firewalld::Result<BTreeSet<String>> {
         Firewalld::zones(self).await
+    }
+    async fn services(&self) -> firewalld::Result<BTreeSet<String>> {
+        Firewalld::services(self).await
     }
     async fn permanent_zones(&self) -> firewalld::Result<BTreeSet<String>> {
         Firewalld::permanent_zones(self).await
@@ -214,6 +219,8 @@ pub mod fake {
         pub objects: BTreeMap<(ObjectKind, String), Object>,
         /// bridge → the NetworkManager profile that holds its zone (absent: firewalld's bindings).
         pub nm_owners: BTreeMap<String, Profile>,
+        /// The services firewalld knows.
+        pub services: BTreeSet<String>,
         /// `iptables -t TABLE -S` by table.
         pub iptables: BTreeMap<String, String>,
         /// `nft -j list table FAMILY TABLE` by family.
@@ -300,6 +307,11 @@ pub mod fake {
             self.record("getZones")?;
             self.running()?;
             Ok(self.zones.keys().cloned().collect())
+        }
+        async fn services(&self) -> firewalld::Result<BTreeSet<String>> {
+            self.record("listServices")?;
+            self.running()?;
+            Ok(self.services.clone())
         }
         async fn permanent_zones(&self) -> firewalld::Result<BTreeSet<String>> {
             self.record("getZoneNames")?;

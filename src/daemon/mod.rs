@@ -25,7 +25,7 @@ use zbus::{Connection, MatchRule, MessageStream};
 use crate::bind::{Bindings, BINDINGS_FILE};
 use crate::firewalld::proxy::{BUS_NAME as FIREWALLD, PATH as FIREWALLD_PATH};
 use crate::firewalld::{Firewalld, State, CALL_TIMEOUT};
-use crate::forward::watch::{BindingReconciles, Reconciles};
+use crate::forward::triggers::{BindingReconciles, Reconciles};
 use crate::state::StateDir;
 use service::{Service, ServiceSignals};
 
@@ -96,7 +96,7 @@ pub(crate) struct Shared {
     /// Wakes the reconcile loop; notifications arriving during a reconcile coalesce into one more.
     pub wake: Notify,
     /// Reconciles asked for and done, for the forward watch to wait on (see
-    /// `forward::watch::BindingReconciles`).
+    /// `forward::triggers::BindingReconciles`).
     pub reconciles: tokio::sync::watch::Sender<Reconciles>,
 }
 

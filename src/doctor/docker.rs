@@ -72,7 +72,7 @@ pub async fn check(state: &StateDir) -> bool {
 
 /// Checks once at start, then after every burst of ruleset changes, until the netlink watch ends.
 pub async fn run(state: StateDir) {
-    let mut changes = match crate::forward::watch::ruleset_changes() {
+    let mut changes = match crate::forward::triggers::ruleset_changes() {
         Ok(rx) => rx,
         Err(e) => {
             warn!("cannot watch the netfilter ruleset ({e}); DOCKER-USER's accepts are checked at start only");

@@ -1,9 +1,9 @@
-//! The effects of forwards and allows: gathering [`Facts`] through the read side of the seam
-//! ([`Reads`]: firewalld's reads, iptables' listing through firewalld's direct interface, nft and
-//! `/proc/sys`), and converging: plan, then apply the [`change::Plan`](crate::change::Plan) with the
-//! shared [`change::Executor`](crate::change::Executor) over [`Live`], the only code that changes
-//! firewalld (and iptables through it). What to read is the planner's decision
-//! ([`ReadScope`], [`LastFullRead`]); this module only reads.
+//! The gather of forwards and allows: [`Facts`] through the read side of the seam ([`Reads`]:
+//! firewalld's reads, iptables' listing through firewalld's direct interface, nft and `/proc/sys`),
+//! in full ([`facts`]) or the ruleset side over an earlier gather (`refresh_ruleset`), and the
+//! wait for libvirt's rebuild after a reload. What to read is the planner's decision
+//! ([`ReadScope`], [`LastFullRead`]); this module only reads. The convergence itself is the one
+//! runner's ([`super::runner`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -14,10 +14,8 @@ use super::plan::{
     route_localnet_key, uplink_candidates, Facts, LastFullRead, Layers, ReadScope, ALLOW_POLICY,
     FORWARD_POLICY, FROM_HOST_POLICY,
 };
-use crate::change::executor::Live;
 use crate::change::reads::Reads;
-use crate::change::{Executor, Step};
-use crate::firewalld::{parse_version, Entries, Error, Firewalld};
+use crate::firewalld::{parse_version, Entries, Error};
 
 /// Both layers of one object, each read (concurrently) only where the object exists: asking
 /// firewalld about a zone or policy it does not have makes it log an ERROR.
@@ -83,62 +81,6 @@ async fn zone_layers(
     .await?;
     Ok(layers.into_iter().collect())
 }
-
-/// How a caller's forward checks run and what one leaves for the next one of the same process:
-/// the daemon's forward watch keeps one for its life ([`Memo::by_the_watch`]), a command one per
-/// run (`Memo::default()`: [`Verify::Regather`]). It replaces a process-global.
-#[derive(Debug)]
-pub struct Memo {
-    /// Whether a convergence gathers again after its changes.
-    verify: Verify,
-    /// The uplink zones at the last read of every zone.
-    full_read: LastFullRead,
-    /// The facts (and the declaration planned with them, and when) of the last full gather, kept
-    /// when the changes made after it touched only the ruleset side
-    /// ([`super::plan::ruleset_only`]): the next check, the one those changes' own ruleset events
-    /// trigger, re-reads only that side (within [`BASIS_FRESH`]).
-    ruleset_basis: Option<(Facts, Declared, Instant)>,
-    /// The daemon's binding reconciles asked for when the last full gather started (see
-    /// `watch::BindingReconciles`): one more since means firewalld reloaded or restarted.
-    pub(super) reconciles: u64,
-}
-
-impl Default for Memo {
-    fn default() -> Self {
-        Memo {
-            verify: Verify::Regather,
-            full_read: LastFullRead::default(),
-            ruleset_basis: None,
-            reconciles: 0,
-        }
-    }
-}
-
-impl Memo {
-    /// The daemon's forward watch's: [`Verify::ByTheWatch`].
-    pub fn by_the_watch() -> Self {
-        Memo {
-            verify: Verify::ByTheWatch,
-            ..Memo::default()
-        }
-    }
-
-    /// Whether the next check may re-read the ruleset side only.
-    pub fn has_ruleset_basis(&self) -> bool {
-        self.ruleset_basis.is_some()
-    }
-
-    /// The next check gathers in full (something other than a ruleset change woke it, or firewalld
-    /// reloaded or restarted since the last check).
-    pub fn forget_ruleset_basis(&mut self) {
-        self.ruleset_basis = None;
-    }
-}
-
-/// How long a kept gather may serve as the basis of a ruleset-only check: its own changes' events
-/// arrive within milliseconds; a later event (with iptables-legacy, whose changes nf_tables does
-/// not announce, the next one may come much later) gets a full gather.
-const BASIS_FRESH: Duration = Duration::from_secs(5);
 
 /// The ruleset side of the facts: what libvirt's rebuilds, other programs' rules and virtzone's own
 /// accepts change, and what a firewalld reload wipes.
@@ -295,7 +237,7 @@ pub async fn facts(
 /// `basis` (a full gather's facts) with its ruleset side read again: the check after virtzone's
 /// own ruleset-only changes, which firewalld's side cannot have seen change. iptables' nat table is
 /// read only where the planner would look at it.
-async fn refresh_ruleset(fw: &impl Reads, basis: Facts, declared: &Declared) -> Facts {
+pub(super) async fn refresh_ruleset(fw: &impl Reads, basis: Facts, declared: &Declared) -> Facts {
     let scope = ReadScope::of(declared, &basis.version, &basis.default_zone);
     let nat = scope.localnet
         || scope.hairpin
@@ -319,95 +261,8 @@ async fn refresh_ruleset(fw: &impl Reads, basis: Facts, declared: &Declared) -> 
     }
 }
 
-/// How many plan/execute rounds one convergence may take: a round ending in a reload is followed
-/// by one that plans against the reloaded firewall.
-const ROUNDS: usize = 3;
 /// How long to wait after a reload for libvirt to rebuild its chains (it does so on `Reloaded`).
 const LIBVIRT_REBUILD: Duration = Duration::from_secs(10);
-
-/// Whether a convergence gathers once more after its changes to see that nothing is left to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verify {
-    /// Gather, plan and execute until a plan is empty (commands and the hook, which nothing else
-    /// checks after them).
-    Regather,
-    /// Stop after one executed plan unless it reloaded firewalld: the daemon's ruleset watch sees
-    /// the changes and checks again anyway, so a second gather here would only double its calls.
-    ByTheWatch,
-}
-
-/// Brings firewalld and iptables to `declared` (removing `gone`'s entries): gather, plan, execute,
-/// until nothing is left to do (see [`Verify`], in `memo`: the caller's [`Memo`]). Returns
-/// the steps carried out.
-pub async fn converge(
-    fw: &Firewalld,
-    declared: &Declared,
-    gone: &[super::model::Forward],
-    networks: &Networks,
-    memo: &mut Memo,
-) -> Result<usize, super::ForwardError> {
-    let verify = memo.verify;
-    // The capabilities only choose how zones are added, which forwards never do.
-    let live = Live::new(fw, None);
-    let exec = Executor::new(&live);
-    let mut total = 0;
-    // Only for the first round, and only for the declaration and networks it was gathered with.
-    let mut basis = memo.ruleset_basis.take().filter(|(f, d, at)| {
-        gone.is_empty() && d == declared && f.networks == *networks && at.elapsed() < BASIS_FRESH
-    });
-    for _ in 0..ROUNDS {
-        let (facts, full) = match basis.take() {
-            Some((basis, _, _)) => (refresh_ruleset(fw, basis, declared).await, false),
-            None => {
-                let removing = !gone.is_empty();
-                let facts = facts(
-                    fw,
-                    declared,
-                    networks.clone(),
-                    removing,
-                    &mut memo.full_read,
-                )
-                .await?;
-                (facts, true)
-            }
-        };
-        let plan =
-            super::plan::plan(declared, gone, &facts).map_err(super::ForwardError::Refused)?;
-        tracing::debug!(
-            "forwards: {} check, {} step(s) planned",
-            if full { "full" } else { "ruleset-only" },
-            plan.steps.len()
-        );
-        for w in &plan.warnings {
-            tracing::warn!("{}", w.message);
-        }
-        if plan.is_empty() {
-            return Ok(total);
-        }
-        // All or nothing: a refused step undoes the ones before it. Not `apply_each`: the steps
-        // depend on each other (chain before rule before jump, accepts before the DNAT).
-        let reload = plan.steps.contains(&Step::Reload);
-        // libvirt's nftables rules before the reload, to see its rebuild after it.
-        let nft_before = if reload {
-            libvirt_nft(fw, super::nft::FAMILY).await
-        } else {
-            None
-        };
-        total += exec.run(&plan).await?.steps.len();
-        if reload && !super::accept::accepts(declared, networks).is_empty() {
-            wait_for_libvirt(fw, nft_before).await;
-        }
-        if !reload && verify == Verify::ByTheWatch {
-            // The watch's next check, which these changes' own ruleset events trigger, needs to
-            // look at the ruleset only (at most once after a full gather).
-            if full && super::plan::ruleset_only(&plan.steps) {
-                memo.ruleset_basis = Some((facts, declared.clone(), Instant::now()));
-            }
-            return Ok(total);
-        }
-    }
-    Ok(total)
-}
 
 /// `nft -j list table FAMILY libvirt_network` (libvirt's nftables firewall backend), parsed;
 /// `None` when the table does not exist, nft is missing, or its answer does not parse (then only
@@ -447,7 +302,7 @@ pub async fn libvirt_rules_present(fw: &impl Reads, bridge: &str) -> bool {
 /// flush) or buried behind its reject (nftables: libvirt re-inserts its rules at the top of
 /// `guest_input` on `Reloaded`; `nft_before` is that chain before the reload). The daemon re-checks
 /// on every ruleset change anyway; this keeps the CLI alone from racing libvirt.
-async fn wait_for_libvirt(fw: &impl Reads, nft_before: Option<super::nft::GuestInput>) {
+pub(super) async fn wait_for_libvirt(fw: &impl Reads, nft_before: Option<super::nft::GuestInput>) {
     let start = Instant::now();
     let nft_before = nft_before.filter(|c| !c.bridges().is_empty());
     while start.elapsed() < LIBVIRT_REBUILD {

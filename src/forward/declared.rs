@@ -1,16 +1,17 @@
 //! `virtzone apply`'s part for forwards and allows: the drop-in files' declarations
 //! ([`crate::declare`]) merged with what the CLI added, each object recording its `source`, then
-//! converged through the same [`super::apply_and_record`] every CLI change goes through. With
+//! converged through the same `reconcile::apply_and_record` every CLI change goes through. With
 //! `check`, the same plan is made and nothing is touched.
 
 use std::net::IpAddr;
 
+use super::error::ForwardError;
 use super::model::{allow_key, forward_key, Allow, Declared, DomainForward, Forward, Opening};
+use super::reconcile::{apply_and_record, connect};
 use super::request::Request;
-use super::{
-    apply, clash_check, connect, declared_in, domain, domains_in, is_local, networks_in, plan,
-    store, store_created, validate, validate_domain, ForwardError,
-};
+use super::store::{declared_in, domains_in, networks_in, store, store_created, FORWARDS_FILE};
+use super::validate::{clash_check, is_local, validate, validate_domain};
+use super::{apply, domain, plan};
 use crate::declare::{Declaration, Object};
 use crate::state::StateDir;
 
@@ -227,7 +228,7 @@ pub async fn apply_declared(
     if nothing {
         // Nothing declared anywhere, nothing to take out: firewalld is not asked.
         if !check && next != before {
-            state.write(super::FORWARDS_FILE, &next)?;
+            state.write(FORWARDS_FILE, &next)?;
         }
         return Ok(Outcome::default());
     }
@@ -277,7 +278,7 @@ pub async fn apply_declared(
         });
     }
     let (steps, _) =
-        super::apply_and_record(&fw, state, &next, &gone, &removed, &before, &networks).await?;
+        apply_and_record(&fw, state, &next, &gone, &removed, &before, &networks).await?;
     let mut changes = changes;
     if changes.is_empty() && steps > 0 {
         changes.push(format!(

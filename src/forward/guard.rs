@@ -119,7 +119,7 @@ pub async fn check(fw: &Firewalld) -> bool {
 
 /// Checks once at start, then after every burst of ruleset changes, until the netlink watch ends.
 pub async fn run(fw: Firewalld) {
-    let mut changes = match super::watch::ruleset_changes() {
+    let mut changes = match super::triggers::ruleset_changes() {
         Ok(rx) => rx,
         Err(e) => {
             warn!("cannot watch the netfilter ruleset ({e}); the localnet guard is checked at start only");

@@ -272,22 +272,22 @@ pub fn enabled() -> bool {
 pub fn desired(
     state: &crate::state::StateDir,
     policy: bool,
-) -> Result<(Vec<Masquerade>, Vec<Dnat>), super::ForwardError> {
-    desired_in(&super::store(state)?, policy)
+) -> Result<(Vec<Masquerade>, Vec<Dnat>), super::error::ForwardError> {
+    desired_in(&super::store::store(state)?, policy)
 }
 
 /// [`desired`] from the forwards' store `store`.
 fn desired_in(
     store: &crate::state::StateDir,
     policy: bool,
-) -> Result<(Vec<Masquerade>, Vec<Dnat>), super::ForwardError> {
+) -> Result<(Vec<Masquerade>, Vec<Dnat>), super::error::ForwardError> {
     if !store.path().is_dir() {
         return Ok((Vec::new(), Vec::new()));
     }
-    let networks = super::networks_in(store)?;
+    let networks = super::store::networks_in(store)?;
     let on = enabled();
     let dnats = if policy && on {
-        wanted_dnats(&super::declared_in(store)?, &networks, policy, on)
+        wanted_dnats(&super::store::declared_in(store)?, &networks, policy, on)
     } else {
         Vec::new()
     };
@@ -369,7 +369,7 @@ pub(super) async fn check_store(fw: &Firewalld, store: &crate::state::StateDir) 
 /// The daemon's part: checks at start, then after every burst of ruleset changes (a wipe of the
 /// ruleset takes the table away; nothing else does), until the netlink watch ends.
 pub async fn run(fw: Firewalld, state: crate::state::StateDir) {
-    let mut changes = match super::watch::ruleset_changes() {
+    let mut changes = match super::triggers::ruleset_changes() {
         Ok(rx) => rx,
         Err(e) => {
             tracing::warn!(

@@ -4,8 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::model::{ForwardRule, PortMap};
-use super::{AddDomainForward, AddForward};
+use super::model::{DomainForward, Forward, ForwardRule, PortMap};
 use crate::cli::ForwardSpec;
 use crate::names::NetworkName;
 
@@ -16,6 +15,56 @@ pub enum Request {
     Guest(AddForward),
     /// `--domain DOMAIN [--network NET]`.
     Domain(AddDomainForward),
+}
+
+/// A `forward add` request, as parsed from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddForward {
+    /// The network.
+    pub network: NetworkName,
+    /// The guest.
+    pub guest: IpAddr,
+    /// What to forward.
+    pub rule: ForwardRule,
+    /// The opt-in to `route_localnet` that a loopback host address needs.
+    pub route_localnet: bool,
+}
+
+impl AddForward {
+    /// The forward it declares, numbered `id`.
+    pub(super) fn forward(&self, id: u32) -> Forward {
+        Forward {
+            id,
+            network: self.network.clone(),
+            guest: self.guest,
+            rule: self.rule,
+        }
+    }
+}
+
+/// A `forward add --domain` request, as parsed from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddDomainForward {
+    /// The libvirt domain.
+    pub domain: String,
+    /// Which of its networks (`None`: its only one virtzone knows).
+    pub network: Option<NetworkName>,
+    /// What to forward.
+    pub rule: ForwardRule,
+    /// The opt-in to `route_localnet` that a loopback host address needs.
+    pub route_localnet: bool,
+}
+
+impl AddDomainForward {
+    /// The forward it declares, numbered `id`.
+    pub(super) fn forward(&self, id: u32) -> DomainForward {
+        DomainForward {
+            id,
+            domain: self.domain.clone(),
+            network: self.network.clone(),
+            rule: self.rule,
+        }
+    }
 }
 
 /// `text` as an address; `what` names it in the error.
@@ -40,7 +89,7 @@ fn domain_name(name: &str) -> Result<String, String> {
 }
 
 /// The request described by `spec` and `ports` (the pure checks; those against the recorded
-/// networks are [`super::validate`] and [`super::validate_domain`]).
+/// networks are [`super::validate::validate`] and [`super::validate::validate_domain`]).
 pub fn request(spec: &ForwardSpec, ports: &str) -> Result<Request, String> {
     let ports: PortMap = ports.parse()?;
     let host_address = spec

@@ -8,7 +8,7 @@
 //! whatever acts last, virtzone's check comes after it. Its own changes cause one more check, which
 //! finds everything in place; when they touched only the ruleset (the accepts a reload dropped),
 //! that check reads only the ruleset side and reuses the rest of the gather before it (see
-//! `apply::Memo`). Events arriving during a check coalesce into one more check.
+//! `runner::Memo`). Events arriving during a check coalesce into one more check.
 //!
 //! Domain forwards add triggers: the qemu hook's record of a started domain (inotify on the
 //! forwards' store, where it writes `domains.json`), and a guest's first DHCP lease, which changes
@@ -28,21 +28,16 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::fs::inotify::{self, WatchFlags};
-use rustix::net::netlink::{SocketAddrNetlink, NETFILTER};
-use rustix::net::{AddressFamily, RecvFlags, SocketType};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::triggers::{ruleset_changes, BindingReconciles, Triggers};
 use crate::firewalld::Firewalld;
 use crate::state::StateDir;
-
-/// `NFNLGRP_NFTABLES` from `linux/netfilter/nfnetlink.h`.
-const NFNLGRP_NFTABLES: u32 = 7;
 
 /// The first pause before looking for a lease again while a domain forward waits for one.
 pub const LEASE_POLL: Duration = Duration::from_millis(1500);
@@ -217,88 +212,6 @@ impl DirWatch {
     }
 }
 
-/// The ruleset watch: yields once per burst of ruleset changes (capacity one: bursts coalesce),
-/// and ends when the socket fails.
-pub struct RulesetChanges {
-    rx: mpsc::Receiver<()>,
-    /// The netlink socket the reader thread reads (`None` in unit tests).
-    socket: Option<Arc<OwnedFd>>,
-    /// Whether the reader thread holds a notification it has not passed on yet.
-    in_hand: Arc<AtomicBool>,
-}
-
-impl RulesetChanges {
-    /// The next burst; `None` once the watch ended.
-    pub async fn recv(&mut self) -> Option<()> {
-        self.rx.recv().await
-    }
-
-    /// Forgets the changes announced so far: those the reader passed on, and those still queued in
-    /// the socket (read here without waiting, and dropped).
-    fn forget_so_far(&mut self) {
-        if let Some(socket) = &self.socket {
-            let mut buf = vec![0u8; 1 << 16];
-            // Until EAGAIN (nothing queued) or another error.
-            while let Ok(_) | Err(rustix::io::Errno::NOBUFS | rustix::io::Errno::INTR) =
-                rustix::net::recv(&**socket, &mut buf[..], RecvFlags::DONTWAIT)
-            {}
-        }
-        // In the middle of a large burst the reader holds one notification most of the time: let
-        // it pass that on (a bounded wait: its next step is a channel send).
-        for _ in 0..1000 {
-            if !self.in_hand.load(Ordering::SeqCst) {
-                break;
-            }
-            std::thread::yield_now();
-        }
-        while self.rx.try_recv().is_ok() {}
-    }
-}
-
-/// Starts the ruleset watch: nf_tables' change notifications (netlink group `NFNLGRP_NFTABLES`),
-/// read by one thread for the daemon's life.
-pub fn ruleset_changes() -> io::Result<RulesetChanges> {
-    let fd = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, Some(NETFILTER))?;
-    rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 1 << (NFNLGRP_NFTABLES - 1)))?;
-    let fd = Arc::new(fd);
-    let socket = fd.clone();
-    let in_hand = Arc::new(AtomicBool::new(false));
-    let holding = in_hand.clone();
-    let (tx, rx) = mpsc::channel(1);
-    std::thread::Builder::new()
-        .name("nft-watch".into())
-        .spawn(move || {
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let got = rustix::net::recv(&*fd, &mut buf[..], RecvFlags::empty());
-                holding.store(true, Ordering::SeqCst);
-                match got {
-                    // ENOBUFS: the burst overflowed the socket; something changed all the same.
-                    Ok(_) | Err(rustix::io::Errno::NOBUFS) => {}
-                    Err(rustix::io::Errno::INTR) => {
-                        holding.store(false, Ordering::SeqCst);
-                        continue;
-                    }
-                    Err(e) => {
-                        warn!("stopped watching the netfilter ruleset: {e}");
-                        return;
-                    }
-                }
-                let sent = tx.try_send(());
-                holding.store(false, Ordering::SeqCst);
-                match sent {
-                    Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
-                    Err(mpsc::error::TrySendError::Closed(())) => return,
-                }
-            }
-        })?;
-    Ok(RulesetChanges {
-        rx,
-        socket: Some(socket),
-        in_hand,
-    })
-}
-
 /// Keeps the declared forwards and allows applied: once at start, then after every burst of
 /// ruleset changes, every write of the forwards' state (the qemu hook's) or of a lease file, and
 /// after a [`Backoff`] pause while a domain forward waits for a lease. Runs until the watch ends;
@@ -311,7 +224,7 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
             return;
         }
     };
-    let store = state.path().join(super::STORE_DIR);
+    let store = state.path().join(super::store::STORE_DIR);
     let leases = super::domain::lease_dir()
         .unwrap_or_else(|_| PathBuf::from(super::domain::DEFAULT_LEASE_DIR));
     let (poke_tx, mut pokes) = mpsc::channel(1);
@@ -319,8 +232,8 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
     let mut watch = DirWatch::new(state.path(), &store, &leases, poke_tx).with_dropins(&dropins);
     let mut backoff = Backoff::default();
     let mut last_bad = None;
-    // The watch's record of its checks (see `apply::Memo`).
-    let mut memo = super::apply::Memo::by_the_watch();
+    // The watch's record of its checks (see `runner::Memo`).
+    let mut memo = super::runner::Memo::by_the_watch();
     loop {
         // The store may appear later (the first `forward add` or hook run creates it): until then
         // the state dir is watched for its creation, and the store's watch is added once it exists.
@@ -333,7 +246,7 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
             bindings: &mut bindings,
             changes: &mut changes,
         };
-        let check = super::reconcile_checked(&fw, &state, Some(triggers), &mut memo);
+        let check = super::reconcile::reconcile_checked(&fw, &state, Some(triggers), &mut memo);
         match check.await {
             Ok(done) => {
                 if done.steps > 0 {
@@ -370,74 +283,6 @@ pub async fn run(fw: Firewalld, state: StateDir, mut bindings: BindingReconciles
     }
 }
 
-/// What the daemon's forward check waits for and looks past: the binding reconciles, and the ruleset
-/// events that arrived before its gather (which that gather sees anyway).
-pub struct Triggers<'a> {
-    /// The daemon's binding reconciles.
-    pub bindings: &'a mut BindingReconciles,
-    /// The ruleset watch's events ([`ruleset_changes`]).
-    pub changes: &'a mut RulesetChanges,
-}
-
-impl Triggers<'_> {
-    /// Forgets the ruleset events so far: called right before a gather, which sees what they
-    /// announced (the binding reconcile's own changes, waited for in `settle`), so they need no
-    /// check of their own. Events after this point still trigger one.
-    pub(super) fn gathering(&mut self) {
-        self.changes.forget_so_far();
-    }
-}
-
-/// How long a forward check waits for the daemon's binding reconcile before it goes ahead anyway.
-const BINDINGS_WAIT: Duration = Duration::from_secs(15);
-
-/// The daemon's binding reconciles as the forward watch sees them: how many were asked for (one per
-/// firewalld reload or new owner) and how many have finished.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Reconciles {
-    /// Reconciles asked for.
-    pub requested: u64,
-    /// The `requested` count the last finished reconcile started from.
-    pub done: u64,
-}
-
-impl Reconciles {
-    fn settled(&self) -> bool {
-        self.done >= self.requested
-    }
-}
-
-/// The forward watch's view of the daemon's binding reconciles (see [`BindingReconciles::settle`]).
-pub struct BindingReconciles(tokio::sync::watch::Receiver<Reconciles>);
-
-impl BindingReconciles {
-    /// Follows the reconciles published on `rx`.
-    pub fn following(rx: tokio::sync::watch::Receiver<Reconciles>) -> Self {
-        BindingReconciles(rx)
-    }
-
-    /// Binding reconciles asked for so far (one per firewalld reload or new owner).
-    pub fn requested(&self) -> u64 {
-        self.0.borrow().requested
-    }
-
-    /// One reaction to a firewalld reload or restart, not three: a forward check that started now,
-    /// while firewalld reloads, would read a firewall without the daemon's bindings, act on it, and
-    /// be followed by checks for the daemon's re-binding and for its own changes. So it first waits
-    /// for a pending binding reconcile; then makes one call to firewalld, which is answered only
-    /// after a reload in progress has ended and its `Reloaded` signal was sent on the same
-    /// connection; lets that signal's handler run; and waits again if it asked for a reconcile.
-    pub(super) async fn settle(&mut self, fw: &Firewalld) {
-        let rx = &mut self.0;
-        let _ = tokio::time::timeout(BINDINGS_WAIT, rx.wait_for(Reconciles::settled)).await;
-        if fw.version_text().await.is_err() {
-            return;
-        }
-        tokio::task::yield_now().await;
-        let _ = tokio::time::timeout(BINDINGS_WAIT, rx.wait_for(Reconciles::settled)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,31 +305,6 @@ mod tests {
             checks += 1;
         }
         assert!(checks < 70, "{checks}");
-    }
-
-    #[test]
-    fn a_gather_looks_past_the_events_before_it_and_not_after() {
-        let (tx, rx) = mpsc::channel(1);
-        let mut changes = RulesetChanges {
-            rx,
-            socket: None,
-            in_hand: Arc::new(AtomicBool::new(false)),
-        };
-        let reconciles = tokio::sync::watch::Sender::new(Reconciles::default());
-        let mut bindings = BindingReconciles::following(reconciles.subscribe());
-        reconciles.send_modify(|r| r.requested += 1);
-        assert_eq!(bindings.requested(), 1);
-        // The binding reconcile's changes, announced before the gather: no check of their own.
-        tx.try_send(()).unwrap();
-        Triggers {
-            bindings: &mut bindings,
-            changes: &mut changes,
-        }
-        .gathering();
-        assert!(changes.rx.try_recv().is_err());
-        // A change during or after the gather still triggers the next check.
-        tx.try_send(()).unwrap();
-        assert!(changes.rx.try_recv().is_ok());
     }
 
     /// inotify instances open in this process.

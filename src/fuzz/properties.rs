@@ -316,7 +316,7 @@ pub fn domains_json(input: &[u8]) {
 /// `forwards.json`, also as upgraded to the current format.
 pub fn forwards_json(input: &[u8]) {
     if let Some(d) = state_file::<Declared>(input) {
-        // Read as the current format unless newer (`forward::declared_in`).
+        // Read as the current format unless newer (`forward::store::declared_in`).
         if d.version <= FORMAT_VERSION {
             json_round_trip(&Declared {
                 version: FORMAT_VERSION,

@@ -559,7 +559,7 @@ async fn reload(fw: &Firewalld, v: &Verdict) -> Result<(), String> {
 /// Watches for wipes until the netlink watch or the bus ends; the daemon spawns it beside the
 /// localnet guard's watch.
 pub async fn run(fw: Firewalld, state: StateDir) {
-    let mut changes = match crate::forward::watch::ruleset_changes() {
+    let mut changes = match crate::forward::triggers::ruleset_changes() {
         Ok(rx) => rx,
         Err(e) => {
             warn!("cannot watch the netfilter ruleset ({e}); a wiped ruleset is not healed");
