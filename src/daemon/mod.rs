@@ -106,6 +106,13 @@ impl Shared {
         self.reconciles.send_modify(|r| r.requested += 1);
         self.wake.notify_one();
     }
+
+    /// firewalld got a new owner (started or restarted): one more reconcile, and the count the
+    /// keepers that depend on firewalld's version go by.
+    fn new_owner(&self) {
+        self.reconciles.send_modify(|r| r.owners += 1);
+        self.request_reconcile();
+    }
 }
 
 /// Connects to the system bus with a call timeout.
@@ -216,7 +223,7 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
                 .map(|a| a.new_owner().is_some())
                 .unwrap_or(false);
             if appeared {
-                events.request_reconcile();
+                events.new_owner();
             }
             events.read_cache.lock().await.clear();
             if appeared {
@@ -293,6 +300,7 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
     tokio::spawn(crate::forward::nat::run(
         shared.fw.clone(),
         shared.state.clone(),
+        BindingReconciles::following(shared.reconciles.subscribe()),
     ));
     // A wiped ruleset (firewalld's and libvirt's rules gone) is healed by one firewalld reload.
     tokio::spawn(crate::heal::run(shared.fw.clone(), shared.state.clone()));

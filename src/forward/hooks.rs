@@ -41,7 +41,7 @@ pub async fn network_hook(fw: Option<&Firewalld>, net: &Network, started: bool) 
         }
         if let Some(fw) = fw {
             // The masquerade first: it is what every guest of the network needs.
-            nat::check_state(fw, &main).await;
+            nat::check_state(fw, &main, &mut nat::ForwardShape::default(), None).await;
             reconcile(fw, &main).await?;
         }
         Ok::<(), ForwardError>(())

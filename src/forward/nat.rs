@@ -34,7 +34,6 @@
 //! puts the table back after `nft flush ruleset`), `forward purge` removes it, and
 //! `OwnNat=no` in virtzone.conf turns it off (the table goes at the next check).
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -211,34 +210,42 @@ pub fn plan(wanted: &[Masquerade], dnats: &[Dnat], seen: Option<&Seen>) -> Plan 
     }
 }
 
-/// What the last firewalld answer said about where forwards live: [`SHAPE_UNKNOWN`] before any,
-/// then [`SHAPE_ZONE`] or [`SHAPE_POLICY`]. While firewalld is away (a restart) the DNATs stay as
-/// the last answer had them, which is the point of carrying them.
-static SHAPE: AtomicU8 = AtomicU8::new(SHAPE_UNKNOWN);
-const SHAPE_UNKNOWN: u8 = 0;
-const SHAPE_ZONE: u8 = 1;
-const SHAPE_POLICY: u8 = 2;
+/// Where firewalld holds forwards (in virtzone's policy from firewalld 2.2, else in a zone), as its
+/// last answer said; owned by the caller, never a process-global. While firewalld is away (a
+/// restart) the DNATs stay as the last answer had them, which is the point of carrying them.
+#[derive(Debug, Default)]
+pub struct ForwardShape {
+    /// `Some(true)`: in the policy; `None`: not asked yet (or no answer yet).
+    in_policy: Option<bool>,
+    /// The new owners of firewalld's bus name the daemon had seen at the last answer: firewalld's
+    /// version is asked again only after one more (a start or restart; a reload keeps it).
+    asked_at: Option<u64>,
+}
 
-/// Whether firewalld holds forwards in virtzone's policy (firewalld >= 2.2), from its version when
-/// it runs, else from its last answer (`false` before any). Asked only when firewalld owns its bus
-/// name: a call to a stopped firewalld could activate it.
-async fn forwards_in_policy(fw: &Firewalld) -> bool {
-    let ask = async {
-        match fw.is_running().await {
-            Ok(true) => fw.version_text().await.ok(),
-            _ => None,
+impl ForwardShape {
+    /// Whether firewalld holds forwards in virtzone's policy (firewalld >= 2.2): asked of firewalld
+    /// when it has not answered yet or `generation` (the daemon's count of firewalld's new owners;
+    /// `None` for a one-shot command) moved since, else its last answer (`false` before any). Asked only when
+    /// firewalld owns its bus name: a call to a stopped firewalld could activate it.
+    async fn in_policy(&mut self, fw: &Firewalld, generation: Option<u64>) -> bool {
+        let fresh = self.in_policy.is_some() && generation.is_some() && self.asked_at == generation;
+        if !fresh {
+            let ask = async {
+                match fw.is_running().await {
+                    Ok(true) => fw.version_text().await.ok(),
+                    _ => None,
+                }
+            };
+            if let Ok(Some(text)) = tokio::time::timeout(NFT_TIMEOUT, ask).await {
+                if let Ok(v) = crate::firewalld::parse_version(&text) {
+                    self.in_policy =
+                        Some(crate::firewalld::Capabilities::of(&v).policy_forward_to_addr);
+                    self.asked_at = generation;
+                }
+            }
         }
-    };
-    if let Ok(Some(text)) = tokio::time::timeout(NFT_TIMEOUT, ask).await {
-        if let Ok(v) = crate::firewalld::parse_version(&text) {
-            let policy = crate::firewalld::Capabilities::of(&v).policy_forward_to_addr;
-            SHAPE.store(
-                if policy { SHAPE_POLICY } else { SHAPE_ZONE },
-                Ordering::Relaxed,
-            );
-        }
+        self.in_policy.unwrap_or(false)
     }
-    SHAPE.load(Ordering::Relaxed) == SHAPE_POLICY
 }
 
 /// Reads the table: `Ok(None)` when it is absent.
@@ -342,9 +349,15 @@ pub async fn check(fw: &Firewalld, wanted: &[Masquerade], dnats: &[Dnat]) -> boo
     }
 }
 
-/// [`check`] against what `state` records; a state that cannot be read changes nothing.
-pub async fn check_state(fw: &Firewalld, state: &crate::state::StateDir) -> bool {
-    let policy = forwards_in_policy(fw).await;
+/// [`check`] against what `state` records; a state that cannot be read changes nothing. `shape`
+/// and `generation`: see [`ForwardShape::in_policy`].
+pub async fn check_state(
+    fw: &Firewalld,
+    state: &crate::state::StateDir,
+    shape: &mut ForwardShape,
+    generation: Option<u64>,
+) -> bool {
+    let policy = shape.in_policy(fw, generation).await;
     match desired(state, policy) {
         Ok((wanted, dnats)) => check(fw, &wanted, &dnats).await,
         Err(e) => {
@@ -356,7 +369,7 @@ pub async fn check_state(fw: &Firewalld, state: &crate::state::StateDir) -> bool
 
 /// [`check_state`] from the forwards' store `store` (after a forward was added or removed).
 pub(super) async fn check_store(fw: &Firewalld, store: &crate::state::StateDir) -> bool {
-    let policy = forwards_in_policy(fw).await;
+    let policy = ForwardShape::default().in_policy(fw, None).await;
     match desired_in(store, policy) {
         Ok((wanted, dnats)) => check(fw, &wanted, &dnats).await,
         Err(e) => {
@@ -367,20 +380,27 @@ pub(super) async fn check_store(fw: &Firewalld, store: &crate::state::StateDir) 
 }
 
 /// The daemon's part: checks at start, then after every burst of ruleset changes (a wipe of the
-/// ruleset takes the table away; nothing else does), until the netlink watch ends.
-pub async fn run(fw: Firewalld, state: crate::state::StateDir) {
+/// ruleset takes the table away; nothing else does), until the netlink watch ends. `reconciles`:
+/// the daemon's, whose count of firewalld's new owners says when to ask firewalld's version again
+/// (not after every burst, nor after a reload).
+pub async fn run(
+    fw: Firewalld,
+    state: crate::state::StateDir,
+    reconciles: super::triggers::BindingReconciles,
+) {
+    let mut shape = ForwardShape::default();
     let mut changes = match super::triggers::ruleset_changes() {
         Ok(rx) => rx,
         Err(e) => {
             tracing::warn!(
                 "cannot watch the netfilter ruleset ({e}); virtzone's NAT table is checked at start only"
             );
-            check_state(&fw, &state).await;
+            check_state(&fw, &state, &mut shape, None).await;
             return;
         }
     };
     loop {
-        check_state(&fw, &state).await;
+        check_state(&fw, &state, &mut shape, Some(reconciles.owners())).await;
         if changes.recv().await.is_none() {
             return;
         }

@@ -128,6 +128,9 @@ pub struct Reconciles {
     pub requested: u64,
     /// The `requested` count the last finished reconcile started from.
     pub done: u64,
+    /// New owners of firewalld's bus name seen (a start or restart, never a plain reload): what
+    /// can change firewalld's version.
+    pub owners: u64,
 }
 
 impl Reconciles {
@@ -148,6 +151,11 @@ impl BindingReconciles {
     /// Binding reconciles asked for so far (one per firewalld reload or new owner).
     pub fn requested(&self) -> u64 {
         self.0.borrow().requested
+    }
+
+    /// New owners of firewalld's bus name seen so far.
+    pub fn owners(&self) -> u64 {
+        self.0.borrow().owners
     }
 
     /// One reaction to a firewalld reload or restart, not three: a forward check that started now,
