@@ -267,7 +267,10 @@ const LIBVIRT_REBUILD: Duration = Duration::from_secs(10);
 /// `nft -j list table FAMILY libvirt_network` (libvirt's nftables firewall backend), parsed;
 /// `None` when the table does not exist, nft is missing, or its answer does not parse (then only
 /// the iptables path is planned, as before libvirt had this backend).
-async fn libvirt_nft(fw: &impl Reads, family: &'static str) -> Option<super::nft::GuestInput> {
+pub(super) async fn libvirt_nft(
+    fw: &impl Reads,
+    family: &'static str,
+) -> Option<super::nft::GuestInput> {
     let json = fw.nft_table(family, super::nft::TABLE).await?;
     match super::nft::GuestInput::parse(&json, family) {
         Ok(chain) => Some(chain),

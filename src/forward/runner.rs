@@ -61,6 +61,10 @@ pub struct Memo {
     /// The daemon's binding reconciles asked for when the last full gather started (see
     /// `triggers::BindingReconciles`): one more since means firewalld reloaded or restarted.
     pub(super) reconciles: u64,
+    /// The daemon's last full gather (facts, the target planned, the declaration on disk): what
+    /// [`early_accepts`](super::reconcile) plans the accepts in libvirt's nftables chain from while
+    /// the full check waits for the binding reconcile after a reload or restart.
+    pub(super) last_full: Option<(Facts, Declared, Declared)>,
 }
 
 impl Default for Memo {
@@ -70,6 +74,7 @@ impl Default for Memo {
             full_read: LastFullRead::default(),
             ruleset_basis: None,
             reconciles: 0,
+            last_full: None,
         }
     }
 }
@@ -233,7 +238,11 @@ impl Domain for Forwards<'_> {
 
     /// The full gather, or — first round only, for the same declaration and networks, while fresh —
     /// the ruleset side read again over the basis the last check kept.
-    async fn gather(&self, reads: &impl Reads, _: &Declared) -> Result<Gathered, ForwardError> {
+    async fn gather(
+        &self,
+        reads: &impl Reads,
+        record: &Declared,
+    ) -> Result<Gathered, ForwardError> {
         let basis = self.memo().ruleset_basis.take().filter(|(f, d, at)| {
             self.gone.is_empty()
                 && *d == self.target
@@ -255,11 +264,13 @@ impl Domain for Forwards<'_> {
             &mut last,
         )
         .await;
-        self.memo().full_read = last;
-        Ok(Gathered {
-            facts: read?,
-            full: true,
-        })
+        let mut memo = self.memo();
+        memo.full_read = last;
+        let facts = read?;
+        if memo.verify == Verify::ByTheWatch {
+            memo.last_full = Some((facts.clone(), self.target.clone(), record.clone()));
+        }
+        Ok(Gathered { facts, full: true })
     }
 
     fn plan(

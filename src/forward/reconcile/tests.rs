@@ -68,3 +68,61 @@ async fn the_watchs_check_after_its_own_ruleset_changes_reads_only_the_ruleset()
         .unwrap();
     assert_eq!(count(&seam.reads.take_calls(), "getDefaultZone"), 1);
 }
+
+/// libvirt 12's own rules for virbr1 in `guest_input` (from the lab's listing), none of virtzone's.
+const LIBVIRT_CHAIN: &str = r#"{"nftables": [{"metainfo": {"version": "1.1.7", "json_schema_version": 1}},
+ {"table": {"family": "ip", "name": "libvirt_network", "handle": 5}},
+ {"chain": {"family": "ip", "table": "libvirt_network", "name": "guest_input", "handle": 4}},
+ {"rule": {"family": "ip", "table": "libvirt_network", "chain": "guest_input", "handle": 39,
+   "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oif"}}, "right": "virbr1"}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"prefix": {"addr": "192.0.2.0", "len": 24}}}},
+            {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}},
+            {"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}},
+ {"rule": {"family": "ip", "table": "libvirt_network", "chain": "guest_input", "handle": 36,
+   "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oif"}}, "right": "virbr1"}},
+            {"counter": {"packets": 0, "bytes": 0}}, {"reject": {"type": "icmp", "expr": "port-unreachable"}}]}}
+]}"#;
+
+#[tokio::test]
+async fn after_a_reload_the_accepts_in_libvirts_chain_come_back_before_the_binding_reconcile() {
+    let (_dir, state) = state_with_network();
+    let declared = Declared {
+        forwards: vec![add_request().forward(1)],
+        next_id: 2,
+        ..Declared::default()
+    };
+    let store = StateDir::at(state.path().join(STORE_DIR));
+    store.write(FORWARDS_FILE, &declared).unwrap();
+    let mut reads = firewalld_1_3_3();
+    reads.nft.insert("ip".into(), LIBVIRT_CHAIN.into());
+    let seam = FakeSeam {
+        reads,
+        mutations: Fake::default(),
+    };
+    let mut memo = Memo::by_the_watch();
+    // The daemon's full check puts the accept into libvirt's chain (and keeps its gather).
+    reconcile_checked(&seam, &state, None, &mut memo)
+        .await
+        .unwrap();
+    let nft = |calls: Vec<String>| calls.into_iter().filter(|c| c.starts_with("nft ")).count();
+    assert_eq!(nft(seam.mutations.calls()), 1);
+    seam.reads.take_calls();
+
+    // A reload: libvirt rebuilt its chain without virtzone's accept (the fake's listing). The
+    // early pass puts it back from the kept gather, reading libvirt's chain and nothing of
+    // firewalld's.
+    early_accepts(&seam, &state, &memo).await;
+    assert_eq!(nft(seam.mutations.calls()), 2);
+    let reads = seam.reads.take_calls();
+    assert!(
+        reads.iter().all(|c| c.starts_with("nft list table")),
+        "{reads:?}"
+    );
+
+    // A declaration changed since that gather: the early pass leaves it to the full check.
+    let mut changed = declared.clone();
+    changed.forwards.clear();
+    store.write(FORWARDS_FILE, &changed).unwrap();
+    early_accepts(&seam, &state, &memo).await;
+    assert_eq!(nft(seam.mutations.calls()), 2);
+}
