@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{print_json, Failure};
+use super::output::{print_json, Failure};
 use crate::bind::{self, Attach};
 use crate::change::executor::{local, Local};
 use crate::change::Executor;
@@ -170,7 +170,7 @@ fn exit(report: &Report) -> ExitCode {
 
 /// Asks on the terminal; anything but y/yes (or end of input) is no.
 fn confirm() -> Result<bool, Failure> {
-    super::write_out(format_args!("  apply it? [y/N] "));
+    super::output::write_out(format_args!("  apply it? [y/N] "));
     let mut line = String::new();
     std::io::stdin()
         .lock()

@@ -29,10 +29,7 @@ use crate::forward::watch::{BindingReconciles, Reconciles};
 use crate::state::StateDir;
 use service::{Service, ServiceSignals};
 
-/// The daemon's bus name.
-pub const BUS_NAME: &str = "org.virtzone.VirtZone1";
-/// Its object.
-pub const PATH: &str = "/org/virtzone/VirtZone1";
+pub use client::{BUS_NAME, PATH};
 
 /// Calls in flight at once during a reconcile. The system bus allows 128 pending replies per connection
 /// (dbus-daemon's `max_replies_per_connection`) and refuses the rest; staying well below leaves room for

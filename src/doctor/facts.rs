@@ -264,11 +264,11 @@ pub async fn gather(
         }
         f.daemon_running = tokio::time::timeout(
             FIREWALLD_BUDGET,
-            name_has_owner(fw, crate::daemon::BUS_NAME),
+            crate::firewalld::bus::name_has_owner(fw.connection(), crate::daemon::BUS_NAME),
         )
         .await
         .ok()
-        .flatten();
+        .and_then(Result::ok);
     }
     f.recorded = match state {
         Some(s) => s.read::<Bindings>(BINDINGS_FILE).ok(),
@@ -330,13 +330,6 @@ pub async fn gather(
         .map_or(0, |d| d.domain_forwards.len());
     f.daemon_enabled = Path::new(UNIT_ENABLED).exists();
     Ok(f)
-}
-
-/// Whether anybody owns `name` on the bus; `None` when the bus does not answer.
-async fn name_has_owner(fw: &Firewalld, name: &str) -> Option<bool> {
-    let dbus = zbus::fdo::DBusProxy::new(fw.connection()).await.ok()?;
-    let name = zbus::names::BusName::try_from(name).ok()?;
-    dbus.name_has_owner(name).await.ok()
 }
 
 /// A small text file, `None` when missing, unreadable or too large.
