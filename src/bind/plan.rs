@@ -19,7 +19,7 @@ use crate::names::{BridgeName, ZoneName};
 
 use crate::networkmanager::Profile;
 
-use super::{Binding, Bindings, NmBinding};
+use super::record::{Binding, Bindings, NmBinding};
 
 /// What the binding of a bridge looks like now.
 #[derive(Debug, Clone, PartialEq, Eq)]
