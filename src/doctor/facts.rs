@@ -524,7 +524,7 @@ pub fn foreign_rules(json: &str, backend: Option<Backend>) -> (Vec<String>, Vec<
     }
     for ((fam, table), chains) in &base_chains {
         if table == "firewalld"
-            || table == "libvirt_network"
+            || table == crate::libvirt::firewall::NFT_TABLE
             || (fam == "inet" && table == crate::host::LOCALNET_GUARD)
             // virtzone's own NAT table (issue #21) carries libvirt's masquerade, not a firewall.
             || (fam == crate::forward::masquerade::FAMILY
@@ -567,13 +567,18 @@ pub fn foreign_rules(json: &str, backend: Option<Backend>) -> (Vec<String>, Vec<
             ));
         }
     }
-    let libvirt_nft = base_chains.keys().any(|(_, t)| t == "libvirt_network");
-    let libvirt_xt = items.iter().any(|i| {
-        i.get("chain")
-            .and_then(|c| c["name"].as_str())
-            .is_some_and(|n| n.starts_with("LIBVIRT_"))
-    });
-    if libvirt_nft && libvirt_xt {
+    let libvirt = crate::libvirt::firewall::Rules {
+        nft_table: base_chains
+            .keys()
+            .any(|(_, t)| t == crate::libvirt::firewall::NFT_TABLE),
+        iptables_chains: items.iter().any(|i| {
+            i.get("chain")
+                .and_then(|c| c["name"].as_str())
+                .is_some_and(|n| n.starts_with("LIBVIRT_"))
+        }),
+        ..Default::default()
+    };
+    if libvirt.both() {
         foreign.push(
             "libvirt's nftables table and leftover LIBVIRT_* iptables chains both exist (from a backend switch)".into(),
         );
