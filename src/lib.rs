@@ -2,7 +2,7 @@
 //!
 //! The crate follows the layering described in `docs/architecture.md`: inputs (CLI, hookData, D-Bus)
 //! are parsed into validated values, facts are gathered once per command into a
-//! [`firewalld::Snapshot`], pure planners turn them into a [`change::Plan`] (or a typed refusal), and
+//! [`change::snapshot::Snapshot`], pure planners turn them into a [`change::Plan`] (or a typed refusal), and
 //! [`change::Executor`], the only code that changes firewalld, applies it.
 
 pub mod bind;

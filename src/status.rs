@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::firewalld::{self, Backend, Capabilities, Firewalld, FirewalldFacts, Scope, Snapshot};
+use crate::change::snapshot::{self, Scope, Snapshot};
+use crate::firewalld::{self, Backend, Capabilities, Firewalld, FirewalldFacts};
 use crate::install::{Existing, Installed, Kind, Origin, INSTALLED_FILE};
 use crate::state::StateDir;
 
@@ -284,7 +285,7 @@ pub async fn libvirt_firewall() -> Option<crate::libvirt::firewall::LibvirtFirew
 
 /// Reads everything `status` shows, on one connection. A missing firewalld is a fact, not an error.
 pub async fn gather() -> firewalld::Result<Status> {
-    let (fw, snap) = Firewalld::snapshot(&Scope::shipped()).await?;
+    let (fw, snap) = snapshot::connect_and_gather(&Scope::shipped()).await?;
     // An unusable state directory only hides where objects came from; status still reports the rest.
     let state = StateDir::locate(None).ok();
     let mut status = from_snapshot(&snap, state.as_ref(), libvirt_firewall().await);

@@ -8,9 +8,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::change::converge::{converge, Decision, Domain, Seam};
 use crate::change::executor::Live;
+use crate::change::reads::Reads;
+use crate::change::snapshot::{Scope, Snapshot};
 use crate::change::{ExecError, Executor, Refusal};
-use crate::firewalld::{self, Firewalld, Scope, Snapshot};
+use crate::firewalld::{self, Capabilities, Firewalld};
 use crate::names::{BridgeName, NetworkName, ZoneName};
 use crate::networkmanager::{self, NetworkManager, Owner, Profile};
 use crate::state::{StateDir, StateError};
@@ -66,134 +69,236 @@ pub struct Attach {
 }
 
 /// Binds a bridge to a zone and records it: snapshot → [`plan::plan_attach`] (or
-/// [`plan::plan_attach_nm`] when NetworkManager owns the bridge's zone) → executor. Either all of it
-/// happens, or firewalld, NetworkManager and the record stay as they were.
-pub async fn attach(fw: &Firewalld, state: &StateDir, req: &Attach) -> Result<String, BindError> {
-    let _lock = state.lock().await?;
-    let mut bindings: Bindings = state.read(BINDINGS_FILE)?;
-    let scope = Scope {
-        permanent_interface: req.permanent.then(|| req.bridge.clone()),
-        ..Scope::default()
-    };
-    let (snap, owner) = tokio::try_join!(
-        async { Snapshot::gather(fw, &scope).await.map_err(BindError::from) },
-        async {
-            NetworkManager::new(fw.connection())
-                .owner(req.bridge.as_str())
-                .await
-                .map_err(BindError::from)
-        },
-    )?;
-    let recorded = bindings.bindings.get(&req.bridge).cloned();
-    let request = plan::AttachRequest {
-        bridge: &req.bridge,
-        zone: &req.zone,
-        permanent: req.permanent,
-        force: req.force,
-    };
-    let planned = match &owner {
-        Owner::NetworkManager(profile) => {
-            plan::plan_attach_nm(&request, &snap, recorded.as_ref(), profile)?
-        }
-        Owner::Firewalld => plan::plan_attach(&request, &snap, recorded.as_ref())?,
-    };
-    let live = Live::new(fw, snap.capabilities());
-    let executor = Executor::new(&live);
-    let applied = executor.run(&planned.plan).await?;
-    bindings.bindings.insert(
-        req.bridge.clone(),
-        Binding {
-            zone: req.zone.clone(),
-            permanent: planned.permanent,
-            network: req.network.clone(),
-            networkmanager: planned.networkmanager.clone(),
-            // A file's binding stays the file's, even when the CLI binds it again.
-            source: req
-                .source
-                .clone()
-                .or_else(|| recorded.as_ref().and_then(|r| r.source.clone())),
-        },
-    );
-    if let Err(e) = state.write(BINDINGS_FILE, &bindings) {
-        // Without the record the binding would be unmanaged: undo it.
-        executor.undo(applied).await;
-        return Err(e.into());
+/// [`plan::plan_attach_nm`] when NetworkManager owns the bridge's zone) → executor, through
+/// [`converge`]. Either all of it happens, or firewalld, NetworkManager and the record stay as they
+/// were.
+pub async fn attach(seam: &impl Seam, state: &StateDir, req: &Attach) -> Result<String, BindError> {
+    Ok(converge(seam, state, &Attaching(req)).await?.outcome)
+}
+
+/// The attach domain: `bindings.json` as its record, a snapshot (with the bridge's permanent zone
+/// under `--permanent`) and the bridge's owner as its facts.
+struct Attaching<'a>(&'a Attach);
+
+impl Domain for Attaching<'_> {
+    type Record = Bindings;
+    type Facts = (Snapshot, Owner);
+    type Outcome = String;
+    type Error = BindError;
+
+    fn load(&self, state: &StateDir) -> Result<Bindings, BindError> {
+        Ok(state.read(BINDINGS_FILE)?)
     }
-    Ok(planned.message)
+
+    async fn gather(
+        &self,
+        reads: &impl Reads,
+        _record: &Bindings,
+    ) -> Result<(Snapshot, Owner), BindError> {
+        let req = self.0;
+        let scope = Scope {
+            permanent_interface: req.permanent.then(|| req.bridge.clone()),
+            ..Scope::default()
+        };
+        Ok(tokio::try_join!(
+            async {
+                Snapshot::gather(reads, &scope)
+                    .await
+                    .map_err(BindError::from)
+            },
+            async {
+                reads
+                    .bridge_owner(req.bridge.as_str())
+                    .await
+                    .map_err(BindError::from)
+            },
+        )?)
+    }
+
+    fn plan(
+        &self,
+        (snap, owner): &(Snapshot, Owner),
+        bindings: &Bindings,
+    ) -> Result<Decision<Bindings, String>, BindError> {
+        let req = self.0;
+        let recorded = bindings.bindings.get(&req.bridge);
+        let request = plan::AttachRequest {
+            bridge: &req.bridge,
+            zone: &req.zone,
+            permanent: req.permanent,
+            force: req.force,
+        };
+        let planned = match owner {
+            Owner::NetworkManager(profile) => {
+                plan::plan_attach_nm(&request, snap, recorded, profile)?
+            }
+            Owner::Firewalld => plan::plan_attach(&request, snap, recorded)?,
+        };
+        let mut record = bindings.clone();
+        record.bindings.insert(
+            req.bridge.clone(),
+            Binding {
+                zone: req.zone.clone(),
+                permanent: planned.permanent,
+                network: req.network.clone(),
+                networkmanager: planned.networkmanager.clone(),
+                // A file's binding stays the file's, even when the CLI binds it again.
+                source: req
+                    .source
+                    .clone()
+                    .or_else(|| recorded.and_then(|r| r.source.clone())),
+            },
+        );
+        Ok(Decision {
+            plan: planned.plan,
+            record: Some(record),
+            outcome: planned.message,
+        })
+    }
+
+    fn store(&self, state: &StateDir, bindings: &Bindings) -> Result<(), BindError> {
+        Ok(state.write(BINDINGS_FILE, bindings)?)
+    }
+
+    fn failed(&self, error: ExecError) -> BindError {
+        error.into()
+    }
+
+    fn capabilities(&self, (snap, _): &(Snapshot, Owner)) -> Option<Capabilities> {
+        snap.capabilities()
+    }
 }
 
 /// Unbinds a bridge virtzone bound (any bridge with `force`) and forgets it: snapshot →
 /// [`plan::plan_detach`] (or [`plan::plan_detach_nm`] for a binding held by a NetworkManager
-/// profile) → executor.
+/// profile) → executor, through [`converge`].
 pub async fn detach(
-    fw: &Firewalld,
+    seam: &impl Seam,
     state: &StateDir,
     bridge: &BridgeName,
     permanent: bool,
     force: bool,
 ) -> Result<String, BindError> {
-    detach_owned(fw, state, bridge, permanent, force, false).await
+    let detaching = Detaching {
+        bridge,
+        permanent,
+        force,
+        declared: false,
+    };
+    Ok(converge(seam, state, &detaching).await?.outcome)
 }
 
 /// [`detach`] of a binding a drop-in file declared (`virtzone apply`, once the declaration is
 /// gone); `detach` refuses those.
 pub async fn detach_declared(
-    fw: &Firewalld,
+    seam: &impl Seam,
     state: &StateDir,
     bridge: &BridgeName,
     permanent: bool,
 ) -> Result<String, BindError> {
-    detach_owned(fw, state, bridge, permanent, false, true).await
+    let detaching = Detaching {
+        bridge,
+        permanent,
+        force: false,
+        declared: true,
+    };
+    Ok(converge(seam, state, &detaching).await?.outcome)
 }
 
-async fn detach_owned(
-    fw: &Firewalld,
-    state: &StateDir,
-    bridge: &BridgeName,
+/// The detach domain: `bindings.json` as its record; a snapshot and, for a binding a NetworkManager
+/// profile holds, that profile as it is now, as its facts.
+struct Detaching<'a> {
+    bridge: &'a BridgeName,
     permanent: bool,
     force: bool,
+    /// The caller is `virtzone apply` removing a file's binding (the CLI may not).
     declared: bool,
-) -> Result<String, BindError> {
-    let _lock = state.lock().await?;
-    let mut bindings: Bindings = state.read(BINDINGS_FILE)?;
-    if let Some(file) = bindings
-        .bindings
-        .get(bridge)
-        .and_then(|b| b.source.as_ref())
-        .filter(|_| !declared)
-    {
-        return Err(BindError::Refused(format!(
-            "bridge {bridge} is bound by {file}: remove its [Bind] section there and run virtzone apply"
-        )));
+}
+
+impl Domain for Detaching<'_> {
+    type Record = Bindings;
+    type Facts = (Snapshot, Option<Profile>);
+    type Outcome = String;
+    type Error = BindError;
+
+    fn load(&self, state: &StateDir) -> Result<Bindings, BindError> {
+        Ok(state.read(BINDINGS_FILE)?)
     }
-    let scope = Scope {
-        permanent_interface: permanent.then(|| bridge.clone()),
-        ..Scope::default()
-    };
-    let snap = Snapshot::gather(fw, &scope).await?;
-    let recorded = bindings.bindings.get(bridge).cloned();
-    let planned = match recorded
-        .as_ref()
-        .and_then(|b| b.networkmanager.as_ref().map(|n| (b, n)))
-    {
-        Some((binding, nm)) => {
-            let profile = NetworkManager::new(fw.connection())
-                .profile(&nm.uuid)
-                .await?;
-            plan::plan_detach_nm(bridge, force, binding, nm, profile.as_ref())
-        }
-        None => plan::plan_detach(bridge, permanent, force, &snap, recorded.as_ref())?,
-    };
-    let live = Live::new(fw, snap.capabilities());
-    let executor = Executor::new(&live);
-    let applied = executor.run(&planned.plan).await?;
-    if bindings.bindings.remove(bridge).is_some() {
-        if let Err(e) = state.write(BINDINGS_FILE, &bindings) {
-            executor.undo(applied).await;
-            return Err(e.into());
+
+    fn check_record(&self, bindings: &Bindings) -> Result<(), BindError> {
+        let bridge = self.bridge;
+        match bindings.bindings.get(bridge).and_then(|b| b.source.as_ref()) {
+            Some(file) if !self.declared => Err(BindError::Refused(format!(
+                "bridge {bridge} is bound by {file}: remove its [Bind] section there and run virtzone apply"
+            ))),
+            _ => Ok(()),
         }
     }
-    Ok(planned.message)
+
+    async fn gather(
+        &self,
+        reads: &impl Reads,
+        bindings: &Bindings,
+    ) -> Result<(Snapshot, Option<Profile>), BindError> {
+        let scope = Scope {
+            permanent_interface: self.permanent.then(|| self.bridge.clone()),
+            ..Scope::default()
+        };
+        let nm = bindings
+            .bindings
+            .get(self.bridge)
+            .and_then(|b| b.networkmanager.as_ref());
+        Ok(tokio::try_join!(
+            async {
+                Snapshot::gather(reads, &scope)
+                    .await
+                    .map_err(BindError::from)
+            },
+            async {
+                match nm {
+                    Some(nm) => reads.profile(&nm.uuid).await.map_err(BindError::from),
+                    None => Ok(None),
+                }
+            },
+        )?)
+    }
+
+    fn plan(
+        &self,
+        (snap, profile): &(Snapshot, Option<Profile>),
+        bindings: &Bindings,
+    ) -> Result<Decision<Bindings, String>, BindError> {
+        let bridge = self.bridge;
+        let recorded = bindings.bindings.get(bridge);
+        let planned = match recorded.and_then(|b| b.networkmanager.as_ref().map(|n| (b, n))) {
+            Some((binding, nm)) => {
+                plan::plan_detach_nm(bridge, self.force, binding, nm, profile.as_ref())
+            }
+            None => plan::plan_detach(bridge, self.permanent, self.force, snap, recorded)?,
+        };
+        let record = recorded.is_some().then(|| {
+            let mut record = bindings.clone();
+            record.bindings.remove(bridge);
+            record
+        });
+        Ok(Decision {
+            plan: planned.plan,
+            record,
+            outcome: planned.message,
+        })
+    }
+
+    fn store(&self, state: &StateDir, bindings: &Bindings) -> Result<(), BindError> {
+        Ok(state.write(BINDINGS_FILE, bindings)?)
+    }
+
+    fn failed(&self, error: ExecError) -> BindError {
+        error.into()
+    }
+
+    fn capabilities(&self, (snap, _): &(Snapshot, Option<Profile>)) -> Option<Capabilities> {
+        snap.capabilities()
+    }
 }
 
 /// What one reconcile saw, decided and did.
@@ -565,7 +670,7 @@ mod declared_zone_tests {
     /// A `[Bind]` without `Zone=` gets its network's zone as libvirt gives it (issue #22).
     #[test]
     fn a_bind_without_zone_gets_its_networks_zone() {
-        let snap = crate::firewalld::snapshot::fake::running(
+        let snap = crate::change::snapshot::fake::running(
             "1.3.3",
             &["public", "libvirt", "libvirt-routed"],
             &[],

@@ -13,8 +13,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::change::snapshot::Snapshot;
 use crate::change::{Plan, Reason, Refusal, Step, Warning, WarningReason};
-use crate::firewalld::Snapshot;
 use crate::names::{BridgeName, ZoneName};
 
 use crate::networkmanager::Profile;
@@ -326,7 +326,7 @@ pub fn plan_detach_nm(
 }
 
 /// Plans an attach from a snapshot (gathered with the bridge as
-/// [`Scope::permanent_interface`](crate::firewalld::Scope) when `permanent`) and virtzone's record.
+/// [`Scope::permanent_interface`](crate::change::snapshot::Scope) when `permanent`) and virtzone's record.
 pub fn plan_attach(
     req: &AttachRequest<'_>,
     snap: &Snapshot,
@@ -666,7 +666,7 @@ mod tests {
         );
     }
 
-    use crate::firewalld::snapshot::fake;
+    use crate::change::snapshot::fake;
 
     fn rec(zone: &str, permanent: bool) -> Binding {
         Binding {

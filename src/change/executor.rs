@@ -740,6 +740,9 @@ fn zone_tuple(settings: &Settings) -> firewalld::Result<ZoneTuple> {
 }
 
 pub mod local;
+
+#[cfg(test)]
+pub mod fake;
 pub use local::Local;
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ pub async fn run(
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let network = read_network(xml_path, bridge.as_ref())?;
-    let facts = crate::firewalld::gather_facts().await?;
+    let facts = crate::change::snapshot::gather_facts().await?;
     let verdict = precheck::decide(
         &Request {
             network: &network,

@@ -179,7 +179,7 @@ async fn act(op: Op, network: &Network, fw: Option<&Firewalld>) -> Result<ExitCo
     }
     // `start` and `started`: the zone libvirt's rules give this network on this firewalld.
     let facts = match fw {
-        Some(fw) => fw.facts().await?,
+        Some(fw) => crate::change::snapshot::firewalld_facts(fw).await?,
         None => FirewalldFacts::NotRunning { no_bus: true },
     };
     let verdict = precheck::decide(

@@ -82,10 +82,7 @@ impl Service {
                 return Ok(facts.clone());
             }
         }
-        let facts = self
-            .shared
-            .reader
-            .facts()
+        let facts = crate::change::snapshot::firewalld_facts(&self.shared.reader)
             .await
             .map_err(|e| ServiceError::Firewalld(e.to_string()))?;
         self.shared.read_cache.lock().await.facts = Some((Instant::now(), facts.clone()));

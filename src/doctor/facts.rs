@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::bind::{Bindings, BINDINGS_FILE};
-use crate::firewalld::snapshot::{Scope, Snapshot};
+use crate::change::snapshot::{Scope, Snapshot};
 use crate::firewalld::{Backend, Firewalld, FirewalldFacts};
 use crate::libvirt::{parse_network_xml, Network};
 use crate::names::NetworkName;

@@ -6,6 +6,7 @@ use semver::Version;
 use serde::Serialize;
 
 use super::Capabilities;
+use crate::zone::{self, Policy, Zone};
 
 /// firewalld's packet-filter backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -254,5 +255,39 @@ mod tests {
         assert!(Entries::from_settings(&s, "rules_str")
             .rich_rules
             .is_empty());
+    }
+}
+
+/// A permanent zone or policy as firewalld holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Definition {
+    /// A zone.
+    Zone(Zone),
+    /// A policy.
+    Policy(Policy),
+}
+
+/// A permanent copy of one of the shipped objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    /// Whether it comes from firewalld's stock tier (`/usr/lib/firewalld`, e.g. libvirt's package).
+    pub builtin: bool,
+    /// Its definition; `Err` says why it could not be read or compared (e.g. before firewalld 0.9.0).
+    pub body: std::result::Result<Definition, String>,
+}
+
+impl Object {
+    /// How the object differs from virtzone's definition (empty: same meaning). Permanently bound
+    /// interfaces are bindings, not part of the definition, so they do not count.
+    pub fn differences(&self, name: &str) -> Vec<String> {
+        match &self.body {
+            Ok(Definition::Zone(z)) => {
+                let mut z = z.clone();
+                z.interfaces.clear();
+                zone::shipped_zone(name).diff(&z)
+            }
+            Ok(Definition::Policy(p)) => zone::shipped_policy(name).diff(p),
+            Err(e) => vec![e.clone()],
+        }
     }
 }

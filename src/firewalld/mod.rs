@@ -5,18 +5,21 @@ pub mod bus;
 pub mod error;
 pub mod facts;
 pub mod proxy;
-pub mod snapshot;
 pub mod version;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::zone::{self, ObjectKind, Policy, Zone};
 
 use zbus::proxy::CacheProperties;
 use zbus::Connection;
 
 pub use bus::{call_timeout, set_call_timeout, CALL_TIMEOUT, COMMAND_CALL_TIMEOUT};
 pub use error::{Error, ErrorCode};
-pub use facts::{Backend, Entries, FirewalldFacts, ForwardPortEntry, OwnPolicy, Running, State};
-pub use snapshot::{Scope, Snapshot};
+pub use facts::{
+    Backend, Definition, Entries, FirewalldFacts, ForwardPortEntry, Object, OwnPolicy, Running,
+    State,
+};
 pub use version::{parse_version, Capabilities};
 
 use proxy::{
@@ -203,7 +206,7 @@ impl Firewalld {
     }
 
     /// The permanent zone `name`, which the caller knows exists: asking for one that does not makes
-    /// firewalld log an ERROR (see [`snapshot`]).
+    /// firewalld log an ERROR (see `change::snapshot`).
     pub(crate) async fn existing_config_zone(
         &self,
         name: &str,
@@ -319,46 +322,67 @@ impl Firewalld {
         d.passthrough("ipv4", &args).await.ok()
     }
 
-    /// Gathers what the pre-check and `status` need, issuing the independent reads concurrently.
-    ///
-    /// A firewalld in FAILED state still answers, but some reads may fail: those become empty sets
-    /// rather than errors, since the state itself is the fact that matters then.
-    pub async fn facts(&self) -> Result<FirewalldFacts> {
-        if !self.is_running().await? {
-            return Ok(FirewalldFacts::NotRunning { no_bus: false });
+    /// firewalld's runtime interface → zone map, in one call.
+    pub async fn interface_zones(&self) -> Result<BTreeMap<String, String>> {
+        let mut map = BTreeMap::new();
+        for (zone, parts) in self.active_zones().await? {
+            for iface in parts.get("interfaces").into_iter().flatten() {
+                map.insert(iface.clone(), zone.clone());
+            }
         }
-        let (version_text, state, backend) =
-            tokio::try_join!(self.version_text(), self.state(), self.backend())?;
-        let version = parse_version(&version_text).map_err(|e| Error::Protocol(e.to_string()))?;
-        let (zones, policies) = tokio::join!(self.zones(), self.policies());
-        let tolerate = state == State::Failed;
-        let zones = match zones {
-            Ok(z) => z,
-            Err(_) if tolerate => BTreeSet::new(),
-            Err(e) => return Err(e),
-        };
-        let policies = match policies {
-            Ok(p) => p,
-            Err(_) if tolerate => Some(BTreeSet::new()),
-            Err(e) => return Err(e),
-        };
-        Ok(FirewalldFacts::Running(Running {
-            capabilities: Capabilities::of(&version),
-            version,
-            version_text,
-            state,
-            backend,
-            zones,
-            policies,
-        }))
+        Ok(map)
     }
-}
 
-/// Gathers firewalld's facts from the system bus, treating a missing bus as "not running".
-pub async fn gather_facts() -> Result<FirewalldFacts> {
-    match Firewalld::connect().await {
-        Ok(fw) => fw.facts().await,
-        Err(Error::NoBus(_)) => Ok(FirewalldFacts::NotRunning { no_bus: true }),
-        Err(e) => Err(e),
+    /// The permanent zone or policy `name`, which the caller knows exists: asking for one that does
+    /// not makes firewalld log an ERROR. Before 0.9.0 (`dict_api` false) a zone is not compared.
+    pub async fn permanent_object(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        dict_api: bool,
+    ) -> Result<Object> {
+        let not_comparable = |e: zone::ZoneError| format!("cannot compare it: {e}");
+        match kind {
+            ObjectKind::Zone => {
+                let proxy = self.existing_config_zone(name).await?;
+                let builtin = proxy
+                    .builtin()
+                    .await
+                    .map_err(|e| Error::from_call("property builtin", e))?;
+                if !dict_api {
+                    return Ok(Object {
+                        builtin,
+                        body: Err("cannot compare it on firewalld before 0.9.0".into()),
+                    });
+                }
+                let settings = proxy
+                    .get_settings2()
+                    .await
+                    .map_err(|e| Error::from_call("getSettings2", e))?;
+                Ok(Object {
+                    builtin,
+                    body: Zone::from_settings(name, &settings)
+                        .map(Definition::Zone)
+                        .map_err(not_comparable),
+                })
+            }
+            ObjectKind::Policy => {
+                let proxy = self.existing_config_policy(name).await?;
+                let builtin = proxy
+                    .builtin()
+                    .await
+                    .map_err(|e| Error::from_call("property builtin", e))?;
+                let settings = proxy
+                    .get_settings()
+                    .await
+                    .map_err(|e| Error::from_call("getSettings", e))?;
+                Ok(Object {
+                    builtin,
+                    body: Policy::from_settings(name, &settings)
+                        .map(Definition::Policy)
+                        .map_err(not_comparable),
+                })
+            }
+        }
     }
 }

@@ -1,9 +1,12 @@
 //! Installing into a running firewalld over D-Bus: its permanent configuration (which firewalld writes to
-//! /etc/firewalld), then one reload to make it live. Snapshot → [`plan`] → executor.
+//! /etc/firewalld), then one reload to make it live. Snapshot → [`plan`] → executor, as two domains of
+//! [`converge`].
 
-use crate::change::executor::Live;
-use crate::change::{ExecError, Executor, Step};
-use crate::firewalld::{Firewalld, Scope, Snapshot};
+use crate::change::converge::{converge, Decision, Domain, Seam};
+use crate::change::reads::Reads;
+use crate::change::snapshot::{Scope, Snapshot};
+use crate::change::{ExecError, Plan, Step};
+use crate::firewalld::Capabilities;
 use crate::state::StateDir;
 
 use super::plan::{self, Action, Item, SHIPPED};
@@ -34,79 +37,151 @@ fn failed(e: &ExecError) -> InstallError {
 /// Installs the shipped zones and policies into a running firewalld. Existing objects are kept as they
 /// are; what is added is recorded in the state directory so that `uninstall` removes only that.
 pub async fn install(
-    fw: &Firewalld,
+    seam: &impl Seam,
     state: &StateDir,
     reload: bool,
 ) -> Result<Outcome, InstallError> {
-    let _lock = state.lock().await?;
-    let mut installed: Installed = state.read(INSTALLED_FILE)?;
-    let snap = Snapshot::gather(fw, &Scope::shipped()).await?;
-    let planned = plan::plan_live_install(&snap, &installed, reload)?;
-    let live = Live::new(fw, snap.capabilities());
-    let executor = Executor::new(&live);
-    let applied = executor.run(&planned.plan).await.map_err(|e| failed(&e))?;
-    let added: Vec<&Item> = planned
-        .items
-        .iter()
-        .filter(|i| i.action == Action::Add)
-        .collect();
-    if added.is_empty() {
-        return Ok(Outcome {
-            items: planned.items,
-            reloaded: false,
-        });
-    }
-    for item in &added {
-        installed.insert(item.kind, &item.name);
-    }
-    if let Err(e) = state.write(INSTALLED_FILE, &installed) {
-        // Unrecorded objects would never be uninstalled: take them out again.
-        executor.undo(applied).await;
-        return Err(e.into());
-    }
-    Ok(Outcome {
-        items: planned.items,
-        reloaded: reload,
-    })
+    Ok(converge(seam, state, &Installing { reload }).await?.outcome)
 }
 
 /// Removes what virtzone installed and nobody changed since, then reloads. Refuses when a zone to
 /// remove still holds bridges (unless `force`) or is named by a policy that stays.
 pub async fn uninstall(
-    fw: &Firewalld,
+    seam: &impl Seam,
     state: &StateDir,
     force: bool,
 ) -> Result<Outcome, InstallError> {
-    let _lock = state.lock().await?;
-    let mut installed: Installed = state.read(INSTALLED_FILE)?;
-    let recorded = installed.clone();
-    let scope = Scope {
-        shipped: true,
-        policy_zones: true,
-        ..Scope::default()
-    };
-    let snap = Snapshot::gather(fw, &scope).await?;
-    let planned = plan::plan_live_uninstall(&snap, &installed, force)?;
-    let live = Live::new(fw, snap.capabilities());
-    let executor = Executor::new(&live);
-    let applied = executor.run(&planned.plan).await.map_err(|e| failed(&e))?;
-    for item in planned.items.iter().filter(|i| i.action == Action::Remove) {
-        installed.remove(item.kind, &item.name);
+    Ok(converge(seam, state, &Uninstalling { force })
+        .await?
+        .outcome)
+}
+
+/// The install domain: `installed.json` as its record, the shipped objects' snapshot as its facts.
+struct Installing {
+    /// Reload firewalld after adding (what makes the objects live).
+    reload: bool,
+}
+
+impl Domain for Installing {
+    type Record = Installed;
+    type Facts = Snapshot;
+    type Outcome = Outcome;
+    type Error = InstallError;
+
+    fn load(&self, state: &StateDir) -> Result<Installed, InstallError> {
+        Ok(state.read(INSTALLED_FILE)?)
     }
-    // Objects virtzone recorded that are gone by now (an admin deleted them) are forgotten too.
-    for (kind, name) in SHIPPED {
-        if !snap.shipped.contains_key(&(kind, name.to_string())) {
-            installed.remove(kind, name);
+
+    async fn gather(&self, reads: &impl Reads, _: &Installed) -> Result<Snapshot, InstallError> {
+        Ok(Snapshot::gather(reads, &Scope::shipped()).await?)
+    }
+
+    fn plan(
+        &self,
+        snap: &Snapshot,
+        installed: &Installed,
+    ) -> Result<Decision<Installed, Outcome>, InstallError> {
+        let planned = plan::plan_live_install(snap, installed, self.reload)?;
+        let mut record = installed.clone();
+        let mut added = false;
+        for item in planned.items.iter().filter(|i| i.action == Action::Add) {
+            record.insert(item.kind, &item.name);
+            added = true;
         }
+        Ok(Decision {
+            plan: planned.plan,
+            // Unrecorded objects would never be uninstalled: the runner undoes them if this fails.
+            record: added.then_some(record),
+            outcome: Outcome {
+                items: planned.items,
+                reloaded: added && self.reload,
+            },
+        })
     }
-    if installed != recorded {
-        if let Err(e) = state.write(INSTALLED_FILE, &installed) {
-            executor.undo(applied).await;
-            return Err(e.into());
+
+    fn store(&self, state: &StateDir, installed: &Installed) -> Result<(), InstallError> {
+        Ok(state.write(INSTALLED_FILE, installed)?)
+    }
+
+    fn failed(&self, error: ExecError) -> InstallError {
+        failed(&error)
+    }
+
+    fn capabilities(&self, snap: &Snapshot) -> Option<Capabilities> {
+        snap.capabilities()
+    }
+
+    fn again(&self, _: &Plan) -> bool {
+        // Its reload is the last step of the plan, not a reason to plan again.
+        false
+    }
+}
+
+/// The uninstall domain: `installed.json` as its record, the shipped objects and the zones every
+/// policy names as its facts.
+struct Uninstalling {
+    /// Remove zones that still hold bridges.
+    force: bool,
+}
+
+impl Domain for Uninstalling {
+    type Record = Installed;
+    type Facts = Snapshot;
+    type Outcome = Outcome;
+    type Error = InstallError;
+
+    fn load(&self, state: &StateDir) -> Result<Installed, InstallError> {
+        Ok(state.read(INSTALLED_FILE)?)
+    }
+
+    async fn gather(&self, reads: &impl Reads, _: &Installed) -> Result<Snapshot, InstallError> {
+        let scope = Scope {
+            shipped: true,
+            policy_zones: true,
+            ..Scope::default()
+        };
+        Ok(Snapshot::gather(reads, &scope).await?)
+    }
+
+    fn plan(
+        &self,
+        snap: &Snapshot,
+        installed: &Installed,
+    ) -> Result<Decision<Installed, Outcome>, InstallError> {
+        let planned = plan::plan_live_uninstall(snap, installed, self.force)?;
+        let mut record = installed.clone();
+        for item in planned.items.iter().filter(|i| i.action == Action::Remove) {
+            record.remove(item.kind, &item.name);
         }
+        // Objects virtzone recorded that are gone by now (an admin deleted them) are forgotten too.
+        for (kind, name) in SHIPPED {
+            if !snap.shipped.contains_key(&(kind, name.to_string())) {
+                record.remove(kind, name);
+            }
+        }
+        Ok(Decision {
+            record: (record != *installed).then_some(record),
+            outcome: Outcome {
+                reloaded: planned.plan.steps.contains(&Step::Reload),
+                items: planned.items,
+            },
+            plan: planned.plan,
+        })
     }
-    Ok(Outcome {
-        reloaded: planned.plan.steps.contains(&Step::Reload),
-        items: planned.items,
-    })
+
+    fn store(&self, state: &StateDir, installed: &Installed) -> Result<(), InstallError> {
+        Ok(state.write(INSTALLED_FILE, installed)?)
+    }
+
+    fn failed(&self, error: ExecError) -> InstallError {
+        failed(&error)
+    }
+
+    fn capabilities(&self, snap: &Snapshot) -> Option<Capabilities> {
+        snap.capabilities()
+    }
+
+    fn again(&self, _: &Plan) -> bool {
+        false
+    }
 }

@@ -9,9 +9,9 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::change::snapshot::Snapshot;
 use crate::change::{Plan, Reason, Refusal, Step};
-use crate::firewalld::snapshot::Definition;
-use crate::firewalld::{Capabilities, Snapshot, State};
+use crate::firewalld::{Capabilities, Definition, State};
 use crate::zone;
 use crate::{LIBVIRT_ROUTED_ZONE, LIBVIRT_ZONE};
 
@@ -259,7 +259,7 @@ pub struct ObjectsPlan {
     pub plan: Plan,
 }
 
-/// Plans a live install from a snapshot gathered with [`Scope::shipped`](crate::firewalld::Scope).
+/// Plans a live install from a snapshot gathered with [`Scope::shipped`](crate::change::snapshot::Scope).
 pub fn plan_live_install(
     snap: &Snapshot,
     installed: &Installed,
@@ -280,7 +280,7 @@ pub fn plan_live_install(
     Ok(ObjectsPlan { items, plan })
 }
 
-/// Plans a live uninstall from a snapshot gathered with [`Scope::shipped`](crate::firewalld::Scope)
+/// Plans a live uninstall from a snapshot gathered with [`Scope::shipped`](crate::change::snapshot::Scope)
 /// and `policy_zones`. Besides the rules of [`plan_uninstall`], it refuses to remove a zone that a
 /// remaining policy names: firewalld would refuse that configuration at its next start and fall back
 /// to its stock configuration, dropping every /etc customisation.
@@ -502,7 +502,8 @@ mod tests {
         assert!(plan_uninstall(&existing, &bound, false).is_ok());
     }
 
-    use crate::firewalld::snapshot::{fake, Definition, Object};
+    use crate::change::snapshot::fake;
+    use crate::firewalld::{Definition, Object};
 
     /// A 1.3.3 snapshot holding every shipped object, permanently and unchanged, as virtzone added it.
     fn installed_snapshot() -> (Snapshot, Installed) {

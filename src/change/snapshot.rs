@@ -1,4 +1,5 @@
-//! The facts a command needs from firewalld, gathered once, on one connection, concurrently, typed.
+//! The facts a command needs from firewalld, gathered once through the read side of the seam
+//! ([`Reads`]: one connection in the live implementation), concurrently, typed.
 //!
 //! Every read asks what exists first and then reads only that: asking firewalld for an object it does
 //! not have makes it log `ERROR: INVALID_ZONE` (or `INVALID_POLICY`), the very lines admins search
@@ -8,9 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::future::join_all;
 
-use super::{Error, Firewalld, FirewalldFacts, Result, Running, State};
+use super::reads::Reads;
+use crate::firewalld::{
+    parse_version, Capabilities, Definition, Error, Firewalld, FirewalldFacts, Object, Result,
+    Running, State,
+};
 use crate::names::BridgeName;
-use crate::zone::{self, ObjectKind, Policy, Zone};
+use crate::zone::{self, ObjectKind};
 
 /// What to gather beyond firewalld's identity and its runtime and permanent object names.
 #[derive(Debug, Clone, Default)]
@@ -30,40 +35,6 @@ impl Scope {
         Scope {
             shipped: true,
             ..Scope::default()
-        }
-    }
-}
-
-/// A permanent zone or policy as firewalld holds it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Definition {
-    /// A zone.
-    Zone(Zone),
-    /// A policy.
-    Policy(Policy),
-}
-
-/// A permanent copy of one of the shipped objects.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Object {
-    /// Whether it comes from firewalld's stock tier (`/usr/lib/firewalld`, e.g. libvirt's package).
-    pub builtin: bool,
-    /// Its definition; `Err` says why it could not be read or compared (e.g. before firewalld 0.9.0).
-    pub body: std::result::Result<Definition, String>,
-}
-
-impl Object {
-    /// How the object differs from virtzone's definition (empty: same meaning). Permanently bound
-    /// interfaces are bindings, not part of the definition, so they do not count.
-    pub fn differences(&self, name: &str) -> Vec<String> {
-        match &self.body {
-            Ok(Definition::Zone(z)) => {
-                let mut z = z.clone();
-                z.interfaces.clear();
-                zone::shipped_zone(name).diff(&z)
-            }
-            Ok(Definition::Policy(p)) => zone::shipped_policy(name).diff(p),
-            Err(e) => vec![e.clone()],
         }
     }
 }
@@ -111,7 +82,7 @@ impl Snapshot {
     }
 
     /// What the running firewalld can do, `None` when it is not running.
-    pub fn capabilities(&self) -> Option<super::Capabilities> {
+    pub fn capabilities(&self) -> Option<Capabilities> {
         self.running().map(|r| r.capabilities)
     }
 
@@ -142,8 +113,8 @@ impl Snapshot {
     /// Gathers the snapshot on `fw`'s connection. firewalld not running is a fact, not an error. A
     /// FAILED firewalld may refuse some reads: those become empty, since its state is the fact that
     /// matters then.
-    pub async fn gather(fw: &Firewalld, scope: &Scope) -> Result<Snapshot> {
-        let facts = fw.facts().await?;
+    pub async fn gather(fw: &impl Reads, scope: &Scope) -> Result<Snapshot> {
+        let facts = firewalld_facts(fw).await?;
         let FirewalldFacts::Running(r) = &facts else {
             return Ok(Snapshot {
                 firewalld: facts,
@@ -228,80 +199,60 @@ impl Snapshot {
     }
 }
 
-impl Firewalld {
-    /// Connects and gathers a snapshot; a host without a system bus is a snapshot of "not running".
-    pub async fn snapshot(scope: &Scope) -> Result<(Option<Firewalld>, Snapshot)> {
-        match Firewalld::connect().await {
-            Ok(fw) => {
-                let snap = Snapshot::gather(&fw, scope).await?;
-                Ok((Some(fw), snap))
-            }
-            Err(Error::NoBus(_)) => Ok((None, Snapshot::not_running(true))),
-            Err(e) => Err(e),
-        }
+/// firewalld's identity: whether it runs (the one "is firewalld running", [`Reads::is_running`]),
+/// its version, state, backend, capabilities and runtime zone and policy names. What the pre-check
+/// and `status` need, read concurrently.
+///
+/// A firewalld in FAILED state still answers, but some reads may fail: those become empty sets
+/// rather than errors, since the state itself is the fact that matters then.
+pub async fn firewalld_facts(fw: &impl Reads) -> Result<FirewalldFacts> {
+    if !fw.is_running().await? {
+        return Ok(FirewalldFacts::NotRunning { no_bus: false });
     }
+    let (version_text, state, backend) =
+        tokio::try_join!(fw.version_text(), fw.state(), fw.backend())?;
+    let version = parse_version(&version_text).map_err(|e| Error::Protocol(e.to_string()))?;
+    let (zones, policies) = tokio::join!(fw.zones(), fw.policies());
+    let tolerate = state == State::Failed;
+    let zones = match zones {
+        Ok(z) => z,
+        Err(_) if tolerate => BTreeSet::new(),
+        Err(e) => return Err(e),
+    };
+    let policies = match policies {
+        Ok(p) => p,
+        Err(_) if tolerate => Some(BTreeSet::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(FirewalldFacts::Running(Running {
+        capabilities: Capabilities::of(&version),
+        version,
+        version_text,
+        state,
+        backend,
+        zones,
+        policies,
+    }))
+}
 
-    /// firewalld's runtime interface → zone map, in one call.
-    pub async fn interface_zones(&self) -> Result<BTreeMap<String, String>> {
-        let mut map = BTreeMap::new();
-        for (zone, parts) in self.active_zones().await? {
-            for iface in parts.get("interfaces").into_iter().flatten() {
-                map.insert(iface.clone(), zone.clone());
-            }
-        }
-        Ok(map)
+/// [`firewalld_facts`] from the system bus, a missing bus being "not running".
+pub async fn gather_facts() -> Result<FirewalldFacts> {
+    match Firewalld::connect().await {
+        Ok(fw) => firewalld_facts(&fw).await,
+        Err(Error::NoBus(_)) => Ok(FirewalldFacts::NotRunning { no_bus: true }),
+        Err(e) => Err(e),
     }
+}
 
-    /// The permanent object `name`, which the caller knows exists (see the module docs).
-    async fn permanent_object(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        dict_api: bool,
-    ) -> Result<Object> {
-        let not_comparable = |e: zone::ZoneError| format!("cannot compare it: {e}");
-        match kind {
-            ObjectKind::Zone => {
-                let proxy = self.existing_config_zone(name).await?;
-                let builtin = proxy
-                    .builtin()
-                    .await
-                    .map_err(|e| Error::from_call("property builtin", e))?;
-                if !dict_api {
-                    return Ok(Object {
-                        builtin,
-                        body: Err("cannot compare it on firewalld before 0.9.0".into()),
-                    });
-                }
-                let settings = proxy
-                    .get_settings2()
-                    .await
-                    .map_err(|e| Error::from_call("getSettings2", e))?;
-                Ok(Object {
-                    builtin,
-                    body: Zone::from_settings(name, &settings)
-                        .map(Definition::Zone)
-                        .map_err(not_comparable),
-                })
-            }
-            ObjectKind::Policy => {
-                let proxy = self.existing_config_policy(name).await?;
-                let builtin = proxy
-                    .builtin()
-                    .await
-                    .map_err(|e| Error::from_call("property builtin", e))?;
-                let settings = proxy
-                    .get_settings()
-                    .await
-                    .map_err(|e| Error::from_call("getSettings", e))?;
-                Ok(Object {
-                    builtin,
-                    body: Policy::from_settings(name, &settings)
-                        .map(Definition::Policy)
-                        .map_err(not_comparable),
-                })
-            }
+/// Connects and gathers a snapshot; a host without a system bus is a snapshot of "not running".
+pub async fn connect_and_gather(scope: &Scope) -> Result<(Option<Firewalld>, Snapshot)> {
+    match Firewalld::connect().await {
+        Ok(fw) => {
+            let snap = Snapshot::gather(&fw, scope).await?;
+            Ok((Some(fw), snap))
         }
+        Err(Error::NoBus(_)) => Ok((None, Snapshot::not_running(true))),
+        Err(e) => Err(e),
     }
 }
 
