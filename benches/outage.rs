@@ -19,6 +19,18 @@
 //! - `OUTAGE_NETWORKS` = network counts, default `1`.
 //! - `OUTAGE_RELOADS` (default 3), `OUTAGE_RESTARTS` (default 1), `OUTAGE_SETTLE` (seconds of
 //!   probing after each event, default 3).
+//! - `OUTAGE_RELOAD_POLICY=accept`: firewalld's `ReloadPolicy=INPUT:ACCEPT,FORWARD:ACCEPT,OUTPUT:ACCEPT`
+//!   (firewalld >= 2.0, so libvirt 12 cells only; the stock policy drops every new flow while
+//!   firewalld reloads, the floor of every path).
+//! - `OUTAGE_ALONE_NAT=keep` (libvirt 12 cells): "libvirt alone" keeps virtzone's NAT table
+//!   (the hook's), so that its runs show what remains of libvirt's own rebuild once the masquerade
+//!   no longer depends on it.
+//! - `OUTAGE_PERMANENT=1` (libvirt 12 cells): with virtzone, the bridge is also bound in
+//!   firewalld's permanent configuration (`virtzone attach virbr70 --permanent`), which firewalld's
+//!   reload applies in its own transaction instead of losing it (`FlushAllOnReload=yes`).
+//! - `OUTAGE_TRACE=DIR` (libvirt 12 cells): writes the daemon's log (`VIRTZONE_LOG` filters it),
+//!   `nft monitor` of the system with a Unix time on every line, and each phase's events and
+//!   failed runs in Unix time, into DIR, to put the daemon's actions beside the probes' failures.
 //!
 //! Each failed run is printed with the event it followed. Run as root:
 //! `OUTAGE_LIBVIRT=9,12 OUTAGE_BACKENDS=nftables,iptables OUTAGE_NETWORKS=1,20 cargo bench --bench outage`.
@@ -165,8 +177,15 @@ fn measure(ops: &Ops, paths: &[&str], label: &str) -> Vec<(String, Figures)> {
     events.push(("end".into(), now()));
     let samples: Vec<Sample> = probers.stop();
     let mut out = Vec::new();
+    let mut trace = String::new();
+    for (name, t) in &events {
+        trace += &format!("{t:.3} event {name}\n");
+    }
     for path in paths {
         let runs = dead_runs(&samples, path);
+        for r in &runs {
+            trace += &format!("{:.3} dead {path} {:.0} ms\n", r.from, r.ms());
+        }
         let (n, ok) = outage::counts(&samples, path);
         println!(
             "  {label} {path}: {ok}/{n} probes answered; failed runs: {}",
@@ -190,6 +209,10 @@ fn measure(ops: &Ops, paths: &[&str], label: &str) -> Vec<(String, Figures)> {
             }
         }
         out.push((path.to_string(), f));
+    }
+    if let Ok(dir) = std::env::var("OUTAGE_TRACE") {
+        let file = Path::new(&dir).join(format!("{}.runs", label.replace(' ', "-")));
+        std::fs::write(&file, trace).expect("OUTAGE_TRACE: write the runs");
     }
     out
 }
@@ -232,8 +255,21 @@ fn wait_working(what: &str, mut probe: impl FnMut() -> bool) {
     }
 }
 
+/// `OUTAGE_RELOAD_POLICY`'s value for firewalld.conf's `ReloadPolicy` (`None`: the stock one).
+fn reload_policy() -> Option<&'static str> {
+    match std::env::var("OUTAGE_RELOAD_POLICY").as_deref() {
+        Err(_) | Ok("") | Ok("drop") => None,
+        Ok("accept") => Some("INPUT:ACCEPT,FORWARD:ACCEPT,OUTPUT:ACCEPT"),
+        Ok(other) => panic!("OUTAGE_RELOAD_POLICY={other}: use accept or drop"),
+    }
+}
+
 /// libvirt 9.0 (the host's, iptables backend) with firewalld 1.3.3 on `backend` in the lab.
 fn libvirt9(backend: Backend, networks: usize) {
+    if reload_policy().is_some() {
+        println!("== libvirt 9 + firewalld 1.3.3: skipped, ReloadPolicy needs firewalld >= 2.0");
+        return;
+    }
     let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.virtzone.VirtZone1.conf");
     let cfg = LabConfig {
         bus_policies: vec![policy],
@@ -332,7 +368,26 @@ fn libvirt12(backend: &'static str, networks: usize) {
     let sys = SidSystem::start_opts(SidOptions {
         firewalld_backend: backend,
         libvirt_backend: "nftables",
+        reload_policy: reload_policy(),
         ..SidOptions::default()
+    });
+    // `nft monitor` of the system, each line with the Unix time it was read at.
+    let _monitor = std::env::var("OUTAGE_TRACE").ok().map(|dir| {
+        use std::io::{BufRead, Write};
+        let mut log = std::fs::File::create(Path::new(&dir).join("nft-monitor.log"))
+            .expect("OUTAGE_TRACE: create the monitor's log");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &sys.netns, "nft", "monitor"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("nft monitor");
+        let out = child.stdout.take().expect("nft monitor's output");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{:.3} {line}", now());
+            }
+        });
+        common::Process(child)
     });
     sys.sh("virtzone install");
     sys.start_libvirtd();
@@ -377,7 +432,11 @@ fn libvirt12(backend: &'static str, networks: usize) {
             .spawn()
             .expect("upstream server"),
     );
-    sys.sh("virtzone forward purge >/dev/null");
+    let keep_nat = std::env::var("OUTAGE_ALONE_NAT").as_deref() == Ok("keep");
+    if !keep_nat {
+        sys.sh("virtzone forward purge >/dev/null");
+    }
+    let permanent = std::env::var("OUTAGE_PERMANENT").as_deref() == Ok("1");
     let ops = Ops {
         guest: Box::new(|p| guest.command(p)),
         upstream: Box::new(|p| up.command(p)),
@@ -390,6 +449,9 @@ fn libvirt12(backend: &'static str, networks: usize) {
         }),
         with_virtzone: Box::new(|| {
             sys.start_virtzone_daemon();
+            if permanent {
+                sys.sh("virtzone attach virbr70 --permanent");
+            }
             sys.sh(&format!(
                 "virtzone forward add --network bench --guest 192.0.2.50 tcp/{FWD_PORT}:80"
             ));
@@ -397,8 +459,27 @@ fn libvirt12(backend: &'static str, networks: usize) {
     };
     cell(
         ops,
-        &format!("libvirt 12 + firewalld 2.5.2 {backend}, {networks} network(s)"),
+        &format!(
+            "libvirt 12 + firewalld 2.5.2 {backend}{}{}{}, {networks} network(s)",
+            if reload_policy().is_some() {
+                " ReloadPolicy=ACCEPT"
+            } else {
+                ""
+            },
+            if permanent { " permanent binding" } else { "" },
+            if keep_nat {
+                " (\"alone\" with virtzone's NAT table)"
+            } else {
+                ""
+            }
+        ),
     );
+    if let Ok(dir) = std::env::var("OUTAGE_TRACE") {
+        let _ = std::fs::copy(
+            sys.upper().join("var/log/virtzone-serve.log"),
+            Path::new(&dir).join("daemon.log"),
+        );
+    }
 }
 
 fn main() {

@@ -368,3 +368,97 @@ fn libvirt12_reloads_and_a_restart_keep_new_connections_out() {
         &format!("{report}{}", sys.diagnostics()),
     );
 }
+
+/// Issue #21, the forward through a firewalld restart. firewalld 2.5.2 holds the forward's DNAT as
+/// a forward-port in virtzone's policy, which a restart takes away until firewalld is back (and
+/// which its reload re-creates a transaction after its zones). virtzone's own table carries the
+/// same DNAT (`prerouting` at `dstnat - 1`), so the forward answers while firewalld is stopped.
+/// Its counter counts every connection: virtzone's rule is the one that DNATs them (the kernel
+/// then skips firewalld's NAT chain for them: one DNAT). It goes with `forward remove`.
+#[test]
+fn libvirt12_forward_answers_while_firewalld_is_stopped() {
+    use crate::forwards12::{connect as connect12, net_xml, plug_guest, serve as serve12};
+    let sys = SidSystem::start_opts(SidOptions {
+        libvirt_backend: "nftables",
+        ..SidOptions::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    sys.sh("virtzone install >/dev/null");
+    sys.start_libvirtd();
+    sys.start_network_n12(&net_xml());
+    let (guest, gip) = plug_guest(&sys, dir.path());
+    let _server = serve12(&guest, 80, "guest");
+    let up = sys.plug_upstream("vzup12d");
+    sys.start_virtzone_daemon();
+    let spec = format!("--network n12 --guest {gip} tcp/{FWD_PORT}:80");
+    sys.sh(&format!("virtzone forward add {spec} >/dev/null"));
+    let through = || connect12(&up, HOST_UP, FWD_PORT.parse().expect("port"));
+    let answers = |r: &str| r.starts_with("ok guest");
+    wait("the forward", SETTLE, || answers(&through()));
+    let table = || {
+        let out = sys.run(&["nft", "list", "table", "ip", "virtzone_nat"]);
+        text(&out.stdout)
+    };
+    // The packets counted by the forward's DNAT rule in virtzone's table (None: no such rule).
+    let dnat_packets = || {
+        table()
+            .lines()
+            .find(|l| l.contains(&format!("tcp dport {FWD_PORT} ")) && l.contains("dnat to "))
+            .and_then(|l| {
+                let (_, rest) = l.split_once("counter packets ")?;
+                rest.split_whitespace().next()?.parse::<u64>().ok()
+            })
+    };
+    wait("the forward's DNAT in virtzone's table", SETTLE, || {
+        dnat_packets().is_some()
+    });
+    let t = table();
+    for part in [
+        "type nat hook prerouting priority dstnat - 1",
+        &format!("tcp dport {FWD_PORT} counter packets"),
+        &format!("dnat to {gip}:80"),
+    ] {
+        assert!(t.contains(part), "{part:?} missing:\n{t}");
+    }
+    let before = dnat_packets().unwrap_or_default();
+    for _ in 0..5 {
+        let r = through();
+        assert!(answers(&r), "through the forward: {r}");
+    }
+    assert_eq!(
+        dnat_packets(),
+        Some(before + 5),
+        "virtzone's rule DNATs each new connection:\n{}",
+        table()
+    );
+
+    sys.stop("/usr/sbin/firewalld");
+    assert!(
+        !sys.run(&["nft", "list", "table", "inet", "firewalld"])
+            .status
+            .success(),
+        "firewalld's table is gone while it is stopped"
+    );
+    for _ in 0..3 {
+        let r = through();
+        assert!(
+            answers(&r),
+            "the forward while firewalld is stopped: {r}\n{}\n{}",
+            table(),
+            sys.diagnostics()
+        );
+    }
+    sys.start_firewalld();
+    wait("the forward after firewalld's start", SETTLE, || {
+        answers(&through())
+    });
+
+    sys.sh(&format!("virtzone forward remove {spec} >/dev/null"));
+    assert!(
+        dnat_packets().is_none(),
+        "forward remove left the DNAT:\n{}",
+        table()
+    );
+    let r = through();
+    assert!(!answers(&r), "the removed forward still answers: {r}");
+}

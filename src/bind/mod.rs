@@ -4,21 +4,21 @@
 pub mod plan;
 pub mod record;
 
+pub use plan::RowState;
+pub use record::{Binding, Bindings, NmBinding, BINDINGS_FILE};
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::change::converge::{converge, Decision, Domain, Seam};
-use crate::change::executor::Live;
 use crate::change::reads::Reads;
 use crate::change::snapshot::{Scope, Snapshot};
 use crate::change::{ExecError, Executor, Refusal};
 use crate::firewalld::{self, Capabilities, Firewalld};
 use crate::names::{BridgeName, NetworkName, ZoneName};
-use crate::networkmanager::{self, NetworkManager, Owner, Profile};
+use crate::networkmanager::{self, Owner, Profile};
 use crate::state::{StateDir, StateError};
-
-pub use record::{Binding, Bindings, NmBinding, BINDINGS_FILE};
 
 /// Why a bind operation did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -325,11 +325,11 @@ const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 /// [`PASSES`] passes. The daemon's, on its start, on firewalld's `Reloaded` signal and on a new owner
 /// of firewalld's bus name.
 pub async fn reconcile(
-    fw: &Firewalld,
+    seam: &impl Seam,
     desired: &Bindings,
     in_flight: usize,
 ) -> firewalld::Result<Reconciled> {
-    let snapshot = Snapshot::gather(fw, &Scope::default()).await?;
+    let snapshot = Snapshot::gather(seam.reads(), &Scope::default()).await?;
     if snapshot.running().is_none() {
         // Nothing to compare with: the next owner of firewalld's name is the next event.
         return Ok(Reconciled {
@@ -339,8 +339,8 @@ pub async fn reconcile(
         });
     }
     let plan = plan::plan_reconcile(desired, &snapshot.interfaces);
-    let live = Live::new(fw, snapshot.capabilities());
-    let executor = Executor::new(&live);
+    let mutations = seam.mutations(snapshot.capabilities());
+    let executor = Executor::new(&mutations);
     let mut missing = plan.plan.steps.clone();
     let mut results = Vec::new();
     for pass in 1..=PASSES {
@@ -372,15 +372,14 @@ pub async fn reconcile(
 /// The recorded NetworkManager profiles of `bindings`, by uuid, as they are now (`None`: gone, or
 /// NetworkManager not running). Asks nothing when no binding goes through NetworkManager.
 pub async fn profiles(
-    conn: &zbus::Connection,
+    reads: &impl Reads,
     bindings: &Bindings,
 ) -> networkmanager::Result<BTreeMap<String, Option<Profile>>> {
-    let nm = NetworkManager::new(conn);
     let mut out = BTreeMap::new();
     for b in bindings.bindings.values() {
         if let Some(n) = &b.networkmanager {
             if !out.contains_key(&n.uuid) {
-                out.insert(n.uuid.clone(), nm.profile(&n.uuid).await?);
+                out.insert(n.uuid.clone(), reads.profile(&n.uuid).await?);
             }
         }
     }
@@ -391,16 +390,18 @@ pub async fn profiles(
 /// executor. For the daemon, on its start (a boot forgets in-memory profile changes) and whenever
 /// NetworkManager's bus name gets a new owner.
 pub async fn reconcile_nm(
-    fw: &Firewalld,
+    seam: &impl Seam,
     desired: &Bindings,
 ) -> networkmanager::Result<(
     plan::ReconcilePlan,
     Vec<(crate::change::Step, firewalld::Result<()>)>,
 )> {
-    let profiles = profiles(fw.connection(), desired).await?;
+    let profiles = profiles(seam.reads(), desired).await?;
     let plan = plan::plan_nm_reconcile(desired, &profiles);
-    let live = Live::new(fw, None);
-    let results = Executor::new(&live).apply_each(&plan.plan.steps, 1).await;
+    let mutations = seam.mutations(None);
+    let results = Executor::new(&mutations)
+        .apply_each(&plan.plan.steps, 1)
+        .await;
     Ok((plan, results))
 }
 
@@ -454,20 +455,6 @@ pub struct Row {
     pub agree: bool,
 }
 
-/// How a binding compares with firewalld.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RowState {
-    /// As asked.
-    Bound,
-    /// Not bound at all.
-    Missing,
-    /// Bound to another zone.
-    Moved,
-    /// firewalld is not running.
-    Unknown,
-}
-
 /// Compares recorded bindings with firewalld's interface → zone map and the recorded NetworkManager
 /// profiles (from [`profiles`]) (pure).
 pub fn compare(
@@ -493,11 +480,9 @@ pub fn compare(
             let profile_agrees = profile
                 .as_ref()
                 .is_none_or(|p| p.zone.as_deref() == Some(b.zone.as_str()));
-            let mut state = match (actual, &now) {
-                (None, _) => RowState::Unknown,
-                (Some(_), None) => RowState::Missing,
-                (Some(_), Some(z)) if z == b.zone.as_str() => RowState::Bound,
-                (Some(_), Some(_)) => RowState::Moved,
+            let mut state = match actual {
+                None => RowState::Unknown,
+                Some(_) => plan::binding_state(&b.zone, now.as_deref()),
             };
             if state == RowState::Bound && !profile_agrees {
                 state = RowState::Moved;

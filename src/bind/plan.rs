@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+
 use crate::change::snapshot::Snapshot;
 use crate::change::{Plan, Reason, Refusal, Step, Warning, WarningReason};
 use crate::names::{BridgeName, ZoneName};
@@ -492,6 +494,30 @@ pub struct ReconcilePlan {
     pub in_place: usize,
 }
 
+/// How a binding compares with firewalld.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowState {
+    /// As asked.
+    Bound,
+    /// Not bound at all.
+    Missing,
+    /// Bound to another zone.
+    Moved,
+    /// firewalld is not running.
+    Unknown,
+}
+
+/// How a recorded binding to `zone` compares with the zone firewalld has its bridge in now
+/// (`actual`; `None`: unbound). Pure; `list` and the reconcile both decide by it.
+pub fn binding_state(zone: &ZoneName, actual: Option<&str>) -> RowState {
+    match actual {
+        None => RowState::Missing,
+        Some(now) if now == zone.as_str() => RowState::Bound,
+        Some(_) => RowState::Moved,
+    }
+}
+
 /// Plans a reconcile: the desired bindings against firewalld's runtime interface → zone map
 /// ([`Snapshot::interfaces`]). Bindings held by a NetworkManager profile are left to NetworkManager,
 /// which re-sends the profile's zone after every firewalld reload and restart itself: sending it too
@@ -502,14 +528,11 @@ pub fn plan_reconcile(desired: &Bindings, actual: &BTreeMap<String, String>) -> 
         if binding.networkmanager.is_some() {
             continue;
         }
-        match actual.get(bridge.as_str()) {
-            None => out.plan.steps.push(Step::ChangeZoneOfInterface {
-                zone: binding.zone.clone(),
-                interface: bridge.clone(),
-                previous: None,
-            }),
-            Some(zone) if zone == binding.zone.as_str() => out.in_place += 1,
-            Some(zone) => {
+        let now = actual.get(bridge.as_str()).map(String::as_str);
+        match binding_state(&binding.zone, now) {
+            RowState::Bound => out.in_place += 1,
+            RowState::Moved => {
+                let zone = now.unwrap_or_default();
                 out.plan.warnings.push(Warning {
                     reason: WarningReason::MovedByOthers,
                     message: format!(
@@ -518,7 +541,14 @@ pub fn plan_reconcile(desired: &Bindings, actual: &BTreeMap<String, String>) -> 
                     ),
                 });
                 out.drift
-                    .push((bridge.clone(), binding.zone.clone(), zone.clone()));
+                    .push((bridge.clone(), binding.zone.clone(), zone.to_string()));
+            }
+            RowState::Missing | RowState::Unknown => {
+                out.plan.steps.push(Step::ChangeZoneOfInterface {
+                    zone: binding.zone.clone(),
+                    interface: bridge.clone(),
+                    previous: None,
+                })
             }
         }
     }

@@ -1,6 +1,6 @@
-//! The record of the bindings virtzone was asked for, as kept in the state directory: the planner
-//! reads it, the operations and the daemon write it. A leaf, so the planner does not depend on
-//! `bind/mod.rs`.
+//! The record of the bindings virtzone was asked for (`bindings.json` in the state directory), which
+//! the daemon re-applies after firewalld reloads and restarts. Plain data, shared by the planners and
+//! the effects.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +35,7 @@ pub struct Binding {
     pub source: Option<String>,
 }
 
-/// A binding held by a NetworkManager profile (see [`super::plan::plan_attach_nm`]).
+/// A binding held by a NetworkManager profile (see [`plan_attach_nm`](super::plan::plan_attach_nm)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NmBinding {
     /// `connection.uuid`.

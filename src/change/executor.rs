@@ -292,8 +292,8 @@ impl<'m, M: Mutations> Executor<'m, M> {
             Step::LocalnetGuard { present } => {
                 m.nft(&crate::host::localnet_guard_commands(*present)).await
             }
-            Step::OwnNat { masquerades } => {
-                m.nft(&crate::forward::masquerade::commands(masquerades))
+            Step::OwnNat { masquerades, dnats } => {
+                m.nft(&crate::forward::masquerade::commands(masquerades, dnats))
                     .await
             }
             Step::SetConnectionZone {

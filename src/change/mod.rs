@@ -195,11 +195,13 @@ pub enum Step {
         handles: Vec<u64>,
     },
     /// Makes virtzone's own NAT table (`ip virtzone_nat`, [`crate::forward::nat`]) hold exactly
-    /// these networks' masquerades, in one nft transaction; none: the table goes. No inverse:
-    /// planned from the table's listing on every check.
+    /// these networks' masquerades and these forwards' DNATs, in one nft transaction; none: the
+    /// table goes. No inverse: planned from the table's listing on every check.
     OwnNat {
         /// The masquerades wanted.
         masquerades: Vec<crate::forward::masquerade::Masquerade>,
+        /// The forwards' DNATs wanted.
+        dnats: Vec<crate::forward::masquerade::Dnat>,
     },
     /// Puts virtzone's localnet guard (see [`crate::host::LOCALNET_GUARD`]) in place or takes it
     /// away. Not firewalld either, and for the same reason in the same plan.
@@ -538,15 +540,28 @@ impl fmt::Display for Step {
                 )
             }
             Step::Sysctl { key, value, .. } => write!(f, "set /proc/sys/{key} to {value}"),
-            Step::OwnNat { masquerades } if masquerades.is_empty() => {
+            Step::OwnNat { masquerades, dnats } if masquerades.is_empty() && dnats.is_empty() => {
                 write!(f, "delete nftables table ip virtzone_nat (virtzone's NAT)")
             }
-            Step::OwnNat { masquerades } => {
+            Step::OwnNat { masquerades, dnats } => {
                 let nets: Vec<String> = masquerades.iter().map(|m| m.subnet.to_string()).collect();
+                let ports: Vec<String> = dnats
+                    .iter()
+                    .map(|d| format!("{}/{} to {}:{}", d.proto, d.port, d.to_addr, d.to_port))
+                    .collect();
                 write!(
                     f,
-                    "set nftables table ip virtzone_nat to masquerade {}",
-                    nets.join(", ")
+                    "set nftables table ip virtzone_nat to masquerade {} and DNAT {}",
+                    if nets.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        nets.join(", ")
+                    },
+                    if ports.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        ports.join(", ")
+                    }
                 )
             }
             Step::LocalnetGuard { present: true } => {

@@ -115,7 +115,7 @@ pub async fn list(json: bool, state_dir: Option<&Path>) -> Result<ExitCode, Fail
             } else {
                 None
             };
-            let profiles = bind::profiles(fw.connection(), &bindings)
+            let profiles = bind::profiles(&fw, &bindings)
                 .await
                 .map_err(|e| Failure::Refused(e.to_string()))?;
             (actual, profiles)

@@ -243,7 +243,7 @@ impl Service {
             ),
             _ => None,
         };
-        let profiles = bind::profiles(self.shared.reader.connection(), &bindings)
+        let profiles = bind::profiles(&self.shared.reader, &bindings)
             .await
             .map_err(|e| ServiceError::Refused(e.to_string()))?;
         Ok(bind::compare(&bindings, actual.as_ref(), &profiles)

@@ -226,6 +226,8 @@ async fn apply_and_record(
     )
     .await?;
     let Err(e) = state.write(FORWARDS_FILE, declared) else {
+        // The forwards' DNATs in virtzone's own NAT table follow the record (issue #21).
+        nat::check_store(fw, state).await;
         return Ok((steps, res));
     };
     // What this operation added is what the old declaration must take out again.
@@ -761,6 +763,7 @@ pub async fn purge(state: &StateDir) -> Result<String, ForwardError> {
         .run(&crate::change::Plan {
             steps: vec![crate::change::Step::OwnNat {
                 masquerades: Vec::new(),
+                dnats: Vec::new(),
             }],
             warnings: Vec::new(),
         })

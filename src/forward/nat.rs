@@ -16,17 +16,33 @@
 //! Networks that SNAT to an address range (`<nat><address>`) stay with libvirt's rules, and so does
 //! IPv6 (`<nat ipv6='yes'>`).
 //!
-//! Pure planning here ([`wanted`], [`plan`], [`commands`]); [`check`] reads the table with nft and
+//! The table also carries each plain forward's DNAT (chain `prerouting` at `dstnat - 1`), copied
+//! from the forward-port firewalld holds in virtzone's `ANY → HOST` policy (firewalld >= 2.2,
+//! [`Shape::Policy`](super::plan::Shape)): firewalld's reload re-creates its policies in a later
+//! transaction than its zones, and a firewalld restart takes them away until firewalld is back
+//! (measured with `ReloadPolicy=ACCEPT`: 60-140 ms per reload, 0.7-1 s per restart). Only
+//! forwards that firewalld holds as a plain forward-port are copied (all of the host's addresses,
+//! one IPv4 guest, one port on each side); the DNAT of the other kinds (a host address, ranges,
+//! IPv6, the host's loopback, domain forwards) and of firewalld < 2.2 (zone entries, whose ingress
+//! is the zones' interfaces) stays with firewalld alone. The kernel binds a connection's DNAT at
+//! the first NAT chain that sets it, so firewalld's own forward-port never applies a second time.
+//!
+//! Pure planning here ([`wanted`], [`wanted_dnats`], [`plan`], and
+//! [`commands`](super::masquerade::commands)); [`check`] reads the table with nft and
 //! applies the plan through the executor ([`Step::OwnNat`]). The hook checks after recording a
 //! network start or stop, the daemon at start and after every burst of ruleset changes (which
 //! puts the table back after `nft flush ruleset`), `forward purge` removes it, and
 //! `OwnNat=no` in virtzone.conf turns it off (the table goes at the next check).
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::masquerade::{wanted_comments, Masquerade, CHAIN, FAMILY, PRIORITY, TABLE};
+use super::masquerade::{
+    wanted_comments, Dnat, Masquerade, CHAIN, DNAT_CHAIN, DNAT_PRIORITY, FAMILY, PRIORITY, TABLE,
+};
+use super::model::{is_localnet, Declared};
 use super::network::{NetworkRecord, Networks};
 use crate::change::executor::Live;
 use crate::change::{Executor, Plan, Step};
@@ -46,6 +62,39 @@ pub fn wanted(networks: &Networks, enabled: bool) -> Vec<Masquerade> {
         .values()
         .filter(|r| r.active && r.forward == crate::libvirt::ForwardMode::Nat)
         .flat_map(of_record)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The DNATs virtzone carries: every declared forward on a running network that firewalld holds
+/// as a plain forward-port of virtzone's policy (see the module's doc); none when `policy` is false
+/// (firewalld < 2.2 holds forwards in zones) or `enabled` is false (`OwnNat=no`).
+pub fn wanted_dnats(
+    declared: &Declared,
+    networks: &Networks,
+    policy: bool,
+    enabled: bool,
+) -> Vec<Dnat> {
+    if !policy || !enabled {
+        return Vec::new();
+    }
+    let mut out: Vec<Dnat> = declared
+        .forwards
+        .iter()
+        .filter(|f| !is_localnet(f) && f.host_address.is_none())
+        .filter(|f| f.host_port.len() == 1 && f.guest_port.len() == 1)
+        .filter(|f| networks.networks.get(&f.network).is_some_and(|r| r.active))
+        .filter_map(|f| match f.guest {
+            std::net::IpAddr::V4(to_addr) => Some(Dnat {
+                proto: f.proto.as_str().to_string(),
+                port: f.host_port.lo,
+                to_addr,
+                to_port: f.guest_port.lo,
+            }),
+            std::net::IpAddr::V6(_) => None,
+        })
         .collect();
     out.sort();
     out.dedup();
@@ -75,6 +124,10 @@ pub struct Seen {
     pub chain: Option<(String, String, i64)>,
     /// The comments of the rules of [`CHAIN`], first to last (empty for a rule without one).
     pub comments: Vec<String>,
+    /// `(type, hook, prio)` of [`DNAT_CHAIN`].
+    pub dnat_chain: Option<(String, String, i64)>,
+    /// The comments of the rules of [`DNAT_CHAIN`], first to last.
+    pub dnat_comments: Vec<String>,
     /// Whether the table has anything else (another chain, a set): it is then made again.
     pub other: bool,
 }
@@ -87,21 +140,28 @@ pub fn parse(json: &str) -> Result<Seen, String> {
         .and_then(Value::as_array)
         .ok_or("nft's JSON has no \"nftables\" array")?;
     let mut seen = Seen::default();
+    let shape = |c: &Value| {
+        Some((
+            c["type"].as_str().unwrap_or_default().to_string(),
+            c["hook"].as_str().unwrap_or_default().to_string(),
+            c["prio"].as_i64().unwrap_or(i64::MIN),
+        ))
+    };
     for item in items {
         if let Some(c) = item.get("chain") {
             if c["name"] == CHAIN {
-                seen.chain = Some((
-                    c["type"].as_str().unwrap_or_default().to_string(),
-                    c["hook"].as_str().unwrap_or_default().to_string(),
-                    c["prio"].as_i64().unwrap_or(i64::MIN),
-                ));
+                seen.chain = shape(c);
+            } else if c["name"] == DNAT_CHAIN {
+                seen.dnat_chain = shape(c);
             } else {
                 seen.other = true;
             }
         } else if let Some(r) = item.get("rule") {
+            let comment = r["comment"].as_str().unwrap_or_default().to_string();
             if r["chain"] == CHAIN {
-                seen.comments
-                    .push(r["comment"].as_str().unwrap_or_default().to_string());
+                seen.comments.push(comment);
+            } else if r["chain"] == DNAT_CHAIN {
+                seen.dnat_comments.push(comment);
             }
         } else if item.get("table").is_none() && item.get("metainfo").is_none() {
             seen.other = true;
@@ -111,15 +171,31 @@ pub fn parse(json: &str) -> Result<Seen, String> {
 }
 
 /// The step that makes the table right, if any: nothing when `seen` (`None`: no table) already
-/// holds exactly the wanted rules in a chain of the right shape.
-pub fn plan(wanted: &[Masquerade], seen: Option<&Seen>) -> Plan {
+/// holds exactly the wanted rules, each kind in a chain of the right shape (and no chain for a
+/// kind with no rules).
+pub fn plan(wanted: &[Masquerade], dnats: &[Dnat], seen: Option<&Seen>) -> Plan {
+    let chain_right =
+        |chain: &Option<(String, String, i64)>, hook: &str, prio: i64, rules: bool| {
+            if rules {
+                chain.as_ref() == Some(&("nat".to_string(), hook.to_string(), prio))
+            } else {
+                chain.is_none()
+            }
+        };
     let right = match seen {
-        None => wanted.is_empty(),
+        None => wanted.is_empty() && dnats.is_empty(),
         Some(s) => {
-            !wanted.is_empty()
+            (!wanted.is_empty() || !dnats.is_empty())
                 && !s.other
-                && s.chain == Some(("nat".to_string(), "postrouting".to_string(), PRIORITY))
+                && chain_right(&s.chain, "postrouting", PRIORITY, !wanted.is_empty())
                 && s.comments == wanted_comments(wanted)
+                && chain_right(
+                    &s.dnat_chain,
+                    "prerouting",
+                    DNAT_PRIORITY,
+                    !dnats.is_empty(),
+                )
+                && s.dnat_comments == dnats.iter().map(Dnat::comment).collect::<Vec<_>>()
         }
     };
     Plan {
@@ -128,10 +204,41 @@ pub fn plan(wanted: &[Masquerade], seen: Option<&Seen>) -> Plan {
         } else {
             vec![Step::OwnNat {
                 masquerades: wanted.to_vec(),
+                dnats: dnats.to_vec(),
             }]
         },
         warnings: Vec::new(),
     }
+}
+
+/// What the last firewalld answer said about where forwards live: [`SHAPE_UNKNOWN`] before any,
+/// then [`SHAPE_ZONE`] or [`SHAPE_POLICY`]. While firewalld is away (a restart) the DNATs stay as
+/// the last answer had them, which is the point of carrying them.
+static SHAPE: AtomicU8 = AtomicU8::new(SHAPE_UNKNOWN);
+const SHAPE_UNKNOWN: u8 = 0;
+const SHAPE_ZONE: u8 = 1;
+const SHAPE_POLICY: u8 = 2;
+
+/// Whether firewalld holds forwards in virtzone's policy (firewalld >= 2.2), from its version when
+/// it runs, else from its last answer (`false` before any). Asked only when firewalld owns its bus
+/// name: a call to a stopped firewalld could activate it.
+async fn forwards_in_policy(fw: &Firewalld) -> bool {
+    let ask = async {
+        match fw.is_running().await {
+            Ok(true) => fw.version_text().await.ok(),
+            _ => None,
+        }
+    };
+    if let Ok(Some(text)) = tokio::time::timeout(NFT_TIMEOUT, ask).await {
+        if let Ok(v) = crate::firewalld::parse_version(&text) {
+            let policy = crate::firewalld::Capabilities::of(&v).policy_forward_to_addr;
+            SHAPE.store(
+                if policy { SHAPE_POLICY } else { SHAPE_ZONE },
+                Ordering::Relaxed,
+            );
+        }
+    }
+    SHAPE.load(Ordering::Relaxed) == SHAPE_POLICY
 }
 
 /// Reads the table: `Ok(None)` when it is absent.
@@ -160,19 +267,37 @@ pub fn enabled() -> bool {
         .unwrap_or(true)
 }
 
-/// What the table should hold for the networks recorded in `state` (the desired virtzone-own
-/// NAT state; the heal-after-wipe code asks for it too).
-pub fn desired(state: &crate::state::StateDir) -> Result<Vec<Masquerade>, super::ForwardError> {
-    let store = super::store(state)?;
+/// What the table should hold for the networks and forwards recorded in `state`: the masquerades
+/// and (when `policy`: firewalld holds forwards in virtzone's policy) the DNATs.
+pub fn desired(
+    state: &crate::state::StateDir,
+    policy: bool,
+) -> Result<(Vec<Masquerade>, Vec<Dnat>), super::ForwardError> {
+    desired_in(&super::store(state)?, policy)
+}
+
+/// [`desired`] from the forwards' store `store`.
+fn desired_in(
+    store: &crate::state::StateDir,
+    policy: bool,
+) -> Result<(Vec<Masquerade>, Vec<Dnat>), super::ForwardError> {
     if !store.path().is_dir() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    Ok(wanted(&super::networks_in(&store)?, enabled()))
+    let networks = super::networks_in(store)?;
+    let on = enabled();
+    let dnats = if policy && on {
+        wanted_dnats(&super::declared_in(store)?, &networks, policy, on)
+    } else {
+        Vec::new()
+    };
+    Ok((wanted(&networks, on), dnats))
 }
 
 /// One check: reads the table, plans, applies through the executor. Returns whether anything was
-/// changed; problems are logged (the network's own masquerade by libvirt stays meanwhile).
-pub async fn check(fw: &Firewalld, wanted: &[Masquerade]) -> bool {
+/// changed; problems are logged (the network's own masquerade by libvirt, and firewalld's
+/// forward-ports, stay meanwhile).
+pub async fn check(fw: &Firewalld, wanted: &[Masquerade], dnats: &[Dnat]) -> bool {
     let listing = tokio::task::spawn_blocking(read_table);
     let seen = match tokio::time::timeout(NFT_TIMEOUT, listing).await {
         Ok(Ok(Ok(seen))) => seen,
@@ -185,7 +310,7 @@ pub async fn check(fw: &Firewalld, wanted: &[Masquerade]) -> bool {
             return false;
         }
     };
-    let wanted_plan = plan(wanted, seen.as_ref());
+    let wanted_plan = plan(wanted, dnats, seen.as_ref());
     if wanted_plan.is_empty() {
         return false;
     }
@@ -193,15 +318,16 @@ pub async fn check(fw: &Firewalld, wanted: &[Masquerade]) -> bool {
     match tokio::time::timeout(NFT_TIMEOUT, Executor::new(&live).run(&wanted_plan)).await {
         Ok(Ok(_)) => {
             tracing::info!(
-                "virtzone's NAT table: {} ({} network subnet(s))",
+                "virtzone's NAT table: {} ({} network subnet(s), {} forward(s))",
                 if seen.is_none() {
                     "put in place"
-                } else if wanted.is_empty() {
+                } else if wanted.is_empty() && dnats.is_empty() {
                     "removed"
                 } else {
                     "rewritten"
                 },
-                wanted.len()
+                wanted.len(),
+                dnats.len()
             );
             true
         }
@@ -218,10 +344,23 @@ pub async fn check(fw: &Firewalld, wanted: &[Masquerade]) -> bool {
 
 /// [`check`] against what `state` records; a state that cannot be read changes nothing.
 pub async fn check_state(fw: &Firewalld, state: &crate::state::StateDir) -> bool {
-    match desired(state) {
-        Ok(wanted) => check(fw, &wanted).await,
+    let policy = forwards_in_policy(fw).await;
+    match desired(state, policy) {
+        Ok((wanted, dnats)) => check(fw, &wanted, &dnats).await,
         Err(e) => {
             tracing::warn!("virtzone's NAT table: cannot read the recorded networks: {e}");
+            false
+        }
+    }
+}
+
+/// [`check_state`] from the forwards' store `store` (after a forward was added or removed).
+pub(super) async fn check_store(fw: &Firewalld, store: &crate::state::StateDir) -> bool {
+    let policy = forwards_in_policy(fw).await;
+    match desired_in(store, policy) {
+        Ok((wanted, dnats)) => check(fw, &wanted, &dnats).await,
+        Err(e) => {
+            tracing::warn!("virtzone's NAT table: cannot read the recorded forwards: {e}");
             false
         }
     }
@@ -344,16 +483,101 @@ mod tests {
             dev: None,
             ports: NatRecord::DEFAULT_PORTS,
         };
-        for cmds in [commands(&[m]), commands(&[])] {
+        let d = dnat(8080, "192.0.2.50", 80);
+        for cmds in [
+            commands(std::slice::from_ref(&m), &[]),
+            commands(&[m], std::slice::from_ref(&d)),
+            commands(&[], &[d]),
+            commands(&[], &[]),
+        ] {
             for c in cmds {
                 serde_json::from_value::<nftables::schema::NfCmd<'static>>(c.clone())
                     .unwrap_or_else(|e| panic!("{c}: {e}"));
             }
         }
         assert_eq!(
-            commands(&[]).len(),
+            commands(&[], &[]).len(),
             2,
             "add and delete: gone, present or not"
+        );
+    }
+
+    fn dnat(port: u16, to: &str, to_port: u16) -> Dnat {
+        Dnat {
+            proto: "tcp".into(),
+            port,
+            to_addr: to.parse().unwrap(),
+            to_port,
+        }
+    }
+
+    #[test]
+    fn the_dnat_rule_is_firewalds_forward_port() {
+        let cmds = commands(&[], &[dnat(8080, "192.0.2.50", 80)]);
+        let text: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
+        let chain = text.iter().find(|c| c.contains("\"chain\":{")).unwrap();
+        assert!(
+            chain.contains(r#""hook":"prerouting""#) && chain.contains(r#""prio":-101"#),
+            "before firewalld's dstnat + 10 and Docker's dstnat: {chain}"
+        );
+        assert!(
+            !text.iter().any(|c| c.contains("postrouting")),
+            "no masquerade chain without masquerades: {text:?}"
+        );
+        let rule = text.last().unwrap();
+        for part in [
+            r#""payload":{"field":"dport","protocol":"tcp"}},"op":"==","right":8080"#,
+            r#""dnat":{"addr":"192.0.2.50","port":80}"#,
+            "virtzone-dnat tcp 8080 to 192.0.2.50:80",
+        ] {
+            assert!(rule.contains(part), "{part} in {rule}");
+        }
+        assert!(
+            !rule.contains("saddr") && !rule.contains("daddr") && !rule.contains("iif"),
+            "like firewalld's ANY → HOST forward-port: every interface, every destination: {rule}"
+        );
+    }
+
+    #[test]
+    fn only_plain_ipv4_forwards_of_running_networks_in_the_policy_are_carried() {
+        use crate::forward::model::{Forward, ForwardRule, PortMap};
+        let forward = |id: u32, net: &str, guest: &str, ports: &str, host: Option<&str>| Forward {
+            id,
+            network: crate::names::NetworkName::new(net).unwrap(),
+            guest: guest.parse().unwrap(),
+            rule: ForwardRule::new(
+                ports.parse::<PortMap>().unwrap(),
+                host.map(|h| h.parse().unwrap()),
+                false,
+                false,
+            ),
+        };
+        let declared = Declared {
+            forwards: vec![
+                forward(1, "a", "192.0.2.50", "tcp/8080:80", None),
+                forward(2, "a", "192.0.2.50", "udp/5353", None),
+                forward(3, "a", "192.0.2.50", "tcp/9000-9010", None),
+                forward(4, "a", "192.0.2.50", "tcp/8443:443", Some("198.51.100.1")),
+                forward(5, "a", "2001:db8::5", "tcp/8081:80", None),
+                forward(6, "b", "198.51.100.5", "tcp/8082:80", None),
+                forward(7, "a", "192.0.2.51", "tcp/2222:22", Some("127.0.0.1")),
+            ],
+            ..Declared::default()
+        };
+        let n = nets(vec![
+            ("a", record(&["192.0.2.0/24"], true, default_nat())),
+            ("b", record(&["198.51.100.0/24"], false, default_nat())),
+        ]);
+        let mut udp = dnat(5353, "192.0.2.50", 5353);
+        udp.proto = "udp".into();
+        assert_eq!(
+            wanted_dnats(&declared, &n, true, true),
+            vec![dnat(8080, "192.0.2.50", 80), udp]
+        );
+        assert!(wanted_dnats(&declared, &n, false, true).is_empty(), "zones");
+        assert!(
+            wanted_dnats(&declared, &n, true, false).is_empty(),
+            "OwnNat=no"
         );
     }
 
@@ -367,24 +591,56 @@ mod tests {
         let good = Seen {
             chain: Some(("nat".into(), "postrouting".into(), PRIORITY)),
             comments: wanted_comments(std::slice::from_ref(&m)),
-            other: false,
+            ..Seen::default()
         };
         let put = vec![Step::OwnNat {
             masquerades: vec![m.clone()],
+            dnats: vec![],
         }];
         let remove = vec![Step::OwnNat {
             masquerades: vec![],
+            dnats: vec![],
         }];
-        assert!(plan(std::slice::from_ref(&m), Some(&good)).is_empty());
-        assert!(plan(&[], None).is_empty());
-        assert_eq!(plan(std::slice::from_ref(&m), None).steps, put, "wiped");
-        assert_eq!(plan(&[], Some(&good)).steps, remove, "network gone");
+        let ms = std::slice::from_ref(&m);
+        assert!(plan(ms, &[], Some(&good)).is_empty());
+        assert!(plan(&[], &[], None).is_empty());
+        assert_eq!(plan(ms, &[], None).steps, put, "wiped");
+        assert_eq!(plan(&[], &[], Some(&good)).steps, remove, "network gone");
         let mut short = good.clone();
         short.comments.pop();
-        assert_eq!(plan(std::slice::from_ref(&m), Some(&short)).steps, put);
+        assert_eq!(plan(ms, &[], Some(&short)).steps, put);
         let mut moved = good.clone();
         moved.chain = Some(("nat".into(), "postrouting".into(), 100));
-        assert_eq!(plan(std::slice::from_ref(&m), Some(&moved)).steps, put);
+        assert_eq!(plan(ms, &[], Some(&moved)).steps, put);
+
+        // The forwards' DNATs: a new one, one gone, an empty chain left over.
+        let d = dnat(8080, "192.0.2.50", 80);
+        let with_dnat = vec![Step::OwnNat {
+            masquerades: vec![m.clone()],
+            dnats: vec![d.clone()],
+        }];
+        assert_eq!(
+            plan(ms, std::slice::from_ref(&d), Some(&good)).steps,
+            with_dnat
+        );
+        let both = Seen {
+            dnat_chain: Some(("nat".into(), "prerouting".into(), DNAT_PRIORITY)),
+            dnat_comments: vec![d.comment()],
+            ..good.clone()
+        };
+        assert!(plan(ms, std::slice::from_ref(&d), Some(&both)).is_empty());
+        assert_eq!(plan(ms, &[], Some(&both)).steps, put, "forward removed");
+        let empty_chain = Seen {
+            dnat_comments: vec![],
+            ..both.clone()
+        };
+        assert_eq!(plan(ms, &[], Some(&empty_chain)).steps, put);
+        let mut other = both.clone();
+        other.dnat_comments = vec![dnat(8081, "192.0.2.50", 80).comment()];
+        assert_eq!(
+            plan(ms, std::slice::from_ref(&d), Some(&other)).steps,
+            with_dnat
+        );
     }
 
     #[test]
@@ -394,13 +650,22 @@ mod tests {
             {"chain":{"family":"ip","table":"virtzone_nat","name":"postrouting","handle":1,
               "type":"nat","hook":"postrouting","prio":99,"policy":"accept"}},
             {"rule":{"family":"ip","table":"virtzone_nat","chain":"postrouting","handle":2,
-              "comment":"virtzone-nat 192.0.2.0/24 masquerade","expr":[]}}]}"#;
+              "comment":"virtzone-nat 192.0.2.0/24 masquerade","expr":[]}},
+            {"chain":{"family":"ip","table":"virtzone_nat","name":"prerouting","handle":3,
+              "type":"nat","hook":"prerouting","prio":-101,"policy":"accept"}},
+            {"rule":{"family":"ip","table":"virtzone_nat","chain":"prerouting","handle":4,
+              "comment":"virtzone-dnat tcp 8080 to 192.0.2.50:80","expr":[]}}]}"#;
         let s = parse(json).unwrap();
         assert_eq!(
             s.chain,
             Some(("nat".into(), "postrouting".into(), PRIORITY))
         );
         assert_eq!(s.comments, ["virtzone-nat 192.0.2.0/24 masquerade"]);
+        assert_eq!(
+            s.dnat_chain,
+            Some(("nat".into(), "prerouting".into(), DNAT_PRIORITY))
+        );
+        assert_eq!(s.dnat_comments, ["virtzone-dnat tcp 8080 to 192.0.2.50:80"]);
         assert!(!s.other);
         assert!(parse("{").is_err());
     }

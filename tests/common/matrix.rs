@@ -199,6 +199,7 @@ macro_rules! sid_matrix {
             libvirt_backend: $libvirt,
             firewalld_backend: $firewalld,
             strict_forward_ports: $strict,
+            ..$crate::common::sidroot::SidOptions::default()
         }
     };
     (@opts libvirt_nftables_firewalld_nftables) => { $crate::sid_matrix!(@opts "nftables", "nftables", false) };

@@ -74,6 +74,8 @@ pub struct SidOptions {
     pub libvirt_backend: &'static str,
     /// firewalld's `StrictForwardPorts` (2.3+).
     pub strict_forward_ports: bool,
+    /// firewalld's `ReloadPolicy` (2.0+; `None`: the stock setting, DROP while reloading).
+    pub reload_policy: Option<&'static str>,
 }
 
 impl Default for SidOptions {
@@ -82,6 +84,7 @@ impl Default for SidOptions {
             firewalld_backend: "nftables",
             libvirt_backend: "iptables",
             strict_forward_ports: false,
+            reload_policy: None,
         }
     }
 }
@@ -176,6 +179,10 @@ impl SidSystem {
                 "no"
             },
         );
+        let fw_conf = match opts.reload_policy {
+            Some(policy) => super::set_conf_key(&fw_conf, "ReloadPolicy", policy),
+            None => fw_conf,
+        };
         write(&upper.join("etc/firewalld/firewalld.conf"), &fw_conf);
         write(&upper.join("vz-init.sh"), INIT);
         super::set_mode(&upper.join("vz-init.sh"), 0o755);
@@ -290,10 +297,17 @@ exec chroot "$M" /vz-init.sh"#,
         self.command(args).output().unwrap()
     }
 
-    /// Starts `virtzone serve` inside (its log in `/var/log/virtzone-serve.log`) and waits, at most
-    /// 30 s, until it owns its bus name.
+    /// Starts `virtzone serve` inside (its log in `/var/log/virtzone-serve.log`; the caller's
+    /// `VIRTZONE_LOG`, if set, filters it) and waits, at most 30 s, until it owns its bus name.
     pub fn start_virtzone_daemon(&self) {
-        self.sh("virtzone serve >/var/log/virtzone-serve.log 2>&1 </dev/null &");
+        let filter = std::env::var("VIRTZONE_LOG")
+            .ok()
+            .filter(|f| !f.is_empty() && !f.contains('\''))
+            .map(|f| format!("VIRTZONE_LOG='{f}' "))
+            .unwrap_or_default();
+        self.sh(&format!(
+            "{filter}virtzone serve >/var/log/virtzone-serve.log 2>&1 </dev/null &"
+        ));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = self.run(&[

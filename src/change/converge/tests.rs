@@ -344,3 +344,73 @@ fn a_failed_read_is_a_read_error_not_a_refused_change() {
     assert!(!err.to_string().contains("refused"), "{err}");
     assert!(seam.mutations.calls().is_empty());
 }
+
+fn binding(zone: &str) -> Binding {
+    Binding {
+        zone: ZoneName::new(zone).unwrap(),
+        permanent: false,
+        network: None,
+        networkmanager: None,
+        source: None,
+    }
+}
+
+#[test]
+fn the_daemons_reconcile_reads_once_restores_lost_bindings_and_leaves_drift() {
+    let mut desired = Bindings::default();
+    for bridge in ["virbr0", "virbr1", "virbr2"] {
+        desired
+            .bindings
+            .insert(BridgeName::new(bridge).unwrap(), binding("libvirt"));
+    }
+    let seam = seam(
+        Recorded {
+            interfaces: BTreeMap::from([
+                ("virbr1".into(), "libvirt".into()),
+                ("virbr2".into(), "public".into()),
+            ]),
+            ..firewalld("1.3.3", &["public", "libvirt"])
+        },
+        Fake::default(),
+    );
+    let done = block_on(bind::reconcile(&seam, &desired, 8)).unwrap();
+    assert_eq!(
+        seam.mutations.calls(),
+        ["changeZoneOfInterface libvirt virbr0"]
+    );
+    assert_eq!(done.plan.in_place, 1);
+    assert_eq!(done.plan.drift.len(), 1, "{:?}", done.plan.drift);
+    assert!(done.results.iter().all(|(_, r)| r.is_ok()));
+    // One gather: identity, names and the bindings, and no zone's settings.
+    let reads = seam.reads.take_calls();
+    assert_eq!(reads.len(), 9, "{reads:?}");
+    assert!(!reads.iter().any(|c| c.contains("Settings")), "{reads:?}");
+}
+
+#[test]
+fn the_daemons_reconcile_tries_a_failed_call_in_three_passes_then_reports_it() {
+    let mut desired = Bindings::default();
+    desired
+        .bindings
+        .insert(BridgeName::new("virbr0").unwrap(), binding("libvirt"));
+    let seam = seam(
+        firewalld("1.3.3", &["public", "libvirt"]),
+        Fake::failing(&["changeZoneOfInterface"]),
+    );
+    let done = block_on(bind::reconcile(&seam, &desired, 8)).unwrap();
+    assert_eq!(seam.mutations.calls().len(), 3);
+    assert!(matches!(done.results.as_slice(), [(_, Err(_))]));
+}
+
+#[test]
+fn the_daemons_reconcile_without_firewalld_changes_nothing() {
+    let mut desired = Bindings::default();
+    desired
+        .bindings
+        .insert(BridgeName::new("virbr0").unwrap(), binding("libvirt"));
+    let seam = seam(Recorded::default(), Fake::default());
+    let done = block_on(bind::reconcile(&seam, &desired, 8)).unwrap();
+    assert!(done.plan.plan.is_empty() && done.results.is_empty());
+    assert!(seam.mutations.calls().is_empty());
+    assert_eq!(seam.reads.take_calls(), ["NameHasOwner"]);
+}

@@ -508,9 +508,11 @@ fn the_own_nat_table_is_one_nft_transaction() {
         steps: vec![
             Step::OwnNat {
                 masquerades: vec![m],
+                dnats: vec![],
             },
             Step::OwnNat {
                 masquerades: vec![],
+                dnats: vec![],
             },
         ],
         warnings: vec![],
