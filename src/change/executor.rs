@@ -641,11 +641,11 @@ impl Mutations for Live<'_> {
     }
 
     async fn nft(&self, commands: &[serde_json::Value]) -> firewalld::Result<()> {
-        local::nft(commands).await
+        host::nft(commands).await
     }
 
     async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()> {
-        local::write_sysctl(key, value)
+        host::write_sysctl(key, value)
     }
 
     async fn set_connection_zone(
@@ -661,7 +661,7 @@ impl Mutations for Live<'_> {
     }
 
     async fn iptables(&self, args: &[String]) -> firewalld::Result<()> {
-        local::iptables(args).await
+        host::iptables(args).await
     }
 
     async fn write_file(
@@ -670,7 +670,7 @@ impl Mutations for Live<'_> {
         content: Option<&str>,
         mode: u32,
     ) -> firewalld::Result<()> {
-        local::write_file(path, content, mode).await
+        host::write_file(path, content, mode).await
     }
 }
 
@@ -739,11 +739,11 @@ fn zone_tuple(settings: &Settings) -> firewalld::Result<ZoneTuple> {
     ))
 }
 
+pub mod host;
 pub mod local;
 
 #[cfg(test)]
 pub mod fake;
-pub use local::Local;
 
 #[cfg(test)]
 mod tests;
