@@ -641,11 +641,11 @@ impl Mutations for Live<'_> {
     }
 
     async fn nft(&self, commands: &[serde_json::Value]) -> firewalld::Result<()> {
-        host::nft(commands).await
+        local::nft(commands).await
     }
 
     async fn write_sysctl(&self, key: &str, value: &str) -> firewalld::Result<()> {
-        host::write_sysctl(key, value)
+        local::write_sysctl(key, value)
     }
 
     async fn set_connection_zone(
@@ -661,7 +661,7 @@ impl Mutations for Live<'_> {
     }
 
     async fn iptables(&self, args: &[String]) -> firewalld::Result<()> {
-        host::iptables(args).await
+        local::iptables(args).await
     }
 
     async fn write_file(
@@ -670,7 +670,7 @@ impl Mutations for Live<'_> {
         content: Option<&str>,
         mode: u32,
     ) -> firewalld::Result<()> {
-        host::write_file(path, content, mode).await
+        local::write_file(path, content, mode).await
     }
 }
 
@@ -739,11 +739,11 @@ fn zone_tuple(settings: &Settings) -> firewalld::Result<ZoneTuple> {
     ))
 }
 
-pub mod host;
 pub mod local;
 
 #[cfg(test)]
 pub mod fake;
+pub use local::Local;
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::converge::Seam;
-use super::executor::local::Local;
+use super::executor::Local;
 use super::reads::Reads;
 use crate::firewalld::{self, Backend, Capabilities, Entries, Error, Object, State};
 use crate::networkmanager::{self, Owner, Profile};

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::output::{print_json, Failure};
 use crate::bind::{self, Attach};
 use crate::change::converge::converge;
-use crate::change::executor::local::Local;
+use crate::change::executor::Local;
 use crate::doctor::domains::{BridgeNetfilterDomain, DockerChange, DockerDomain, FixError};
 use crate::doctor::fix::{DockerAccepts, DockerPath, DOCKER_ACCEPTS_FILE, SYSCTL_FILE};
 use crate::doctor::{self, Action, Report, Status};

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use super::domains::{DockerChange, DockerDomain, FixError};
 use super::fix::{DockerAccepts, DOCKER_ACCEPTS_FILE};
 use crate::change::converge::converge;
-use crate::change::executor::local::Local;
+use crate::change::executor::Local;
 use crate::state::StateDir;
 
 /// One check: a convergence of the Docker domain (record, facts, plan, executor), which holds the

@@ -1,6 +1,6 @@
 //! `doctor --fix`'s host changes as domains of the one convergence runner
 //! ([`crate::change::converge::converge`]): lock, record, gather, pure plan ([`super::fix`]),
-//! executor, record — over the firewalld-less seam ([`crate::change::executor::local::Local`]) in real
+//! executor, record — over the firewalld-less seam ([`crate::change::executor::Local`]) in real
 //! use, over the recording fakes in the unit tests. firewalld's fixes (install, bind) are the
 //! install and attach domains themselves.
 

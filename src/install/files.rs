@@ -10,7 +10,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::change::executor::local::Local;
+use crate::change::executor::Local;
 use crate::change::{Executor, Plan, Step};
 use crate::firewalld::Capabilities;
 use crate::zone;
