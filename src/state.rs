@@ -39,6 +39,8 @@ pub const MAX_STATE_FILE: u64 = 4 << 20;
 /// How often a held state lock is tried again: short against the lock holders' work (a state write,
 /// a firewalld call), so waiting adds little.
 const LOCK_RETRY: Duration = Duration::from_millis(20);
+/// How long a wait for the lock goes on before it is said what it waits for.
+const LOCK_NOTE: Duration = Duration::from_secs(2);
 /// The configuration file is a few lines; larger is refused.
 const MAX_CONFIG_FILE: u64 = 64 << 10;
 
@@ -404,10 +406,20 @@ impl StateDir {
         // its own: a caller's timeout (the hook's budget) could not end the wait, and the runtime's
         // shutdown would wait for that thread. Try, and retry after a pause, so dropping this future
         // ends the wait at once.
+        let start = std::time::Instant::now();
+        let mut said = false;
         loop {
             match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => break,
                 Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) => {
+                    // A long wait says what it waits for, once.
+                    if !said && start.elapsed() >= LOCK_NOTE {
+                        said = true;
+                        tracing::warn!(
+                            "waiting for the lock of {}: another virtzone process (the daemon's reconcile, the hook or a command) holds it",
+                            self.path.display()
+                        );
+                    }
                     tokio::time::sleep(LOCK_RETRY).await
                 }
                 Err(e) => return Err(Self::io("lock", &path)(e.into())),
@@ -552,6 +564,50 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(leftovers.len(), 2, "only x.json and lock: {leftovers:?}");
+    }
+
+    /// A writer into a shared buffer, for reading what was logged.
+    #[derive(Clone, Default)]
+    struct Logged(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl io::Write for Logged {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_long_wait_for_the_lock_says_what_it_waits_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    // Two handles of one directory: the second waits on the file lock.
+                    let (holder, waiter) = (state_in(dir.path()), state_in(dir.path()));
+                    let held = holder.lock().await.unwrap();
+                    let release = async {
+                        tokio::time::sleep(LOCK_NOTE + Duration::from_millis(300)).await;
+                        drop(held);
+                    };
+                    let (_, got) = tokio::join!(release, waiter.lock());
+                    got.unwrap();
+                });
+        });
+        let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("waiting for the lock of").count(), 1, "{text}");
     }
 
     #[test]

@@ -9,9 +9,10 @@
 //! ([`Local`](super::executor::local::Local)), or the recording fakes of the unit tests — so the
 //! orchestration itself is tested without root or a bus.
 
-use crate::change::executor::{Executor, Live, Mutations};
+use crate::change::executor::{ExecError, Executor, Live};
+use crate::change::mutations::Mutations;
 use crate::change::reads::Reads;
-use crate::change::{ExecError, Plan, Step};
+use crate::change::step::{Plan, Step};
 use crate::firewalld::{Capabilities, Firewalld};
 use crate::state::{Lock, StateDir, StateError};
 

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::Mutations;
+use crate::change::mutations::Mutations;
 use crate::firewalld::{self, Entries, Error, ErrorCode, ForwardPortEntry, OwnPolicy};
 use crate::names::{BridgeName, ZoneName};
 use crate::zone::{Policy, Zone};

@@ -10,7 +10,7 @@ use crate::firewalld::{self, Entries, Error, ForwardPortEntry, OwnPolicy};
 use crate::names::{BridgeName, ZoneName};
 use crate::zone::{Policy, Zone};
 
-use super::Mutations;
+use crate::change::mutations::Mutations;
 
 /// How long `iptables` waits for the xtables lock (iptables-legacy; Docker holds it while it
 /// starts), within [`crate::external::COMMAND_TIMEOUT`].

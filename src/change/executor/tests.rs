@@ -3,7 +3,7 @@
 
 use super::fake::Fake;
 use super::*;
-use crate::change::Plan;
+use crate::change::step::Plan;
 use crate::firewalld::{Entries, ForwardPortEntry, OwnPolicy};
 use crate::zone::{shipped_policy, shipped_zone};
 
