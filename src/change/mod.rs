@@ -7,6 +7,7 @@
 
 pub mod converge;
 pub mod executor;
+pub mod local_seam;
 pub mod mutations;
 pub mod reads;
 pub mod snapshot;

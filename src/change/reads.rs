@@ -5,8 +5,7 @@
 //!
 //! The live implementation is [`Firewalld`] itself (firewalld's calls on its connection, the host's
 //! reads as external commands and `/proc/sys`). "Is firewalld running" is [`Reads::is_running`];
-//! the libvirt-backend fact per bridge is `forward::apply::libvirt_rules_present`, over these
-//! reads (it parses libvirt's tables, which is the forwards' business).
+//! libvirt's backend is decided from what these read by `libvirt::firewall::Rules`.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{print_json, Failure};
+use super::output::{print_json, Failure};
 use crate::declare::{self, BindDecl, Object};
 use crate::forward::declared::{apply_declared, Outcome};
 use crate::state::StateDir;

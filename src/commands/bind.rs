@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{print_json, Failure};
+use super::output::{print_json, Failure};
 use crate::bind::{self, Attach, Bindings, RowState, BINDINGS_FILE};
 use crate::daemon::client::{describe, VirtZone1Proxy};
 use crate::firewalld::Firewalld;
@@ -33,12 +33,8 @@ async fn daemon(plain: bool) -> Result<Option<VirtZone1Proxy<'static>>, Failure>
         Ok(c) => c,
         Err(_) => return Ok(None),
     };
-    let dbus = zbus::fdo::DBusProxy::new(&conn)
-        .await
-        .map_err(|e| Failure::Refused(e.to_string()))?;
-    let name = zbus::names::BusName::try_from(crate::daemon::BUS_NAME)
-        .map_err(|e| Failure::Refused(e.to_string()))?;
-    if !dbus.name_has_owner(name).await.unwrap_or(false) {
+    let owned = crate::firewalld::bus::name_has_owner(&conn, crate::daemon::BUS_NAME).await;
+    if !owned.unwrap_or(false) {
         return Ok(None);
     }
     let proxy = VirtZone1Proxy::builder(&conn)

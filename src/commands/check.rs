@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{print_json, Failure};
+use super::output::{print_json, Failure};
 use crate::libvirt::{parse_network_xml, ForwardMode, Network};
 use crate::names::{BridgeName, NetworkName, ZoneName};
 use crate::precheck::{self, Request, Verdict};

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{print_json, Failure};
+use super::output::{print_json, Failure};
 use crate::bind::{self, Attach};
-use crate::change::executor::{local, Local};
-use crate::change::Executor;
-use crate::doctor::fix::{self, DockerAccepts, DockerPath, DOCKER_ACCEPTS_FILE, SYSCTL_FILE};
+use crate::change::converge::converge;
+use crate::change::executor::Local;
+use crate::doctor::domains::{BridgeNetfilterDomain, DockerChange, DockerDomain, FixError};
+use crate::doctor::fix::{DockerAccepts, DockerPath, DOCKER_ACCEPTS_FILE, SYSCTL_FILE};
 use crate::doctor::{self, Action, Report, Status};
 use crate::firewalld::Firewalld;
 use crate::names::{BridgeName, NetworkName, ZoneName};
@@ -170,7 +171,7 @@ fn exit(report: &Report) -> ExitCode {
 
 /// Asks on the terminal; anything but y/yes (or end of input) is no.
 fn confirm() -> Result<bool, Failure> {
-    super::write_out(format_args!("  apply it? [y/N] "));
+    super::output::write_out(format_args!("  apply it? [y/N] "));
     let mut line = String::new();
     std::io::stdin()
         .lock()
@@ -238,11 +239,10 @@ async fn apply(action: &Action, state: Option<&StateDir>) -> Result<String, Stri
             ))
         }
         Action::DisableBridgeNetfilter(keys) => {
-            let existing = local::read_file(std::path::Path::new(SYSCTL_FILE))?;
+            let state = state.ok_or("virtzone's state directory is unusable")?;
             // Merged, not rewritten: keys an earlier fix turned off stay off at the next boot.
-            let plan = fix::bridge_netfilter(keys, existing.as_deref());
-            Executor::new(&Local)
-                .run(&plan)
+            let domain = BridgeNetfilterDomain::new(keys.clone());
+            converge(&Local, state, &domain)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(format!(
@@ -269,37 +269,15 @@ fn docker_paths(pairs: &[(String, String)]) -> Result<Vec<DockerPath>, String> {
         .collect()
 }
 
-/// Inserts the accepts of `paths` missing from `DOCKER-USER` and records them as desired state,
-/// under the state lock; a record that cannot be written undoes the inserts.
+/// Inserts the accepts of `paths` missing from `DOCKER-USER` and records them as desired state:
+/// one convergence of the Docker domain (under the state lock; a record that cannot be written
+/// undoes the inserts).
 async fn accept_in_docker_user(state: &StateDir, paths: &[DockerPath]) -> Result<(), String> {
-    let _lock = state.lock().await.map_err(|e| e.to_string())?;
-    let mut record: DockerAccepts = state.read(DOCKER_ACCEPTS_FILE).map_err(|e| e.to_string())?;
-    let facts = read_docker_user(paths).await?;
-    let exec = Executor::new(&Local);
-    let applied = exec
-        .run(&fix::docker_accepts(paths, &facts))
+    let domain = DockerDomain::new(DockerChange::Accept(paths.to_vec()));
+    converge(&Local, state, &domain)
         .await
-        .map_err(|e| e.to_string())?;
-    record.add(paths);
-    if let Err(e) = state.write(DOCKER_ACCEPTS_FILE, &record) {
-        let failures = exec.undo(applied).await;
-        return Err(if failures.is_empty() {
-            format!("{e}; removed the accepts this run had added")
-        } else {
-            format!("{e}; rolling back failed too: {}", failures.join("; "))
-        });
-    }
-    Ok(())
-}
-
-/// `DOCKER-USER`'s facts for `paths`, or why iptables cannot give them.
-async fn read_docker_user(paths: &[DockerPath]) -> Result<fix::DockerUserFacts, String> {
-    let owned = paths.to_vec();
-    tokio::task::spawn_blocking(move || fix::read_docker_user(&owned))
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| "iptables cannot list Docker's DOCKER-USER chain".to_string())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// What `--unfix` did, for `--json`.
@@ -319,36 +297,22 @@ pub async fn unfix(json: bool, id: &str) -> Result<ExitCode, Failure> {
     }
     let state = StateDir::locate(None)?;
     state.check()?;
-    let _lock = state.lock().await?;
-    let record: DockerAccepts = state.read(DOCKER_ACCEPTS_FILE)?;
-    if !record.paths.is_empty() {
-        let facts = read_docker_user(&record.paths)
-            .await
-            .map_err(Failure::Refused)?;
-        let exec = Executor::new(&Local);
-        let applied = exec
-            .run(&fix::docker_unaccepts(&record.paths, &facts))
-            .await
-            .map_err(|e| Failure::Refused(e.to_string()))?;
-        if let Err(e) = state.write(DOCKER_ACCEPTS_FILE, &DockerAccepts::default()) {
-            let failures = exec.undo(applied).await;
-            let undo = if failures.is_empty() {
-                "put the accepts back".to_string()
-            } else {
-                format!("rolling back failed too: {}", failures.join("; "))
-            };
-            return Err(Failure::Refused(format!("{e}; {undo}")));
-        }
-    }
+    let removed = converge(&Local, &state, &DockerDomain::new(DockerChange::Unfix))
+        .await
+        .map_err(|e| match e {
+            FixError::State(e) => Failure::from(e),
+            other => Failure::Refused(other.to_string()),
+        })?
+        .outcome;
     if json {
         print_json(&Unfixed {
             id,
-            removed: &record.paths,
+            removed: &removed,
         })?;
-    } else if record.paths.is_empty() {
+    } else if removed.is_empty() {
         out!("doctor --fix keeps no accepts in DOCKER-USER");
     } else {
-        let shown: Vec<String> = record.paths.iter().map(ToString::to_string).collect();
+        let shown: Vec<String> = removed.iter().map(ToString::to_string).collect();
         out!(
             "removed from DOCKER-USER, and no longer re-applied: the accepts for {}",
             shown.join(", ")

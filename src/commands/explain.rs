@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::process::{Command, ExitCode};
 
-use super::{print_json, Failure};
+use super::output::{print_json, Failure};
 use crate::names::BridgeName;
 use crate::verify::check::{ends, probe, OTHER_IFACE};
 use crate::verify::eval::{evaluate, AddrType, Proto, Trace, Verdict};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{print_json, Failure};
+use super::output::{print_json, Failure};
 use crate::cli::{AllowAction, ForwardAction, ForwardSpec};
 use crate::forward::domain::Status;
 use crate::forward::model::{Allow, Opening};

@@ -8,7 +8,8 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use super::{check, Failure};
+use super::check;
+use super::output::Failure;
 use std::time::Duration;
 
 use crate::bind::{self, Attach, Bindings, BINDINGS_FILE};

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::Failure;
+use super::output::Failure;
 use crate::firewalld::{parse_version, Capabilities, Firewalld};
 use crate::install::{files, live, Item};
 use crate::state::StateDir;

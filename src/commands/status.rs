@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{print_json, Failure};
+use super::output::{print_json, Failure};
 use crate::status::Status;
 use crate::verify::Report;
 

@@ -2,6 +2,11 @@
 
 use zbus::proxy;
 
+/// The daemon's bus name.
+pub const BUS_NAME: &str = "org.virtzone.VirtZone1";
+/// Its object.
+pub const PATH: &str = "/org/virtzone/VirtZone1";
+
 /// `org.virtzone.VirtZone1`.
 #[proxy(
     interface = "org.virtzone.VirtZone1",

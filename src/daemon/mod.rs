@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod service;
+mod shared;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,10 +30,9 @@ use crate::forward::triggers::{BindingReconciles, Reconciles};
 use crate::state::StateDir;
 use service::{Service, ServiceSignals};
 
-/// The daemon's bus name.
-pub const BUS_NAME: &str = "org.virtzone.VirtZone1";
-/// Its object.
-pub const PATH: &str = "/org/virtzone/VirtZone1";
+pub use client::{BUS_NAME, PATH};
+use shared::{ReadCache, Shared, Stats};
+pub use shared::{READ_CACHE, READ_SLOTS, READ_TIMEOUT};
 
 /// Calls in flight at once during a reconcile. The system bus allows 128 pending replies per connection
 /// (dbus-daemon's `max_replies_per_connection`) and refuses the rest; staying well below leaves room for
@@ -41,15 +41,6 @@ const IN_FLIGHT: usize = 32;
 /// How long a freshly started firewalld may stay in INIT before a reconcile gives up (it is retried at
 /// the next event).
 const INIT_DEADLINE: Duration = Duration::from_secs(120);
-
-/// Read methods (`List`, `Check`, `Status`) being served at once; anybody may call them, so more are
-/// refused with `org.virtzone.VirtZone1.Error.Busy` instead of queueing without bound.
-pub const READ_SLOTS: usize = 4;
-/// How long one read method may wait for firewalld. Reads run on their own connection with this
-/// timeout, so a slow or hung firewalld cannot pile up replies where `Attach` and reconcile need room.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a read's answer is reused: a flood of identical reads costs firewalld one call set a second.
-pub const READ_CACHE: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not run, or stopped running.
 #[derive(Debug, thiserror::Error)]
@@ -62,56 +53,6 @@ pub enum DaemonError {
 impl From<zbus::Error> for DaemonError {
     fn from(e: zbus::Error) -> Self {
         DaemonError::Bus(e.to_string())
-    }
-}
-
-/// What the daemon's properties show.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    pub count: u64,
-    pub last_usec: u64,
-    pub version: String,
-    pub backend: String,
-}
-
-/// Answers of read methods, reused for [`READ_CACHE`] and dropped on every firewalld event.
-#[derive(Default)]
-pub(crate) struct ReadCache {
-    pub facts: Option<(Instant, crate::firewalld::FirewalldFacts)>,
-    pub status: Option<(Instant, String)>,
-}
-
-/// State shared by the D-Bus interface and the reconcile loop.
-pub(crate) struct Shared {
-    /// The daemon's own connection: serves the interface, runs reconcile, `Attach` and `Detach`.
-    pub fw: Firewalld,
-    /// A second connection for the read methods only, with a short call timeout.
-    pub reader: Firewalld,
-    /// Bounds the read methods served at once.
-    pub read_slots: Semaphore,
-    /// Recent read answers.
-    pub read_cache: Mutex<ReadCache>,
-    pub state: StateDir,
-    pub stats: Mutex<Stats>,
-    /// Wakes the reconcile loop; notifications arriving during a reconcile coalesce into one more.
-    pub wake: Notify,
-    /// Reconciles asked for and done, for the forward watch to wait on (see
-    /// `forward::triggers::BindingReconciles`).
-    pub reconciles: tokio::sync::watch::Sender<Reconciles>,
-}
-
-impl Shared {
-    /// Asks the reconcile loop for one more reconcile.
-    fn request_reconcile(&self) {
-        self.reconciles.send_modify(|r| r.requested += 1);
-        self.wake.notify_one();
-    }
-
-    /// firewalld got a new owner (started or restarted): one more reconcile, and the count the
-    /// keepers that depend on firewalld's version go by.
-    fn new_owner(&self) {
-        self.reconciles.send_modify(|r| r.owners += 1);
-        self.request_reconcile();
     }
 }
 
@@ -334,13 +275,6 @@ pub async fn serve(state: StateDir) -> Result<(), DaemonError> {
             error!("{reason}; exiting so that the service manager restarts virtzone");
             Err(DaemonError::Bus(reason))
         }
-    }
-}
-
-impl ReadCache {
-    /// Forgets every answer (firewalld changed).
-    pub fn clear(&mut self) {
-        *self = ReadCache::default();
     }
 }
 

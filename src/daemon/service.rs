@@ -8,7 +8,7 @@ use zbus::{fdo, interface, Connection};
 
 use std::time::Instant;
 
-use super::{Shared, READ_CACHE, READ_SLOTS, READ_TIMEOUT};
+use super::shared::{Shared, READ_CACHE, READ_SLOTS, READ_TIMEOUT};
 use crate::bind::{self, Attach, Bindings, BINDINGS_FILE};
 use crate::firewalld::FirewalldFacts;
 use crate::libvirt::parse_network_xml;

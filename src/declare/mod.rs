@@ -8,10 +8,10 @@
 //! code ([`crate::forward::request`], [`Opening::parse`], [`crate::names`]), so a file accepts and
 //! refuses exactly what the flags do. docs/user-guide.md describes the files.
 
+mod error;
 mod read;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 
 use crate::cli::ForwardSpec;
@@ -19,37 +19,10 @@ use crate::forward::model::{Allow, Opening};
 use crate::forward::request::{network_name, request, Request};
 use crate::names::{BridgeName, ZoneName};
 
-pub use read::{dirs, read, DIRS_ENV};
+pub use error::{DeclError, Origin};
+pub use read::{dirs, merge, read, Entry, DIRS, DIRS_ENV, MAX_FILE};
 
-/// The three directories, lowest priority first (a same-named file in a later one wins).
-pub const DIRS: [&str; 3] = [
-    "/usr/lib/virtzone/virtzone.d",
-    "/run/virtzone/virtzone.d",
-    "/etc/virtzone/virtzone.d",
-];
-
-/// The largest drop-in file read (a file is a handful of sections; anything bigger is a mistake).
-pub const MAX_FILE: u64 = 256 * 1024;
-
-/// Where a declaration was written.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Origin {
-    /// The file.
-    pub file: String,
-    /// The line (1-based) of the section header, or of the key an error is about.
-    pub line: usize,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Line 0: the file or directory as a whole.
-        if self.line == 0 {
-            write!(f, "{}", self.file)
-        } else {
-            write!(f, "{}:{}", self.file, self.line)
-        }
-    }
-}
+use error::err;
 
 /// A `[Bind]` section: a bridge in a zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,63 +90,6 @@ fn line_of(keys: &Keys, message: &str) -> Option<usize> {
         .filter_map(|(v, n)| at(v).map(|pos| (pos, *n)))
         .min()
         .map(|(_, n)| n)
-}
-
-/// A bad file: `FILE:LINE: sentence`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeclError {
-    /// Where.
-    pub origin: Origin,
-    /// What is wrong, one sentence.
-    pub message: String,
-}
-
-impl std::fmt::Display for DeclError {
-    /// One line of visible text: the sentence quotes the file's values and its name, in which a
-    /// control character (an escape sequence, a newline) is shown escaped, never sent to the
-    /// terminal or the journal as such (found by the `dropin` fuzz target).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let whole = format!("{}: {}", self.origin, self.message);
-        f.write_str(&crate::names::visible(&whole))
-    }
-}
-
-impl std::error::Error for DeclError {}
-
-fn err(file: &str, line: usize, message: impl Into<String>) -> DeclError {
-    DeclError {
-        origin: Origin {
-            file: file.to_string(),
-            line,
-        },
-        message: message.into(),
-    }
-}
-
-/// What a directory holds under one `*.conf` name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
-    /// A regular file.
-    File,
-    /// A symlink to /dev/null: the name is masked.
-    Mask,
-}
-
-/// systemd's drop-in merge: `listing[i]` are the `*.conf` names of directory `i` (lowest priority
-/// first); a name is taken from the highest-priority directory holding it, a mask hides it
-/// everywhere, and the result is in lexical order of the names. Returns (directory index, name).
-pub fn merge(listing: &[Vec<(String, Entry)>]) -> Vec<(usize, String)> {
-    let mut chosen: BTreeMap<&str, (usize, &Entry)> = BTreeMap::new();
-    for (dir, names) in listing.iter().enumerate() {
-        for (name, entry) in names {
-            chosen.insert(name, (dir, entry));
-        }
-    }
-    chosen
-        .into_iter()
-        .filter(|(_, (_, e))| **e == Entry::File)
-        .map(|(name, (dir, _))| (dir, name.to_string()))
-        .collect()
 }
 
 /// A systemd boolean.

@@ -3,13 +3,50 @@
 //! own, or that others may write, is refused as the state directory is: whatever it says is
 //! applied to the firewall.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use super::{err, merge, DeclError, Entry, DIRS, MAX_FILE};
+use super::error::{err, DeclError};
+
+/// The three directories, lowest priority first (a same-named file in a later one wins).
+pub const DIRS: [&str; 3] = [
+    "/usr/lib/virtzone/virtzone.d",
+    "/run/virtzone/virtzone.d",
+    "/etc/virtzone/virtzone.d",
+];
+
+/// The largest drop-in file read (a file is a handful of sections; anything bigger is a mistake).
+pub const MAX_FILE: u64 = 256 * 1024;
+
+/// What a directory holds under one `*.conf` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A regular file.
+    File,
+    /// A symlink to /dev/null: the name is masked.
+    Mask,
+}
+
+/// systemd's drop-in merge: `listing[i]` are the `*.conf` names of directory `i` (lowest priority
+/// first); a name is taken from the highest-priority directory holding it, a mask hides it
+/// everywhere, and the result is in lexical order of the names. Returns (directory index, name).
+pub fn merge(listing: &[Vec<(String, Entry)>]) -> Vec<(usize, String)> {
+    let mut chosen: BTreeMap<&str, (usize, &Entry)> = BTreeMap::new();
+    for (dir, names) in listing.iter().enumerate() {
+        for (name, entry) in names {
+            chosen.insert(name, (dir, entry));
+        }
+    }
+    chosen
+        .into_iter()
+        .filter(|(_, (_, e))| **e == Entry::File)
+        .map(|(name, (dir, _))| (dir, name.to_string()))
+        .collect()
+}
 
 /// The environment variable naming other directories (colon-separated, lowest priority first),
 /// for tests and for hosts that keep the files elsewhere.

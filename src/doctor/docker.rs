@@ -11,13 +11,15 @@
 
 use tracing::{error, info, warn};
 
-use super::fix::{self, DockerAccepts, DOCKER_ACCEPTS_FILE};
+use super::domains::{DockerChange, DockerDomain, FixError};
+use super::fix::{DockerAccepts, DOCKER_ACCEPTS_FILE};
+use crate::change::converge::converge;
 use crate::change::executor::Local;
-use crate::change::Executor;
 use crate::state::StateDir;
 
-/// One check: record, facts, plan, executor. Holds the state lock throughout, so that an
-/// `--unfix` never races a re-application. Returns whether anything was changed.
+/// One check: a convergence of the Docker domain (record, facts, plan, executor), which holds the
+/// state lock throughout, so that an `--unfix` never races a re-application. Returns whether
+/// anything was changed.
 pub async fn check(state: &StateDir) -> bool {
     // Most hosts have no record: no lock taken on their every ruleset change.
     if state
@@ -26,42 +28,21 @@ pub async fn check(state: &StateDir) -> bool {
     {
         return false;
     }
-    let _lock = match state.lock().await {
-        Ok(l) => l,
-        Err(e) => {
-            warn!("DOCKER-USER accepts: {e}");
-            return false;
-        }
-    };
-    let record: DockerAccepts = match state.read(DOCKER_ACCEPTS_FILE) {
-        Ok(r) => r,
-        Err(e) => {
-            error!("DOCKER-USER accepts: {e}");
-            return false;
-        }
-    };
-    if record.paths.is_empty() {
-        return false;
-    }
-    let paths = record.paths.clone();
-    let Ok(Some(facts)) = tokio::task::spawn_blocking(move || fix::read_docker_user(&paths)).await
-    else {
-        warn!("DOCKER-USER accepts: iptables cannot list DOCKER-USER; checking again at the next ruleset change");
-        return false;
-    };
-    let plan = fix::docker_accepts(&record.paths, &facts);
-    if plan.is_empty() {
-        return false;
-    }
-    match Executor::new(&Local).run(&plan).await {
-        Ok(_) => {
-            let shown: Vec<String> = record.paths.iter().map(ToString::to_string).collect();
+    let domain = DockerDomain::new(DockerChange::Reapply);
+    match converge(&Local, state, &domain).await {
+        Ok(done) if done.steps > 0 => {
+            let shown: Vec<String> = done.outcome.iter().map(ToString::to_string).collect();
             info!(
                 "DOCKER-USER accepts: put back {} rule(s) of doctor --fix ({}) after Docker recreated its chain",
-                plan.steps.len(),
+                done.steps,
                 shown.join(", ")
             );
             true
+        }
+        Ok(_) => false,
+        Err(FixError::Read(_)) => {
+            warn!("DOCKER-USER accepts: iptables cannot list DOCKER-USER; checking again at the next ruleset change");
+            false
         }
         Err(e) => {
             error!("DOCKER-USER accepts: {e}");

@@ -264,11 +264,11 @@ pub async fn gather(
         }
         f.daemon_running = tokio::time::timeout(
             FIREWALLD_BUDGET,
-            name_has_owner(fw, crate::daemon::BUS_NAME),
+            crate::firewalld::bus::name_has_owner(fw.connection(), crate::daemon::BUS_NAME),
         )
         .await
         .ok()
-        .flatten();
+        .and_then(Result::ok);
     }
     f.recorded = match state {
         Some(s) => s.read::<Bindings>(BINDINGS_FILE).ok(),
@@ -330,13 +330,6 @@ pub async fn gather(
         .map_or(0, |d| d.domain_forwards.len());
     f.daemon_enabled = Path::new(UNIT_ENABLED).exists();
     Ok(f)
-}
-
-/// Whether anybody owns `name` on the bus; `None` when the bus does not answer.
-async fn name_has_owner(fw: &Firewalld, name: &str) -> Option<bool> {
-    let dbus = zbus::fdo::DBusProxy::new(fw.connection()).await.ok()?;
-    let name = zbus::names::BusName::try_from(name).ok()?;
-    dbus.name_has_owner(name).await.ok()
 }
 
 /// A small text file, `None` when missing, unreadable or too large.
@@ -531,7 +524,7 @@ pub fn foreign_rules(json: &str, backend: Option<Backend>) -> (Vec<String>, Vec<
     }
     for ((fam, table), chains) in &base_chains {
         if table == "firewalld"
-            || table == "libvirt_network"
+            || table == crate::libvirt::firewall::NFT_TABLE
             || (fam == "inet" && table == crate::host::LOCALNET_GUARD)
             // virtzone's own NAT table (issue #21) carries libvirt's masquerade, not a firewall.
             || (fam == crate::forward::masquerade::FAMILY
@@ -574,13 +567,18 @@ pub fn foreign_rules(json: &str, backend: Option<Backend>) -> (Vec<String>, Vec<
             ));
         }
     }
-    let libvirt_nft = base_chains.keys().any(|(_, t)| t == "libvirt_network");
-    let libvirt_xt = items.iter().any(|i| {
-        i.get("chain")
-            .and_then(|c| c["name"].as_str())
-            .is_some_and(|n| n.starts_with("LIBVIRT_"))
-    });
-    if libvirt_nft && libvirt_xt {
+    let libvirt = crate::libvirt::firewall::Rules {
+        nft_table: base_chains
+            .keys()
+            .any(|(_, t)| t == crate::libvirt::firewall::NFT_TABLE),
+        iptables_chains: items.iter().any(|i| {
+            i.get("chain")
+                .and_then(|c| c["name"].as_str())
+                .is_some_and(|n| n.starts_with("LIBVIRT_"))
+        }),
+        ..Default::default()
+    };
+    if libvirt.both() {
         foreign.push(
             "libvirt's nftables table and leftover LIBVIRT_* iptables chains both exist (from a backend switch)".into(),
         );

@@ -7,6 +7,7 @@
 //! evidence, a fix (or none) and a lab test.
 
 pub mod docker;
+pub mod domains;
 pub mod facts;
 pub mod fix;
 

@@ -190,7 +190,7 @@ impl Error {
     fn no_answer(what: &str) -> Self {
         Self::NoAnswer {
             what: what.into(),
-            after: super::call_timeout(),
+            after: super::bus::call_timeout(),
         }
     }
 

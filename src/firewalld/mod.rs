@@ -1,6 +1,7 @@
 //! Talking to firewalld over D-Bus: a typed client over zbus proxies, firewalld's errors, versions and
 //! capabilities, and the plain-data facts the decision logic consumes.
 
+pub mod bus;
 pub mod error;
 pub mod facts;
 pub mod proxy;
@@ -9,11 +10,11 @@ pub mod version;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::zone::{self, ObjectKind, Policy, Zone};
-use std::time::Duration;
 
 use zbus::proxy::CacheProperties;
 use zbus::Connection;
 
+pub use bus::{call_timeout, set_call_timeout, CALL_TIMEOUT, COMMAND_CALL_TIMEOUT};
 pub use error::{Error, ErrorCode};
 pub use facts::{
     Backend, Definition, Entries, FirewalldFacts, ForwardPortEntry, Object, OwnPolicy, Running,
@@ -25,28 +26,6 @@ use proxy::{
     ActiveZones, ConfigPolicyProxy, ConfigProxy, ConfigZoneProxy, DirectProxy, PolicyProxy,
     RuntimeProxy, ZoneProxy, BUS_NAME,
 };
-
-/// How long one call may take in the daemon. Before firewalld 2.4.0 the bus name appears before the
-/// rules are loaded and calls queue behind the load, which can take many seconds on a big ruleset.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// How long one call of a command may take unless `CommandTimeout=` says otherwise: a person waits at
-/// the prompt, and a firewalld that answers nothing for this long is stopped or hung, not loading.
-pub const COMMAND_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The call timeout of this process, set once by a command before it connects.
-static CALL_BUDGET: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-
-/// Sets how long each firewalld call of this process may take (the first setting wins). Without it,
-/// [`CALL_TIMEOUT`] applies.
-pub fn set_call_timeout(timeout: Duration) {
-    let _ = CALL_BUDGET.set(timeout);
-}
-
-/// How long each firewalld call of this process may take.
-pub fn call_timeout() -> Duration {
-    CALL_BUDGET.get().copied().unwrap_or(CALL_TIMEOUT)
-}
 
 /// Result of a firewalld call.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -122,14 +101,9 @@ impl Firewalld {
 
     /// Whether anybody owns firewalld's bus name. Asked of the bus, so it never activates firewalld.
     pub async fn is_running(&self) -> Result<bool> {
-        let dbus = zbus::fdo::DBusProxy::new(&self.conn)
+        bus::name_has_owner(&self.conn, BUS_NAME)
             .await
-            .map_err(|e| Error::from_call("NameHasOwner", e))?;
-        let name =
-            zbus::names::BusName::try_from(BUS_NAME).map_err(|e| Error::Protocol(e.to_string()))?;
-        dbus.name_has_owner(name)
-            .await
-            .map_err(|e| Error::from_call("NameHasOwner", e.into()))
+            .map_err(|e| Error::from_call("NameHasOwner", e))
     }
 
     /// The version firewalld reports, verbatim.

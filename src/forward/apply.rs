@@ -289,15 +289,15 @@ async fn libvirt_iptables_present(fw: &impl Reads) -> bool {
 }
 
 /// The libvirt-backend fact per bridge: whether libvirt keeps rules for `bridge` with either
-/// firewall backend — its iptables chain `LIBVIRT_FWI` exists, or its nftables chain
-/// `guest_input` names the bridge.
+/// firewall backend, as the one decision (`libvirt::firewall::Rules`) reads its two listings:
+/// `iptables -S` of table `filter` (through firewalld) and libvirt's nftables chain `guest_input`.
 pub async fn libvirt_rules_present(fw: &impl Reads, bridge: &str) -> bool {
-    if libvirt_iptables_present(fw).await {
-        return true;
-    }
-    libvirt_nft(fw, super::nft::FAMILY)
-        .await
-        .is_some_and(|c| c.bridges().contains(bridge))
+    let (iptables, nft) = tokio::join!(
+        fw.iptables_rules("filter"),
+        libvirt_nft(fw, super::nft::FAMILY)
+    );
+    crate::libvirt::firewall::Rules::from_listings(iptables.as_deref(), nft.map(|c| c.bridges()))
+        .present_for(bridge)
 }
 
 /// After a reload, polls (with a deadline) until libvirt has rebuilt its rules, so the accepts

@@ -94,16 +94,7 @@ pub(super) fn masquerade(source: &str, f: &Forward, bridge: &str) -> Vec<String>
 /// The bridges libvirt's iptables backend rejects in `LIBVIRT_FWI` (`-A LIBVIRT_FWI … -o BRIDGE
 /// … -j REJECT`), from `iptables -S`.
 pub fn bridges(listing: &str) -> BTreeSet<String> {
-    listing
-        .lines()
-        .map(split_line)
-        .filter(|l| l.len() > 2 && l[0] == "-A" && l[1] == "LIBVIRT_FWI")
-        .filter_map(|l| {
-            l.iter()
-                .position(|a| a == "-o")
-                .and_then(|i| l.get(i + 1).cloned())
-        })
-        .collect()
+    crate::libvirt::firewall::iptables_bridges(listing)
 }
 
 /// Splits an `iptables -S` line into arguments (double quotes group, backslash escapes).

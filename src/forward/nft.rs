@@ -20,7 +20,7 @@ use crate::change::{NftRule, Step};
 
 /// libvirt's table, in family `ip` and, for IPv6 networks, `ip6` (IPv6 is NATed, and rejected like
 /// IPv4, only with `<nat ipv6='yes'>`; a routed IPv6 subnet has an accept of its own).
-pub const TABLE: &str = "libvirt_network";
+pub const TABLE: &str = crate::libvirt::firewall::NFT_TABLE;
 /// The IPv4 family.
 pub const FAMILY: &str = "ip";
 /// The IPv6 family.

@@ -59,14 +59,8 @@ pub type Chain = (String, String, String);
 /// Chains that exist, with their jump (and goto) targets.
 pub type Jumps = BTreeMap<Chain, BTreeSet<String>>;
 
-/// libvirt's firewall backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LibvirtBackend {
-    /// iptables chains (`LIBVIRT_*`, libvirt before 10.4 or configured so).
-    Iptables,
-    /// Its own nftables tables `ip`/`ip6 libvirt_network` (libvirt ≥ 10.4).
-    Nftables,
-}
+/// libvirt's firewall backend (decided in [`crate::libvirt::firewall`]).
+pub use crate::libvirt::firewall::LibvirtBackend;
 
 /// A running libvirt network that has firewall rules of libvirt's (NAT, routed, isolated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -148,7 +142,11 @@ impl fmt::Display for Missing {
             }
             Missing::FirewalldJumps => write!(f, "firewalld's jumps in ip filter INPUT"),
             Missing::LibvirtTable(family) => {
-                write!(f, "libvirt's table {family} {}", crate::forward::nft::TABLE)
+                write!(
+                    f,
+                    "libvirt's table {family} {}",
+                    crate::libvirt::firewall::NFT_TABLE
+                )
             }
             Missing::LibvirtJump {
                 table,
@@ -224,7 +222,7 @@ pub fn verdict(f: &Facts) -> Verdict {
         _ if f.networks.is_empty() => {}
         Some(LibvirtBackend::Nftables) => {
             for (family, wanted) in [("ip", ipv4), ("ip6", ipv6)] {
-                if wanted && !has_table(family, crate::forward::nft::TABLE) {
+                if wanted && !has_table(family, crate::libvirt::firewall::NFT_TABLE) {
                     missing.push(Missing::LibvirtTable(family));
                 }
             }
@@ -255,30 +253,25 @@ pub fn verdict(f: &Facts) -> Verdict {
     Verdict { missing }
 }
 
-/// libvirt's backend: its `network.conf` setting, else what its rules show, else what was seen
-/// before (a wipe takes the rules that showed it).
+/// libvirt's backend: its `network.conf` setting, else what its rules show (its nftables table
+/// among `tables`, or jumps to its `LIBVIRT_*` chains), else what was seen before (a wipe takes the
+/// rules that showed it). The decision is [`crate::libvirt::firewall::decide`].
 pub fn libvirt_backend(
     conf: Option<&str>,
     tables: &BTreeSet<Table>,
     jumps: &Jumps,
     before: Option<LibvirtBackend>,
 ) -> Option<LibvirtBackend> {
-    match conf {
-        Some("nftables") => return Some(LibvirtBackend::Nftables),
-        Some("iptables") => return Some(LibvirtBackend::Iptables),
-        _ => {}
-    }
-    let nft = tables
-        .iter()
-        .any(|(_, name)| name == crate::forward::nft::TABLE);
-    let ipt = jumps
-        .values()
-        .any(|j| j.iter().any(|t| t.starts_with("LIBVIRT_")));
-    match (nft, ipt) {
-        (true, _) => Some(LibvirtBackend::Nftables),
-        (false, true) => Some(LibvirtBackend::Iptables),
-        (false, false) => before,
-    }
+    let rules = crate::libvirt::firewall::Rules {
+        nft_table: tables
+            .iter()
+            .any(|(_, name)| name == crate::libvirt::firewall::NFT_TABLE),
+        iptables_chains: jumps
+            .values()
+            .any(|j| j.iter().any(|t| t.starts_with("LIBVIRT_"))),
+        ..Default::default()
+    };
+    crate::libvirt::firewall::decide(conf, &rules).or(before)
 }
 
 /// The running networks with libvirt rules among the network hook's records: active, their bridge

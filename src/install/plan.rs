@@ -15,7 +15,7 @@ use crate::firewalld::{Capabilities, Definition, State};
 use crate::zone;
 use crate::{LIBVIRT_ROUTED_ZONE, LIBVIRT_ZONE};
 
-use super::Installed;
+use super::record::Installed;
 
 /// A zone or a policy: the one object-kind enum of the crate.
 pub use crate::zone::ObjectKind as Kind;

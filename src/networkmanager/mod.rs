@@ -177,11 +177,10 @@ impl NetworkManager {
 
     /// Whether NetworkManager runs (asked of the bus: never activates it).
     pub async fn is_running(&self) -> Result<bool> {
-        let dbus = call("NameHasOwner", zbus::fdo::DBusProxy::new(&self.conn)).await?;
-        let name = zbus::names::BusName::try_from(BUS_NAME).map_err(|e| Error(e.to_string()))?;
-        call("NameHasOwner", async {
-            dbus.name_has_owner(name).await.map_err(zbus::Error::from)
-        })
+        call(
+            "NameHasOwner",
+            crate::firewalld::bus::name_has_owner(&self.conn, BUS_NAME),
+        )
         .await
     }
 

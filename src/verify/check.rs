@@ -16,9 +16,22 @@
 
 use std::net::IpAddr;
 
+use serde::Serialize;
+
 use super::eval::{evaluate, AddrType, Packet, Proto, Ruleset, Trace, Verdict};
-use super::Report;
 use crate::{LIBVIRT_ROUTED_ZONE, LIBVIRT_ZONE};
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// What was confirmed, one sentence each.
+    pub confirmed: Vec<String>,
+    /// What is wrong, one precise sentence each.
+    pub problems: Vec<String>,
+    /// What the evaluator could not tell (an expression outside its model): neither ok nor a
+    /// problem.
+    pub unknown: Vec<String>,
+}
 
 /// The interface the forwarded probes use for "the rest of the world" when the host has no
 /// default route.

@@ -15,30 +15,16 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
-use serde::Serialize;
-
 use crate::bind::{Bindings, BINDINGS_FILE};
 use crate::firewalld::Backend;
 use crate::state::StateDir;
 use crate::status::Status;
 
-pub use check::{BridgeFacts, HostFacts};
+pub use check::{BridgeFacts, HostFacts, Report};
 pub use eval::{Packet, Ruleset, Trace, Verdict};
 
 /// Where libvirt keeps the live XML of its running networks (system instance).
 const LIBVIRT_NETWORK_RUN_DIR: &str = "/run/libvirt/network";
-
-/// The outcome of a verification.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
-    /// What was confirmed, one sentence each.
-    pub confirmed: Vec<String>,
-    /// What is wrong, one precise sentence each.
-    pub problems: Vec<String>,
-    /// What the evaluator could not tell (an expression outside its model): neither ok nor a
-    /// problem.
-    pub unknown: Vec<String>,
-}
 
 /// Why the ruleset could not be read.
 #[derive(Debug, thiserror::Error)]

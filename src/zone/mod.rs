@@ -38,16 +38,7 @@ pub use shipped::{
     shipped_names, shipped_policy, shipped_text, shipped_zone, ShippedObject, SHIPPED,
     SHIPPED_OBJECTS, SHIPPED_POLICIES, SHIPPED_ZONES,
 };
-
-/// Parses and checks zone XML. `name` is the zone name (firewalld takes it from the file name).
-pub fn parse_zone(name: &str, xml: &str) -> Result<Zone, ZoneError> {
-    xml::zone_from_xml(name, xml)
-}
-
-/// Parses and checks policy XML. `name` is the policy name (from the file name).
-pub fn parse_policy(name: &str, xml: &str) -> Result<Policy, ZoneError> {
-    xml::policy_from_xml(name, xml)
-}
+pub use xml::{parse_policy, parse_zone};
 
 /// The object name firewalld derives from a file path (`zones/libvirt.xml` → `libvirt`).
 fn name_from_path(kind: ObjectKind, path: &Path) -> Result<String, ZoneError> {

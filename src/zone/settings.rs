@@ -402,7 +402,8 @@ fn unwrap_variant<'a>(v: &'a Variant<'static>) -> &'a Variant<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zone::{parse_zone, ErrorCode};
+    use crate::zone::xml::parse_zone;
+    use crate::zone::ErrorCode;
 
     fn zone_err(d: &Settings) -> ZoneError {
         Zone::from_settings("t", d).unwrap_err()

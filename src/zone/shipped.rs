@@ -6,7 +6,8 @@
 //! `libvirt-routed` (empty) and the policies `libvirt-routed-in`, `libvirt-routed-out` and
 //! `libvirt-to-host` around it. The tests assert every one of those properties.
 
-use super::{parse_policy, parse_zone, ObjectKind, Policy, Zone};
+use super::xml::{parse_policy, parse_zone};
+use super::{ObjectKind, Policy, Zone};
 
 /// One object virtzone ships: its kind, name and XML text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -944,6 +944,16 @@ fn deserialize<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// Parses and checks zone XML. `name` is the zone name (firewalld takes it from the file name).
+pub fn parse_zone(name: &str, xml: &str) -> Result<Zone, ZoneError> {
+    zone_from_xml(name, xml)
+}
+
+/// Parses and checks policy XML. `name` is the policy name (from the file name).
+pub fn parse_policy(name: &str, xml: &str) -> Result<Policy, ZoneError> {
+    policy_from_xml(name, xml)
+}
+
 /// Parses zone XML (see [`super::parse_zone`]).
 pub(crate) fn zone_from_xml(name: &str, xml: &str) -> Result<Zone, ZoneError> {
     let kind = ObjectKind::Zone;
@@ -1274,7 +1284,7 @@ pub(crate) fn policy_to_xml(p: &Policy) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zone::{parse_policy, parse_zone};
+    use crate::zone::xml::{parse_policy, parse_zone};
 
     #[test]
     fn deprecated_attributes_are_accepted_and_dropped() {
