@@ -114,18 +114,10 @@ impl Reads for Local {
         None
     }
     async fn nft_table(&self, family: &'static str, table: &'static str) -> Option<String> {
-        tokio::task::spawn_blocking(move || {
-            crate::external::nft_json(&["list", "table", family, table])
-        })
-        .await
-        .ok()?
-        .ok()
+        super::reads::host_nft_table(family, table).await
     }
     async fn localnet_guard_present(&self) -> Option<bool> {
-        tokio::task::spawn_blocking(crate::host::localnet_guard_present)
-            .await
-            .ok()
-            .flatten()
+        super::reads::host_localnet_guard_present().await
     }
     fn sysctl(&self, key: &str) -> Option<String> {
         crate::host::read_sysctl(key)

@@ -159,18 +159,10 @@ impl Reads for Firewalld {
         Firewalld::iptables_rules(self, table).await
     }
     async fn nft_table(&self, family: &'static str, table: &'static str) -> Option<String> {
-        tokio::task::spawn_blocking(move || {
-            crate::external::nft_json(&["list", "table", family, table])
-        })
-        .await
-        .ok()?
-        .ok()
+        host_nft_table(family, table).await
     }
     async fn localnet_guard_present(&self) -> Option<bool> {
-        tokio::task::spawn_blocking(crate::host::localnet_guard_present)
-            .await
-            .ok()
-            .flatten()
+        host_localnet_guard_present().await
     }
     fn sysctl(&self, key: &str) -> Option<String> {
         crate::host::read_sysctl(key)
@@ -181,6 +173,24 @@ impl Reads for Firewalld {
     fn route_localnet_on(&self) -> Vec<String> {
         crate::host::route_localnet_on()
     }
+}
+
+/// [`Reads::nft_table`] on this host, for every live implementation (with or without firewalld).
+pub(crate) async fn host_nft_table(family: &'static str, table: &'static str) -> Option<String> {
+    tokio::task::spawn_blocking(move || {
+        crate::external::nft_json(&["list", "table", family, table])
+    })
+    .await
+    .ok()?
+    .ok()
+}
+
+/// [`Reads::localnet_guard_present`] on this host.
+pub(crate) async fn host_localnet_guard_present() -> Option<bool> {
+    tokio::task::spawn_blocking(crate::host::localnet_guard_present)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// A recording fake of [`Reads`] for unit tests of gathers and orchestration (no root, no bus).
