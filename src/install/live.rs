@@ -41,7 +41,8 @@ pub async fn install(
     state: &StateDir,
     reload: bool,
 ) -> Result<Outcome, InstallError> {
-    Ok(converge(seam, state, &Installing { reload }).await?.outcome)
+    let domain = Objects::Install { reload };
+    Ok(converge(seam, state, &domain).await?.outcome)
 }
 
 /// Removes what virtzone installed and nobody changed since, then reloads. Refuses when a zone to
@@ -51,80 +52,20 @@ pub async fn uninstall(
     state: &StateDir,
     force: bool,
 ) -> Result<Outcome, InstallError> {
-    Ok(converge(seam, state, &Uninstalling { force })
-        .await?
-        .outcome)
+    let domain = Objects::Uninstall { force };
+    Ok(converge(seam, state, &domain).await?.outcome)
 }
 
-/// The install domain: `installed.json` as its record, the shipped objects' snapshot as its facts.
-struct Installing {
-    /// Reload firewalld after adding (what makes the objects live).
-    reload: bool,
+/// The shipped objects as a domain of [`converge`]: `installed.json` as its record, a snapshot of
+/// the shipped objects (and, to uninstall, the zones every policy names) as its facts.
+enum Objects {
+    /// Add what is missing; `reload`: then reload firewalld, which makes the objects live.
+    Install { reload: bool },
+    /// Remove what virtzone added and nobody changed; `force`: even zones that hold bridges.
+    Uninstall { force: bool },
 }
 
-impl Domain for Installing {
-    type Record = Installed;
-    type Facts = Snapshot;
-    type Outcome = Outcome;
-    type Error = InstallError;
-
-    fn load(&self, state: &StateDir) -> Result<Installed, InstallError> {
-        Ok(state.read(INSTALLED_FILE)?)
-    }
-
-    async fn gather(&self, reads: &impl Reads, _: &Installed) -> Result<Snapshot, InstallError> {
-        Ok(Snapshot::gather(reads, &Scope::shipped()).await?)
-    }
-
-    fn plan(
-        &self,
-        snap: &Snapshot,
-        installed: &Installed,
-    ) -> Result<Decision<Installed, Outcome>, InstallError> {
-        let planned = plan::plan_live_install(snap, installed, self.reload)?;
-        let mut record = installed.clone();
-        let mut added = false;
-        for item in planned.items.iter().filter(|i| i.action == Action::Add) {
-            record.insert(item.kind, &item.name);
-            added = true;
-        }
-        Ok(Decision {
-            plan: planned.plan,
-            // Unrecorded objects would never be uninstalled: the runner undoes them if this fails.
-            record: added.then_some(record),
-            outcome: Outcome {
-                items: planned.items,
-                reloaded: added && self.reload,
-            },
-        })
-    }
-
-    fn store(&self, state: &StateDir, installed: &Installed) -> Result<(), InstallError> {
-        Ok(state.write(INSTALLED_FILE, installed)?)
-    }
-
-    fn failed(&self, error: ExecError) -> InstallError {
-        failed(&error)
-    }
-
-    fn capabilities(&self, snap: &Snapshot) -> Option<Capabilities> {
-        snap.capabilities()
-    }
-
-    fn again(&self, _: &Plan) -> bool {
-        // Its reload is the last step of the plan, not a reason to plan again.
-        false
-    }
-}
-
-/// The uninstall domain: `installed.json` as its record, the shipped objects and the zones every
-/// policy names as its facts.
-struct Uninstalling {
-    /// Remove zones that still hold bridges.
-    force: bool,
-}
-
-impl Domain for Uninstalling {
+impl Domain for Objects {
     type Record = Installed;
     type Facts = Snapshot;
     type Outcome = Outcome;
@@ -137,7 +78,8 @@ impl Domain for Uninstalling {
     async fn gather(&self, reads: &impl Reads, _: &Installed) -> Result<Snapshot, InstallError> {
         let scope = Scope {
             shipped: true,
-            policy_zones: true,
+            // A zone removed under a policy that names it keeps firewalld from starting.
+            policy_zones: matches!(self, Objects::Uninstall { .. }),
             ..Scope::default()
         };
         Ok(Snapshot::gather(reads, &scope).await?)
@@ -148,25 +90,48 @@ impl Domain for Uninstalling {
         snap: &Snapshot,
         installed: &Installed,
     ) -> Result<Decision<Installed, Outcome>, InstallError> {
-        let planned = plan::plan_live_uninstall(snap, installed, self.force)?;
         let mut record = installed.clone();
-        for item in planned.items.iter().filter(|i| i.action == Action::Remove) {
-            record.remove(item.kind, &item.name);
-        }
-        // Objects virtzone recorded that are gone by now (an admin deleted them) are forgotten too.
-        for (kind, name) in SHIPPED {
-            if !snap.shipped.contains_key(&(kind, name.to_string())) {
-                record.remove(kind, name);
+        match *self {
+            Objects::Install { reload } => {
+                let planned = plan::plan_live_install(snap, installed, reload)?;
+                let mut added = false;
+                for item in planned.items.iter().filter(|i| i.action == Action::Add) {
+                    record.insert(item.kind, &item.name);
+                    added = true;
+                }
+                Ok(Decision {
+                    plan: planned.plan,
+                    // Unrecorded objects would never be uninstalled: the runner undoes them if
+                    // this cannot be written.
+                    record: added.then_some(record),
+                    outcome: Outcome {
+                        items: planned.items,
+                        reloaded: added && reload,
+                    },
+                })
+            }
+            Objects::Uninstall { force } => {
+                let planned = plan::plan_live_uninstall(snap, installed, force)?;
+                for item in planned.items.iter().filter(|i| i.action == Action::Remove) {
+                    record.remove(item.kind, &item.name);
+                }
+                // Objects virtzone recorded that are gone by now (an admin deleted them) are
+                // forgotten too.
+                for (kind, name) in SHIPPED {
+                    if !snap.shipped.contains_key(&(kind, name.to_string())) {
+                        record.remove(kind, name);
+                    }
+                }
+                Ok(Decision {
+                    record: (record != *installed).then_some(record),
+                    outcome: Outcome {
+                        reloaded: planned.plan.steps.contains(&Step::Reload),
+                        items: planned.items,
+                    },
+                    plan: planned.plan,
+                })
             }
         }
-        Ok(Decision {
-            record: (record != *installed).then_some(record),
-            outcome: Outcome {
-                reloaded: planned.plan.steps.contains(&Step::Reload),
-                items: planned.items,
-            },
-            plan: planned.plan,
-        })
     }
 
     fn store(&self, state: &StateDir, installed: &Installed) -> Result<(), InstallError> {
@@ -182,6 +147,7 @@ impl Domain for Uninstalling {
     }
 
     fn again(&self, _: &Plan) -> bool {
+        // The reload is the plan's last step, not a reason to plan again.
         false
     }
 }
