@@ -218,6 +218,15 @@ pub mod fake {
     use crate::change::reads::fake::Recorded;
     use crate::firewalld::Capabilities;
 
+    /// Runs `f` to completion on a current-thread runtime with timers: a unit test's orchestration.
+    pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(f)
+    }
+
     /// Reads answered from `reads`' fields, changes recorded (and failed on request) by `mutations`.
     #[derive(Debug, Default)]
     pub struct FakeSeam {

@@ -2,6 +2,7 @@
 //! sides of the seam: what is read, what is changed, what is recorded, and what happens when a step
 //! or the record fails. No root, no bus; the lab tests run the same paths against real firewalld.
 
+use super::fake::block_on;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 
@@ -14,14 +15,6 @@ use crate::firewalld::Entries;
 use crate::install::{self, Installed, INSTALLED_FILE};
 use crate::names::{BridgeName, ZoneName};
 use crate::zone::shipped_zone;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 /// A running firewalld `version` with the (runtime and permanent) zones `zones`.
 fn firewalld(version: &str, zones: &[&str]) -> Recorded {

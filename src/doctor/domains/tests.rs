@@ -4,17 +4,10 @@
 
 use super::*;
 use crate::change::converge::converge;
+use crate::change::converge::fake::block_on;
 use crate::change::converge::fake::FakeSeam;
 use crate::change::executor::fake::Fake;
 use crate::doctor::fix::SYSCTL_FILE;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 fn path(bridge: &str) -> DockerPath {
     DockerPath {
